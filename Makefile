@@ -1,0 +1,49 @@
+# The README's two commands are `make run` and `make test`; each sets up .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+PYTHON ?= python3
+
+.PHONY: run test lint fmt bench venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The local CPU wheel first, so nothing below pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: the main job -- an LR range test on the built-in digits MLP, bounds printed, plot written
+run: $(STAMP)
+	$(VENV)/bin/clr-sweep range-test --workload digits_mlp --plot range_test.png --output range_test.json
+
+## test: the test suite (what .ci/run runs)
+test: $(STAMP)
+	$(VENV)/bin/pytest -n 2 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+## bench: the measurements (ratios within one run); long, not part of the tests
+bench: $(BENCH_STAMP)
+	$(PY) -m bench.overhead
+	$(PY) -m bench.scheduler_step
+	$(PY) -m bench.suggestion_quality
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Benchmarks: each script prints ratios measured within one run (`make bench`)."""

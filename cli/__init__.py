@@ -1,0 +1,1 @@
+"""The ``clr-sweep`` command line (``cli.main:main``)."""

@@ -1,0 +1,215 @@
+"""The ``clr-sweep`` command line.
+
+``clr-sweep range-test`` runs an LR range test on a built-in workload with a
+progress bar, prints every method's suggested bounds with its rationale and
+writes the curve plot; ``clr-sweep schedule`` previews a schedule as a plot;
+``clr-sweep workloads`` lists what can be run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="Find good learning rates (LR range test) and train with Cyclical Learning Rates.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+@app.command("range-test")
+def range_test_command(
+    workload: Annotated[str, typer.Option(help="Registered workload name.")] = "digits_mlp",
+    param: Annotated[
+        list[str], typer.Option("--param", "-p", help="Workload parameter NAME=VALUE (repeat).")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.")] = "sgd",
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    start_lr: Annotated[float, typer.Option(help="First LR of the sweep.")] = 1e-5,
+    end_lr: Annotated[float, typer.Option(help="Last LR of the sweep.")] = 10.0,
+    num_iter: Annotated[int, typer.Option(help="Mini-batches in the sweep.")] = 300,
+    sweep: Annotated[str, typer.Option(help="exp or linear.")] = "exp",
+    smoothing: Annotated[float, typer.Option(help="EMA factor of the smoothed loss.")] = 0.98,
+    diverge_th: Annotated[float, typer.Option(help="Stop above this x best loss.")] = 5.0,
+    seed: Annotated[int, typer.Option(help="Seed of the model init and data order.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    plot: Annotated[Path | None, typer.Option(help="Write the curve plot (.png or .svg).")] = Path(
+        "range_test.png"
+    ),
+    output: Annotated[Path | None, typer.Option(help="Write the result and bounds as JSON.")] = None,
+    use_accuracy: Annotated[
+        bool, typer.Option(help="Read accuracy instead of loss (the paper's way).")
+    ] = False,
+) -> None:
+    """Run an LR range test on a workload and print suggested CLR bounds."""
+    from clr import RangeTest, SuggestionError, make_optimizer, plot_range_test, suggest_all
+    from clr.exceptions import CLRError
+    from clr.workloads import get_workload
+
+    try:
+        spec = get_workload(workload)
+        built = spec.build(_parse_params(param), seed=seed, device=_device(device))
+        opt = make_optimizer(
+            optimizer,
+            built.model.parameters(),
+            lr=start_lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+        )
+        tester = RangeTest(built.model, opt, built.loss_fn, metric_fn=built.metric_fn)
+        with Progress(
+            TextColumn("[bold]range test[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("lr {task.fields[lr]:.2e}  loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("sweep", total=num_iter, lr=start_lr, loss=math.nan)
+            result = tester.run(
+                built.train_loader,
+                start_lr=start_lr,
+                end_lr=end_lr,
+                num_iter=num_iter,
+                sweep=sweep,  # type: ignore[arg-type]  # validated by RangeTest
+                smoothing=smoothing,
+                diverge_th=diverge_th,
+                callback=lambda p: progress.update(
+                    task, completed=p.step, lr=p.lrs[-1], loss=p.smoothed_losses[-1]
+                ),
+            )
+    except CLRError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+    console.print(
+        f"{result.stop_reason}: {result.stop_detail} "
+        f"({result.steps_run} steps in {result.seconds:.2f} s on {result.device})"
+    )
+    suggestions = None
+    try:
+        suggestions = suggest_all(
+            result, iters_per_epoch=built.iters_per_epoch, use_accuracy=use_accuracy
+        )
+    except SuggestionError as exc:
+        console.print(f"[yellow]no bounds:[/] {exc}")
+    if suggestions is not None:
+        table = Table(title=f"Suggested CLR bounds for {workload} ({optimizer})")
+        for column in ("method", "base_lr", "max_lr", "rationale"):
+            table.add_column(column, overflow="fold")
+        for item in suggestions.items:
+            name = item.method + (" (default)" if item is suggestions.default else "")
+            table.add_row(name, f"{item.base_lr:.3g}", f"{item.max_lr:.3g}", item.rationale)
+        for method, reason in suggestions.failed.items():
+            table.add_row(method, "-", "-", f"[yellow]{reason}[/]")
+        console.print(table)
+        console.print(
+            f"confidence {suggestions.confidence:.2f}; step_size {suggestions.step_size} "
+            f"({built.iters_per_epoch} iterations per epoch); stop after iteration "
+            f"{suggestions.stop_iteration} (end of cycle {suggestions.cycles})"
+        )
+        for warning in suggestions.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+    if plot is not None:
+        plot_range_test(result, suggestions, path=plot, title=f"LR range test: {workload}")
+        console.print(f"plot written to {plot}")
+    if output is not None:
+        payload = {
+            "result": result.to_dict(),
+            "suggestions": suggestions.to_dict() if suggestions else None,
+        }
+        output.write_text(json.dumps(payload, indent=2))
+        console.print(f"result written to {output}")
+
+
+@app.command("schedule")
+def schedule_command(
+    policy: Annotated[str, typer.Option(help="triangular, triangular2, exp_range, ...")] = (
+        "triangular2"
+    ),
+    base_lr: Annotated[float, typer.Option(help="Lower LR bound.")] = 1e-3,
+    max_lr: Annotated[float, typer.Option(help="Upper LR bound.")] = 6e-3,
+    step_size: Annotated[int, typer.Option(help="Iterations per half cycle.")] = 2000,
+    cycles: Annotated[int, typer.Option(help="Cycles to draw.")] = 4,
+    gamma: Annotated[float, typer.Option(help="exp_range decay per iteration.")] = 0.99994,
+    shape: Annotated[str, typer.Option(help="triangle, sine or parabolic.")] = "triangle",
+    plot: Annotated[Path, typer.Option(help="Output file (.png or .svg).")] = Path("schedule.png"),
+) -> None:
+    """Draw a cyclical schedule (LR and momentum vs iteration)."""
+    from clr import CyclicSchedule, cycle_end, plot_schedule, total_iterations
+    from clr.exceptions import CLRError
+
+    try:
+        schedule = CyclicSchedule(
+            base_lr=base_lr,
+            max_lr=max_lr,
+            step_size_up=step_size,
+            mode=policy,  # type: ignore[arg-type]  # validated by CyclicSchedule
+            gamma=gamma,
+            shape=shape,  # type: ignore[arg-type]
+            base_momentum=0.8,
+            max_momentum=0.9,
+        )
+        steps = total_iterations(cycles, step_size)
+        plot_schedule(
+            schedule,
+            steps=steps,
+            path=plot,
+            title=f"{policy} ({shape}), step_size={step_size}",
+            cycle_ends=[cycle_end(k, step_size) for k in range(1, cycles + 1)],
+        )
+    except CLRError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"schedule plot written to {plot}")
+
+
+@app.command("workloads")
+def workloads_command() -> None:
+    """List the registered workloads and their parameters."""
+    from clr.workloads import get_workload, list_workloads
+
+    table = Table(title="Workloads")
+    for column in ("name", "parameters (default)", "description"):
+        table.add_column(column, overflow="fold")
+    for name in list_workloads():
+        workload = get_workload(name)
+        params = ", ".join(f"{p.name}={p.default}" for p in workload.params)
+        table.add_row(name, params, workload.description)
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``clr-sweep`` console script."""
+    app()

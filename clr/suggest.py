@@ -1,0 +1,997 @@
+"""Learning-rate bounds from an LR range-test curve.
+
+Smith (2015, "Cyclical Learning Rates for Training Neural Networks", arXiv
+1506.01186, §3.3) runs the model for a few epochs while the learning rate rises
+linearly from a low to a high value, then reads two numbers off the plot of
+accuracy (or loss) against learning rate: ``base_lr``, where the curve starts to
+improve, and ``max_lr``, where it stops improving, turns ragged or gets worse.
+This module makes that reading repeatable, and offers the rules the fastai
+library popularised next to it, so they can be compared on the same curve.
+
+Every rule works on the *finite prefix* of the curve (a range test stops at the
+first non-finite loss) and on the bias-corrected exponential moving average of
+the loss (``RangeTestResult.smoothed_losses``, recomputed with ``beta=0.98`` when
+missing). That average lags the raw loss by about ``beta / (1 - beta) = 49``
+steps, so on a short sweep the smoothed minimum sits a little to the right of
+the raw one; rules that read the minimum inherit that lag, as fastai's do.
+
+Rules (see each ``_rule_*`` function for the exact recipe):
+
+* ``paper``: Smith's reading. ``base_lr`` where the smoothed loss has made 10 %
+  of its total drop, ``max_lr`` at its minimum, or earlier where the raw loss
+  turns ragged. With ``use_accuracy=True`` the same reading on accuracy.
+* ``steepest``: ``max_lr`` at the steepest descent of the loss against
+  ``log10(lr)``, ``base_lr = max_lr / 4``.
+* ``valley``: fastai's ``valley``: two thirds into the longest descent.
+* ``min_div_10``: fastai's ``minimum``: the LR of the minimum divided by 10.
+* ``max_fraction``: the paper's ``max_lr`` with ``base_lr = max_lr / 4`` (Smith,
+  after Bengio 2012: the best LR is within a factor of two of the largest one
+  that converges, so the lower bound is a small fraction of ``max_lr``).
+
+Example::
+
+    suggestions = suggest_all(result, iters_per_epoch=len(train_loader))
+    s = suggestions.default
+    print(s.rationale, suggestions.step_size, suggestions.warnings)
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clr._result import RangeTestResult
+from clr.exceptions import (
+    CurveTooShort,
+    FlatCurve,
+    MonotoneCurve,
+    NonFiniteCurve,
+    SuggestionError,
+)
+
+__all__ = [
+    "BASE_FRACTION",
+    "DEFAULT_METHOD",
+    "EMA_BETA",
+    "METHODS",
+    "MIN_POINTS",
+    "NOISE_WARN_THRESHOLD",
+    "Curve",
+    "CurveLike",
+    "Suggestion",
+    "Suggestions",
+    "suggest",
+    "suggest_all",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+METHODS: tuple[str, ...] = ("paper", "steepest", "valley", "min_div_10", "max_fraction")
+"""Every rule :func:`suggest_all` runs, in the order it reports them."""
+
+DEFAULT_METHOD: str = "paper"
+"""The rule :func:`suggest` uses when none is named (read at call time)."""
+
+MIN_POINTS = 10
+"""Fewest finite points any rule accepts."""
+
+EMA_BETA = 0.98
+"""Smoothing factor of the bias-corrected EMA computed when a curve has none."""
+
+BASE_FRACTION = 0.10
+"""``paper``: the curve "starts to improve" once it has made this fraction of its drop."""
+
+NOISE_WARN_THRESHOLD = 0.2
+"""Above this relative noise :func:`suggest_all` warns that the curve cannot be trusted."""
+
+_FLAT_REL_DROP = 0.02  # a drop below 2 % of the start level is no descent
+_END_RISE_FRACTION = 0.05  # after the minimum the curve must rise by 5 % of the drop
+_RAGGED_FACTOR = 3.0  # local noise this many times the curve's noise is "ragged"
+_RAGGED_MIN = 0.05  # ... and at least 5 % relative standard deviation
+_BASE_DIVISOR = 4.0  # base_lr = max_lr / 4 for the rules that only find max_lr
+_DISAGREE_WARN = 0.5  # confidence below this adds a "methods disagree" warning
+_SPREAD_FREE = 0.5  # decades of spread expected between the rules' readings
+# Robust sigma from second differences: e_i - (e_{i-1} + e_{i+1}) / 2 has standard
+# deviation sigma * sqrt(1.5) for independent noise, and median|N(0, s)| = s / 1.4826.
+_ROUGH_SCALE = 1.4826 / math.sqrt(1.5)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A range-test curve given as plain arrays (for synthetic or foreign curves).
+
+    Attributes:
+        lrs: learning rate at each step, strictly increasing.
+        losses: raw training loss at each step.
+        smoothed: smoothed loss; when ``None`` the bias-corrected EMA of
+            ``losses`` with ``beta=0.98`` is used.
+        accuracies: training accuracy at each step, for ``use_accuracy=True``.
+    """
+
+    lrs: npt.ArrayLike
+    losses: npt.ArrayLike
+    smoothed: npt.ArrayLike | None = None
+    accuracies: npt.ArrayLike | None = None
+
+
+CurveLike = RangeTestResult | Curve | Mapping[str, Any]
+"""What the functions here accept: a result, a :class:`Curve`, or ``RangeTestResult.to_dict()``."""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One rule's learning-rate bounds for a cyclical schedule.
+
+    Attributes:
+        method: the rule's name, one of :data:`METHODS`.
+        base_lr: lower bound of the cycle (``0 < base_lr < max_lr``).
+        max_lr: upper bound of the cycle.
+        rationale: one or two sentences, with the numbers, saying why.
+        evidence: the points the rule used (indices, LRs, loss values), as plain
+            JSON-ready ints, floats, strings and lists.
+        step_size: iterations per half cycle, when ``iters_per_epoch`` was given.
+        stop_iteration: iteration at which to stop (the end of the last cycle).
+        cycles: number of full cycles ``stop_iteration`` covers.
+    """
+
+    method: str
+    base_lr: float
+    max_lr: float
+    rationale: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    step_size: int | None = None
+    stop_iteration: int | None = None
+    cycles: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {
+            "method": self.method,
+            "base_lr": float(self.base_lr),
+            "max_lr": float(self.max_lr),
+            "rationale": self.rationale,
+            "evidence": _jsonable(self.evidence),
+            "step_size": self.step_size,
+            "stop_iteration": self.stop_iteration,
+            "cycles": self.cycles,
+        }
+
+
+@dataclass
+class Suggestions:
+    """Every rule's bounds for one curve, with how far they can be trusted.
+
+    Attributes:
+        items: one :class:`Suggestion` per rule that succeeded, ``default`` first,
+            the others in :data:`METHODS` order.
+        default: the suggestion to use: :data:`DEFAULT_METHOD`'s, or the first
+            rule that succeeded when that one failed (a warning says so).
+        confidence: in ``[0, 1]``; 1 when the rules agree on where the loss
+            bottoms out, falling to 0 as they spread over 1.5 decades, scaled down
+            by the fraction of rules that failed (see :func:`suggest_all`).
+        noise: robust relative standard deviation of the raw loss about its
+            trend over the descending part of the curve (0.05 means 5 %).
+        warnings: sentences for a person, each with what to do about it.
+        step_size: iterations per half cycle (``epochs_per_half_cycle *
+            iters_per_epoch``), or ``None`` without ``iters_per_epoch``.
+        stop_iteration: ``cycles * 2 * step_size``: the end of the last cycle,
+            where the learning rate is back at ``base_lr``.
+        cycles: the number of cycles ``stop_iteration`` covers.
+        failed: rule name -> why it gave no bounds.
+    """
+
+    items: list[Suggestion]
+    default: Suggestion
+    confidence: float
+    noise: float
+    warnings: list[str] = field(default_factory=list)
+    step_size: int | None = None
+    stop_iteration: int | None = None
+    cycles: int | None = None
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def get(self, method: str) -> Suggestion:
+        """The suggestion of one rule.
+
+        Args:
+            method: a name from :data:`METHODS`.
+
+        Returns:
+            That rule's :class:`Suggestion`.
+
+        Raises:
+            KeyError: the rule is unknown or failed on this curve (the message
+                says why).
+        """
+        for item in self.items:
+            if item.method == method:
+                return item
+        if method in self.failed:
+            raise KeyError(f"method {method!r} failed on this curve: {self.failed[method]}")
+        raise KeyError(f"method must be one of {METHODS}, got {method!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (``default`` as a dict, plus its name)."""
+        return {
+            "default_method": self.default.method,
+            "default": self.default.to_dict(),
+            "items": [s.to_dict() for s in self.items],
+            "confidence": float(self.confidence),
+            "noise": float(self.noise),
+            "warnings": list(self.warnings),
+            "step_size": self.step_size,
+            "stop_iteration": self.stop_iteration,
+            "cycles": self.cycles,
+            "failed": dict(self.failed),
+        }
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain Python copy of ``value``: numpy scalars and arrays become floats/ints/lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _ema(values: FloatArray, beta: float = EMA_BETA) -> FloatArray:
+    """Bias-corrected EMA: ``avg_t = beta*avg_{t-1} + (1-beta)*x_t``, ``avg_t / (1-beta**t)``."""
+    out = np.empty_like(values)
+    avg = 0.0
+    for t, x in enumerate(values, start=1):
+        avg = beta * avg + (1.0 - beta) * float(x)
+        out[t - 1] = avg / (1.0 - beta**t)
+    return out
+
+
+def _array(name: str, values: Any) -> FloatArray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+@dataclass(frozen=True)
+class _Raw:
+    lrs: FloatArray
+    losses: FloatArray
+    smoothed: FloatArray | None
+    accuracies: FloatArray | None
+    stop_reason: str | None
+
+
+def _extract(curve: CurveLike) -> _Raw:
+    if isinstance(curve, RangeTestResult):
+        return _Raw(
+            _array("lrs", curve.lrs),
+            _array("losses", curve.losses),
+            _array("smoothed_losses", curve.smoothed_losses),
+            None if curve.accuracies is None else _array("accuracies", curve.accuracies),
+            curve.stop_reason,
+        )
+    if isinstance(curve, Curve):
+        return _Raw(
+            _array("lrs", curve.lrs),
+            _array("losses", curve.losses),
+            None if curve.smoothed is None else _array("smoothed", curve.smoothed),
+            None if curve.accuracies is None else _array("accuracies", curve.accuracies),
+            None,
+        )
+    if isinstance(curve, Mapping):
+        smoothed = curve.get("smoothed_losses", curve.get("smoothed"))
+        acc = curve.get("accuracies")
+        reason = curve.get("stop_reason")
+        return _Raw(
+            _array("lrs", curve["lrs"]),
+            _array("losses", curve["losses"]),
+            None if smoothed is None else _array("smoothed_losses", smoothed),
+            None if acc is None else _array("accuracies", acc),
+            None if reason is None else str(reason),
+        )
+    raise TypeError(
+        "result_or_arrays must be a RangeTestResult, a Curve or a RangeTestResult.to_dict() "
+        f"mapping, got {type(curve).__name__}"
+    )
+
+
+def _window(n: int) -> int:
+    """Odd window for local statistics: about 2 % of the curve, between 5 and 31 points."""
+    w = max(5, min(31, n // 50))
+    return w if w % 2 == 1 else w + 1
+
+
+def _rolling(values: FloatArray, w: int, stat: Callable[..., Any]) -> FloatArray:
+    """Centred rolling statistic with edge padding (same length as ``values``)."""
+    half = w // 2
+    padded = np.pad(values, half, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, w)
+    return np.asarray(stat(windows, axis=1), dtype=np.float64)
+
+
+def _roughness(raw: FloatArray, scale: FloatArray) -> FloatArray:
+    """Per-point noise estimate, in units of ``scale``, from second differences.
+
+    Second differences cancel any locally linear trend, so the lag of the EMA on
+    a steep descent is not mistaken for noise.
+    """
+    d = np.empty_like(raw)
+    d[1:-1] = np.abs(raw[1:-1] - 0.5 * (raw[:-2] + raw[2:])) / scale[1:-1]
+    d[0], d[-1] = d[1], d[-2]
+    return d * _ROUGH_SCALE
+
+
+@dataclass(frozen=True)
+class _Signal:
+    """One curve oriented so that lower is better (loss, or minus accuracy)."""
+
+    name: str  # "loss" or "accuracy"
+    sign: float  # +1 for loss, -1 for accuracy: display value = sign * stored value
+    raw: FloatArray
+    smooth: FloatArray
+    rough: FloatArray  # per-point noise estimate (relative)
+    start: float  # level before the descent: median of the first 5 % of the smoothed curve
+    k: int  # size of that start window
+    i_best: int
+    best: float
+    drop: float
+    i_base: int | None  # None when there is no descent
+
+    def shown(self, value: float) -> float:
+        return self.sign * value
+
+
+def _signal(name: str, sign: float, raw: FloatArray, smooth: FloatArray) -> _Signal:
+    n = raw.shape[0]
+    k = max(1, n // 20)
+    start = float(np.median(smooth[:k]))
+    i_best = int(np.argmin(smooth))
+    best = float(smooth[i_best])
+    drop = start - best
+    if sign > 0:  # loss: noise relative to the local level (a centred, lag-free median)
+        scale = np.maximum(np.abs(_rolling(raw, _window(n), np.median)), 1e-12)
+    else:  # accuracy: noise relative to the total rise
+        scale = np.full_like(smooth, max(drop, 1e-12))
+    rough = _roughness(raw, scale)
+    i_base: int | None = None
+    if drop > 0 and i_best > 0:
+        # base: one past the last point before the minimum that is still above
+        # start - BASE_FRACTION * drop (robust to noisy dips at the very start)
+        above = np.nonzero(smooth[:i_best] > start - BASE_FRACTION * drop)[0]
+        i_base = int(above[-1]) + 1 if above.size else 0
+        i_base = min(i_base, i_best - 1)
+    return _Signal(name, sign, raw, smooth, rough, start, k, i_best, best, drop, i_base)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    lrs: FloatArray
+    log_lrs: FloatArray
+    loss: _Signal
+    accuracy: _Signal | None
+    noise: float
+    notes: tuple[str, ...]  # things suggest_all turns into warnings
+    stop_reason: str | None
+    truncated: bool  # the loss turned non-finite after the last point kept
+
+    @property
+    def n(self) -> int:
+        return int(self.lrs.shape[0])
+
+    @property
+    def lr_range(self) -> str:
+        cut = " (the loss is not finite after that)" if self.truncated else ""
+        return f"{self.lrs[0]:.3g} and {self.lrs[-1]:.3g}{cut}"
+
+
+def _prepare(curve: CurveLike) -> _Prepared:
+    raw = _extract(curve)
+    n_all = raw.lrs.shape[0]
+    for label, arr in (("losses", raw.losses), ("smoothed_losses", raw.smoothed)):
+        if arr is not None and arr.shape[0] != n_all:
+            raise ValueError(
+                f"lrs and {label} must have the same length, got {n_all} and {arr.shape[0]}"
+            )
+    ok = np.isfinite(raw.lrs) & (raw.lrs > 0) & np.isfinite(raw.losses)
+    if raw.smoothed is not None:
+        ok &= np.isfinite(raw.smoothed)
+    if not ok.any():
+        raise NonFiniteCurve(
+            f"no finite loss in the curve ({n_all} points, all NaN or inf, or lrs <= 0): "
+            "check the model and data, and lower start_lr"
+        )
+    bad = np.nonzero(~ok)[0]
+    m = int(bad[0]) if bad.size else n_all
+    notes: list[str] = []
+    if m < MIN_POINTS:
+        extra = f" (the loss is not finite from step {m} on)" if m < n_all else ""
+        raise CurveTooShort(
+            f"need at least {MIN_POINTS} finite points, got {m}{extra}: run more iterations"
+            + (" or lower end_lr" if extra else "")
+        )
+    lrs = raw.lrs[:m]
+    steps = np.diff(lrs)
+    if np.any(steps <= 0):
+        at = int(np.nonzero(steps <= 0)[0][0]) + 1
+        raise SuggestionError(
+            f"lrs must strictly increase along the curve, got {lrs[at - 1]:.3g} then "
+            f"{lrs[at]:.3g} at index {at}: pass the curve of an LR range test"
+        )
+    losses = raw.losses[:m]
+    smoothed = raw.smoothed[:m] if raw.smoothed is not None else _ema(losses)
+    if m < n_all:
+        notes.append(f"only the first {m} of {n_all} points are finite; the rest were ignored")
+    loss = _signal("loss", 1.0, losses, smoothed)
+    accuracy: _Signal | None = None
+    if raw.accuracies is not None:
+        if raw.accuracies.shape[0] != n_all:
+            raise ValueError(
+                f"lrs and accuracies must have the same length, got {n_all} and "
+                f"{raw.accuracies.shape[0]}"
+            )
+        acc = raw.accuracies[:m]
+        if np.all(np.isfinite(acc)):
+            accuracy = _signal("accuracy", -1.0, -acc, -_ema(acc))
+        else:
+            notes.append("accuracies contain NaN or inf; they were ignored")
+    # noise over the descending part (start of descent .. minimum), else the whole curve
+    lo = loss.i_base if loss.i_base is not None else 0
+    hi = loss.i_best + 1 if loss.i_base is not None else m
+    if hi - lo < 5:
+        lo, hi = 0, m
+    noise = float(np.median(loss.rough[lo:hi]))
+    return _Prepared(
+        lrs, np.log10(lrs), loss, accuracy, noise, tuple(notes), raw.stop_reason, m < n_all
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _require_descent(p: _Prepared, sig: _Signal) -> int:
+    """Raise :class:`FlatCurve` unless ``sig`` improves; return the base index."""
+    rel = sig.drop / max(abs(sig.start), 1e-12)
+    what = "no descent" if sig.name == "loss" else "no rise in accuracy"
+    if sig.i_base is None or sig.i_best < sig.k or rel < _FLAT_REL_DROP:
+        worse = abs(sig.smooth[-1] - sig.best) / max(abs(sig.start), 1e-12)
+        if sig.i_best < sig.k and worse >= _FLAT_REL_DROP:
+            why = f"the {sig.name} is best in the first points and only gets worse: lower start_lr"
+        else:
+            why = (
+                f"the {sig.name} changes by {rel:.1%} of its start level"
+                ": raise end_lr or train longer per step"
+            )
+        raise FlatCurve(f"{what} found between {p.lr_range}: widen the range ({why})")
+    return sig.i_base
+
+
+def _ragged_index(p: _Prepared, sig: _Signal, i_base: int) -> int | None:
+    """First index after ``i_base`` (before the best point) where the raw curve turns ragged.
+
+    Ragged: the local noise (rolling median of :func:`_roughness`) exceeds three
+    times the curve's noise over its descent, and at least 5 %.
+    """
+    if sig.i_best <= i_base + 1:
+        return None
+    base_noise = float(np.median(sig.rough[i_base : sig.i_best + 1]))
+    local = _rolling(sig.rough, _window(p.n), np.median)
+    threshold = max(_RAGGED_FACTOR * base_noise, _RAGGED_MIN)
+    hits = np.nonzero(local[i_base + 1 : sig.i_best] > threshold)[0]
+    return i_base + 1 + int(hits[0]) if hits.size else None
+
+
+def _is_monotone(p: _Prepared, sig: _Signal) -> bool:
+    """True when the best point is in the last 5 % and the curve has not turned back up."""
+    tail = max(3, p.n // 20)
+    risen = sig.smooth[-1] - sig.best
+    return sig.i_best >= p.n - tail and risen < _END_RISE_FRACTION * sig.drop
+
+
+def _monotone_error(p: _Prepared, sig: _Signal) -> MonotoneCurve:
+    verb = "loss still falling" if sig.name == "loss" else "accuracy still rising"
+    return MonotoneCurve(
+        f"{verb} at end_lr={p.lrs[-1]:.3g} (best {sig.name} {sig.shown(sig.best):.4g} in the "
+        f"last points of the sweep between {p.lr_range}): raise end_lr"
+    )
+
+
+def _clip_bounds(p: _Prepared, base: float, mx: float) -> tuple[float, float, str]:
+    """Force ``lrs[0] <= base < max <= lrs[-1]``; the note says what was clipped."""
+    lo, second, hi = float(p.lrs[0]), float(p.lrs[1]), float(p.lrs[-1])
+    notes = []
+    if mx > hi:
+        notes.append(f"max_lr clipped down to the end of the sweep ({hi:.3g})")
+        mx = hi
+    if mx < second:
+        notes.append(f"max_lr {mx:.3g} is below the sweep; raised to {second:.3g}")
+        mx = second
+    if base < lo:
+        notes.append(f"base_lr {base:.3g} is below the sweep; raised to start_lr={lo:.3g}")
+        base = lo
+    if base >= mx:
+        base = lo
+    note = (" Note: " + "; ".join(notes) + ".") if notes else ""
+    return base, mx, note
+
+
+def _point(p: _Prepared, sig: _Signal, i: int) -> dict[str, Any]:
+    return {
+        "index": int(i),
+        "lr": float(p.lrs[i]),
+        sig.name: float(sig.shown(float(sig.smooth[i]))),
+        f"raw_{sig.name}": float(sig.shown(float(sig.raw[i]))),
+    }
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class _PaperMax:
+    sig: _Signal
+    i_base: int
+    i_max: int
+    i_ragged: int | None
+    note: str  # set when use_accuracy fell back to the loss
+
+
+def _paper_points(p: _Prepared, use_accuracy: bool) -> _PaperMax:
+    note = ""
+    sig = p.loss
+    if use_accuracy:
+        if p.accuracy is not None:
+            sig = p.accuracy
+        else:
+            note = " (use_accuracy was set but the curve has no usable accuracies: read the loss)"
+    i_base = _require_descent(p, sig)
+    i_ragged = _ragged_index(p, sig, i_base)
+    if i_ragged is None and _is_monotone(p, sig):
+        raise _monotone_error(p, sig)
+    i_max = sig.i_best if i_ragged is None else i_ragged
+    return _PaperMax(sig, i_base, i_max, i_ragged, note)
+
+
+def _paper_max_sentence(p: _Prepared, pm: _PaperMax) -> str:
+    sig = pm.sig
+    best = f"best {sig.name} {sig.shown(sig.best):.4g} at {p.lrs[sig.i_best]:.3g}"
+    if pm.i_ragged is None:
+        return f"the smoothed {sig.name} stops improving at its {best}"
+    return (
+        f"the raw {sig.name} turns ragged at {p.lrs[pm.i_ragged]:.3g}, before the {best}, "
+        "so max_lr backs off to the ragged point"
+    )
+
+
+def _rule_paper(p: _Prepared, use_accuracy: bool) -> Suggestion:
+    """Smith (2015, §3.3): read where the curve starts and stops improving.
+
+    Rule: ``base_lr`` is the first LR after which the smoothed curve stays at
+    least 10 % (:data:`BASE_FRACTION`) of its total improvement (start level ->
+    best value) below the start level. ``max_lr`` is the LR of the best smoothed
+    value, backed off to the first earlier point where the raw curve turns
+    ragged (local noise > 3x the descent's noise and > 5 %), as Smith reads
+    "where the accuracy ... becomes ragged". With ``use_accuracy=True`` and
+    accuracies present the same reading is made on the accuracy (start to
+    rise, stop rising / peak / turn ragged).
+
+    Raises :class:`FlatCurve` without an improvement and :class:`MonotoneCurve`
+    when the best point is in the last 5 % of the sweep, the curve has not
+    turned back, and the raw curve never turned ragged: the upper bound was not
+    reached.
+    """
+    pm = _paper_points(p, use_accuracy)
+    sig = pm.sig
+    base, mx, clip_note = _clip_bounds(p, float(p.lrs[pm.i_base]), float(p.lrs[pm.i_max]))
+    change = "drop" if sig.name == "loss" else "rise"
+    rationale = (
+        f"The smoothed {sig.name} starts to improve at {base:.3g} ({BASE_FRACTION:.0%} of its "
+        f"{sig.shown(sig.start):.4g} -> {sig.shown(sig.best):.4g} {change}) and "
+        f"{_paper_max_sentence(p, pm)}: base_lr={base:.3g}, max_lr={mx:.3g} "
+        f"(Smith 2015, §3.3){pm.note}.{clip_note}"
+    )
+    evidence = {
+        "signal": sig.name,
+        "start_level": sig.shown(sig.start),
+        "best_level": sig.shown(sig.best),
+        "base_fraction": BASE_FRACTION,
+        "base": _point(p, sig, pm.i_base),
+        "best": _point(p, sig, sig.i_best),
+        "max": _point(p, sig, pm.i_max),
+        "ragged_index": pm.i_ragged,
+        "ragged_lr": None if pm.i_ragged is None else float(p.lrs[pm.i_ragged]),
+    }
+    return Suggestion("paper", base, mx, rationale, evidence)
+
+
+def _rule_max_fraction(p: _Prepared, use_accuracy: bool) -> Suggestion:
+    """Smith (2015, §3.3) after Bengio (2012): ``base_lr`` as a fraction of ``max_lr``.
+
+    Rule: ``max_lr`` is the ``paper`` rule's ``max_lr`` (same errors), and
+    ``base_lr = max_lr / 4``. Bengio (2012) notes the optimal learning rate is
+    usually within a factor of two of the largest one that does not diverge;
+    Smith suggests setting ``base_lr`` to 1/3 or 1/4 of ``max_lr``. The ``/3``
+    variant is given in the rationale.
+    """
+    pm = _paper_points(p, use_accuracy)
+    base, mx, clip_note = _clip_bounds(
+        p, float(p.lrs[pm.i_max]) / _BASE_DIVISOR, float(p.lrs[pm.i_max])
+    )
+    rationale = (
+        f"max_lr={mx:.3g} is the paper's upper bound ({_paper_max_sentence(p, pm)}); "
+        f"base_lr=max_lr/4={base:.3g}, since the best LR lies within a factor of two of the "
+        f"largest that converges (Smith 2015 §3.3, Bengio 2012; max_lr/3={mx / 3:.3g} is the "
+        f"other choice){pm.note}.{clip_note}"
+    )
+    evidence = {
+        "signal": pm.sig.name,
+        "max": _point(p, pm.sig, pm.i_max),
+        "best": _point(p, pm.sig, pm.sig.i_best),
+        "ragged_index": pm.i_ragged,
+        "divisor": _BASE_DIVISOR,
+        "base_lr_div_3": mx / 3.0,
+    }
+    return Suggestion("max_fraction", base, mx, rationale, evidence)
+
+
+def _rule_steepest(p: _Prepared, use_accuracy: bool) -> Suggestion:  # noqa: ARG001
+    """Steepest descent of the loss against ``log10(lr)`` (fastai's ``steep``).
+
+    Rule: lightly smooth the smoothed loss again (centred moving average over
+    ~2 % of the points, 5 to 31), take ``np.gradient`` with respect to
+    ``log10(lr)``, and put ``max_lr`` at the most negative slope among the points
+    after the first 5 % and before the minimum; ``base_lr = max_lr / 4``. Works on
+    a loss that is still falling at the end of the sweep (the minimum is then the
+    last point); raises :class:`FlatCurve` when nothing descends.
+    """
+    sig = p.loss
+    _require_descent(p, sig)
+    light = _rolling(sig.smooth, _window(p.n), np.mean)
+    slope = np.gradient(light, p.log_lrs)
+    lo = max(1, sig.k)
+    hi = max(lo + 1, sig.i_best)
+    i = lo + int(np.argmin(slope[lo:hi]))
+    if slope[i] >= 0:
+        raise FlatCurve(
+            f"no descent found between {p.lr_range}: widen the range "
+            "(the smoothed loss never falls before its minimum)"
+        )
+    base, mx, clip_note = _clip_bounds(p, float(p.lrs[i]) / _BASE_DIVISOR, float(p.lrs[i]))
+    rationale = (
+        f"The loss falls fastest at lr={mx:.3g} ({float(slope[i]):.3g} per decade of LR), "
+        f"so max_lr={mx:.3g} and base_lr=max_lr/4={base:.3g}.{clip_note}"
+    )
+    evidence = {
+        "signal": "loss",
+        "steepest": _point(p, sig, i),
+        "slope_per_decade": float(slope[i]),
+        "search_range": [int(lo), int(hi)],
+        "window": _window(p.n),
+    }
+    return Suggestion("steepest", base, mx, rationale, evidence)
+
+
+def _longest_descent(values: FloatArray) -> tuple[int, int]:
+    """fastai's valley span: ``(start, end)`` of the longest strictly decreasing run.
+
+    ``lds[i]`` is the length of the longest strictly decreasing subsequence that
+    ends at ``i`` (fastai's O(n^2) DP, here in O(n log n) by patience sorting on
+    the negated values). ``end`` is the first index with the largest ``lds``;
+    fastai takes ``start = end - lds[end]``, one before the run; we use
+    ``end - lds[end] + 1`` (the pick moves by at most one index).
+    """
+    tails: list[float] = []
+    lds = np.empty(values.shape[0], dtype=np.int64)
+    for i, v in enumerate((-values).tolist()):
+        pos = bisect.bisect_left(tails, v)
+        if pos == len(tails):
+            tails.append(v)
+        else:
+            tails[pos] = v
+        lds[i] = pos + 1
+    end = int(np.argmax(lds))
+    return max(0, end - int(lds[end]) + 1), end
+
+
+def _rule_valley(p: _Prepared, use_accuracy: bool) -> Suggestion:  # noqa: ARG001
+    """fastai's ``valley`` (fastai >= 2.5, ``Learner.lr_find``).
+
+    Rule: drop the first 10 % of points as fastai does (unless the minimum is
+    there), find the longest strictly decreasing run of the smoothed loss
+    (:func:`_longest_descent`), split it into thirds and take
+    ``idx = start + int(len/3) + int(len/6)``, about two thirds of the way
+    down: ``max_lr = lr[idx]``. fastai returns that single LR; for a cycle,
+    ``base_lr = max_lr / 4``, or the LR where the valley starts when that is
+    larger (the loss does not improve below the valley, so there is no point
+    cycling there). Raises :class:`FlatCurve` when nothing descends; works on a
+    loss still falling at the end.
+    """
+    sig = p.loss
+    _require_descent(p, sig)
+    skip = p.n // 10 if sig.i_best > p.n // 10 + 2 else 0
+    start, end = _longest_descent(sig.smooth[skip:])
+    start, end = start + skip, end + skip
+    sections = (end - start) / 3
+    idx = start + int(sections) + int(sections / 2)
+    mx_raw = float(p.lrs[idx])
+    valley_start = float(p.lrs[start])
+    from_start = start < idx and valley_start > mx_raw / _BASE_DIVISOR
+    base_raw = valley_start if from_start else mx_raw / _BASE_DIVISOR
+    base, mx, clip_note = _clip_bounds(p, base_raw, mx_raw)
+    how = (
+        f"the valley's start {valley_start:.3g}"
+        if from_start
+        else f"max_lr/4 (the valley starts lower, at {valley_start:.3g})"
+    )
+    rationale = (
+        f"The longest descent of the smoothed loss runs from {p.lrs[start]:.3g} to "
+        f"{p.lrs[end]:.3g}; two thirds down it, max_lr={mx:.3g} (fastai's valley), and "
+        f"base_lr={base:.3g} is {how}.{clip_note}"
+    )
+    evidence = {
+        "signal": "loss",
+        "skipped": int(skip),
+        "valley_start": _point(p, sig, start),
+        "valley_end": _point(p, sig, end),
+        "pick": _point(p, sig, idx),
+        "base_from_valley_start": bool(from_start),
+    }
+    return Suggestion("valley", base, mx, rationale, evidence)
+
+
+def _rule_min_div_10(p: _Prepared, use_accuracy: bool) -> Suggestion:  # noqa: ARG001
+    """fastai's ``minimum``: one tenth of the LR at the minimum smoothed loss.
+
+    Rule: ``max_lr = lr[argmin(smoothed loss)] / 10``, ``base_lr = max_lr / 4``.
+    At the minimum the loss is already about to blow up, so fastai backs off a
+    decade. Raises :class:`MonotoneCurve` when the minimum is in the last 5 % of
+    the sweep and the loss has not turned back up (the true minimum may lie
+    beyond ``end_lr``), and :class:`FlatCurve` without descent.
+    """
+    sig = p.loss
+    _require_descent(p, sig)
+    if _is_monotone(p, sig):
+        raise _monotone_error(p, sig)
+    lr_min = float(p.lrs[sig.i_best])
+    base, mx, clip_note = _clip_bounds(p, lr_min / 10 / _BASE_DIVISOR, lr_min / 10)
+    rationale = (
+        f"The smoothed loss is lowest ({sig.best:.4g}) at lr={lr_min:.3g}; a decade below it, "
+        f"max_lr={mx:.3g} (fastai's minimum/10), and base_lr=max_lr/4={base:.3g}.{clip_note}"
+    )
+    evidence = {"signal": "loss", "minimum": _point(p, sig, sig.i_best), "divisor": 10.0}
+    return Suggestion("min_div_10", base, mx, rationale, evidence)
+
+
+_Rule = Callable[[_Prepared, bool], Suggestion]
+_RULES: dict[str, _Rule] = {
+    "paper": _rule_paper,
+    "steepest": _rule_steepest,
+    "valley": _rule_valley,
+    "min_div_10": _rule_min_div_10,
+    "max_fraction": _rule_max_fraction,
+}
+
+# Where each rule's max_lr sits relative to the LR at which the loss bottoms out,
+# by construction: min_div_10 is exactly a decade below it, and fastai offers
+# steep and valley as alternatives to minimum/10, i.e. also about a decade below.
+# Confidence compares the implied "bottom" LRs max_lr * factor.
+_BOTTOM_FACTOR: dict[str, float] = {
+    "paper": 1.0,
+    "max_fraction": 1.0,
+    "min_div_10": 10.0,
+    "steepest": 10.0,
+    "valley": 10.0,
+}
+
+
+# --------------------------------------------------------------------------- public
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _cycle_plan(
+    iters_per_epoch: int | None, epochs_per_half_cycle: int, cycles: int
+) -> tuple[int, int, int] | None:
+    """``(step_size, stop_iteration, cycles)`` for a triangular CLR schedule, or ``None``.
+
+    Smith (2015, §3.3): a half cycle (``step_size``) of 2-10 epochs works well,
+    and training is best stopped at the end of a cycle, when the LR is back at
+    its minimum. Computed here rather than imported from :mod:`clr.schedules` so
+    this module stands alone: one cycle is ``2 * step_size`` iterations, so cycle
+    ``cycles`` ends at ``cycles * 2 * step_size``.
+    """
+    half = _positive_int("epochs_per_half_cycle", epochs_per_half_cycle)
+    n_cycles = _positive_int("cycles", cycles)
+    if iters_per_epoch is None:
+        return None
+    ipe = _positive_int("iters_per_epoch", iters_per_epoch)
+    step_size = half * ipe
+    return step_size, n_cycles * 2 * step_size, n_cycles
+
+
+def _with_plan(s: Suggestion, plan: tuple[int, int, int] | None) -> Suggestion:
+    if plan is None:
+        return s
+    step_size, stop, n_cycles = plan
+    sentence = (
+        f" Half cycle: step_size={step_size} iterations; stop after {n_cycles} cycles at "
+        f"iteration {stop}, when the LR is back at base_lr."
+    )
+    return replace(
+        s,
+        rationale=s.rationale + sentence,
+        step_size=step_size,
+        stop_iteration=stop,
+        cycles=n_cycles,
+    )
+
+
+def _check_method(method: str) -> None:
+    if method not in _RULES:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def suggest(
+    result_or_arrays: CurveLike,
+    *,
+    method: str | None = None,
+    iters_per_epoch: int | None = None,
+    epochs_per_half_cycle: int = 4,
+    cycles: int = 4,
+    use_accuracy: bool = False,
+) -> Suggestion:
+    """``base_lr`` and ``max_lr`` for a cyclical schedule by one rule.
+
+    Args:
+        result_or_arrays: a :class:`~clr._result.RangeTestResult`, its
+            ``to_dict()``, or a :class:`Curve` of plain arrays.
+        method: one of :data:`METHODS`; :data:`DEFAULT_METHOD` when ``None``.
+        iters_per_epoch: training iterations per epoch; when given the
+            suggestion also carries ``step_size`` and ``stop_iteration``.
+        epochs_per_half_cycle: epochs per half cycle (Smith 2015: 2 to 10).
+        cycles: full cycles to train before stopping.
+        use_accuracy: read the accuracy curve instead of the loss for the
+            ``paper`` and ``max_fraction`` rules, as Smith does (falls back to the
+            loss, saying so in the rationale, when the curve has no accuracies).
+
+    Returns:
+        The rule's :class:`Suggestion`, with ``0 < base_lr < max_lr`` inside the
+        swept range.
+
+    Raises:
+        ValueError: unknown ``method``, non-positive cycle arguments, or arrays
+            of different lengths.
+        NonFiniteCurve: no finite loss at all.
+        CurveTooShort: fewer than :data:`MIN_POINTS` finite points.
+        FlatCurve: the loss (or accuracy) never improves over the range.
+        MonotoneCurve: the rule needs the minimum and the loss is still falling
+            at the end of the sweep.
+        SuggestionError: the LRs do not increase along the curve.
+    """
+    name = DEFAULT_METHOD if method is None else method
+    _check_method(name)
+    plan = _cycle_plan(iters_per_epoch, epochs_per_half_cycle, cycles)
+    prepared = _prepare(result_or_arrays)
+    return _with_plan(_RULES[name](prepared, use_accuracy), plan)
+
+
+def _confidence(items: list[Suggestion]) -> tuple[float, float]:
+    """``(confidence, spread)``: agreement of the rules on where the loss bottoms out.
+
+    Each rule's ``max_lr`` is mapped to the bottom LR it implies
+    (:data:`_BOTTOM_FACTOR`); ``spread`` is the range of their ``log10`` in
+    decades. Half a decade of spread is expected (steepest and valley sit one to
+    one and a half decades below the minimum, not exactly one) and costs
+    nothing; beyond it confidence falls linearly, ``1 - (spread - 0.5)``, to 0 at
+    1.5 decades, and is multiplied by the fraction of rules that succeeded.
+    """
+    implied = [math.log10(s.max_lr * _BOTTOM_FACTOR[s.method]) for s in items]
+    spread = max(implied) - min(implied)
+    agreement = min(1.0, max(0.0, 1.0 - max(0.0, spread - _SPREAD_FREE)))
+    return agreement * len(items) / len(METHODS), spread
+
+
+def suggest_all(
+    result: CurveLike,
+    *,
+    iters_per_epoch: int | None = None,
+    epochs_per_half_cycle: int = 4,
+    cycles: int = 4,
+    use_accuracy: bool = False,
+) -> Suggestions:
+    """Run every rule in :data:`METHODS` and say how far to trust the answer.
+
+    Args:
+        result: a :class:`~clr._result.RangeTestResult`, its ``to_dict()``, or a
+            :class:`Curve`.
+        iters_per_epoch: training iterations per epoch; gives ``step_size =
+            epochs_per_half_cycle * iters_per_epoch`` and ``stop_iteration =
+            cycles * 2 * step_size`` (Smith 2015: 2-10 epochs per half cycle,
+            stop at the end of a cycle).
+        epochs_per_half_cycle: epochs per half cycle.
+        cycles: full cycles to train.
+        use_accuracy: see :func:`suggest`.
+
+    Returns:
+        :class:`Suggestions`; rules that raised a
+        :class:`~clr.exceptions.SuggestionError` are listed in ``failed``.
+
+    Raises:
+        ValueError: non-positive cycle arguments or arrays of different lengths.
+        SuggestionError: every rule failed (the default rule's error is raised),
+            or the curve is unusable for all of them (non-finite, too short).
+    """
+    plan = _cycle_plan(iters_per_epoch, epochs_per_half_cycle, cycles)
+    p = _prepare(result)
+    done: dict[str, Suggestion] = {}
+    errors: dict[str, SuggestionError] = {}
+    for name in METHODS:
+        try:
+            done[name] = _with_plan(_RULES[name](p, use_accuracy), plan)
+        except SuggestionError as exc:
+            errors[name] = exc
+    if not done:
+        raise errors.get(DEFAULT_METHOD, next(iter(errors.values())))
+    warnings = list(p.notes)
+    default_name = DEFAULT_METHOD if DEFAULT_METHOD in done else next(iter(done))
+    if default_name != DEFAULT_METHOD:
+        warnings.append(
+            f"the default method {DEFAULT_METHOD!r} failed ({errors[DEFAULT_METHOD]}); "
+            f"using {default_name!r} instead"
+        )
+    items = [done[default_name]] + [s for m, s in done.items() if m != default_name]
+    confidence, spread = _confidence(items)
+    if p.noise > NOISE_WARN_THRESHOLD:
+        warnings.append(
+            f"curve is too noisy to trust (noise {p.noise:.2f} > {NOISE_WARN_THRESHOLD:.1f}): "
+            "use more iterations or a larger batch"
+        )
+    if len(items) > 1 and confidence < _DISAGREE_WARN:
+        lo = min(items, key=lambda s: s.max_lr * _BOTTOM_FACTOR[s.method])
+        hi = max(items, key=lambda s: s.max_lr * _BOTTOM_FACTOR[s.method])
+        warnings.append(
+            f"methods disagree by {spread:.1f} decades ({lo.method} max_lr={lo.max_lr:.3g}, "
+            f"{hi.method} max_lr={hi.max_lr:.3g}"
+            + (f"; {len(errors)} failed" if errors else "")
+            + "): check the plot before trusting the default"
+        )
+    if use_accuracy and p.accuracy is None:
+        warnings.append("use_accuracy=True but the curve has no usable accuracies: read the loss")
+    if p.stop_reason == "cancelled":
+        warnings.append("the range test was cancelled: the curve may stop short of its minimum")
+    if p.n < 50:
+        warnings.append(f"only {p.n} points: the bounds are coarse; run 100 or more iterations")
+    if plan is not None and not 2 <= epochs_per_half_cycle <= 10:
+        warnings.append(
+            f"epochs_per_half_cycle={epochs_per_half_cycle} is outside the paper's 2-10 epochs"
+        )
+    step_size, stop, n_cycles = plan if plan is not None else (None, None, None)
+    return Suggestions(
+        items=items,
+        default=done[default_name],
+        confidence=float(confidence),
+        noise=float(p.noise),
+        warnings=warnings,
+        step_size=step_size,
+        stop_iteration=stop,
+        cycles=n_cycles,
+        failed={m: str(e) for m, e in errors.items()},
+    )

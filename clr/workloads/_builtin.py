@@ -1,0 +1,442 @@
+"""Built-in workloads: small, offline, deterministic classification problems.
+
+Datasets are generated or loaded once per process and cached as read-only NumPy
+arrays; each build copies them to the requested device. Their contents and the
+train/validation splits are fixed (independent of the build seed); the build seed
+only drives the model initialisation and the training data order.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clr.workloads._batches import TensorBatches
+from clr.workloads._core import ParamSpec, Workload, WorkloadInstance
+from clr.workloads._registry import register_workload
+
+__all__ = [
+    "BUILTIN_WORKLOADS",
+    "accuracy",
+    "cross_entropy",
+]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+Arrays = tuple[F32, I64, F32, I64]
+
+_DIGITS_SPLIT_SEED = 0
+_DIGITS_VAL_FRACTION = 0.2
+_SYNTHETIC_DATA_SEED = 1234
+_SYNTHETIC_MAX_ELEMENTS = 50_000_000
+_MIN_VAL_BATCH = 512
+
+_MNIST1D_LOCK = threading.Lock()
+
+
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits ``outputs`` (N, C) against class indices ``targets`` (N,).
+
+    Args:
+        outputs: logits.
+        targets: class indices.
+
+    Returns:
+        The scalar loss tensor.
+    """
+    return F.cross_entropy(outputs, targets)
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction of rows whose arg-max logit is the target class.
+
+    Stays on the outputs' device: no ``.item()``, no host synchronisation.
+
+    Args:
+        outputs: logits, shape (N, C).
+        targets: class indices, shape (N,).
+
+    Returns:
+        A 0-dim float tensor in [0, 1].
+    """
+    return (outputs.argmax(dim=1) == targets).to(outputs.dtype).mean()
+
+
+def _readonly(*arrays: npt.NDArray[Any]) -> None:
+    for arr in arrays:
+        arr.setflags(write=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> Arrays:
+    """scikit-learn's 8x8 digits, scaled to [0, 1], with a fixed stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (np.asarray(data.data, dtype=np.float64) / 16.0).astype(np.float32)
+    y = np.asarray(data.target, dtype=np.int64)
+    rng = np.random.default_rng(_DIGITS_SPLIT_SEED)
+    val_parts = []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        val_parts.append(idx[: round(len(idx) * _DIGITS_VAL_FRACTION)])
+    is_val = np.zeros(len(y), dtype=bool)
+    is_val[np.concatenate(val_parts)] = True
+    arrays = (x[~is_val], y[~is_val], x[is_val], y[is_val])
+    _readonly(*arrays)
+    return arrays
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d_arrays(num_samples: int) -> Arrays:
+    """MNIST-1D generated offline with the reference arguments (only ``num_samples`` varies).
+
+    ``make_dataset`` reseeds Python's and NumPy's global RNGs; their states are saved and
+    restored around it, under a lock so concurrent builds cannot interleave.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    with _MNIST1D_LOCK:
+        py_state = random.getstate()
+        np_state = np.random.get_state()
+        try:
+            data = make_dataset(args)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+    arrays = (
+        np.ascontiguousarray(data["x"], dtype=np.float32),
+        np.ascontiguousarray(data["y"], dtype=np.int64),
+        np.ascontiguousarray(data["x_test"], dtype=np.float32),
+        np.ascontiguousarray(data["y_test"], dtype=np.int64),
+    )
+    _readonly(*arrays)
+    return arrays
+
+
+def _mnist1d_num_train(num_samples: int) -> int:
+    # make_dataset draws num_samples // 10 per class and keeps the first 80% for training.
+    return int((num_samples // 10) * 10 * 0.8)
+
+
+def _mlp(in_features: int, width: int, depth: int, num_classes: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    features = in_features
+    for _ in range(depth):
+        layers += [nn.Linear(features, width), nn.ReLU()]
+        features = width
+    layers.append(nn.Linear(features, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _instance(
+    model: nn.Module,
+    arrays: Arrays,
+    *,
+    input_shape: tuple[int, ...],
+    params: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    name: str,
+) -> WorkloadInstance:
+    x_train, y_train, x_val, y_val = arrays
+    xt = torch.tensor(x_train, device=device).reshape(len(x_train), *input_shape)
+    yt = torch.tensor(y_train, device=device)
+    xv = torch.tensor(x_val, device=device).reshape(len(x_val), *input_shape)
+    yv = torch.tensor(y_val, device=device)
+    batch_size = int(params["batch_size"])
+    train = TensorBatches(xt, yt, batch_size, shuffle=True, drop_last=True, seed=seed)
+    val = TensorBatches(
+        xv, yv, max(batch_size, _MIN_VAL_BATCH), shuffle=False, drop_last=False, seed=seed
+    )
+    return WorkloadInstance(
+        model=model.to(device),
+        train_loader=train,
+        val_loader=val,
+        loss_fn=cross_entropy,
+        metric_fn=accuracy,
+        metric_name="accuracy",
+        iters_per_epoch=len(train),
+        num_train=len(x_train),
+        num_val=len(x_val),
+        params=params,
+        name=name,
+    )
+
+
+def _batch_size(default: int, maximum: int) -> ParamSpec:
+    return ParamSpec("batch_size", int, default, "training samples per optimizer step", 1, maximum)
+
+
+def _depth(default: int, maximum: int, what: str) -> ParamSpec:
+    return ParamSpec("depth", int, default, what, 1, maximum)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _build_digits_mlp(params: dict[str, Any], seed: int, device: torch.device) -> WorkloadInstance:
+    model = _mlp(64, params["width"], params["depth"], 10)
+    return _instance(
+        model,
+        _digits_arrays(),
+        input_shape=(64,),
+        params=params,
+        seed=seed,
+        device=device,
+        name="digits_mlp",
+    )
+
+
+def _build_digits_cnn(params: dict[str, Any], seed: int, device: torch.device) -> WorkloadInstance:
+    width, depth = params["width"], params["depth"]
+    layers: list[nn.Module] = []
+    channels, side = 1, 8
+    for _ in range(depth):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        channels, side = width, side // 2
+    layers += [nn.Flatten(), nn.Linear(width * side * side, 10)]
+    return _instance(
+        nn.Sequential(*layers),
+        _digits_arrays(),
+        input_shape=(1, 8, 8),
+        params=params,
+        seed=seed,
+        device=device,
+        name="digits_cnn",
+    )
+
+
+DIGITS_MLP = Workload(
+    name="digits_mlp",
+    description=(
+        "scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes; fixed "
+        "stratified 80/20 split: 1438 train / 359 val), pixels scaled to [0, 1], "
+        "classified by a ReLU MLP."
+    ),
+    params=(
+        _batch_size(64, 1024),
+        ParamSpec("width", int, 64, "hidden units per layer", 1, 4096),
+        _depth(2, 8, "number of hidden Linear+ReLU layers"),
+    ),
+    builder=_build_digits_mlp,
+)
+
+DIGITS_CNN = Workload(
+    name="digits_cnn",
+    description=(
+        "scikit-learn's bundled 8x8 handwritten digits (same data and split as digits_mlp) "
+        "as 1x8x8 images, classified by a small CNN: depth blocks of 3x3 Conv2d+ReLU+2x2 "
+        "MaxPool, then a Linear layer."
+    ),
+    params=(
+        _batch_size(64, 1024),
+        ParamSpec("width", int, 16, "channels of every convolution", 1, 256),
+        _depth(2, 3, "number of Conv2d+ReLU+MaxPool blocks (8x8 halves each time)"),
+    ),
+    builder=_build_digits_cnn,
+)
+
+
+# --------------------------------------------------------------------------- MNIST-1D
+
+
+def _num_samples() -> ParamSpec:
+    return ParamSpec(
+        "num_samples",
+        int,
+        5000,
+        "MNIST-1D sequences generated (rounded down to a multiple of 10); 80% train, "
+        "20% validation",
+        100,
+        20000,
+    )
+
+
+def _check_mnist1d(params: dict[str, Any]) -> list[dict[str, str]]:
+    num_train = _mnist1d_num_train(params["num_samples"])
+    if params["batch_size"] > num_train:
+        return [
+            {
+                "field": "batch_size",
+                "reason": f"must be <= the number of training samples ({num_train} for "
+                f"num_samples={params['num_samples']}), got {params['batch_size']}",
+            }
+        ]
+    return []
+
+
+def _build_mnist1d_mlp(params: dict[str, Any], seed: int, device: torch.device) -> WorkloadInstance:
+    arrays = _mnist1d_arrays(params["num_samples"])
+    length = arrays[0].shape[1]
+    model = _mlp(length, params["width"], params["depth"], 10)
+    return _instance(
+        model,
+        arrays,
+        input_shape=(length,),
+        params=params,
+        seed=seed,
+        device=device,
+        name="mnist1d_mlp",
+    )
+
+
+def _build_mnist1d_cnn(params: dict[str, Any], seed: int, device: torch.device) -> WorkloadInstance:
+    arrays = _mnist1d_arrays(params["num_samples"])
+    width, depth = params["width"], params["depth"]
+    length = arrays[0].shape[1]
+    layers: list[nn.Module] = []
+    channels = 1
+    for _ in range(depth):
+        layers += [nn.Conv1d(channels, width, 5, stride=2, padding=2), nn.ReLU()]
+        channels, length = width, (length - 1) // 2 + 1
+    layers += [nn.Flatten(), nn.Linear(width * length, 10)]
+    return _instance(
+        nn.Sequential(*layers),
+        arrays,
+        input_shape=(1, arrays[0].shape[1]),
+        params=params,
+        seed=seed,
+        device=device,
+        name="mnist1d_cnn",
+    )
+
+
+MNIST1D_MLP = Workload(
+    name="mnist1d_mlp",
+    description=(
+        "MNIST-1D (Greydanus 2020) generated offline with the reference arguments: "
+        "sequences of length 40, 10 classes, 4000 train / 1000 val at the default "
+        "num_samples=5000; classified by a ReLU MLP."
+    ),
+    params=(
+        _batch_size(64, 4096),
+        ParamSpec("width", int, 100, "hidden units per layer", 1, 4096),
+        _depth(2, 8, "number of hidden Linear+ReLU layers"),
+        _num_samples(),
+    ),
+    builder=_build_mnist1d_mlp,
+    check=_check_mnist1d,
+)
+
+MNIST1D_CNN = Workload(
+    name="mnist1d_cnn",
+    description=(
+        "MNIST-1D (same data as mnist1d_mlp) as 1x40 sequences, classified by a 1-D CNN: "
+        "depth layers of Conv1d(kernel 5, stride 2)+ReLU, then a Linear layer."
+    ),
+    params=(
+        _batch_size(64, 4096),
+        ParamSpec("width", int, 32, "channels of every convolution", 1, 256),
+        _depth(3, 5, "number of stride-2 Conv1d+ReLU layers"),
+        _num_samples(),
+    ),
+    builder=_build_mnist1d_cnn,
+    check=_check_mnist1d,
+)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def _check_synthetic(params: dict[str, Any]) -> list[dict[str, str]]:
+    errors: list[dict[str, str]] = []
+    if params["batch_size"] > params["n_samples"]:
+        errors.append(
+            {
+                "field": "batch_size",
+                "reason": f"must be <= n_samples ({params['n_samples']}), "
+                f"got {params['batch_size']}",
+            }
+        )
+    elements = params["n_samples"] * params["n_features"]
+    if elements > _SYNTHETIC_MAX_ELEMENTS:
+        errors.append(
+            {
+                "field": "n_samples",
+                "reason": f"n_samples * n_features must be <= {_SYNTHETIC_MAX_ELEMENTS}, "
+                f"got {elements}",
+            }
+        )
+    return errors
+
+
+def _synthetic_arrays(
+    n_samples: int, n_features: int, n_classes: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(_SYNTHETIC_DATA_SEED)
+    teacher = torch.randn(n_features, n_classes, generator=gen)
+    n_val = max(1, n_samples // 4)
+    x = torch.randn(n_samples + n_val, n_features, generator=gen)
+    y = (x @ teacher).argmax(dim=1)
+    x, y = x.to(device), y.to(device)
+    return x[:n_samples], y[:n_samples], x[n_samples:], y[n_samples:]
+
+
+def _build_synthetic_mlp(
+    params: dict[str, Any], seed: int, device: torch.device
+) -> WorkloadInstance:
+    n_features, n_classes = params["n_features"], params["n_classes"]
+    model = _mlp(n_features, params["width"], params["depth"], n_classes).to(device)
+    xt, yt, xv, yv = _synthetic_arrays(params["n_samples"], n_features, n_classes, device)
+    batch_size = int(params["batch_size"])
+    train = TensorBatches(xt, yt, batch_size, shuffle=True, drop_last=True, seed=seed)
+    val = TensorBatches(
+        xv, yv, max(batch_size, _MIN_VAL_BATCH), shuffle=False, drop_last=False, seed=seed
+    )
+    return WorkloadInstance(
+        model=model,
+        train_loader=train,
+        val_loader=val,
+        loss_fn=cross_entropy,
+        metric_fn=accuracy,
+        metric_name="accuracy",
+        iters_per_epoch=len(train),
+        num_train=int(xt.shape[0]),
+        num_val=int(xv.shape[0]),
+        params=params,
+        name="synthetic_mlp",
+    )
+
+
+SYNTHETIC_MLP = Workload(
+    name="synthetic_mlp",
+    description=(
+        "For speed tests only, not for judging learning rates: Gaussian inputs labelled by "
+        "a fixed random linear teacher (argmax of x @ W), n_samples train plus n_samples/4 "
+        "val, generated from a fixed seed and classified by a ReLU MLP."
+    ),
+    params=(
+        ParamSpec("n_samples", int, 4096, "training samples", 16, 1_000_000),
+        ParamSpec("n_features", int, 32, "input dimension", 1, 65536),
+        ParamSpec("n_classes", int, 10, "number of classes", 2, 1000),
+        ParamSpec("width", int, 128, "hidden units per layer", 1, 8192),
+        _depth(2, 8, "number of hidden Linear+ReLU layers"),
+        _batch_size(64, 65536),
+    ),
+    builder=_build_synthetic_mlp,
+    check=_check_synthetic,
+)
+
+BUILTIN_WORKLOADS: tuple[Workload, ...] = (
+    DIGITS_MLP,
+    DIGITS_CNN,
+    MNIST1D_MLP,
+    MNIST1D_CNN,
+    SYNTHETIC_MLP,
+)
+"""Every built-in workload, registered when :mod:`clr.workloads` is imported."""
+
+for _workload in BUILTIN_WORKLOADS:
+    register_workload(_workload)
