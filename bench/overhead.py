@@ -38,7 +38,7 @@ def bare_loop(width: int, steps: int) -> Callable[[], float]:
             for xb, yb in loader:
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 done += 1
                 if done == steps:

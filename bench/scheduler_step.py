@@ -13,6 +13,7 @@ import argparse
 import statistics
 import time
 import warnings
+from typing import Any
 
 import torch
 
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "base_lr": 1e-3,
         "max_lr": 6e-3,
         "step_size_up": 2000,
@@ -58,7 +59,9 @@ def main() -> None:
     print(f"CyclicLR.step(), median of {args.repeats} x {args.steps} steps")
     for mode, times in results.items():
         t, o = statistics.median(times["torch"]), statistics.median(times["ours"])
-        print(f"{mode:>11}: torch {t * 1e6:5.2f} us  ours {o * 1e6:5.2f} us  ours/torch {o / t:.2f}")
+        print(
+            f"{mode:>11}: torch {t * 1e6:5.2f} us  ours {o * 1e6:5.2f} us  ours/torch {o / t:.2f}"
+        )
 
 
 if __name__ == "__main__":

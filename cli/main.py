@@ -67,7 +67,9 @@ def range_test_command(
     plot: Annotated[Path | None, typer.Option(help="Write the curve plot (.png or .svg).")] = Path(
         "range_test.png"
     ),
-    output: Annotated[Path | None, typer.Option(help="Write the result and bounds as JSON.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the result and bounds as JSON.")
+    ] = None,
     use_accuracy: Annotated[
         bool, typer.Option(help="Read accuracy instead of loss (the paper's way).")
     ] = False,

@@ -155,7 +155,11 @@ class _Snapshot:
             training=[(m, m.training) for m in model.modules()],
             optimizer=copy.deepcopy(optimizer.state_dict()),
             torch_rng=torch.get_rng_state(),
-            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            cuda_rng=(
+                torch.cuda.get_rng_state_all()
+                if torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+                else None
+            ),
             python_rng=random.getstate(),
             numpy_rng=np.random.get_state(),  # noqa: NPY002 - the legacy global state is what users seed
         )
@@ -188,14 +192,18 @@ class _Curve:
     stop: StopReason | None = None
     detail: str = ""
 
-    def extend(self, lrs: Sequence[float], losses: Sequence[float], acc: Sequence[float] | None) -> int:
+    def extend(
+        self, lrs: Sequence[float], losses: Sequence[float], acc: Sequence[float] | None
+    ) -> int:
         """Add a chunk; returns how many of its points were kept (all unless the test stops)."""
         beta = self.smoothing
         for i, (lr, loss) in enumerate(zip(lrs, losses, strict=True)):
             n = len(self.losses)
             if not math.isfinite(loss):
                 self.stop = "non_finite"
-                self.detail = f"loss was {loss} at step {n} (lr={lr:.3g}); kept the {n} points before it"
+                self.detail = (
+                    f"loss was {loss} at step {n} (lr={lr:.3g}); kept the {n} points before it"
+                )
                 return i
             self.avg = beta * self.avg + (1 - beta) * loss
             smoothed = self.avg / (1 - beta ** (n + 1))
@@ -334,7 +342,9 @@ class RangeTest:
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
             raise RangeTestError(f"check_every must be an integer >= 1, got {check_every!r}")
         if val_loader is not None and (not isinstance(val_every, int) or val_every < 1):
-            raise RangeTestError(f"val_every must be an integer >= 1 with val_loader, got {val_every!r}")
+            raise RangeTestError(
+                f"val_every must be an integer >= 1 with val_loader, got {val_every!r}"
+            )
         if min_steps is None:
             min_steps = max(10, num_iter // 10)
 
@@ -369,7 +379,12 @@ class RangeTest:
         callback: Callable[[RangeTestProgress], None] | None,
         should_stop: Callable[[], bool] | None,
     ) -> RangeTestResult:
-        model, optimizer, criterion, device = self.model, self.optimizer, self.criterion, self.device
+        model, optimizer, criterion, device = (
+            self.model,
+            self.optimizer,
+            self.criterion,
+            self.device,
+        )
         metric_fn, batch_fn, accum = self.metric_fn, self.batch_fn, self.accumulation_steps
         num_iter = len(lrs)
         groups = optimizer.param_groups
@@ -421,9 +436,9 @@ class RangeTest:
                         loss = criterion(outputs, targets)
                     scaled = loss / accum if accum > 1 else loss
                     if scaler is not None:
-                        scaler.scale(scaled).backward()
+                        scaler.scale(scaled).backward()  # type: ignore[no-untyped-call]
                     else:
-                        scaled.backward()
+                        scaled.backward()  # type: ignore[no-untyped-call]
                     detached = loss.detach()
                     loss_sum = detached if loss_sum is None else loss_sum + detached
                     if metric_fn is not None:
@@ -453,13 +468,17 @@ class RangeTest:
                     val_losses.append(val_loss)
                     val_accs.append(val_acc)
                 if n - checked >= check_every or n == num_iter:
-                    self._check(curve, pending_loss, pending_acc, lr_list, checked, num_iter, t0, callback)
+                    self._check(
+                        curve, pending_loss, pending_acc, lr_list, checked, num_iter, t0, callback
+                    )
                     checked = n
                     if curve.stop is None and should_stop is not None and should_stop():
                         curve.stop = "cancelled"
                         curve.detail = f"cancelled after {len(curve.losses)} steps"
             if pending_loss:  # left the loop between checks (AMP gave up)
-                self._check(curve, pending_loss, pending_acc, lr_list, checked, num_iter, t0, callback)
+                self._check(
+                    curve, pending_loss, pending_acc, lr_list, checked, num_iter, t0, callback
+                )
             if curve.stop is None and n < num_iter:
                 curve.stop = "non_finite"
                 curve.detail = f"AMP skipped {skipped} steps: the gradients never became finite"

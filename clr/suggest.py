@@ -9,11 +9,12 @@ This module makes that reading repeatable, and offers the rules the fastai
 library popularised next to it, so they can be compared on the same curve.
 
 Every rule works on the *finite prefix* of the curve (a range test stops at the
-first non-finite loss) and on the bias-corrected exponential moving average of
-the loss (``RangeTestResult.smoothed_losses``, recomputed with ``beta=0.98`` when
-missing). That average lags the raw loss by about ``beta / (1 - beta) = 49``
-steps, so on a short sweep the smoothed minimum sits a little to the right of
-the raw one; rules that read the minimum inherit that lag, as fastai's do.
+first non-finite loss) and on a lag-free smoothing of the raw loss: a
+bias-corrected EMA run forward and then backward (see ``_zero_lag``). The
+one-sided EMA a range test records (``smoothed_losses``, ``beta=0.98``) lags the
+raw loss by about ``beta / (1 - beta) = 49`` steps, which on a 300-step sweep
+puts its minimum half a decade too high -- fastai's rules inherit that lag,
+these do not. The recorded EMA is kept for display only.
 
 Rules (see each ``_rule_*`` function for the exact recipe):
 
@@ -109,8 +110,8 @@ class Curve:
     Attributes:
         lrs: learning rate at each step, strictly increasing.
         losses: raw training loss at each step.
-        smoothed: smoothed loss; when ``None`` the bias-corrected EMA of
-            ``losses`` with ``beta=0.98`` is used.
+        smoothed: the recorded smoothed loss, for display; the rules smooth
+            ``losses`` themselves without lag and only check it is finite.
         accuracies: training accuracy at each step, for ``use_accuracy=True``.
     """
 
@@ -258,6 +259,20 @@ def _ema(values: FloatArray, beta: float = EMA_BETA) -> FloatArray:
         avg = beta * avg + (1.0 - beta) * float(x)
         out[t - 1] = avg / (1.0 - beta**t)
     return out
+
+
+def _zero_lag(values: FloatArray) -> FloatArray:
+    """Forward-then-backward bias-corrected EMA: smooth, and without the EMA's lag.
+
+    A one-sided EMA with ``beta = 0.98`` trails the raw loss by ~50 steps, which on
+    a 300-step sweep moves its minimum half a decade to the right. Running it back
+    over its own output cancels that phase shift (the idea of ``filtfilt``), so the
+    rules find the minimum, the onset and the steepest point where the loss has
+    them. The window (``1 / (1 - beta)``) is ~3 % of the curve, 4 to 20 points.
+    """
+    window = min(20.0, max(4.0, values.shape[0] / 30.0))
+    beta = 1.0 - 1.0 / window
+    return _ema(_ema(values, beta)[::-1].copy(), beta)[::-1].copy()
 
 
 def _array(name: str, values: Any) -> FloatArray:
@@ -433,7 +448,9 @@ def _prepare(curve: CurveLike) -> _Prepared:
             f"{lrs[at]:.3g} at index {at}: pass the curve of an LR range test"
         )
     losses = raw.losses[:m]
-    smoothed = raw.smoothed[:m] if raw.smoothed is not None else _ema(losses)
+    # The rules read a lag-free smoothing of the raw loss; a recorded (one-sided,
+    # lagging) EMA is only for display, see _zero_lag.
+    smoothed = _zero_lag(losses)
     if m < n_all:
         notes.append(f"only the first {m} of {n_all} points are finite; the rest were ignored")
     loss = _signal("loss", 1.0, losses, smoothed)
@@ -446,7 +463,7 @@ def _prepare(curve: CurveLike) -> _Prepared:
             )
         acc = raw.accuracies[:m]
         if np.all(np.isfinite(acc)):
-            accuracy = _signal("accuracy", -1.0, -acc, -_ema(acc))
+            accuracy = _signal("accuracy", -1.0, -acc, -_zero_lag(acc))
         else:
             notes.append("accuracies contain NaN or inf; they were ignored")
     # noise over the descending part (start of descent .. minimum), else the whole curve

@@ -50,7 +50,8 @@ class TestSweep:
         )
         assert result.stop_reason == "completed"
         np.testing.assert_allclose(result.lrs, np.geomspace(1e-5, 1e-2, 30), rtol=1e-12)
-        assert result.lrs[0] == pytest.approx(1e-5) and result.lrs[-1] == pytest.approx(1e-2)
+        assert result.lrs[0] == pytest.approx(1e-5)
+        assert result.lrs[-1] == pytest.approx(1e-2)
 
     def test_linear_sweep_records_evenly_spaced_lrs(self):
         model, loader = tiny_task()
@@ -113,7 +114,8 @@ class TestSweep:
         result = RangeTest(model, opt, nn.functional.cross_entropy, metric_fn=accuracy).run(
             loader, start_lr=1e-4, end_lr=1e-1, num_iter=16
         )
-        assert result.accuracies is not None and result.accuracies.shape == (16,)
+        assert result.accuracies is not None
+        assert result.accuracies.shape == (16,)
         assert np.all((result.accuracies >= 0) & (result.accuracies <= 1))
         # batch of 32: every accuracy is a multiple of 1/32
         np.testing.assert_allclose(result.accuracies * 32, np.round(result.accuracies * 32))
@@ -132,7 +134,8 @@ class TestStops:
         )
         assert result.stop_reason in ("diverged", "non_finite")
         assert result.steps_run < 200
-        assert np.all(np.isfinite(result.losses)) and np.all(np.isfinite(result.smoothed_losses))
+        assert np.all(np.isfinite(result.losses))
+        assert np.all(np.isfinite(result.smoothed_losses))
         assert result.lrs[-1] < 1e4
         assert "step" in result.stop_detail
 
@@ -151,7 +154,8 @@ class TestStops:
         )
         assert result.stop_reason == "non_finite"
         assert result.steps_run == 13
-        assert "nan" in result.stop_detail and "13" in result.stop_detail
+        assert "nan" in result.stop_detail
+        assert "13" in result.stop_detail
 
     def test_a_part_trained_model_does_not_diverge_at_the_first_steps(self):
         work = build_workload("digits_mlp", {"width": 32}, seed=0)
@@ -220,13 +224,19 @@ class TestRestore:
         assert state_after.keys() == opt_before.keys()
         for i, s in opt_before.items():
             for k, v in s.items():
-                assert torch.equal(v, state_after[i][k]) if torch.is_tensor(v) else v == state_after[i][k]
+                assert (
+                    torch.equal(v, state_after[i][k])
+                    if torch.is_tensor(v)
+                    else v == state_after[i][k]
+                )
         assert opt.state_dict()["param_groups"] == groups_before
         assert torch.equal(rng_before[0], torch.get_rng_state())
         assert rng_before[1] == random.getstate()
         np_before, np_after = rng_before[2], np.random.get_state()  # noqa: NPY002
-        assert np.array_equal(np_before[1], np_after[1]) and np_before[2:] == np_after[2:]
-        assert model.training is False and all(not m.training for m in model.modules())
+        assert np.array_equal(np_before[1], np_after[1])
+        assert np_before[2:] == np_after[2:]
+        assert model.training is False
+        assert all(not m.training for m in model.modules())
 
     def test_a_fresh_optimizer_is_left_without_state(self):
         model, loader = tiny_task()
@@ -239,7 +249,13 @@ class TestRestore:
         def refuse(*_args, **_kwargs):
             raise AssertionError("the range test must not write files")
 
-        for name in ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryDirectory", "TemporaryFile"):
+        for name in (
+            "mkstemp",
+            "mkdtemp",
+            "NamedTemporaryFile",
+            "TemporaryDirectory",
+            "TemporaryFile",
+        ):
             monkeypatch.setattr(tempfile, name, refuse)
         monkeypatch.setattr(torch, "save", refuse)
         model, loader = tiny_task()
@@ -297,11 +313,12 @@ class TestOptions:
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         seen_steps: list[int] = []
         handle = opt.register_step_post_hook(lambda *_: seen_steps.append(1))
-        result = RangeTest(
-            model, opt, nn.functional.cross_entropy, accumulation_steps=3
-        ).run(loader, num_iter=10)
+        result = RangeTest(model, opt, nn.functional.cross_entropy, accumulation_steps=3).run(
+            loader, num_iter=10
+        )
         handle.remove()
-        assert result.steps_run == 10 and len(seen_steps) == 10
+        assert result.steps_run == 10
+        assert len(seen_steps) == 10
         assert loader.batches == 30
 
     def test_gradient_accumulation_matches_one_big_batch(self):
@@ -331,8 +348,10 @@ class TestOptions:
             val_loader=work.val_loader,
             val_every=5,
         )
-        assert result.val_steps is not None and result.val_steps.tolist() == [4, 9, 14, 19]
-        assert result.val_losses is not None and np.all(np.isfinite(result.val_losses))
+        assert result.val_steps is not None
+        assert result.val_steps.tolist() == [4, 9, 14, 19]
+        assert result.val_losses is not None
+        assert np.all(np.isfinite(result.val_losses))
         assert result.val_accuracies is not None
         assert np.all((result.val_accuracies >= 0) & (result.val_accuracies <= 1))
 
@@ -353,7 +372,12 @@ class TestOptions:
         model, inner = tiny_task()
         dict_loader = [{"inputs": xb, "targets": yb} for xb, yb in inner]
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        assert RangeTest(model, opt, nn.functional.cross_entropy).run(dict_loader, num_iter=5).steps_run == 5
+        assert (
+            RangeTest(model, opt, nn.functional.cross_entropy)
+            .run(dict_loader, num_iter=5)
+            .steps_run
+            == 5
+        )
         odd_loader = [(yb, xb) for xb, yb in inner]
         result = RangeTest(
             model, opt, nn.functional.cross_entropy, batch_fn=lambda b: (b[1], b[0])
@@ -366,7 +390,8 @@ class TestOptions:
         result = range_test(
             model, opt, nn.functional.cross_entropy, loader, metric_fn=accuracy, num_iter=12
         )
-        assert result.accuracies is not None and result.steps_run == 12
+        assert result.accuracies is not None
+        assert result.steps_run == 12
 
 
 class TestResult:
@@ -379,7 +404,9 @@ class TestResult:
         back = RangeTestResult.from_json(result.to_json())
         assert back.to_dict() == result.to_dict()
         np.testing.assert_array_equal(back.lrs, result.lrs)
-        assert back.device == "cpu" and back.steps_run == 12 and back.seconds > 0
+        assert back.device == "cpu"
+        assert back.steps_run == 12
+        assert back.seconds > 0
 
 
 class TestErrors:

@@ -44,9 +44,7 @@ from clr.schedules import (
 )
 
 TOL = 1e-12
-PROPERTY = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEWER = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -93,10 +91,15 @@ def assert_close(ours: list[float], theirs: list[float], what: str, step: int) -
 
 
 def run(opt: torch.optim.Optimizer, sched: Any, steps: int) -> Iterator[int]:
-    """Yield after construction (step 0) and after each of ``steps`` optimizer+scheduler steps."""
+    """Yield after construction (step 0) and after each of ``steps`` scheduler steps.
+
+    The optimizer steps once, before the first scheduler step: torch only checks
+    the order then, and the parameters have no gradients anyway.
+    """
     yield 0
-    for t in range(1, steps + 1):
+    if steps:
         opt.step()
+    for t in range(1, steps + 1):
         sched.step()
         yield t
 
@@ -121,7 +124,7 @@ def tutorial_cycle(t: int, stepsize: int) -> int:
 
 def halve_per_cycle(x: float) -> float:
     """A torch-style one-argument scale function (a plain function)."""
-    return 0.5**x
+    return float(0.5**x)
 
 
 SCALE_FN_CHOICES: dict[str, Callable[[float], float] | None] = {
@@ -193,9 +196,7 @@ class TestCyclicLRMatchesTorch:
         up = kwargs["step_size_up"]
         down = kwargs["step_size_down"] or up
         steps = 3 * (up + down) + 1
-        for t, _ in zip(
-            run(opt_ours, ours, steps), run(opt_torch, theirs, steps), strict=True
-        ):
+        for t, _ in zip(run(opt_ours, ours, steps), run(opt_torch, theirs, steps), strict=True):
             assert_close(lrs_of(opt_ours), lrs_of(opt_torch), "lr", t)
             assert_close(momenta_of(opt_ours), momenta_of(opt_torch), "momentum", t)
             assert_close(
@@ -239,11 +240,11 @@ class TestCyclicLRMatchesTorch:
         lr_tensor = opt.param_groups[0]["lr"]
         sched = CyclicLR(opt, 0.001, 0.006, step_size_up=2)
         assert opt.param_groups[0]["lr"] is lr_tensor
-        assert float(lr_tensor) == pytest.approx(0.001, abs=TOL)
+        assert float(lr_tensor) == pytest.approx(0.001, rel=1e-6)  # float32 tensor
         opt.step()
         sched.step()
         assert opt.param_groups[0]["lr"] is lr_tensor
-        assert float(lr_tensor) == pytest.approx(0.0035, abs=1e-9)  # float32 tensor
+        assert float(lr_tensor) == pytest.approx(0.0035, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- 2. paper formulas
@@ -283,9 +284,7 @@ class TestPaperFormula:
         assert cycle_at(t, stepsize) == math.floor(1 + t / (2 * stepsize))
 
     @pytest.mark.parametrize("stepsize", [2, 5, 100])
-    def test_tutorial_cycle_formula_disagrees_while_ours_matches_paper(
-        self, stepsize: int
-    ) -> None:
+    def test_tutorial_cycle_formula_disagrees_while_ours_matches_paper(self, stepsize: int) -> None:
         period = 2 * stepsize
         for k in (1, 2, 3):
             start, last = (k - 1) * period, k * period - 1
@@ -340,7 +339,7 @@ class TestWindowShapes:
     ) -> None:
         kw: dict[str, Any] = {"base_lr": 0.01, "max_lr": 0.11, "step_size_up": up}
         kw["step_size_down"] = down
-        tri, other = CyclicSchedule(**kw), CyclicSchedule(**kw, shape=shape)
+        tri, other = CyclicSchedule(**kw), CyclicSchedule(**kw, shape=shape)  # type: ignore[arg-type]
         total = up + down
         for t, expected in ((0, 0.01), (up, 0.11), (total, 0.01), (total + up, 0.11)):
             assert other.lr_at(t) == pytest.approx(expected, abs=TOL), t
@@ -471,9 +470,7 @@ class TestStateDict:
         assert b.step_size_up == 4
 
     @pytest.mark.parametrize("by", ["name", "callable"])
-    def test_named_scale_fn_survives_state_dict_by_name(
-        self, named_scale_fn: str, by: str
-    ) -> None:
+    def test_named_scale_fn_survives_state_dict_by_name(self, named_scale_fn: str, by: str) -> None:
         fn: Any = named_scale_fn if by == "name" else SCALE_FNS[named_scale_fn]
         kw: dict[str, Any] = {"base_lr": 0.0, "max_lr": 0.9, "step_size_up": 3}
         opt_ref = make_optimizer("sgd")
@@ -581,7 +578,7 @@ class TestStateDict:
                 self.lock = __import__("threading").Lock()  # not deep-copyable
 
             def scale(self, x: float) -> float:
-                return 0.5**x
+                return float(0.5**x)
 
         owner = Owner()
         opt = make_optimizer("sgd")
@@ -613,7 +610,7 @@ class TestMomentumDefaults:
         ours = CyclicLR(opt_o, 0.001, 0.01, step_size_up=3, cycle_momentum=True)
         theirs = tls.CyclicLR(opt_t, 0.001, 0.01, step_size_up=3, cycle_momentum=True)
         traj_o, traj_t = trajectory(opt_o, ours, 6), trajectory(opt_t, theirs, 6)
-        assert [m for _, m in traj_o] == pytest.approx([m for _, m in traj_t], abs=TOL)
+        assert [m[0] for _, m in traj_o] == pytest.approx([m[0] for _, m in traj_t], abs=TOL)
         assert traj_o[0][1] == pytest.approx([0.9], abs=TOL)
         assert traj_o[3][1] == pytest.approx([0.8], abs=TOL)
 
@@ -622,7 +619,7 @@ class TestMomentumDefaults:
         kw: dict[str, Any] = {"step_size_up": 2, "cycle_momentum": True, "base_momentum": 0.7}
         ours, theirs = CyclicLR(opt_o, 0.001, 0.01, **kw), tls.CyclicLR(opt_t, 0.001, 0.01, **kw)
         traj_o, traj_t = trajectory(opt_o, ours, 4), trajectory(opt_t, theirs, 4)
-        assert [m for _, m in traj_o] == pytest.approx([m for _, m in traj_t], abs=TOL)
+        assert [m[0] for _, m in traj_o] == pytest.approx([m[0] for _, m in traj_t], abs=TOL)
         assert traj_o[2][1] == pytest.approx([0.7], abs=TOL)
         assert traj_o[0][1] == pytest.approx([0.9], abs=TOL)
 
@@ -742,7 +739,7 @@ class TestValidation:
         [({"base_momentum": 0.8}, "max_momentum"), ({"max_momentum": 0.9}, "base_momentum")],
     )
     def test_one_momentum_bound_without_the_other(
-        self, given: dict[str, float], missing: str
+        self, given: dict[str, Any], missing: str
     ) -> None:
         with pytest.raises(ScheduleError, match=missing):
             _cyclic(**given)
@@ -847,13 +844,18 @@ class TestOtherPolicies:
             ours.step()
 
     def test_one_cycle_landmarks(self) -> None:
-        s = OneCycleSchedule(max_lr=1.0, total_steps=101, pct_start=0.2, div_factor=10)
+        # pct_start * total_steps - 1 = 24: warm-up ends at step 24, annealing at 99.
+        s = OneCycleSchedule(max_lr=1.0, total_steps=100, pct_start=0.25, div_factor=10)
         assert s.lr_at(0) == pytest.approx(0.1, abs=TOL)
         assert s.momentum_at(0) == pytest.approx(0.95, abs=TOL)
-        peak = 0.2 * 101 - 1
-        assert s.lr_at(math.floor(peak)) <= 1.0
-        assert s.lr_at(100) == pytest.approx(0.1 / 1e4, abs=TOL)
-        assert s.momentum_at(100) == pytest.approx(0.95, abs=TOL)
+        assert s.lr_at(12) == pytest.approx(0.55, abs=TOL)  # half-way up the cosine
+        assert s.momentum_at(12) == pytest.approx(0.9, abs=TOL)
+        assert s.lr_at(24) == pytest.approx(1.0, abs=TOL)
+        assert s.momentum_at(24) == pytest.approx(0.85, abs=TOL)
+        assert s.lr_at(99) == pytest.approx(0.1 / 1e4, abs=TOL)
+        assert s.momentum_at(99) == pytest.approx(0.95, abs=TOL)
+        linear = OneCycleSchedule(1.0, 100, pct_start=0.25, anneal_strategy="linear")
+        assert linear.lr_at(12) == pytest.approx(0.04 + 0.96 / 2, abs=TOL)
 
     def test_one_cycle_without_momentum(self) -> None:
         s = OneCycleSchedule(max_lr=1.0, total_steps=10, base_momentum=None, max_momentum=None)
@@ -920,7 +922,8 @@ class TestOtherPolicies:
         eta_min = max_lr * eta_frac
         opt_o, opt_t = make_optimizer("sgd", [max_lr]), make_optimizer("sgd", [max_lr])
         ours = ScheduledLR(
-            opt_o, CosineWarmRestartsSchedule(max_lr=max_lr, T_0=t_0, T_mult=t_mult, eta_min=eta_min)
+            opt_o,
+            CosineWarmRestartsSchedule(max_lr=max_lr, T_0=t_0, T_mult=t_mult, eta_min=eta_min),
         )
         theirs = tls.CosineAnnealingWarmRestarts(opt_t, T_0=t_0, T_mult=t_mult, eta_min=eta_min)
         for t, _ in zip(run(opt_o, ours, steps), run(opt_t, theirs, steps), strict=True):
@@ -1087,9 +1090,7 @@ class TestHelpers:
         assert lrs_of(opt2) == pytest.approx([0.001], abs=TOL)
 
         opt3 = make_optimizer("sgd", momentum=0.5)
-        create_scheduler(
-            opt3, "one_cycle", max_lr=1.0, total_steps=10, cycle_momentum=False
-        )
+        create_scheduler(opt3, "one_cycle", max_lr=1.0, total_steps=10, cycle_momentum=False)
         assert momenta_of(opt3) == [0.5]
 
     def test_create_scheduler_cycle_momentum_true_without_momentum_raises(self) -> None:
@@ -1098,7 +1099,7 @@ class TestHelpers:
 
     def test_scheduledlr_with_one_schedule_per_group(self) -> None:
         opt = make_optimizer("sgd", [0.1, 0.1, 0.1])
-        per_group = [
+        per_group: list[schedules.Schedule] = [
             ConstantSchedule(0.05),
             StepDecaySchedule(0.1, step_size=2, gamma=0.5),
             CyclicSchedule(0.0, 1.0, step_size_up=2),
@@ -1141,7 +1142,9 @@ class TestLRSchedulerProtocol:
     def test_is_an_lr_scheduler(self) -> None:
         sched = _cyclic()
         assert isinstance(sched, tls.LRScheduler)
-        assert isinstance(ScheduledLR(make_optimizer("sgd"), ConstantSchedule(0.1)), tls.LRScheduler)
+        assert isinstance(
+            ScheduledLR(make_optimizer("sgd"), ConstantSchedule(0.1)), tls.LRScheduler
+        )
 
     def test_stepping_emits_no_warnings_even_before_optimizer_step(self) -> None:
         opt = make_optimizer("sgd")
@@ -1179,10 +1182,18 @@ class TestLRSchedulerProtocol:
         opt_ref = make_optimizer(kind, [0.1, 0.1])
         reference = trajectory(opt_ref, tls.CyclicLR(opt_ref, **kw), resume_at + 10)
 
+        # Optimizers as restored from a checkpoint: a first scheduler left ``initial_lr``.
         opt_o, opt_t = make_optimizer(kind, [0.1, 0.1]), make_optimizer(kind, [0.1, 0.1])
+        CyclicLR(opt_o, **kw)
+        tls.CyclicLR(opt_t, **kw)
+        assert [g["initial_lr"] for g in opt_o.param_groups] == [0.001, 0.002]
         for opt in (opt_o, opt_t):
-            for g in opt.param_groups:
-                g["initial_lr"] = 0.005  # as a checkpointed optimizer would have
+            for g in opt.param_groups:  # whatever the checkpoint left: overwritten on resume
+                g["lr"] = 0.5
+                if kind == "sgd":
+                    g["momentum"] = 0.1
+                else:
+                    g["betas"] = (0.1, 0.777)
         ours = CyclicLR(opt_o, **kw, last_epoch=resume_at)
         theirs = tls.CyclicLR(opt_t, **kw, last_epoch=resume_at)
         assert ours.last_epoch == theirs.last_epoch == resume_at + 1
@@ -1191,6 +1202,17 @@ class TestLRSchedulerProtocol:
             assert_close(lrs_of(opt_o), lrs_of(opt_t), "lr", t)
             assert_close(momenta_of(opt_o), momenta_of(opt_t), "momentum", t)
             assert_close(lrs_of(opt_o), reference[resume_at + 1 + t][0], "uninterrupted", t)
+
+    def test_resume_via_last_epoch_uses_base_lr_not_initial_lr(self) -> None:
+        opt = make_optimizer("sgd")
+        opt.param_groups[0]["initial_lr"] = 0.5  # stale: from a different schedule
+        sched = CyclicLR(opt, 0.0, 1.0, step_size_up=4, last_epoch=1)
+        assert sched.last_epoch == 2
+        assert lrs_of(opt) == pytest.approx([0.5], abs=TOL)  # t = 2: half-way up from 0.0
+        assert sched.base_lrs == [0.0]
+        opt.step()
+        sched.step()
+        assert lrs_of(opt) == pytest.approx([0.75], abs=TOL)
 
     def test_resume_via_last_epoch_without_initial_lr_raises_like_torch(self) -> None:
         with pytest.raises(KeyError, match="initial_lr"):
