@@ -1,10 +1,12 @@
 """Range-test wall time vs a bare training loop, and vs torch-lr-finder.
 
 Setup (issue 2): CPU, the digits MLP at width 32 and 256, 300 steps, the same
-model, data and steps for every variant. Variants run interleaved, ``--repeats``
-times each, and the medians are compared, so the ratios come from one run on
-one (noisy) machine. Targets: ours / bare <= 1.03; torch-lr-finder measures
-about 1.17 (width 32) and 1.05 (width 256) on this setup.
+model, data and steps for every variant: each repeat starts every variant from
+the same weights and optimizer state, and the bare loop sets the same LR
+sequence. Variants run interleaved, ``--repeats`` times each, and the medians
+are compared, so the ratios come from one run on one (noisy) machine.
+Targets: ours / bare <= 1.03; torch-lr-finder measures about 1.17 (width 32)
+and 1.05 (width 256) on this setup.
 
     python -m bench.overhead [--repeats 7] [--steps 300]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import statistics
 import time
@@ -20,22 +23,43 @@ from collections.abc import Callable
 
 import torch
 
-from clr import RangeTest
+from clr import RangeTest, sweep_lrs
 from clr.workloads import build_workload
 
 START_LR, END_LR = 1e-4, 0.3
 
 
-def bare_loop(width: int, steps: int) -> Callable[[], float]:
-    work = build_workload("digits_mlp", {"width": width}, seed=0)
-    model, loss_fn, loader = work.model, work.loss_fn, work.train_loader
-    opt = torch.optim.SGD(model.parameters(), lr=START_LR, momentum=0.9)
+class Setup:
+    """One model, data and optimizer; every variant starts each repeat from the same state."""
+
+    def __init__(self, width: int) -> None:
+        self.work = build_workload("digits_mlp", {"width": width}, seed=0)
+        self.opt = torch.optim.SGD(self.work.model.parameters(), lr=START_LR, momentum=0.9)
+        self.model_state = copy.deepcopy(self.work.model.state_dict())
+        self.opt_state = copy.deepcopy(self.opt.state_dict())
+
+    def reset(self) -> None:
+        self.work.model.load_state_dict(self.model_state)
+        self.opt.load_state_dict(self.opt_state)
+
+
+def bare_loop(setup: Setup, steps: int) -> Callable[[], float]:
+    """The same sweep written as a plain training loop: set the LR, step, nothing else."""
+    model, loss_fn, loader, opt = (
+        setup.work.model,
+        setup.work.loss_fn,
+        setup.work.train_loader,
+        setup.opt,
+    )
+    lrs = sweep_lrs(START_LR, END_LR, steps).tolist()
 
     def run() -> float:
+        setup.reset()
         t0 = time.perf_counter()
         done = 0
         while done < steps:
             for xb, yb in loader:
+                opt.param_groups[0]["lr"] = lrs[done]
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
                 loss.backward()  # type: ignore[no-untyped-call]
@@ -48,15 +72,18 @@ def bare_loop(width: int, steps: int) -> Callable[[], float]:
     return run
 
 
-def ours(width: int, steps: int) -> Callable[[], float]:
-    work = build_workload("digits_mlp", {"width": width}, seed=0)
-    opt = torch.optim.SGD(work.model.parameters(), lr=START_LR, momentum=0.9)
-    tester = RangeTest(work.model, opt, work.loss_fn)
+def ours(setup: Setup, steps: int) -> Callable[[], float]:
+    tester = RangeTest(setup.work.model, setup.opt, setup.work.loss_fn)
 
     def run() -> float:
+        setup.reset()
         t0 = time.perf_counter()
         result = tester.run(
-            work.train_loader, start_lr=START_LR, end_lr=END_LR, num_iter=steps, diverge_th=1e9
+            setup.work.train_loader,
+            start_lr=START_LR,
+            end_lr=END_LR,
+            num_iter=steps,
+            diverge_th=1e9,
         )
         elapsed = time.perf_counter() - t0
         assert result.steps_run == steps, result.stop_detail
@@ -65,20 +92,20 @@ def ours(width: int, steps: int) -> Callable[[], float]:
     return run
 
 
-def lr_finder(width: int, steps: int) -> Callable[[], float] | None:
+def lr_finder(setup: Setup, steps: int) -> Callable[[], float] | None:
     try:
         from torch_lr_finder import LRFinder, TrainDataLoaderIter
     except ImportError:
         return None
-    work = build_workload("digits_mlp", {"width": width}, seed=0)
-    opt = torch.optim.SGD(work.model.parameters(), lr=START_LR, momentum=0.9)
+    work = setup.work
 
     class Batches(TrainDataLoaderIter):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__(work.train_loader)
 
     def run() -> float:
-        finder = LRFinder(work.model, opt, work.loss_fn, device="cpu")
+        setup.reset()
+        finder = LRFinder(work.model, setup.opt, work.loss_fn, device="cpu")
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             finder.range_test(Batches(), end_lr=END_LR, num_iter=steps, diverge_th=1e9)
@@ -92,15 +119,19 @@ def lr_finder(width: int, steps: int) -> Callable[[], float] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"range-test overhead, digits MLP, CPU, {args.steps} steps, median of {args.repeats}")
+    print(
+        f"range-test overhead, digits MLP, CPU, {args.steps} steps, {args.repeats} interleaved"
+        " repeats (median: typical; min: least disturbed by other load)"
+    )
     for width in (32, 256):
-        variants = {"bare": bare_loop(width, args.steps), "ours": ours(width, args.steps)}
-        finder = lr_finder(width, args.steps)
+        setup = Setup(width)
+        variants = {"bare": bare_loop(setup, args.steps), "ours": ours(setup, args.steps)}
+        finder = lr_finder(setup, args.steps)
         if finder is not None:
             variants["torch-lr-finder"] = finder
         for run in variants.values():  # warm-up
@@ -109,18 +140,19 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, run in variants.items():
                 times[name].append(run())
-        med = {name: statistics.median(ts) for name, ts in times.items()}
-        line = (
-            f"width {width:>3}: bare {med['bare'] * 1e3:7.1f} ms  ours {med['ours'] * 1e3:7.1f} ms"
-            f"  ours/bare {med['ours'] / med['bare']:.3f}"
-        )
-        if "torch-lr-finder" in med:
-            lf = med["torch-lr-finder"]
-            line += (
-                f"  torch-lr-finder {lf * 1e3:7.1f} ms  lr-finder/bare {lf / med['bare']:.3f}"
-                f"  ours/lr-finder {med['ours'] / lf:.3f}"
+        for stat_name, stat in (("median", statistics.median), ("min", min)):
+            med = {name: stat(ts) for name, ts in times.items()}
+            line = (
+                f"width {width:>3} {stat_name:>6}: bare {med['bare'] * 1e3:6.1f} ms"
+                f"  ours {med['ours'] * 1e3:6.1f} ms  ours/bare {med['ours'] / med['bare']:.3f}"
             )
-        print(line)
+            if "torch-lr-finder" in med:
+                lf = med["torch-lr-finder"]
+                line += (
+                    f"  torch-lr-finder {lf * 1e3:6.1f} ms  lr-finder/bare {lf / med['bare']:.3f}"
+                    f"  ours/lr-finder {med['ours'] / lf:.3f}"
+                )
+            print(line)
 
 
 if __name__ == "__main__":

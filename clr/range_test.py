@@ -240,7 +240,8 @@ class RangeTest:
             (accuracy), recorded per step without a host sync.
         batch_fn: turns one loader item into ``(inputs, targets)``; by default
             a 2-sequence or a dict with ``inputs``/``targets`` keys.
-        amp: mixed precision (autocast + GradScaler); CUDA only.
+        amp: mixed precision: autocast (float16 on CUDA, bfloat16 on CPU) plus a
+            GradScaler; a step the scaler skips does not advance the LR.
         accumulation_steps: micro-batches whose gradients make one optimizer step.
         snapshot_on_cpu: keep the restore snapshot in host memory (saves GPU
             memory on big models at the cost of one copy each way).
@@ -277,8 +278,8 @@ class RangeTest:
         self.device = torch.device(device)
         self.metric_fn = metric_fn
         self.batch_fn: BatchFn = batch_fn or _default_batch
-        if amp and self.device.type != "cuda":
-            raise RangeTestError(f"amp=True needs a CUDA device, got device={self.device}")
+        if amp and self.device.type not in ("cuda", "cpu"):
+            raise RangeTestError(f"amp=True needs a CUDA or CPU device, got device={self.device}")
         self.amp = amp
         if (
             isinstance(accumulation_steps, bool)
@@ -400,7 +401,7 @@ class RangeTest:
         val_losses: list[float] = []
         val_accs: list[float] = []
 
-        amp, scaler = self.amp, torch.amp.GradScaler("cuda") if self.amp else None
+        amp, scaler = self.amp, torch.amp.GradScaler(device.type) if self.amp else None
         steps_taken = [0]
         hook = (
             optimizer.register_step_post_hook(

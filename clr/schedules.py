@@ -956,8 +956,9 @@ def make_schedule(policy: str, **kwargs: Any) -> Schedule:
     :class:`OneCycleSchedule`, ``cosine_restarts`` → :class:`CosineWarmRestartsSchedule`.
 
     Example:
-        >>> make_schedule("triangular2", base_lr=0.001, max_lr=0.01, step_size_up=10).lr_at(10)
-        0.01
+        >>> s = make_schedule("triangular2", base_lr=0.001, max_lr=0.01, step_size_up=10)
+        >>> round(s.lr_at(10), 6), round(s.lr_at(30), 6)
+        (0.01, 0.0055)
     """
     classes: Mapping[str, Callable[..., Schedule]] = {
         "fixed": ConstantSchedule,

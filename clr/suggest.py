@@ -10,11 +10,12 @@ library popularised next to it, so they can be compared on the same curve.
 
 Every rule works on the *finite prefix* of the curve (a range test stops at the
 first non-finite loss) and on a lag-free smoothing of the raw loss: a
-bias-corrected EMA run forward and then backward (see ``_zero_lag``). The
-one-sided EMA a range test records (``smoothed_losses``, ``beta=0.98``) lags the
-raw loss by about ``beta / (1 - beta) = 49`` steps, which on a 300-step sweep
-puts its minimum half a decade too high -- fastai's rules inherit that lag,
-these do not. The recorded EMA is kept for display only.
+bias-corrected EMA run forward and then backward (see ``_zero_lag``), after
+blow-ups are clipped to twice the start level (see ``_capped``). The one-sided
+EMA a range test records (``smoothed_losses``, ``beta=0.98``) lags the raw loss
+by about ``beta / (1 - beta) = 49`` steps, which on a 300-step sweep puts its
+minimum half a decade too high -- fastai's rules inherit that lag, these do
+not. The recorded EMA is kept for display only.
 
 Rules (see each ``_rule_*`` function for the exact recipe):
 
@@ -275,6 +276,22 @@ def _zero_lag(values: FloatArray) -> FloatArray:
     return _ema(_ema(values, beta)[::-1].copy(), beta)[::-1].copy()
 
 
+def _capped(losses: FloatArray) -> FloatArray:
+    """``losses`` with blow-ups clipped to twice the start level before smoothing.
+
+    A range test stops on the step that diverged, so the last raw loss can be
+    huge (1e6). The backward pass of :func:`_zero_lag` would spread that spike
+    back over hundreds of points (it decays by ``beta`` per step) and drag the
+    minimum far to the left. Above twice the start level (median of the first
+    5 %; the start level plus its distance to the lowest loss when that is
+    larger, for negative losses) a loss only says "diverged", so it is clipped
+    there; the rules' noise and raggedness still read the raw values.
+    """
+    level = float(np.median(losses[: max(1, losses.shape[0] // 20)]))
+    cap = level + max(abs(level), level - float(np.min(losses)))
+    return np.minimum(losses, cap)
+
+
 def _array(name: str, values: Any) -> FloatArray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
@@ -450,7 +467,7 @@ def _prepare(curve: CurveLike) -> _Prepared:
     losses = raw.losses[:m]
     # The rules read a lag-free smoothing of the raw loss; a recorded (one-sided,
     # lagging) EMA is only for display, see _zero_lag.
-    smoothed = _zero_lag(losses)
+    smoothed = _zero_lag(_capped(losses))
     if m < n_all:
         notes.append(f"only the first {m} of {n_all} points are finite; the rest were ignored")
     loss = _signal("loss", 1.0, losses, smoothed)

@@ -394,6 +394,35 @@ class TestOptions:
         assert result.steps_run == 12
 
 
+class TestAmp:
+    def test_a_step_the_grad_scaler_skips_does_not_advance_the_lr(self):
+        model, loader = tiny_task()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        calls = {"n": 0}
+
+        def criterion(outputs, targets):
+            calls["n"] += 1
+            loss = nn.functional.cross_entropy(outputs, targets)
+            # an overflow on the 5th and 6th batches: inf gradients, the scaler skips both
+            return loss * math.inf if calls["n"] in (5, 6) else loss
+
+        stepped_lrs: list[float] = []
+        handle = opt.register_step_post_hook(
+            lambda o, *_: stepped_lrs.append(o.param_groups[0]["lr"])
+        )
+        result = RangeTest(model, opt, criterion, amp=True).run(
+            loader, start_lr=1e-4, end_lr=1e-2, num_iter=12, check_every=4
+        )
+        handle.remove()
+        assert result.skipped_steps == 2
+        assert result.steps_run == 12
+        assert calls["n"] == 14
+        # the optimizer really stepped 12 times, at exactly the 12 LRs of the sweep, in order
+        np.testing.assert_allclose(stepped_lrs, sweep_lrs(1e-4, 1e-2, 12), rtol=1e-12)
+        np.testing.assert_allclose(result.lrs, stepped_lrs, rtol=1e-12)
+        assert np.all(np.isfinite(result.losses))
+
+
 class TestResult:
     def test_json_round_trip_keeps_every_field(self):
         work = build_workload("digits_mlp", {"width": 16}, seed=0)
@@ -437,11 +466,11 @@ class TestErrors:
             RangeTest(model, opt, nn.functional.cross_entropy).run([], num_iter=5)
         assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
-    def test_amp_on_cpu_is_refused(self):
+    def test_amp_on_a_device_without_autocast_is_refused(self):
         model, _ = tiny_task()
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        with pytest.raises(RangeTestError, match="amp=True needs a CUDA device"):
-            RangeTest(model, opt, nn.functional.cross_entropy, amp=True)
+        with pytest.raises(RangeTestError, match="amp=True needs a CUDA or CPU device"):
+            RangeTest(model, opt, nn.functional.cross_entropy, device="meta", amp=True)
 
     def test_a_batch_that_cannot_be_split_names_batch_fn(self):
         model, _ = tiny_task()
