@@ -60,7 +60,7 @@ def range_test_command(
     end_lr: Annotated[float, typer.Option(help="Last LR of the sweep.")] = 10.0,
     num_iter: Annotated[int, typer.Option(help="Mini-batches in the sweep.")] = 300,
     sweep: Annotated[str, typer.Option(help="exp or linear.")] = "exp",
-    smoothing: Annotated[float, typer.Option(help="EMA factor of the smoothed loss.")] = 0.98,
+    smoothing: Annotated[float, typer.Option(help="EMA factor of the smoothed loss.")] = 0.95,
     diverge_th: Annotated[float, typer.Option(help="Stop above this x best loss.")] = 5.0,
     seed: Annotated[int, typer.Option(help="Seed of the model init and data order.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",

@@ -59,6 +59,7 @@ from clr.suggest import (
     Curve,
     Suggestion,
     Suggestions,
+    smooth_losses,
     suggest,
     suggest_all,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "recommend_step_size",
     "register_scale_fn",
     "render",
+    "smooth_losses",
     "suggest",
     "suggest_all",
     "sweep_lrs",

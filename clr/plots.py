@@ -25,8 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clr._result import RangeTestResult
-from clr.suggest import Curve, Suggestion, Suggestions
-from clr.suggest import _ema as _smooth_ema
+from clr.suggest import Curve, Suggestion, Suggestions, smooth_losses
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -160,7 +159,8 @@ def plot_range_test(
 ) -> Figure:
     """Loss (and accuracy) against learning rate, with the suggested bounds.
 
-    Draws the raw loss faintly and the smoothed loss boldly on a log LR axis
+    Draws the raw loss faintly and its lag-free smoothing
+    (:func:`~clr.suggest.smooth_losses`, what the rules read) boldly on a log LR axis
     (Smith 2015, §3.3, reads the bounds off such a plot); the accuracy on a
     twin y axis when present and ``show_accuracy``; the default suggestion's
     ``[base_lr, max_lr]`` as a shaded, labelled band; and markers at every
@@ -192,7 +192,6 @@ def plot_range_test(
     if isinstance(res, RangeTestResult):
         lrs = np.asarray(res.lrs, dtype=np.float64)
         raw = np.asarray(res.losses, dtype=np.float64)
-        smooth = np.asarray(res.smoothed_losses, dtype=np.float64)
         acc = None if res.accuracies is None else np.asarray(res.accuracies, dtype=np.float64)
         subtitle = f"stopped: {res.stop_reason}"
         if res.stop_detail:
@@ -201,11 +200,14 @@ def plot_range_test(
     else:
         lrs = np.asarray(res.lrs, dtype=np.float64).reshape(-1)
         raw = np.asarray(res.losses, dtype=np.float64).reshape(-1)
-        smooth = (
-            _smooth_ema(raw) if res.smoothed is None else np.asarray(res.smoothed, dtype=np.float64)
-        )
         acc = None if res.accuracies is None else np.asarray(res.accuracies, dtype=np.float64)
         subtitle = f"{lrs.shape[0]} steps"
+    # The lag-free smoothing the rules read, so every marker sits where its rule
+    # looked (the range test's own one-sided EMA trails the raw loss).
+    finite = np.isfinite(raw)
+    n_ok = int(np.argmin(finite)) if not finite.all() else raw.shape[0]
+    smooth = np.full_like(raw, np.nan)
+    smooth[:n_ok] = smooth_losses(raw[:n_ok])
     default, items = _suggestion_list(suggestions)
 
     fig = _new_figure()

@@ -300,7 +300,7 @@ class RangeTest:
         end_lr: float = 10.0,
         num_iter: int = 100,
         sweep: Sweep = "exp",
-        smoothing: float = 0.98,
+        smoothing: float = 0.95,
         diverge_th: float = 5.0,
         min_steps: int | None = None,
         check_every: int = 8,

@@ -69,6 +69,7 @@ __all__ = [
     "Suggestion",
     "Suggestions",
     "suggest",
+    "smooth_losses",
     "suggest_all",
 ]
 
@@ -290,6 +291,23 @@ def _capped(losses: FloatArray) -> FloatArray:
     level = float(np.median(losses[: max(1, losses.shape[0] // 20)]))
     cap = level + max(abs(level), level - float(np.min(losses)))
     return np.minimum(losses, cap)
+
+
+def smooth_losses(losses: npt.ArrayLike) -> FloatArray:
+    """The lag-free smoothing every rule reads (and the plots draw).
+
+    Blow-ups are clipped to twice the start level, then a bias-corrected EMA
+    runs forward and back (see ``_zero_lag``), so the curve's minimum, onset
+    and steepest point stay where the raw loss has them.
+
+    Args:
+        losses: raw losses of a range test, all finite.
+
+    Returns:
+        An array of the same length.
+    """
+    values = _array("losses", losses)
+    return _zero_lag(_capped(values)) if values.size else values
 
 
 def _array(name: str, values: Any) -> FloatArray:
@@ -861,7 +879,10 @@ def _cycle_plan(
     return step_size, n_cycles * 2 * step_size, n_cycles
 
 
-def _with_plan(s: Suggestion, plan: tuple[int, int, int] | None) -> Suggestion:
+def _with_plan(
+    s: Suggestion, plan: tuple[int, int, int] | None, *, in_rationale: bool = True
+) -> Suggestion:
+    # suggest_all states the plan once, on Suggestions; a lone suggestion says it itself.
     if plan is None:
         return s
     step_size, stop, n_cycles = plan
@@ -871,7 +892,7 @@ def _with_plan(s: Suggestion, plan: tuple[int, int, int] | None) -> Suggestion:
     )
     return replace(
         s,
-        rationale=s.rationale + sentence,
+        rationale=s.rationale + sentence if in_rationale else s.rationale,
         step_size=step_size,
         stop_iteration=stop,
         cycles=n_cycles,
@@ -979,7 +1000,7 @@ def suggest_all(
     errors: dict[str, SuggestionError] = {}
     for name in METHODS:
         try:
-            done[name] = _with_plan(_RULES[name](p, use_accuracy), plan)
+            done[name] = _with_plan(_RULES[name](p, use_accuracy), plan, in_rationale=False)
         except SuggestionError as exc:
             errors[name] = exc
     if not done:

@@ -505,7 +505,8 @@ class TestSuggestAll:
         assert (s.step_size, s.stop_iteration, s.cycles) == (180, 1440, 4)
         for item in s.items:
             assert (item.step_size, item.stop_iteration, item.cycles) == (180, 1440, 4)
-            assert "1440" in item.rationale
+            assert "1440" not in item.rationale  # stated once, on the Suggestions
+        assert "iteration 1440" in suggest(synth()[0], iters_per_epoch=45).rationale
         custom = suggest_all(synth()[0], iters_per_epoch=100, epochs_per_half_cycle=2, cycles=3)
         assert (custom.step_size, custom.stop_iteration) == (200, 1200)
 
