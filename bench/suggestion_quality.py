@@ -1,13 +1,14 @@
 """Which suggestion method gives the best CLR training? (picks clr.suggest's default)
 
-For each digits workload and seed: one LR range test, bounds from every method,
-then the same model trained from the same init with CLR ``triangular2`` between
+For each workload (the digits ones, and MNIST-1D's for a harder task) and seed:
+one LR range test, bounds from every method, then the same model trained from the
+same init with CLR ``triangular2`` between
 each method's bounds (step_size = 4 epochs, stopped at the end of cycle 4, the
 paper's advice), and the final validation accuracy recorded. A method that fails
 on a curve scores that run as a miss. The method with the highest mean accuracy
 is the one to make ``clr.suggest.DEFAULT_METHOD``.
 
-    python -m bench.suggestion_quality [--seeds 3] [--workloads digits_mlp digits_cnn]
+    python -m bench.suggestion_quality [--seeds 5] [--workloads digits_mlp digits_cnn ...]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def train_clr(
         opt, base_lr=base_lr, max_lr=max_lr, step_size_up=step_size, mode="triangular2"
     )
     step = 0
-    while step <= stop:
+    while step < stop:
         for xb, yb in work.train_loader:
             opt.zero_grad(set_to_none=True)
             loss = work.loss_fn(work.model(xb), yb)
@@ -51,15 +52,19 @@ def train_clr(
             opt.step()
             sched.step()
             step += 1
-            if step > stop:
+            if step == stop:
                 break
     return evaluate(work) if torch.isfinite(loss) else 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--workloads", nargs="+", default=["digits_mlp", "digits_cnn"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=["digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn"],
+    )
     parser.add_argument("--num-iter", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -39,6 +39,13 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+def _check_plot_suffix(path: Path | None) -> None:
+    if path is not None and path.suffix.lower() not in (".png", ".svg"):
+        raise typer.BadParameter(
+            f"must end in .png or .svg, got {path.name!r}", param_hint="--plot"
+        )
+
+
 def _device(name: str) -> str:
     import torch
 
@@ -79,6 +86,7 @@ def range_test_command(
     from clr.exceptions import CLRError
     from clr.workloads import get_workload
 
+    _check_plot_suffix(plot)
     try:
         spec = get_workload(workload)
         built = spec.build(_parse_params(param), seed=seed, device=_device(device))
@@ -155,40 +163,73 @@ def range_test_command(
         console.print(f"result written to {output}")
 
 
+def _schedule_kwargs(
+    policy: str, base_lr: float, max_lr: float, step_size: int, steps: int, gamma: float | None
+) -> dict[str, Any]:
+    """Each policy's arguments from the command's common options."""
+    if policy in ("triangular", "triangular2", "exp_range"):
+        return {
+            "base_lr": base_lr,
+            "max_lr": max_lr,
+            "step_size_up": step_size,
+            "gamma": 0.99994 if gamma is None else gamma,
+            "base_momentum": 0.8,
+            "max_momentum": 0.9,
+        }
+    if policy == "fixed":
+        return {"lr": max_lr}
+    if policy == "step":
+        return {"lr": max_lr, "step_size": 2 * step_size, "gamma": 0.5 if gamma is None else gamma}
+    if policy == "exp":
+        return {"lr": max_lr, "gamma": 0.9995 if gamma is None else gamma}
+    if policy == "one_cycle":
+        return {"max_lr": max_lr, "total_steps": steps}
+    if policy == "cosine_restarts":
+        return {
+            "max_lr": max_lr,
+            "T_0": 2 * step_size,
+            "eta_min": base_lr,
+            "decay": 1.0 if gamma is None else gamma,
+        }
+    return {}  # make_schedule names the known policies
+
+
 @app.command("schedule")
 def schedule_command(
-    policy: Annotated[str, typer.Option(help="triangular, triangular2, exp_range, ...")] = (
-        "triangular2"
-    ),
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="triangular, triangular2, exp_range, fixed, step, exp, one_cycle or "
+            "cosine_restarts."
+        ),
+    ] = "triangular2",
     base_lr: Annotated[float, typer.Option(help="Lower LR bound.")] = 1e-3,
     max_lr: Annotated[float, typer.Option(help="Upper LR bound.")] = 6e-3,
     step_size: Annotated[int, typer.Option(help="Iterations per half cycle.")] = 2000,
     cycles: Annotated[int, typer.Option(help="Cycles to draw.")] = 4,
-    gamma: Annotated[float, typer.Option(help="exp_range decay per iteration.")] = 0.99994,
-    shape: Annotated[str, typer.Option(help="triangle, sine or parabolic.")] = "triangle",
+    gamma: Annotated[
+        float | None,
+        typer.Option(help="Decay: exp_range and exp per iteration, step per drop, SGDR per cycle."),
+    ] = None,
+    shape: Annotated[str, typer.Option(help="triangle, sine or parabolic (cyclic).")] = "triangle",
     plot: Annotated[Path, typer.Option(help="Output file (.png or .svg).")] = Path("schedule.png"),
 ) -> None:
-    """Draw a cyclical schedule (LR and momentum vs iteration)."""
-    from clr import CyclicSchedule, cycle_end, plot_schedule, total_iterations
+    """Draw a schedule (LR and momentum vs iteration) over a number of cycles."""
+    from clr import cycle_end, make_schedule, plot_schedule, total_iterations
     from clr.exceptions import CLRError
 
+    _check_plot_suffix(plot)
     try:
-        schedule = CyclicSchedule(
-            base_lr=base_lr,
-            max_lr=max_lr,
-            step_size_up=step_size,
-            mode=policy,  # type: ignore[arg-type]  # validated by CyclicSchedule
-            gamma=gamma,
-            shape=shape,  # type: ignore[arg-type]
-            base_momentum=0.8,
-            max_momentum=0.9,
-        )
         steps = total_iterations(cycles, step_size)
+        kwargs = _schedule_kwargs(policy, base_lr, max_lr, step_size, steps, gamma)
+        if policy in ("triangular", "triangular2", "exp_range"):
+            kwargs["shape"] = shape
+        schedule = make_schedule(policy, **kwargs)
         plot_schedule(
             schedule,
             steps=steps,
             path=plot,
-            title=f"{policy} ({shape}), step_size={step_size}",
+            title=f"{policy}, step_size={step_size}",
             cycle_ends=[cycle_end(k, step_size) for k in range(1, cycles + 1)],
         )
     except CLRError as exc:

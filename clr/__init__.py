@@ -2,8 +2,10 @@
 
 Leslie N. Smith, "Cyclical Learning Rates for Training Neural Networks",
 https://arxiv.org/abs/1506.01186. Imports torch, numpy and matplotlib only
-(matplotlib lazily, inside the plotting functions); never the web, a database
-or a task queue. Progress leaves through callbacks.
+(matplotlib lazily, inside the plotting functions); the built-in workloads
+import their dataset packages (scikit-learn's digits, mnist1d) lazily, when one
+is built. Never the web, a database or a task queue (an import-linter contract
+enforces it). Progress leaves through callbacks.
 
 Example:
     >>> import torch

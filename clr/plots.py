@@ -107,7 +107,14 @@ def _as_result(result: RangeTestResult | Curve | Mapping[str, Any]) -> RangeTest
     if isinstance(result, RangeTestResult | Curve):
         return result
     if isinstance(result, Mapping):
-        return RangeTestResult.from_dict(dict(result))
+        if "stop_reason" in result:  # a RangeTestResult.to_dict()
+            return RangeTestResult.from_dict(dict(result))
+        if "lrs" in result and "losses" in result:  # plain arrays, as suggest() accepts
+            return Curve(result["lrs"], result["losses"], accuracies=result.get("accuracies"))
+        raise ValueError(
+            "result as a mapping needs 'lrs' and 'losses' (or a full RangeTestResult.to_dict()), "
+            f"got keys {sorted(result)}"
+        )
     raise TypeError(
         f"result must be a RangeTestResult, its to_dict() or a Curve, got {type(result).__name__}"
     )

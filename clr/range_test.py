@@ -8,11 +8,13 @@ which :mod:`clr.suggest` turns into CLR bounds.
 What this implementation adds over torch-lr-finder, whose behaviour it keeps
 (restore afterwards, divergence stop, a batch adapter):
 
-* no host sync per step: losses are written into a device buffer and read
-  back every ``check_every`` steps, where divergence is checked;
+* no host sync per step: losses stay on the device and are read back every
+  ``check_every`` steps, where divergence is checked (with ``amp=True``,
+  torch's GradScaler itself reads its overflow flag every step; nothing here adds one);
 * a bias-corrected smoothed loss, so the first points are not pulled to zero;
 * the model, the optimizer **and the RNG state** are restored bit for bit from
-  an in-memory snapshot, with no temporary files;
+  an in-memory snapshot, with no temporary files (and a loader with
+  ``epoch`` / ``set_epoch``, such as ``TensorBatches``, gets its epoch back);
 * gradient accumulation, AMP on CUDA (the LR advances only on steps the
   optimizer really took), several param groups swept with their LR ratios
   kept, a validation pass every k steps, progress through a callback.
@@ -125,10 +127,12 @@ class _Cycle:
     def __init__(self, loader: Iterable[Any], name: str) -> None:
         self.loader = loader
         self.name = name
-        self._it: Iterator[Any] = iter(loader)
+        self._it: Iterator[Any] | None = None  # lazy: no epoch is started before it is used
 
     def __next__(self) -> Any:
         try:
+            if self._it is None:
+                raise StopIteration
             return next(self._it)
         except StopIteration:
             self._it = iter(self.loader)
@@ -136,6 +140,17 @@ class _Cycle:
                 return next(self._it)
             except StopIteration:
                 raise RangeTestError(f"{self.name} yielded no batches") from None
+
+
+def _copy_state(value: Any, device: torch.device | None) -> Any:
+    """A deep copy of a (nested) state dict, tensors cloned, optionally onto ``device``."""
+    if isinstance(value, Tensor):
+        return value.detach().clone() if device is None else value.detach().to(device, copy=True)
+    if isinstance(value, dict):
+        return {k: _copy_state(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_copy_state(v, device) for v in value)
+    return copy.deepcopy(value)
 
 
 @dataclass
@@ -147,13 +162,22 @@ class _Snapshot:
     cuda_rng: list[Tensor] | None
     python_rng: Any
     numpy_rng: Any
+    loader: Any
+    loader_epoch: int | None
 
     @classmethod
-    def take(cls, model: nn.Module, optimizer: Optimizer) -> _Snapshot:
+    def take(
+        cls, model: nn.Module, optimizer: Optimizer, loader: Any, *, on_cpu: bool = False
+    ) -> _Snapshot:
+        # Straight to host memory when asked, so the device never holds two copies.
+        device = torch.device("cpu") if on_cpu else None
+        epoch = getattr(loader, "epoch", None)
         return cls(
-            model={k: v.detach().clone() for k, v in model.state_dict().items()},
+            model={k: _copy_state(v, device) for k, v in model.state_dict().items()},
             training=[(m, m.training) for m in model.modules()],
-            optimizer=copy.deepcopy(optimizer.state_dict()),
+            optimizer=_copy_state(optimizer.state_dict(), device),
+            loader=loader,
+            loader_epoch=epoch if isinstance(epoch, int) and hasattr(loader, "set_epoch") else None,
             torch_rng=torch.get_rng_state(),
             cuda_rng=(
                 torch.cuda.get_rng_state_all()
@@ -174,6 +198,8 @@ class _Snapshot:
             torch.cuda.set_rng_state_all(self.cuda_rng)
         random.setstate(self.python_rng)
         np.random.set_state(self.numpy_rng)  # noqa: NPY002
+        if self.loader_epoch is not None:  # e.g. TensorBatches: the same data order as before
+            self.loader.set_epoch(self.loader_epoch)
 
 
 @dataclass
@@ -243,8 +269,8 @@ class RangeTest:
         amp: mixed precision: autocast (float16 on CUDA, bfloat16 on CPU) plus a
             GradScaler; a step the scaler skips does not advance the LR.
         accumulation_steps: micro-batches whose gradients make one optimizer step.
-        snapshot_on_cpu: keep the restore snapshot in host memory (saves GPU
-            memory on big models at the cost of one copy each way).
+        snapshot_on_cpu: keep the restore snapshot (weights and optimizer state)
+            in host memory, so a big model never has two copies on the GPU.
 
     Example:
         >>> import torch
@@ -349,9 +375,9 @@ class RangeTest:
         if min_steps is None:
             min_steps = max(10, num_iter // 10)
 
-        snapshot = _Snapshot.take(self.model, self.optimizer)
-        if self.snapshot_on_cpu:
-            snapshot.model = {k: v.to("cpu") for k, v in snapshot.model.items()}
+        snapshot = _Snapshot.take(
+            self.model, self.optimizer, train_loader, on_cpu=self.snapshot_on_cpu
+        )
         try:
             return self._sweep(
                 train_loader,
@@ -389,8 +415,11 @@ class RangeTest:
         metric_fn, batch_fn, accum = self.metric_fn, self.batch_fn, self.accumulation_steps
         num_iter = len(lrs)
         groups = optimizer.param_groups
-        lr0 = float(groups[0]["lr"])
-        ratios = [float(g["lr"]) / lr0 if lr0 > 0 else 1.0 for g in groups]
+        group_lrs = [float(g["lr"]) for g in groups]
+        # start_lr / end_lr are the first group's; the others keep their ratio to it.
+        # A first group at lr 0 defers to the largest LR, and a group at 0 stays at 0.
+        ref = group_lrs[0] if group_lrs[0] > 0 else max(group_lrs)
+        ratios = [lr / ref for lr in group_lrs] if ref > 0 else [1.0] * len(groups)
         lr_list = lrs.tolist()
 
         # Loss / metric values stay on the device (0-dim tensors in a list) until a
@@ -411,7 +440,9 @@ class RangeTest:
             else None
         )
         batches = _Cycle(train_loader, "train_loader")
-        model.train()
+        if not model.training:
+            model.train()  # submodules a user froze in eval mode inside a training model stay so
+        modes = [(m, m.training) for m in model.modules()]
         n = 0  # points measured (the LR index)
         checked = 0
         skipped = 0
@@ -464,7 +495,7 @@ class RangeTest:
                     pending_acc.append(acc_sum / accum if accum > 1 else acc_sum)
                 n += 1
                 if val_loader is not None and val_every is not None and n % val_every == 0:
-                    val_loss, val_acc = self._evaluate(val_loader)
+                    val_loss, val_acc = self._evaluate(val_loader, modes)
                     val_steps.append(n - 1)
                     val_losses.append(val_loss)
                     val_accs.append(val_acc)
@@ -555,7 +586,9 @@ class RangeTest:
                 )
             )
 
-    def _evaluate(self, val_loader: Iterable[Any]) -> tuple[float, float]:
+    def _evaluate(
+        self, val_loader: Iterable[Any], modes: list[tuple[nn.Module, bool]]
+    ) -> tuple[float, float]:
         model, device = self.model, self.device
         model.eval()
         total = torch.zeros((), device=device)
@@ -573,7 +606,8 @@ class RangeTest:
                         correct += self.metric_fn(outputs, targets).float()
                     batches += 1
         finally:
-            model.train()
+            for module, training in modes:
+                module.training = training
         if batches == 0:
             raise RangeTestError("val_loader yielded no batches")
         return float(total) / batches, float(correct) / batches

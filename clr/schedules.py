@@ -505,8 +505,20 @@ class OneCycleSchedule:
     def __post_init__(self) -> None:
         _finite_nonneg("max_lr", self.max_lr)
         _positive_int("total_steps", self.total_steps)
-        if not (0 <= self.pct_start <= 1):
-            raise ScheduleError(f"pct_start must be in [0, 1], got {self.pct_start!r}")
+        if (
+            isinstance(self.pct_start, bool)
+            or not isinstance(self.pct_start, int | float)
+            or not (0 <= self.pct_start <= 1)
+        ):
+            raise ScheduleError(f"pct_start must be a number in [0, 1], got {self.pct_start!r}")
+        start = 0.0
+        for end, *_ in self._phases():
+            if end == start:  # a phase of zero length: torch divides by zero there
+                raise ScheduleError(
+                    f"pct_start={self.pct_start} with total_steps={self.total_steps} leaves a "
+                    "phase with no steps: change pct_start or raise total_steps"
+                )
+            start = end
         if self.anneal_strategy not in ("cos", "linear"):
             raise ScheduleError(
                 f"anneal_strategy must be 'cos' or 'linear', got {self.anneal_strategy!r}"
@@ -822,7 +834,6 @@ class CyclicLR(ScheduledLR):
             max_momentum = 0.9 if max_momentum is None else max_momentum
         self.mode = mode
         self.gamma = gamma
-        self._scale_fn_custom = scale_fn
         fn: str | ScaleFn | None
         if scale_fn is None or isinstance(scale_fn, str):
             fn = scale_fn
@@ -911,6 +922,13 @@ class CyclicLR(ScheduledLR):
             self.max_lrs = [float(cast(CyclicSchedule, s).max_lr) for s in rebuilt]
         if "cycle_momentum" in state_dict:
             self.cycle_momentum = bool(state_dict["cycle_momentum"])
+            defaults = self.optimizer.defaults
+            if self.cycle_momentum and "momentum" not in defaults and "betas" not in defaults:
+                raise ScheduleError(
+                    "the state cycles momentum but the optimizer has neither momentum nor betas, "
+                    f"got {type(self.optimizer).__name__}"
+                )
+            self.use_beta1 = "betas" in defaults
         super().load_state_dict(state_dict)
 
 

@@ -61,8 +61,36 @@ class TestRangeTest:
         assert result.exit_code == 2
         assert "start_lr must be below end_lr" in result.output
 
+    def test_a_plot_suffix_other_than_png_or_svg_is_refused_before_the_sweep(self, tmp_path):
+        result = runner.invoke(app, ["range-test", "--plot", str(tmp_path / "curve.jpg")])
+        assert result.exit_code == 2
+        assert "must end in .png or .svg" in result.output
+        assert "range test" not in result.output  # refused before any sweep ran
+
 
 class TestSchedule:
+    @pytest.mark.parametrize(
+        "policy", ["fixed", "step", "exp", "one_cycle", "cosine_restarts", "triangular"]
+    )
+    def test_every_policy_draws(self, tmp_path, policy):
+        plot = tmp_path / f"{policy}.png"
+        result = runner.invoke(
+            app,
+            [
+                "schedule",
+                "--policy",
+                policy,
+                "--step-size",
+                "20",
+                "--cycles",
+                "2",
+                "--plot",
+                str(plot),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert plot.read_bytes().startswith(PNG)
+
     def test_writes_a_schedule_plot(self, tmp_path):
         plot = tmp_path / "schedule.svg"
         result = runner.invoke(

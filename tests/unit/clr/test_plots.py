@@ -161,6 +161,13 @@ class TestPlotRangeTest:
         np.testing.assert_allclose(_y(_line(fig.axes[0], "loss")), smooth_losses(result.losses))
         assert len(fig.axes) == 2
 
+    def test_accepts_a_plain_mapping_of_arrays(self):
+        x = np.linspace(-5, 0, 60)
+        fig = plot_range_test({"lrs": (10.0**x).tolist(), "losses": (2.0 - 0.1 * x).tolist()})
+        np.testing.assert_array_equal(_x(_line(fig.axes[0], "raw-loss")), 10.0**x)
+        with pytest.raises(ValueError, match="needs 'lrs' and 'losses'"):
+            plot_range_test({"lrs": [1e-3, 1e-2]})
+
     def test_accepts_a_curve(self):
         x = np.linspace(-5, 0, 100)
         curve = Curve(10.0**x, 2.0 - 0.1 * x)

@@ -94,6 +94,27 @@ class TestSweep:
             assert lr1 / lr0 == pytest.approx(10.0, rel=1e-12)
         assert seen[0][0] == pytest.approx(1e-5)
 
+    def test_a_group_at_lr_zero_stays_frozen(self):
+        model, loader = tiny_task()
+        opt = torch.optim.SGD(
+            [
+                {"params": model[0].parameters(), "lr": 0.0},
+                {"params": model[3].parameters(), "lr": 1e-3},
+            ],
+            lr=1e-3,
+        )
+        seen: list[tuple[float, float]] = []
+        handle = opt.register_step_pre_hook(
+            lambda o, *_: seen.append((o.param_groups[0]["lr"], o.param_groups[1]["lr"]))
+        )
+        result = RangeTest(model, opt, nn.functional.cross_entropy).run(
+            loader, start_lr=1e-4, end_lr=1e-1, num_iter=10
+        )
+        handle.remove()
+        assert [a for a, _ in seen] == [0.0] * 10
+        np.testing.assert_allclose([b for _, b in seen], sweep_lrs(1e-4, 1e-1, 10), rtol=1e-12)
+        np.testing.assert_allclose(result.lrs, sweep_lrs(1e-4, 1e-1, 10), rtol=1e-12)
+
     def test_smoothed_loss_is_the_bias_corrected_ema_of_the_raw_loss(self):
         model, loader = tiny_task()
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -237,6 +258,45 @@ class TestRestore:
         assert np_before[2:] == np_after[2:]
         assert model.training is False
         assert all(not m.training for m in model.modules())
+
+    def test_modules_frozen_in_eval_mode_stay_frozen_during_the_sweep(self):
+        model, loader = tiny_task()
+        model.train()
+        model[1].eval()  # a frozen BatchNorm inside a training model
+        stats_before = model[1].running_mean.clone()
+        modes: list[tuple[bool, bool]] = []
+        handle = model.register_forward_pre_hook(
+            lambda m, _args: modes.append((m.training, m[1].training))
+        )
+        RangeTest(
+            model, torch.optim.SGD(model.parameters(), lr=0.01), nn.functional.cross_entropy
+        ).run(loader, num_iter=12, val_loader=[next(iter(loader))], val_every=4)
+        handle.remove()
+        train_steps = [m for m in modes if m[0]]
+        assert len(train_steps) == 12
+        assert all(bn_training is False for _, bn_training in train_steps)
+        assert torch.equal(model[1].running_mean, stats_before)
+
+    def test_the_loader_epoch_is_restored(self):
+        model, loader = tiny_task(n=128, batch_size=32)  # 4 batches an epoch
+        loader.set_epoch(3)
+        first_batch = next(iter(loader))[0].clone()
+        loader.set_epoch(3)
+        RangeTest(
+            model, torch.optim.SGD(model.parameters(), lr=0.01), nn.functional.cross_entropy
+        ).run(loader, num_iter=10)
+        assert loader.epoch == 3
+        assert torch.equal(next(iter(loader))[0], first_batch)
+
+    def test_snapshot_on_cpu_restores_the_same_values(self):
+        model, opt, loader = self._pretrained()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        exp_avg = opt.state_dict()["state"][0]["exp_avg"].clone()
+        RangeTest(model, opt, nn.functional.cross_entropy, snapshot_on_cpu=True).run(
+            loader, num_iter=10
+        )
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+        assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], exp_avg)
 
     def test_a_fresh_optimizer_is_left_without_state(self):
         model, loader = tiny_task()

@@ -587,6 +587,27 @@ class TestStateDict:
         assert state["schedules"][0]["scale_fn"] is None
         assert json.loads(json.dumps(state))["last_epoch"] == 0
 
+    def test_loading_a_momentum_cycling_state_cycles_adam_beta1(self) -> None:
+        opt_a = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+        cycling = CyclicLR(opt_a, 0.01, 0.1, step_size_up=4, base_momentum=0.8, max_momentum=0.95)
+        state = json.loads(json.dumps(cycling.state_dict()))
+        opt_b = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+        plain = CyclicLR(opt_b, 0.01, 0.1, step_size_up=4)  # built without momentum bounds
+        plain.load_state_dict(state)
+        opt_b.step()
+        plain.step()
+        assert "momentum" not in opt_b.param_groups[0]
+        assert opt_b.param_groups[0]["betas"][0] == pytest.approx(0.95 - 0.15 * 0.25)
+        assert opt_b.param_groups[0]["betas"][1] == 0.999
+
+    def test_loading_a_momentum_cycling_state_into_adagrad_is_refused(self) -> None:
+        opt_a = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
+        state = CyclicLR(opt_a, 0.01, 0.1, cycle_momentum=True).state_dict()
+        opt_b = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+        plain = CyclicLR(opt_b, 0.01, 0.1)
+        with pytest.raises(ScheduleError, match="neither momentum nor betas"):
+            plain.load_state_dict(state)
+
 
 # --------------------------------------------------------------------------- 5. momentum defaults
 
@@ -791,6 +812,20 @@ class TestValidation:
 
 
 class TestOtherPolicies:
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"pct_start": "a"}, "pct_start must be a number in"),
+            ({"pct_start": 1.0, "total_steps": 1}, "leaves a phase with no steps"),
+            ({"pct_start": 0.25, "total_steps": 4}, "leaves a phase with no steps"),
+        ],
+    )
+    def test_one_cycle_rejects_phases_torch_would_divide_by_zero_on(
+        self, kwargs: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ScheduleError, match=message):
+            OneCycleSchedule(**{"max_lr": 1.0, "total_steps": 100, **kwargs})
+
     @PROPERTY
     @given(
         total_steps=st.integers(2, 300),

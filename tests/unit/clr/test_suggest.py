@@ -436,9 +436,9 @@ class TestSuggestAll:
         curve, _, _ = synth()
         s = suggest_all(curve)
         assert isinstance(s, Suggestions)
-        assert s.items[0].method == DEFAULT_METHOD == "paper"
+        assert s.items[0].method == DEFAULT_METHOD == "max_fraction"  # chosen by the bench
         assert s.default is s.items[0]
-        assert [i.method for i in s.items[1:]] == [m for m in METHODS if m != "paper"]
+        assert [i.method for i in s.items[1:]] == [m for m in METHODS if m != DEFAULT_METHOD]
         assert s.failed == {}
         for item in s.items:
             assert 0 < item.base_lr < item.max_lr
@@ -456,7 +456,7 @@ class TestSuggestAll:
         assert s.default.method == "steepest"
         assert set(s.failed) == {"paper", "min_div_10", "max_fraction"}
         assert "raise end_lr" in s.failed["paper"]
-        assert any("'paper' failed" in w for w in s.warnings)
+        assert any("'max_fraction' failed" in w for w in s.warnings)
         assert s.confidence <= 2 / 5
 
     def test_all_fail_reraises_default_error(self):
@@ -525,8 +525,12 @@ class TestSuggestAll:
         ],
     )
     def test_bad_cycle_arguments(self, kwargs, name):
-        with pytest.raises(ValueError, match=f"^{name} must be a positive integer"):
+        with pytest.raises(ValueError, match=f"^{name} must be a positive (integer|number)"):
             suggest_all(synth(n=200)[0], **kwargs)
+
+    def test_a_fractional_half_cycle_is_accepted_like_recommend_step_size(self):
+        s = suggest_all(synth()[0], iters_per_epoch=10, epochs_per_half_cycle=2.5)
+        assert (s.step_size, s.stop_iteration) == (25, 200)
 
     def test_warns_outside_paper_half_cycle(self):
         s = suggest_all(synth()[0], iters_per_epoch=10, epochs_per_half_cycle=1)
@@ -536,7 +540,7 @@ class TestSuggestAll:
     def test_to_dict_is_json(self):
         s = suggest_all(synth()[0], iters_per_epoch=45)
         data = json.loads(json.dumps(s.to_dict(), allow_nan=False))
-        assert data["default_method"] == "paper"
+        assert data["default_method"] == DEFAULT_METHOD
         assert [d["method"] for d in data["items"]] == [i.method for i in s.items]
         assert data["items"][0]["base_lr"] == s.default.base_lr
         assert data["step_size"] == 180
@@ -567,6 +571,10 @@ class TestSuggestAll:
 
 
 class TestErrors:
+    def test_an_empty_curve_is_too_short(self):
+        with pytest.raises(CurveTooShort, match="got 0"):
+            suggest(Curve([], []))
+
     def test_too_short(self):
         lrs = np.logspace(-5, -1, 4)
         with pytest.raises(
@@ -674,7 +682,7 @@ class TestProperties:
         )
         lrs = np.asarray(curve.lrs)
         s = suggest_all(curve)
-        assert s.default.method == "paper"
+        assert s.default.method == DEFAULT_METHOD
         assert 0.0 <= s.confidence <= 1.0
         for item in s.items:
             _assert_valid(item, lrs)
