@@ -119,14 +119,14 @@ def lr_finder(setup: Setup, steps: int) -> Callable[[], float] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"range-test overhead, digits MLP, CPU, {args.steps} steps, {args.repeats} interleaved"
-        " repeats (median: typical; min: least disturbed by other load)"
+        " repeats, ratios = median of per-repeat pairs"
     )
     for width in (32, 256):
         setup = Setup(width)
@@ -137,22 +137,29 @@ def main() -> None:
         for run in variants.values():  # warm-up
             run()
         times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.repeats):
-            for name, run in variants.items():
-                times[name].append(run())
-        for stat_name, stat in (("median", statistics.median), ("min", min)):
-            med = {name: stat(ts) for name, ts in times.items()}
-            line = (
-                f"width {width:>3} {stat_name:>6}: bare {med['bare'] * 1e3:6.1f} ms"
-                f"  ours {med['ours'] * 1e3:6.1f} ms  ours/bare {med['ours'] / med['bare']:.3f}"
+        names = list(variants)
+        for i in range(args.repeats):
+            # alternate the order (ABC, CBA, ...) so going first or last favours no one
+            for name in names if i % 2 == 0 else names[::-1]:
+                times[name].append(variants[name]())
+        # Paired ratios: each repeat runs the variants back to back, so a slow spell
+        # of the machine hits both sides of a pair; the median pair is the headline.
+        paired = {
+            name: statistics.median(t / b for t, b in zip(ts, times["bare"], strict=True))
+            for name, ts in times.items()
+        }
+        med = {name: statistics.median(ts) for name, ts in times.items()}
+        line = (
+            f"width {width:>3}: bare {med['bare'] * 1e3:6.1f} ms  ours {med['ours'] * 1e3:6.1f} ms"
+            f"  ours/bare {paired['ours']:.3f}"
+        )
+        if "torch-lr-finder" in med:
+            line += (
+                f"  torch-lr-finder {med['torch-lr-finder'] * 1e3:6.1f} ms"
+                f"  lr-finder/bare {paired['torch-lr-finder']:.3f}"
+                f"  ours/lr-finder {paired['ours'] / paired['torch-lr-finder']:.3f}"
             )
-            if "torch-lr-finder" in med:
-                lf = med["torch-lr-finder"]
-                line += (
-                    f"  torch-lr-finder {lf * 1e3:6.1f} ms  lr-finder/bare {lf / med['bare']:.3f}"
-                    f"  ours/lr-finder {med['ours'] / lf:.3f}"
-                )
-            print(line)
+        print(line)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ def _check_sweep(start_lr: float, end_lr: float, num_iter: int, sweep: str) -> N
 
 
 def _default_batch(batch: Any) -> tuple[Any, Any]:
+    if type(batch) is tuple and len(batch) == 2:  # the common case, without ABC checks
+        return batch[0], batch[1]
     if isinstance(batch, Mapping):
         for inputs_key, targets_key in (("inputs", "targets"), ("input", "target"), ("x", "y")):
             if inputs_key in batch and targets_key in batch:
