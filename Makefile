@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 PYTHON ?= python3
 
-.PHONY: run test lint fmt bench venv clean
+.PHONY: run test lint fmt migrate bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,15 +25,23 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -n 2 -q
 
+## lint: ruff, mypy strict, import-linter, and `alembic check` (models match migrations)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	@tmp=$$(mktemp -d) && export CLR_DATABASE_URL="sqlite:///$$tmp/check.db" && \
+	  $(VENV)/bin/alembic upgrade head && $(VENV)/bin/alembic check; \
+	  status=$$?; rm -rf "$$tmp"; exit $$status
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+## migrate: bring the database (CLR_DATABASE_URL, or the embedded SQLite file) to head
+migrate: $(STAMP)
+	$(VENV)/bin/alembic upgrade head
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
@@ -44,6 +52,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.overhead
 	$(PY) -m bench.scheduler_step
 	$(PY) -m bench.suggestion_quality
+	$(PY) -m bench.curve_storage
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .clr-sweep

@@ -1,0 +1,24 @@
+"""ORM models: teams, API tokens, jobs and curve chunks.
+
+Alembic (``migrations/``) is the only way the schema changes; a test checks
+that these models and the migrations agree.
+"""
+
+from sweep.models.base import NAMING_CONVENTION, Base, JSONType, TimestampMixin, UTCDateTime
+from sweep.models.job import FINISHED_STATUSES, CurveChunk, Job, JobStatus
+from sweep.models.team import TOKEN_PREFIX_LENGTH, ApiToken, Team
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "NAMING_CONVENTION",
+    "TOKEN_PREFIX_LENGTH",
+    "ApiToken",
+    "Base",
+    "CurveChunk",
+    "JSONType",
+    "Job",
+    "JobStatus",
+    "Team",
+    "TimestampMixin",
+    "UTCDateTime",
+]

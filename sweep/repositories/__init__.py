@@ -1,0 +1,9 @@
+"""Repositories: all the SQL of the domain, SQLAlchemy 2.0 style.
+
+Each works in the caller's session and transaction and never commits.
+"""
+
+from sweep.repositories.jobs import JobRepository
+from sweep.repositories.teams import TeamRepository, TokenRepository
+
+__all__ = ["JobRepository", "TeamRepository", "TokenRepository"]

@@ -1,0 +1,137 @@
+"""Configuration from ``CLR_*`` environment variables (and a ``.env`` file).
+
+The defaults are the embedded mode: a SQLite file and kombu's filesystem transport
+inside ``CLR_DATA_DIR``. Production sets ``CLR_DATABASE_URL`` to PostgreSQL and
+``CLR_BROKER_URL`` to Redis. Nothing builds a :class:`Settings` at import time:
+call :func:`get_settings` (cached) or build one explicitly and pass it along.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["FILESYSTEM_BROKER_URL", "REDIS_VISIBILITY_MARGIN_S", "Settings", "get_settings"]
+
+FILESYSTEM_BROKER_URL = "filesystem://"
+"""kombu's filesystem transport: the embedded mode's broker."""
+
+REDIS_VISIBILITY_MARGIN_S = 3600
+"""How far Redis' ``visibility_timeout`` sits above the job time limit.
+
+Redis hands an unacknowledged message to another worker once it is older than the
+visibility timeout; below the hard time limit that would start a second copy of
+every long job (the claim would refuse it, but the message would loop)."""
+
+_POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+_SUPPORTED_SCHEMES = ("sqlite://", "sqlite+pysqlite://", "postgresql+psycopg://")
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; ``CLR_<NAME>`` sets field ``<name>``.
+
+    Attributes:
+        data_dir: folder of the embedded mode's SQLite file and broker queue.
+        database_url: SQLAlchemy URL; ``None`` means the SQLite file in ``data_dir``.
+            ``postgres://`` and ``postgresql://`` are read as ``postgresql+psycopg://``.
+        broker_url: kombu/Celery broker URL; ``None`` means the filesystem transport.
+        heartbeat_interval_s: how often a running job's worker reports it is alive.
+        heartbeat_timeout_s: a running job silent this long is taken as lost.
+        queued_resend_after_s: a queued job whose message is older than this gets
+            its message sent again (an emptied broker loses nothing).
+        max_attempts: claims a job may have; a job lost this many times fails.
+        job_time_limit_s: the longest a job may run.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLR_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path(".clr-sweep")
+    database_url: str | None = None
+    broker_url: str | None = None
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    heartbeat_timeout_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    queued_resend_after_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    job_time_limit_s: int = Field(default=6 * 3600, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Absolute once, so an API and a worker started from one folder agree on it
+        # even when one of them later changes its working directory.
+        return value.expanduser().absolute()
+
+    @field_validator("database_url", "broker_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for scheme in _POSTGRES_SCHEMES:
+            if value.startswith(scheme):
+                return "postgresql+psycopg://" + value[len(scheme) :]
+        if not value.startswith(_SUPPORTED_SCHEMES):
+            scheme = value.split("://", 1)[0] if "://" in value else value
+            raise ValueError(
+                "CLR_DATABASE_URL must be a postgresql:// (psycopg 3) or sqlite:// URL, "
+                f"got scheme {scheme!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _reject_impossible_combinations(self) -> Settings:
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                "CLR_HEARTBEAT_TIMEOUT_S must exceed CLR_HEARTBEAT_INTERVAL_S "
+                f"(got {self.heartbeat_timeout_s:g} <= {self.heartbeat_interval_s:g}); "
+                "otherwise every running job looks lost between two heartbeats"
+            )
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in use: ``database_url``, or the SQLite file in ``data_dir``."""
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'clr-sweep.db'}"
+
+    @property
+    def broker(self) -> str:
+        """The broker URL in use: ``broker_url``, or kombu's filesystem transport."""
+        return self.broker_url if self.broker_url is not None else FILESYSTEM_BROKER_URL
+
+    @property
+    def broker_transport_options(self) -> dict[str, Any]:
+        """kombu transport options that go with :attr:`broker`.
+
+        The filesystem transport gets its folders under ``data_dir/broker`` (one folder
+        for both directions: producer and consumer share it). Redis gets a
+        ``visibility_timeout`` above the job time limit.
+        """
+        broker = self.broker
+        if broker.startswith(FILESYSTEM_BROKER_URL):
+            root = self.data_dir / "broker"
+            return {
+                "data_folder_in": str(root / "queue"),
+                "data_folder_out": str(root / "queue"),
+                "control_folder": str(root / "control"),
+            }
+        if broker.startswith(("redis://", "rediss://")):
+            return {"visibility_timeout": self.job_time_limit_s + REDIS_VISIBILITY_MARGIN_S}
+        return {}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

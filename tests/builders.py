@@ -1,0 +1,130 @@
+"""Typed builders of domain rows for tests: each adds, flushes and returns.
+
+Defaults make a valid row; keyword overrides set any column. Times default to
+:data:`T0` so tests can reason about them with explicit ``now=`` values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from sweep.models import Job, JobStatus, Team
+from sweep.specs import (
+    CurvePoints,
+    RangeTestOutcome,
+    RangeTestSpec,
+    RangeTestSummary,
+    SuggestionDoc,
+    SuggestionsDoc,
+)
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+"""The tests' reference time."""
+
+
+def spec_data(**overrides: Any) -> dict[str, Any]:
+    """A small valid range-test spec as a request would give it."""
+    data: dict[str, Any] = {"workload": "digits_mlp", "params": {"width": 16}, "num_iter": 100}
+    data.update(overrides)
+    return data
+
+
+def make_team(session: Session, **overrides: Any) -> Team:
+    """A team with a unique name."""
+    values: dict[str, Any] = {
+        "name": f"team-{uuid.uuid4().hex[:12]}",
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(overrides)
+    team = Team(**values)
+    session.add(team)
+    session.flush()
+    return team
+
+
+def make_job(session: Session, *, team: Team | None = None, **overrides: Any) -> Job:
+    """A queued range test of ``team`` (a new team by default).
+
+    ``spec`` may be overridden with a spec dict; ``config_key``, ``workload`` and
+    ``total`` follow it unless overridden too.
+    """
+    if team is None:
+        team = make_team(session)
+    spec = RangeTestSpec.model_validate(overrides.pop("spec", spec_data()))
+    values: dict[str, Any] = {
+        "team_id": team.id,
+        "kind": RangeTestSpec.kind,
+        "status": JobStatus.QUEUED,
+        "spec": spec.model_dump(mode="json"),
+        "config_key": spec.config_key(),
+        "workload": spec.workload,
+        "attempt": 0,
+        "max_attempts": 3,
+        "cancel_requested": False,
+        "progress": 0,
+        "total": spec.num_iter,
+        "queued_at": T0,
+        "enqueued_at": T0,
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(overrides)
+    job = Job(**values)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def make_points(start: int, size: int, *, accuracies: bool = True) -> CurvePoints:
+    """``size`` curve points from index ``start``; values encode their index."""
+    idx = range(start, start + size)
+    return CurvePoints(
+        start=start,
+        lrs=[1e-5 * 1.01**i for i in idx],
+        losses=[2.0 + i / 1000 for i in idx],
+        smoothed_losses=[2.0 + i / 2000 for i in idx],
+        accuracies=[i / 100_000 for i in idx] if accuracies else None,
+    )
+
+
+def make_outcome(*, base_lr: float = 0.01, max_lr: float = 0.1) -> RangeTestOutcome:
+    """A successful range test's result with bounds ``base_lr``..``max_lr``."""
+    default = SuggestionDoc(
+        method="max_fraction",
+        base_lr=base_lr,
+        max_lr=max_lr,
+        rationale="the loss falls fastest below max_lr",
+        step_size=112,
+        stop_iteration=896,
+        cycles=4,
+    )
+    return RangeTestOutcome(
+        summary=RangeTestSummary(
+            stop_reason="diverged",
+            stop_detail="smoothed loss above 5x the best",
+            steps_run=80,
+            seconds=0.5,
+            device="cpu",
+            start_lr=1e-5,
+            end_lr=10.0,
+            num_iter=100,
+            sweep="exp",
+            smoothing=0.95,
+            diverge_th=5.0,
+        ),
+        suggestions=SuggestionsDoc(
+            default_method="max_fraction",
+            default=default,
+            items=[default],
+            confidence=0.9,
+            noise=0.05,
+            step_size=112,
+            stop_iteration=896,
+            cycles=4,
+        ),
+    )

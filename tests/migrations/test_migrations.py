@@ -1,0 +1,130 @@
+"""Migrations on both databases: one head, up from empty, down to nothing, and
+models that match what the migrations build (pytest-alembic's built-ins, by hand)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from sweep.db import create_db_engine
+from sweep.migrate import (
+    MIGRATIONS_DIR,
+    alembic_config,
+    current_revision,
+    downgrade,
+    head_revision,
+    is_at_head,
+    upgrade,
+)
+from sweep.models import Base
+from sweep.settings import Settings
+from tests import database
+
+TABLES = {"teams", "api_tokens", "jobs", "curve_chunks"}
+
+
+@pytest.fixture(params=database.DIALECTS)
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path, worker_id: str) -> Iterator[str]:
+    """A new, empty database of each dialect."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    database.require_postgres()
+    name = f"clr_test_{worker_id}_migrations"
+    yield database.create_database(name)
+    database.drop_database(name)
+
+
+@pytest.fixture
+def empty_engine(empty_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(empty_url)
+    yield engine
+    engine.dispose()
+
+
+def settings_for(url: str, tmp_path: Path) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp_path, database_url=url)
+
+
+def tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names()) - {"alembic_version"}
+
+
+def test_there_is_a_single_head() -> None:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert heads == [head_revision()]
+
+
+def test_version_files_have_dated_names() -> None:
+    names = sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py"))
+    assert names[0] == "2026-11-23-1200_create_jobs.py"
+    assert all(len(n) > 16 and n[4] == "-" and n[15] == "_" for n in names)
+
+
+def test_upgrade_from_empty_to_head(empty_engine: Engine, empty_url: str, tmp_path: Path) -> None:
+    assert current_revision(empty_engine) is None
+    assert not is_at_head(empty_engine)
+    upgrade(settings_for(empty_url, tmp_path))
+    assert current_revision(empty_engine) == head_revision()
+    assert is_at_head(empty_engine)
+    assert tables(empty_engine) == TABLES
+
+
+def test_downgrade_to_base_leaves_nothing(
+    empty_engine: Engine, empty_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(empty_url, tmp_path)
+    upgrade(settings)
+    downgrade(settings, "base")
+    assert tables(empty_engine) == set()
+    assert current_revision(empty_engine) is None
+
+
+def test_up_down_up_is_stable(empty_engine: Engine, empty_url: str) -> None:
+    config = alembic_config(empty_url)
+    script = ScriptDirectory.from_config(config)
+    for revision in reversed(list(script.walk_revisions())):
+        command.upgrade(config, revision.revision)
+        command.downgrade(config, revision.down_revision or "base")
+        command.upgrade(config, revision.revision)
+    assert is_at_head(empty_engine)
+
+
+def test_models_match_the_migrations(empty_engine: Engine, empty_url: str) -> None:
+    command.upgrade(alembic_config(empty_url), "head")
+    with empty_engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []
+
+
+def test_the_migrated_schema_has_the_named_constraints_and_indexes(
+    empty_engine: Engine, empty_url: str
+) -> None:
+    command.upgrade(alembic_config(empty_url), "head")
+    inspector = inspect(empty_engine)
+    assert {ix["name"] for ix in inspector.get_indexes("jobs")} >= {
+        "ix_jobs_team_id_created_at_id",
+        "ix_jobs_team_id_config_key",
+        "ix_jobs_status_heartbeat_at",
+        "ix_jobs_status_enqueued_at",
+    }
+    uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("curve_chunks")}
+    assert ("job_id", "attempt", "seq") in uniques
+    checks = {c["name"] for c in inspector.get_check_constraints("jobs")}
+    assert {"ck_jobs_status", "ck_jobs_attempt", "ck_jobs_progress"} <= checks
+
+
+def test_alembic_config_refuses_a_missing_migrations_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("sweep.migrate.MIGRATIONS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no Alembic migrations"):
+        alembic_config()
