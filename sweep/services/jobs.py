@@ -507,7 +507,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
         return as_utc(datetime.fromisoformat(created), name="cursor"), uuid.UUID(hex=job_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
         reason = "not a cursor returned by a previous page"
         raise InvalidInput(
             f"cursor is {reason}", errors=[{"field": "cursor", "reason": reason}]

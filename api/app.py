@@ -1,0 +1,70 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from api.problems import BodySizeLimitMiddleware, install_problem_handlers
+from api.routes import bounds, health, range_tests, workloads
+from sweep.db import JobSender, make_engine, make_session_factory, set_job_sender
+from sweep.migrate import is_at_head
+from sweep.settings import Settings, get_settings
+
+__all__ = ["NOT_MIGRATED", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+NOT_MIGRATED = "database is not migrated: run `clr-sweep db upgrade` (or `make migrate`)"
+
+
+def create_app(settings: Settings | None = None, *, job_sender: JobSender | None = None) -> FastAPI:
+    """The API app for ``settings`` (the environment's by default).
+
+    On startup it refuses to run on a database that is not at the Alembic head,
+    and installs ``job_sender`` (if given) as the process's after-commit sender,
+    restoring the previous one on shutdown.
+    """
+    settings = settings if settings is not None else get_settings()
+    engine = make_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            if not is_at_head(app.state.read_engine):
+                raise RuntimeError(NOT_MIGRATED)
+            previous = set_job_sender(job_sender) if job_sender is not None else None
+            logger.info("api.started database=%s", engine.url.render_as_string())
+            try:
+                yield
+            finally:
+                if job_sender is not None:
+                    set_job_sender(previous)
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="clr-sweep",
+        summary="LR range tests and cyclical learning-rate bounds as a service.",
+        version="0.1.0",
+        docs_url="/docs",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    # Checks read only: no write lock (SQLite's BEGIN IMMEDIATE) for a health probe.
+    app.state.read_engine = engine.execution_options(sqlite_begin="DEFERRED")
+    app.state.session_factory = make_session_factory(engine)
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware)
+    for module in (range_tests, bounds, workloads, health):
+        for route in module.router.routes:
+            # a route's one-line docstring is its OpenAPI summary
+            if isinstance(route, APIRoute) and route.description and not route.summary:
+                route.summary = route.description.strip().splitlines()[0]
+        app.include_router(module.router)
+    return app

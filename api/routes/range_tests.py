@@ -1,0 +1,167 @@
+"""``/range-tests``: submit, list, read, follow the curve, read bounds, cancel."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
+
+from api.deps import CurrentTeamDep, SessionDep, SettingsDep
+from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
+from api.schemas import BoundsRead, CurveRead, JobList, RangeTestCreate, RangeTestRead
+from sweep import services
+from sweep.db import pending_jobs
+from sweep.models import Job, JobStatus
+from sweep.services import CurveSlice, JobPage
+from sweep.specs import RangeTestSpec
+
+__all__ = ["router"]
+
+MAX_POINT_INDEX = 2**31 - 1
+"""Largest ``after`` accepted: a point index the database's integer columns can hold."""
+
+router = APIRouter(prefix="/range-tests", tags=["range tests"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RangeTestRead,
+    responses={
+        200: {"model": RangeTestRead, "description": "A retry with the same Idempotency-Key"},
+        **problem(400, "The body is not valid JSON"),
+        **problem(413, "The body is over 64 KiB"),
+        **AUTH,
+        **INVALID,
+    },
+)
+def create_range_test(
+    body: RangeTestCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    team: CurrentTeamDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Job:
+    """Queue an LR range test (202); a retried Idempotency-Key gives the same job (200)."""
+    job = services.submit_job(
+        session,
+        team=team,
+        kind=RangeTestSpec.kind,
+        spec=body,
+        settings=settings,
+        idempotency_key=idempotency_key,
+    )
+    # a new job's message waits in the session for the commit; a replayed one has none
+    created = any(job_id == job.id for job_id, _ in pending_jobs(session))
+    response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+    response.headers["Location"] = str(request.url_for("get_range_test", job_id=job.id))
+    return job
+
+
+@router.get("", response_model=JobList, responses={**AUTH, **INVALID})
+def list_jobs(
+    session: SessionDep,
+    team: CurrentTeamDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
+    workload: Annotated[str | None, Query(max_length=64)] = None,
+) -> JobPage:
+    """The team's range tests, newest first, a page at a time."""
+    return services.list_jobs(
+        session,
+        team=team,
+        kind=RangeTestSpec.kind,
+        statuses=status_ or (),
+        workload=workload,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get("/{job_id}", response_model=RangeTestRead, responses={**AUTH, **NOT_FOUND, **INVALID})
+def get_range_test(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> Job:
+    """One of the team's range tests."""
+    return services.get_job(session, team=team, job_id=job_id)
+
+
+def _curve_csv(curve: CurveSlice) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["index", "lr", "loss", "smoothed_loss", "accuracy"])
+    accuracies = curve.accuracies
+    for i, (lr, loss, smoothed) in enumerate(
+        zip(curve.lrs, curve.losses, curve.smoothed_losses, strict=True)
+    ):
+        accuracy = "" if accuracies is None else repr(accuracies[i])
+        writer.writerow([curve.start + i, repr(lr), repr(loss), repr(smoothed), accuracy])
+    return out.getvalue()
+
+
+@router.get(
+    "/{job_id}/curve",
+    response_model=CurveRead,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV when asked for"},
+        **AUTH,
+        **NOT_FOUND,
+        **INVALID,
+    },
+)
+def read_curve(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    team: CurrentTeamDep,
+    after: Annotated[int, Query(ge=0, le=MAX_POINT_INDEX)] = 0,
+    format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> CurveSlice | Response:
+    """The curve from point ``after`` on, as JSON or (``?format=csv``) CSV."""
+    curve = services.read_curve(session, team=team, job_id=job_id, after=after)
+    wants_csv = format_ == "csv" or (format_ is None and "text/csv" in (accept or ""))
+    if wants_csv:
+        return PlainTextResponse(_curve_csv(curve), media_type="text/csv")
+    return curve
+
+
+@router.get(
+    "/{job_id}/bounds",
+    response_model=BoundsRead,
+    responses={
+        **AUTH,
+        **NOT_FOUND,
+        **problem(409, "The job has not succeeded (yet); the detail names its status"),
+        **INVALID,
+    },
+)
+def get_bounds(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    team: CurrentTeamDep,
+    method: Annotated[str | None, Query(max_length=64)] = None,
+) -> BoundsRead:
+    """The suggested bounds of a finished range test, ``method`` (or the default) first."""
+    bounds = services.get_bounds(session, team=team, job_id=job_id)
+    return BoundsRead.from_bounds(bounds, method=method)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RangeTestRead,
+    responses={
+        **AUTH,
+        **NOT_FOUND,
+        **problem(409, "The job already finished; the detail names its status"),
+        **INVALID,
+    },
+)
+def cancel_range_test(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop."""
+    return services.cancel_job(session, team=team, job_id=job_id)

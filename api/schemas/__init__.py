@@ -1,0 +1,19 @@
+"""Request and response bodies of the API."""
+
+from api.schemas.bounds import BoundsRead, SuggestionRead
+from api.schemas.health import Health, Readiness
+from api.schemas.range_tests import CurveRead, JobList, RangeTestCreate, RangeTestRead
+from api.schemas.workloads import WorkloadList, WorkloadRead
+
+__all__ = [
+    "BoundsRead",
+    "CurveRead",
+    "Health",
+    "JobList",
+    "RangeTestCreate",
+    "RangeTestRead",
+    "Readiness",
+    "SuggestionRead",
+    "WorkloadList",
+    "WorkloadRead",
+]

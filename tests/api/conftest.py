@@ -1,0 +1,102 @@
+"""API tests: the real app on the migrated test databases, one rolled-back session.
+
+The app's ``get_session`` is overridden with the test's ``session`` (which may
+commit: the commits land in a savepoint of the outer transaction rolled back
+after the test), keeping the real dependency's commit-or-rollback behaviour.
+Messages go to a real in-process list sender handed to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+from starlette.exceptions import StarletteDeprecationWarning
+
+from api.app import create_app
+from api.deps import get_session, get_settings
+from sweep.models import Team
+from sweep.services import create_token
+from sweep.settings import Settings
+from tests.builders import make_team
+
+with warnings.catch_warnings():
+    # Starlette's test client prefers the httpx2 fork; the project depends on httpx,
+    # which the client still supports (it only warns, once, on import).
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+Sent = list[tuple[uuid.UUID, str]]
+
+
+@dataclass
+class Caller:
+    """A team and the headers that authenticate as it."""
+
+    team: Team
+    token: str
+    token_id: uuid.UUID
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def api_settings(engine: Engine, tmp_path: Path) -> Settings:
+    """Settings on the test database of the current dialect."""
+    url = engine.url.render_as_string(hide_password=False)
+    return Settings(_env_file=None, data_dir=tmp_path, database_url=url)
+
+
+@pytest.fixture
+def messages() -> Sent:
+    """What the app's sender received: ``(job_id, kind)`` in send order."""
+    return []
+
+
+@pytest.fixture
+def client(session: Session, api_settings: Settings, messages: Sent) -> Iterator[TestClient]:
+    """A client of the app, its sessions being the test's rolled-back one."""
+
+    def send(job_id: uuid.UUID, kind: str) -> None:
+        messages.append((job_id, kind))
+
+    app = create_app(api_settings, job_sender=send)
+
+    def test_session() -> Iterator[Session]:
+        # What the test set up is committed (into the outer transaction) first, as a
+        # real request would find it; a failing request then rolls back only its own work.
+        session.commit()
+        session.expunge_all()
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        session.commit()
+
+    app.dependency_overrides[get_session] = test_session
+    app.dependency_overrides[get_settings] = lambda: api_settings
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def make_caller(session: Session) -> Caller:
+    """A new team with a fresh token."""
+    team = make_team(session)
+    issued = create_token(session, team=team, name="tests")
+    session.flush()
+    return Caller(team=team, token=issued.secret, token_id=issued.token.id)
+
+
+@pytest.fixture
+def caller(session: Session) -> Caller:
+    """The team the tests act as."""
+    return make_caller(session)
