@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Find good learning rates (LR range test) and train with Cyclical Learning Rates.",
@@ -251,6 +257,71 @@ def workloads_command() -> None:
         params = ", ".join(f"{p.name}={p.default}" for p in workload.params)
         table.add_row(name, params, workload.description)
     console.print(table)
+
+
+db_app = typer.Typer(
+    help="The service's database (CLR_DATABASE_URL; default: SQLite in CLR_DATA_DIR)."
+)
+team_app = typer.Typer(help="Teams: each sees only its own jobs.")
+token_app = typer.Typer(help="API tokens (stored hashed; the secret is shown once).")
+app.add_typer(db_app, name="db")
+app.add_typer(team_app, name="team")
+app.add_typer(token_app, name="token")
+
+
+@db_app.command("upgrade")
+def db_upgrade_command(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database to the newest schema (Alembic)."""
+    from sweep.migrate import upgrade
+    from sweep.settings import get_settings
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings, revision)
+    console.print(f"database at {revision}: {settings.db_url}")
+
+
+def _in_session(action: Callable[[Session], T]) -> T:
+    """Run ``action`` in one committed unit of work; a domain error exits 2 with its detail."""
+    from sweep.db import make_engine, make_session_factory, session_scope
+    from sweep.errors import DomainError
+    from sweep.settings import get_settings
+
+    engine = make_engine(get_settings())
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return action(session)
+    except DomainError as exc:
+        console.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+
+
+@team_app.command("create")
+def team_create_command(name: Annotated[str, typer.Argument(help="Team name.")]) -> None:
+    """Create a team."""
+    from sweep.services import create_team
+
+    team_id = _in_session(lambda session: create_team(session, name=name).id)
+    console.print(f"team {name!r} created ({team_id})")
+
+
+@token_app.command("create")
+def token_create_command(
+    team: Annotated[str, typer.Option(help="The team the token acts for.")],
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "cli",
+) -> None:
+    """Issue an API token for a team and print its secret (shown only this once)."""
+    from sweep.services import create_token, get_team
+
+    secret = _in_session(
+        lambda session: create_token(session, team=get_team(session, name=team), name=name).secret
+    )
+    console.print(f"token for team {team!r} (store it now; only its hash is kept):")
+    print(secret)
 
 
 def main() -> None:
