@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep import services
+from sweep.db import session_scope
 from sweep.errors import Unauthorized
 from sweep.models import Team
 from sweep.settings import Settings
@@ -35,13 +36,8 @@ def get_settings(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     """One unit of work per request: commit on success, roll back on error."""
     factory: sessionmaker[Session] = request.app.state.session_factory
-    with factory() as session:
-        try:
-            yield session
-        except BaseException:
-            session.rollback()
-            raise
-        session.commit()
+    with session_scope(factory) as session:
+        yield session
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
