@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -72,6 +73,7 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
     workload: Annotated[str | None, Query(max_length=64)] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
 ) -> JobPage:
     """The team's range tests, newest first, a page at a time."""
     return services.list_jobs(
@@ -80,6 +82,7 @@ def list_jobs(
         kind=RangeTestSpec.kind,
         statuses=status_ or (),
         workload=workload,
+        created_after=created_after,
         limit=limit,
         cursor=cursor,
     )

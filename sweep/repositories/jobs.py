@@ -59,6 +59,7 @@ class JobRepository:
         statuses: Sequence[JobStatus] = (),
         kind: str | None = None,
         workload: str | None = None,
+        created_after: datetime | None = None,
     ) -> list[Job]:
         """The team's jobs, newest first, strictly after the cursor ``before``.
 
@@ -69,6 +70,7 @@ class JobRepository:
             statuses: only these statuses (all when empty).
             kind: only this kind.
             workload: only jobs of this workload (the denormalised ``workload`` column).
+            created_after: only jobs created strictly after this time.
         """
         stmt = select(Job).where(Job.team_id == team_id)
         if statuses:
@@ -77,6 +79,8 @@ class JobRepository:
             stmt = stmt.where(Job.kind == kind)
         if workload is not None:
             stmt = stmt.where(Job.workload == workload)
+        if created_after is not None:
+            stmt = stmt.where(Job.created_at > created_after)
         if before is not None:
             created_at, job_id = before
             stmt = stmt.where(

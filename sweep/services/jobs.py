@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -514,6 +514,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from None
 
 
+def _utc_or_naive_utc(value: datetime) -> datetime:
+    # A query-string time without a zone ("2026-01-01T00:00") is read as UTC.
+    return as_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+
+
 def list_jobs(
     session: Session,
     *,
@@ -521,10 +526,13 @@ def list_jobs(
     statuses: Sequence[JobStatus] = (),
     kind: str | None = None,
     workload: str | None = None,
+    created_after: datetime | None = None,
     limit: int = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> JobPage:
     """The team's jobs, newest first, one page at a time.
+
+    ``created_after`` keeps jobs created strictly after it (a naive time is UTC).
 
     Raises:
         InvalidInput: ``limit`` out of range or ``cursor`` malformed.
@@ -540,6 +548,7 @@ def list_jobs(
         statuses=statuses,
         kind=kind,
         workload=workload,
+        created_after=None if created_after is None else _utc_or_naive_utc(created_after),
     )
     if len(jobs) > limit:
         return JobPage(items=jobs[:limit], next_cursor=_encode_cursor(jobs[limit - 1]))

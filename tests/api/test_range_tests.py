@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -296,9 +296,36 @@ class TestListJobs:
         }
         assert ids(workload="digits_cnn") == {str(cnn.id)}
 
+    def test_filters_by_created_after(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        jobs = [
+            make_job(session, team=caller.team, created_at=T0 + timedelta(minutes=i))
+            for i in range(4)
+        ]
+        cut = (T0 + timedelta(minutes=1, seconds=30)).isoformat()
+        body = client.get(
+            "/range-tests", params={"created_after": cut}, headers=caller.headers
+        ).json()
+        assert [item["id"] for item in body["items"]] == [str(jobs[3].id), str(jobs[2].id)]
+        # strictly after: a job created exactly at the cut-off is left out
+        exact = (T0 + timedelta(minutes=2)).isoformat()
+        body = client.get(
+            "/range-tests", params={"created_after": exact}, headers=caller.headers
+        ).json()
+        assert [item["id"] for item in body["items"]] == [str(jobs[3].id)]
+        # a time without a zone is read as UTC
+        naive = (T0 + timedelta(minutes=2)).astimezone(UTC).replace(tzinfo=None).isoformat()
+        response = client.get(
+            "/range-tests", params={"created_after": naive}, headers=caller.headers
+        )
+        assert response.status_code == 200
+        assert [item["id"] for item in response.json()["items"]] == [str(jobs[3].id)]
+
     @pytest.mark.parametrize(
         ("params", "field"),
         [
+            ({"created_after": "yesterday"}, "created_after"),
             ({"cursor": "garbage!"}, "cursor"),
             # a real-looking cursor whose time overflows when converted to UTC
             ({"cursor": cursor_of("0001-01-01T00:00:00+05:00")}, "cursor"),
