@@ -1,0 +1,94 @@
+"""``create_celery``: the configuration a long GPU job needs, from settings alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sweep.settings import Settings
+from worker.celery_app import (
+    MAINTENANCE_QUEUE,
+    RANGE_TEST_TASK,
+    RECONCILE_TASK,
+    create_celery,
+    task_time_limit_s,
+)
+from worker.sender import CelerySender
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def redis_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
+        _env_file=None, data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/9", **overrides
+    )
+
+
+class TestCreateCelery:
+    def test_long_job_reliability_settings(self, tmp_path: Path) -> None:
+        conf = create_celery(redis_settings(tmp_path)).conf
+
+        assert conf.broker_url == "redis://127.0.0.1:6379/9"
+        assert conf.task_acks_late is True
+        assert conf.task_reject_on_worker_lost is True
+        assert conf.worker_prefetch_multiplier == 1
+        assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
+        assert conf.task_serializer == "json"
+        assert conf.accept_content == ["json"]
+
+    def test_visibility_timeout_outlasts_the_hard_time_limit(self, tmp_path: Path) -> None:
+        settings = redis_settings(tmp_path, job_time_limit_s=100, heartbeat_timeout_s=7200.0)
+        conf = create_celery(settings).conf
+
+        assert conf.task_time_limit == task_time_limit_s(settings) == 7300
+        assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+
+    def test_embedded_mode_uses_the_filesystem_broker(self, tmp_path: Path) -> None:
+        conf = create_celery(Settings(_env_file=None, data_dir=tmp_path)).conf
+
+        assert conf.broker_url == "filesystem://"
+        assert conf.broker_transport_options["data_folder_in"].startswith(str(tmp_path))
+
+    def test_beat_runs_the_reconciler_on_its_own_queue(self, tmp_path: Path) -> None:
+        settings = redis_settings(tmp_path, queued_resend_after_s=20.0, heartbeat_timeout_s=60.0)
+        conf = create_celery(settings).conf
+
+        entry = conf.beat_schedule["reconcile"]
+        assert entry["task"] == RECONCILE_TASK
+        assert entry["schedule"] == timedelta(seconds=10)
+        assert conf.task_routes[RECONCILE_TASK] == {"queue": MAINTENANCE_QUEUE}
+
+    def test_tasks_are_registered_under_their_names(self, tmp_path: Path) -> None:
+        app = create_celery(redis_settings(tmp_path))
+        app.loader.import_default_modules()
+
+        assert {RANGE_TEST_TASK, RECONCILE_TASK} <= set(app.tasks)
+
+    def test_importing_the_entry_module_builds_no_app(self) -> None:
+        # CLR_DATABASE_URL is invalid: reading settings at import would raise.
+        code = "import worker.celery_app, worker.sender; print('ok')"
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            env={"CLR_DATABASE_URL": "mysql://nope", "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "ok"
+
+
+class TestCelerySender:
+    def test_unknown_kind_is_refused(self, tmp_path: Path) -> None:
+        sender = CelerySender(create_celery(redis_settings(tmp_path)))
+
+        with pytest.raises(ValueError, match="no task runs jobs of kind 'train'"):
+            sender(uuid.uuid4(), "train")

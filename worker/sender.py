@@ -1,0 +1,36 @@
+"""The broker side of :func:`sweep.db.set_job_sender`: one Celery message per job."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Celery
+
+from worker.celery_app import JOBS_QUEUE, RANGE_TEST_TASK
+
+__all__ = ["TASK_BY_KIND", "CelerySender"]
+
+logger = logging.getLogger(__name__)
+
+TASK_BY_KIND = {"range_test": RANGE_TEST_TASK}
+"""The task that runs each job kind."""
+
+
+class CelerySender:
+    """A :class:`sweep.db.JobSender` that sends ``<kind task>(job_id)`` to ``queue``.
+
+    Only the job id travels; the worker reads everything else from the job's row.
+    A process installs one with ``sweep.db.set_job_sender(CelerySender(app))``.
+    """
+
+    def __init__(self, app: Celery, *, queue: str = JOBS_QUEUE) -> None:
+        self.app = app
+        self.queue = queue
+
+    def __call__(self, job_id: uuid.UUID, kind: str) -> None:
+        task = TASK_BY_KIND.get(kind)
+        if task is None:
+            raise ValueError(f"no task runs jobs of kind {kind!r}; known: {sorted(TASK_BY_KIND)}")
+        self.app.send_task(task, args=[str(job_id)], queue=self.queue)
+        logger.info("job.sent job_id=%s kind=%s task=%s queue=%s", job_id, kind, task, self.queue)

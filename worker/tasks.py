@@ -1,0 +1,236 @@
+"""The worker's tasks: thin glue between :mod:`sweep.services` and :mod:`clr`.
+
+A task claims its job, builds the ``clr`` objects its spec describes, runs them
+with a callback that reports progress through the services, and records how it
+ended. It holds no SQL and no science. Only the job id travels in the message;
+a redelivered or duplicated message finds the job claimed and runs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from functools import cache
+
+import torch
+from celery import shared_task
+from sqlalchemy.orm import Session, sessionmaker
+
+from clr import CLRError, RangeTest, RangeTestProgress, SuggestionError, make_optimizer, suggest_all
+from clr.workloads import build_workload
+from sweep.db import make_engine, make_session_factory, session_scope
+from sweep.errors import DomainError
+from sweep.services import (
+    JobAck,
+    acknowledge_cancel,
+    claim_job,
+    fail_job,
+    finish_job,
+    parse_job_spec,
+    reconcile,
+    report_progress,
+)
+from sweep.settings import get_settings
+from sweep.specs import CurvePoints, RangeTestOutcome, RangeTestSpec
+from worker.celery_app import RANGE_TEST_TASK, RECONCILE_TASK
+
+__all__ = ["ProgressReporter", "reconcile_jobs", "run_range_test", "run_range_test_job"]
+
+logger = logging.getLogger(__name__)
+
+MAX_REPORT_INTERVAL_S = 0.5
+"""Longest a measured point waits before it is stored (unless heartbeats are rarer)."""
+
+
+class CannotRun(Exception):
+    """This worker cannot run the job as specified (the job fails with the reason)."""
+
+
+@cache
+def _session_factory() -> sessionmaker[Session]:
+    # Built on first use, so a prefork child opens its own connections.
+    return make_session_factory(make_engine(get_settings()))
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run_device(requested: str) -> str:
+    """Where the spec's job runs on this worker (CUDA is touched only inside a task)."""
+    available = _worker_device()
+    if requested == "cuda" and available != "cuda":
+        raise CannotRun("the spec asks for device 'cuda' but this worker has no CUDA device")
+    return "cpu" if requested == "cpu" else available
+
+
+def _join(first: CurvePoints, second: CurvePoints) -> CurvePoints:
+    accuracies = (
+        None
+        if first.accuracies is None or second.accuracies is None
+        else first.accuracies + second.accuracies
+    )
+    return CurvePoints(
+        start=first.start,
+        lrs=first.lrs + second.lrs,
+        losses=first.losses + second.losses,
+        smoothed_losses=first.smoothed_losses + second.smoothed_losses,
+        accuracies=accuracies,
+    )
+
+
+class ProgressReporter:
+    """The range test's callback: stores its points in short transactions.
+
+    Points are gathered and stored at most every ``interval_s`` seconds (each
+    report is also the job's heartbeat); :meth:`should_stop` answers from the last
+    report, which is how a cancel request or a lost attempt stops the sweep.
+    """
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        job_id: uuid.UUID,
+        attempt: int,
+        interval_s: float = MAX_REPORT_INTERVAL_S,
+    ) -> None:
+        self.factory = factory
+        self.job_id = job_id
+        self.attempt = attempt
+        self.interval_s = interval_s
+        self.pending: CurvePoints | None = None
+        self.ack = JobAck(accepted=True, cancel_requested=False)
+        self._last_report = time.monotonic()
+
+    def __call__(self, progress: RangeTestProgress) -> None:
+        chunk = CurvePoints.from_progress(progress)
+        self.pending = chunk if self.pending is None else _join(self.pending, chunk)
+        if time.monotonic() - self._last_report >= self.interval_s:
+            with session_scope(self.factory) as session:
+                self.report(session)
+
+    def report(self, session: Session) -> None:
+        """Store the gathered points in ``session``'s transaction."""
+        if self.pending is not None:
+            self.ack = report_progress(
+                session, job_id=self.job_id, attempt=self.attempt, chunk=self.pending
+            )
+            self.pending = None
+        self._last_report = time.monotonic()
+
+    def should_stop(self) -> bool:
+        """Whether the last report said to stop (cancel requested or attempt stale)."""
+        return self.ack.should_stop
+
+
+def _fail(reporter: ProgressReporter, reason: str) -> str:
+    with session_scope(reporter.factory) as session:
+        reporter.report(session)  # the partial curve is kept
+        fail_job(session, job_id=reporter.job_id, attempt=reporter.attempt, reason=reason)
+    return "failed"
+
+
+def run_range_test_job(
+    factory: sessionmaker[Session], job_id: uuid.UUID, *, worker: str, interval_s: float
+) -> str:
+    """Claim and run one range test; what happened: ``skipped``, ``succeeded``,
+    ``failed``, ``cancelled`` or ``stale`` (another attempt took over).
+
+    Errors of the spec or of ``clr`` fail the job with a readable reason; anything
+    else is a crash and propagates (the job's heartbeat stops, the reconciler
+    requeues it).
+    """
+    with session_scope(factory) as session:
+        job = claim_job(session, job_id=job_id, worker=worker, device=_worker_device())
+        if job is None:
+            return "skipped"
+        attempt, kind, spec_data = job.attempt, job.kind, dict(job.spec)
+    reporter = ProgressReporter(factory, job_id=job_id, attempt=attempt, interval_s=interval_s)
+    try:
+        spec = parse_job_spec(kind, spec_data)
+        if not isinstance(spec, RangeTestSpec):
+            raise CannotRun(f"task {RANGE_TEST_TASK!r} runs range tests, not {kind!r} jobs")
+        built = build_workload(
+            spec.workload, spec.params, seed=spec.seed, device=_run_device(spec.device)
+        )
+        optimizer = make_optimizer(
+            spec.optimizer.name,
+            built.model.parameters(),
+            lr=spec.start_lr,
+            momentum=spec.optimizer.momentum,
+            weight_decay=spec.optimizer.weight_decay,
+            nesterov=spec.optimizer.nesterov,
+            betas=spec.optimizer.betas,
+            eps=spec.optimizer.eps,
+        )
+        tester = RangeTest(built.model, optimizer, built.loss_fn, metric_fn=built.metric_fn)
+        result = tester.run(
+            built.train_loader,
+            start_lr=spec.start_lr,
+            end_lr=spec.end_lr,
+            num_iter=spec.num_iter,
+            sweep=spec.sweep,
+            smoothing=spec.smoothing,
+            diverge_th=spec.diverge_th,
+            callback=reporter,
+            should_stop=reporter.should_stop,
+        )
+    except (CLRError, DomainError, CannotRun) as exc:
+        logger.info("job.run_failed job_id=%s attempt=%d error=%s", job_id, attempt, exc)
+        return _fail(reporter, f"{type(exc).__name__}: {exc}")
+
+    if result.stop_reason == "cancelled":
+        if not reporter.ack.accepted:
+            return "stale"
+        with session_scope(factory) as session:
+            reporter.report(session)
+            done = acknowledge_cancel(session, job_id=job_id, attempt=attempt)
+        return "cancelled" if done is not None else "stale"
+
+    suggestions = None
+    no_bounds_reason = None
+    try:
+        suggestions = suggest_all(
+            result, iters_per_epoch=built.iters_per_epoch, use_accuracy=spec.metric == "accuracy"
+        )
+    except SuggestionError as exc:
+        no_bounds_reason = str(exc)
+    outcome = RangeTestOutcome.from_clr(result, suggestions, no_bounds_reason=no_bounds_reason)
+    with session_scope(factory) as session:
+        reporter.report(session)
+        finished = finish_job(session, job_id=job_id, attempt=attempt, result=outcome)
+    return "succeeded" if finished is not None else "stale"
+
+
+@shared_task(name=RANGE_TEST_TASK)
+def run_range_test(job_id: str) -> str:
+    """Run range-test job ``job_id`` (a UUID string) if it is still queued."""
+    settings = get_settings()
+    return run_range_test_job(
+        _session_factory(),
+        uuid.UUID(job_id),
+        worker=_worker_name(),
+        interval_s=min(MAX_REPORT_INTERVAL_S, settings.heartbeat_interval_s),
+    )
+
+
+@shared_task(name=RECONCILE_TASK)
+def reconcile_jobs() -> dict[str, int]:
+    """One reconciler pass (beat runs it every ``reconcile_interval_s``); counts by action."""
+    with session_scope(_session_factory()) as session:
+        report = reconcile(session, settings=get_settings())
+    return {
+        "resent": len(report.resent),
+        "requeued": len(report.requeued),
+        "failed": len(report.failed),
+        "cancelled": len(report.cancelled),
+        "timed_out": len(report.timed_out),
+    }
