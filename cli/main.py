@@ -22,6 +22,8 @@ from rich.table import Table
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from sweep.settings import Settings
+
 T = TypeVar("T")
 
 app = typer.Typer(
@@ -322,6 +324,221 @@ def token_create_command(
     )
     console.print(f"token for team {team!r} (store it now; only its hash is kept):")
     print(secret)
+
+
+# --------------------------------------------------------------------------- the service
+
+Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
+LogLevel = Annotated[str, typer.Option(help="Worker log level (DEBUG, INFO, WARNING).")]
+
+
+def _settings_or_exit() -> Settings:
+    from pydantic import ValidationError
+
+    from sweep.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        console.print(f"[red]bad settings:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command("api")
+def api_command(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    """Serve the REST API (production: CLR_DATABASE_URL and CLR_BROKER_URL set)."""
+    import uvicorn
+
+    from cli.service import build_api
+
+    uvicorn.run(build_api(_settings_or_exit()), host=host, port=port, log_level="info")
+
+
+def _gpu_list(gpus: str | None) -> list[str]:
+    from cli.service import parse_gpus
+
+    if gpus is None:
+        return []
+    try:
+        return parse_gpus(gpus)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gpus") from exc
+
+
+@app.command("worker")
+def worker_command(
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="GPUs to run on, e.g. 0,1: one worker process each (CUDA queues)."),
+    ] = None,
+    processes: Annotated[
+        int, typer.Option(min=1, help="CPU worker processes when no --gpus are given.")
+    ] = 1,
+    loglevel: LogLevel = "INFO",
+) -> None:
+    """Run jobs: one Celery worker process per GPU (or CPU workers), restarted if one dies."""
+    from cli.service import Supervisor, worker_specs
+
+    _settings_or_exit()
+    specs = worker_specs(gpus=_gpu_list(gpus), processes=processes, loglevel=loglevel)
+    for spec in specs:
+        pinned = spec.env.get("CUDA_VISIBLE_DEVICES")
+        console.print(f"worker {spec.name}: CUDA_VISIBLE_DEVICES={pinned!r}")
+    Supervisor(specs).run_forever()
+
+
+@app.command("reaper")
+def reaper_command(loglevel: LogLevel = "INFO") -> None:
+    """Run the reconciler: re-send lost messages, requeue jobs whose worker died."""
+    from cli.service import Supervisor, reaper_spec
+
+    settings = _settings_or_exit()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Supervisor([reaper_spec(settings, loglevel=loglevel)]).run_forever()
+
+
+@app.command("serve")
+def serve_command(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    processes: Annotated[int, typer.Option(min=1, help="CPU worker processes.")] = 1,
+    gpus: Annotated[str | None, typer.Option(help="Run workers on these GPUs instead.")] = None,
+) -> None:
+    """The embedded default: API + worker + reaper on a SQLite file, no servers needed."""
+    import threading
+
+    import uvicorn
+
+    from cli.service import (
+        ServeServer,
+        Supervisor,
+        build_api,
+        ensure_local_token,
+        reaper_spec,
+        worker_specs,
+    )
+    from sweep.migrate import upgrade
+
+    settings = _settings_or_exit()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings)
+    token = ensure_local_token(settings)
+    specs = worker_specs(gpus=_gpu_list(gpus), processes=processes)
+    supervisor = Supervisor([*specs, reaper_spec(settings)], log_dir=settings.data_dir / "logs")
+    console.print(f"clr-sweep on http://{host}:{port} (docs at /docs); data in {settings.data_dir}")
+    console.print(f"database {settings.db_url}; broker {settings.broker}")
+    console.print(
+        f"workers: {', '.join(s.name for s in specs)} + reaper; logs in "
+        f"{settings.data_dir / 'logs'}"
+    )
+    console.print(f"token of team 'local' (also in {settings.data_dir / 'token'}):")
+    print(token, flush=True)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            supervisor.poll()
+
+    def stop_workers() -> None:
+        done.set()
+        watcher.join()
+        supervisor.stop()
+
+    supervisor.start()
+    watcher = threading.Thread(target=watch, name="supervisor", daemon=True)
+    watcher.start()
+    config = uvicorn.Config(build_api(settings), host=host, port=port, log_level="warning")
+    ServeServer(config, on_exit=stop_workers).run()
+
+
+@app.command("submit")
+def submit_command(
+    workload: Annotated[str, typer.Option(help="Registered workload name.")] = "digits_mlp",
+    param: Annotated[
+        list[str], typer.Option("--param", "-p", help="Workload parameter NAME=VALUE (repeat).")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.")] = "sgd",
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    start_lr: Annotated[float, typer.Option(help="First LR of the sweep.")] = 1e-5,
+    end_lr: Annotated[float, typer.Option(help="Last LR of the sweep.")] = 10.0,
+    num_iter: Annotated[int, typer.Option(help="Mini-batches in the sweep.")] = 300,
+    sweep: Annotated[str, typer.Option(help="exp or linear.")] = "exp",
+    smoothing: Annotated[float, typer.Option(help="EMA factor of the smoothed loss.")] = 0.95,
+    diverge_th: Annotated[float, typer.Option(help="Stop above this x best loss.")] = 5.0,
+    metric: Annotated[str, typer.Option(help="What the bounds read: loss or accuracy.")] = "loss",
+    seed: Annotated[int, typer.Option(help="Seed of the model init and data order.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    plot: Annotated[Path | None, typer.Option(help="Write the plot (.png or .svg).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the job and bounds as JSON.")] = None,
+    url: Annotated[
+        str, typer.Option(envvar="CLR_API_URL", help="The API's base URL.")
+    ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="CLR_TOKEN", help="API token (default: the embedded one's)."),
+    ] = None,
+    embedded: Annotated[
+        bool, typer.Option(help="Start the embedded service for this submission, then stop it.")
+    ] = False,
+    wait: Annotated[bool, typer.Option(help="Follow the job to its end.")] = True,
+) -> None:
+    """Submit a range test to the service, follow it, print its bounds, fetch its plot."""
+    import httpx
+
+    from cli.client import ApiError, plot_route, run_submission, start_embedded
+    from cli.service import TOKEN_FILE
+
+    if plot is not None:
+        try:
+            plot_route(plot)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--plot") from exc
+    body: dict[str, Any] = {
+        "workload": workload,
+        "params": _parse_params(param),
+        "optimizer": {"name": optimizer, "weight_decay": weight_decay}
+        | ({"momentum": momentum} if optimizer == "sgd" else {}),
+        "start_lr": start_lr,
+        "end_lr": end_lr,
+        "num_iter": num_iter,
+        "sweep": sweep,
+        "smoothing": smoothing,
+        "diverge_th": diverge_th,
+        "metric": metric,
+        "seed": seed,
+        "device": device,
+    }
+    settings = _settings_or_exit()
+
+    def submit(base_url: str, secret: str) -> int:
+        headers = {"Authorization": f"Bearer {secret}"}
+        with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+            return run_submission(client, body, console, plot=plot, output=output, wait=wait)
+
+    try:
+        if embedded:
+            with start_embedded(settings.data_dir, console) as service:
+                code = submit(service.url, service.token)
+        else:
+            token_path = settings.data_dir / TOKEN_FILE
+            if token is None and token_path.exists():
+                token = token_path.read_text().strip()
+            if token is None:
+                raise typer.BadParameter(
+                    "no token: pass --token or set CLR_TOKEN (`clr-sweep token create`), "
+                    "or use --embedded",
+                    param_hint="--token",
+                )
+            code = submit(url, token)
+    except ApiError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    except (httpx.TransportError, RuntimeError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -141,15 +141,20 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 class JobSender(Protocol):
-    """Sends one job's message to the broker: only its id and kind travel."""
+    """Sends one job's message to the broker: only its id travels.
 
-    def __call__(self, job_id: uuid.UUID, kind: str) -> None: ...
+    ``kind`` picks the task and ``device`` (the spec's device preference: ``auto``,
+    ``cpu`` or ``cuda``) the queue, so a CUDA job waits for a GPU worker.
+    """
+
+    def __call__(self, job_id: uuid.UUID, kind: str, device: str) -> None: ...
 
 
 @dataclass(frozen=True)
 class _Pending:
     job_id: uuid.UUID
     kind: str
+    device: str
     transaction: SessionTransaction
 
 
@@ -174,8 +179,12 @@ def get_job_sender() -> JobSender | None:
     return _sender
 
 
-def enqueue_after_commit(session: Session, job_id: uuid.UUID, kind: str) -> None:
+def enqueue_after_commit(
+    session: Session, job_id: uuid.UUID, kind: str, *, device: str = "auto"
+) -> None:
     """Send ``job_id``'s message once the session's transaction commits.
+
+    ``device`` is the job's device preference (``auto``: any worker).
 
     Nothing is sent if that transaction, or the savepoint this call was made in,
     rolls back. A job enqueued twice in one transaction is sent once.
@@ -186,7 +195,7 @@ def enqueue_after_commit(session: Session, job_id: uuid.UUID, kind: str) -> None
     transaction = session.get_nested_transaction() or session.get_transaction()
     if transaction is None:
         raise RuntimeError("enqueue_after_commit needs a session with a transaction in progress")
-    session.info.setdefault(_PENDING_KEY, []).append(_Pending(job_id, kind, transaction))
+    session.info.setdefault(_PENDING_KEY, []).append(_Pending(job_id, kind, device, transaction))
 
 
 def pending_jobs(session: Session) -> list[tuple[uuid.UUID, str]]:
@@ -221,7 +230,7 @@ def _send_pending(session: Session) -> None:
             )
             continue
         try:
-            sender(item.job_id, item.kind)
+            sender(item.job_id, item.kind, item.device)
         except Exception:
             # The row is committed; the reconciler re-sends it. One broken send must
             # not keep the others from going out.

@@ -15,10 +15,19 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["FILESYSTEM_BROKER_URL", "REDIS_VISIBILITY_MARGIN_S", "Settings", "get_settings"]
+__all__ = [
+    "FILESYSTEM_BROKER_URL",
+    "FILESYSTEM_POLLING_INTERVAL_S",
+    "REDIS_VISIBILITY_MARGIN_S",
+    "Settings",
+    "get_settings",
+]
 
 FILESYSTEM_BROKER_URL = "filesystem://"
 """kombu's filesystem transport: the embedded mode's broker."""
+
+FILESYSTEM_POLLING_INTERVAL_S = 0.1
+"""How often an embedded worker looks for new messages in the broker folder."""
 
 REDIS_VISIBILITY_MARGIN_S = 3600
 """How far Redis' ``visibility_timeout`` sits above the job time limit.
@@ -125,6 +134,8 @@ class Settings(BaseSettings):
                 "data_folder_in": str(root / "queue"),
                 "data_folder_out": str(root / "queue"),
                 "control_folder": str(root / "control"),
+                # a directory listing every 0.1 s: submit → running in ~0.1 s, not ~1 s
+                "polling_interval": FILESYSTEM_POLLING_INTERVAL_S,
             }
         if broker.startswith(("redis://", "rediss://")):
             return {"visibility_timeout": self.job_time_limit_s + REDIS_VISIBILITY_MARGIN_S}

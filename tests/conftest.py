@@ -33,7 +33,8 @@ torch.set_num_threads(1)
 def postgresql_url(worker_id: str) -> Iterator[str]:
     """A PostgreSQL database of this xdist worker, migrated to head."""
     database.require_postgres()
-    name = f"clr_test_{worker_id}"
+    # CLR_TEST_NAMESPACE keeps concurrent runs (two checkouts, two agents) apart.
+    name = f"clr_test_{database.NAMESPACE}{worker_id}"
     url = database.create_database(name)
     database.migrate(url)
     yield url
@@ -103,7 +104,7 @@ def sent() -> Iterator[list[tuple[uuid.UUID, str]]]:
     """
     messages: list[tuple[uuid.UUID, str]] = []
 
-    def send(job_id: uuid.UUID, kind: str) -> None:
+    def send(job_id: uuid.UUID, kind: str, _device: str) -> None:
         messages.append((job_id, kind))
 
     previous = set_job_sender(send)

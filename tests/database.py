@@ -25,6 +25,8 @@ ADMIN_URL = os.environ.get(
     "CLR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRE_POSTGRES = bool(os.environ.get("CLR_TEST_REQUIRE_POSTGRES"))
+NAMESPACE = os.environ.get("CLR_TEST_NAMESPACE", "")
+"""Prefix of this run's database names (empty in CI; set it to run two suites at once)."""
 
 DIALECTS = ["sqlite", "postgresql"]
 """Every database the domain supports; database tests run on each."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -21,11 +22,15 @@ from sweep.db import set_job_sender
 from sweep.settings import REDIS_VISIBILITY_MARGIN_S, Settings, get_settings
 
 __all__ = [
+    "CPU_QUEUE",
+    "CUDA_QUEUE",
     "JOBS_QUEUE",
     "MAINTENANCE_QUEUE",
     "RANGE_TEST_TASK",
     "RECONCILE_TASK",
     "create_celery",
+    "queue_for",
+    "worker_queues",
     "get_celery",
     "reconcile_interval_s",
     "task_time_limit_s",
@@ -35,7 +40,33 @@ RANGE_TEST_TASK = "range_test.run"
 RECONCILE_TASK = "jobs.reconcile"
 
 JOBS_QUEUE = "jobs"
-"""Where job messages go: the GPU workers consume it, one job at a time each."""
+"""Jobs with device ``auto``: every worker consumes it, one job at a time each."""
+
+CUDA_QUEUE = "jobs.cuda"
+"""Jobs that asked for ``cuda``: only workers with a GPU consume it."""
+
+CPU_QUEUE = "jobs.cpu"
+"""Jobs that asked for ``cpu``: CPU workers, and GPU workers after their own queues."""
+
+
+def queue_for(device: str) -> str:
+    """The queue of a job with device preference ``device`` (``auto``, ``cpu``, ``cuda``)."""
+    return {"cuda": CUDA_QUEUE, "cpu": CPU_QUEUE}.get(device, JOBS_QUEUE)
+
+
+def worker_queues(device_kind: str) -> list[str]:
+    """The queues a worker on ``device_kind`` (``cuda`` or ``cpu``) consumes, in order.
+
+    Celery polls a worker's queues in turn, so a GPU worker takes CUDA and ``auto``
+    jobs alike; CPU-only jobs reach it too, so none waits where no CPU worker runs.
+    A CPU worker never takes a job that asked for CUDA.
+    """
+    if device_kind == "cuda":
+        return [CUDA_QUEUE, JOBS_QUEUE, CPU_QUEUE]
+    if device_kind == "cpu":
+        return [CPU_QUEUE, JOBS_QUEUE]
+    raise ValueError(f"device kind must be 'cuda' or 'cpu', got {device_kind!r}")
+
 
 MAINTENANCE_QUEUE = "maintenance"
 """Where the reconciler runs: a small worker of its own (or ``-B`` beside beat), so a
@@ -80,8 +111,11 @@ def create_celery(settings: Settings, *, main: str = "clr-sweep") -> Celery:
     - ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged
       after its task returns, and requeued if the worker process dies, so a killed
       worker loses nothing. Redelivery is harmless: the claim runs a job once.
-    - ``worker_prefetch_multiplier=1`` with ``--pool=solo --concurrency=1``: a GPU
-      worker holds one message at a time, so no job waits behind a running one.
+    - ``worker_prefetch_multiplier=1`` with ``--concurrency=1``: a worker holds one
+      message at a time, so no job waits behind a running one.
+    - ``worker_max_tasks_per_child=1``: under the prefork pool (what ``clr-sweep
+      worker`` runs) every job gets a fresh child process, whose exit frees its CUDA
+      context and memory; the parent, which imports torch, never touches CUDA.
     - ``worker_cancel_long_running_tasks_on_connection_loss=False``: on a broker
       blip the running job goes on and writes its result under its attempt; the
       redelivered message's claim then skips it. Cancelling would throw away a
@@ -90,6 +124,10 @@ def create_celery(settings: Settings, *, main: str = "clr-sweep") -> Celery:
       ``visibility_timeout`` sits :data:`REDIS_VISIBILITY_MARGIN_S` above it.
     - json only; no result backend (results live in PostgreSQL).
     """
+    for key in ("data_folder_in", "data_folder_out", "control_folder"):
+        # kombu's filesystem transport writes into these folders but does not make them
+        if key in settings.broker_transport_options:
+            Path(settings.broker_transport_options[key]).mkdir(parents=True, exist_ok=True)
     app = Celery(main, include=["worker.tasks"])
     app.conf.update(
         broker_url=settings.broker,
@@ -102,6 +140,7 @@ def create_celery(settings: Settings, *, main: str = "clr-sweep") -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=1,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_time_limit=task_time_limit_s(settings),
         task_default_queue=JOBS_QUEUE,

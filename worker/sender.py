@@ -7,7 +7,7 @@ import uuid
 
 from celery import Celery
 
-from worker.celery_app import JOBS_QUEUE, RANGE_TEST_TASK
+from worker.celery_app import RANGE_TEST_TASK, queue_for
 
 __all__ = ["TASK_BY_KIND", "CelerySender"]
 
@@ -18,19 +18,20 @@ TASK_BY_KIND = {"range_test": RANGE_TEST_TASK}
 
 
 class CelerySender:
-    """A :class:`sweep.db.JobSender` that sends ``<kind task>(job_id)`` to ``queue``.
+    """A :class:`sweep.db.JobSender`: ``<kind task>(job_id)`` to the device's queue.
 
     Only the job id travels; the worker reads everything else from the job's row.
+    The queue follows the job's device preference (:func:`~worker.celery_app.queue_for`).
     A process installs one with ``sweep.db.set_job_sender(CelerySender(app))``.
     """
 
-    def __init__(self, app: Celery, *, queue: str = JOBS_QUEUE) -> None:
+    def __init__(self, app: Celery) -> None:
         self.app = app
-        self.queue = queue
 
-    def __call__(self, job_id: uuid.UUID, kind: str) -> None:
+    def __call__(self, job_id: uuid.UUID, kind: str, device: str) -> None:
         task = TASK_BY_KIND.get(kind)
         if task is None:
             raise ValueError(f"no task runs jobs of kind {kind!r}; known: {sorted(TASK_BY_KIND)}")
-        self.app.send_task(task, args=[str(job_id)], queue=self.queue)
-        logger.info("job.sent job_id=%s kind=%s task=%s queue=%s", job_id, kind, task, self.queue)
+        queue = queue_for(device)
+        self.app.send_task(task, args=[str(job_id)], queue=queue)
+        logger.info("job.sent job_id=%s kind=%s task=%s queue=%s", job_id, kind, task, queue)

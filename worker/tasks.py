@@ -17,10 +17,11 @@ from functools import cache
 
 import torch
 from celery import shared_task
+from celery.signals import worker_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from clr import CLRError, RangeTest, RangeTestProgress, SuggestionError, make_optimizer, suggest_all
-from clr.workloads import build_workload
+from clr.workloads import build_workload, preload
 from sweep.db import make_engine, make_session_factory, session_scope
 from sweep.errors import DomainError
 from sweep.services import (
@@ -208,6 +209,15 @@ def run_range_test_job(
         reporter.report(session)
         finished = finish_job(session, job_id=job_id, attempt=attempt, result=outcome)
     return "succeeded" if finished is not None else "stale"
+
+
+@worker_init.connect
+def _preload_workloads(**_: object) -> None:
+    # In the worker's parent, before it forks a child per job: children inherit the
+    # imports and the loaded data. Nothing here touches CUDA.
+    started = time.monotonic()
+    preload()
+    logger.info("worker.preloaded seconds=%.2f", time.monotonic() - started)
 
 
 @shared_task(name=RANGE_TEST_TASK)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from clr.workloads import _builtin  # noqa: F401  (registers the built-ins)
 from clr.workloads._batches import TensorBatches
+from clr.workloads._builtin import preload
 from clr.workloads._core import ParamSpec, Workload, WorkloadInstance
 from clr.workloads._registry import (
     ENTRY_POINT_GROUP,
@@ -36,5 +37,6 @@ __all__ = [
     "build_workload",
     "get_workload",
     "list_workloads",
+    "preload",
     "register_workload",
 ]

@@ -95,6 +95,19 @@ def _digits_arrays() -> Arrays:
     return arrays
 
 
+def preload() -> None:
+    """Import the built-in workloads' data libraries and load the digits.
+
+    A worker calls this once in its parent process, so each job's fresh child
+    process (forked from it) starts with them instead of paying seconds of imports.
+    MNIST-1D is generated on first use (it takes seconds per size).
+    """
+    import mnist1d.data  # noqa: F401 - the import is the point
+    import sklearn.datasets  # noqa: F401
+
+    _digits_arrays()
+
+
 @functools.lru_cache(maxsize=4)
 def _mnist1d_arrays(num_samples: int) -> Arrays:
     """MNIST-1D generated offline with the reference arguments (only ``num_samples`` varies).

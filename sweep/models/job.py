@@ -119,6 +119,12 @@ class Job(TimestampMixin, Base):
         """Whether the job reached a final status."""
         return JobStatus(self.status).finished
 
+    @property
+    def requested_device(self) -> str:
+        """The spec's device preference (``auto``, ``cpu`` or ``cuda``): it picks the queue."""
+        device = self.spec.get("device", "auto")
+        return device if isinstance(device, str) else "auto"
+
 
 class CurveChunk(Base):
     """A run of consecutive curve points one attempt of a job measured.

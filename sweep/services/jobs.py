@@ -280,7 +280,7 @@ def submit_job(
         if existing is None:
             raise
         return _replay(existing, request_hash, idempotency_key)
-    enqueue_after_commit(session, job.id, job.kind)
+    enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
     logger.info(
         "job.submitted job_id=%s kind=%s team_id=%s config_key=%s",
         job.id,
@@ -679,8 +679,9 @@ def reconcile(
     resend_cutoff = now - timedelta(seconds=settings.queued_resend_after_s)
     stale_queued = repo.stale_queued(resend_cutoff, limit=limit)
     resent = repo.mark_resent([j.id for j in stale_queued], cutoff=resend_cutoff, now=now)
+    devices = {job.id: job.requested_device for job in stale_queued}
     for job_id, kind in resent:
-        enqueue_after_commit(session, job_id, kind)
+        enqueue_after_commit(session, job_id, kind, device=devices[job_id])
         logger.info("job.resent job_id=%s kind=%s", job_id, kind)
 
     heartbeat_cutoff = now - timedelta(seconds=settings.heartbeat_timeout_s)
@@ -696,7 +697,7 @@ def reconcile(
                 logger.info("job.cancelled job_id=%s attempt=%d by=reconciler", job.id, attempt)
         elif attempt < job.max_attempts:
             if repo.requeue(job.id, attempt, heartbeat_before=heartbeat_cutoff, now=now):
-                enqueue_after_commit(session, job.id, job.kind)
+                enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
                 requeued.append(job.id)
                 logger.warning(
                     "job.requeued job_id=%s attempt=%d worker=%s last_heartbeat=%s",

@@ -65,7 +65,7 @@ def messages() -> Sent:
 def client(session: Session, api_settings: Settings, messages: Sent) -> Iterator[TestClient]:
     """A client of the app, its sessions being the test's rolled-back one."""
 
-    def send(job_id: uuid.UUID, kind: str) -> None:
+    def send(job_id: uuid.UUID, kind: str, _device: str) -> None:
         messages.append((job_id, kind))
 
     app = create_app(api_settings, job_sender=send)

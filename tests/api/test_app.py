@@ -41,7 +41,7 @@ class TestCreateApp:
     def test_installs_its_sender_while_running(self, api_settings: Settings) -> None:
         received: list[uuid.UUID] = []
 
-        def send(job_id: uuid.UUID, _kind: str) -> None:
+        def send(job_id: uuid.UUID, _kind: str, _device: str) -> None:
             received.append(job_id)
 
         before = get_job_sender()
@@ -132,7 +132,7 @@ class TestRealSession:
         headers = {"Authorization": f"Bearer {secret}"}
         received: list[uuid.UUID] = []
 
-        def send(job_id: uuid.UUID, _kind: str) -> None:
+        def send(job_id: uuid.UUID, _kind: str, _device: str) -> None:
             received.append(job_id)
 
         with TestClient(create_app(api_settings, job_sender=send)) as client:

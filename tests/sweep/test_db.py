@@ -213,13 +213,30 @@ class TestEnqueueAfterCommit:
         session.commit()
         assert sent == [(a, "range_test"), (b, "range_test")]
 
+    def test_the_device_preference_travels_with_the_message(self, session: Session) -> None:
+        received: list[tuple[uuid.UUID, str, str]] = []
+
+        def send(job_id: uuid.UUID, kind: str, device: str) -> None:
+            received.append((job_id, kind, device))
+
+        gpu, anywhere = uuid.uuid4(), uuid.uuid4()
+        previous = set_job_sender(send)
+        try:
+            make_team(session)
+            enqueue_after_commit(session, gpu, "range_test", device="cuda")
+            enqueue_after_commit(session, anywhere, "range_test")
+            session.commit()
+        finally:
+            set_job_sender(previous)
+        assert received == [(gpu, "range_test", "cuda"), (anywhere, "range_test", "auto")]
+
     def test_a_failing_send_is_logged_and_the_others_still_go(
         self, session: Session, caplog: pytest.LogCaptureFixture
     ) -> None:
         delivered: list[uuid.UUID] = []
         bad, good = uuid.uuid4(), uuid.uuid4()
 
-        def flaky(job_id: uuid.UUID, kind: str) -> None:
+        def flaky(job_id: uuid.UUID, kind: str, _device: str) -> None:
             assert kind == "range_test"
             if job_id == bad:
                 raise ConnectionError("broker down")

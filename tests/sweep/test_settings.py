@@ -30,6 +30,7 @@ class TestDefaults:
             "data_folder_in": f"{tmp_path}/.clr-sweep/broker/queue",
             "data_folder_out": f"{tmp_path}/.clr-sweep/broker/queue",
             "control_folder": f"{tmp_path}/.clr-sweep/broker/control",
+            "polling_interval": 0.1,
         }
 
     def test_timing_defaults(self) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sweep.db import create_db_engine, make_session_factory, session_scope, set_job_sender
 from sweep.models import Base, Job, JobStatus
 from sweep.settings import Settings
-from worker.celery_app import JOBS_QUEUE, create_celery
+from worker.celery_app import create_celery, worker_queues
 from worker.sender import CelerySender
 
 pytestmark = pytest.mark.worker
@@ -67,7 +67,9 @@ def require_redis() -> None:
 def redis_db(worker_id: str) -> int:
     """This xdist worker's Redis database index (0 is left alone)."""
     require_redis()
-    return 1 if worker_id == "master" else 2 + int(worker_id.removeprefix("gw"))
+    # CLR_TEST_REDIS_DB_BASE moves a concurrent run (another checkout) to other indexes.
+    base = int(os.environ.get("CLR_TEST_REDIS_DB_BASE", "1"))
+    return base if worker_id == "master" else base + 1 + int(worker_id.removeprefix("gw"))
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +124,7 @@ def celery_worker(
                 "--pool=solo",
                 "--concurrency=1",
                 "-Q",
-                JOBS_QUEUE,
+                ",".join(worker_queues("cpu")),
                 "--loglevel=INFO",
                 "--without-gossip",
                 "--without-mingle",

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from sweep.db import set_job_sender
 from sweep.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -435,6 +436,29 @@ class TestReconcile:
         assert sorted(sent) == sorted([(stale.id, "range_test"), (never.id, "range_test")])
         again = reconcile(session, settings=settings, now=T0 + timedelta(seconds=1))
         assert again.resent == []
+
+    def test_submitted_and_resent_messages_carry_the_device_preference(
+        self, session: Session, settings: Settings
+    ) -> None:
+        received: list[tuple[uuid.UUID, str]] = []
+        previous = set_job_sender(lambda job_id, _kind, device: received.append((job_id, device)))
+        try:
+            team = make_team(session)
+            gpu = submit_job(
+                session,
+                team=team,
+                kind="range_test",
+                spec=spec_data(device="cuda"),
+                settings=settings,
+                now=T0,
+            )
+            session.commit()
+            stale_cpu = make_job(session, spec=spec_data(device="cpu"), enqueued_at=None)
+            reconcile(session, settings=settings, now=T0)
+            session.commit()
+        finally:
+            set_job_sender(previous)
+        assert received == [(gpu.id, "cuda"), (stale_cpu.id, "cpu")]
 
     def test_requeues_a_running_job_whose_heartbeat_stopped(
         self, session: Session, settings: Settings, sent: Sent

@@ -13,11 +13,16 @@ import pytest
 
 from sweep.settings import Settings
 from worker.celery_app import (
+    CPU_QUEUE,
+    CUDA_QUEUE,
+    JOBS_QUEUE,
     MAINTENANCE_QUEUE,
     RANGE_TEST_TASK,
     RECONCILE_TASK,
     create_celery,
+    queue_for,
     task_time_limit_s,
+    worker_queues,
 )
 from worker.sender import CelerySender
 
@@ -91,4 +96,42 @@ class TestCelerySender:
         sender = CelerySender(create_celery(redis_settings(tmp_path)))
 
         with pytest.raises(ValueError, match="no task runs jobs of kind 'train'"):
-            sender(uuid.uuid4(), "train")
+            sender(uuid.uuid4(), "train", "auto")
+
+    @pytest.mark.parametrize(
+        ("device", "queue"), [("cuda", CUDA_QUEUE), ("cpu", CPU_QUEUE), ("auto", JOBS_QUEUE)]
+    )
+    def test_the_message_goes_to_the_device_queue(
+        self, tmp_path: Path, device: str, queue: str
+    ) -> None:
+        # the embedded filesystem transport: a real broker that needs no server
+        app = create_celery(Settings(_env_file=None, data_dir=tmp_path))
+        job_id = uuid.uuid4()
+        CelerySender(app)(job_id, "range_test", device)
+
+        with app.connection_for_read() as conn:
+            for name in (CUDA_QUEUE, CPU_QUEUE, JOBS_QUEUE):
+                message = conn.SimpleQueue(name).get_nowait() if name == queue else None
+                if message is not None:
+                    assert message.headers["task"] == RANGE_TEST_TASK
+                    assert message.payload[0] == [str(job_id)]  # (args, kwargs, embed)
+                    message.ack()
+                    continue
+                assert conn.default_channel.queue_declare(name, passive=False).message_count == 0
+
+
+class TestQueues:
+    def test_each_device_preference_has_its_queue(self) -> None:
+        queues = [queue_for(device) for device in ("cuda", "cpu", "auto")]
+        assert queues == [CUDA_QUEUE, CPU_QUEUE, JOBS_QUEUE]
+
+    def test_a_cpu_worker_never_takes_a_cuda_job(self) -> None:
+        assert CUDA_QUEUE not in worker_queues("cpu")
+        assert worker_queues("cpu") == [CPU_QUEUE, JOBS_QUEUE]
+
+    def test_a_gpu_worker_takes_its_own_queues_first_then_cpu_jobs(self) -> None:
+        assert worker_queues("cuda") == [CUDA_QUEUE, JOBS_QUEUE, CPU_QUEUE]
+
+    def test_an_unknown_device_kind_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="'tpu'"):
+            worker_queues("tpu")

@@ -1,0 +1,191 @@
+"""``cli.service``: worker process specs, the supervisor, the embedded token."""
+
+from __future__ import annotations
+
+import stat
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from cli.service import (
+    TOKEN_FILE,
+    Supervisor,
+    WorkerSpec,
+    ensure_local_token,
+    parse_gpus,
+    reaper_spec,
+    worker_specs,
+)
+from sweep.db import make_engine, make_session_factory, session_scope
+from sweep.migrate import upgrade
+from sweep.services import authenticate, list_tokens, revoke_token
+from sweep.settings import Settings
+from worker.celery_app import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, MAINTENANCE_QUEUE
+
+runner = CliRunner()
+
+
+def _option(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+class TestParseGpus:
+    def test_reads_indexes_and_uuids(self) -> None:
+        assert parse_gpus("0, 1,GPU-5f2a") == ["0", "1", "GPU-5f2a"]
+
+    @pytest.mark.parametrize("text", ["", "0,,1", " , "])
+    def test_empty_entries_are_refused(self, text: str) -> None:
+        with pytest.raises(ValueError, match="comma-separated"):
+            parse_gpus(text)
+
+    def test_a_gpu_listed_twice_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="twice"):
+            parse_gpus("0,1,0")
+
+    def test_the_worker_command_names_the_option(self) -> None:
+        result = runner.invoke(app, ["worker", "--gpus", "0,0"])
+        assert result.exit_code == 2
+        assert "--gpus" in result.output
+        assert "twice" in result.output
+
+
+class TestWorkerSpecs:
+    def test_one_process_per_gpu_pinned_with_cuda_visible_devices(self) -> None:
+        specs = worker_specs(gpus=["0", "1"])
+        assert [s.name for s in specs] == ["gpu0", "gpu1"]
+        assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "1"]
+        for spec in specs:
+            assert _option(spec.argv, "-Q") == f"{CUDA_QUEUE},{JOBS_QUEUE},{CPU_QUEUE}"
+            assert "--pool=prefork" in spec.argv
+            assert "--concurrency=1" in spec.argv
+            assert _option(spec.argv, "-n").startswith(f"{spec.name}@")
+
+    def test_cpu_workers_see_no_gpu_and_never_take_cuda_jobs(self) -> None:
+        specs = worker_specs(processes=3)
+        assert [s.name for s in specs] == ["cpu1", "cpu2", "cpu3"]
+        for spec in specs:
+            assert spec.env["CUDA_VISIBLE_DEVICES"] == ""
+            assert _option(spec.argv, "-Q") == f"{CPU_QUEUE},{JOBS_QUEUE}"
+
+    def test_at_least_one_process(self) -> None:
+        with pytest.raises(ValueError, match="at least 1"):
+            worker_specs(processes=0)
+
+    def test_the_reaper_runs_beat_on_the_maintenance_queue(self, tmp_path: Path) -> None:
+        spec = reaper_spec(Settings(_env_file=None, data_dir=tmp_path))
+        assert _option(spec.argv, "-Q") == MAINTENANCE_QUEUE
+        assert "--beat" in spec.argv
+        assert f"--schedule={tmp_path / 'beat-schedule'}" in spec.argv
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def _wait(condition: Callable[[], bool], *, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true after {timeout_s} s")
+        time.sleep(0.02)
+
+
+class TestSupervisor:
+    def test_restarts_a_process_that_exits_and_counts_it(self, tmp_path: Path) -> None:
+        marker = tmp_path / "runs"
+        code = f"open({str(marker)!r}, 'a').write('x'); import sys; sys.exit(3)"
+        supervisor = Supervisor([WorkerSpec("flaky", _python(code))], backoff_s=(0.0,))
+
+        def restarted_twice() -> bool:
+            supervisor.poll()
+            return supervisor.restarts["flaky"] >= 2
+
+        supervisor.start()
+        try:
+            _wait(restarted_twice)
+        finally:
+            supervisor.stop(grace_s=5)
+        assert supervisor.restarts["flaky"] >= 2
+        assert len(marker.read_text()) >= supervisor.restarts["flaky"]
+
+    def test_waits_longer_each_time_a_process_keeps_dying(self) -> None:
+        supervisor = Supervisor(
+            [WorkerSpec("dies", _python("raise SystemExit(1)"))], backoff_s=(0.0, 3600.0)
+        )
+        supervisor.start()
+        try:
+            _wait(lambda: supervisor.poll() == ["dies"])
+            process = supervisor.processes["dies"]
+            _wait(lambda: process.poll() is not None)
+            assert all(supervisor.poll() == [] for _ in range(5))  # an hour's backoff now
+        finally:
+            supervisor.stop(grace_s=5)
+        assert supervisor.restarts["dies"] == 1
+
+    def test_stop_terminates_and_restarts_nothing(self, tmp_path: Path) -> None:
+        supervisor = Supervisor(
+            [WorkerSpec(f"sleeper{i}", _python("import time; time.sleep(600)")) for i in range(2)],
+            log_dir=tmp_path / "logs",
+        )
+        supervisor.start()
+        supervisor.stop(grace_s=5)
+        assert all(p.poll() is not None for p in supervisor.processes.values())
+        assert supervisor.poll() == []
+        assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [
+            "sleeper0.log",
+            "sleeper1.log",
+        ]
+
+    def test_a_process_that_ignores_sigterm_is_killed_after_the_grace(self) -> None:
+        code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + (
+            "print('ready', flush=True); time.sleep(600)"
+        )
+        supervisor = Supervisor([WorkerSpec("stubborn", _python(code))])
+        supervisor.start()
+        time_before = time.monotonic()
+        supervisor.stop(grace_s=0.5)
+        assert supervisor.processes["stubborn"].returncode is not None
+        assert time.monotonic() - time_before < 10
+
+
+class TestLocalToken:
+    @pytest.fixture
+    def settings(self, tmp_path: Path) -> Settings:
+        settings = Settings(_env_file=None, data_dir=tmp_path)
+        upgrade(settings)
+        return settings
+
+    def _team_of(self, settings: Settings, secret: str) -> str:
+        engine = make_engine(settings)
+        try:
+            with session_scope(make_session_factory(engine)) as session:
+                return authenticate(session, token=secret).name
+        finally:
+            engine.dispose()
+
+    def test_made_once_saved_private_and_reused(self, settings: Settings) -> None:
+        first = ensure_local_token(settings)
+        path = settings.data_dir / TOKEN_FILE
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text().strip() == first
+        assert self._team_of(settings, first) == "local"
+        assert ensure_local_token(settings) == first
+
+    def test_a_saved_token_that_no_longer_works_is_replaced(self, settings: Settings) -> None:
+        first = ensure_local_token(settings)
+        engine = make_engine(settings)
+        try:
+            with session_scope(make_session_factory(engine)) as session:
+                team = authenticate(session, token=first)
+                (token,) = list_tokens(session, team=team)
+                revoke_token(session, team=team, token_id=token.id)
+        finally:
+            engine.dispose()
+        second = ensure_local_token(settings)
+        assert second != first
+        assert self._team_of(settings, second) == "local"
