@@ -126,7 +126,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     sent: list[uuid.UUID] = []
-    set_job_sender(lambda job_id, _kind: sent.append(job_id))  # no broker here
+    set_job_sender(lambda job_id, _kind, _device: sent.append(job_id))  # no broker here
     print(
         f"curve storage: {args.points} points, chunks of {args.chunk}, "
         f"median of {args.repeats} runs (after one warm-up)"
