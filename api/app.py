@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api.problems import BodySizeLimitMiddleware, install_problem_handlers
-from api.routes import bounds, health, range_tests, workloads
+from api.routes import bounds, events, health, range_tests, workloads
 from sweep.db import JobSender, make_engine, make_session_factory, set_job_sender
 from sweep.migrate import is_at_head
 from sweep.settings import Settings, get_settings
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, *, job_sender: JobSender | None
     app.state.session_factory = make_session_factory(engine)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
-    for module in (range_tests, bounds, workloads, health):
+    for module in (range_tests, events, bounds, workloads, health):
         for route in module.router.routes:
             # a route's one-line docstring is its OpenAPI summary
             if isinstance(route, APIRoute) and route.description and not route.summary:

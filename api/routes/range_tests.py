@@ -1,4 +1,4 @@
-"""``/range-tests``: submit, list, read, follow the curve, read bounds, cancel."""
+"""``/range-tests``: submit, list, read, follow the curve, plot it, read bounds, cancel."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import csv
 import io
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from api.deps import CurrentTeamDep, SessionDep, SettingsDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
@@ -17,7 +19,7 @@ from api.schemas import BoundsRead, CurveRead, JobList, RangeTestCreate, RangeTe
 from sweep import services
 from sweep.db import pending_jobs
 from sweep.models import Job, JobStatus
-from sweep.services import CurveSlice, JobPage
+from sweep.services import CurveSlice, JobPage, RangeTestPlot
 from sweep.specs import RangeTestSpec
 
 __all__ = ["router"]
@@ -168,3 +170,86 @@ def get_bounds(
 def cancel_range_test(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> Job:
     """Cancel a queued job at once, or ask a running one to stop."""
     return services.cancel_job(session, team=team, job_id=job_id)
+
+
+PLOT_MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+FINAL_PLOT_MAX_AGE_S = 86_400
+"""How long a client may keep a finished job's plot without asking again."""
+
+
+class _PlotResponse(Response):
+    """A plot drawn when the response is sent.
+
+    FastAPI ends the request's unit of work before it sends the response, so the
+    second or so of drawing holds no transaction (on SQLite: no write lock).
+    """
+
+    def __init__(self, plot: RangeTestPlot, format_: Literal["png", "svg"], etag: str) -> None:
+        super().__init__(media_type=PLOT_MEDIA_TYPES[format_], headers=_plot_headers(plot, etag))
+        self._plot = plot
+        self._format = format_
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.body = await run_in_threadpool(
+            services.render_range_test_plot, self._plot, format=self._format
+        )
+        self.headers["content-length"] = str(len(self.body))
+        await super().__call__(scope, receive, send)
+
+
+def _plot_headers(plot: RangeTestPlot, etag: str) -> dict[str, str]:
+    # A finished job's plot never changes; a running one's changes with every chunk.
+    cache = f"private, max-age={FINAL_PLOT_MAX_AGE_S}" if plot.final else "no-cache"
+    return {"ETag": etag, "Cache-Control": cache}
+
+
+def _plot(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    team: CurrentTeamDep,
+    format_: Literal["png", "svg"],
+    if_none_match: str | None,
+) -> Response:
+    plot = services.load_range_test_plot(session, team=team, job_id=job_id)
+    etag = f'W/"{plot.version_tag}-{format_}"'
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=_plot_headers(plot, etag))
+    return _PlotResponse(plot, format_, etag)
+
+
+def _plot_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The plot: the whole curve once finished, the points so far before",
+        },
+        304: {"description": "Not modified since the `ETag` given in `If-None-Match`"},
+        **AUTH,
+        **NOT_FOUND,
+        **problem(409, "The job has no curve points (yet); the detail names its status"),
+        **INVALID,
+    }
+
+
+@router.get("/{job_id}/plot.png", response_class=Response, responses=_plot_responses("image/png"))
+def plot_range_test_png(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    team: CurrentTeamDep,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The loss-vs-LR plot of the curve so far (PNG), with the bounds once it succeeded."""
+    return _plot(job_id, session, team, "png", if_none_match)
+
+
+@router.get(
+    "/{job_id}/plot.svg", response_class=Response, responses=_plot_responses("image/svg+xml")
+)
+def plot_range_test_svg(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    team: CurrentTeamDep,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The loss-vs-LR plot of the curve so far (SVG), with the bounds once it succeeded."""
+    return _plot(job_id, session, team, "svg", if_none_match)

@@ -4,6 +4,7 @@ Each takes the session first and keyword-only arguments, flushes when it needs
 ids and never commits; the caller's unit of work does.
 """
 
+from sweep.services.follow import JobUpdate, poll_job
 from sweep.services.jobs import (
     Bounds,
     CurveSlice,
@@ -26,6 +27,7 @@ from sweep.services.jobs import (
     report_progress,
     submit_job,
 )
+from sweep.services.plots import RangeTestPlot, load_range_test_plot, render_range_test_plot
 from sweep.services.teams import (
     IssuedToken,
     authenticate,
@@ -43,6 +45,8 @@ __all__ = [
     "IssuedToken",
     "JobAck",
     "JobPage",
+    "JobUpdate",
+    "RangeTestPlot",
     "ReconcileReport",
     "acknowledge_cancel",
     "authenticate",
@@ -60,9 +64,12 @@ __all__ = [
     "heartbeat",
     "list_jobs",
     "list_tokens",
+    "load_range_test_plot",
     "parse_job_spec",
+    "poll_job",
     "read_curve",
     "reconcile",
+    "render_range_test_plot",
     "report_progress",
     "revoke_token",
     "submit_job",
