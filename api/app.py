@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,12 +22,18 @@ logger = logging.getLogger(__name__)
 NOT_MIGRATED = "database is not migrated: run `clr-sweep db upgrade` (or `make migrate`)"
 
 
-def create_app(settings: Settings | None = None, *, job_sender: JobSender | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    job_sender: JobSender | None = None,
+    broker_check: Callable[[], None] | None = None,
+) -> FastAPI:
     """The API app for ``settings`` (the environment's by default).
 
     On startup it refuses to run on a database that is not at the Alembic head,
     and installs ``job_sender`` (if given) as the process's after-commit sender,
-    restoring the previous one on shutdown.
+    restoring the previous one on shutdown. ``/readyz`` calls ``broker_check``
+    (if given), which raises when the broker cannot be reached.
     """
     settings = settings if settings is not None else get_settings()
     engine = make_engine(settings)
@@ -55,6 +61,7 @@ def create_app(settings: Settings | None = None, *, job_sender: JobSender | None
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.broker_check = broker_check
     app.state.engine = engine
     # Checks read only: no write lock (SQLite's BEGIN IMMEDIATE) for a health probe.
     app.state.read_engine = engine.execution_options(sqlite_begin="DEFERRED")

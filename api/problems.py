@@ -5,29 +5,37 @@ and :class:`fastapi.exceptions.RequestValidationError` all become
 ``{"type", "title", "status", "detail", "errors": [{"field", "reason"}]}``. Request
 bodies are capped at :data:`MAX_BODY_BYTES` by :class:`BodySizeLimitMiddleware`,
 which counts the bytes actually received, not only the ``Content-Length`` header.
+A database that cannot be reached (down, restarting, the connection dropped) gives
+a 503 naming ``database``, with ``Retry-After``: a transient outage, not a bug.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sweep.errors import DomainError, FieldError
 
 __all__ = [
+    "DATABASE_RETRY_AFTER_S",
     "MAX_BODY_BYTES",
     "PROBLEM_JSON",
     "BodySizeLimitMiddleware",
     "FieldErrorRead",
     "Problem",
+    "allowed_methods",
     "install_problem_handlers",
     "problem_response",
     "validation_field",
@@ -38,6 +46,11 @@ MAX_BODY_BYTES = 64 * 1024
 """The largest request body accepted (64 KiB); a range-test spec is far smaller."""
 
 _SOURCES = ("body", "query", "path", "header", "cookie")
+
+DATABASE_RETRY_AFTER_S = 5
+"""``Retry-After`` of the 503 while the database is unreachable (a restart takes seconds)."""
+
+logger = logging.getLogger(__name__)
 
 
 class FieldErrorRead(BaseModel):
@@ -111,9 +124,31 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path (sorted).
+
+    Starlette's 405 names only the methods of the first route that matched the
+    path, while one path may have several routes (``GET`` and ``POST /range-tests``).
+    """
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem_response(exc.status_code, str(exc.detail), headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -137,9 +172,35 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, detail, title="Invalid input", code="invalid-input", errors=errors)
 
 
+def _database_unavailable(exc: Exception) -> bool:
+    """Whether ``exc`` says the database could not be reached, not that a query was wrong."""
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc, OperationalError) or exc.connection_invalidated
+    return isinstance(exc, psycopg.OperationalError)
+
+
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    if not _database_unavailable(exc):
+        raise exc  # any other database error is a bug: Starlette answers 500
+    # the class only: the driver's message may name hosts and users
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    logger.warning("api.database_unavailable error=%s", cause)
+    reason = f"unavailable ({cause})"
+    return problem_response(
+        503,
+        f"the database is {reason}; retry in {DATABASE_RETRY_AFTER_S} s",
+        title="Database unavailable",
+        code="database-unavailable",
+        errors=[{"field": "database", "reason": reason}],
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every expected error of ``app`` as problem+json."""
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(psycopg.OperationalError, _database_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 

@@ -294,7 +294,8 @@ def build_api(settings: Settings) -> FastAPI:
     from worker.celery_app import create_celery
     from worker.sender import CelerySender
 
-    return create_app(settings, job_sender=CelerySender(create_celery(settings)))
+    sender = CelerySender(create_celery(settings))
+    return create_app(settings, job_sender=sender, broker_check=sender.ping)
 
 
 def ensure_local_token(settings: Settings) -> str:

@@ -28,6 +28,11 @@ class CelerySender:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
+    def ping(self, timeout_s: int = 2) -> None:
+        """Raise if the broker cannot be reached within ``timeout_s`` (readiness)."""
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout_s)
+
     def __call__(self, job_id: uuid.UUID, kind: str, device: str) -> None:
         task = TASK_BY_KIND.get(kind)
         if task is None:

@@ -1,7 +1,8 @@
-"""``/healthz`` (alive) and ``/readyz`` (database reachable and migrated)."""
+"""``/healthz`` (alive) and ``/readyz`` (database and broker reachable, migrated)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,10 +29,10 @@ def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses=problem(503, "The database is unreachable or not migrated"),
+    responses=problem(503, "The database or the broker is unreachable, or not migrated"),
 )
 def readyz(request: Request) -> Readiness | JSONResponse:
-    """Ready when the database is reachable and migrated to the newest revision."""
+    """Ready when the database is reachable and migrated, and the broker reachable."""
     engine: Engine = request.app.state.read_engine
     try:
         revision = current_revision(engine)
@@ -44,9 +45,16 @@ def readyz(request: Request) -> Readiness | JSONResponse:
         return _not_ready(
             "database is not migrated: run `clr-sweep db upgrade` (or `make migrate`)", reason
         )
+    broker_check: Callable[[], None] | None = request.app.state.broker_check
+    if broker_check is not None:
+        try:
+            broker_check()
+        except Exception as exc:  # any failure to reach it means "not ready", not a 500
+            reason = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+            return _not_ready(f"broker {reason}", reason, field="broker")
     return Readiness(status="ready", revision=revision)
 
 
-def _not_ready(detail: str, reason: str) -> JSONResponse:
-    errors: list[Any] = [{"field": "database", "reason": reason}]
+def _not_ready(detail: str, reason: str, *, field: str = "database") -> JSONResponse:
+    errors: list[Any] = [{"field": field, "reason": reason}]
     return problem_response(503, detail, title="Not ready", code="not-ready", errors=errors)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -15,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.deps import CurrentTeamDep, SessionDep, SettingsDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
-from api.schemas import BoundsRead, CurveRead, JobList, RangeTestCreate, RangeTestRead
+from api.schemas import BoundsRead, CurveRead, IsoDateTime, JobList, RangeTestCreate, RangeTestRead
 from sweep import services
 from sweep.db import pending_jobs
 from sweep.models import Job, JobStatus
@@ -75,7 +74,7 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
     workload: Annotated[str | None, Query(max_length=64)] = None,
-    created_after: Annotated[datetime | None, Query()] = None,
+    created_after: Annotated[IsoDateTime | None, Query()] = None,
 ) -> JobPage:
     """The team's range tests, newest first, a page at a time."""
     return services.list_jobs(

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from sweep.models import JobStatus
 from sweep.specs import RangeTestSpec, RangeTestSummary
 
-__all__ = ["CurveRead", "JobList", "RangeTestCreate", "RangeTestRead", "RangeTestResultRead"]
+__all__ = [
+    "CurveRead",
+    "IsoDateTime",
+    "JobList",
+    "RangeTestCreate",
+    "RangeTestRead",
+    "RangeTestResultRead",
+]
+
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_date_time_text(value: Any) -> Any:
+    # pydantic reads a number (or a numeric string: every query value is a string)
+    # as Unix seconds and a bare date as midnight; the document promises a date-time.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE_TIME.match(value):
+        raise ValueError("must be an ISO 8601 date-time, such as 2026-11-23T12:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time_text)]
+"""A date-time given as ISO 8601 text (a zone-less one is UTC); no Unix seconds."""
 
 
 class RangeTestCreate(RangeTestSpec):

@@ -326,6 +326,9 @@ class TestListJobs:
         ("params", "field"),
         [
             ({"created_after": "yesterday"}, "created_after"),
+            # a number would be read as Unix seconds; the schema promises a date-time
+            ({"created_after": "0.5"}, "created_after"),
+            ({"created_after": "1700000000"}, "created_after"),
             ({"cursor": "garbage!"}, "cursor"),
             # a real-looking cursor whose time overflows when converted to UTC
             ({"cursor": cursor_of("0001-01-01T00:00:00+05:00")}, "cursor"),

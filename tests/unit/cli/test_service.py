@@ -16,6 +16,7 @@ from cli.service import (
     TOKEN_FILE,
     Supervisor,
     WorkerSpec,
+    build_api,
     ensure_local_token,
     parse_gpus,
     reaper_spec,
@@ -25,6 +26,7 @@ from sweep.db import make_engine, make_session_factory, session_scope
 from sweep.migrate import upgrade
 from sweep.services import authenticate, list_tokens, revoke_token
 from sweep.settings import Settings
+from tests.api.conftest import TestClient
 from worker.celery_app import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, MAINTENANCE_QUEUE
 
 runner = CliRunner()
@@ -189,3 +191,26 @@ class TestLocalToken:
         second = ensure_local_token(settings)
         assert second != first
         assert self._team_of(settings, second) == "local"
+
+
+class TestBuildApi:
+    """The production app: jobs leave through Celery, ``/readyz`` checks the broker."""
+
+    @pytest.fixture
+    def migrated(self, tmp_path: Path) -> Settings:
+        settings = Settings(_env_file=None, data_dir=tmp_path)
+        upgrade(settings)
+        return settings
+
+    def test_not_ready_when_the_broker_is_unreachable(self, migrated: Settings) -> None:
+        settings = migrated.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+        response = TestClient(build_api(settings)).get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["detail"].startswith("broker unreachable")
+        assert response.json()["errors"][0]["field"] == "broker"
+
+    def test_ready_on_the_embedded_broker(self, migrated: Settings) -> None:
+        response = TestClient(build_api(migrated)).get("/readyz")
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "ready"
