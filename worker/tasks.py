@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from functools import cache
+from typing import Any
 
 import torch
 from celery import shared_task
@@ -30,6 +32,7 @@ from sweep.services import (
     claim_job,
     fail_job,
     finish_job,
+    heartbeat,
     parse_job_spec,
     reconcile,
     report_progress,
@@ -132,6 +135,46 @@ class ProgressReporter:
         return self.ack.should_stop
 
 
+class Heartbeats:
+    """A thread that beats for a claimed job while it runs.
+
+    Progress reports are heartbeats too, but a slow dataset build, a long first
+    step or a CUDA warm-up sends none for a while: this keeps such a job from
+    looking lost. A refused beat (the attempt went stale) or a cancel request
+    reaches :meth:`ProgressReporter.should_stop` through the reporter's ack.
+    """
+
+    def __init__(self, reporter: ProgressReporter, *, interval_s: float) -> None:
+        self.reporter = reporter
+        self.interval_s = interval_s
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{reporter.job_id}", daemon=True
+        )
+
+    def _run(self) -> None:
+        reporter = self.reporter
+        while not self._stop.wait(self.interval_s):
+            try:
+                with session_scope(reporter.factory) as session:
+                    ack = heartbeat(session, job_id=reporter.job_id, attempt=reporter.attempt)
+            except Exception:  # a database blip: the next beat (or report) retries
+                logger.exception("job.heartbeat_failed job_id=%s", reporter.job_id)
+                continue
+            self.beats += 1
+            if ack.should_stop:
+                reporter.ack = ack
+
+    def __enter__(self) -> Heartbeats:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _fail(reporter: ProgressReporter, reason: str) -> str:
     with session_scope(reporter.factory) as session:
         reporter.report(session)  # the partial curve is kept
@@ -140,14 +183,20 @@ def _fail(reporter: ProgressReporter, reason: str) -> str:
 
 
 def run_range_test_job(
-    factory: sessionmaker[Session], job_id: uuid.UUID, *, worker: str, interval_s: float
+    factory: sessionmaker[Session],
+    job_id: uuid.UUID,
+    *,
+    worker: str,
+    interval_s: float,
+    heartbeat_s: float | None = None,
 ) -> str:
     """Claim and run one range test; what happened: ``skipped``, ``succeeded``,
     ``failed``, ``cancelled`` or ``stale`` (another attempt took over).
 
     Errors of the spec or of ``clr`` fail the job with a readable reason; anything
     else is a crash and propagates (the job's heartbeat stops, the reconciler
-    requeues it).
+    requeues it). Besides the progress reports, a :class:`Heartbeats` thread beats
+    every ``heartbeat_s`` (default ``interval_s``) while the job runs.
     """
     with session_scope(factory) as session:
         job = claim_job(session, job_id=job_id, worker=worker, device=_worker_device())
@@ -155,6 +204,12 @@ def run_range_test_job(
             return "skipped"
         attempt, kind, spec_data = job.attempt, job.kind, dict(job.spec)
     reporter = ProgressReporter(factory, job_id=job_id, attempt=attempt, interval_s=interval_s)
+    with Heartbeats(reporter, interval_s=heartbeat_s if heartbeat_s is not None else interval_s):
+        return _run_claimed(reporter, kind, spec_data)
+
+
+def _run_claimed(reporter: ProgressReporter, kind: str, spec_data: dict[str, Any]) -> str:
+    factory, job_id, attempt = reporter.factory, reporter.job_id, reporter.attempt
     try:
         spec = parse_job_spec(kind, spec_data)
         if not isinstance(spec, RangeTestSpec):
@@ -217,6 +272,9 @@ def _preload_workloads(**_: object) -> None:
     # imports and the loaded data. Nothing here touches CUDA.
     started = time.monotonic()
     preload()
+    # torch.optim's first step imports torch._dynamo (seconds): once here, not per job
+    import torch._dynamo  # noqa: F401
+
     logger.info("worker.preloaded seconds=%.2f", time.monotonic() - started)
 
 
@@ -229,6 +287,7 @@ def run_range_test(job_id: str) -> str:
         uuid.UUID(job_id),
         worker=_worker_name(),
         interval_s=min(MAX_REPORT_INTERVAL_S, settings.heartbeat_interval_s),
+        heartbeat_s=settings.heartbeat_interval_s,
     )
 
 
