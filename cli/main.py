@@ -62,22 +62,37 @@ def _device(name: str) -> str:
     return name
 
 
+# The range-test options `range-test` (in-process) and `submit` (through the API) share.
+WorkloadOpt = Annotated[str, typer.Option(help="Registered workload name.")]
+ParamOpt = Annotated[
+    list[str], typer.Option("--param", "-p", help="Workload parameter NAME=VALUE (repeat).")
+]
+OptimizerOpt = Annotated[str, typer.Option(help="sgd, adam or adamw.")]
+MomentumOpt = Annotated[float, typer.Option(help="SGD momentum.")]
+WeightDecayOpt = Annotated[float, typer.Option(help="Weight decay.")]
+StartLrOpt = Annotated[float, typer.Option(help="First LR of the sweep.")]
+EndLrOpt = Annotated[float, typer.Option(help="Last LR of the sweep.")]
+NumIterOpt = Annotated[int, typer.Option(help="Mini-batches in the sweep.")]
+SweepOpt = Annotated[str, typer.Option(help="exp or linear.")]
+SmoothingOpt = Annotated[float, typer.Option(help="EMA factor of the smoothed loss.")]
+DivergeOpt = Annotated[float, typer.Option(help="Stop above this x best loss.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the model init and data order.")]
+
+
 @app.command("range-test")
 def range_test_command(
-    workload: Annotated[str, typer.Option(help="Registered workload name.")] = "digits_mlp",
-    param: Annotated[
-        list[str], typer.Option("--param", "-p", help="Workload parameter NAME=VALUE (repeat).")
-    ] = [],  # noqa: B006 - typer reads the default, never mutates it
-    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.")] = "sgd",
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
-    start_lr: Annotated[float, typer.Option(help="First LR of the sweep.")] = 1e-5,
-    end_lr: Annotated[float, typer.Option(help="Last LR of the sweep.")] = 10.0,
-    num_iter: Annotated[int, typer.Option(help="Mini-batches in the sweep.")] = 300,
-    sweep: Annotated[str, typer.Option(help="exp or linear.")] = "exp",
-    smoothing: Annotated[float, typer.Option(help="EMA factor of the smoothed loss.")] = 0.95,
-    diverge_th: Annotated[float, typer.Option(help="Stop above this x best loss.")] = 5.0,
-    seed: Annotated[int, typer.Option(help="Seed of the model init and data order.")] = 0,
+    workload: WorkloadOpt = "digits_mlp",
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    optimizer: OptimizerOpt = "sgd",
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WeightDecayOpt = 0.0,
+    start_lr: StartLrOpt = 1e-5,
+    end_lr: EndLrOpt = 10.0,
+    num_iter: NumIterOpt = 300,
+    sweep: SweepOpt = "exp",
+    smoothing: SmoothingOpt = 0.95,
+    diverge_th: DivergeOpt = 5.0,
+    seed: SeedOpt = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     plot: Annotated[Path | None, typer.Option(help="Write the curve plot (.png or .svg).")] = Path(
         "range_test.png"
@@ -454,21 +469,19 @@ def serve_command(
 
 @app.command("submit")
 def submit_command(
-    workload: Annotated[str, typer.Option(help="Registered workload name.")] = "digits_mlp",
-    param: Annotated[
-        list[str], typer.Option("--param", "-p", help="Workload parameter NAME=VALUE (repeat).")
-    ] = [],  # noqa: B006 - typer reads the default, never mutates it
-    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.")] = "sgd",
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
-    start_lr: Annotated[float, typer.Option(help="First LR of the sweep.")] = 1e-5,
-    end_lr: Annotated[float, typer.Option(help="Last LR of the sweep.")] = 10.0,
-    num_iter: Annotated[int, typer.Option(help="Mini-batches in the sweep.")] = 300,
-    sweep: Annotated[str, typer.Option(help="exp or linear.")] = "exp",
-    smoothing: Annotated[float, typer.Option(help="EMA factor of the smoothed loss.")] = 0.95,
-    diverge_th: Annotated[float, typer.Option(help="Stop above this x best loss.")] = 5.0,
+    workload: WorkloadOpt = "digits_mlp",
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    optimizer: OptimizerOpt = "sgd",
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WeightDecayOpt = 0.0,
+    start_lr: StartLrOpt = 1e-5,
+    end_lr: EndLrOpt = 10.0,
+    num_iter: NumIterOpt = 300,
+    sweep: SweepOpt = "exp",
+    smoothing: SmoothingOpt = 0.95,
+    diverge_th: DivergeOpt = 5.0,
     metric: Annotated[str, typer.Option(help="What the bounds read: loss or accuracy.")] = "loss",
-    seed: Annotated[int, typer.Option(help="Seed of the model init and data order.")] = 0,
+    seed: SeedOpt = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     plot: Annotated[Path | None, typer.Option(help="Write the plot (.png or .svg).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the job and bounds as JSON.")] = None,
