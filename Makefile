@@ -17,13 +17,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## run: the main job -- an LR range test on the built-in digits MLP, bounds printed, plot written
+## run: the main job on the embedded default -- starts `clr-sweep serve` (API + worker on SQLite,
+## no servers), submits a range test on the digits MLP through the API, follows it with a progress
+## bar, prints the suggested bounds and writes the plot the API draws; then stops the service
 run: $(STAMP)
-	$(VENV)/bin/clr-sweep range-test --workload digits_mlp --plot range_test.png --output range_test.json
+	$(VENV)/bin/clr-sweep submit --embedded --workload digits_mlp --plot range_test.png --output range_test.json
 
 ## test: the test suite (what .ci/run runs)
 test: $(STAMP)
-	$(VENV)/bin/pytest -n 2 -q
+	$(VENV)/bin/pytest -n 2 -q -m "not serial"
+	$(VENV)/bin/pytest -q -m serial
 
 ## lint: ruff, mypy strict, import-linter, and `alembic check` (models match migrations)
 lint: $(STAMP)
@@ -53,6 +56,9 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.scheduler_step
 	$(PY) -m bench.suggestion_quality
 	$(PY) -m bench.curve_storage
+	$(PY) -m bench.api_throughput
+	$(PY) -m bench.submit_latency
+	$(PY) -m bench.worker_scaling
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .clr-sweep

@@ -105,7 +105,8 @@ def _worker_argv(name: str, queues: Sequence[str], *, pool: str, loglevel: str) 
         "-Q",
         ",".join(queues),
         "-n",
-        f"{name}@{socket.gethostname()}",
+        # the supervisor's pid keeps two supervisors on one host apart (cpu1.4242@host)
+        f"{name}.{os.getpid()}@{socket.gethostname()}",
         f"--loglevel={loglevel}",
         # remote control and events are unused (cancelling goes through the database)
         "--without-gossip",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import sys
 import time
@@ -65,7 +66,7 @@ class TestWorkerSpecs:
             assert _option(spec.argv, "-Q") == f"{CUDA_QUEUE},{JOBS_QUEUE},{CPU_QUEUE}"
             assert "--pool=prefork" in spec.argv
             assert "--concurrency=1" in spec.argv
-            assert _option(spec.argv, "-n").startswith(f"{spec.name}@")
+            assert _option(spec.argv, "-n").startswith(f"{spec.name}.{os.getpid()}@")
 
     def test_cpu_workers_see_no_gpu_and_never_take_cuda_jobs(self) -> None:
         specs = worker_specs(processes=3)
