@@ -5,7 +5,8 @@
   with ``CUDA_VISIBLE_DEVICES``) or ``--processes N`` CPU workers, and restarts a
   worker process that dies. Each runs the prefork pool with one child and
   ``worker_max_tasks_per_child=1``: every job runs in a fresh process, so its exit
-  frees the CUDA context, and the parent never touches CUDA.
+  frees the CUDA context, and the parent never touches CUDA (CPU workers reuse
+  their child for :data:`CPU_JOBS_PER_CHILD` jobs: no CUDA context to free).
 - ``reaper`` runs the reconciler: a small worker on the ``maintenance`` queue with
   beat embedded (one per deployment is enough; two are harmless).
 - ``serve`` is the embedded default: migrates the SQLite database in the data
@@ -66,6 +67,14 @@ died within :data:`STABLE_AFTER_S` of starting."""
 STABLE_AFTER_S = 60.0
 """A process that ran this long before dying is restarted after the shortest wait."""
 
+CPU_JOBS_PER_CHILD = 50
+"""Jobs a CPU worker's child process runs before it is replaced.
+
+GPU workers replace theirs after every job (``worker_max_tasks_per_child=1``), the
+only way to free a CUDA context; a CPU job holds none, and reusing the child saves
+the up to 5 s billiard may take to notice an exited child and fork the next one,
+which dominated short jobs."""
+
 STOP_GRACE_S = 30.0
 """How long a stopping worker may finish its current step before it is killed."""
 
@@ -97,11 +106,14 @@ def _celery(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "worker.celery_app", *args]
 
 
-def _worker_argv(name: str, queues: Sequence[str], *, pool: str, loglevel: str) -> list[str]:
+def _worker_argv(
+    name: str, queues: Sequence[str], *, pool: str, loglevel: str, jobs_per_child: int = 1
+) -> list[str]:
     return _celery(
         "worker",
         f"--pool={pool}",
         "--concurrency=1",
+        f"--max-tasks-per-child={jobs_per_child}",
         "-Q",
         ",".join(queues),
         "-n",
@@ -135,7 +147,13 @@ def worker_specs(
     return [
         WorkerSpec(
             f"cpu{i}",
-            _worker_argv(f"cpu{i}", worker_queues("cpu"), pool="prefork", loglevel=loglevel),
+            _worker_argv(
+                f"cpu{i}",
+                worker_queues("cpu"),
+                pool="prefork",
+                loglevel=loglevel,
+                jobs_per_child=CPU_JOBS_PER_CHILD,
+            ),
             # a CPU worker sees no GPU, so "auto" jobs never grab one by accident
             {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
         )

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from cli.service import (
+    CPU_JOBS_PER_CHILD,
     TOKEN_FILE,
     Supervisor,
     WorkerSpec,
@@ -66,6 +67,8 @@ class TestWorkerSpecs:
             assert _option(spec.argv, "-Q") == f"{CUDA_QUEUE},{JOBS_QUEUE},{CPU_QUEUE}"
             assert "--pool=prefork" in spec.argv
             assert "--concurrency=1" in spec.argv
+            # a fresh process per job: its exit frees the CUDA context
+            assert "--max-tasks-per-child=1" in spec.argv
             assert _option(spec.argv, "-n").startswith(f"{spec.name}.{os.getpid()}@")
 
     def test_cpu_workers_see_no_gpu_and_never_take_cuda_jobs(self) -> None:
@@ -74,6 +77,7 @@ class TestWorkerSpecs:
         for spec in specs:
             assert spec.env["CUDA_VISIBLE_DEVICES"] == ""
             assert _option(spec.argv, "-Q") == f"{CPU_QUEUE},{JOBS_QUEUE}"
+            assert f"--max-tasks-per-child={CPU_JOBS_PER_CHILD}" in spec.argv
 
     def test_at_least_one_process(self) -> None:
         with pytest.raises(ValueError, match="at least 1"):
