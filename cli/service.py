@@ -132,13 +132,15 @@ def worker_specs(
 ) -> list[WorkerSpec]:
     """The worker processes for ``gpus`` (one each), or ``processes`` CPU workers."""
     from worker.celery_app import worker_queues
+    from worker.pool import POOL_ENV
 
     if gpus:
         return [
             WorkerSpec(
                 f"gpu{gpu}",
-                _worker_argv(f"gpu{gpu}", worker_queues("cuda"), pool="prefork", loglevel=loglevel),
-                {"CUDA_VISIBLE_DEVICES": gpu},
+                # worker.pool.FreshProcessPool: prefork, an exited child replaced at once
+                _worker_argv(f"gpu{gpu}", worker_queues("cuda"), pool="custom", loglevel=loglevel),
+                {"CUDA_VISIBLE_DEVICES": gpu, **POOL_ENV},
             )
             for gpu in gpus
         ]

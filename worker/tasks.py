@@ -272,7 +272,9 @@ def _preload_workloads(**_: object) -> None:
     # imports and the loaded data. Nothing here touches CUDA.
     started = time.monotonic()
     preload()
-    # torch.optim's first step imports torch._dynamo (seconds): once here, not per job
+    # torch.optim's first step imports torch._dynamo (seconds), and the first
+    # connection psycopg (tenths): once here, not in every job's child
+    import psycopg  # noqa: F401
     import torch._dynamo  # noqa: F401
 
     logger.info("worker.preloaded seconds=%.2f", time.monotonic() - started)

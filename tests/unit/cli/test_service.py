@@ -30,6 +30,7 @@ from sweep.services import authenticate, list_tokens, revoke_token
 from sweep.settings import Settings
 from tests.api.conftest import TestClient
 from worker.celery_app import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, MAINTENANCE_QUEUE
+from worker.pool import POOL
 
 runner = CliRunner()
 
@@ -65,7 +66,9 @@ class TestWorkerSpecs:
         assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "1"]
         for spec in specs:
             assert _option(spec.argv, "-Q") == f"{CUDA_QUEUE},{JOBS_QUEUE},{CPU_QUEUE}"
-            assert "--pool=prefork" in spec.argv
+            # prefork, replacing exited children at once (worker.pool.FreshProcessPool)
+            assert "--pool=custom" in spec.argv
+            assert spec.env["CELERY_CUSTOM_WORKER_POOL"] == POOL
             assert "--concurrency=1" in spec.argv
             # a fresh process per job: its exit frees the CUDA context
             assert "--max-tasks-per-child=1" in spec.argv
