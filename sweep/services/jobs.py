@@ -269,17 +269,18 @@ def submit_job(
         created_at=now,
         updated_at=now,
     )
-    try:
-        with session.begin_nested():
-            repo.add(job)
-    except IntegrityError:
-        # A concurrent request with the same key committed first.
-        if idempotency_key is None:
-            raise
-        existing = repo.find_by_idempotency_key(team.id, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, request_hash, idempotency_key)
+    if idempotency_key is None:
+        repo.add(job)  # nothing to race on: no savepoint (two round trips fewer)
+    else:
+        try:
+            with session.begin_nested():
+                repo.add(job)
+        except IntegrityError:
+            # A concurrent request with the same key committed first.
+            existing = repo.find_by_idempotency_key(team.id, idempotency_key)
+            if existing is None:
+                raise
+            return _replay(existing, request_hash, idempotency_key)
     enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
     logger.info(
         "job.submitted job_id=%s kind=%s team_id=%s config_key=%s",

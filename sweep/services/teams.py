@@ -167,5 +167,10 @@ def authenticate(session: Session, *, token: str, now: datetime | None = None) -
         logger.info("auth.refused reason=revoked token_id=%s", api_token.id)
         raise Unauthorized(f"token {api_token.prefix}… was revoked")
     now = _now(now)
-    repo.touch(api_token.id, now=now, unless_after=now - LAST_USED_RESOLUTION)
+    cutoff = now - LAST_USED_RESOLUTION
+    last_used = api_token.last_used_at
+    if last_used is None or as_utc(last_used) <= cutoff:
+        # the row is loaded: a fresh last_used_at costs no round trip (the guarded
+        # UPDATE still settles two requests racing on a stale one)
+        repo.touch(api_token.id, now=now, unless_after=cutoff)
     return team
