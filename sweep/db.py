@@ -111,7 +111,11 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
 
 
 def make_engine(settings: Settings, **kwargs: Any) -> Engine:
-    """The engine for ``settings.db_url`` (see :func:`create_db_engine`)."""
+    """The engine for ``settings.db_url`` (see :func:`create_db_engine`), its
+    PostgreSQL pool sized by ``db_pool_size`` and ``db_max_overflow``."""
+    if make_url(settings.db_url).get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_size", settings.db_pool_size)
+        kwargs.setdefault("max_overflow", settings.db_max_overflow)
     return create_db_engine(settings.db_url, **kwargs)
 
 

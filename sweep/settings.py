@@ -54,6 +54,11 @@ class Settings(BaseSettings):
             its message sent again (an emptied broker loses nothing).
         max_attempts: claims a job may have; a job lost this many times fails.
         job_time_limit_s: the longest a job may run.
+        db_pool_size, db_max_overflow: PostgreSQL connections a process keeps open,
+            and how many more it may open at a busy moment. The API serves up to 40
+            requests at once (its thread pool); connections beyond the pool are
+            closed on return, and a new one costs milliseconds, so the pool is sized
+            for a busy API rather than SQLAlchemy's 5.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLR_", env_file=".env", extra="ignore")
@@ -66,6 +71,8 @@ class Settings(BaseSettings):
     queued_resend_after_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     max_attempts: int = Field(default=3, ge=1, le=100)
     job_time_limit_s: int = Field(default=6 * 3600, gt=0)
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
+    db_max_overflow: int = Field(default=20, ge=0, le=1000)
 
     @field_validator("data_dir")
     @classmethod

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from sweep.db import (
     create_db_engine,
@@ -99,6 +100,35 @@ class TestSqliteEngine:
                 nested.rollback()
             with engine.connect() as conn:
                 assert conn.exec_driver_sql("SELECT x FROM t").scalars().all() == [1]
+        finally:
+            engine.dispose()
+
+
+class TestPostgresPool:
+    def test_the_pool_is_sized_by_the_settings(self, tmp_path: Path) -> None:
+        # building an engine opens no connection: no server needed
+        settings = Settings(
+            _env_file=None,
+            data_dir=tmp_path,
+            database_url="postgresql://nobody@127.0.0.1:1/none",
+            db_pool_size=7,
+            db_max_overflow=3,
+        )
+        engine = make_engine(settings)
+        try:
+            assert isinstance(engine.pool, QueuePool)
+            assert (engine.pool.size(), engine.pool._max_overflow) == (7, 3)
+        finally:
+            engine.dispose()
+
+    def test_the_default_pool_serves_a_busy_api(self, tmp_path: Path) -> None:
+        settings = Settings(
+            _env_file=None, data_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/x"
+        )
+        engine = make_engine(settings)
+        try:
+            assert isinstance(engine.pool, QueuePool)
+            assert engine.pool.size() == 20  # SQLAlchemy's 5 closed the rest on return
         finally:
             engine.dispose()
 
