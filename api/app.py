@@ -36,7 +36,10 @@ def create_app(
     (if given), which raises when the broker cannot be reached.
     """
     settings = settings if settings is not None else get_settings()
-    engine = make_engine(settings)
+    # No pre-ping (a round trip per request): after a database restart the first
+    # request on a dead connection gets a 503 (Retry-After) and SQLAlchemy, seeing
+    # the disconnect, replaces the whole pool; workers keep pre-pinging.
+    engine = make_engine(settings, pool_pre_ping=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from sweep import services
-from sweep.db import session_scope
+from sweep.db import end_session
 from sweep.errors import Unauthorized
 from sweep.models import Team
 from sweep.settings import Settings
@@ -37,11 +38,21 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One unit of work per request: commit on success, roll back on error."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One unit of work per request: commit on success, roll back on error.
+
+    ``async``: making a session does no I/O (it takes a connection on first use,
+    in the route's thread), so only the commit or rollback goes to the thread
+    pool; a sync generator would cost the request one more hop there and back.
+    """
     factory: sessionmaker[Session] = request.app.state.session_factory
-    with session_scope(factory) as session:
+    session = factory()
+    try:
         yield session
+    except BaseException:
+        await run_in_threadpool(end_session, session, commit=False)
+        raise
+    await run_in_threadpool(end_session, session, commit=True)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

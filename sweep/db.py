@@ -39,6 +39,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_S",
     "JobSender",
     "create_db_engine",
+    "end_session",
     "enqueue_after_commit",
     "get_job_sender",
     "make_engine",
@@ -132,13 +133,24 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         >>> with session_scope(factory) as session:  # doctest: +SKIP
         ...     claim_job(session, job_id=job_id, worker="gpu0")
     """
-    with factory() as session:
-        try:
-            yield session
-        except BaseException:
+    session = factory()
+    try:
+        yield session
+    except BaseException:
+        end_session(session, commit=False)
+        raise
+    end_session(session, commit=True)
+
+
+def end_session(session: Session, *, commit: bool) -> None:
+    """End a unit of work: commit (or roll back), then close; closed even if that raises."""
+    try:
+        if commit:
+            session.commit()
+        else:
             session.rollback()
-            raise
-        session.commit()
+    finally:
+        session.close()
 
 
 # --------------------------------------------------------------------------- sending
