@@ -149,3 +149,9 @@ class TestRealSession:
                 assert job.status == JobStatus.QUEUED
                 assert other.scalar(select(func.count()).select_from(Job)) == 1
             assert received == [job_id]
+
+
+def test_the_api_engine_does_not_pre_ping(api_settings: Settings) -> None:
+    # a round trip per request; a dead connection is a 503 and replaces the pool
+    app = create_app(api_settings)
+    assert app.state.engine.pool._pre_ping is False
