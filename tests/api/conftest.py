@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.exceptions import StarletteDeprecationWarning
@@ -62,8 +63,8 @@ def messages() -> Sent:
 
 
 @pytest.fixture
-def client(session: Session, api_settings: Settings, messages: Sent) -> Iterator[TestClient]:
-    """A client of the app, its sessions being the test's rolled-back one."""
+def test_app(session: Session, api_settings: Settings, messages: Sent) -> FastAPI:
+    """The app, not started, its sessions being the test's rolled-back one."""
 
     def send(job_id: uuid.UUID, kind: str, _device: str) -> None:
         messages.append((job_id, kind))
@@ -84,7 +85,13 @@ def client(session: Session, api_settings: Settings, messages: Sent) -> Iterator
 
     app.dependency_overrides[get_session] = test_session
     app.dependency_overrides[get_settings] = lambda: api_settings
-    with TestClient(app) as test_client:
+    return app
+
+
+@pytest.fixture
+def client(test_app: FastAPI) -> Iterator[TestClient]:
+    """A client of :func:`test_app`, started."""
+    with TestClient(test_app) as test_client:
         yield test_client
 
 

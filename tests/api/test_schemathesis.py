@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -23,10 +22,9 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from api.deps import get_session, get_settings
 from sweep.services import claim_job, finish_job, report_progress
 from sweep.settings import Settings
-from tests.api.conftest import Caller, Sent
+from tests.api.conftest import Caller
 from tests.builders import make_job, make_outcome, make_points
 
 MAX_EXAMPLES = 25
@@ -55,27 +53,9 @@ def jobs(session: Session, caller: Caller) -> Jobs:
 
 
 @pytest.fixture
-def app(session: Session, api_settings: Settings, messages: Sent) -> FastAPI:
+def app(test_app: FastAPI) -> FastAPI:
     """The app on the test's rolled-back session, as ``client`` builds it but not started."""
-
-    def send(job_id: uuid.UUID, kind: str, _device: str) -> None:
-        messages.append((job_id, kind))
-
-    app = create_app(api_settings, job_sender=send)
-
-    def test_session() -> Iterator[Session]:
-        session.commit()
-        session.expunge_all()
-        try:
-            yield session
-        except BaseException:
-            session.rollback()
-            raise
-        session.commit()
-
-    app.dependency_overrides[get_session] = test_session
-    app.dependency_overrides[get_settings] = lambda: api_settings
-    return app
+    return test_app
 
 
 # The document of an app that is never started (its in-memory database stays unopened);
