@@ -269,15 +269,13 @@ def _run_claimed(reporter: ProgressReporter, kind: str, spec_data: dict[str, Any
 @worker_init.connect
 def _preload_workloads(**_: object) -> None:
     # In the worker's parent, before it forks a child per job: children inherit the
-    # imports and the loaded data. Nothing here touches CUDA.
-    started = time.monotonic()
+    # imports and the loaded data. Nothing here touches CUDA. (No log line: Celery
+    # configures logging only after this signal.)
     preload()
     # torch.optim's first step imports torch._dynamo (seconds), and the first
     # connection psycopg (tenths): once here, not in every job's child
     import psycopg  # noqa: F401
     import torch._dynamo  # noqa: F401
-
-    logger.info("worker.preloaded seconds=%.2f", time.monotonic() - started)
 
 
 @shared_task(name=RANGE_TEST_TASK)
