@@ -471,9 +471,14 @@ class _Prepared:
         return self.cut is not None
 
     @property
+    def lr_span(self) -> str:
+        return f"{self.lrs[0]:.3g} and {self.lrs[-1]:.3g}"
+
+    @property
     def lr_range(self) -> str:
+        """:attr:`lr_span`, saying why the curve ends where it does when it was cut."""
         cut = f" (the curve is cut there: {self.cut})" if self.cut else ""
-        return f"{self.lrs[0]:.3g} and {self.lrs[-1]:.3g}{cut}"
+        return f"{self.lr_span}{cut}"
 
     @property
     def decades(self) -> float:
@@ -637,16 +642,18 @@ def _more_steps(p: _Prepared) -> str:
 def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
     """Why ``sig`` shows no improvement, with the numbers, and only advice that fits them.
 
-    Three shapes: worse from the first points on (the range starts too high:
-    lower ``start_lr``); never moving by :data:`_FLAT_REL_DROP` of the start
-    level (too few steps per LR, or, for a sweep that ended normally below an LR
-    of 1, too low an ``end_lr``); and flat, then worse, up to a divergence (too
-    few steps per LR: a higher ``end_lr`` cannot help a curve that diverged).
+    Four shapes: worse from the first points on, or improving only within them
+    (the range starts too high: lower ``start_lr``); never moving by
+    :data:`_FLAT_REL_DROP` of the start level (too few steps per LR, or, for a
+    sweep that ended normally below an LR of 1, too low an ``end_lr``); and
+    flat, then worse, up to a divergence (too few steps per LR: a higher
+    ``end_lr`` cannot help a curve that diverged or stopped).
     """
     scale = max(abs(sig.start), 1e-12)
     what = "no descent" if sig.name == "loss" else "no rise in accuracy"
     worse_word, better_word = ("above", "below") if sig.name == "loss" else ("below", "above")
-    head = f"{what} found between {p.lr_range}"
+    stop = p.stop_phrase()  # says why the curve ends early, the cut included
+    head = f"{what} found between {p.lr_span}"
     level = sig.shown(sig.start)
     # > 0 where the signal is worse than its start level, in units of that level
     excess = (sig.smooth - sig.start) / scale
@@ -659,13 +666,35 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
             )
         else:
             best = sig.shown(sig.best)
-            how = f"only gets worse after them ({best:.4g} at lr {p.lrs[sig.i_best]:.3g})"
+            how = f"is never better after them (best {best:.4g} at lr {p.lrs[sig.i_best]:.3g})"
         return (
-            f"{head}: the smoothed {sig.name} is best in the first {sig.k} points and {how}: "
-            "the range starts too high: lower start_lr"
+            f"{head}: the smoothed {sig.name} is best in the first {sig.k} points and {how}"
+            + (f"; {stop}" if stop else "")
+            + ": the range starts too high: lower start_lr"
+        )
+    i_worst = int(np.argmax(excess))
+    worse_after = (
+        f", then gets worse, to {excess[i_worst]:.1%} {worse_word} its start level at "
+        f"lr {p.lrs[i_worst]:.3g}"
+        if i_worst > sig.i_best and excess[i_worst] >= _FLAT_REL_DROP
+        else ""
+    )
+    if (sig.smooth[0] - sig.best) / scale >= _FLAT_REL_DROP:
+        # it did improve, but from its very first points: the start level (their
+        # median) is already near the best
+        facts = (
+            f"the smoothed {sig.name} goes from {sig.shown(float(sig.smooth[0])):.4g} at "
+            f"lr {p.lrs[0]:.3g} to its best {sig.shown(sig.best):.4g} at "
+            f"lr {p.lrs[sig.i_best]:.3g}, only {rel:.1%} {better_word} its start level "
+            f"{level:.4g} (the median of its first {sig.k} points){worse_after}"
+        )
+        return (
+            f"{head}: {facts}"
+            + (f"; {stop}" if stop else "")
+            + ": it improves from the first points on, so the range starts too high: "
+            "lower start_lr"
         )
     moved = np.nonzero(np.abs(excess) >= _FLAT_REL_DROP)[0]
-    stop = p.stop_phrase()
     if moved.size == 0:
         facts = (
             f"the smoothed {sig.name} never moves by {_FLAT_REL_DROP:.0%} of its start level "
@@ -678,8 +707,7 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
         elif p.stop_reason == "cancelled":
             advice += "; run the test to the end"
         return f"{head}: {facts}" + (f"; {stop}" if stop else "") + f": {advice}"
-    j = int(moved[0])
-    i_worst = j + int(np.argmax(excess[j:]))
+    j = int(moved[0])  # where it first gets 2 % worse (it does not get 2 % better)
     facts = (
         f"the smoothed {sig.name} stays within {_FLAT_REL_DROP:.0%} of its start level "
         f"{level:.4g} for the first {j} of {p.n} steps (up to lr {p.lrs[j]:.3g}), then gets "
@@ -722,13 +750,25 @@ def _is_monotone(p: _Prepared, sig: _Signal) -> bool:
 
 
 def _monotone_error(p: _Prepared, sig: _Signal) -> MonotoneCurve:
-    verb = "loss still falling" if sig.name == "loss" else "accuracy still rising"
     tail = max(3, p.n // 20)
+    # how much of its total improvement the curve made over those last points: it
+    # is "still falling" only when that is more than a trace
+    made = (float(sig.smooth[p.n - 1 - tail]) - sig.best) / max(sig.drop, 1e-12)
+    falling = made >= _END_RISE_FRACTION
+    if sig.name == "loss":
+        verb = "loss still falling" if falling else "loss flat at its lowest"
+        change = "fell by" if falling else "changed by only"
+        whole = "drop"
+    else:
+        verb = "accuracy still rising" if falling else "accuracy flat at its highest"
+        change = "rose by" if falling else "changed by only"
+        whole = "rise"
+    stop = p.stop_phrase()  # says why the curve ends early, the cut included
     best = (
         f"best {sig.name} {sig.shown(sig.best):.4g} at lr {p.lrs[sig.i_best]:.3g}, in the "
-        f"last {tail} points of the sweep between {p.lr_range}"
+        f"last {tail} points of the sweep between {p.lr_span}; over those points it "
+        f"{change} {made:.1%} of its total {whole}, and it has not turned"
     )
-    stop = p.stop_phrase()
     if stop is None:
         return MonotoneCurve(f"{verb} at end_lr={p.lrs[-1]:.3g} ({best}): raise end_lr")
     # the sweep ended early: end_lr was not what limited it
@@ -799,7 +839,9 @@ def _paper_points(p: _Prepared, use_accuracy: bool) -> _PaperMax:
         if p.accuracy is not None:
             sig = p.accuracy
         else:
-            note = " (use_accuracy was set but the curve has no usable accuracies: read the loss)"
+            note = (
+                " (use_accuracy was set but the curve has no usable accuracies: the loss was read)"
+            )
     i_base = _require_descent(p, sig)
     ragged = _ragged_index(p, sig, i_base)
     if ragged is None and _is_monotone(p, sig):
