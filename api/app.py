@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api.problems import BodySizeLimitMiddleware, install_problem_handlers
-from api.routes import bounds, events, health, range_tests, workloads
+from api.routes import bounds, docs, events, health, range_tests, workloads
 from sweep.db import JobSender, make_engine, make_session_factory, set_job_sender
 from sweep.migrate import is_at_head
 from sweep.settings import Settings, get_settings
@@ -60,7 +60,8 @@ def create_app(
         title="clr-sweep",
         summary="LR range tests and cyclical learning-rate bounds as a service.",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # /docs and /redoc: api.routes.docs, from vendored assets
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -71,7 +72,7 @@ def create_app(
     app.state.session_factory = make_session_factory(engine)
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
-    for module in (range_tests, events, bounds, workloads, health):
+    for module in (range_tests, events, bounds, workloads, health, docs):
         for route in module.router.routes:
             # a route's one-line docstring is its OpenAPI summary
             if isinstance(route, APIRoute) and route.description and not route.summary:

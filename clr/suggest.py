@@ -25,7 +25,7 @@ Rules (see each ``_rule_*`` function for the exact recipe):
   turns ragged. With ``use_accuracy=True`` the same reading on accuracy.
 * ``steepest``: ``max_lr`` at the steepest descent of the loss against
   ``log10(lr)``, ``base_lr = max_lr / 4``.
-* ``valley``: fastai's ``valley``: two thirds into the longest descent.
+* ``valley``: fastai's ``valley``: halfway along the longest descent.
 * ``min_div_10``: fastai's ``minimum``: the LR of the minimum divided by 10.
 * ``max_fraction``: the paper's ``max_lr`` with ``base_lr = max_lr / 4`` (Smith,
   after Bengio 2012: the best LR is within a factor of two of the largest one
@@ -110,6 +110,8 @@ _RAGGED_MIN = 0.05  # ... and at least 5 % relative standard deviation
 _BASE_DIVISOR = 4.0  # base_lr = max_lr / 4 for the rules that only find max_lr
 _DISAGREE_WARN = 0.5  # confidence below this adds a "methods disagree" warning
 _SPREAD_FREE = 0.5  # decades of spread expected between the rules' readings
+_NOISY_DROP_CONFIDENCE = 0.25  # confidence cap when the drop is smaller than the noise
+_HIGH_LR = 1.0  # a flat curve up to this LR needs more steps per LR, not a higher end_lr
 # Robust sigma from second differences: e_i - (e_{i-1} + e_{i+1}) / 2 has standard
 # deviation sigma * sqrt(1.5) for independent noise, and median|N(0, s)| = s / 1.4826.
 _ROUGH_SCALE = 1.4826 / math.sqrt(1.5)
@@ -187,7 +189,10 @@ class Suggestions:
             rule that succeeded when that one failed (a warning says so).
         confidence: in ``[0, 1]``; 1 when the rules agree on where the loss
             bottoms out, falling to 0 as they spread over 1.5 decades, scaled down
-            by the fraction of rules that failed (see :func:`suggest_all`).
+            by the fraction of rules that failed (see :func:`suggest_all`). When
+            the loss drops by less than its noise (relative drop below
+            ``noise``) the curve may show nothing but noise: confidence is then
+            at most 0.25, times ``drop / noise``, and a warning says so.
         noise: robust relative standard deviation of the raw loss about its
             trend over the descending part of the curve (0.05 means 5 %).
         warnings: sentences for a person, each with what to do about it.
@@ -334,6 +339,7 @@ class _Raw:
     smoothed: FloatArray | None
     accuracies: FloatArray | None
     stop_reason: str | None
+    end_lr: float | None  # the end_lr the range test asked for, when known
 
 
 def _extract(curve: CurveLike) -> _Raw:
@@ -344,6 +350,7 @@ def _extract(curve: CurveLike) -> _Raw:
             _array("smoothed_losses", curve.smoothed_losses),
             None if curve.accuracies is None else _array("accuracies", curve.accuracies),
             curve.stop_reason,
+            float(curve.end_lr),
         )
     if isinstance(curve, Curve):
         return _Raw(
@@ -352,17 +359,20 @@ def _extract(curve: CurveLike) -> _Raw:
             None if curve.smoothed is None else _array("smoothed", curve.smoothed),
             None if curve.accuracies is None else _array("accuracies", curve.accuracies),
             None,
+            None,
         )
     if isinstance(curve, Mapping):
         smoothed = curve.get("smoothed_losses", curve.get("smoothed"))
         acc = curve.get("accuracies")
         reason = curve.get("stop_reason")
+        end_lr = curve.get("end_lr")
         return _Raw(
             _array("lrs", curve["lrs"]),
             _array("losses", curve["losses"]),
             None if smoothed is None else _array("smoothed_losses", smoothed),
             None if acc is None else _array("accuracies", acc),
             None if reason is None else str(reason),
+            None if end_lr is None else float(end_lr),
         )
     raise TypeError(
         "result_or_arrays must be a RangeTestResult, a Curve or a RangeTestResult.to_dict() "
@@ -445,18 +455,92 @@ class _Prepared:
     loss: _Signal
     accuracy: _Signal | None
     noise: float
+    noise_span: tuple[int, int]  # [lo, hi) indices the noise was measured over
     notes: tuple[str, ...]  # things suggest_all turns into warnings
     stop_reason: str | None
-    truncated: bool  # the loss turned non-finite after the last point kept
+    cut: str | None  # why the curve was cut after its last point kept, in words
+    end_lr: float | None  # the end_lr the range test asked for, when known
 
     @property
     def n(self) -> int:
         return int(self.lrs.shape[0])
 
     @property
+    def truncated(self) -> bool:
+        """True when unusable points after the last one kept were dropped."""
+        return self.cut is not None
+
+    @property
+    def lr_span(self) -> str:
+        return f"{self.lrs[0]:.3g} and {self.lrs[-1]:.3g}"
+
+    @property
     def lr_range(self) -> str:
-        cut = " (the loss is not finite after that)" if self.truncated else ""
-        return f"{self.lrs[0]:.3g} and {self.lrs[-1]:.3g}{cut}"
+        """:attr:`lr_span`, saying why the curve ends where it does when it was cut."""
+        cut = f" (the curve is cut there: {self.cut})" if self.cut else ""
+        return f"{self.lr_span}{cut}"
+
+    @property
+    def decades(self) -> float:
+        return float(self.log_lrs[-1] - self.log_lrs[0])
+
+    def stop_phrase(self) -> str | None:
+        """How the sweep ended before reaching its end, in words, or ``None`` if it did not.
+
+        A stop (divergence, a non-finite loss, a cancel) means the curve's last
+        LR is as high as this test could go: a higher ``end_lr`` changes nothing.
+        """
+        at = f"lr {self.lrs[-1]:.3g}"
+        before = (
+            f", before end_lr={self.end_lr:.3g}"
+            if self.end_lr is not None and self.end_lr > self.lrs[-1] * (1 + 1e-9)
+            else ""
+        )
+        if self.stop_reason == "diverged":
+            return f"the test stopped at {at} because the loss diverged{before}"
+        if self.stop_reason == "cancelled":
+            return f"the test was cancelled at {at}{before}"
+        if self.cut is not None:
+            return f"the curve ends at {at}: {self.cut}"
+        if self.stop_reason == "non_finite":
+            return f"the test stopped at {at} because the loss was not finite{before}"
+        return None
+
+
+def _unusable(raw: _Raw, i: int) -> str:
+    """Why point ``i`` of the curve cannot be used, in words."""
+    lr, loss = float(raw.lrs[i]), float(raw.losses[i])
+    if not (math.isfinite(lr) and lr > 0):
+        return f"step {i} is unusable: its lr is {lr:.3g}, not a positive finite number"
+    if not math.isfinite(loss):
+        if not np.isfinite(raw.losses[i:]).any():
+            return f"the loss is not finite from step {i} on (lr {lr:.3g})"
+        return f"step {i} is unusable: its loss is {loss} (lr {lr:.3g})"
+    return f"step {i} is unusable: its recorded smoothed loss is not finite (lr {lr:.3g})"
+
+
+def _non_finite_error(raw: _Raw) -> NonFiniteCurve:
+    """The error for a curve without a single usable point, saying what is wrong with it."""
+    n = raw.lrs.shape[0]
+    bad_loss = int(np.sum(~np.isfinite(raw.losses)))
+    bad_lr = int(np.sum(~(np.isfinite(raw.lrs) & (raw.lrs > 0))))
+    bad_smooth = 0 if raw.smoothed is None else int(np.sum(~np.isfinite(raw.smoothed)))
+    if bad_loss == n:
+        first = float(raw.lrs[0])
+        at = f" even at the first lr {first:.3g}" if math.isfinite(first) and first > 0 else ""
+        return NonFiniteCurve(
+            f"no finite loss in the curve (all {n} losses are NaN or inf): the loss is not "
+            f"finite{at}: check the model and data, and lower start_lr"
+        )
+    parts = [f"{bad_loss} of the losses are NaN or inf"] if bad_loss else []
+    if bad_lr:
+        parts.append(f"{bad_lr} of the lrs are not positive finite numbers")
+    if bad_smooth:
+        parts.append(f"{bad_smooth} of the recorded smoothed losses are not finite")
+    return NonFiniteCurve(
+        f"no usable point in the curve of {n} points ({'; '.join(parts)}): every point needs "
+        "a positive finite lr and a finite loss"
+    )
 
 
 def _prepare(curve: CurveLike) -> _Prepared:
@@ -473,18 +557,19 @@ def _prepare(curve: CurveLike) -> _Prepared:
     if n_all == 0:
         raise CurveTooShort(f"need at least {MIN_POINTS} finite points, got 0: run the range test")
     if not ok.any():
-        raise NonFiniteCurve(
-            f"no finite loss in the curve ({n_all} points, all NaN or inf, or lrs <= 0): "
-            "check the model and data, and lower start_lr"
-        )
+        raise _non_finite_error(raw)
     bad = np.nonzero(~ok)[0]
     m = int(bad[0]) if bad.size else n_all
+    cut = _unusable(raw, m) if m < n_all else None
     notes: list[str] = []
     if m < MIN_POINTS:
-        extra = f" (the loss is not finite from step {m} on)" if m < n_all else ""
+        # a loss that blows up at lr[m] leaves more points below it with a lower end_lr
+        blew_up = cut is not None and not math.isfinite(float(raw.losses[m]))
         raise CurveTooShort(
-            f"need at least {MIN_POINTS} finite points, got {m}{extra}: run more iterations"
-            + (" or lower end_lr" if extra else "")
+            f"need at least {MIN_POINTS} finite points, got {m}"
+            + (f" ({cut})" if cut else "")
+            + ": run more iterations"
+            + (" or lower end_lr" if blew_up else "")
         )
     lrs = raw.lrs[:m]
     steps = np.diff(lrs)
@@ -498,8 +583,8 @@ def _prepare(curve: CurveLike) -> _Prepared:
     # The rules read a lag-free smoothing of the raw loss; a recorded (one-sided,
     # lagging) EMA is only for display, see _zero_lag.
     smoothed = smooth_losses(losses)
-    if m < n_all:
-        notes.append(f"only the first {m} of {n_all} points are finite; the rest were ignored")
+    if cut is not None:
+        notes.append(f"only the first {m} of {n_all} points were used: {cut}")
     loss = _signal("loss", 1.0, losses, smoothed)
     accuracy: _Signal | None = None
     if raw.accuracies is not None:
@@ -512,7 +597,10 @@ def _prepare(curve: CurveLike) -> _Prepared:
         if np.all(np.isfinite(acc)):
             accuracy = _signal("accuracy", -1.0, -acc, -_zero_lag(acc))
         else:
-            notes.append("accuracies contain NaN or inf; they were ignored")
+            notes.append(
+                f"{int(np.sum(~np.isfinite(acc)))} of the {m} accuracies used are NaN or inf; "
+                "the accuracies were ignored"
+            )
     # noise over the descending part (start of descent .. minimum), else the whole curve
     lo = loss.i_base if loss.i_base is not None else 0
     hi = loss.i_best + 1 if loss.i_base is not None else m
@@ -520,7 +608,16 @@ def _prepare(curve: CurveLike) -> _Prepared:
         lo, hi = 0, m
     noise = float(np.median(loss.rough[lo:hi]))
     return _Prepared(
-        lrs, np.log10(lrs), loss, accuracy, noise, tuple(notes), raw.stop_reason, m < n_all
+        lrs,
+        np.log10(lrs),
+        loss,
+        accuracy,
+        noise,
+        (lo, hi),
+        tuple(notes),
+        raw.stop_reason,
+        cut,
+        raw.end_lr,
     )
 
 
@@ -530,22 +627,105 @@ def _prepare(curve: CurveLike) -> _Prepared:
 def _require_descent(p: _Prepared, sig: _Signal) -> int:
     """Raise :class:`FlatCurve` unless ``sig`` improves; return the base index."""
     rel = sig.drop / max(abs(sig.start), 1e-12)
-    what = "no descent" if sig.name == "loss" else "no rise in accuracy"
     if sig.i_base is None or sig.i_best < sig.k or rel < _FLAT_REL_DROP:
-        worse = abs(sig.smooth[-1] - sig.best) / max(abs(sig.start), 1e-12)
-        if sig.i_best < sig.k and worse >= _FLAT_REL_DROP:
-            why = f"the {sig.name} is best in the first points and only gets worse: lower start_lr"
-        else:
-            why = (
-                f"the {sig.name} changes by {rel:.1%} of its start level"
-                ": raise end_lr or train longer per step"
-            )
-        raise FlatCurve(f"{what} found between {p.lr_range}: widen the range ({why})")
+        raise FlatCurve(_flat_reason(p, sig, rel))
     return sig.i_base
 
 
-def _ragged_index(p: _Prepared, sig: _Signal, i_base: int) -> int | None:
-    """First index after ``i_base`` (before the best point) where the raw curve turns ragged.
+def _more_steps(p: _Prepared) -> str:
+    return (
+        f"the model needs more steps per LR than this test gives: raise num_iter (the curve "
+        f"has {p.n} points over {p.decades:.2g} decades of LR, {p.n / p.decades:.3g} per decade)"
+    )
+
+
+def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
+    """Why ``sig`` shows no improvement, with the numbers, and only advice that fits them.
+
+    Four shapes: worse from the first points on, or improving only within them
+    (the range starts too high: lower ``start_lr``); never moving by
+    :data:`_FLAT_REL_DROP` of the start level (too few steps per LR, or, for a
+    sweep that ended normally below an LR of 1, too low an ``end_lr``); and
+    flat, then worse, up to a divergence (too few steps per LR: a higher
+    ``end_lr`` cannot help a curve that diverged or stopped).
+    """
+    scale = max(abs(sig.start), 1e-12)
+    what = "no descent" if sig.name == "loss" else "no rise in accuracy"
+    worse_word, better_word = ("above", "below") if sig.name == "loss" else ("below", "above")
+    stop = p.stop_phrase()  # says why the curve ends early, the cut included
+    head = f"{what} found between {p.lr_span}"
+    level = sig.shown(sig.start)
+    # > 0 where the signal is worse than its start level, in units of that level
+    excess = (sig.smooth - sig.start) / scale
+    mid = p.n // 2
+    if sig.i_best < sig.k and (rel >= _FLAT_REL_DROP or excess[mid] >= _FLAT_REL_DROP):
+        if excess[mid] >= _FLAT_REL_DROP:
+            how = (
+                f"is already {excess[mid]:.1%} {worse_word} its start level {level:.4g} at "
+                f"lr {p.lrs[mid]:.3g}, halfway through the sweep"
+            )
+        else:
+            best = sig.shown(sig.best)
+            how = f"is never better after them (best {best:.4g} at lr {p.lrs[sig.i_best]:.3g})"
+        return (
+            f"{head}: the smoothed {sig.name} is best in the first {sig.k} points and {how}"
+            + (f"; {stop}" if stop else "")
+            + ": the range starts too high: lower start_lr"
+        )
+    i_worst = int(np.argmax(excess))
+    worse_after = (
+        f", then gets worse, to {excess[i_worst]:.1%} {worse_word} its start level at "
+        f"lr {p.lrs[i_worst]:.3g}"
+        if i_worst > sig.i_best and excess[i_worst] >= _FLAT_REL_DROP
+        else ""
+    )
+    if (sig.smooth[0] - sig.best) / scale >= _FLAT_REL_DROP:
+        # it did improve, but from its very first points: the start level (their
+        # median) is already near the best
+        facts = (
+            f"the smoothed {sig.name} goes from {sig.shown(float(sig.smooth[0])):.4g} at "
+            f"lr {p.lrs[0]:.3g} to its best {sig.shown(sig.best):.4g} at "
+            f"lr {p.lrs[sig.i_best]:.3g}, only {rel:.1%} {better_word} its start level "
+            f"{level:.4g} (the median of its first {sig.k} points){worse_after}"
+        )
+        return (
+            f"{head}: {facts}"
+            + (f"; {stop}" if stop else "")
+            + ": it improves from the first points on, so the range starts too high: "
+            "lower start_lr"
+        )
+    moved = np.nonzero(np.abs(excess) >= _FLAT_REL_DROP)[0]
+    if moved.size == 0:
+        facts = (
+            f"the smoothed {sig.name} never moves by {_FLAT_REL_DROP:.0%} of its start level "
+            f"{level:.4g} in {p.n} steps (at most {rel:.1%} {better_word} and "
+            f"{max(0.0, float(excess.max())):.1%} {worse_word} it)"
+        )
+        advice = _more_steps(p)
+        if stop is None and p.lrs[-1] < _HIGH_LR:
+            advice += f", or raise end_lr above {p.lrs[-1]:.3g}"
+        elif p.stop_reason == "cancelled":
+            advice += "; run the test to the end"
+        return f"{head}: {facts}" + (f"; {stop}" if stop else "") + f": {advice}"
+    j = int(moved[0])  # where it first gets 2 % worse (it does not get 2 % better)
+    facts = (
+        f"the smoothed {sig.name} stays within {_FLAT_REL_DROP:.0%} of its start level "
+        f"{level:.4g} for the first {j} of {p.n} steps (up to lr {p.lrs[j]:.3g}), then gets "
+        f"worse, to {excess[i_worst]:.1%} {worse_word} it at lr {p.lrs[i_worst]:.3g}"
+    )
+    return f"{head}: {facts}" + (f"; {stop}" if stop else "") + f": {_more_steps(p)}"
+
+
+@dataclass(frozen=True)
+class _Ragged:
+    index: int
+    local_noise: float  # rolling median of the roughness at ``index``
+    descent_noise: float  # median roughness over the descent
+    threshold: float
+
+
+def _ragged_index(p: _Prepared, sig: _Signal, i_base: int) -> _Ragged | None:
+    """First point after ``i_base`` (before the best point) where the raw curve turns ragged.
 
     Ragged: the local noise (rolling median of :func:`_roughness`) exceeds three
     times the curve's noise over its descent, and at least 5 %.
@@ -556,7 +736,10 @@ def _ragged_index(p: _Prepared, sig: _Signal, i_base: int) -> int | None:
     local = _rolling(sig.rough, _window(p.n), np.median)
     threshold = max(_RAGGED_FACTOR * base_noise, _RAGGED_MIN)
     hits = np.nonzero(local[i_base + 1 : sig.i_best] > threshold)[0]
-    return i_base + 1 + int(hits[0]) if hits.size else None
+    if not hits.size:
+        return None
+    i = i_base + 1 + int(hits[0])
+    return _Ragged(i, float(local[i]), base_noise, threshold)
 
 
 def _is_monotone(p: _Prepared, sig: _Signal) -> bool:
@@ -567,29 +750,60 @@ def _is_monotone(p: _Prepared, sig: _Signal) -> bool:
 
 
 def _monotone_error(p: _Prepared, sig: _Signal) -> MonotoneCurve:
-    verb = "loss still falling" if sig.name == "loss" else "accuracy still rising"
-    return MonotoneCurve(
-        f"{verb} at end_lr={p.lrs[-1]:.3g} (best {sig.name} {sig.shown(sig.best):.4g} in the "
-        f"last points of the sweep between {p.lr_range}): raise end_lr"
+    tail = max(3, p.n // 20)
+    # how much of its total improvement the curve made over those last points: it
+    # is "still falling" only when that is more than a trace
+    made = (float(sig.smooth[p.n - 1 - tail]) - sig.best) / max(sig.drop, 1e-12)
+    falling = made >= _END_RISE_FRACTION
+    if sig.name == "loss":
+        verb = "loss still falling" if falling else "loss flat at its lowest"
+        change = "fell by" if falling else "changed by only"
+        whole = "drop"
+    else:
+        verb = "accuracy still rising" if falling else "accuracy flat at its highest"
+        change = "rose by" if falling else "changed by only"
+        whole = "rise"
+    stop = p.stop_phrase()  # says why the curve ends early, the cut included
+    best = (
+        f"best {sig.name} {sig.shown(sig.best):.4g} at lr {p.lrs[sig.i_best]:.3g}, in the "
+        f"last {tail} points of the sweep between {p.lr_span}; over those points it "
+        f"{change} {made:.1%} of its total {whole}, and it has not turned"
     )
+    if stop is None:
+        return MonotoneCurve(f"{verb} at end_lr={p.lrs[-1]:.3g} ({best}): raise end_lr")
+    # the sweep ended early: end_lr was not what limited it
+    advice = (
+        "run the test to the end"
+        if p.stop_reason == "cancelled"
+        else "a higher end_lr cannot help; read max_lr off the plot below "
+        f"{p.lrs[-1]:.3g}, or use 'steepest' or 'valley', which do not need the minimum"
+    )
+    return MonotoneCurve(f"{verb} at lr {p.lrs[-1]:.3g}, the last point ({best}); {stop}: {advice}")
 
 
 def _clip_bounds(p: _Prepared, base: float, mx: float) -> tuple[float, float, str]:
-    """Force ``lrs[0] <= base < max <= lrs[-1]``; the note says what was clipped."""
+    """Force ``lrs[0] <= base < max <= lrs[-1]``; the note says what was changed.
+
+    The rules state the values their recipe gives; when those had to move, the
+    note gives the values returned.
+    """
     lo, second, hi = float(p.lrs[0]), float(p.lrs[1]), float(p.lrs[-1])
     notes = []
     if mx > hi:
-        notes.append(f"max_lr clipped down to the end of the sweep ({hi:.3g})")
+        notes.append(f"max_lr {mx:.3g} is above the sweep's last lr; lowered to {hi:.3g}")
         mx = hi
     if mx < second:
-        notes.append(f"max_lr {mx:.3g} is below the sweep; raised to {second:.3g}")
+        notes.append(f"max_lr {mx:.3g} is below the sweep's second lr; raised to {second:.3g}")
         mx = second
     if base < lo:
-        notes.append(f"base_lr {base:.3g} is below the sweep; raised to start_lr={lo:.3g}")
+        notes.append(f"base_lr {base:.3g} is below the sweep's first lr; raised to {lo:.3g}")
         base = lo
     if base >= mx:
+        notes.append(f"base_lr {base:.3g} is not below max_lr {mx:.3g}; lowered to {lo:.3g}")
         base = lo
-    note = (" Note: " + "; ".join(notes) + ".") if notes else ""
+    note = (
+        (" Note: " + "; ".join(notes) + f": base_lr={base:.3g}, max_lr={mx:.3g}.") if notes else ""
+    )
     return base, mx, note
 
 
@@ -610,8 +824,12 @@ class _PaperMax:
     sig: _Signal
     i_base: int
     i_max: int
-    i_ragged: int | None
+    ragged: _Ragged | None
     note: str  # set when use_accuracy fell back to the loss
+
+    @property
+    def i_ragged(self) -> int | None:
+        return None if self.ragged is None else self.ragged.index
 
 
 def _paper_points(p: _Prepared, use_accuracy: bool) -> _PaperMax:
@@ -621,22 +839,27 @@ def _paper_points(p: _Prepared, use_accuracy: bool) -> _PaperMax:
         if p.accuracy is not None:
             sig = p.accuracy
         else:
-            note = " (use_accuracy was set but the curve has no usable accuracies: read the loss)"
+            note = (
+                " (use_accuracy was set but the curve has no usable accuracies: the loss was read)"
+            )
     i_base = _require_descent(p, sig)
-    i_ragged = _ragged_index(p, sig, i_base)
-    if i_ragged is None and _is_monotone(p, sig):
+    ragged = _ragged_index(p, sig, i_base)
+    if ragged is None and _is_monotone(p, sig):
         raise _monotone_error(p, sig)
-    i_max = sig.i_best if i_ragged is None else i_ragged
-    return _PaperMax(sig, i_base, i_max, i_ragged, note)
+    i_max = sig.i_best if ragged is None else ragged.index
+    return _PaperMax(sig, i_base, i_max, ragged, note)
 
 
 def _paper_max_sentence(p: _Prepared, pm: _PaperMax) -> str:
     sig = pm.sig
     best = f"best {sig.name} {sig.shown(sig.best):.4g} at {p.lrs[sig.i_best]:.3g}"
-    if pm.i_ragged is None:
+    if pm.ragged is None:
         return f"the smoothed {sig.name} stops improving at its {best}"
+    r = pm.ragged
     return (
-        f"the raw {sig.name} turns ragged at {p.lrs[pm.i_ragged]:.3g}, before the {best}, "
+        f"the raw {sig.name} turns ragged at {p.lrs[r.index]:.3g} (local noise "
+        f"{r.local_noise:.1%} > {r.threshold:.1%}, the larger of {_RAGGED_FACTOR:g} x the "
+        f"descent's {r.descent_noise:.1%} and {_RAGGED_MIN:.0%}), before the {best}, "
         "so max_lr backs off to the ragged point"
     )
 
@@ -660,13 +883,14 @@ def _rule_paper(p: _Prepared, use_accuracy: bool) -> Suggestion:
     """
     pm = _paper_points(p, use_accuracy)
     sig = pm.sig
-    base, mx, clip_note = _clip_bounds(p, float(p.lrs[pm.i_base]), float(p.lrs[pm.i_max]))
+    base_raw, mx_raw = float(p.lrs[pm.i_base]), float(p.lrs[pm.i_max])
+    base, mx, clip_note = _clip_bounds(p, base_raw, mx_raw)
     change = "drop" if sig.name == "loss" else "rise"
     rationale = (
-        f"The smoothed {sig.name} starts to improve at {base:.3g} ({BASE_FRACTION:.0%} of its "
-        f"{sig.shown(sig.start):.4g} -> {sig.shown(sig.best):.4g} {change}) and "
-        f"{_paper_max_sentence(p, pm)}: base_lr={base:.3g}, max_lr={mx:.3g} "
-        f"(Smith 2015, §3.3){pm.note}.{clip_note}"
+        f"The smoothed {sig.name} starts to improve at {base_raw:.3g} ({BASE_FRACTION:.0%} of "
+        f"its {sig.shown(sig.start):.4g} -> {sig.shown(sig.best):.4g} {change}) and "
+        f"{_paper_max_sentence(p, pm)}: base_lr={base_raw:.3g}, "
+        f"max_lr={mx_raw:.3g} (Smith 2015, §3.3){pm.note}.{clip_note}"
     )
     evidence = {
         "signal": sig.name,
@@ -678,6 +902,8 @@ def _rule_paper(p: _Prepared, use_accuracy: bool) -> Suggestion:
         "max": _point(p, sig, pm.i_max),
         "ragged_index": pm.i_ragged,
         "ragged_lr": None if pm.i_ragged is None else float(p.lrs[pm.i_ragged]),
+        "ragged_noise": None if pm.ragged is None else pm.ragged.local_noise,
+        "ragged_threshold": None if pm.ragged is None else pm.ragged.threshold,
     }
     return Suggestion("paper", base, mx, rationale, evidence)
 
@@ -692,14 +918,13 @@ def _rule_max_fraction(p: _Prepared, use_accuracy: bool) -> Suggestion:
     variant is given in the rationale.
     """
     pm = _paper_points(p, use_accuracy)
-    base, mx, clip_note = _clip_bounds(
-        p, float(p.lrs[pm.i_max]) / _BASE_DIVISOR, float(p.lrs[pm.i_max])
-    )
+    mx_raw = float(p.lrs[pm.i_max])
+    base, mx, clip_note = _clip_bounds(p, mx_raw / _BASE_DIVISOR, mx_raw)
     rationale = (
-        f"max_lr={mx:.3g} is the paper's upper bound ({_paper_max_sentence(p, pm)}); "
-        f"base_lr=max_lr/4={base:.3g}, since the best LR lies within a factor of two of the "
-        f"largest that converges (Smith 2015 §3.3, Bengio 2012; max_lr/3={mx / 3:.3g} is the "
-        f"other choice){pm.note}.{clip_note}"
+        f"max_lr={mx_raw:.3g} is the paper's upper bound ({_paper_max_sentence(p, pm)}); "
+        f"base_lr=max_lr/4={mx_raw / _BASE_DIVISOR:.3g}, since the best LR lies within a "
+        f"factor of two of the largest that converges (Smith 2015 §3.3, Bengio 2012; "
+        f"max_lr/3={mx_raw / 3:.3g} is the other choice){pm.note}.{clip_note}"
     )
     evidence = {
         "signal": pm.sig.name,
@@ -731,13 +956,18 @@ def _rule_steepest(p: _Prepared, use_accuracy: bool) -> Suggestion:  # noqa: ARG
     i = lo + int(np.argmin(slope[lo:hi]))
     if slope[i] >= 0:
         raise FlatCurve(
-            f"no descent found between {p.lr_range}: widen the range "
-            "(the smoothed loss never falls before its minimum)"
+            f"no descent found between {p.lr_range} for 'steepest': the lightly smoothed loss "
+            f"never falls between lr {p.lrs[lo]:.3g} (after the first {lo} points) and "
+            f"lr {p.lrs[hi - 1]:.3g} (its least slope there is {float(slope[i]):.3g} per "
+            "decade); the other rules read the smoothed loss's drop to its minimum"
         )
-    base, mx, clip_note = _clip_bounds(p, float(p.lrs[i]) / _BASE_DIVISOR, float(p.lrs[i]))
+    mx_raw = float(p.lrs[i])
+    base, mx, clip_note = _clip_bounds(p, mx_raw / _BASE_DIVISOR, mx_raw)
     rationale = (
-        f"The loss falls fastest at lr={mx:.3g} ({float(slope[i]):.3g} per decade of LR), "
-        f"so max_lr={mx:.3g} and base_lr=max_lr/4={base:.3g}.{clip_note}"
+        f"The loss falls fastest at lr={mx_raw:.3g} (slope {float(slope[i]):.3g} per decade "
+        f"of LR, searched from lr {p.lrs[lo]:.3g} up to the minimum at {p.lrs[sig.i_best]:.3g}), "
+        f"so "
+        f"max_lr={mx_raw:.3g} and base_lr=max_lr/4={mx_raw / _BASE_DIVISOR:.3g}.{clip_note}"
     )
     evidence = {
         "signal": "loss",
@@ -777,8 +1007,8 @@ def _rule_valley(p: _Prepared, use_accuracy: bool) -> Suggestion:  # noqa: ARG00
     Rule: drop the first 10 % of points as fastai does (unless the minimum is
     there), find the longest strictly decreasing run of the smoothed loss
     (:func:`_longest_descent`), split it into thirds and take
-    ``idx = start + int(len/3) + int(len/6)``, about two thirds of the way
-    down: ``max_lr = lr[idx]``. fastai returns that single LR; for a cycle,
+    ``idx = start + int(len/3) + int(len/6)``, halfway along it (in steps):
+    ``max_lr = lr[idx]``. fastai returns that single LR; for a cycle,
     ``base_lr = max_lr / 4``, or the LR where the valley starts when that is
     larger (the loss does not improve below the valley, so there is no point
     cycling there). Raises :class:`FlatCurve` when nothing descends; works on a
@@ -796,15 +1026,19 @@ def _rule_valley(p: _Prepared, use_accuracy: bool) -> Suggestion:  # noqa: ARG00
     from_start = start < idx and valley_start > mx_raw / _BASE_DIVISOR
     base_raw = valley_start if from_start else mx_raw / _BASE_DIVISOR
     base, mx, clip_note = _clip_bounds(p, base_raw, mx_raw)
-    how = (
-        f"the valley's start {valley_start:.3g}"
-        if from_start
-        else f"max_lr/4 (the valley starts lower, at {valley_start:.3g})"
-    )
+    if from_start:
+        how = f"the valley's start {valley_start:.3g}"
+    elif start < idx:
+        how = (
+            f"max_lr/4={mx_raw / _BASE_DIVISOR:.3g} (the valley starts lower, at "
+            f"{valley_start:.3g})"
+        )
+    else:
+        how = f"max_lr/4={mx_raw / _BASE_DIVISOR:.3g} (the valley is too short to start lower)"
     rationale = (
         f"The longest descent of the smoothed loss runs from {p.lrs[start]:.3g} to "
-        f"{p.lrs[end]:.3g}; two thirds down it, max_lr={mx:.3g} (fastai's valley), and "
-        f"base_lr={base:.3g} is {how}.{clip_note}"
+        f"{p.lrs[end]:.3g}; halfway along it (in steps), max_lr={mx_raw:.3g} (fastai's valley), "
+        f"and base_lr is {how}.{clip_note}"
     )
     evidence = {
         "signal": "loss",
@@ -834,7 +1068,8 @@ def _rule_min_div_10(p: _Prepared, use_accuracy: bool) -> Suggestion:  # noqa: A
     base, mx, clip_note = _clip_bounds(p, lr_min / 10 / _BASE_DIVISOR, lr_min / 10)
     rationale = (
         f"The smoothed loss is lowest ({sig.best:.4g}) at lr={lr_min:.3g}; a decade below it, "
-        f"max_lr={mx:.3g} (fastai's minimum/10), and base_lr=max_lr/4={base:.3g}.{clip_note}"
+        f"max_lr={lr_min / 10:.3g} (fastai's minimum/10), and "
+        f"base_lr=max_lr/4={lr_min / 10 / _BASE_DIVISOR:.3g}.{clip_note}"
     )
     evidence = {"signal": "loss", "minimum": _point(p, sig, sig.i_best), "divisor": 10.0}
     return Suggestion("min_div_10", base, mx, rationale, evidence)
@@ -968,6 +1203,40 @@ def _confidence(items: list[Suggestion]) -> tuple[float, float]:
     return agreement * len(items) / len(METHODS), spread
 
 
+def _disagreement(items: list[Suggestion], spread: float, failed: int) -> str:
+    """The "methods disagree" warning, stating the two values the spread is measured on."""
+    implied = {s.method: s.max_lr * _BOTTOM_FACTOR[s.method] for s in items}
+    lo = min(items, key=lambda s: implied[s.method])
+    hi = max(items, key=lambda s: implied[s.method])
+
+    def reading(s: Suggestion) -> str:
+        factor = _BOTTOM_FACTOR[s.method]
+        how = "its max_lr" if factor == 1 else f"{factor:g} x its max_lr {s.max_lr:.3g}"
+        return f"{implied[s.method]:.3g} ({s.method}: {how})"
+
+    return (
+        f"methods disagree by {spread:.1f} decades on the lr where the loss bottoms out: "
+        f"from {reading(lo)} to {reading(hi)}"
+        + (f"; {failed} of {len(METHODS)} methods failed" if failed else "")
+        + ": check the plot before trusting the default"
+    )
+
+
+def _cancelled_warning(p: _Prepared) -> str:
+    stop = p.stop_phrase() or f"the test was cancelled at lr {p.lrs[-1]:.3g}"
+    if p.loss.i_base is None:
+        return f"{stop}: the curve may stop short of where the loss improves"
+    if _is_monotone(p, p.loss):
+        return (
+            f"{stop}, while the smoothed loss was still falling: its minimum may lie beyond "
+            f"{p.lrs[-1]:.3g}; run the test to the end"
+        )
+    return (
+        f"{stop}; the smoothed loss had already stopped falling after its lowest point "
+        f"(lr {p.lrs[p.loss.i_best]:.3g}), so that minimum is inside the curve"
+    )
+
+
 def suggest_all(
     result: CurveLike,
     *,
@@ -1018,26 +1287,43 @@ def suggest_all(
         )
     items = [done[default_name]] + [s for m, s in done.items() if m != default_name]
     confidence, spread = _confidence(items)
+    if confidence < _DISAGREE_WARN:
+        if spread > _SPREAD_FREE:
+            warnings.append(_disagreement(items, spread, len(errors)))
+        elif errors:  # low only because rules failed: they do not disagree
+            warnings.append(
+                f"only {len(items)} of {len(METHODS)} methods gave bounds "
+                f"({', '.join(errors)} failed: see failed), so confidence is "
+                f"{confidence:.2f}: check the plot before trusting the default"
+            )
+    noise_where = f"between lr {p.lrs[p.noise_span[0]]:.3g} and {p.lrs[p.noise_span[1] - 1]:.3g}"
     if p.noise > NOISE_WARN_THRESHOLD:
         warnings.append(
             f"curve is too noisy to trust (noise {p.noise:.2f} > {NOISE_WARN_THRESHOLD:.1f}): "
-            "use more iterations or a larger batch"
+            f"the raw loss scatters by {p.noise:.0%} about its trend {noise_where}; "
+            "use a larger batch"
         )
-    if len(items) > 1 and confidence < _DISAGREE_WARN:
-        lo = min(items, key=lambda s: s.max_lr * _BOTTOM_FACTOR[s.method])
-        hi = max(items, key=lambda s: s.max_lr * _BOTTOM_FACTOR[s.method])
+    rel_drop = p.loss.drop / max(abs(p.loss.start), 1e-12)
+    if rel_drop < p.noise and done[default_name].evidence.get("signal", "loss") == "loss":
+        confidence = min(confidence, _NOISY_DROP_CONFIDENCE) * rel_drop / p.noise
         warnings.append(
-            f"methods disagree by {spread:.1f} decades ({lo.method} max_lr={lo.max_lr:.3g}, "
-            f"{hi.method} max_lr={hi.max_lr:.3g}"
-            + (f"; {len(errors)} failed" if errors else "")
-            + "): check the plot before trusting the default"
+            f"the smoothed loss falls only {rel_drop:.1%} below its start level "
+            f"{p.loss.start:.4g}, less than the raw loss's noise ({p.noise:.1%} {noise_where}): "
+            f"the bounds may be reading noise (confidence {confidence:.2f}); use a larger "
+            "batch or more steps per LR"
         )
     if use_accuracy and p.accuracy is None:
-        warnings.append("use_accuracy=True but the curve has no usable accuracies: read the loss")
+        warnings.append(
+            "use_accuracy=True but the curve has no usable accuracies: the paper and "
+            "max_fraction rules read the loss instead"
+        )
     if p.stop_reason == "cancelled":
-        warnings.append("the range test was cancelled: the curve may stop short of its minimum")
+        warnings.append(_cancelled_warning(p))
     if p.n < 50:
-        warnings.append(f"only {p.n} points: the bounds are coarse; run 100 or more iterations")
+        warnings.append(
+            f"only {p.n} points ({p.decades / (p.n - 1):.2g} decades of LR apart): the bounds "
+            "are coarse; run 100 or more iterations"
+        )
     if plan is not None and not 2 <= epochs_per_half_cycle <= 10:
         warnings.append(
             f"epochs_per_half_cycle={epochs_per_half_cycle} is outside the paper's 2-10 epochs"
