@@ -25,8 +25,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -55,8 +57,10 @@ __all__ = [
     "field_errors",
 ]
 
-CONFIG_KEY_VERSION = 1
-"""Part of every config key, so a change to what the key covers never matches old keys."""
+CONFIG_KEY_VERSION = 2
+"""Part of every config key, so a change to what the key covers never matches old keys.
+
+Version 2 added ``metric``: a version-1 key (jobs submitted before) matches no lookup."""
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite number; ints are accepted, strings and booleans are not."""
@@ -137,7 +141,10 @@ class OptimizerSpec(BaseModel):
     """The optimizer, by name, with its hyperparameters (see ``clr.make_optimizer``).
 
     ``momentum`` and ``nesterov`` apply to ``sgd``; ``betas`` and ``eps`` to ``adam``
-    and ``adamw``; ``weight_decay`` to all three (decoupled for ``adamw``).
+    and ``adamw``; ``weight_decay`` to all three (decoupled for ``adamw``). Giving a
+    hyperparameter the chosen optimizer does not use is refused, naming it
+    (``adam takes no momentum; use betas``), and a dump holds only those in effect:
+    a stored spec never shows a value that did nothing.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -155,10 +162,29 @@ class OptimizerSpec(BaseModel):
         if not value:
             return value
         if info.data.get("name", "sgd") != "sgd":
-            raise ValueError("nesterov applies to sgd only")
+            return value  # refused below as a hyperparameter this optimizer has not
         if info.data.get("momentum", 0.9) == 0:
             raise ValueError("nesterov needs momentum > 0")
         return value
+
+    @model_validator(mode="after")
+    def _only_hyperparameters_in_effect(self) -> OptimizerSpec:
+        used = _OPTIMIZER_FIELDS[self.name]
+        unused = [f for f in _ALL_OPTIMIZER_FIELDS if f in self.model_fields_set and f not in used]
+        if unused:
+            hint = _OPTIMIZER_HINTS[self.name]
+            _raise_located(
+                "optimizer",
+                [{"field": f, "reason": f"{self.name} takes no {f}; {hint}"} for f in unused],
+                {f: getattr(self, f) for f in unused},
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_only_in_effect(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        used = {"name", *_OPTIMIZER_FIELDS[self.name]}
+        return {k: v for k, v in data.items() if k in used}
 
     def effective(self) -> dict[str, Any]:
         """Only the hyperparameters this optimizer uses (what a config key covers)."""
@@ -175,6 +201,26 @@ class OptimizerSpec(BaseModel):
             "eps": self.eps,
             "weight_decay": self.weight_decay,
         }
+
+    @property
+    def state_slots(self) -> int:
+        """Tensors of optimizer state kept per weight tensor (momentum buffers, moments)."""
+        if self.name == "sgd":
+            return 1 if self.momentum > 0 else 0
+        return 2
+
+
+_OPTIMIZER_FIELDS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum", "nesterov", "weight_decay"),
+    "adam": ("weight_decay", "betas", "eps"),
+    "adamw": ("weight_decay", "betas", "eps"),
+}
+_ALL_OPTIMIZER_FIELDS = ("momentum", "weight_decay", "nesterov", "betas", "eps")
+_OPTIMIZER_HINTS = {
+    "sgd": "betas and eps apply to adam and adamw",
+    "adam": "use betas (momentum and nesterov apply to sgd)",
+    "adamw": "use betas (momentum and nesterov apply to sgd)",
+}
 
 
 def _lookup_workload(info: ValidationInfo) -> Workload | None:
@@ -202,6 +248,14 @@ class RangeTestSpec(JobSpec):
     """
 
     kind: ClassVar[str] = "range_test"
+    configuration_fields: ClassVar[tuple[str, ...]] = (
+        "workload",
+        "params",
+        "batch_size",
+        "optimizer",
+        "metric",
+    )
+    """The fields :meth:`configuration` covers; the others are how the test runs."""
 
     workload: str = Field(min_length=1, max_length=64)
     batch_size: StrictInt | None = Field(default=None, ge=1)
@@ -276,20 +330,26 @@ class RangeTestSpec(JobSpec):
             self.batch_size = int(self.params["batch_size"])
         return self
 
-    def config_key(self) -> str:
-        """Hash of workload, params, optimizer and batch size.
+    def configuration(self) -> dict[str, Any]:
+        """What decides which bounds suit this job (:attr:`configuration_fields`).
 
-        Seeds, sweep range and length do not change which bounds suit a
-        configuration, so they are left out; so are hyperparameters the chosen
-        optimizer ignores (``momentum`` for ``adam``).
+        The workload, every one of its params (the batch size among them), the
+        optimizer with the hyperparameters in effect, and the metric the bounds
+        read. Seeds, the sweep's range, shape and length, its smoothing and
+        divergence threshold, and the device change how the curve is measured,
+        not which bounds suit the configuration, so they are left out.
         """
-        payload = {
-            "v": CONFIG_KEY_VERSION,
+        return {
             "workload": self.workload,
             "params": self.params,
             "batch_size": self.batch_size,
             "optimizer": self.optimizer.effective(),
+            "metric": self.metric,
         }
+
+    def config_key(self) -> str:
+        """SHA-256 of :meth:`configuration` (and :data:`CONFIG_KEY_VERSION`)."""
+        payload = {"v": CONFIG_KEY_VERSION, **self.configuration()}
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
     def total_steps(self) -> int:

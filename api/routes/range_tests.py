@@ -15,10 +15,19 @@ from starlette.types import Receive, Scope, Send
 from api.deps import CurrentTeamDep, SessionDep, SettingsDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.schemas import BoundsRead, CurveRead, IsoDateTime, JobList, RangeTestCreate, RangeTestRead
+from api.schemas.text import (
+    CURSOR_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    NAME_PATTERN,
+    method_enum,
+    string_schema,
+    workload_enum,
+)
 from sweep import services
 from sweep.db import pending_jobs
 from sweep.models import Job, JobStatus
 from sweep.services import CurveSlice, JobPage, RangeTestPlot
+from sweep.services.jobs import IDEMPOTENCY_KEY_MAX_LENGTH
 from sweep.specs import RangeTestSpec
 
 __all__ = ["router"]
@@ -48,7 +57,18 @@ def create_range_test(
     session: SessionDep,
     team: CurrentTeamDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Any 1 to 255 visible ASCII characters (no spaces), such as a UUID; "
+            "a retry with the same key and body gives the same job",
+            # declared only: the service's check names the header in its own words
+            json_schema_extra=string_schema(
+                pattern=IDEMPOTENCY_KEY_PATTERN, minLength=1, maxLength=IDEMPOTENCY_KEY_MAX_LENGTH
+            ),
+        ),
+    ] = None,
 ) -> Job:
     """Queue an LR range test (202); a retried Idempotency-Key gives the same job (200)."""
     job = services.submit_job(
@@ -71,9 +91,19 @@ def list_jobs(
     session: SessionDep,
     team: CurrentTeamDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=512,
+            pattern=CURSOR_PATTERN,
+            description="The `next_cursor` of the previous page",
+        ),
+    ] = None,
     status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
-    workload: Annotated[str | None, Query(max_length=64)] = None,
+    workload: Annotated[
+        str | None,
+        Query(max_length=64, pattern=NAME_PATTERN, json_schema_extra=workload_enum),
+    ] = None,
     created_after: Annotated[IsoDateTime | None, Query()] = None,
 ) -> JobPage:
     """The team's range tests, newest first, a page at a time."""
@@ -148,7 +178,10 @@ def get_bounds(
     job_id: uuid.UUID,
     session: SessionDep,
     team: CurrentTeamDep,
-    method: Annotated[str | None, Query(max_length=64)] = None,
+    method: Annotated[
+        str | None,
+        Query(max_length=64, pattern=NAME_PATTERN, json_schema_extra=method_enum),
+    ] = None,
 ) -> BoundsRead:
     """The suggested bounds of a finished range test, ``method`` (or the default) first."""
     bounds = services.get_bounds(session, team=team, job_id=job_id)

@@ -42,6 +42,7 @@ MetricFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``metric_fn(outputs, targets) -> 0-dim tensor`` on the outputs' device."""
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _JSON_TYPES: dict[type, str] = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
@@ -159,6 +160,9 @@ class ParamSpec:
         else:
             if not isinstance(value, str):
                 raise _ParamRejected(f"expected a string, got {_describe(value)}")
+            if _CONTROL_CHARACTERS.search(value):
+                # a NUL cannot even be stored (PostgreSQL refuses it in JSON text)
+                raise _ParamRejected("must not contain control characters")
             result = value
         if isinstance(result, int | float) and not isinstance(result, bool):
             if self.minimum is not None and result < self.minimum:

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from clr.exceptions import UnknownWorkload
+from clr.workloads import get_workload
 from sweep.clock import as_utc, utc_now
 from sweep.db import enqueue_after_commit
 from sweep.errors import (
@@ -35,6 +37,7 @@ from sweep.errors import (
     InvalidJobSpec,
     JobConflict,
     JobNotFound,
+    NoBoundsForConfiguration,
     NotReady,
 )
 from sweep.models import Job, JobStatus, Team
@@ -515,9 +518,32 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from None
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _utc_or_naive_utc(value: datetime) -> datetime:
-    # A query-string time without a zone ("2026-01-01T00:00") is read as UTC.
-    return as_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+    """``value`` in UTC, a zone-less one read as UTC; clamped to what a datetime holds.
+
+    ``9999-12-31T23:59:59-23:59`` is an instant after the last datetime and
+    ``0001-01-01T00:00:00+14:00`` one before the first: as bounds of a filter they
+    mean "after everything" and "after nothing", which the clamped ends say exactly.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return as_utc(value)
+    except OverflowError:
+        offset = value.utcoffset()
+        return _LATEST if offset is not None and offset < timedelta(0) else _EARLIEST
+
+
+def _known_workload(workload: str) -> str:
+    try:
+        get_workload(workload)
+    except UnknownWorkload as exc:
+        raise InvalidInput(str(exc), errors=[{"field": "workload", "reason": str(exc)}]) from None
+    return workload
 
 
 def list_jobs(
@@ -536,12 +562,15 @@ def list_jobs(
     ``created_after`` keeps jobs created strictly after it (a naive time is UTC).
 
     Raises:
-        InvalidInput: ``limit`` out of range or ``cursor`` malformed.
+        InvalidInput: ``limit`` out of range, ``cursor`` malformed or ``workload``
+            not a registered workload's name.
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         reason = f"must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
         raise InvalidInput(f"limit {reason}", errors=[{"field": "limit", "reason": reason}])
     before = None if cursor is None else _decode_cursor(cursor)
+    if workload is not None:
+        _known_workload(workload)
     jobs = JobRepository(session).list_for_team(
         team.id,
         limit=limit + 1,
@@ -634,21 +663,93 @@ def get_bounds(session: Session, *, team: Team, job_id: uuid.UUID) -> Bounds:
 def find_bounds(session: Session, *, team: Team, spec: RangeTestSpec | Mapping[str, Any]) -> Bounds:
     """The bounds of the team's latest successful range test of this configuration.
 
-    The configuration is what :meth:`RangeTestSpec.config_key` covers: workload,
-    params, optimizer and batch size.
+    The configuration is what :meth:`RangeTestSpec.configuration` covers: workload,
+    params (batch size included), the optimizer's hyperparameters in effect and
+    the metric the bounds read; omitted ones take their defaults.
 
     Raises:
         InvalidJobSpec: ``spec`` is not a valid range-test spec.
-        JobNotFound: the team has no successful range test of this configuration.
+        NoBoundsForConfiguration: the team has no successful range test of this
+            configuration; the message lists, newest first, the workload's
+            configurations that have bounds.
         JobConflict: the latest one's curve gave no bounds.
     """
     parsed = parse_job_spec(RangeTestSpec.kind, spec)
-    job = JobRepository(session).latest_succeeded_by_config_key(
-        team.id, RangeTestSpec.kind, parsed.config_key()
-    )
+    assert isinstance(parsed, RangeTestSpec)
+    repo = JobRepository(session)
+    job = repo.latest_succeeded_by_config_key(team.id, RangeTestSpec.kind, parsed.config_key())
     if job is None:
-        raise JobNotFound("no successful range test of this configuration")
+        others = _configurations_with_bounds(repo, team=team, workload=parsed.workload)
+        if others:
+            listed = "; ".join(f"`{_as_query(parsed.workload, c)}`" for c in others)
+            known = f"{parsed.workload} has bounds for (newest first): {listed}"
+        else:
+            known = f"the team has no bounds for {parsed.workload} yet: run POST /range-tests first"
+        raise NoBoundsForConfiguration(
+            f"no successful range test of this configuration; {known}",
+            configurations=others,
+        )
     return _bounds_of(job)
+
+
+MAX_LISTED_CONFIGURATIONS = 5
+"""Configurations a ``find_bounds`` miss lists."""
+
+_SCANNED_FOR_CONFIGURATIONS = 200
+
+
+def _configurations_with_bounds(
+    repo: JobRepository, *, team: Team, workload: str
+) -> list[dict[str, Any]]:
+    """The configurations of the team's newest range tests of ``workload`` with bounds."""
+    seen: set[str] = set()
+    found: list[dict[str, Any]] = []
+    jobs = repo.latest_succeeded_of_workload(
+        team.id, RangeTestSpec.kind, workload, limit=_SCANNED_FOR_CONFIGURATIONS
+    )
+    for job in jobs:
+        if job.config_key in seen or not (job.result or {}).get("suggestions"):
+            continue
+        seen.add(job.config_key)
+        try:
+            stored = RangeTestSpec.model_validate(job.spec)
+        except ValidationError:
+            continue  # a spec an older version stored and this one no longer accepts
+        found.append(stored.configuration())
+        if len(found) == MAX_LISTED_CONFIGURATIONS:
+            break
+    return found
+
+
+def _as_query(workload: str, configuration: Mapping[str, Any]) -> str:
+    """The ``/bounds`` query that finds ``configuration``: only what differs from defaults."""
+    defaults = RangeTestSpec.model_validate({"workload": workload}).configuration()
+    parts = [f"workload={workload}"]
+    for name, value in configuration["params"].items():
+        if defaults["params"].get(name) != value:
+            parts.append(f"params.{name}={_query_value(value)}")
+    optimizer = configuration["optimizer"]
+    if optimizer["name"] != defaults["optimizer"]["name"]:
+        parts.append(f"optimizer={optimizer['name']}")
+        defaults_of_name = RangeTestSpec.model_validate(
+            {"workload": workload, "optimizer": {"name": optimizer["name"]}}
+        ).configuration()["optimizer"]
+    else:
+        defaults_of_name = defaults["optimizer"]
+    for name, value in optimizer.items():
+        if name != "name" and defaults_of_name.get(name) != value:
+            parts.append(f"optimizer.{name}={_query_value(value)}")
+    if configuration["metric"] != defaults["metric"]:
+        parts.append(f"metric={configuration['metric']}")
+    return "&".join(parts)
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_query_value(v) for v in value)
+    return str(value)
 
 
 # --------------------------------------------------------------------------- reconciler
