@@ -170,7 +170,8 @@ class TestOptimizerSpec:
         assert errors_of(spec_data(optimizer={"name": name, "momentum": 0.5})) == [
             {
                 "field": "optimizer.momentum",
-                "reason": f"{name} takes no momentum; use betas (momentum and nesterov apply to sgd)",
+                "reason": f"{name} takes no momentum; "
+                "use betas (momentum and nesterov apply to sgd)",
             }
         ]
 
