@@ -134,7 +134,7 @@ def _configuration(
     params: dict[str, Any] = dict(params_json or {})
     optimizer: dict[str, Any] = {}
     if optimizer_text is not None:
-        if optimizer_text.lstrip().startswith("{"):
+        if optimizer_text.lstrip().startswith(("{", "[")):
             optimizer = _json_object(problems, "optimizer", optimizer_text) or {}
         else:
             optimizer = {"name": optimizer_text}
