@@ -18,6 +18,7 @@ import hashlib
 import json
 from abc import abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NoReturn
 
 from pydantic import (
@@ -45,6 +46,7 @@ __all__ = [
     "JOB_RESULTS",
     "JOB_SPECS",
     "CurvePoints",
+    "JobEstimate",
     "JobResult",
     "JobSpec",
     "OptimizerSpec",
@@ -61,6 +63,9 @@ CONFIG_KEY_VERSION = 2
 """Part of every config key, so a change to what the key covers never matches old keys.
 
 Version 2 added ``metric``: a version-1 key (jobs submitted before) matches no lookup."""
+
+_FLOAT_BYTES = 4
+"""Bytes of a float32: the workloads train in single precision."""
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite number; ints are accepted, strings and booleans are not."""
@@ -135,6 +140,42 @@ class JobSpec(BaseModel):
     def workload_name(self) -> str | None:
         """The workload the job runs, if any (stored in its own column, for filters)."""
         return None
+
+    def estimate(self) -> JobEstimate | None:
+        """What the job will need, from the spec alone; None when it cannot be told."""
+        return None
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """A job's needs worked out from its spec before it is queued (no model is built).
+
+    Attributes:
+        memory_bytes: peak memory of the run: weights, their gradients, the
+            optimizer's state, the copy a range test keeps to restore them, the
+            activations of one batch (and their gradients) and the dataset.
+        flops_per_step: floating-point operations of one training step (forward
+            and backward: about three forward passes of the batch).
+        steps: training steps the job runs at most.
+        weights: trainable parameters of the model.
+        efficiency: the fraction of a device's FLOP rate the model reaches
+            (:attr:`clr.workloads.WorkloadCost.efficiency`).
+    """
+
+    memory_bytes: int
+    flops_per_step: int
+    steps: int
+    weights: int
+    efficiency: float = 1.0
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations of the whole job."""
+        return self.flops_per_step * self.steps
+
+    def seconds(self, flop_rate: float) -> float:
+        """The run time on a device sustaining ``flop_rate`` FLOP/s on large matmuls."""
+        return self.flops / (flop_rate * self.efficiency)
 
 
 class OptimizerSpec(BaseModel):
@@ -357,6 +398,23 @@ class RangeTestSpec(JobSpec):
 
     def workload_name(self) -> str | None:
         return self.workload
+
+    def estimate(self) -> JobEstimate | None:
+        """Memory and FLOPs from the workload's :class:`~clr.workloads.WorkloadCost`."""
+        cost = get_workload(self.workload).estimate_cost(self.params)
+        if cost is None:
+            return None
+        batch = int(self.params.get("batch_size") or 1)
+        # weights + gradients, optimizer state, and the restore copy of both
+        slots = self.optimizer.state_slots
+        floats = cost.weights * (2 + slots + 1 + slots) + 2 * batch * cost.activations
+        return JobEstimate(
+            memory_bytes=floats * _FLOAT_BYTES + cost.data_bytes,
+            flops_per_step=3 * batch * cost.flops,
+            steps=self.num_iter,
+            weights=cost.weights,
+            efficiency=cost.efficiency,
+        )
 
 
 # --------------------------------------------------------------------------- progress

@@ -129,13 +129,16 @@ class JobRepository:
     def count_active_for_team(self, team_id: uuid.UUID, *, lock_team: bool = False) -> int:
         """How many of the team's jobs are queued or running.
 
-        With ``lock_team``, the team's row is locked first (``SELECT ... FOR UPDATE``
-        on PostgreSQL; SQLite's writers are serialised already) until the
-        transaction ends, so two submits of one team count one after the other and
-        a cap checked against this count holds under concurrency.
+        With ``lock_team``, the team's row is locked first (``FOR NO KEY UPDATE`` on
+        PostgreSQL, which other submits of the team wait for but foreign-key checks
+        do not; SQLite's writers are serialised already) until the transaction ends,
+        so two submits of one team count one after the other and a cap checked
+        against this count holds under concurrency.
         """
         if lock_team:
-            self.session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+            # key_share without read: PostgreSQL's FOR NO KEY UPDATE
+            lock = select(Team.id).where(Team.id == team_id).with_for_update(key_share=True)
+            self.session.execute(lock)
         stmt = (
             select(func.count())
             .select_from(Job)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clr.exceptions import UnknownWorkload
+from clr.exceptions import InvalidWorkloadParams, UnknownWorkload
 from clr.workloads import get_workload
 from sweep.clock import as_utc, utc_now
 from sweep.db import enqueue_after_commit
@@ -37,8 +37,10 @@ from sweep.errors import (
     InvalidJobSpec,
     JobConflict,
     JobNotFound,
+    JobTooLarge,
     NoBoundsForConfiguration,
     NotReady,
+    TooManyActiveJobs,
 )
 from sweep.models import Job, JobStatus, Team
 from sweep.repositories import JobRepository
@@ -47,6 +49,7 @@ from sweep.specs import (
     JOB_RESULTS,
     JOB_SPECS,
     CurvePoints,
+    JobEstimate,
     JobResult,
     JobSpec,
     RangeTestOutcome,
@@ -220,6 +223,110 @@ def _replay(existing: Job, request_hash: str, key: str) -> Job:
     return existing
 
 
+ACTIVE_JOBS_RETRY_AFTER_S = 30
+"""``Retry-After`` of a submit refused for the team's cap of active jobs."""
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.3g} GiB"
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= length:
+            return f"{seconds / length:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
+    """The field whose value, put back to its default, lowers ``measure`` the most.
+
+    Only fields set away from their defaults are candidates, and only changes that
+    leave a valid spec (a workload's cross-parameter checks still pass).
+    """
+    if not isinstance(spec, RangeTestSpec):
+        return "spec"
+    defaults = RangeTestSpec.model_validate({"workload": spec.workload})
+    candidates: dict[str, JobSpec] = {}
+    for name, value in spec.params.items():
+        if value != defaults.params.get(name):
+            # the batch size is spelled either way; batch_size holds it after validation
+            field = "batch_size" if name == "batch_size" else f"params.{name}"
+            candidates[field] = spec.model_copy(
+                update={"params": {**spec.params, name: defaults.params[name]}}
+            )
+    if spec.num_iter > defaults.num_iter:
+        candidates["num_iter"] = spec.model_copy(update={"num_iter": defaults.num_iter})
+    savings: dict[str, float] = {}
+    now = measure(spec)
+    for field, smaller in candidates.items():
+        try:
+            savings[field] = now - measure(smaller)
+        except InvalidWorkloadParams:
+            continue  # that value alone is not a valid spec (n_samples * n_features)
+    if not savings:
+        return "params" if spec.params else "workload"
+    return max(savings, key=savings.__getitem__)
+
+
+def _check_estimate(spec: JobSpec, settings: Settings) -> None:
+    """Refuse a job whose estimated memory or run time is over the configured caps."""
+    estimate = spec.estimate()
+    if estimate is None:
+        return
+    cap = settings.max_job_memory_bytes
+    if cap and estimate.memory_bytes > cap:
+        field = _culprit(spec, lambda s: _estimated(s).memory_bytes)
+        reason = (
+            f"the job needs ~{_gib(estimate.memory_bytes)} of memory "
+            f"({estimate.weights:.3g} weights with their gradients and optimizer state, "
+            f"activations of a batch, the dataset), over the {_gib(cap)} cap "
+            f"(CLR_MAX_JOB_MEMORY_BYTES); lower {field}"
+        )
+        raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+    max_seconds = settings.max_job_seconds
+    if max_seconds is None:
+        max_seconds = settings.job_time_limit_s
+    seconds = estimate.seconds(settings.job_flop_rate)
+    if max_seconds and seconds > max_seconds:
+        field = _culprit(spec, lambda s: _estimated(s).seconds(settings.job_flop_rate))
+        cap_name = (
+            "CLR_MAX_JOB_SECONDS"
+            if settings.max_job_seconds is not None
+            else "CLR_JOB_TIME_LIMIT_S"
+        )
+        reason = (
+            f"the job would run for ~{_duration(seconds)} ({estimate.flops_per_step:.3g} "
+            f"FLOPs a step for {estimate.steps} steps at {settings.job_flop_rate:.3g} FLOP/s, "
+            f"CLR_JOB_FLOP_RATE), over the {_duration(max_seconds)} cap ({cap_name}); "
+            f"lower {field}"
+        )
+        raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+
+
+def _estimated(spec: JobSpec) -> JobEstimate:
+    estimate = spec.estimate()
+    assert estimate is not None  # only called for specs that have one
+    return estimate
+
+
+def _check_active_jobs(repo: JobRepository, *, team: Team, settings: Settings) -> None:
+    cap = settings.max_active_jobs_per_team
+    if not cap:
+        return
+    active = repo.count_active_for_team(team.id, lock_team=True)
+    if active >= cap:
+        reason = (
+            f"the team has {active} queued or running jobs, its cap "
+            f"(CLR_MAX_ACTIVE_JOBS_PER_TEAM={cap}); wait for some to finish or cancel some"
+        )
+        raise TooManyActiveJobs(
+            reason,
+            errors=[{"field": "team", "reason": reason}],
+            headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_S)},
+        )
+
+
 def submit_job(
     session: Session,
     *,
@@ -236,8 +343,18 @@ def submit_job(
     normalised, the same spec) returns the job the first one created, even when
     the two race; the same key with a different request is refused.
 
+    Before queueing, the job's memory and run time are estimated from its spec
+    (no model is built) and a job over ``max_job_memory_bytes`` or
+    ``max_job_seconds`` is refused; so is a job past the team's
+    ``max_active_jobs_per_team`` queued and running ones. The count runs with the
+    team's row locked, so concurrent submits of one team cannot both take the
+    last place.
+
     Raises:
         InvalidJobSpec: the kind or the spec is not acceptable.
+        JobTooLarge: the job's estimated memory or run time is over its cap; the
+            error names the field that drives the estimate.
+        TooManyActiveJobs: the team is at its cap of queued and running jobs.
         InvalidInput: the idempotency key is malformed.
         IdempotencyConflict: the key was used before with a different request.
     """
@@ -253,6 +370,8 @@ def submit_job(
         existing = repo.find_by_idempotency_key(team.id, idempotency_key)
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key)
+    _check_estimate(parsed, settings)
+    _check_active_jobs(repo, team=team, settings=settings)
     job = Job(
         team_id=team.id,
         kind=kind,

@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from clr import RangeTest, RangeTestProgress, make_optimizer, suggest_all
-from clr.workloads import build_workload
+from clr.workloads import build_workload, get_workload
 from sweep.specs import (
     CONFIG_KEY_VERSION,
     JOB_RESULTS,
@@ -397,3 +397,42 @@ class TestRegistries:
     def test_every_kind_has_a_spec_and_a_result(self) -> None:
         assert JOB_SPECS == {"range_test": RangeTestSpec}
         assert JOB_RESULTS == {"range_test": RangeTestOutcome}
+
+
+class TestEstimate:
+    def test_memory_counts_weights_optimizer_state_restore_copy_activations_and_data(
+        self,
+    ) -> None:
+        spec = RangeTestSpec.model_validate(spec_data(params={"width": 16, "batch_size": 32}))
+        cost = get_workload("digits_mlp").estimate_cost(spec.params)
+        assert cost is not None
+        estimate = spec.estimate()
+        assert estimate is not None
+        # SGD with momentum: weights, gradients, a momentum buffer, and the restore copy
+        # of weights and buffer; activations and their gradients for 32 samples
+        floats = cost.weights * 5 + 2 * 32 * cost.activations
+        assert estimate.memory_bytes == 4 * floats + cost.data_bytes
+        assert estimate.flops_per_step == 3 * 32 * cost.flops
+        assert estimate.steps == spec.num_iter
+        assert estimate.flops == estimate.flops_per_step * spec.num_iter
+
+    @pytest.mark.parametrize(
+        ("optimizer", "slots"), [({"momentum": 0.0}, 0), ({}, 1), ({"name": "adam"}, 2)]
+    )
+    def test_optimizer_state_scales_with_its_buffers(
+        self, optimizer: dict[str, Any], slots: int
+    ) -> None:
+        bare = RangeTestSpec.model_validate(spec_data(optimizer={"momentum": 0.0})).estimate()
+        spec = RangeTestSpec.model_validate(spec_data(optimizer=optimizer))
+        estimate = spec.estimate()
+        assert bare is not None
+        assert estimate is not None
+        assert estimate.memory_bytes - bare.memory_bytes == 4 * estimate.weights * 2 * slots
+
+    def test_seconds_follow_the_flop_rate_and_the_workload_efficiency(self) -> None:
+        mlp = RangeTestSpec.model_validate(spec_data()).estimate()
+        cnn = RangeTestSpec.model_validate(spec_data(workload="digits_cnn", params={})).estimate()
+        assert mlp is not None
+        assert cnn is not None
+        assert mlp.seconds(1e9) == pytest.approx(mlp.flops / 1e9)
+        assert cnn.seconds(1e9) == pytest.approx(cnn.flops / (1e9 * 0.1))
