@@ -22,8 +22,8 @@ from api.deps import CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, problem
 from api.schemas import BoundsRead
 from api.schemas.text import (
-    JSON_TEXT_PATTERN,
     NAME_PATTERN,
+    TEXT_PATTERN,
     has_control_characters,
     json_depth,
     method_enum,
@@ -201,7 +201,7 @@ def _configuration(
                     "required": False,
                     "description": f"The optimizer's `{field}` (instead of `optimizer` JSON)"
                     + ("; two numbers, comma-separated" if field == "betas" else ""),
-                    "schema": {"type": "string", "maxLength": 64},
+                    "schema": {"type": "string", "maxLength": 64, "pattern": TEXT_PATTERN},
                 }
                 for field in _OPTIMIZER_FIELDS
             ),
@@ -220,7 +220,7 @@ def find_bounds(
         str | None,
         Query(
             max_length=8192,
-            pattern=JSON_TEXT_PATTERN,
+            pattern=TEXT_PATTERN,
             description='The workload\'s params as a JSON object (`{"width": 128}`)',
         ),
     ] = None,
@@ -228,7 +228,7 @@ def find_bounds(
         str | None,
         Query(
             max_length=8192,
-            pattern=JSON_TEXT_PATTERN,
+            pattern=TEXT_PATTERN,
             description='An optimizer name (`adam`) or a JSON object (`{"name": "adam"}`)',
         ),
     ] = None,

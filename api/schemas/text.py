@@ -20,7 +20,7 @@ __all__ = [
     "CONTROL_CHARACTERS",
     "CURSOR_PATTERN",
     "IDEMPOTENCY_KEY_PATTERN",
-    "JSON_TEXT_PATTERN",
+    "TEXT_PATTERN",
     "NAME_PATTERN",
     "has_control_characters",
     "json_depth",
@@ -35,8 +35,8 @@ CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 """A registered name: workloads and suggestion methods are Python identifiers."""
 
-JSON_TEXT_PATTERN = rf"^[^{CONTROL_CHARACTERS}]*$"
-"""Text without control characters (JSON given in a query parameter)."""
+TEXT_PATTERN = rf"^[^{CONTROL_CHARACTERS}]*$"
+"""Text without control characters (JSON in a query parameter, a free-form header)."""
 
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 """A page cursor: unpadded URL-safe base64, as ``next_cursor`` gives it."""
