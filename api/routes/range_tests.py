@@ -20,7 +20,6 @@ from api.schemas.text import (
     CURSOR_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     NAME_PATTERN,
-    TEXT_PATTERN,
     method_enum,
     string_schema,
     workload_enum,
@@ -180,7 +179,7 @@ def read_curve(
     team: CurrentTeamDep,
     after: Annotated[int, Query(ge=0, le=MAX_POINT_INDEX)] = 0,
     format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
-    accept: Annotated[str | None, Header(pattern=TEXT_PATTERN)] = None,
+    accept: Annotated[str | None, Header()] = None,
 ) -> CurveSlice | Response:
     """The curve from point ``after`` on, as JSON or (``?format=csv``) CSV."""
     curve = services.read_curve(session, team=team, job_id=job_id, after=after)
@@ -294,9 +293,7 @@ def plot_range_test_png(
     job_id: uuid.UUID,
     session: SessionDep,
     team: CurrentTeamDep,
-    if_none_match: Annotated[
-        str | None, Header(alias="If-None-Match", pattern=TEXT_PATTERN)
-    ] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The loss-vs-LR plot of the curve so far (PNG), with the bounds once it succeeded."""
     return _plot(job_id, session, team, "png", if_none_match)
@@ -309,9 +306,7 @@ def plot_range_test_svg(
     job_id: uuid.UUID,
     session: SessionDep,
     team: CurrentTeamDep,
-    if_none_match: Annotated[
-        str | None, Header(alias="If-None-Match", pattern=TEXT_PATTERN)
-    ] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The loss-vs-LR plot of the curve so far (SVG), with the bounds once it succeeded."""
     return _plot(job_id, session, team, "svg", if_none_match)

@@ -96,11 +96,17 @@ def test_submitting_declares_the_429_and_its_retry_after() -> None:
     assert "Retry-After" in response["headers"]
 
 
+HTTP_HEADERS = {"accept", "If-None-Match"}
+"""Standard request headers: free-form text HTTP itself keeps control characters out of."""
+
+
 def _string_parameters() -> list[tuple[str, dict[str, Any]]]:
     found = []
     for path, operations in DOC["paths"].items():
         for method, operation in operations.items():
             for param in operation.get("parameters", []):
+                if param["name"] in HTTP_HEADERS:
+                    continue
                 for branch in param["schema"].get("anyOf", [param["schema"]]):
                     if branch.get("type") == "string":
                         found.append((f"{method.upper()} {path} {param['name']}", branch))
