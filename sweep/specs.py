@@ -182,10 +182,11 @@ class OptimizerSpec(BaseModel):
     """The optimizer, by name, with its hyperparameters (see ``clr.make_optimizer``).
 
     ``momentum`` and ``nesterov`` apply to ``sgd``; ``betas`` and ``eps`` to ``adam``
-    and ``adamw``; ``weight_decay`` to all three (decoupled for ``adamw``). Giving a
-    hyperparameter the chosen optimizer does not use is refused, naming it
-    (``adam takes no momentum; use betas``), and a dump holds only those in effect:
-    a stored spec never shows a value that did nothing.
+    and ``adamw``; ``weight_decay`` to all three (decoupled for ``adamw``). A value
+    for a hyperparameter the chosen optimizer does not use is refused, naming it
+    (``adam takes no momentum; use betas``); only its default passes (specs stored
+    by earlier versions hold every field). A dump holds only those in effect: a
+    stored spec never shows a value that did nothing.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -210,8 +211,16 @@ class OptimizerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _only_hyperparameters_in_effect(self) -> OptimizerSpec:
+        # A default value is let through: every spec stored before this rule holds
+        # all five fields, and a worker must still read a job queued back then.
         used = _OPTIMIZER_FIELDS[self.name]
-        unused = [f for f in _ALL_OPTIMIZER_FIELDS if f in self.model_fields_set and f not in used]
+        unused = [
+            f
+            for f in _ALL_OPTIMIZER_FIELDS
+            if f in self.model_fields_set
+            and f not in used
+            and getattr(self, f) != type(self).model_fields[f].default
+        ]
         if unused:
             hint = _OPTIMIZER_HINTS[self.name]
             _raise_located(

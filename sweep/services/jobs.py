@@ -795,19 +795,30 @@ def find_bounds(session: Session, *, team: Team, spec: RangeTestSpec | Mapping[s
     """
     parsed = parse_job_spec(RangeTestSpec.kind, spec)
     assert isinstance(parsed, RangeTestSpec)
+    key = parsed.config_key()
     repo = JobRepository(session)
-    job = repo.latest_succeeded_by_config_key(team.id, RangeTestSpec.kind, parsed.config_key())
+    job = repo.latest_succeeded_by_config_key(team.id, RangeTestSpec.kind, key)
     if job is None:
-        others = _configurations_with_bounds(repo, team=team, workload=parsed.workload)
-        if others:
-            listed = "; ".join(f"`{_as_query(parsed.workload, c)}`" for c in others)
-            known = f"{parsed.workload} has bounds for (newest first): {listed}"
-        else:
-            known = f"the team has no bounds for {parsed.workload} yet: run POST /range-tests first"
-        raise NoBoundsForConfiguration(
-            f"no successful range test of this configuration; {known}",
-            configurations=others,
+        recent = _stored_specs(
+            repo.latest_succeeded_of_workload(
+                team.id, RangeTestSpec.kind, parsed.workload, limit=_SCANNED_FOR_CONFIGURATIONS
+            )
         )
+        # A test submitted before the key last changed has an older key: recompute it.
+        job = next((old for old, stored in recent if stored.config_key() == key), None)
+        if job is None:
+            others = _configurations_with_bounds(recent)
+            if others:
+                listed = "; ".join(f"`{_as_query(parsed.workload, c)}`" for c in others)
+                known = f"{parsed.workload} has bounds for (newest first): {listed}"
+            else:
+                known = (
+                    f"the team has no bounds for {parsed.workload} yet: run POST /range-tests first"
+                )
+            raise NoBoundsForConfiguration(
+                f"no successful range test of this configuration; {known}",
+                configurations=others,
+            )
     return _bounds_of(job)
 
 
@@ -815,25 +826,31 @@ MAX_LISTED_CONFIGURATIONS = 5
 """Configurations a ``find_bounds`` miss lists."""
 
 _SCANNED_FOR_CONFIGURATIONS = 200
+"""The team's newest successful tests of the workload a ``find_bounds`` miss looks through."""
+
+
+def _stored_specs(jobs: Sequence[Job]) -> list[tuple[Job, RangeTestSpec]]:
+    """Each job with its stored spec parsed; one this version no longer accepts is left out."""
+    out = []
+    for job in jobs:
+        try:
+            out.append((job, RangeTestSpec.model_validate(job.spec)))
+        except ValidationError:
+            continue
+    return out
 
 
 def _configurations_with_bounds(
-    repo: JobRepository, *, team: Team, workload: str
+    recent: Sequence[tuple[Job, RangeTestSpec]],
 ) -> list[dict[str, Any]]:
-    """The configurations of the team's newest range tests of ``workload`` with bounds."""
+    """The distinct configurations among ``recent`` (newest first) whose tests gave bounds."""
     seen: set[str] = set()
     found: list[dict[str, Any]] = []
-    jobs = repo.latest_succeeded_of_workload(
-        team.id, RangeTestSpec.kind, workload, limit=_SCANNED_FOR_CONFIGURATIONS
-    )
-    for job in jobs:
-        if job.config_key in seen or not (job.result or {}).get("suggestions"):
+    for job, stored in recent:
+        key = stored.config_key()
+        if key in seen or not (job.result or {}).get("suggestions"):
             continue
-        seen.add(job.config_key)
-        try:
-            stored = RangeTestSpec.model_validate(job.spec)
-        except ValidationError:
-            continue  # a spec an older version stored and this one no longer accepts
+        seen.add(key)
         found.append(stored.configuration())
         if len(found) == MAX_LISTED_CONFIGURATIONS:
             break

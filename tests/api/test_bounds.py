@@ -160,6 +160,36 @@ class TestWhichConfiguration:
         assert "more than once" in fields(response)["params.width"]
 
 
+class TestKeysOfAnEarlierVersion:
+    def test_a_test_stored_with_an_older_key_is_still_found(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        # Submitted before the key covered the metric: its row holds a version-1 key,
+        # and its stored spec every optimizer field.
+        old = succeeded(session, caller, params={"width": 40})
+        old.config_key = "0" * 64
+        old.spec = {
+            **old.spec,
+            "optimizer": {
+                "name": "sgd",
+                "momentum": 0.9,
+                "weight_decay": 0.0,
+                "nesterov": False,
+                "betas": [0.9, 0.999],
+                "eps": 1e-8,
+            },
+        }
+        session.flush()
+        query = {"workload": "digits_mlp", "params.width": "40"}
+        response = client.get("/bounds", params=query, headers=caller.headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["job_id"] == str(old.id)
+        wrong_metric = client.get(
+            "/bounds", params={**query, "metric": "accuracy"}, headers=caller.headers
+        )
+        assert wrong_metric.status_code == 404
+
+
 class TestMiss:
     def test_404_lists_the_configurations_with_bounds_newest_first(
         self, client: TestClient, caller: Caller, session: Session

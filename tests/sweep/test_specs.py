@@ -177,13 +177,34 @@ class TestOptimizerSpec:
 
     @pytest.mark.parametrize("field", ["betas", "eps"])
     def test_sgd_takes_no_adam_hyperparameters(self, field: str) -> None:
-        value = [0.9, 0.99] if field == "betas" else 1e-6
+        value = [0.9, 0.99] if field == "betas" else 1e-6  # not the defaults
         assert errors_of(spec_data(optimizer={"name": "sgd", field: value})) == [
             {
                 "field": f"optimizer.{field}",
                 "reason": f"sgd takes no {field}; betas and eps apply to adam and adamw",
             }
         ]
+
+    def test_a_spec_stored_by_an_earlier_version_still_reads(self) -> None:
+        # Earlier versions stored all five fields whatever the optimizer; a worker
+        # reading a job queued then must not refuse it.
+        legacy = {
+            "name": "adam",
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "nesterov": False,
+            "betas": [0.9, 0.999],
+            "eps": 1e-8,
+        }
+        spec = RangeTestSpec.model_validate(spec_data(optimizer=legacy))
+        assert spec.model_dump(mode="json")["optimizer"] == {
+            "name": "adam",
+            "weight_decay": 0.0,
+            "betas": [0.9, 0.999],
+            "eps": 1e-8,
+        }
+        sgd = RangeTestSpec.model_validate(spec_data(optimizer={**legacy, "name": "sgd"}))
+        assert "betas" not in sgd.model_dump(mode="json")["optimizer"]
 
     @pytest.mark.parametrize(
         ("optimizer", "stored"),
