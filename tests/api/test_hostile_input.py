@@ -16,6 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
+from api.app import create_app
+from sweep.models import Job
+from sweep.settings import Settings
 from tests.api.conftest import Caller, TestClient
 from tests.builders import T0, make_job, spec_data
 
@@ -33,20 +36,16 @@ def with_control(draw: st.DrawFn, base: str = "digits_mlp") -> str:
     return base[:at] + draw(CONTROL) + base[at:]
 
 
-QUERY_STRINGS = [
-    ("/range-tests", "workload"),
-    ("/range-tests", "cursor"),
-    ("/range-tests", "status"),
-    ("/range-tests", "created_after"),
-    ("/bounds", "workload"),
-    ("/bounds", "params"),
-    ("/bounds", "optimizer"),
-    ("/bounds", "params.width"),
-    ("/bounds", "optimizer.momentum"),
-    ("/bounds", "metric"),
-    ("/bounds", "method"),
-]
-"""Every string query parameter of the API (``/bounds`` gets a valid workload besides)."""
+DOC = create_app(Settings(_env_file=None, database_url="sqlite://")).openapi()
+
+QUERY_PARAMETERS = sorted(
+    (method, path, param["name"])
+    for path, operations in DOC["paths"].items()
+    for method, operation in operations.items()
+    for param in operation.get("parameters", [])
+    if param["in"] == "query" and not path.endswith("/events")
+)
+"""Every query parameter the document declares (an event stream does not end by itself)."""
 
 BODY_STRINGS = ["workload", "sweep", "metric", "device", "optimizer.name", "params.width"]
 
@@ -64,18 +63,33 @@ def assert_refused(response: Any, field: str) -> None:
     assert field in {e["field"] for e in response.json()["errors"]}, response.text
 
 
+@pytest.fixture
+def job(session: Session, caller: Caller) -> Job:
+    """A job of the caller, for the paths that name one."""
+    return make_job(session, team=caller.team)
+
+
 class TestControlCharacters:
-    @pytest.mark.parametrize(("path", "name"), QUERY_STRINGS)
+    @pytest.mark.parametrize(("method", "path", "name"), QUERY_PARAMETERS)
     @FAST
     @given(data=st.data())
     def test_in_a_query_parameter(
-        self, client: TestClient, caller: Caller, path: str, name: str, data: st.DataObject
+        self,
+        client: TestClient,
+        caller: Caller,
+        job: Job,
+        method: str,
+        path: str,
+        name: str,
+        data: st.DataObject,
     ) -> None:
         base = "0.5" if name.startswith(("params.", "optimizer.")) else "digits_mlp"
         query = {name: data.draw(with_control(base))}
         if path == "/bounds" and name != "workload":
             query["workload"] = "digits_mlp"
-        assert_refused(client.get(path, params=query, headers=caller.headers), name)
+        url = path.replace("{job_id}", str(job.id))
+        response = client.request(method.upper(), url, params=query, headers=caller.headers)
+        assert_refused(response, name)
 
     @pytest.mark.parametrize("field", BODY_STRINGS)
     @FAST
