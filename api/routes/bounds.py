@@ -22,8 +22,8 @@ from api.deps import CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, problem
 from api.schemas import BoundsRead
 from api.schemas.text import (
-    NAME_PATTERN,
     TEXT_PATTERN,
+    check_method,
     has_control_characters,
     json_depth,
     method_enum,
@@ -214,7 +214,7 @@ def find_bounds(
     team: CurrentTeamDep,
     workload: Annotated[
         str,
-        Query(max_length=64, pattern=NAME_PATTERN, json_schema_extra=workload_enum),
+        Query(max_length=64, json_schema_extra=workload_enum),
     ],
     params: Annotated[
         str | None,
@@ -236,10 +236,11 @@ def find_bounds(
     metric: Annotated[Literal["loss", "accuracy"] | None, Query()] = None,
     method: Annotated[
         str | None,
-        Query(max_length=64, pattern=NAME_PATTERN, json_schema_extra=method_enum),
+        Query(max_length=64, json_schema_extra=method_enum),
     ] = None,
 ) -> BoundsRead:
     """The bounds of the team's latest successful range test of this configuration."""
+    check_method(method)
     problems = _Problems()
     params_json = _json_object(problems, "params", params)
     spec: dict[str, Any] = {

@@ -19,7 +19,7 @@ from api.schemas import BoundsRead, CurveRead, IsoDateTime, JobList, RangeTestCr
 from api.schemas.text import (
     CURSOR_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
-    NAME_PATTERN,
+    check_method,
     method_enum,
     string_schema,
     workload_enum,
@@ -127,7 +127,7 @@ def list_jobs(
     status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
     workload: Annotated[
         str | None,
-        Query(max_length=64, pattern=NAME_PATTERN, json_schema_extra=workload_enum),
+        Query(max_length=64, json_schema_extra=workload_enum),
     ] = None,
     created_after: Annotated[IsoDateTime | None, Query()] = None,
 ) -> JobPage:
@@ -205,10 +205,11 @@ def get_bounds(
     team: CurrentTeamDep,
     method: Annotated[
         str | None,
-        Query(max_length=64, pattern=NAME_PATTERN, json_schema_extra=method_enum),
+        Query(max_length=64, json_schema_extra=method_enum),
     ] = None,
 ) -> BoundsRead:
     """The suggested bounds of a finished range test, ``method`` (or the default) first."""
+    check_method(method)
     bounds = services.get_bounds(session, team=team, job_id=job_id)
     return BoundsRead.from_bounds(bounds, method=method)
 

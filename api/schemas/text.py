@@ -15,12 +15,14 @@ from typing import Any
 
 from clr import METHODS
 from clr.workloads import list_workloads
+from sweep.errors import InvalidInput
 
 __all__ = [
     "CONTROL_CHARACTERS",
     "CURSOR_PATTERN",
     "IDEMPOTENCY_KEY_PATTERN",
     "TEXT_PATTERN",
+    "check_method",
     "NAME_PATTERN",
     "has_control_characters",
     "json_depth",
@@ -84,6 +86,7 @@ def _set_enum(schema: dict[str, Any], values: list[str]) -> None:
     for branch in schema.get("anyOf", [schema]):
         if branch.get("type") == "string":
             branch["enum"] = values
+            branch["pattern"] = NAME_PATTERN
 
 
 def string_schema(**keywords: Any) -> Callable[[dict[str, Any]], None]:
@@ -102,10 +105,28 @@ def string_schema(**keywords: Any) -> Callable[[dict[str, Any]], None]:
 
 
 def workload_enum(schema: dict[str, Any]) -> None:
-    """``json_schema_extra`` of a workload name: the registered names, when the doc is built."""
+    """``json_schema_extra`` of a workload name: the registered names, when the doc is built.
+
+    Declared only: the registry itself refuses any other name, in words that list
+    the known ones.
+    """
     _set_enum(schema, list_workloads())
 
 
 def method_enum(schema: dict[str, Any]) -> None:
-    """``json_schema_extra`` of a suggestion method: every method ``clr`` suggests with."""
+    """``json_schema_extra`` of a suggestion method: every method ``clr`` suggests with.
+
+    Declared only: :func:`check_method` refuses any other name.
+    """
     _set_enum(schema, list(METHODS))
+
+
+def check_method(method: str | None) -> None:
+    """Refuse a suggestion method ``clr`` does not have, naming ``method``.
+
+    Raises:
+        InvalidInput: ``method`` is not one of :data:`clr.METHODS`.
+    """
+    if method is not None and method not in METHODS:
+        reason = f"unknown method {method!r}; methods: {', '.join(METHODS)}"
+        raise InvalidInput(f"method {reason}", errors=[{"field": "method", "reason": reason}])

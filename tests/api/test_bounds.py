@@ -249,3 +249,15 @@ class TestMiss:
         response = client.get("/bounds", params={"workload": "digits_mlp"}, headers=caller.headers)
         assert response.status_code == 404
         assert "width=99" not in response.json()["detail"]
+
+
+class TestMethod:
+    @pytest.mark.parametrize("path", ["/bounds?workload=digits_mlp", "/range-tests/{id}/bounds"])
+    def test_an_unknown_method_is_422_even_before_the_job_finished(
+        self, client: TestClient, caller: Caller, session: Session, path: str
+    ) -> None:
+        queued = make_job(session, team=caller.team)
+        url = path.replace("{id}", str(queued.id))
+        response = client.get(url, params={"method": "vibes"}, headers=caller.headers)
+        assert response.status_code == 422
+        assert fields(response)["method"].startswith("unknown method 'vibes'; methods: paper")
