@@ -264,9 +264,11 @@ def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
             savings[field] = now - measure(smaller)
         except InvalidWorkloadParams:
             continue  # that value alone is not a valid spec (n_samples * n_features)
-    if not savings:
-        return "params" if spec.params else "workload"
-    return max(savings, key=savings.__getitem__)
+    best = max(savings, key=savings.__getitem__, default=None)
+    if best is None or savings[best] <= 0:
+        # nothing set above its default: the workload itself is too large under this cap
+        return "workload"
+    return best
 
 
 def _check_estimate(spec: JobSpec, settings: Settings) -> None:

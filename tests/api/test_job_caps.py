@@ -218,3 +218,19 @@ def test_the_service_refuses_before_queueing(settings: Settings, session: Sessio
         submit_job(session, team=team, kind="range_test", spec=HUGE_SYNTHETIC, settings=settings)
     assert info.value.errors[0]["field"] == "params.width"
     assert session.scalar(select(func.count()).select_from(Job).where(Job.team_id == team.id)) == 0
+
+
+def test_a_workload_too_large_at_its_defaults_is_named(
+    settings: Settings, session: Session
+) -> None:
+    tiny = settings.model_copy(update={"max_job_memory_bytes": 1000})
+    with pytest.raises(JobTooLarge) as info:
+        submit_job(
+            session,
+            team=make_team(session),
+            kind="range_test",
+            spec={"workload": "digits_mlp", "params": {"width": 8}},
+            settings=tiny,
+        )
+    # width is already below its default: no field the caller set is to blame
+    assert info.value.errors[0]["field"] == "workload"
