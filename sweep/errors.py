@@ -9,20 +9,24 @@ The tree::
     ├── Unauthorized (401)         no token, an unknown one, or a revoked one
     ├── NotFound (404)
     │   ├── JobNotFound            no such job for this team (other teams' jobs too)
+    │   │   └── NoBoundsForConfiguration   no range test of that configuration has bounds
     │   ├── TeamNotFound
     │   └── TokenNotFound
     ├── Conflict (409)
     │   ├── JobConflict            the job's status does not allow the action
     │   ├── NotReady               the job has not produced what was asked for yet
     │   └── TeamNameTaken
+    ├── TooManyRequests (429)      carries ``headers`` (``Retry-After``)
+    │   └── TooManyActiveJobs      the team has its cap of queued and running jobs
     └── InvalidInput (422)         carries ``errors``: [{"field", "reason"}]
         ├── InvalidJobSpec         the job spec (or its kind) is not acceptable
+        │   └── JobTooLarge        the job's estimated memory or run time is over a cap
         └── IdempotencyConflict    an Idempotency-Key reused with another request
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypedDict
 
 __all__ = [
@@ -34,11 +38,15 @@ __all__ = [
     "InvalidJobSpec",
     "JobConflict",
     "JobNotFound",
+    "JobTooLarge",
+    "NoBoundsForConfiguration",
     "NotFound",
     "NotReady",
     "TeamNameTaken",
     "TeamNotFound",
     "TokenNotFound",
+    "TooManyActiveJobs",
+    "TooManyRequests",
     "Unauthorized",
 ]
 
@@ -65,10 +73,18 @@ class DomainError(Exception):
     title: ClassVar[str] = "Bad request"
     code: ClassVar[str] = "bad-request"
 
-    def __init__(self, detail: str, *, errors: Sequence[FieldError] = ()) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors: list[FieldError] = list(errors)
+        self.headers: dict[str, str] = dict(headers or {})
+        """Response headers the error calls for (``Retry-After``)."""
 
     def to_problem(self) -> dict[str, Any]:
         """The ``application/problem+json`` body of this error."""
@@ -104,6 +120,28 @@ class JobNotFound(NotFound):
 
     title = "Job not found"
     code = "job-not-found"
+
+
+class NoBoundsForConfiguration(JobNotFound):
+    """No successful range test of the asked configuration has bounds.
+
+    Attributes:
+        configurations: the workload's configurations that do have bounds, newest
+            first (each as :meth:`sweep.specs.RangeTestSpec.configuration` gives it).
+    """
+
+    title = "No bounds for this configuration"
+    code = "no-bounds-for-configuration"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        configurations: Sequence[Mapping[str, Any]] = (),
+        errors: Sequence[FieldError] = (),
+    ) -> None:
+        super().__init__(detail, errors=errors)
+        self.configurations = [dict(c) for c in configurations]
 
 
 class TeamNotFound(NotFound):
@@ -149,6 +187,21 @@ class TeamNameTaken(Conflict):
     code = "team-name-taken"
 
 
+class TooManyRequests(DomainError):
+    """The caller is over a rate or a cap; ``headers`` say when to try again."""
+
+    status = 429
+    title = "Too many requests"
+    code = "too-many-requests"
+
+
+class TooManyActiveJobs(TooManyRequests):
+    """The team already has as many queued and running jobs as it may."""
+
+    title = "Too many active jobs"
+    code = "too-many-active-jobs"
+
+
 class InvalidInput(DomainError):
     """Some input is not acceptable; ``errors`` names each field and why."""
 
@@ -162,6 +215,13 @@ class InvalidJobSpec(InvalidInput):
 
     title = "Invalid job spec"
     code = "invalid-job-spec"
+
+
+class JobTooLarge(InvalidJobSpec):
+    """The job's estimated memory or run time is over a configured cap."""
+
+    title = "Job too large"
+    code = "job-too-large"
 
 
 class IdempotencyConflict(InvalidInput):

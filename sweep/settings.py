@@ -59,6 +59,17 @@ class Settings(BaseSettings):
             requests at once (its thread pool); connections beyond the pool are
             closed on return, and a new one costs milliseconds, so the pool is sized
             for a busy API rather than SQLAlchemy's 5.
+        max_job_memory_bytes: a job whose estimated memory (weights, gradients,
+            optimizer state, activations of a batch, dataset) is over this is
+            refused when submitted; 0 turns the check off.
+        max_job_seconds: a job whose estimated run time is over this is refused
+            when submitted; unset means ``job_time_limit_s`` (it would be stopped
+            there anyway), 0 turns the check off.
+        job_flop_rate: FLOP/s a worker is taken to sustain on large matrix products,
+            for run-time estimates (a workload's efficiency scales it down). The
+            default is a 2-core CPU's (measured); a GPU host sets it 100 times higher.
+        max_active_jobs_per_team: queued and running jobs a team may have at once;
+            a submit over it gets a 429 with ``Retry-After``. 0 turns the cap off.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLR_", env_file=".env", extra="ignore")
@@ -73,6 +84,10 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(default=6 * 3600, gt=0)
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     db_max_overflow: int = Field(default=20, ge=0, le=1000)
+    max_job_memory_bytes: int = Field(default=4 * 2**30, ge=0)
+    max_job_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    job_flop_rate: float = Field(default=4e10, gt=0, allow_inf_nan=False)
+    max_active_jobs_per_team: int = Field(default=1000, ge=0)
 
     @field_validator("data_dir")
     @classmethod

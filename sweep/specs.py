@@ -18,15 +18,18 @@ import hashlib
 import json
 from abc import abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NoReturn
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -43,6 +46,7 @@ __all__ = [
     "JOB_RESULTS",
     "JOB_SPECS",
     "CurvePoints",
+    "JobEstimate",
     "JobResult",
     "JobSpec",
     "OptimizerSpec",
@@ -55,8 +59,13 @@ __all__ = [
     "field_errors",
 ]
 
-CONFIG_KEY_VERSION = 1
-"""Part of every config key, so a change to what the key covers never matches old keys."""
+CONFIG_KEY_VERSION = 2
+"""Part of every config key, so a change to what the key covers never matches old keys.
+
+Version 2 added ``metric``: a version-1 key (jobs submitted before) matches no lookup."""
+
+_FLOAT_BYTES = 4
+"""Bytes of a float32: the workloads train in single precision."""
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite number; ints are accepted, strings and booleans are not."""
@@ -132,12 +141,52 @@ class JobSpec(BaseModel):
         """The workload the job runs, if any (stored in its own column, for filters)."""
         return None
 
+    def estimate(self) -> JobEstimate | None:
+        """What the job will need, from the spec alone; None when it cannot be told."""
+        return None
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """A job's needs worked out from its spec before it is queued (no model is built).
+
+    Attributes:
+        memory_bytes: peak memory of the run: weights, their gradients, the
+            optimizer's state, the copy a range test keeps to restore them, the
+            activations of one batch (and their gradients) and the dataset.
+        flops_per_step: floating-point operations of one training step (forward
+            and backward: about three forward passes of the batch).
+        steps: training steps the job runs at most.
+        weights: trainable parameters of the model.
+        efficiency: the fraction of a device's FLOP rate the model reaches
+            (:attr:`clr.workloads.WorkloadCost.efficiency`).
+    """
+
+    memory_bytes: int
+    flops_per_step: int
+    steps: int
+    weights: int
+    efficiency: float = 1.0
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations of the whole job."""
+        return self.flops_per_step * self.steps
+
+    def seconds(self, flop_rate: float) -> float:
+        """The run time on a device sustaining ``flop_rate`` FLOP/s on large matmuls."""
+        return self.flops / (flop_rate * self.efficiency)
+
 
 class OptimizerSpec(BaseModel):
     """The optimizer, by name, with its hyperparameters (see ``clr.make_optimizer``).
 
     ``momentum`` and ``nesterov`` apply to ``sgd``; ``betas`` and ``eps`` to ``adam``
-    and ``adamw``; ``weight_decay`` to all three (decoupled for ``adamw``).
+    and ``adamw``; ``weight_decay`` to all three (decoupled for ``adamw``). A value
+    for a hyperparameter the chosen optimizer does not use is refused, naming it
+    (``adam takes no momentum; use betas``); only its default passes (specs stored
+    by earlier versions hold every field). A dump holds only those in effect: a
+    stored spec never shows a value that did nothing.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -155,10 +204,37 @@ class OptimizerSpec(BaseModel):
         if not value:
             return value
         if info.data.get("name", "sgd") != "sgd":
-            raise ValueError("nesterov applies to sgd only")
+            return value  # refused below as a hyperparameter this optimizer has not
         if info.data.get("momentum", 0.9) == 0:
             raise ValueError("nesterov needs momentum > 0")
         return value
+
+    @model_validator(mode="after")
+    def _only_hyperparameters_in_effect(self) -> OptimizerSpec:
+        # A default value is let through: every spec stored before this rule holds
+        # all five fields, and a worker must still read a job queued back then.
+        used = _OPTIMIZER_FIELDS[self.name]
+        unused = [
+            f
+            for f in _ALL_OPTIMIZER_FIELDS
+            if f in self.model_fields_set
+            and f not in used
+            and getattr(self, f) != type(self).model_fields[f].default
+        ]
+        if unused:
+            hint = _OPTIMIZER_HINTS[self.name]
+            _raise_located(
+                "optimizer",
+                [{"field": f, "reason": f"{self.name} takes no {f}; {hint}"} for f in unused],
+                {f: getattr(self, f) for f in unused},
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_only_in_effect(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        used = {"name", *_OPTIMIZER_FIELDS[self.name]}
+        return {k: v for k, v in data.items() if k in used}
 
     def effective(self) -> dict[str, Any]:
         """Only the hyperparameters this optimizer uses (what a config key covers)."""
@@ -175,6 +251,26 @@ class OptimizerSpec(BaseModel):
             "eps": self.eps,
             "weight_decay": self.weight_decay,
         }
+
+    @property
+    def state_slots(self) -> int:
+        """Tensors of optimizer state kept per weight tensor (momentum buffers, moments)."""
+        if self.name == "sgd":
+            return 1 if self.momentum > 0 else 0
+        return 2
+
+
+_OPTIMIZER_FIELDS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum", "nesterov", "weight_decay"),
+    "adam": ("weight_decay", "betas", "eps"),
+    "adamw": ("weight_decay", "betas", "eps"),
+}
+_ALL_OPTIMIZER_FIELDS = ("momentum", "weight_decay", "nesterov", "betas", "eps")
+_OPTIMIZER_HINTS = {
+    "sgd": "betas and eps apply to adam and adamw",
+    "adam": "use betas (momentum and nesterov apply to sgd)",
+    "adamw": "use betas (momentum and nesterov apply to sgd)",
+}
 
 
 def _lookup_workload(info: ValidationInfo) -> Workload | None:
@@ -202,6 +298,14 @@ class RangeTestSpec(JobSpec):
     """
 
     kind: ClassVar[str] = "range_test"
+    configuration_fields: ClassVar[tuple[str, ...]] = (
+        "workload",
+        "params",
+        "batch_size",
+        "optimizer",
+        "metric",
+    )
+    """The fields :meth:`configuration` covers; the others are how the test runs."""
 
     workload: str = Field(min_length=1, max_length=64)
     batch_size: StrictInt | None = Field(default=None, ge=1)
@@ -276,20 +380,26 @@ class RangeTestSpec(JobSpec):
             self.batch_size = int(self.params["batch_size"])
         return self
 
-    def config_key(self) -> str:
-        """Hash of workload, params, optimizer and batch size.
+    def configuration(self) -> dict[str, Any]:
+        """What decides which bounds suit this job (:attr:`configuration_fields`).
 
-        Seeds, sweep range and length do not change which bounds suit a
-        configuration, so they are left out; so are hyperparameters the chosen
-        optimizer ignores (``momentum`` for ``adam``).
+        The workload, every one of its params (the batch size among them), the
+        optimizer with the hyperparameters in effect, and the metric the bounds
+        read. Seeds, the sweep's range, shape and length, its smoothing and
+        divergence threshold, and the device change how the curve is measured,
+        not which bounds suit the configuration, so they are left out.
         """
-        payload = {
-            "v": CONFIG_KEY_VERSION,
+        return {
             "workload": self.workload,
             "params": self.params,
             "batch_size": self.batch_size,
             "optimizer": self.optimizer.effective(),
+            "metric": self.metric,
         }
+
+    def config_key(self) -> str:
+        """SHA-256 of :meth:`configuration` (and :data:`CONFIG_KEY_VERSION`)."""
+        payload = {"v": CONFIG_KEY_VERSION, **self.configuration()}
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
     def total_steps(self) -> int:
@@ -297,6 +407,23 @@ class RangeTestSpec(JobSpec):
 
     def workload_name(self) -> str | None:
         return self.workload
+
+    def estimate(self) -> JobEstimate | None:
+        """Memory and FLOPs from the workload's :class:`~clr.workloads.WorkloadCost`."""
+        cost = get_workload(self.workload).estimate_cost(self.params)
+        if cost is None:
+            return None
+        batch = int(self.params.get("batch_size") or 1)
+        # weights + gradients, optimizer state, and the restore copy of both
+        slots = self.optimizer.state_slots
+        floats = cost.weights * (2 + slots + 1 + slots) + 2 * batch * cost.activations
+        return JobEstimate(
+            memory_bytes=floats * _FLOAT_BYTES + cost.data_bytes,
+            flops_per_step=3 * batch * cost.flops,
+            steps=self.num_iter,
+            weights=cost.weights,
+            efficiency=cost.efficiency,
+        )
 
 
 # --------------------------------------------------------------------------- progress

@@ -1,34 +1,181 @@
-"""``/bounds``: the latest suggestion for a configuration, without a job id."""
+"""``/bounds``: the latest suggestion for a configuration, without a job id.
+
+A configuration is what decides which bounds suit a job (see
+:meth:`sweep.specs.RangeTestSpec.configuration`): the workload, its params (the
+batch size among them), the optimizer with its hyperparameters, and the metric
+the bounds read. Each may be given as JSON (``params={"width":128}``,
+``optimizer={"name":"adam"}``) or spelled out (``params.width=128``,
+``optimizer=adam``, ``optimizer.momentum=0.9``); omitted ones take their
+defaults. Any other query parameter is refused, naming it: a lookup that
+ignored one would answer for another configuration.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api.deps import CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, problem
 from api.schemas import BoundsRead
+from api.schemas.text import (
+    TEXT_PATTERN,
+    check_method,
+    has_control_characters,
+    json_depth,
+    method_enum,
+    workload_enum,
+)
+from clr.workloads import get_workload, list_workloads
 from sweep import services
-from sweep.errors import InvalidInput, JobNotFound
+from sweep.errors import FieldError, InvalidInput
+from sweep.specs import OptimizerSpec, RangeTestSpec
 
-__all__ = ["router"]
+__all__ = ["MAX_JSON_DEPTH", "router"]
+
+MAX_JSON_DEPTH = 4
+"""Deepest nesting of ``params`` / ``optimizer`` JSON (``betas`` is a list in an object: 2)."""
+
+_OPTIMIZER_FIELDS = tuple(name for name in OptimizerSpec.model_fields if name != "name")
+_DECLARED = frozenset({"workload", "params", "optimizer", "batch_size", "metric", "method"})
 
 router = APIRouter(tags=["bounds"])
 
 
-def _json_object(name: str, text: str | None) -> dict[str, Any] | None:
+def _params_parameters() -> list[dict[str, Any]]:
+    """OpenAPI declarations of ``params.<name>`` for every registered workload's params."""
+    merged: dict[str, dict[str, Any]] = {}
+    for workload in list_workloads():
+        for param in get_workload(workload).params:
+            schema = param.json_schema()
+            seen = merged.get(param.name)
+            if seen is None:
+                merged[param.name] = {k: v for k, v in schema.items() if k != "default"}
+                continue
+            if seen.get("type") != schema["type"]:
+                seen.pop("type", None)
+            for bound, pick in (("minimum", min), ("maximum", max)):
+                if bound in seen and bound in schema:
+                    seen[bound] = pick(seen[bound], schema[bound])
+                else:
+                    seen.pop(bound, None)
+            seen.pop("enum", None)
+    return [
+        {
+            "name": f"params.{name}",
+            "in": "query",
+            "required": False,
+            "description": f"The workload's `{name}` parameter (instead of `params` JSON)",
+            "schema": schema,
+        }
+        for name, schema in sorted(merged.items())
+    ]
+
+
+class _Problems:
+    """Every rejected query parameter, reported at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, field: str, reason: str) -> None:
+        self.errors.append({"field": field, "reason": reason})
+
+    def raise_any(self) -> None:
+        if self.errors:
+            detail = "; ".join(f"{e['field']}: {e['reason']}" for e in self.errors)
+            raise InvalidInput(detail, errors=self.errors)
+
+
+def _json_object(problems: _Problems, name: str, text: str | None) -> dict[str, Any] | None:
     if text is None:
+        return None
+    # Depth first: json.loads recurses, and a few thousand brackets exhaust the stack.
+    if json_depth(text) > MAX_JSON_DEPTH:
+        problems.add(name, f"is nested deeper than {MAX_JSON_DEPTH} levels")
         return None
     try:
         value = json.loads(text)
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        reason = "must be a JSON object"
-        raise InvalidInput(f"{name} {reason}", errors=[{"field": name, "reason": reason}])
+        problems.add(name, "must be a JSON object")
+        return None
     return value
+
+
+def _scalar(text: str) -> Any:
+    """A spelled-out value: a JSON number or boolean when it reads as one, else the text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, bool | int | float) else text
+
+
+def _optimizer_value(field: str, text: str) -> Any:
+    if field == "betas":
+        inner = text.strip().removeprefix("[").removesuffix("]")
+        return [_scalar(part.strip()) for part in inner.split(",")]
+    return _scalar(text)
+
+
+def _configuration(
+    problems: _Problems,
+    items: Iterable[tuple[str, str]],
+    *,
+    params_json: dict[str, Any] | None,
+    optimizer_text: str | None,
+) -> dict[str, Any]:
+    """Params and optimizer from their JSON forms and the ``params.x`` / ``optimizer.x`` keys."""
+    params: dict[str, Any] = dict(params_json or {})
+    optimizer: dict[str, Any] = {}
+    if optimizer_text is not None:
+        if optimizer_text.lstrip().startswith(("{", "[")):
+            optimizer = _json_object(problems, "optimizer", optimizer_text) or {}
+        else:
+            optimizer = {"name": optimizer_text}
+    seen: set[str] = set()
+    for key, value in items:
+        if key in seen:
+            problems.add(key, "is given more than once")
+            continue
+        seen.add(key)
+        if key in _DECLARED:
+            continue
+        if has_control_characters(value):
+            problems.add(key, "must not contain control characters")
+            continue
+        prefix, _, name = key.partition(".")
+        if prefix == "params" and name:
+            if name in params:
+                problems.add(key, "is also given in params; give it once")
+            params[name] = _scalar(value)
+        elif prefix == "optimizer" and name in ("name", *_OPTIMIZER_FIELDS):
+            if name in optimizer:
+                problems.add(key, "is also given in optimizer; give it once")
+            optimizer[name] = _optimizer_value(name, value)
+        elif key in RangeTestSpec.model_fields:
+            problems.add(
+                key,
+                "does not change which bounds suit a configuration; leave it out "
+                "(a configuration is workload, params, optimizer and metric)",
+            )
+        else:
+            problems.add(
+                key,
+                "unknown query parameter; expected workload, params or params.<name>, "
+                "batch_size, optimizer or optimizer.<name>, metric, method",
+            )
+    spec: dict[str, Any] = {}
+    if params:
+        spec["params"] = params
+    if optimizer:
+        spec["optimizer"] = optimizer
+    return spec
 
 
 @router.get(
@@ -36,30 +183,79 @@ def _json_object(name: str, text: str | None) -> dict[str, Any] | None:
     response_model=BoundsRead,
     responses={
         **AUTH,
-        **problem(404, "No successful range test of this configuration yet"),
+        **problem(
+            404,
+            "No successful range test of this configuration yet; the detail lists the "
+            "workload's configurations that have bounds",
+        ),
         **problem(409, "The latest range test of this configuration found no bounds"),
         **INVALID,
     },
+    openapi_extra={
+        "parameters": [
+            *_params_parameters(),
+            *(
+                {
+                    "name": f"optimizer.{field}",
+                    "in": "query",
+                    "required": False,
+                    "description": f"The optimizer's `{field}` (instead of `optimizer` JSON)"
+                    + ("; two numbers, comma-separated" if field == "betas" else ""),
+                    "schema": {"type": "string", "maxLength": 64, "pattern": TEXT_PATTERN},
+                }
+                for field in _OPTIMIZER_FIELDS
+            ),
+        ]
+    },
 )
 def find_bounds(
+    request: Request,
     session: SessionDep,
     team: CurrentTeamDep,
-    workload: Annotated[str, Query(max_length=64)],
-    params: Annotated[str | None, Query(max_length=8192, description="JSON object")] = None,
-    optimizer: Annotated[str | None, Query(max_length=8192, description="JSON object")] = None,
+    workload: Annotated[
+        str,
+        Query(max_length=64, json_schema_extra=workload_enum),
+    ],
+    params: Annotated[
+        str | None,
+        Query(
+            max_length=8192,
+            pattern=TEXT_PATTERN,
+            description='The workload\'s params as a JSON object (`{"width": 128}`)',
+        ),
+    ] = None,
+    optimizer: Annotated[
+        str | None,
+        Query(
+            max_length=8192,
+            pattern=TEXT_PATTERN,
+            description='An optimizer name (`adam`) or a JSON object (`{"name": "adam"}`)',
+        ),
+    ] = None,
     batch_size: Annotated[int | None, Query(ge=1)] = None,
-    method: Annotated[str | None, Query(max_length=64)] = None,
+    metric: Annotated[Literal["loss", "accuracy"] | None, Query()] = None,
+    method: Annotated[
+        str | None,
+        Query(max_length=64, json_schema_extra=method_enum),
+    ] = None,
 ) -> BoundsRead:
     """The bounds of the team's latest successful range test of this configuration."""
-    spec: dict[str, Any] = {"workload": workload}
-    for name, text in (("params", params), ("optimizer", optimizer)):
-        value = _json_object(name, text)
-        if value is not None:
-            spec[name] = value
+    check_method(method)
+    problems = _Problems()
+    params_json = _json_object(problems, "params", params)
+    spec: dict[str, Any] = {
+        "workload": workload,
+        **_configuration(
+            problems,
+            request.query_params.multi_items(),
+            params_json=params_json,
+            optimizer_text=optimizer,
+        ),
+    }
+    problems.raise_any()
     if batch_size is not None:
         spec["batch_size"] = batch_size
-    try:
-        bounds = services.find_bounds(session, team=team, spec=spec)
-    except JobNotFound as exc:
-        raise JobNotFound(f"{exc.detail}: run POST /range-tests first") from None
+    if metric is not None:
+        spec["metric"] = metric
+    bounds = services.find_bounds(session, team=team, spec=spec)
     return BoundsRead.from_bounds(bounds, method=method)

@@ -45,6 +45,7 @@ from api.deps import CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND
 from api.schemas import CurveRead, RangeTestRead
 from api.schemas.events import StreamEnd
+from api.schemas.text import string_schema
 from sweep import services
 from sweep.db import make_session_factory
 from sweep.errors import InvalidInput, JobNotFound
@@ -131,7 +132,17 @@ def open_stream(
     request: Request,
     session: SessionDep,
     team: CurrentTeamDep,
-    last_event_id: Annotated[str | None, Header(alias=LAST_EVENT_ID)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias=LAST_EVENT_ID,
+            description="Resume after this event: `<attempt>:<points>` or `<points>`",
+            # declared only: parse_last_event_id checks it (and the numbers' range)
+            json_schema_extra=string_schema(
+                pattern=r"^(?:[0-9]{1,10}:)?[0-9]{1,10}$", minLength=1, maxLength=21
+            ),
+        ),
+    ] = None,
 ) -> _Stream:
     """Check the request before the stream starts, so errors are still problem+json."""
     resume = parse_last_event_id(last_event_id)

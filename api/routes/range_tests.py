@@ -13,12 +13,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from api.deps import CurrentTeamDep, SessionDep, SettingsDep
+from api.problems import problem_response
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.schemas import BoundsRead, CurveRead, IsoDateTime, JobList, RangeTestCreate, RangeTestRead
+from api.schemas.text import (
+    CURSOR_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    check_method,
+    method_enum,
+    string_schema,
+    workload_enum,
+)
 from sweep import services
 from sweep.db import pending_jobs
+from sweep.errors import TooManyRequests
 from sweep.models import Job, JobStatus
 from sweep.services import CurveSlice, JobPage, RangeTestPlot
+from sweep.services.jobs import IDEMPOTENCY_KEY_MAX_LENGTH
 from sweep.specs import RangeTestSpec
 
 __all__ = ["router"]
@@ -39,6 +50,18 @@ router = APIRouter(prefix="/range-tests", tags=["range tests"])
         **problem(413, "The body is over 64 KiB"),
         **AUTH,
         **INVALID,
+        429: {
+            **problem(
+                429,
+                "The team has its cap of queued and running jobs (CLR_MAX_ACTIVE_JOBS_PER_TEAM)",
+            )[429],
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before submitting again",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
     },
 )
 def create_range_test(
@@ -48,17 +71,39 @@ def create_range_test(
     session: SessionDep,
     team: CurrentTeamDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> Job:
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Any 1 to 255 visible ASCII characters (no spaces), such as a UUID; "
+            "a retry with the same key and body gives the same job",
+            # declared only: the service's check names the header in its own words
+            json_schema_extra=string_schema(
+                pattern=IDEMPOTENCY_KEY_PATTERN, minLength=1, maxLength=IDEMPOTENCY_KEY_MAX_LENGTH
+            ),
+        ),
+    ] = None,
+) -> Job | Response:
     """Queue an LR range test (202); a retried Idempotency-Key gives the same job (200)."""
-    job = services.submit_job(
-        session,
-        team=team,
-        kind=RangeTestSpec.kind,
-        spec=body,
-        settings=settings,
-        idempotency_key=idempotency_key,
-    )
+    try:
+        job = services.submit_job(
+            session,
+            team=team,
+            kind=RangeTestSpec.kind,
+            spec=body,
+            settings=settings,
+            idempotency_key=idempotency_key,
+        )
+    except TooManyRequests as exc:
+        # rendered here with its Retry-After: the shared DomainError handler sends no headers
+        return problem_response(
+            exc.status,
+            exc.detail,
+            title=exc.title,
+            code=exc.code,
+            errors=exc.errors,
+            headers=exc.headers,
+        )
     # a new job's message waits in the session for the commit; a replayed one has none
     created = any(job_id == job.id for job_id, _ in pending_jobs(session))
     response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
@@ -71,9 +116,19 @@ def list_jobs(
     session: SessionDep,
     team: CurrentTeamDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=512,
+            pattern=CURSOR_PATTERN,
+            description="The `next_cursor` of the previous page",
+        ),
+    ] = None,
     status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
-    workload: Annotated[str | None, Query(max_length=64)] = None,
+    workload: Annotated[
+        str | None,
+        Query(max_length=64, json_schema_extra=workload_enum),
+    ] = None,
     created_after: Annotated[IsoDateTime | None, Query()] = None,
 ) -> JobPage:
     """The team's range tests, newest first, a page at a time."""
@@ -148,9 +203,13 @@ def get_bounds(
     job_id: uuid.UUID,
     session: SessionDep,
     team: CurrentTeamDep,
-    method: Annotated[str | None, Query(max_length=64)] = None,
+    method: Annotated[
+        str | None,
+        Query(max_length=64, json_schema_extra=method_enum),
+    ] = None,
 ) -> BoundsRead:
     """The suggested bounds of a finished range test, ``method`` (or the default) first."""
+    check_method(method)
     bounds = services.get_bounds(session, team=team, job_id=job_id)
     return BoundsRead.from_bounds(bounds, method=method)
 

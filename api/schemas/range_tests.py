@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from api.schemas.text import workload_enum
 from sweep.models import JobStatus
 from sweep.specs import RangeTestSpec, RangeTestSummary
 
@@ -38,24 +39,24 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time_text)]
 """A date-time given as ISO 8601 text (a zone-less one is UTC); no Unix seconds."""
 
 
+def _create_schema(schema: dict[str, Any]) -> None:
+    schema["examples"] = [
+        {
+            "workload": "digits_mlp",
+            "params": {"width": 64},
+            "optimizer": {"name": "sgd", "momentum": 0.9},
+            "start_lr": 1e-5,
+            "end_lr": 10,
+            "num_iter": 300,
+        }
+    ]
+    workload_enum(schema["properties"]["workload"])
+
+
 class RangeTestCreate(RangeTestSpec):
     """The body of ``POST /range-tests``: a range-test spec; omitted fields take defaults."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "workload": "digits_mlp",
-                    "params": {"width": 64},
-                    "optimizer": {"name": "sgd", "momentum": 0.9},
-                    "start_lr": 1e-5,
-                    "end_lr": 10,
-                    "num_iter": 300,
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_create_schema)
 
 
 class RangeTestResultRead(BaseModel):

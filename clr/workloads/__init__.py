@@ -19,7 +19,7 @@ from __future__ import annotations
 from clr.workloads import _builtin  # noqa: F401  (registers the built-ins)
 from clr.workloads._batches import TensorBatches
 from clr.workloads._builtin import preload
-from clr.workloads._core import ParamSpec, Workload, WorkloadInstance
+from clr.workloads._core import ParamSpec, Workload, WorkloadCost, WorkloadInstance
 from clr.workloads._registry import (
     ENTRY_POINT_GROUP,
     build_workload,
@@ -33,6 +33,7 @@ __all__ = [
     "ParamSpec",
     "TensorBatches",
     "Workload",
+    "WorkloadCost",
     "WorkloadInstance",
     "build_workload",
     "get_workload",

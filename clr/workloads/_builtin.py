@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clr.workloads._batches import TensorBatches
-from clr.workloads._core import ParamSpec, Workload, WorkloadInstance
+from clr.workloads._core import ParamSpec, Workload, WorkloadCost, WorkloadInstance
 from clr.workloads._registry import register_workload
 
 __all__ = [
@@ -195,6 +195,97 @@ def _depth(default: int, maximum: int, what: str) -> ParamSpec:
     return ParamSpec("depth", int, default, what, 1, maximum)
 
 
+# --------------------------------------------------------------------------- costs
+# Arithmetic on the params, next to their ParamSpecs: what each builder below builds.
+
+_F32 = 4
+_LABEL = 8  # int64 class indices
+_DIGITS_SAMPLES = 1797
+_MNIST1D_LENGTH = 40
+
+
+def _dataset_bytes(samples: int, features: int) -> int:
+    return samples * (features * _F32 + _LABEL)
+
+
+def _mlp_cost(in_features: int, width: int, depth: int, classes: int) -> WorkloadCost:
+    """``_mlp``: depth Linear+ReLU layers of ``width``, then a Linear to ``classes``."""
+    multiplies = in_features * width + (depth - 1) * width * width + width * classes
+    return WorkloadCost(
+        weights=multiplies + depth * width + classes,
+        # each Linear keeps its input, each ReLU its output
+        activations=in_features + 2 * depth * width + classes,
+        flops=2 * multiplies,
+    )
+
+
+def _with_data(cost: WorkloadCost, data_bytes: int) -> WorkloadCost:
+    return WorkloadCost(cost.weights, cost.activations, cost.flops, data_bytes)
+
+
+# Measured against a wide MLP's step on one CPU (bench-style, steps timed in one run):
+# 8x8 and length-40 convolutions reach about a tenth and a fifth of its FLOP rate.
+_DIGITS_CNN_EFFICIENCY = 0.1
+_MNIST1D_CNN_EFFICIENCY = 0.2
+
+
+def _digits_mlp_cost(params: dict[str, Any]) -> WorkloadCost:
+    cost = _mlp_cost(64, params["width"], params["depth"], 10)
+    return _with_data(cost, _dataset_bytes(_DIGITS_SAMPLES, 64))
+
+
+def _digits_cnn_cost(params: dict[str, Any]) -> WorkloadCost:
+    width, depth = params["width"], params["depth"]
+    weights = flops = 0
+    activations = 64  # the input image
+    channels, side = 1, 8
+    for _ in range(depth):
+        weights += 9 * channels * width + width
+        flops += 2 * 9 * channels * width * side * side
+        pooled = side // 2
+        activations += 2 * width * side * side + width * pooled * pooled  # conv, ReLU, pool
+        channels, side = width, pooled
+    features = width * side * side
+    weights += features * 10 + 10
+    flops += 2 * features * 10
+    data_bytes = _dataset_bytes(_DIGITS_SAMPLES, 64)
+    return WorkloadCost(weights, activations + 10, flops, data_bytes, _DIGITS_CNN_EFFICIENCY)
+
+
+def _mnist1d_data_bytes(params: dict[str, Any]) -> int:
+    return _dataset_bytes(params["num_samples"], _MNIST1D_LENGTH)
+
+
+def _mnist1d_mlp_cost(params: dict[str, Any]) -> WorkloadCost:
+    cost = _mlp_cost(_MNIST1D_LENGTH, params["width"], params["depth"], 10)
+    return _with_data(cost, _mnist1d_data_bytes(params))
+
+
+def _mnist1d_cnn_cost(params: dict[str, Any]) -> WorkloadCost:
+    width, depth = params["width"], params["depth"]
+    weights = flops = 0
+    activations = length = _MNIST1D_LENGTH
+    channels = 1
+    for _ in range(depth):
+        length = (length - 1) // 2 + 1
+        weights += 5 * channels * width + width
+        flops += 2 * 5 * channels * width * length
+        activations += 2 * width * length  # conv output and ReLU output
+        channels = width
+    features = width * length
+    weights += features * 10 + 10
+    flops += 2 * features * 10
+    data_bytes = _mnist1d_data_bytes(params)
+    return WorkloadCost(weights, activations + 10, flops, data_bytes, _MNIST1D_CNN_EFFICIENCY)
+
+
+def _synthetic_mlp_cost(params: dict[str, Any]) -> WorkloadCost:
+    n_features, n_classes = params["n_features"], params["n_classes"]
+    cost = _mlp_cost(n_features, params["width"], params["depth"], n_classes)
+    samples = params["n_samples"] + max(1, params["n_samples"] // 4)
+    return _with_data(cost, _dataset_bytes(samples, n_features))
+
+
 # --------------------------------------------------------------------------- digits
 
 
@@ -243,6 +334,7 @@ DIGITS_MLP = Workload(
         _depth(2, 8, "number of hidden Linear+ReLU layers"),
     ),
     builder=_build_digits_mlp,
+    cost=_digits_mlp_cost,
 )
 
 DIGITS_CNN = Workload(
@@ -258,6 +350,7 @@ DIGITS_CNN = Workload(
         _depth(2, 3, "number of Conv2d+ReLU+MaxPool blocks (8x8 halves each time)"),
     ),
     builder=_build_digits_cnn,
+    cost=_digits_cnn_cost,
 )
 
 
@@ -340,6 +433,7 @@ MNIST1D_MLP = Workload(
     ),
     builder=_build_mnist1d_mlp,
     check=_check_mnist1d,
+    cost=_mnist1d_mlp_cost,
 )
 
 MNIST1D_CNN = Workload(
@@ -356,6 +450,7 @@ MNIST1D_CNN = Workload(
     ),
     builder=_build_mnist1d_cnn,
     check=_check_mnist1d,
+    cost=_mnist1d_cnn_cost,
 )
 
 
@@ -440,6 +535,7 @@ SYNTHETIC_MLP = Workload(
     ),
     builder=_build_synthetic_mlp,
     check=_check_synthetic,
+    cost=_synthetic_mlp_cost,
 )
 
 BUILTIN_WORKLOADS: tuple[Workload, ...] = (

@@ -17,12 +17,14 @@ from clr.exceptions import InvalidWorkloadParams
 __all__ = [
     "Batch",
     "BuilderFn",
+    "CostFn",
     "LossFn",
     "MetricFn",
     "ParamSpec",
     "ParamType",
     "ParamValue",
     "Workload",
+    "WorkloadCost",
     "WorkloadInstance",
 ]
 
@@ -42,6 +44,7 @@ MetricFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``metric_fn(outputs, targets) -> 0-dim tensor`` on the outputs' device."""
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _JSON_TYPES: dict[type, str] = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
@@ -159,6 +162,9 @@ class ParamSpec:
         else:
             if not isinstance(value, str):
                 raise _ParamRejected(f"expected a string, got {_describe(value)}")
+            if _CONTROL_CHARACTERS.search(value):
+                # a NUL cannot even be stored (PostgreSQL refuses it in JSON text)
+                raise _ParamRejected("must not contain control characters")
             result = value
         if isinstance(result, int | float) and not isinstance(result, bool):
             if self.minimum is not None and result < self.minimum:
@@ -254,6 +260,36 @@ CheckFn: TypeAlias = Callable[[dict[str, Any]], list[dict[str, str]]]
 
 
 @dataclass(frozen=True)
+class WorkloadCost:
+    """What one training step of a workload costs, worked out from its parameters alone.
+
+    Pure arithmetic on the parameters: no model is built and nothing is allocated,
+    so a service can refuse a job that cannot fit before any worker tries it.
+    Counts are of 32-bit floats.
+
+    Attributes:
+        weights: trainable parameters of the model.
+        activations: floats the forward pass keeps per sample for the backward pass.
+        flops: floating-point operations of one sample's forward pass (a multiply-add
+            counts 2); a training step costs about three times that per sample.
+        data_bytes: bytes of the dataset the built workload holds on its device.
+        efficiency: the fraction of a device's large-matmul FLOP rate this model's
+            layers reach (a calibrated constant: about 1 for wide MLPs, far less for
+            small convolutions), so a run time can be told from the FLOPs.
+    """
+
+    weights: int
+    activations: int
+    flops: int
+    data_bytes: int = 0
+    efficiency: float = 1.0
+
+
+CostFn: TypeAlias = Callable[[dict[str, Any]], WorkloadCost]
+"""``cost(params) -> WorkloadCost`` with already validated params; never builds the model."""
+
+
+@dataclass(frozen=True)
 class Workload:
     """A named dataset + model + loss + metric with typed parameters.
 
@@ -268,6 +304,9 @@ class Workload:
         check: optional cross-parameter check run by :meth:`validate_params` after every
             parameter passed on its own; returns ``{"field", "reason"}`` dicts (empty when
             the combination is fine).
+        cost: optional estimate of a training step's cost from validated params
+            (:class:`WorkloadCost`), used to refuse jobs too large to run; it must not
+            build the model or import anything heavy.
 
     Raises:
         ValueError: if the name is not an identifier or parameter names repeat.
@@ -279,6 +318,7 @@ class Workload:
     builder: BuilderFn
     task: str = "classification"
     check: CheckFn | None = None
+    cost: CostFn | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -344,6 +384,18 @@ class Workload:
         if errors:
             raise InvalidWorkloadParams(errors)
         return result
+
+    def estimate_cost(self, params: Mapping[str, Any] | None = None) -> WorkloadCost | None:
+        """The cost of a training step with these parameters, or None if unknown.
+
+        Args:
+            params: parameter values by name; missing ones take their defaults.
+
+        Raises:
+            InvalidWorkloadParams: if the parameters are not acceptable.
+        """
+        validated = self.validate_params(params)
+        return None if self.cost is None else self.cost(validated)
 
     def param_schema(self) -> dict[str, Any]:
         """JSON Schema (draft 2020-12 compatible) of this workload's parameters.

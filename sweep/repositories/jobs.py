@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from sweep.models import CurveChunk, Job, JobStatus
+from sweep.models import CurveChunk, Job, JobStatus, Team
 
 __all__ = ["JobRepository"]
 
@@ -108,6 +108,46 @@ class JobRepository:
             .limit(1)
         )
         return self.session.scalars(stmt).one_or_none()
+
+    def latest_succeeded_of_workload(
+        self, team_id: uuid.UUID, kind: str, workload: str, *, limit: int
+    ) -> list[Job]:
+        """The team's most recently finished successful jobs of ``kind`` on ``workload``."""
+        stmt = (
+            select(Job)
+            .where(
+                Job.team_id == team_id,
+                Job.workload == workload,
+                Job.kind == kind,
+                Job.status == JobStatus.SUCCEEDED,
+            )
+            .order_by(Job.finished_at.desc(), Job.id.desc())
+            .limit(limit)
+        )
+        return list(self.session.scalars(stmt))
+
+    def count_active_for_team(self, team_id: uuid.UUID, *, lock_team: bool = False) -> int:
+        """How many of the team's jobs are queued or running.
+
+        With ``lock_team``, the team's row is locked first (``FOR NO KEY UPDATE`` on
+        PostgreSQL, which other submits of the team wait for but foreign-key checks
+        do not; SQLite's writers are serialised already) until the transaction ends,
+        so two submits of one team count one after the other and a cap checked
+        against this count holds under concurrency.
+        """
+        if lock_team:
+            # key_share without read: PostgreSQL's FOR NO KEY UPDATE
+            lock = select(Team.id).where(Team.id == team_id).with_for_update(key_share=True)
+            self.session.execute(lock)
+        stmt = (
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.team_id == team_id,
+                Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+            )
+        )
+        return int(self.session.scalar(stmt) or 0)
 
     def stale_queued(self, cutoff: datetime, *, limit: int) -> list[Job]:
         """Queued jobs whose last message went out before ``cutoff`` (or never)."""

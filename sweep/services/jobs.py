@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +27,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from clr.exceptions import InvalidWorkloadParams, UnknownWorkload
+from clr.workloads import get_workload
 from sweep.clock import as_utc, utc_now
 from sweep.db import enqueue_after_commit
 from sweep.errors import (
@@ -35,7 +37,10 @@ from sweep.errors import (
     InvalidJobSpec,
     JobConflict,
     JobNotFound,
+    JobTooLarge,
+    NoBoundsForConfiguration,
     NotReady,
+    TooManyActiveJobs,
 )
 from sweep.models import Job, JobStatus, Team
 from sweep.repositories import JobRepository
@@ -44,6 +49,7 @@ from sweep.specs import (
     JOB_RESULTS,
     JOB_SPECS,
     CurvePoints,
+    JobEstimate,
     JobResult,
     JobSpec,
     RangeTestOutcome,
@@ -217,6 +223,112 @@ def _replay(existing: Job, request_hash: str, key: str) -> Job:
     return existing
 
 
+ACTIVE_JOBS_RETRY_AFTER_S = 30
+"""``Retry-After`` of a submit refused for the team's cap of active jobs."""
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.3g} GiB"
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= length:
+            return f"{seconds / length:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
+    """The field whose value, put back to its default, lowers ``measure`` the most.
+
+    Only fields set away from their defaults are candidates, and only changes that
+    leave a valid spec (a workload's cross-parameter checks still pass).
+    """
+    if not isinstance(spec, RangeTestSpec):
+        return "spec"
+    defaults = RangeTestSpec.model_validate({"workload": spec.workload})
+    candidates: dict[str, JobSpec] = {}
+    for name, value in spec.params.items():
+        if value != defaults.params.get(name):
+            # the batch size is spelled either way; batch_size holds it after validation
+            field = "batch_size" if name == "batch_size" else f"params.{name}"
+            candidates[field] = spec.model_copy(
+                update={"params": {**spec.params, name: defaults.params[name]}}
+            )
+    if spec.num_iter > defaults.num_iter:
+        candidates["num_iter"] = spec.model_copy(update={"num_iter": defaults.num_iter})
+    savings: dict[str, float] = {}
+    now = measure(spec)
+    for field, smaller in candidates.items():
+        try:
+            savings[field] = now - measure(smaller)
+        except InvalidWorkloadParams:
+            continue  # that value alone is not a valid spec (n_samples * n_features)
+    best = max(savings, key=savings.__getitem__, default=None)
+    if best is None or savings[best] <= 0:
+        # nothing set above its default: the workload itself is too large under this cap
+        return "workload"
+    return best
+
+
+def _check_estimate(spec: JobSpec, settings: Settings) -> None:
+    """Refuse a job whose estimated memory or run time is over the configured caps."""
+    estimate = spec.estimate()
+    if estimate is None:
+        return
+    cap = settings.max_job_memory_bytes
+    if cap and estimate.memory_bytes > cap:
+        field = _culprit(spec, lambda s: _estimated(s).memory_bytes)
+        reason = (
+            f"the job needs ~{_gib(estimate.memory_bytes)} of memory "
+            f"({estimate.weights:.3g} weights with their gradients and optimizer state, "
+            f"activations of a batch, the dataset), over the {_gib(cap)} cap "
+            f"(CLR_MAX_JOB_MEMORY_BYTES); lower {field}"
+        )
+        raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+    max_seconds = settings.max_job_seconds
+    if max_seconds is None:
+        max_seconds = settings.job_time_limit_s
+    seconds = estimate.seconds(settings.job_flop_rate)
+    if max_seconds and seconds > max_seconds:
+        field = _culprit(spec, lambda s: _estimated(s).seconds(settings.job_flop_rate))
+        cap_name = (
+            "CLR_MAX_JOB_SECONDS"
+            if settings.max_job_seconds is not None
+            else "CLR_JOB_TIME_LIMIT_S"
+        )
+        reason = (
+            f"the job would run for ~{_duration(seconds)} ({estimate.flops_per_step:.3g} "
+            f"FLOPs a step for {estimate.steps} steps at {settings.job_flop_rate:.3g} FLOP/s, "
+            f"CLR_JOB_FLOP_RATE), over the {_duration(max_seconds)} cap ({cap_name}); "
+            f"lower {field}"
+        )
+        raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+
+
+def _estimated(spec: JobSpec) -> JobEstimate:
+    estimate = spec.estimate()
+    assert estimate is not None  # only called for specs that have one
+    return estimate
+
+
+def _check_active_jobs(repo: JobRepository, *, team: Team, settings: Settings) -> None:
+    cap = settings.max_active_jobs_per_team
+    if not cap:
+        return
+    active = repo.count_active_for_team(team.id, lock_team=True)
+    if active >= cap:
+        reason = (
+            f"the team has {active} queued or running jobs, its cap "
+            f"(CLR_MAX_ACTIVE_JOBS_PER_TEAM={cap}); wait for some to finish or cancel some"
+        )
+        raise TooManyActiveJobs(
+            reason,
+            errors=[{"field": "team", "reason": reason}],
+            headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_S)},
+        )
+
+
 def submit_job(
     session: Session,
     *,
@@ -233,8 +345,18 @@ def submit_job(
     normalised, the same spec) returns the job the first one created, even when
     the two race; the same key with a different request is refused.
 
+    Before queueing, the job's memory and run time are estimated from its spec
+    (no model is built) and a job over ``max_job_memory_bytes`` or
+    ``max_job_seconds`` is refused; so is a job past the team's
+    ``max_active_jobs_per_team`` queued and running ones. The count runs with the
+    team's row locked, so concurrent submits of one team cannot both take the
+    last place.
+
     Raises:
         InvalidJobSpec: the kind or the spec is not acceptable.
+        JobTooLarge: the job's estimated memory or run time is over its cap; the
+            error names the field that drives the estimate.
+        TooManyActiveJobs: the team is at its cap of queued and running jobs.
         InvalidInput: the idempotency key is malformed.
         IdempotencyConflict: the key was used before with a different request.
     """
@@ -250,6 +372,8 @@ def submit_job(
         existing = repo.find_by_idempotency_key(team.id, idempotency_key)
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key)
+    _check_estimate(parsed, settings)
+    _check_active_jobs(repo, team=team, settings=settings)
     job = Job(
         team_id=team.id,
         kind=kind,
@@ -515,9 +639,32 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from None
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _utc_or_naive_utc(value: datetime) -> datetime:
-    # A query-string time without a zone ("2026-01-01T00:00") is read as UTC.
-    return as_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+    """``value`` in UTC, a zone-less one read as UTC; clamped to what a datetime holds.
+
+    ``9999-12-31T23:59:59-23:59`` is an instant after the last datetime and
+    ``0001-01-01T00:00:00+14:00`` one before the first: as bounds of a filter they
+    mean "after everything" and "after nothing", which the clamped ends say exactly.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return as_utc(value)
+    except OverflowError:
+        offset = value.utcoffset()
+        return _LATEST if offset is not None and offset < timedelta(0) else _EARLIEST
+
+
+def _known_workload(workload: str) -> str:
+    try:
+        get_workload(workload)
+    except UnknownWorkload as exc:
+        raise InvalidInput(str(exc), errors=[{"field": "workload", "reason": str(exc)}]) from None
+    return workload
 
 
 def list_jobs(
@@ -536,12 +683,15 @@ def list_jobs(
     ``created_after`` keeps jobs created strictly after it (a naive time is UTC).
 
     Raises:
-        InvalidInput: ``limit`` out of range or ``cursor`` malformed.
+        InvalidInput: ``limit`` out of range, ``cursor`` malformed or ``workload``
+            not a registered workload's name.
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         reason = f"must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
         raise InvalidInput(f"limit {reason}", errors=[{"field": "limit", "reason": reason}])
     before = None if cursor is None else _decode_cursor(cursor)
+    if workload is not None:
+        _known_workload(workload)
     jobs = JobRepository(session).list_for_team(
         team.id,
         limit=limit + 1,
@@ -634,21 +784,110 @@ def get_bounds(session: Session, *, team: Team, job_id: uuid.UUID) -> Bounds:
 def find_bounds(session: Session, *, team: Team, spec: RangeTestSpec | Mapping[str, Any]) -> Bounds:
     """The bounds of the team's latest successful range test of this configuration.
 
-    The configuration is what :meth:`RangeTestSpec.config_key` covers: workload,
-    params, optimizer and batch size.
+    The configuration is what :meth:`RangeTestSpec.configuration` covers: workload,
+    params (batch size included), the optimizer's hyperparameters in effect and
+    the metric the bounds read; omitted ones take their defaults.
 
     Raises:
         InvalidJobSpec: ``spec`` is not a valid range-test spec.
-        JobNotFound: the team has no successful range test of this configuration.
+        NoBoundsForConfiguration: the team has no successful range test of this
+            configuration; the message lists, newest first, the workload's
+            configurations that have bounds.
         JobConflict: the latest one's curve gave no bounds.
     """
     parsed = parse_job_spec(RangeTestSpec.kind, spec)
-    job = JobRepository(session).latest_succeeded_by_config_key(
-        team.id, RangeTestSpec.kind, parsed.config_key()
-    )
+    assert isinstance(parsed, RangeTestSpec)
+    key = parsed.config_key()
+    repo = JobRepository(session)
+    job = repo.latest_succeeded_by_config_key(team.id, RangeTestSpec.kind, key)
     if job is None:
-        raise JobNotFound("no successful range test of this configuration")
+        recent = _stored_specs(
+            repo.latest_succeeded_of_workload(
+                team.id, RangeTestSpec.kind, parsed.workload, limit=_SCANNED_FOR_CONFIGURATIONS
+            )
+        )
+        # A test submitted before the key last changed has an older key: recompute it.
+        job = next((old for old, stored in recent if stored.config_key() == key), None)
+        if job is None:
+            others = _configurations_with_bounds(recent)
+            if others:
+                listed = "; ".join(f"`{_as_query(parsed.workload, c)}`" for c in others)
+                known = f"{parsed.workload} has bounds for (newest first): {listed}"
+            else:
+                known = (
+                    f"the team has no bounds for {parsed.workload} yet: run POST /range-tests first"
+                )
+            raise NoBoundsForConfiguration(
+                f"no successful range test of this configuration; {known}",
+                configurations=others,
+            )
     return _bounds_of(job)
+
+
+MAX_LISTED_CONFIGURATIONS = 5
+"""Configurations a ``find_bounds`` miss lists."""
+
+_SCANNED_FOR_CONFIGURATIONS = 200
+"""The team's newest successful tests of the workload a ``find_bounds`` miss looks through."""
+
+
+def _stored_specs(jobs: Sequence[Job]) -> list[tuple[Job, RangeTestSpec]]:
+    """Each job with its stored spec parsed; one this version no longer accepts is left out."""
+    out = []
+    for job in jobs:
+        try:
+            out.append((job, RangeTestSpec.model_validate(job.spec)))
+        except ValidationError:
+            continue
+    return out
+
+
+def _configurations_with_bounds(
+    recent: Sequence[tuple[Job, RangeTestSpec]],
+) -> list[dict[str, Any]]:
+    """The distinct configurations among ``recent`` (newest first) whose tests gave bounds."""
+    seen: set[str] = set()
+    found: list[dict[str, Any]] = []
+    for job, stored in recent:
+        key = stored.config_key()
+        if key in seen or not (job.result or {}).get("suggestions"):
+            continue
+        seen.add(key)
+        found.append(stored.configuration())
+        if len(found) == MAX_LISTED_CONFIGURATIONS:
+            break
+    return found
+
+
+def _as_query(workload: str, configuration: Mapping[str, Any]) -> str:
+    """The ``/bounds`` query that finds ``configuration``: only what differs from defaults."""
+    defaults = RangeTestSpec.model_validate({"workload": workload}).configuration()
+    parts = [f"workload={workload}"]
+    for name, value in configuration["params"].items():
+        if defaults["params"].get(name) != value:
+            parts.append(f"params.{name}={_query_value(value)}")
+    optimizer = configuration["optimizer"]
+    if optimizer["name"] != defaults["optimizer"]["name"]:
+        parts.append(f"optimizer={optimizer['name']}")
+        defaults_of_name = RangeTestSpec.model_validate(
+            {"workload": workload, "optimizer": {"name": optimizer["name"]}}
+        ).configuration()["optimizer"]
+    else:
+        defaults_of_name = defaults["optimizer"]
+    for name, value in optimizer.items():
+        if name != "name" and defaults_of_name.get(name) != value:
+            parts.append(f"optimizer.{name}={_query_value(value)}")
+    if configuration["metric"] != defaults["metric"]:
+        parts.append(f"metric={configuration['metric']}")
+    return "&".join(parts)
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_query_value(v) for v in value)
+    return str(value)
 
 
 # --------------------------------------------------------------------------- reconciler

@@ -547,3 +547,33 @@ class TestCancel:
         assert response.status_code == 409
         assert fields(response)["status"] == "job is succeeded"
         assert "succeeded" in response.json()["detail"]
+
+
+class TestOptimizerHyperparameters:
+    def test_a_hyperparameter_the_optimizer_ignores_is_refused(
+        self, client: TestClient, caller: Caller, messages: Sent
+    ) -> None:
+        body = spec_data(optimizer={"name": "adam", "momentum": 0.5})
+        response = submit(client, caller, body)
+        assert response.status_code == 422
+        assert fields(response) == {
+            "optimizer.momentum": "adam takes no momentum; "
+            "use betas (momentum and nesterov apply to sgd)"
+        }
+        assert messages == []
+
+    def test_a_job_echoes_only_the_hyperparameters_in_effect(
+        self, client: TestClient, caller: Caller
+    ) -> None:
+        response = submit(client, caller, spec_data(optimizer={"name": "adam"}))
+        assert response.status_code == 202
+        assert response.json()["spec"]["optimizer"] == {
+            "name": "adam",
+            "weight_decay": 0.0,
+            "betas": [0.9, 0.999],
+            "eps": 1e-8,
+        }
+        job_id = response.json()["id"]
+        read = client.get(f"/range-tests/{job_id}", headers=caller.headers).json()
+        assert "momentum" not in read["spec"]["optimizer"]
+        assert "nesterov" not in read["spec"]["optimizer"]

@@ -66,9 +66,11 @@ schema = schemathesis.openapi.from_dict(
         {
             "generation": {"max-examples": MAX_EXAMPLES},
             "checks": {
-                # A schema-valid value the document cannot rule out may still be refused
-                # with a 422 naming it: a workload not registered, params the workload
-                # does not take, a cursor no page returned, a method the curve lacks.
+                # The document declares what a value alone decides (workload and method
+                # enums, patterns, ranges); a schema-valid value may still be refused
+                # with a 422 naming it where the answer depends on more: params another
+                # workload takes, a cursor no page returned, a method this curve lacks,
+                # an Idempotency-Key used with another body, a job over a size cap.
                 "positive_data_acceptance": {
                     "expected-statuses": ["2XX", "401", "404", "409", "422"]
                 },

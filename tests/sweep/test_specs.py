@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from clr import RangeTest, RangeTestProgress, make_optimizer, suggest_all
-from clr.workloads import build_workload
+from clr.workloads import build_workload, get_workload
 from sweep.specs import (
     CONFIG_KEY_VERSION,
     JOB_RESULTS,
@@ -158,8 +158,72 @@ class TestRangeTestSpecErrors:
 class TestOptimizerSpec:
     def test_nesterov_applies_to_sgd_only(self) -> None:
         assert errors_of(spec_data(optimizer={"name": "adam", "nesterov": True})) == [
-            {"field": "optimizer.nesterov", "reason": "nesterov applies to sgd only"}
+            {
+                "field": "optimizer.nesterov",
+                "reason": "adam takes no nesterov; use betas (momentum and nesterov apply to sgd)",
+            }
         ]
+
+    @pytest.mark.parametrize("name", ["adam", "adamw"])
+    def test_adam_takes_no_momentum(self, name: str) -> None:
+        # it was accepted, stored and echoed, and did nothing
+        assert errors_of(spec_data(optimizer={"name": name, "momentum": 0.5})) == [
+            {
+                "field": "optimizer.momentum",
+                "reason": f"{name} takes no momentum; "
+                "use betas (momentum and nesterov apply to sgd)",
+            }
+        ]
+
+    @pytest.mark.parametrize("field", ["betas", "eps"])
+    def test_sgd_takes_no_adam_hyperparameters(self, field: str) -> None:
+        value = [0.9, 0.99] if field == "betas" else 1e-6  # not the defaults
+        assert errors_of(spec_data(optimizer={"name": "sgd", field: value})) == [
+            {
+                "field": f"optimizer.{field}",
+                "reason": f"sgd takes no {field}; betas and eps apply to adam and adamw",
+            }
+        ]
+
+    def test_a_spec_stored_by_an_earlier_version_still_reads(self) -> None:
+        # Earlier versions stored all five fields whatever the optimizer; a worker
+        # reading a job queued then must not refuse it.
+        legacy = {
+            "name": "adam",
+            "momentum": 0.9,
+            "weight_decay": 0.0,
+            "nesterov": False,
+            "betas": [0.9, 0.999],
+            "eps": 1e-8,
+        }
+        spec = RangeTestSpec.model_validate(spec_data(optimizer=legacy))
+        assert spec.model_dump(mode="json")["optimizer"] == {
+            "name": "adam",
+            "weight_decay": 0.0,
+            "betas": [0.9, 0.999],
+            "eps": 1e-8,
+        }
+        sgd = RangeTestSpec.model_validate(spec_data(optimizer={**legacy, "name": "sgd"}))
+        assert "betas" not in sgd.model_dump(mode="json")["optimizer"]
+
+    @pytest.mark.parametrize(
+        ("optimizer", "stored"),
+        [
+            (
+                {"name": "adam"},
+                {"name": "adam", "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1e-8},
+            ),
+            ({}, {"name": "sgd", "momentum": 0.9, "weight_decay": 0.0, "nesterov": False}),
+        ],
+    )
+    def test_stores_only_the_hyperparameters_in_effect(
+        self, optimizer: dict[str, Any], stored: dict[str, Any]
+    ) -> None:
+        spec = RangeTestSpec.model_validate(spec_data(optimizer=optimizer))
+        dumped = spec.model_dump(mode="json")
+        assert dumped["optimizer"] == stored
+        # and the stored form reads back (the worker parses it again)
+        assert RangeTestSpec.model_validate(dumped) == spec
 
     def test_nesterov_needs_momentum(self) -> None:
         assert errors_of(spec_data(optimizer={"momentum": 0.0, "nesterov": True})) == [
@@ -211,7 +275,7 @@ class TestOptimizerSpec:
 
 
 class TestConfigKey:
-    def test_is_the_sha256_of_workload_params_optimizer_and_batch_size(self) -> None:
+    def test_is_the_sha256_of_workload_params_optimizer_batch_size_and_metric(self) -> None:
         spec = RangeTestSpec.model_validate(spec_data())
         payload = {
             "v": CONFIG_KEY_VERSION,
@@ -219,7 +283,9 @@ class TestConfigKey:
             "params": {"batch_size": 64, "depth": 2, "width": 16},
             "batch_size": 64,
             "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
+            "metric": "loss",
         }
+        assert CONFIG_KEY_VERSION == 2
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         assert spec.config_key() == hashlib.sha256(text.encode()).hexdigest()
 
@@ -238,7 +304,7 @@ class TestConfigKey:
             {"start_lr": 1e-4, "end_lr": 1.0},
             {"sweep": "linear"},
             {"device": "cpu"},
-            {"metric": "accuracy"},
+            {"smoothing": 0.9, "diverge_th": 4.0},
         ],
     )
     def test_run_settings_do_not_change_the_key(self, change: dict[str, Any]) -> None:
@@ -254,16 +320,25 @@ class TestConfigKey:
             {"optimizer": {"name": "adam"}},
             {"optimizer": {"momentum": 0.8}},
             {"optimizer": {"weight_decay": 0.01}},
+            {"optimizer": {"name": "adam", "betas": [0.8, 0.999]}},
+            # bounds read off the accuracy curve are not the loss curve's
+            {"metric": "accuracy"},
         ],
     )
     def test_configuration_changes_change_the_key(self, change: dict[str, Any]) -> None:
         base = RangeTestSpec.model_validate(spec_data())
         assert RangeTestSpec.model_validate(spec_data(**change)).config_key() != base.config_key()
 
-    def test_hyperparameters_the_optimizer_ignores_do_not_count(self) -> None:
-        a = RangeTestSpec.model_validate(spec_data(optimizer={"name": "adam", "momentum": 0.1}))
-        b = RangeTestSpec.model_validate(spec_data(optimizer={"name": "adam", "momentum": 0.7}))
-        assert a.config_key() == b.config_key()
+    def test_configuration_holds_what_the_key_covers(self) -> None:
+        spec = RangeTestSpec.model_validate(spec_data(metric="accuracy"))
+        assert spec.configuration() == {
+            "workload": "digits_mlp",
+            "params": {"batch_size": 64, "width": 16, "depth": 2},
+            "batch_size": 64,
+            "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
+            "metric": "accuracy",
+        }
+        assert set(spec.configuration()) == set(RangeTestSpec.configuration_fields)
 
 
 class TestCurvePoints:
@@ -343,3 +418,42 @@ class TestRegistries:
     def test_every_kind_has_a_spec_and_a_result(self) -> None:
         assert JOB_SPECS == {"range_test": RangeTestSpec}
         assert JOB_RESULTS == {"range_test": RangeTestOutcome}
+
+
+class TestEstimate:
+    def test_memory_counts_weights_optimizer_state_restore_copy_activations_and_data(
+        self,
+    ) -> None:
+        spec = RangeTestSpec.model_validate(spec_data(params={"width": 16, "batch_size": 32}))
+        cost = get_workload("digits_mlp").estimate_cost(spec.params)
+        assert cost is not None
+        estimate = spec.estimate()
+        assert estimate is not None
+        # SGD with momentum: weights, gradients, a momentum buffer, and the restore copy
+        # of weights and buffer; activations and their gradients for 32 samples
+        floats = cost.weights * 5 + 2 * 32 * cost.activations
+        assert estimate.memory_bytes == 4 * floats + cost.data_bytes
+        assert estimate.flops_per_step == 3 * 32 * cost.flops
+        assert estimate.steps == spec.num_iter
+        assert estimate.flops == estimate.flops_per_step * spec.num_iter
+
+    @pytest.mark.parametrize(
+        ("optimizer", "slots"), [({"momentum": 0.0}, 0), ({}, 1), ({"name": "adam"}, 2)]
+    )
+    def test_optimizer_state_scales_with_its_buffers(
+        self, optimizer: dict[str, Any], slots: int
+    ) -> None:
+        bare = RangeTestSpec.model_validate(spec_data(optimizer={"momentum": 0.0})).estimate()
+        spec = RangeTestSpec.model_validate(spec_data(optimizer=optimizer))
+        estimate = spec.estimate()
+        assert bare is not None
+        assert estimate is not None
+        assert estimate.memory_bytes - bare.memory_bytes == 4 * estimate.weights * 2 * slots
+
+    def test_seconds_follow_the_flop_rate_and_the_workload_efficiency(self) -> None:
+        mlp = RangeTestSpec.model_validate(spec_data()).estimate()
+        cnn = RangeTestSpec.model_validate(spec_data(workload="digits_cnn", params={})).estimate()
+        assert mlp is not None
+        assert cnn is not None
+        assert mlp.seconds(1e9) == pytest.approx(mlp.flops / 1e9)
+        assert cnn.seconds(1e9) == pytest.approx(cnn.flops / (1e9 * 0.1))

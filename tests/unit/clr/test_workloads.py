@@ -685,3 +685,76 @@ class TestEntryPoints:
         assert instance.name == "toy"
         assert instance.params == {"lr_scale": 2.0, "mode": "b", "flag": False}
         assert instance.iters_per_epoch == 4
+
+
+# --------------------------------------------------------------------------- cost estimates
+
+
+class TestCostEstimates:
+    """A workload's cost, from arithmetic on its params, against the model it builds."""
+
+    SIZES: dict[str, list[dict[str, Any]]] = {
+        "digits_mlp": [{}, {"width": 96, "depth": 3, "batch_size": 32}, {"depth": 1}],
+        "digits_cnn": [{}, {"width": 8, "depth": 3}, {"width": 5, "depth": 1}],
+        "mnist1d_mlp": [{}, {"width": 33, "depth": 4, "num_samples": 1000}],
+        "mnist1d_cnn": [{}, {"width": 7, "depth": 5, "num_samples": 1000}, {"depth": 1}],
+        "synthetic_mlp": [{}, {"n_features": 7, "n_classes": 3, "width": 11, "n_samples": 100}],
+    }
+
+    @pytest.mark.parametrize(
+        ("name", "params"), [(n, p) for n, sizes in SIZES.items() for p in sizes]
+    )
+    def test_weights_and_flops_are_those_of_the_built_model(
+        self, name: str, params: dict[str, Any]
+    ) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        workload = get_workload(name)
+        cost = workload.estimate_cost(params)
+        assert cost is not None
+        inst = workload.build(params, seed=0)
+        assert cost.weights == sum(p.numel() for p in inst.model.parameters())
+        xb, _ = next(iter(inst.train_loader))
+        with FlopCounterMode(display=False) as counter:
+            inst.model(xb[:1])
+        # torch counts the matrix products and convolutions: the FLOPs that matter
+        assert cost.flops == counter.get_total_flops()
+        samples = inst.num_train + inst.num_val
+        features = xb[0].numel()
+        assert (
+            samples * (4 * features + 8) <= cost.data_bytes <= 1.02 * samples * (4 * features + 8)
+        )
+
+    def test_activations_grow_with_the_batch_shape(self) -> None:
+        small = get_workload("digits_mlp").estimate_cost({"width": 64})
+        wide = get_workload("digits_mlp").estimate_cost({"width": 128})
+        assert small is not None
+        assert wide is not None
+        assert wide.activations - small.activations == 2 * 2 * 64  # two layers, Linear + ReLU
+
+    def test_the_largest_params_are_estimated_without_building(self) -> None:
+        # ~1e9 weights: building it would take 4 GB; the estimate is arithmetic
+        cost = get_workload("synthetic_mlp").estimate_cost(
+            {"n_features": 65536, "width": 8192, "depth": 8, "n_samples": 700}
+        )
+        assert cost is not None
+        assert cost.weights == 65536 * 8192 + 7 * 8192 * 8192 + 8192 * 10 + 8 * 8192 + 10
+
+    def test_a_workload_without_a_cost_has_no_estimate(self) -> None:
+        assert _toy().estimate_cost({}) is None
+
+    @pytest.mark.parametrize("name", BUILTINS)
+    def test_every_builtin_param_has_a_range(self, name: str) -> None:
+        schema = get_workload(name).param_schema()["properties"]
+        for param in get_workload(name).params:
+            assert param.type in (int, float), param.name  # the built-ins take numbers only
+            assert param.minimum is not None, param.name
+            assert param.maximum is not None, param.name
+            assert schema[param.name]["minimum"] == param.minimum
+            assert schema[param.name]["maximum"] == param.maximum
+
+    @pytest.mark.parametrize("value", ["a\x00b", "line\nbreak", "\x7f", "\x9b"])
+    def test_a_str_param_refuses_control_characters(self, value: str) -> None:
+        spec = ParamSpec("label", str, "plain")
+        with pytest.raises(InvalidWorkloadParams, match="control characters"):
+            spec.validate(value)
