@@ -51,7 +51,8 @@ class Settings(BaseSettings):
         heartbeat_interval_s: how often a running job's worker reports it is alive.
         heartbeat_timeout_s: a running job silent this long is taken as lost.
         queued_resend_after_s: a queued job whose message is older than this gets
-            its message sent again (an emptied broker loses nothing).
+            its message sent again (an emptied broker loses nothing), if a worker
+            of its queue has been idle long enough to show the message is lost.
         max_attempts: claims a job may have; a job lost this many times fails.
         job_time_limit_s: the longest a job may run.
         db_pool_size, db_max_overflow: PostgreSQL connections a process keeps open,
@@ -59,6 +60,11 @@ class Settings(BaseSettings):
             requests at once (its thread pool); connections beyond the pool are
             closed on return, and a new one costs milliseconds, so the pool is sized
             for a busy API rather than SQLAlchemy's 5.
+        queued_resend_max_s: the longest wait between two re-sends of one queued
+            job's message: each re-send doubles the wait from ``queued_resend_after_s``
+            up to this.
+        worker_prune_after_s: a worker silent this long is dropped from the registry
+            (it shows as offline from ``heartbeat_timeout_s`` on).
     """
 
     model_config = SettingsConfigDict(env_prefix="CLR_", env_file=".env", extra="ignore")
@@ -73,6 +79,8 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(default=6 * 3600, gt=0)
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     db_max_overflow: int = Field(default=20, ge=0, le=1000)
+    queued_resend_max_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    worker_prune_after_s: float = Field(default=86_400.0, gt=0, allow_inf_nan=False)
 
     @field_validator("data_dir")
     @classmethod
@@ -111,6 +119,22 @@ class Settings(BaseSettings):
                 "CLR_HEARTBEAT_TIMEOUT_S must exceed CLR_HEARTBEAT_INTERVAL_S "
                 f"(got {self.heartbeat_timeout_s:g} <= {self.heartbeat_interval_s:g}); "
                 "otherwise every running job looks lost between two heartbeats"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _resend_backoff_has_room(self) -> Settings:
+        if self.queued_resend_max_s < self.queued_resend_after_s:
+            raise ValueError(
+                "CLR_QUEUED_RESEND_MAX_S must be at least CLR_QUEUED_RESEND_AFTER_S "
+                f"(got {self.queued_resend_max_s:g} < {self.queued_resend_after_s:g}): "
+                "it caps the growing wait between re-sends"
+            )
+        if self.worker_prune_after_s <= self.heartbeat_timeout_s:
+            raise ValueError(
+                "CLR_WORKER_PRUNE_AFTER_S must exceed CLR_HEARTBEAT_TIMEOUT_S "
+                f"(got {self.worker_prune_after_s:g} <= {self.heartbeat_timeout_s:g}): "
+                "a worker is offline before it is forgotten"
             )
         return self
 

@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery
 
 from sweep.db import set_job_sender
+from sweep.queues import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, queue_for, worker_queues
 from sweep.settings import REDIS_VISIBILITY_MARGIN_S, Settings, get_settings
 
 __all__ = [
@@ -38,35 +39,6 @@ __all__ = [
 
 RANGE_TEST_TASK = "range_test.run"
 RECONCILE_TASK = "jobs.reconcile"
-
-JOBS_QUEUE = "jobs"
-"""Jobs with device ``auto``: every worker consumes it, one job at a time each."""
-
-CUDA_QUEUE = "jobs.cuda"
-"""Jobs that asked for ``cuda``: only workers with a GPU consume it."""
-
-CPU_QUEUE = "jobs.cpu"
-"""Jobs that asked for ``cpu``: CPU workers, and GPU workers after their own queues."""
-
-
-def queue_for(device: str) -> str:
-    """The queue of a job with device preference ``device`` (``auto``, ``cpu``, ``cuda``)."""
-    return {"cuda": CUDA_QUEUE, "cpu": CPU_QUEUE}.get(device, JOBS_QUEUE)
-
-
-def worker_queues(device_kind: str) -> list[str]:
-    """The queues a worker on ``device_kind`` (``cuda`` or ``cpu``) consumes, in order.
-
-    Celery polls a worker's queues in turn, so a GPU worker takes CUDA and ``auto``
-    jobs alike; CPU-only jobs reach it too, so none waits where no CPU worker runs.
-    A CPU worker never takes a job that asked for CUDA.
-    """
-    if device_kind == "cuda":
-        return [CUDA_QUEUE, JOBS_QUEUE, CPU_QUEUE]
-    if device_kind == "cpu":
-        return [CPU_QUEUE, JOBS_QUEUE]
-    raise ValueError(f"device kind must be 'cuda' or 'cpu', got {device_kind!r}")
-
 
 MAINTENANCE_QUEUE = "maintenance"
 """Where the reconciler runs: a small worker of its own (or ``-B`` beside beat), so a
