@@ -53,7 +53,12 @@ class WorkerRepository:
 
     def heard_since(self, cutoff: datetime) -> list[Worker]:
         """Workers whose last heartbeat is at or after ``cutoff`` (the live ones), by name."""
-        stmt = select(Worker).where(Worker.heartbeat_at >= cutoff).order_by(Worker.name, Worker.id)
+        stmt = (
+            select(Worker)
+            .where(Worker.heartbeat_at >= cutoff)
+            .order_by(Worker.name, Worker.id)
+            .execution_options(populate_existing=True)
+        )
         return list(self.session.scalars(stmt))
 
     def all(self) -> list[Worker]:
