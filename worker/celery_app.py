@@ -138,8 +138,10 @@ def get_celery() -> Celery:
     """The process's app, from :func:`~sweep.settings.get_settings` (built once).
 
     Also installs a :class:`~worker.sender.CelerySender` on it as the process's
-    job sender, so jobs the reconciler re-sends or requeues leave after commit.
+    job sender, so jobs the reconciler re-sends or requeues leave after commit,
+    and connects :mod:`worker.announce`: a worker process registers itself.
     """
+    import worker.announce  # noqa: F401 - a worker process announces itself (signals)
     from worker.sender import CelerySender  # sender imports this module's constants
 
     app = create_celery(get_settings())

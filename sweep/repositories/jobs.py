@@ -82,6 +82,11 @@ class JobRepository:
         """A job by id, whatever its team (workers and the reconciler)."""
         return self.session.get(Job, job_id)
 
+    def status_of(self, job_id: uuid.UUID) -> JobStatus | None:
+        """A job's status alone (one indexed read), or None if there is no such job."""
+        status = self.session.scalars(select(Job.status).where(Job.id == job_id)).one_or_none()
+        return None if status is None else JobStatus(status)
+
     def get_for_team(self, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
         """A job by id, only if it belongs to ``team_id``."""
         stmt = select(Job).where(Job.id == job_id, Job.team_id == team_id)

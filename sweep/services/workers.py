@@ -36,6 +36,7 @@ __all__ = [
     "WorkerView",
     "explain_wait",
     "fetched_before",
+    "job_status",
     "list_workers",
     "live_workers",
     "prune_workers",
@@ -207,6 +208,12 @@ def fetched_before(workers: Sequence[Worker]) -> dict[str, datetime]:
             if queue in JOB_QUEUES and (queue not in cutoffs or cutoffs[queue] < settled):
                 cutoffs[queue] = settled
     return cutoffs
+
+
+def job_status(session: Session, *, job_id: uuid.UUID) -> JobStatus | None:
+    """A job's status alone, or None if it does not exist (a worker's cheap look
+    before it starts a job's process: only a queued job is worth one)."""
+    return JobRepository(session).status_of(job_id)
 
 
 def _plural(count: int, noun: str) -> str:

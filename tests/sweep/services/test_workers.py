@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -233,7 +234,7 @@ class TestReconcileResends:
         assert reconcile(session, settings=settings, now=T0).resent == []
 
     def test_re_sends_back_off_exponentially_up_to_the_cap(
-        self, session: Session, tmp_path: object
+        self, session: Session, tmp_path: Path
     ) -> None:
         settings = Settings(
             _env_file=None, data_dir=tmp_path, queued_resend_after_s=10, queued_resend_max_s=35
