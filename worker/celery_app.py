@@ -59,8 +59,9 @@ def task_time_limit_s(settings: Settings) -> int:
 def reconcile_interval_s(settings: Settings) -> float:
     """How often beat runs the reconciler: half the shorter of its two deadlines.
 
-    A queued job's message is re-sent at most ``queued_resend_after_s`` plus this
-    late, and a lost worker's job requeued at most ``heartbeat_timeout_s`` plus this.
+    A lost message is re-sent at most this late after it is due (once a worker of
+    its queue is seen free, and ``queued_resend_after_s`` after its send at the
+    earliest), and a lost worker's job requeued at most ``heartbeat_timeout_s`` plus this.
     """
     return min(settings.queued_resend_after_s, settings.heartbeat_timeout_s) / 2
 
