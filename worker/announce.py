@@ -33,6 +33,7 @@ from typing import Any
 
 from celery.signals import task_received, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import state
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -41,12 +42,22 @@ from sweep.db import create_db_engine, make_session_factory, session_scope
 from sweep.services import WorkerInfo, record_worker, retire_worker
 from sweep.settings import get_settings
 
-__all__ = ["FORK_WAIT_S", "Announcer", "current_announcer", "job_id_of", "parent_session_factory"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "FORK_WAIT_S",
+    "Announcer",
+    "current_announcer",
+    "job_id_of",
+    "parent_session_factory",
+]
 
 logger = logging.getLogger(__name__)
 
 FORK_WAIT_S = 2.0
 """Longest a fork waits for a heartbeat's database round trip to finish."""
+
+CONNECT_TIMEOUT_S = 5
+"""Seconds the parent waits for a PostgreSQL connection (libpq's ``connect_timeout``)."""
 
 STOP_WAIT_S = 5.0
 """Longest a shutting-down worker waits for its thread to delete its row."""
@@ -57,9 +68,15 @@ def parent_session_factory() -> sessionmaker[Session]:
     """Sessions for the worker's parent process: a connection per unit of work.
 
     Without a pool no connection outlives its unit of work, so a child forked
-    meanwhile inherits none (a child's jobs open their own).
+    meanwhile inherits none (a child's jobs open their own). On PostgreSQL a
+    connection attempt gives up after :data:`CONNECT_TIMEOUT_S`: the parent also
+    fetches the messages, and must not hang on a frozen server.
     """
-    return make_session_factory(create_db_engine(get_settings().db_url, poolclass=NullPool))
+    url = get_settings().db_url
+    kwargs: dict[str, Any] = {"poolclass": NullPool}
+    if make_url(url).get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return make_session_factory(create_db_engine(url, **kwargs))
 
 
 def job_id_of(args: Iterable[Any] | None) -> uuid.UUID | None:
