@@ -38,8 +38,7 @@ from sweep.errors import (
     NotReady,
 )
 from sweep.models import Job, JobStatus, Team
-from sweep.repositories import JobRepository
-from sweep.repositories.jobs import ResendRule
+from sweep.repositories import JobRepository, ResendRule
 from sweep.services.workers import fetched_before, live_workers, prune_workers
 from sweep.settings import Settings
 from sweep.specs import (
@@ -679,7 +678,6 @@ def reconcile(
       had been asked to cancel, it is cancelled instead.
     - A running job whose attempt started more than ``job_time_limit_s`` (plus one
       heartbeat timeout of grace) ago fails, even if its worker is still alive.
-
     - Workers silent for ``worker_prune_after_s`` leave the registry.
 
     Each change is a guarded update, so a heartbeat arriving meanwhile, or another
