@@ -51,7 +51,8 @@ class Settings(BaseSettings):
         heartbeat_interval_s: how often a running job's worker reports it is alive.
         heartbeat_timeout_s: a running job silent this long is taken as lost.
         queued_resend_after_s: a queued job whose message is older than this gets
-            its message sent again (an emptied broker loses nothing).
+            its message sent again (an emptied broker loses nothing), if a worker
+            of its queue has been idle long enough to show the message is lost.
         max_attempts: claims a job may have; a job lost this many times fails.
         job_time_limit_s: the longest a job may run.
         db_pool_size, db_max_overflow: PostgreSQL connections a process keeps open,
@@ -70,6 +71,11 @@ class Settings(BaseSettings):
             default is a 2-core CPU's (measured); a GPU host sets it 100 times higher.
         max_active_jobs_per_team: queued and running jobs a team may have at once;
             a submit over it gets a 429 with ``Retry-After``. 0 turns the cap off.
+        queued_resend_max_s: the longest wait between two re-sends of one queued
+            job's message: each re-send doubles the wait from ``queued_resend_after_s``
+            up to this.
+        worker_prune_after_s: a worker silent this long is dropped from the registry
+            (it shows as offline from ``heartbeat_timeout_s`` on).
     """
 
     model_config = SettingsConfigDict(env_prefix="CLR_", env_file=".env", extra="ignore")
@@ -88,6 +94,8 @@ class Settings(BaseSettings):
     max_job_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     job_flop_rate: float = Field(default=4e10, gt=0, allow_inf_nan=False)
     max_active_jobs_per_team: int = Field(default=1000, ge=0)
+    queued_resend_max_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    worker_prune_after_s: float = Field(default=86_400.0, gt=0, allow_inf_nan=False)
 
     @field_validator("data_dir")
     @classmethod
@@ -126,6 +134,22 @@ class Settings(BaseSettings):
                 "CLR_HEARTBEAT_TIMEOUT_S must exceed CLR_HEARTBEAT_INTERVAL_S "
                 f"(got {self.heartbeat_timeout_s:g} <= {self.heartbeat_interval_s:g}); "
                 "otherwise every running job looks lost between two heartbeats"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _resend_backoff_has_room(self) -> Settings:
+        if self.queued_resend_max_s < self.queued_resend_after_s:
+            raise ValueError(
+                "CLR_QUEUED_RESEND_MAX_S must be at least CLR_QUEUED_RESEND_AFTER_S "
+                f"(got {self.queued_resend_max_s:g} < {self.queued_resend_after_s:g}): "
+                "it caps the growing wait between re-sends"
+            )
+        if self.worker_prune_after_s <= self.heartbeat_timeout_s:
+            raise ValueError(
+                "CLR_WORKER_PRUNE_AFTER_S must exceed CLR_HEARTBEAT_TIMEOUT_S "
+                f"(got {self.worker_prune_after_s:g} <= {self.heartbeat_timeout_s:g}): "
+                "a worker is offline before it is forgotten"
             )
         return self
 

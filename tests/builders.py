@@ -7,12 +7,13 @@ Defaults make a valid row; keyword overrides set any column. Times default to
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from sweep.models import Job, JobStatus, Team
+from sweep.models import Job, JobStatus, Team, Worker
+from sweep.queues import worker_queues
 from sweep.specs import (
     CurvePoints,
     RangeTestOutcome,
@@ -128,3 +129,23 @@ def make_outcome(*, base_lr: float = 0.01, max_lr: float = 0.1) -> RangeTestOutc
             cycles=4,
         ),
     )
+
+
+def make_worker(session: Session, **overrides: Any) -> Worker:
+    """A live CPU worker, idle since :data:`T0` minus an hour, last heard at :data:`T0`."""
+    values: dict[str, Any] = {
+        "name": f"cpu1.{uuid.uuid4().hex[:6]}@host",
+        "hostname": "host",
+        "pid": 4242,
+        "device_kind": "cpu",
+        "queues": worker_queues("cpu"),
+        "current_job_id": None,
+        "idle_since": T0 - timedelta(hours=1),
+        "started_at": T0 - timedelta(hours=1),
+        "heartbeat_at": T0,
+    }
+    values.update(overrides)
+    worker = Worker(**values)
+    session.add(worker)
+    session.flush()
+    return worker

@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery
 
 from sweep.db import set_job_sender
+from sweep.queues import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, queue_for, worker_queues
 from sweep.settings import REDIS_VISIBILITY_MARGIN_S, Settings, get_settings
 
 __all__ = [
@@ -39,35 +40,6 @@ __all__ = [
 RANGE_TEST_TASK = "range_test.run"
 RECONCILE_TASK = "jobs.reconcile"
 
-JOBS_QUEUE = "jobs"
-"""Jobs with device ``auto``: every worker consumes it, one job at a time each."""
-
-CUDA_QUEUE = "jobs.cuda"
-"""Jobs that asked for ``cuda``: only workers with a GPU consume it."""
-
-CPU_QUEUE = "jobs.cpu"
-"""Jobs that asked for ``cpu``: CPU workers, and GPU workers after their own queues."""
-
-
-def queue_for(device: str) -> str:
-    """The queue of a job with device preference ``device`` (``auto``, ``cpu``, ``cuda``)."""
-    return {"cuda": CUDA_QUEUE, "cpu": CPU_QUEUE}.get(device, JOBS_QUEUE)
-
-
-def worker_queues(device_kind: str) -> list[str]:
-    """The queues a worker on ``device_kind`` (``cuda`` or ``cpu``) consumes, in order.
-
-    Celery polls a worker's queues in turn, so a GPU worker takes CUDA and ``auto``
-    jobs alike; CPU-only jobs reach it too, so none waits where no CPU worker runs.
-    A CPU worker never takes a job that asked for CUDA.
-    """
-    if device_kind == "cuda":
-        return [CUDA_QUEUE, JOBS_QUEUE, CPU_QUEUE]
-    if device_kind == "cpu":
-        return [CPU_QUEUE, JOBS_QUEUE]
-    raise ValueError(f"device kind must be 'cuda' or 'cpu', got {device_kind!r}")
-
-
 MAINTENANCE_QUEUE = "maintenance"
 """Where the reconciler runs: a small worker of its own (or ``-B`` beside beat), so a
 six-hour range test on a solo-pool GPU worker never holds a reconciler pass up."""
@@ -87,8 +59,9 @@ def task_time_limit_s(settings: Settings) -> int:
 def reconcile_interval_s(settings: Settings) -> float:
     """How often beat runs the reconciler: half the shorter of its two deadlines.
 
-    A queued job's message is re-sent at most ``queued_resend_after_s`` plus this
-    late, and a lost worker's job requeued at most ``heartbeat_timeout_s`` plus this.
+    A lost message is re-sent at most this late after it is due (once a worker of
+    its queue is seen free, and ``queued_resend_after_s`` after its send at the
+    earliest), and a lost worker's job requeued at most ``heartbeat_timeout_s`` plus this.
     """
     return min(settings.queued_resend_after_s, settings.heartbeat_timeout_s) / 2
 
@@ -166,8 +139,10 @@ def get_celery() -> Celery:
     """The process's app, from :func:`~sweep.settings.get_settings` (built once).
 
     Also installs a :class:`~worker.sender.CelerySender` on it as the process's
-    job sender, so jobs the reconciler re-sends or requeues leave after commit.
+    job sender, so jobs the reconciler re-sends or requeues leave after commit,
+    and connects :mod:`worker.announce`: a worker process registers itself.
     """
+    import worker.announce  # noqa: F401 - a worker process announces itself (signals)
     from worker.sender import CelerySender  # sender imports this module's constants
 
     app = create_celery(get_settings())

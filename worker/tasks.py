@@ -40,6 +40,7 @@ from sweep.services import (
 from sweep.settings import get_settings
 from sweep.specs import CurvePoints, RangeTestOutcome, RangeTestSpec
 from worker.celery_app import RANGE_TEST_TASK, RECONCILE_TASK
+from worker.prefilter import JobTask
 
 __all__ = ["ProgressReporter", "reconcile_jobs", "run_range_test", "run_range_test_job"]
 
@@ -278,7 +279,7 @@ def _preload_workloads(**_: object) -> None:
     import torch._dynamo  # noqa: F401
 
 
-@shared_task(name=RANGE_TEST_TASK)
+@shared_task(name=RANGE_TEST_TASK, base=JobTask)
 def run_range_test(job_id: str) -> str:
     """Run range-test job ``job_id`` (a UUID string) if it is still queued."""
     settings = get_settings()

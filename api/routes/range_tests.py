@@ -145,9 +145,15 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=RangeTestRead, responses={**AUTH, **NOT_FOUND, **INVALID})
-def get_range_test(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> Job:
-    """One of the team's range tests."""
-    return services.get_job(session, team=team, job_id=job_id)
+def get_range_test(
+    job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep, settings: SettingsDep
+) -> RangeTestRead:
+    """One of the team's range tests; a queued one says where it stands and why it waits."""
+    job = services.get_job(session, team=team, job_id=job_id)
+    wait = services.explain_wait(session, job=job, settings=settings)
+    return RangeTestRead.model_validate(job).model_copy(
+        update={"queue_position": wait.queue_position, "waiting_reason": wait.waiting_reason}
+    )
 
 
 def _curve_csv(curve: CurveSlice) -> str:

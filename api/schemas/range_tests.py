@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from api.schemas.text import workload_enum
 from sweep.models import JobStatus
@@ -90,6 +90,16 @@ class RangeTestRead(BaseModel):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     result: RangeTestResultRead | None
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued: 1 + the queued jobs of its queue ahead of it "
+        "(given when one job is read, not in lists)",
+    )
+    waiting_reason: str | None = Field(
+        default=None,
+        description="While queued: why it waits, e.g. 'no running worker takes jobs.cuda; "
+        "2 CPU workers are online' (given when one job is read, not in lists)",
+    )
 
 
 class JobList(BaseModel):

@@ -1,4 +1,4 @@
-"""ORM models: teams, API tokens, jobs and curve chunks.
+"""ORM models: teams, API tokens, jobs, curve chunks and the worker registry.
 
 Alembic (``migrations/``) is the only way the schema changes; a test checks
 that these models and the migrations agree.
@@ -7,6 +7,7 @@ that these models and the migrations agree.
 from sweep.models.base import NAMING_CONVENTION, Base, JSONType, TimestampMixin, UTCDateTime
 from sweep.models.job import FINISHED_STATUSES, CurveChunk, Job, JobStatus
 from sweep.models.team import TOKEN_PREFIX_LENGTH, ApiToken, Team
+from sweep.models.worker import Worker
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -21,4 +22,5 @@ __all__ = [
     "Team",
     "TimestampMixin",
     "UTCDateTime",
+    "Worker",
 ]

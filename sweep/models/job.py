@@ -20,11 +20,13 @@ from sqlalchemy import (
     false,
     text,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from sweep.clock import utc_now
 from sweep.models.base import Base, TimestampMixin
 from sweep.models.team import Team
+from sweep.queues import JOBS_QUEUE, queue_for
 
 __all__ = ["FINISHED_STATUSES", "CurveChunk", "Job", "JobStatus"]
 
@@ -52,12 +54,27 @@ FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.
 _STATUS_VALUES = ", ".join(f"'{s.value}'" for s in JobStatus)
 
 
+def _device_of(spec: dict[str, Any] | None) -> str:
+    device = (spec or {}).get("device", "auto")
+    return device if isinstance(device, str) else "auto"
+
+
+def _queue_of_spec(context: DefaultExecutionContext) -> str:
+    # the column default: the queue the job's device preference routes it to
+    parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return queue_for(_device_of(parameters.get("spec")))
+
+
 class Job(TimestampMixin, Base):
     """One unit of GPU work of some ``kind`` (``range_test`` today).
 
     The row is the source of truth; a broker message carries only its id. Every
     write a worker makes names the ``attempt`` it was given by the claim, so a
     worker that lost its job cannot overwrite a newer attempt.
+
+    ``queue`` is where its messages go (set from the spec's device preference);
+    ``enqueued_at`` is when its last message went out and ``sends`` how many went
+    out since it last became queued: the reconciler's re-sends back off on it.
     """
 
     __tablename__ = "jobs"
@@ -90,6 +107,10 @@ class Job(TimestampMixin, Base):
     progress: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     total: Mapped[int]
     result: Mapped[dict[str, Any] | None]
+    queue: Mapped[str] = mapped_column(
+        String(64), default=_queue_of_spec, server_default=JOBS_QUEUE
+    )
+    sends: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     queued_at: Mapped[datetime] = mapped_column(default=utc_now)
     enqueued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
@@ -104,6 +125,7 @@ class Job(TimestampMixin, Base):
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
         CheckConstraint("progress >= 0", name="progress"),
         CheckConstraint("total >= 0", name="total"),
+        CheckConstraint("sends >= 0", name="sends"),
         UniqueConstraint("team_id", "idempotency_key"),
         # listing a team's jobs newest first, with (created_at, id) cursors; also
         # serves the team_id foreign key
@@ -112,6 +134,8 @@ class Job(TimestampMixin, Base):
         # the reconciler: running jobs by heartbeat, queued jobs by last send
         Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        # a queued job's position: the queued jobs of its queue ahead of it
+        Index("ix_jobs_status_queue_queued_at", "status", "queue", "queued_at"),
     )
 
     @property
@@ -122,8 +146,7 @@ class Job(TimestampMixin, Base):
     @property
     def requested_device(self) -> str:
         """The spec's device preference (``auto``, ``cpu`` or ``cuda``): it picks the queue."""
-        device = self.spec.get("device", "auto")
-        return device if isinstance(device, str) else "auto"
+        return _device_of(self.spec)
 
 
 class CurveChunk(Base):

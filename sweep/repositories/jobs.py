@@ -10,8 +10,9 @@ needs SQLite 3.35 or PostgreSQL.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
@@ -19,7 +20,48 @@ from sqlalchemy.orm import Session
 
 from sweep.models import CurveChunk, Job, JobStatus, Team
 
-__all__ = ["JobRepository"]
+__all__ = ["JobRepository", "ResendRule"]
+
+_MAX_BACKOFF_LEVELS = 32
+
+
+@dataclass(frozen=True)
+class ResendRule:
+    """Which queued jobs' messages the reconciler sends again, at ``now``.
+
+    Attributes:
+        fetched_before: queue -> a time at which a worker consuming the queue was
+            free and had fetched nothing: a job of that queue whose last message
+            went out at or before it has no message left in the queue. Other
+            queues' jobs are left alone (their messages may still be waiting).
+        now: the reconciler's time.
+        first_wait_s: the least wait after a job's first send before a re-send.
+        max_wait_s: the wait doubles with every re-send (``sends``), up to this.
+    """
+
+    fetched_before: Mapping[str, datetime]
+    now: datetime
+    first_wait_s: float
+    max_wait_s: float
+
+    def where(self) -> list[ColumnElement[bool]]:
+        """The conditions on ``jobs``."""
+        lost = [
+            and_(Job.queue == queue, or_(Job.enqueued_at.is_(None), Job.enqueued_at <= cutoff))
+            for queue, cutoff in self.fetched_before.items()
+        ]
+        # the backoff: after its n-th send a job waits first_wait_s * 2**(n-1), at most max
+        waited = [
+            Job.enqueued_at.is_(None),
+            Job.enqueued_at < self.now - timedelta(seconds=self.max_wait_s),
+        ]
+        sends, wait_s = 1, self.first_wait_s
+        while wait_s < self.max_wait_s and sends < _MAX_BACKOFF_LEVELS:
+            waited.append(
+                and_(Job.sends <= sends, Job.enqueued_at < self.now - timedelta(seconds=wait_s))
+            )
+            sends, wait_s = sends + 1, wait_s * 2
+        return [Job.status == JobStatus.QUEUED, or_(*lost), or_(*waited)]
 
 
 class JobRepository:
@@ -39,6 +81,11 @@ class JobRepository:
     def get(self, job_id: uuid.UUID) -> Job | None:
         """A job by id, whatever its team (workers and the reconciler)."""
         return self.session.get(Job, job_id)
+
+    def status_of(self, job_id: uuid.UUID) -> JobStatus | None:
+        """A job's status alone (one indexed read), or None if there is no such job."""
+        status = self.session.scalars(select(Job.status).where(Job.id == job_id)).one_or_none()
+        return None if status is None else JobStatus(status)
 
     def get_for_team(self, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
         """A job by id, only if it belongs to ``team_id``."""
@@ -149,15 +196,34 @@ class JobRepository:
         )
         return int(self.session.scalar(stmt) or 0)
 
-    def stale_queued(self, cutoff: datetime, *, limit: int) -> list[Job]:
-        """Queued jobs whose last message went out before ``cutoff`` (or never)."""
-        stmt = (
-            select(Job)
-            .where(Job.status == JobStatus.QUEUED, _sent_before(cutoff))
-            .order_by(Job.enqueued_at, Job.id)
-            .limit(limit)
-        )
+    def resendable(
+        self, rule: ResendRule, *, exclude: Collection[uuid.UUID] = (), limit: int
+    ) -> list[Job]:
+        """Queued jobs whose message ``rule`` takes as lost and whose re-send is due.
+
+        Args:
+            rule: which messages are lost, and the backoff.
+            exclude: jobs a live worker holds the message of (received, not claimed).
+            limit: at most this many, the longest waiting first.
+        """
+        if not rule.fetched_before:
+            return []
+        stmt = select(Job).where(*rule.where()).order_by(Job.enqueued_at, Job.id).limit(limit)
+        if exclude:
+            stmt = stmt.where(Job.id.not_in(list(exclude)))
         return list(self.session.scalars(stmt))
+
+    def queued_ahead(self, job: Job) -> int:
+        """How many queued jobs of ``job``'s queue were queued before it (any team)."""
+        stmt = select(func.count()).where(
+            Job.status == JobStatus.QUEUED,
+            Job.queue == job.queue,
+            or_(
+                Job.queued_at < job.queued_at,
+                and_(Job.queued_at == job.queued_at, Job.id < job.id),
+            ),
+        )
+        return int(self.session.execute(stmt).scalar_one())
 
     def stale_running(self, cutoff: datetime, *, limit: int) -> list[Job]:
         """Running jobs whose last heartbeat is older than ``cutoff``."""
@@ -374,15 +440,20 @@ class JobRepository:
         )
 
     def mark_resent(
-        self, job_ids: Sequence[uuid.UUID], *, cutoff: datetime, now: datetime
+        self, job_ids: Sequence[uuid.UUID], rule: ResendRule
     ) -> list[tuple[uuid.UUID, str]]:
-        """Stamp ``enqueued_at = now`` on those still queued and stale; their ``(id, kind)``."""
+        """Stamp a re-send (``enqueued_at = now``, ``sends + 1``) on those of ``job_ids``
+        ``rule`` still selects; their ``(id, kind)``.
+
+        The same conditions guard the update, so of two reconcilers re-sending the
+        same job only the first does.
+        """
         if not job_ids:
             return []
         stmt = (
             update(Job)
-            .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED, _sent_before(cutoff))
-            .values(enqueued_at=now, updated_at=now)
+            .where(Job.id.in_(list(job_ids)), *rule.where())
+            .values(enqueued_at=rule.now, sends=Job.sends + 1, updated_at=rule.now)
             .returning(Job.id, Job.kind)
         )
         return [(row.id, row.kind) for row in self.session.execute(stmt)]
@@ -405,6 +476,7 @@ class JobRepository:
                 "started_at": None,
                 "heartbeat_at": None,
                 "enqueued_at": now,
+                "sends": 1,
                 "updated_at": now,
             },
         )
@@ -412,7 +484,3 @@ class JobRepository:
 
 def _running(attempt: int) -> list[ColumnElement[bool]]:
     return [Job.attempt == attempt, Job.status == JobStatus.RUNNING]
-
-
-def _sent_before(cutoff: datetime) -> ColumnElement[bool]:
-    return or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff)

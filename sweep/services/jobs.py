@@ -43,7 +43,8 @@ from sweep.errors import (
     TooManyActiveJobs,
 )
 from sweep.models import Job, JobStatus, Team
-from sweep.repositories import JobRepository
+from sweep.repositories import JobRepository, ResendRule
+from sweep.services.workers import fetched_before, live_workers, prune_workers
 from sweep.settings import Settings
 from sweep.specs import (
     JOB_RESULTS,
@@ -172,6 +173,7 @@ class ReconcileReport:
     failed: list[uuid.UUID]
     cancelled: list[uuid.UUID]
     timed_out: list[uuid.UUID]
+    pruned_workers: int = 0
 
 
 def _now(now: datetime | None) -> datetime:
@@ -902,13 +904,20 @@ def reconcile(
 ) -> ReconcileReport:
     """One pass of the reconciler; safe to run from several processes at once.
 
-    - A queued job whose message went out more than ``queued_resend_after_s`` ago
-      gets it again (a flushed broker, or a crash between commit and send).
+    - A queued job whose message is lost gets it again (a flushed broker, or a
+      crash between commit and send). Lost means: a live worker that consumes its
+      queue has been free, fetching nothing, since its message went out (see
+      :func:`~sweep.services.workers.fetched_before`); while every consumer of the
+      queue is busy the message is taken to be waiting, and is not duplicated. A
+      job is re-sent at the earliest ``queued_resend_after_s`` after its last send,
+      the wait doubling with each re-send up to ``queued_resend_max_s``, so even a
+      misjudged queue gets few duplicates.
     - A running job silent for ``heartbeat_timeout_s`` lost its worker: it goes back
       to queued for another attempt, or fails once it has had ``max_attempts``; if it
       had been asked to cancel, it is cancelled instead.
     - A running job whose attempt started more than ``job_time_limit_s`` (plus one
       heartbeat timeout of grace) ago fails, even if its worker is still alive.
+    - Workers silent for ``worker_prune_after_s`` leave the registry.
 
     Each change is a guarded update, so a heartbeat arriving meanwhile, or another
     reconciler, wins cleanly.
@@ -916,10 +925,18 @@ def reconcile(
     now = _now(now)
     repo = JobRepository(session)
 
-    resend_cutoff = now - timedelta(seconds=settings.queued_resend_after_s)
-    stale_queued = repo.stale_queued(resend_cutoff, limit=limit)
-    resent = repo.mark_resent([j.id for j in stale_queued], cutoff=resend_cutoff, now=now)
-    devices = {job.id: job.requested_device for job in stale_queued}
+    workers = live_workers(session, settings=settings, now=now)
+    rule = ResendRule(
+        fetched_before=fetched_before(workers),
+        now=now,
+        first_wait_s=settings.queued_resend_after_s,
+        max_wait_s=settings.queued_resend_max_s,
+    )
+    # a message a worker received but has not claimed yet is not lost
+    held = {w.current_job_id for w in workers if w.current_job_id is not None}
+    lost = repo.resendable(rule, exclude=held, limit=limit)
+    resent = repo.mark_resent([job.id for job in lost], rule)
+    devices = {job.id: job.requested_device for job in lost}
     for job_id, kind in resent:
         enqueue_after_commit(session, job_id, kind, device=devices[job_id])
         logger.info("job.resent job_id=%s kind=%s", job_id, kind)
@@ -973,4 +990,5 @@ def reconcile(
         failed=failed,
         cancelled=cancelled,
         timed_out=timed_out,
+        pruned_workers=prune_workers(session, settings=settings, now=now),
     )

@@ -3,6 +3,8 @@ models that match what the migrations build (pytest-alembic's built-ins, by hand
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from sweep.db import create_db_engine
 from sweep.migrate import (
@@ -27,7 +29,7 @@ from sweep.models import Base
 from sweep.settings import Settings
 from tests import database
 
-TABLES = {"teams", "api_tokens", "jobs", "curve_chunks"}
+TABLES = {"teams", "api_tokens", "jobs", "curve_chunks", "workers"}
 
 
 @pytest.fixture(params=database.DIALECTS)
@@ -128,3 +130,48 @@ def test_alembic_config_refuses_a_missing_migrations_folder(
     monkeypatch.setattr("sweep.migrate.MIGRATIONS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="no Alembic migrations"):
         alembic_config()
+
+
+def test_worker_registry_migration_routes_existing_jobs_and_downgrades(
+    empty_engine: Engine, empty_url: str
+) -> None:
+    config = alembic_config(empty_url)
+    command.upgrade(config, "3f2a9c1e7b40")
+    now = "2026-11-23 12:00:00+00:00"
+    with empty_engine.begin() as conn:
+        team = uuid.uuid4()
+        conn.execute(
+            text("INSERT INTO teams (id, name, created_at, updated_at) VALUES (:id, 't', :t, :t)"),
+            {"id": _uuid_param(empty_engine, team), "t": now},
+        )
+        for device in ("cuda", "cpu", "auto"):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, team_id, kind, status, spec, config_key, max_attempts,"
+                    " total, queued_at, created_at, updated_at) VALUES (:id, :team, 'range_test',"
+                    " 'queued', :spec, :device, 3, 10, :t, :t, :t)"
+                ),
+                {
+                    "id": _uuid_param(empty_engine, uuid.uuid4()),
+                    "team": _uuid_param(empty_engine, team),
+                    "spec": json.dumps({"workload": "digits_mlp", "device": device}),
+                    "device": device,
+                    "t": now,
+                },
+            )
+    command.upgrade(config, "1efce9cb9542")
+    with empty_engine.connect() as conn:
+        rows = conn.execute(text("SELECT config_key, queue, sends FROM jobs")).all()
+    assert sorted(rows) == [("auto", "jobs", 1), ("cpu", "jobs.cpu", 1), ("cuda", "jobs.cuda", 1)]
+    assert "workers" in tables(empty_engine)
+    command.downgrade(config, "3f2a9c1e7b40")
+    assert "workers" not in tables(empty_engine)
+    columns = {c["name"] for c in inspect(empty_engine).get_columns("jobs")}
+    assert not {"queue", "sends"} & columns
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 3
+
+
+def _uuid_param(engine: Engine, value: uuid.UUID) -> str:
+    # sa.Uuid() stores 32 hex digits on SQLite and a native uuid on PostgreSQL
+    return value.hex if engine.dialect.name == "sqlite" else str(value)

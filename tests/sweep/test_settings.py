@@ -37,6 +37,8 @@ class TestDefaults:
         settings = Settings(_env_file=None)
         assert (settings.heartbeat_interval_s, settings.heartbeat_timeout_s) == (5, 60)
         assert settings.queued_resend_after_s == 30
+        assert settings.queued_resend_max_s == 600
+        assert settings.worker_prune_after_s == 86_400
         assert settings.max_attempts == 3
         assert settings.job_time_limit_s == 6 * 3600
 
@@ -111,6 +113,19 @@ class TestImpossibleCombinations:
         ):
             Settings(_env_file=None, heartbeat_interval_s=10, heartbeat_timeout_s=10)
 
+    def test_resend_cap_below_the_first_wait_is_refused(self) -> None:
+        with pytest.raises(
+            ValidationError,
+            match="CLR_QUEUED_RESEND_MAX_S must be at least CLR_QUEUED_RESEND_AFTER_S",
+        ):
+            Settings(_env_file=None, queued_resend_after_s=30, queued_resend_max_s=29)
+
+    def test_pruning_workers_before_they_are_offline_is_refused(self) -> None:
+        with pytest.raises(
+            ValidationError, match="CLR_WORKER_PRUNE_AFTER_S must exceed CLR_HEARTBEAT_TIMEOUT_S"
+        ):
+            Settings(_env_file=None, heartbeat_timeout_s=60, worker_prune_after_s=60)
+
     def test_timeout_just_above_interval_is_accepted(self) -> None:
         settings = Settings(_env_file=None, heartbeat_interval_s=10, heartbeat_timeout_s=10.5)
         assert settings.heartbeat_timeout_s == 10.5
@@ -120,6 +135,8 @@ class TestImpossibleCombinations:
         [
             ("heartbeat_interval_s", 0),
             ("queued_resend_after_s", -1),
+            ("queued_resend_max_s", 0),
+            ("worker_prune_after_s", float("nan")),
             ("max_attempts", 0),
             ("job_time_limit_s", 0),
             ("heartbeat_timeout_s", float("inf")),

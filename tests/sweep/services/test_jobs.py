@@ -42,7 +42,15 @@ from sweep.services import (
 from sweep.services.jobs import MAX_ERROR_LENGTH
 from sweep.settings import Settings
 from sweep.specs import JOB_RESULTS, JOB_SPECS, JobResult, JobSpec, RangeTestOutcome, RangeTestSpec
-from tests.builders import T0, make_job, make_outcome, make_points, make_team, spec_data
+from tests.builders import (
+    T0,
+    make_job,
+    make_outcome,
+    make_points,
+    make_team,
+    make_worker,
+    spec_data,
+)
 
 Sent = list[tuple[uuid.UUID, str]]
 
@@ -424,6 +432,7 @@ class TestReconcile:
     def test_resends_queued_jobs_whose_message_is_old(
         self, session: Session, settings: Settings, sent: Sent
     ) -> None:
+        make_worker(session)  # idle for an hour: whatever it could fetch is gone
         stale = make_job(session, enqueued_at=T0 - timedelta(seconds=31))
         fresh = make_job(session, enqueued_at=T0 - timedelta(seconds=29))
         never = make_job(session, enqueued_at=None)
@@ -453,6 +462,7 @@ class TestReconcile:
                 now=T0,
             )
             session.commit()
+            make_worker(session)
             stale_cpu = make_job(session, spec=spec_data(device="cpu"), enqueued_at=None)
             reconcile(session, settings=settings, now=T0)
             session.commit()
@@ -543,6 +553,7 @@ class TestReconcile:
     def test_handles_at_most_limit_jobs_per_pass(
         self, session: Session, settings: Settings
     ) -> None:
+        make_worker(session)
         for _ in range(3):
             make_job(session, enqueued_at=T0 - timedelta(minutes=5))
         assert len(reconcile(session, settings=settings, now=T0, limit=2).resent) == 2
