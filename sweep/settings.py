@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
     api_max_concurrency: int | None = Field(default=None, ge=1, le=1000)
     api_queue_timeout_s: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
-    api_max_queue: int = Field(default=100, ge=0, le=100_000)
+    api_max_queue: int = Field(default=1000, ge=0, le=100_000)
     api_max_streams: int = Field(default=100, ge=1, le=100_000)
     api_max_streams_per_team: int = Field(default=10, ge=1, le=100_000)
     broker_timeout_s: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
