@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         db_pool_timeout_s: how long a checkout waits for a free pooled connection
             before giving up (the API answers 503 with ``Retry-After``).
         api_max_concurrency: requests that use the database at once in one API
-            process; ``None`` picks 16 on PostgreSQL (at most its pool) and 4 on SQLite
+            process; ``None`` picks 8 on PostgreSQL (at most its pool) and 4 on SQLite
             (its transactions run one at a time). It stays below the thread pool (40)
             and the connection pool, so a request holding a connection always finds a
             thread (see :mod:`api.admission`).
