@@ -9,8 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from api.admission import Admission, admission_limit
 from api.problems import BodySizeLimitMiddleware, install_problem_handlers
 from api.routes import bounds, docs, events, health, range_tests, workloads
+from api.routes.events import StreamSlots
+from api.routes.health import ReadinessProbe
 from sweep.db import JobSender, make_engine, make_session_factory, set_job_sender
 from sweep.migrate import is_at_head
 from sweep.settings import Settings, get_settings
@@ -47,7 +50,12 @@ def create_app(
             if not is_at_head(app.state.read_engine):
                 raise RuntimeError(NOT_MIGRATED)
             previous = set_job_sender(job_sender) if job_sender is not None else None
-            logger.info("api.started database=%s", engine.url.render_as_string())
+            logger.info(
+                "api.started database=%s admitted=%d queue=%d",
+                engine.url.render_as_string(),
+                app.state.admission.limit,
+                app.state.admission.max_queue,
+            )
             try:
                 yield
             finally:
@@ -70,6 +78,17 @@ def create_app(
     # Checks read only: no write lock (SQLite's BEGIN IMMEDIATE) for a health probe.
     app.state.read_engine = engine.execution_options(sqlite_begin="DEFERRED")
     app.state.session_factory = make_session_factory(engine)
+    app.state.admission = Admission(
+        admission_limit(settings),
+        max_queue=settings.api_max_queue,
+        wait_s=settings.api_queue_timeout_s,
+    )
+    app.state.readiness = ReadinessProbe(
+        app.state.read_engine, broker_check=broker_check, broker_url=settings.broker
+    )
+    app.state.streams = StreamSlots(
+        settings.api_max_streams, per_team=settings.api_max_streams_per_team
+    )
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
     for module in (range_tests, events, bounds, workloads, health, docs):

@@ -7,6 +7,8 @@ bodies are capped at :data:`MAX_BODY_BYTES` by :class:`BodySizeLimitMiddleware`,
 which counts the bytes actually received, not only the ``Content-Length`` header.
 A database that cannot be reached (down, restarting, the connection dropped) gives
 a 503 naming ``database``, with ``Retry-After``: a transient outage, not a bug.
+So does a connection pool that stays exhausted past its timeout, and a server at
+capacity (:class:`api.admission.Overloaded`) gives a 503 with ``Retry-After`` too.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.admission import Overloaded
 from sweep.errors import DomainError, FieldError
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "Problem",
     "allowed_methods",
     "install_problem_handlers",
+    "overloaded_response",
     "problem_response",
     "validation_field",
 ]
@@ -120,7 +125,12 @@ def _reason(error: Mapping[str, Any]) -> str:
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     return problem_response(
-        exc.status, exc.detail, title=exc.title, code=exc.code, errors=exc.errors
+        exc.status,
+        exc.detail,
+        title=exc.title,
+        code=exc.code,
+        errors=exc.errors,
+        headers=exc.headers,
     )
 
 
@@ -196,9 +206,42 @@ async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _pool_exhausted(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PoolTimeout)
+    logger.warning("api.database_busy: no pooled connection freed up in time")
+    reason = "busy: every pooled connection is in use"
+    return problem_response(
+        503,
+        f"the database is {reason}; retry in {DATABASE_RETRY_AFTER_S} s",
+        title="Database busy",
+        code="database-busy",
+        errors=[{"field": "database", "reason": reason}],
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
+async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Overloaded)
+    return overloaded_response(exc)
+
+
+def overloaded_response(exc: Overloaded) -> JSONResponse:
+    """The 503 (or 429) of :class:`~api.admission.Overloaded`, with its ``Retry-After``."""
+    return problem_response(
+        exc.status,
+        f"{exc.reason}; retry in {exc.retry_after_s} s",
+        title=exc.title,
+        code=exc.code,
+        errors=[{"field": exc.field, "reason": exc.reason}],
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every expected error of ``app`` as problem+json."""
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(PoolTimeout, _pool_exhausted)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(psycopg.OperationalError, _database_error)
     app.add_exception_handler(HTTPException, _http_error)

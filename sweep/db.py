@@ -15,12 +15,17 @@ an ``after_commit`` listener hands them to the sender installed with
 :func:`set_job_sender`, and a rollback (of the transaction or of the savepoint
 they were enqueued in) discards them. A crash between the commit and the send
 is covered by the reconciler, which re-sends queued jobs whose message is old.
+A :class:`BackgroundSender` keeps a hung broker out of the committing thread: it
+sends on a thread of its own and the caller waits only a moment for it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +42,7 @@ from sweep.settings import Settings
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_S",
+    "BackgroundSender",
     "JobSender",
     "create_db_engine",
     "end_session",
@@ -113,10 +119,16 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
 
 def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     """The engine for ``settings.db_url`` (see :func:`create_db_engine`), its
-    PostgreSQL pool sized by ``db_pool_size`` and ``db_max_overflow``."""
-    if make_url(settings.db_url).get_backend_name() != "sqlite":
+    PostgreSQL pool sized by ``db_pool_size`` and ``db_max_overflow``; a checkout
+    waits at most ``db_pool_timeout_s`` for a free connection."""
+    url = make_url(settings.db_url)
+    if url.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_size", settings.db_pool_size)
         kwargs.setdefault("max_overflow", settings.db_max_overflow)
+    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
+        # SQLAlchemy's 30 s default outlives any client's patience: a busy pool is a
+        # quick 503 (api.problems), not a request that hangs and then fails
+        kwargs.setdefault("pool_timeout", settings.db_pool_timeout_s)
     return create_db_engine(settings.db_url, **kwargs)
 
 
@@ -164,6 +176,89 @@ class JobSender(Protocol):
     """
 
     def __call__(self, job_id: uuid.UUID, kind: str, device: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Send:
+    job_id: uuid.UUID
+    kind: str
+    device: str
+    done: threading.Event
+
+
+class BackgroundSender:
+    """A :class:`JobSender` that sends through ``send`` on a thread of its own.
+
+    The caller waits for its send at most ``wait_s``: while the broker keeps up,
+    the message is out before the caller goes on (a 202 means the job is in the
+    queue), but a hung or unreachable broker delays a commit by ``wait_s`` once and
+    then not at all, until a send succeeds again. Sends still pending then go out in
+    order once the broker answers; more than ``max_pending`` of them are dropped
+    (logged as ``job.enqueue_deferred``) and, like failed ones, left to the
+    reconciler, which re-sends every queued job whose message is old.
+
+    The thread starts on the first send in each process (a forked child starts its
+    own) and is a daemon: pending sends die with the process, as a crash's would.
+    """
+
+    def __init__(self, send: JobSender, *, wait_s: float, max_pending: int = 10_000) -> None:
+        self._send = send
+        self.wait_s = wait_s
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[_Send] | None = None
+        self._pid: int | None = None
+        self._stalled = False
+
+    def __call__(self, job_id: uuid.UUID, kind: str, device: str) -> None:
+        item = _Send(job_id, kind, device, threading.Event())
+        try:
+            self._sends().put_nowait(item)
+        except queue.Full:
+            logger.warning(
+                "job.enqueue_deferred job_id=%s kind=%s: %d sends pending; left to the reconciler",
+                job_id,
+                kind,
+                self.max_pending,
+            )
+            return
+        if self._stalled:
+            return  # the broker is not keeping up: do not make every caller wait for it
+        if not item.done.wait(self.wait_s):
+            self._stalled = True
+            logger.warning(
+                "job.send_delayed job_id=%s kind=%s: the broker did not take it within %g s; "
+                "sending in the background",
+                job_id,
+                kind,
+                self.wait_s,
+            )
+
+    def _sends(self) -> queue.Queue[_Send]:
+        with self._lock:
+            if self._queue is None or self._pid != os.getpid():
+                self._queue = queue.Queue(self.max_pending)
+                self._pid = os.getpid()
+                thread = threading.Thread(
+                    target=self._run, args=(self._queue,), name="job-sender", daemon=True
+                )
+                thread.start()
+            return self._queue
+
+    def _run(self, sends: queue.Queue[_Send]) -> None:
+        while True:
+            item = sends.get()
+            try:
+                self._send(item.job_id, item.kind, item.device)
+            except Exception:
+                # The row is committed; the reconciler re-sends it.
+                self._stalled = True
+                logger.exception("job.enqueue_failed job_id=%s kind=%s", item.job_id, item.kind)
+            else:
+                if sends.empty():
+                    self._stalled = False
+            finally:
+                item.done.set()
 
 
 @dataclass(frozen=True)

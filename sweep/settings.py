@@ -76,6 +76,19 @@ class Settings(BaseSettings):
             up to this.
         worker_prune_after_s: a worker silent this long is dropped from the registry
             (it shows as offline from ``heartbeat_timeout_s`` on).
+        db_pool_timeout_s: how long a checkout waits for a free pooled connection
+            before giving up (the API answers 503 with ``Retry-After``).
+        api_max_concurrency: requests that use the database at once in one API
+            process; ``None`` picks 8 on PostgreSQL (at most its pool) and 4 on SQLite
+            (its transactions run one at a time). It stays below the thread pool (40)
+            and the connection pool, so a request holding a connection always finds a
+            thread (see :mod:`api.admission`).
+        api_queue_timeout_s: how long a request waits for its turn before a 503.
+        api_max_queue: requests that may wait for a turn; more are refused at once.
+        api_max_streams: Server-Sent Events streams one API process keeps open.
+        api_max_streams_per_team: of those, how many one team may hold (429 beyond).
+        broker_timeout_s: socket timeouts (connect, read) towards a Redis broker, so
+            a hung broker fails a send or a readiness check instead of hanging it.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLR_", env_file=".env", extra="ignore")
@@ -96,6 +109,13 @@ class Settings(BaseSettings):
     max_active_jobs_per_team: int = Field(default=1000, ge=0)
     queued_resend_max_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     worker_prune_after_s: float = Field(default=86_400.0, gt=0, allow_inf_nan=False)
+    db_pool_timeout_s: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
+    api_max_concurrency: int | None = Field(default=None, ge=1, le=1000)
+    api_queue_timeout_s: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
+    api_max_queue: int = Field(default=1000, ge=0, le=100_000)
+    api_max_streams: int = Field(default=100, ge=1, le=100_000)
+    api_max_streams_per_team: int = Field(default=10, ge=1, le=100_000)
+    broker_timeout_s: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
 
     @field_validator("data_dir")
     @classmethod
@@ -184,7 +204,12 @@ class Settings(BaseSettings):
                 "polling_interval": FILESYSTEM_POLLING_INTERVAL_S,
             }
         if broker.startswith(("redis://", "rediss://")):
-            return {"visibility_timeout": self.job_time_limit_s + REDIS_VISIBILITY_MARGIN_S}
+            return {
+                "visibility_timeout": self.job_time_limit_s + REDIS_VISIBILITY_MARGIN_S,
+                # without them a publish to a frozen Redis waits forever (kombu's default)
+                "socket_timeout": self.broker_timeout_s,
+                "socket_connect_timeout": self.broker_timeout_s,
+            }
         return {}
 
 

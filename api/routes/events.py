@@ -23,7 +23,12 @@ attempt since. A bare ``N`` means the current attempt.
 
 The stream polls the database every :data:`POLL_INTERVAL_S` seconds in short
 read-only transactions run in the thread pool (no LISTEN/NOTIFY, so SQLite works
-too); the request's own session has closed before the first event goes out.
+too); the request's own session has closed before the first event goes out, so
+an idle stream holds no connection. A poll that finds the pool busy is skipped.
+
+Open streams are capped per API process (``CLR_API_MAX_STREAMS``: 503 beyond, with
+``Retry-After``) and per team (``CLR_API_MAX_STREAMS_PER_TEAM``: 429 beyond), so
+streams cannot crowd out requests; the refusal names the limit.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -38,11 +44,13 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from api.admission import Overloaded
 from api.deps import CurrentTeamDep, SessionDep
-from api.routes._responses import AUTH, INVALID, NOT_FOUND
+from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.schemas import CurveRead, RangeTestRead
 from api.schemas.events import StreamEnd
 from api.schemas.text import string_schema
@@ -57,8 +65,12 @@ __all__ = [
     "MAX_POINTS_PER_EVENT",
     "POLL_INTERVAL_S",
     "Resume",
+    "STREAM_RETRY_AFTER_S",
+    "StreamSlots",
     "StreamTiming",
+    "TooManyStreams",
     "get_stream_timing",
+    "hold_stream_slot",
     "parse_last_event_id",
     "router",
 ]
@@ -87,6 +99,70 @@ class StreamTiming:
 def get_stream_timing() -> StreamTiming:
     """The streams' timing."""
     return StreamTiming()
+
+
+STREAM_RETRY_AFTER_S = 5
+"""``Retry-After`` of a refused stream: streams last, a slot frees up slowly."""
+
+
+class TooManyStreams(Overloaded):
+    """The team holds as many open streams as it may (429, with ``Retry-After``)."""
+
+    status = 429
+    title = "Too many event streams"
+    code = "too-many-streams"
+
+
+class StreamSlots:
+    """Counts the process's open streams, in all and per team (one event loop: no lock)."""
+
+    def __init__(self, limit: int, *, per_team: int) -> None:
+        self.limit = limit
+        self.per_team = per_team
+        self.open = 0
+        self.by_team: Counter[uuid.UUID] = Counter()
+
+    def take(self, team_id: uuid.UUID) -> None:
+        """Count one more stream of ``team_id``.
+
+        Raises:
+            TooManyStreams: the team is at ``per_team``.
+            Overloaded: the process is at ``limit``.
+        """
+        if self.by_team[team_id] >= self.per_team:
+            raise TooManyStreams(
+                f"the team already has {self.per_team} open event streams, the most a team "
+                "may have (CLR_API_MAX_STREAMS_PER_TEAM); close one",
+                field="streams",
+                retry_after_s=STREAM_RETRY_AFTER_S,
+            )
+        if self.open >= self.limit:
+            raise Overloaded(
+                f"the server has {self.limit} open event streams, the most it keeps "
+                "(CLR_API_MAX_STREAMS)",
+                field="streams",
+                retry_after_s=STREAM_RETRY_AFTER_S,
+            )
+        self.open += 1
+        self.by_team[team_id] += 1
+
+    def give_back(self, team_id: uuid.UUID) -> None:
+        """Count one stream of ``team_id`` less."""
+        self.open -= 1
+        self.by_team[team_id] -= 1
+        if self.by_team[team_id] <= 0:
+            del self.by_team[team_id]
+
+
+async def hold_stream_slot(request: Request, team: CurrentTeamDep) -> AsyncIterator[None]:
+    """One of the process's and the team's stream slots, for as long as the stream lasts."""
+    slots: StreamSlots = request.app.state.streams
+    team_id = team.id  # read now: a rolled-back session expires the team
+    slots.take(team_id)
+    try:
+        yield
+    finally:
+        slots.give_back(team_id)
 
 
 @dataclass(frozen=True)
@@ -158,7 +234,18 @@ class _Polled:
     curve: CurveSlice | None
 
 
-def _poll(stream: _Stream, attempt: int | None, after: int) -> _Polled | None:
+class _Busy:
+    """A poll that found no free pooled connection: try again at the next tick."""
+
+
+def _poll(stream: _Stream, attempt: int | None, after: int) -> _Polled | _Busy | None:
+    try:
+        return _poll_once(stream, attempt, after)
+    except PoolTimeout:
+        return _Busy()
+
+
+def _poll_once(stream: _Stream, attempt: int | None, after: int) -> _Polled | None:
     with stream.sessions() as session:
         try:
             update = services.poll_job(
@@ -239,10 +326,18 @@ _EVENTS_DESCRIPTION = (
 @router.get(
     "/{job_id}/events",
     response_class=EventSourceResponse,
-    responses={200: {"description": _EVENTS_DESCRIPTION}, **AUTH, **NOT_FOUND, **INVALID},
+    responses={
+        200: {"description": _EVENTS_DESCRIPTION},
+        **AUTH,
+        **NOT_FOUND,
+        **INVALID,
+        **problem(429, "The team has as many open event streams as it may"),
+        **problem(503, "The server is at capacity (requests or open event streams)"),
+    },
 )
 async def stream_range_test_events(
     request: Request,
+    _slot: Annotated[None, Depends(hold_stream_slot)],
     stream: Annotated[_Stream, Depends(open_stream)],
     timing: Annotated[StreamTiming, Depends(get_stream_timing)],
 ) -> AsyncIterator[ServerSentEvent]:
@@ -257,8 +352,9 @@ async def stream_range_test_events(
         polled = await run_in_threadpool(_poll, stream, feed.attempt, feed.after)
         if polled is None:
             return  # the job is gone
-        for event in feed.events(polled):
-            yield event
+        if not isinstance(polled, _Busy):
+            for event in feed.events(polled):
+                yield event
         if feed.ended or await request.is_disconnected():
             return
         await anyio.sleep(timing.poll_interval_s)

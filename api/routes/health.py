@@ -1,27 +1,130 @@
-"""``/healthz`` (alive) and ``/readyz`` (database and broker reachable, migrated)."""
+"""``/healthz`` (alive) and ``/readyz`` (database and broker reachable, migrated).
+
+Both are ``async``: ``/healthz`` is answered by the event loop alone (no thread,
+no database, no turn at :mod:`api.admission`), so it answers however busy the
+API is. ``/readyz`` checks in one thread at a time and shares a result for
+:data:`READINESS_TTL_S`, so a flood of unauthenticated probes costs one check.
+Its answer says only which dependency is not ready; what went wrong goes to the
+log (``api.not_ready``), with any password in a URL or an error masked.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from kombu.utils.url import maybe_sanitize_url
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from api.problems import problem_response
 from api.routes._responses import problem
 from api.schemas import Health, Readiness
 from sweep.migrate import current_revision, head_revision
 
-__all__ = ["router"]
+__all__ = ["READINESS_TTL_S", "ReadinessProbe", "router"]
+
+logger = logging.getLogger(__name__)
+
+_NOT_MIGRATED = "database is not migrated: run `clr-sweep db upgrade` (or `make migrate`)"
+
+READINESS_TTL_S = 1.0
+"""How long one readiness check answers every probe."""
 
 router = APIRouter(tags=["health"])
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    revision: str | None = None
+    dependency: str | None = None  # the one not ready; None when ready
+    reason: str = ""
+    detail: str = ""
+
+
+def _redact(text: str, *urls: str) -> str:
+    for url in urls:
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            text = text.replace(password, "***")
+    return text
+
+
+class ReadinessProbe:
+    """Checks the database (reachable, at the Alembic head) and the broker.
+
+    One check runs at a time, in the thread pool; its verdict is shared for
+    :data:`READINESS_TTL_S`.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        broker_check: Callable[[], None] | None = None,
+        broker_url: str = "",
+    ) -> None:
+        self.engine = engine
+        self.broker_check = broker_check
+        self.broker_url = broker_url
+        self._lock: anyio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last: tuple[float, _Verdict] | None = None
+
+    async def check(self) -> _Verdict:
+        """The current verdict (a fresh one at most :data:`READINESS_TTL_S` old)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = anyio.Lock(), loop
+        async with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < READINESS_TTL_S:
+                return self._last[1]
+            verdict = await run_in_threadpool(self._check_now)
+            self._last = (time.monotonic(), verdict)
+            return verdict
+
+    def _check_now(self) -> _Verdict:
+        database = self.engine.url.render_as_string(hide_password=False)
+        try:
+            revision = current_revision(self.engine)
+        except SQLAlchemyError as exc:
+            self._log("database", exc, self.engine.url.render_as_string(), database)
+            return _Verdict(dependency="database", reason="unreachable")
+        head = head_revision()
+        if revision != head:
+            logger.warning(
+                "api.not_ready dependency=database: at revision %s, not at head %s",
+                revision or "none",
+                head,
+            )
+            return _Verdict(dependency="database", reason="not migrated", detail=_NOT_MIGRATED)
+        if self.broker_check is not None:
+            try:
+                self.broker_check()
+            except Exception as exc:  # any failure to reach it means "not ready", not a 500
+                self._log("broker", exc, maybe_sanitize_url(self.broker_url), self.broker_url)
+                return _Verdict(dependency="broker", reason="unreachable")
+        return _Verdict(revision=revision)
+
+    def _log(self, dependency: str, exc: BaseException, shown_url: str, secret_url: str) -> None:
+        error = _redact(f"{type(exc).__name__}: {exc}", secret_url)[:500]
+        logger.warning("api.not_ready dependency=%s url=%s error=%s", dependency, shown_url, error)
+
+
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:
     """The process is alive."""
     return Health(status="ok")
 
@@ -31,30 +134,13 @@ def healthz() -> Health:
     response_model=Readiness,
     responses=problem(503, "The database or the broker is unreachable, or not migrated"),
 )
-def readyz(request: Request) -> Readiness | JSONResponse:
+async def readyz(request: Request) -> Readiness | JSONResponse:
     """Ready when the database is reachable and migrated, and the broker reachable."""
-    engine: Engine = request.app.state.read_engine
-    try:
-        revision = current_revision(engine)
-    except SQLAlchemyError as exc:
-        reason = f"unreachable: {type(exc).__name__}"
-        return _not_ready(f"database {reason}", reason)
-    head = head_revision()
-    if revision != head:
-        reason = f"at revision {revision or 'none'}, not at head {head}"
-        return _not_ready(
-            "database is not migrated: run `clr-sweep db upgrade` (or `make migrate`)", reason
-        )
-    broker_check: Callable[[], None] | None = request.app.state.broker_check
-    if broker_check is not None:
-        try:
-            broker_check()
-        except Exception as exc:  # any failure to reach it means "not ready", not a 500
-            reason = f"unreachable: {type(exc).__name__}: {exc}"[:300]
-            return _not_ready(f"broker {reason}", reason, field="broker")
-    return Readiness(status="ready", revision=revision)
-
-
-def _not_ready(detail: str, reason: str, *, field: str = "database") -> JSONResponse:
-    errors: list[Any] = [{"field": field, "reason": reason}]
+    probe: ReadinessProbe = request.app.state.readiness
+    verdict = await probe.check()
+    if verdict.dependency is None:
+        assert verdict.revision is not None
+        return Readiness(status="ready", revision=verdict.revision)
+    detail = verdict.detail or f"{verdict.dependency} {verdict.reason}"
+    errors: list[Any] = [{"field": verdict.dependency, "reason": verdict.reason}]
     return problem_response(503, detail, title="Not ready", code="not-ready", errors=errors)

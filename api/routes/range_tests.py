@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from api.deps import CurrentTeamDep, SessionDep, SettingsDep
-from api.problems import problem_response
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.schemas import BoundsRead, CurveRead, IsoDateTime, JobList, RangeTestCreate, RangeTestRead
 from api.schemas.text import (
@@ -26,7 +25,6 @@ from api.schemas.text import (
 )
 from sweep import services
 from sweep.db import pending_jobs
-from sweep.errors import TooManyRequests
 from sweep.models import Job, JobStatus
 from sweep.services import CurveSlice, JobPage, RangeTestPlot
 from sweep.services.jobs import IDEMPOTENCY_KEY_MAX_LENGTH
@@ -83,27 +81,16 @@ def create_range_test(
             ),
         ),
     ] = None,
-) -> Job | Response:
+) -> Job:
     """Queue an LR range test (202); a retried Idempotency-Key gives the same job (200)."""
-    try:
-        job = services.submit_job(
-            session,
-            team=team,
-            kind=RangeTestSpec.kind,
-            spec=body,
-            settings=settings,
-            idempotency_key=idempotency_key,
-        )
-    except TooManyRequests as exc:
-        # rendered here with its Retry-After: the shared DomainError handler sends no headers
-        return problem_response(
-            exc.status,
-            exc.detail,
-            title=exc.title,
-            code=exc.code,
-            errors=exc.errors,
-            headers=exc.headers,
-        )
+    job = services.submit_job(
+        session,
+        team=team,
+        kind=RangeTestSpec.kind,
+        spec=body,
+        settings=settings,
+        idempotency_key=idempotency_key,
+    )
     # a new job's message waits in the session for the commit; a replayed one has none
     created = any(job_id == job.id for job_id, _ in pending_jobs(session))
     response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK

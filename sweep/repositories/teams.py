@@ -74,14 +74,23 @@ class TokenRepository:
         """Set ``last_used_at = now`` unless it is already later than ``unless_after``.
 
         Throttled so that authenticating a busy client is not a write per request.
+        Never waits for a row lock: a row another transaction has locked (a
+        concurrent request touching it, a revocation) is left as it is (``FOR UPDATE
+        SKIP LOCKED`` on PostgreSQL; SQLite locks the whole database up front).
         """
-        stmt = (
-            update(ApiToken)
+        unlocked = (
+            select(ApiToken.id)
             .where(
                 ApiToken.id == token_id,
                 or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= unless_after),
             )
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(ApiToken)
+            .where(ApiToken.id.in_(unlocked))
             .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
         )
         self.session.execute(stmt)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "TOKEN_SCHEME",
     "IssuedToken",
     "authenticate",
+    "check_token_format",
     "create_team",
     "create_token",
     "get_team",
@@ -45,6 +47,9 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 """``last_used_at`` is written at most this often per token."""
 
 _NAME_MAX = 100
+
+_TOKEN_SHAPE = re.compile(re.escape(TOKEN_SCHEME) + r"[A-Za-z0-9_-]{43}")
+"""What :func:`create_token` issues: the scheme and 32 random bytes, URL-safe base64."""
 
 
 @dataclass(frozen=True)
@@ -148,15 +153,30 @@ def revoke_token(
     return token
 
 
+def check_token_format(token: str) -> None:
+    """Refuse a string that cannot be a token, without the database.
+
+    Raises:
+        Unauthorized: ``token`` is not ``clr_`` and 43 URL-safe characters.
+    """
+    if not token.startswith(TOKEN_SCHEME):
+        logger.info("auth.refused reason=malformed")
+        raise Unauthorized(f"not a clr-sweep token (they start with {TOKEN_SCHEME!r})")
+    if _TOKEN_SHAPE.fullmatch(token) is None:
+        logger.info("auth.refused reason=malformed")
+        raise Unauthorized(
+            f"malformed token: a clr-sweep token is {TOKEN_SCHEME!r} and 43 characters "
+            "from A-Z, a-z, 0-9, '-' and '_'"
+        )
+
+
 def authenticate(session: Session, *, token: str, now: datetime | None = None) -> Team:
     """The team a bearer token acts for.
 
     Raises:
         Unauthorized: the token is malformed, unknown or revoked.
     """
-    if not token.startswith(TOKEN_SCHEME):
-        logger.info("auth.refused reason=malformed")
-        raise Unauthorized(f"not a clr-sweep token (they start with {TOKEN_SCHEME!r})")
+    check_token_format(token)
     repo = TokenRepository(session)
     found = repo.get_with_team_by_hash(hash_token(token))
     if found is None:
@@ -171,6 +191,7 @@ def authenticate(session: Session, *, token: str, now: datetime | None = None) -
     last_used = api_token.last_used_at
     if last_used is None or as_utc(last_used) <= cutoff:
         # the row is loaded: a fresh last_used_at costs no round trip (the guarded
-        # UPDATE still settles two requests racing on a stale one)
+        # UPDATE still settles two requests racing on a stale one). Best effort: a
+        # row another transaction holds is skipped, never waited for.
         repo.touch(api_token.id, now=now, unless_after=cutoff)
     return team

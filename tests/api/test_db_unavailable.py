@@ -23,7 +23,8 @@ from sweep.settings import Settings
 from tests.api.conftest import TestClient
 from tests.builders import spec_data
 
-AUTH = {"Authorization": "Bearer clr_not-checked-the-database-is-down"}
+# well-formed (a malformed one is refused before the database), checked against it
+AUTH = {"Authorization": "Bearer clr_" + "x" * 43}
 
 
 @pytest.fixture

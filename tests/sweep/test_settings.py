@@ -55,7 +55,9 @@ class TestEnvironment:
         assert settings.max_attempts == 5
         assert settings.broker == "redis://127.0.0.1:6379/0"
         assert settings.broker_transport_options == {
-            "visibility_timeout": 100 + REDIS_VISIBILITY_MARGIN_S
+            "visibility_timeout": 100 + REDIS_VISIBILITY_MARGIN_S,
+            "socket_timeout": 5.0,
+            "socket_connect_timeout": 5.0,
         }
 
     def test_reads_a_dotenv_file_and_ignores_unknown_names(self, tmp_path: Path) -> None:

@@ -114,6 +114,9 @@ class TestTokens:
         ("token", "message"),
         [
             ("clr_" + "A" * 43, "unknown token"),
+            # the wrong shape is refused without a lookup
+            ("clr_" + "A" * 42, "malformed token"),
+            ("clr_" + "A" * 42 + "!", "malformed token"),
             ("Bearer abc", "not a clr-sweep token"),
             ("", "not a clr-sweep token"),
         ],
