@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import signal
 import socket
+import sys
 import threading
 import time
+import traceback
 import uuid
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import WorkerLostError
 from celery.signals import worker_init
+from celery.worker.request import Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from clr import CLRError, RangeTest, RangeTestProgress, SuggestionError, make_optimizer, suggest_all
 from clr.workloads import build_workload, preload
-from sweep.db import make_engine, make_session_factory, session_scope
+from sweep.db import create_db_engine, make_engine, make_session_factory, session_scope
 from sweep.errors import DomainError
 from sweep.services import (
     JobAck,
@@ -33,6 +42,7 @@ from sweep.services import (
     fail_job,
     finish_job,
     heartbeat,
+    note_worker_lost,
     parse_job_spec,
     reconcile,
     report_progress,
@@ -41,7 +51,15 @@ from sweep.settings import get_settings
 from sweep.specs import CurvePoints, RangeTestOutcome, RangeTestSpec
 from worker.celery_app import RANGE_TEST_TASK, RECONCILE_TASK
 
-__all__ = ["ProgressReporter", "reconcile_jobs", "run_range_test", "run_range_test_job"]
+__all__ = [
+    "JobRequest",
+    "JobTask",
+    "ProgressReporter",
+    "crash_reason",
+    "reconcile_jobs",
+    "run_range_test",
+    "run_range_test_job",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +67,66 @@ MAX_REPORT_INTERVAL_S = 0.5
 """Longest a measured point waits before it is stored (unless heartbeats are rarer)."""
 
 
+CRASH_FRAMES = 3
+"""Innermost traceback frames a crashed job's reason names (where it was raised)."""
+
+MAX_CRASH_MESSAGE = 1000
+"""Longest exception message a crashed job's reason quotes (a CUDA OOM's is ~400)."""
+
+
 class CannotRun(Exception):
     """This worker cannot run the job as specified (the job fails with the reason)."""
+
+
+def _environment_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing rather than the job.
+
+    Such a job is not failed (a blip would fail a good job, and a database that is
+    down could not take the failure anyway): the exception propagates, the attempt's
+    heartbeat stops and the reconciler retries it on another attempt.
+    """
+    return isinstance(exc, SQLAlchemyError)
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+_TOKEN = re.compile(r"\bclr_[A-Za-z0-9_-]{8,}")
+
+
+def _redact(text: str) -> str:
+    """``text`` without URL passwords and API tokens (a reason is shown to the team)."""
+    return _TOKEN.sub("clr_***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def _short_path(filename: str) -> str:
+    """``filename`` relative to the import root it was loaded from (no home folders)."""
+    path = Path(filename)
+    roots = [Path(entry or os.getcwd()) for entry in sys.path]
+    best = max(
+        (r for r in roots if path.is_relative_to(r)), key=lambda r: len(r.parts), default=None
+    )
+    return path.name if best is None else path.relative_to(best).as_posix()
+
+
+def crash_reason(exc: BaseException) -> str:
+    """A failed job's reason for an unexpected exception: its type, message and origin.
+
+    Example:
+        ``RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (raised at
+        clr/workloads/_builtin.py:210 in _mlp <- clr/workloads/_builtin.py:260 in
+        _build_digits_mlp <- clr/workloads/_core.py:404 in build)``
+    """
+    message = _redact(str(exc).strip())
+    if len(message) > MAX_CRASH_MESSAGE:
+        message = message[: MAX_CRASH_MESSAGE - 1] + "…"
+    reason = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)[-CRASH_FRAMES:]
+    if not frames:
+        return reason
+    where = " <- ".join(
+        f"{_short_path(frame.filename)}:{frame.lineno} in {frame.name}"
+        for frame in reversed(frames)
+    )
+    return f"{reason} (raised at {where})"
 
 
 @cache
@@ -193,10 +269,13 @@ def run_range_test_job(
     """Claim and run one range test; what happened: ``skipped``, ``succeeded``,
     ``failed``, ``cancelled`` or ``stale`` (another attempt took over).
 
-    Errors of the spec or of ``clr`` fail the job with a readable reason; anything
-    else is a crash and propagates (the job's heartbeat stops, the reconciler
-    requeues it). Besides the progress reports, a :class:`Heartbeats` thread beats
-    every ``heartbeat_s`` (default ``interval_s``) while the job runs.
+    Errors of the spec or of ``clr`` fail the job with a readable reason. Any other
+    exception (out of memory, a bug in a workload's builder) is deterministic too:
+    the job fails at once with :func:`crash_reason`, not after being retried by the
+    reconciler to its attempt limit. Only a database failure propagates (the job's
+    heartbeat stops and the reconciler requeues it), like a vanished worker.
+    Besides the progress reports, a :class:`Heartbeats` thread beats every
+    ``heartbeat_s`` (default ``interval_s``) while the job runs.
     """
     with session_scope(factory) as session:
         job = claim_job(session, job_id=job_id, worker=worker, device=_worker_device())
@@ -205,7 +284,14 @@ def run_range_test_job(
         attempt, kind, spec_data = job.attempt, job.kind, dict(job.spec)
     reporter = ProgressReporter(factory, job_id=job_id, attempt=attempt, interval_s=interval_s)
     with Heartbeats(reporter, interval_s=heartbeat_s if heartbeat_s is not None else interval_s):
-        return _run_claimed(reporter, kind, spec_data)
+        try:
+            return _run_claimed(reporter, kind, spec_data)
+        except Exception as exc:
+            if _environment_failure(exc):
+                raise
+            # the full traceback goes to the worker's log; the job keeps its summary
+            logger.exception("job.crashed job_id=%s attempt=%d", job_id, attempt)
+            return _fail(reporter, crash_reason(exc))
 
 
 def _run_claimed(reporter: ProgressReporter, kind: str, spec_data: dict[str, Any]) -> str:
@@ -278,7 +364,80 @@ def _preload_workloads(**_: object) -> None:
     import torch._dynamo  # noqa: F401
 
 
-@shared_task(name=RANGE_TEST_TASK)
+def lost_worker_note(worker: str, exc: BaseException) -> str:
+    """What a :class:`WorkerLostError` says about how the job's process ended.
+
+    Example:
+        ``the worker process gpu-host:4242 was killed by signal 9 (SIGKILL: out of
+        memory?)``, from billiard's ``Worker exited prematurely: signal 9 (SIGKILL)``.
+    """
+    text = str(exc)
+    killed = re.search(r"signal (\d+)", text)
+    if killed is not None:
+        number = int(killed.group(1))
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        if number == signal.SIGKILL:
+            # the kernel's OOM killer sends SIGKILL; so does `kill -9` or a container limit
+            name += ": out of memory?"
+        return f"the worker process {worker} was killed by signal {number} ({name})"
+    code = re.search(r"exitcode (-?\d+)", text)
+    if code is not None:
+        return f"the worker process {worker} exited with code {code.group(1)} during the job"
+    return f"the worker process {worker} died during the job: {text}"
+
+
+class JobRequest(Request):
+    """A job's message as the worker's parent process handles it.
+
+    When the child process running a job dies (the kernel's OOM killer, a segfault,
+    ``kill -9``), Celery's parent sees a :class:`WorkerLostError` and requeues the
+    message (``task_reject_on_worker_lost``); the job itself is retried by the
+    reconciler once its heartbeat is stale. The child could not say why it stopped,
+    so the parent notes it on the job (:func:`sweep.services.note_worker_lost`), and
+    a job that keeps being killed says how. The note is best effort: a failure to
+    write it is logged and Celery's handling goes on unchanged.
+    """
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        exc = getattr(exc_info, "exception", None)
+        exc = getattr(exc, "exc", exc)  # Celery's ExceptionWithTraceback wrapper
+        if isinstance(exc, WorkerLostError) and self.worker_pid is not None:
+            self._note_lost(exc)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def _note_lost(self, exc: WorkerLostError) -> None:
+        try:
+            job_id = uuid.UUID(str(self.args[0]))
+        except (IndexError, TypeError, ValueError):
+            return
+        worker = f"{socket.gethostname()}:{self.worker_pid}"
+        try:
+            # A throwaway engine: this is the parent, which forks the next child; a pool
+            # kept here would hand the child a connection the parent also holds.
+            engine = create_db_engine(get_settings().db_url, poolclass=NullPool)
+            try:
+                with session_scope(make_session_factory(engine)) as session:
+                    note_worker_lost(
+                        session, job_id=job_id, worker=worker, note=lost_worker_note(worker, exc)
+                    )
+            finally:
+                engine.dispose()
+        except Exception:
+            logger.exception("job.worker_lost_note_failed job_id=%s worker=%s", job_id, worker)
+
+
+class JobTask(Task[Any, Any]):
+    """The task class of job tasks: their messages are :class:`JobRequest` objects."""
+
+    Request = "worker.tasks:JobRequest"
+
+
+@shared_task(name=RANGE_TEST_TASK, base=JobTask)
 def run_range_test(job_id: str) -> str:
     """Run range-test job ``job_id`` (a UUID string) if it is still queued."""
     settings = get_settings()
