@@ -57,6 +57,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.suggestion_quality
 	$(PY) -m bench.curve_storage
 	$(PY) -m bench.api_throughput
+	$(PY) -m bench.api_memory
 	$(PY) -m bench.submit_latency
 	$(PY) -m bench.worker_scaling
 
