@@ -58,6 +58,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.curve_storage
 	$(PY) -m bench.api_throughput
 	$(PY) -m bench.overload
+	$(PY) -m bench.api_memory
 	$(PY) -m bench.submit_latency
 	$(PY) -m bench.worker_scaling
 	$(PY) -m bench.duplicates

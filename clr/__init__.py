@@ -1,9 +1,12 @@
 """clr: Cyclical Learning Rates and the LR range test, as a plain PyTorch library.
 
 Leslie N. Smith, "Cyclical Learning Rates for Training Neural Networks",
-https://arxiv.org/abs/1506.01186. Imports torch, numpy and matplotlib only
-(matplotlib lazily, inside the plotting functions); the built-in workloads
-import their dataset packages (scikit-learn's digits, mnist1d) lazily, when one
+https://arxiv.org/abs/1506.01186. Imports torch, numpy and matplotlib only,
+each when first needed: ``import clr`` loads the exceptions, and each other name
+its module on first use, so a process that validates specs, reads workload
+parameters and draws stored curves (the service's API) never loads torch;
+matplotlib is imported inside the plotting functions, and the built-in workloads
+import torch and their dataset packages (scikit-learn's digits, mnist1d) when one
 is built. Never the web, a database or a task queue (an import-linter contract
 enforces it). Progress leaves through callbacks.
 
@@ -16,7 +19,11 @@ Example:
     >>> result = RangeTest(w.model, opt, w.loss_fn).run(w.train_loader, num_iter=100)
 """
 
-from clr._result import RangeTestResult, StopReason
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from clr.exceptions import (
     CLRError,
     CurveTooShort,
@@ -30,41 +37,104 @@ from clr.exceptions import (
     UnknownWorkload,
     WorkloadError,
 )
-from clr.optim import OPTIMIZERS, OptimizerError, make_optimizer
-from clr.plots import plot_range_test, plot_schedule, render
-from clr.range_test import RangeTest, RangeTestProgress, range_test, sweep_lrs
-from clr.schedules import (
-    POLICIES,
-    SCALE_FNS,
-    SHAPES,
-    ConstantSchedule,
-    CosineWarmRestartsSchedule,
-    CyclicLR,
-    CyclicSchedule,
-    ExponentialDecaySchedule,
-    OneCycleSchedule,
-    Schedule,
-    ScheduledLR,
-    StepDecaySchedule,
-    create_scheduler,
-    cycle_at,
-    cycle_end,
-    cycle_length,
-    make_schedule,
-    recommend_step_size,
-    register_scale_fn,
-    total_iterations,
-)
-from clr.suggest import (
-    DEFAULT_METHOD,
-    METHODS,
-    Curve,
-    Suggestion,
-    Suggestions,
-    smooth_losses,
-    suggest,
-    suggest_all,
-)
+
+if TYPE_CHECKING:
+    from clr._result import RangeTestResult, StopReason
+    from clr.optim import OPTIMIZERS, OptimizerError, make_optimizer
+    from clr.plots import plot_range_test, plot_schedule, render
+    from clr.range_test import RangeTest, RangeTestProgress, range_test, sweep_lrs
+    from clr.schedules import (
+        POLICIES,
+        SCALE_FNS,
+        SHAPES,
+        ConstantSchedule,
+        CosineWarmRestartsSchedule,
+        CyclicLR,
+        CyclicSchedule,
+        ExponentialDecaySchedule,
+        OneCycleSchedule,
+        Schedule,
+        ScheduledLR,
+        StepDecaySchedule,
+        create_scheduler,
+        cycle_at,
+        cycle_end,
+        cycle_length,
+        make_schedule,
+        recommend_step_size,
+        register_scale_fn,
+        total_iterations,
+    )
+    from clr.suggest import (
+        DEFAULT_METHOD,
+        METHODS,
+        Curve,
+        Suggestion,
+        Suggestions,
+        smooth_losses,
+        suggest,
+        suggest_all,
+    )
+
+# The names below are imported on first use (PEP 562), so ``import clr`` and
+# ``from clr.exceptions import ...`` stay free of torch: a process that only
+# validates specs and reads stored results (the API) never loads it.
+_LAZY: dict[str, str] = {
+    "RangeTestResult": "clr._result",
+    "StopReason": "clr._result",
+    "OPTIMIZERS": "clr.optim",
+    "OptimizerError": "clr.optim",
+    "make_optimizer": "clr.optim",
+    "plot_range_test": "clr.plots",
+    "plot_schedule": "clr.plots",
+    "render": "clr.plots",
+    "RangeTest": "clr.range_test",
+    "RangeTestProgress": "clr.range_test",
+    "range_test": "clr.range_test",
+    "sweep_lrs": "clr.range_test",
+    "POLICIES": "clr.schedules",
+    "SCALE_FNS": "clr.schedules",
+    "SHAPES": "clr.schedules",
+    "ConstantSchedule": "clr.schedules",
+    "CosineWarmRestartsSchedule": "clr.schedules",
+    "CyclicLR": "clr.schedules",
+    "CyclicSchedule": "clr.schedules",
+    "ExponentialDecaySchedule": "clr.schedules",
+    "OneCycleSchedule": "clr.schedules",
+    "Schedule": "clr.schedules",
+    "ScheduledLR": "clr.schedules",
+    "StepDecaySchedule": "clr.schedules",
+    "create_scheduler": "clr.schedules",
+    "cycle_at": "clr.schedules",
+    "cycle_end": "clr.schedules",
+    "cycle_length": "clr.schedules",
+    "make_schedule": "clr.schedules",
+    "recommend_step_size": "clr.schedules",
+    "register_scale_fn": "clr.schedules",
+    "total_iterations": "clr.schedules",
+    "DEFAULT_METHOD": "clr.suggest",
+    "METHODS": "clr.suggest",
+    "Curve": "clr.suggest",
+    "Suggestion": "clr.suggest",
+    "Suggestions": "clr.suggest",
+    "smooth_losses": "clr.suggest",
+    "suggest": "clr.suggest",
+    "suggest_all": "clr.suggest",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

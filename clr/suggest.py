@@ -57,7 +57,6 @@ from clr.exceptions import (
     NonFiniteCurve,
     SuggestionError,
 )
-from clr.schedules import _positive_int, recommend_step_size, total_iterations
 
 __all__ = [
     "BASE_FRACTION",
@@ -1110,6 +1109,10 @@ def _cycle_plan(
     its minimum: after ``total_iterations(cycles, step_size)`` iterations. The
     arguments are checked even without ``iters_per_epoch``.
     """
+    # clr.schedules imports torch (its LRScheduler adapters): not at the top, so
+    # reading stored suggestions (the service's API) does not load it.
+    from clr.schedules import _positive_int, recommend_step_size, total_iterations
+
     ipe = 1 if iters_per_epoch is None else iters_per_epoch
     step_size = recommend_step_size(ipe, epochs_per_half_cycle)
     stop = total_iterations(_positive_int("cycles", cycles), step_size)

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
+import sys
 import threading
 import time
+import traceback
 import uuid
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
 from celery import shared_task
 from celery.signals import worker_init
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clr import CLRError, RangeTest, RangeTestProgress, SuggestionError, make_optimizer, suggest_all
@@ -42,7 +47,13 @@ from sweep.specs import CurvePoints, RangeTestOutcome, RangeTestSpec
 from worker.celery_app import RANGE_TEST_TASK, RECONCILE_TASK
 from worker.prefilter import JobTask
 
-__all__ = ["ProgressReporter", "reconcile_jobs", "run_range_test", "run_range_test_job"]
+__all__ = [
+    "ProgressReporter",
+    "crash_reason",
+    "reconcile_jobs",
+    "run_range_test",
+    "run_range_test_job",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +61,66 @@ MAX_REPORT_INTERVAL_S = 0.5
 """Longest a measured point waits before it is stored (unless heartbeats are rarer)."""
 
 
+CRASH_FRAMES = 3
+"""Innermost traceback frames a crashed job's reason names (where it was raised)."""
+
+MAX_CRASH_MESSAGE = 1000
+"""Longest exception message a crashed job's reason quotes (a CUDA OOM's is ~400)."""
+
+
 class CannotRun(Exception):
     """This worker cannot run the job as specified (the job fails with the reason)."""
+
+
+def _environment_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing rather than the job.
+
+    Such a job is not failed (a blip would fail a good job, and a database that is
+    down could not take the failure anyway): the exception propagates, the attempt's
+    heartbeat stops and the reconciler retries it on another attempt.
+    """
+    return isinstance(exc, SQLAlchemyError)
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+_TOKEN = re.compile(r"\bclr_[A-Za-z0-9_-]{8,}")
+
+
+def _redact(text: str) -> str:
+    """``text`` without URL passwords and API tokens (a reason is shown to the team)."""
+    return _TOKEN.sub("clr_***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def _short_path(filename: str) -> str:
+    """``filename`` relative to the import root it was loaded from (no home folders)."""
+    path = Path(filename)
+    roots = [Path(entry or os.getcwd()) for entry in sys.path]
+    best = max(
+        (r for r in roots if path.is_relative_to(r)), key=lambda r: len(r.parts), default=None
+    )
+    return path.name if best is None else path.relative_to(best).as_posix()
+
+
+def crash_reason(exc: BaseException) -> str:
+    """A failed job's reason for an unexpected exception: its type, message and origin.
+
+    Example:
+        ``RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (raised at
+        clr/workloads/_builtin.py:210 in _mlp <- clr/workloads/_builtin.py:260 in
+        _build_digits_mlp <- clr/workloads/_core.py:404 in build)``
+    """
+    message = _redact(str(exc).strip())
+    if len(message) > MAX_CRASH_MESSAGE:
+        message = message[: MAX_CRASH_MESSAGE - 1] + "…"
+    reason = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)[-CRASH_FRAMES:]
+    if not frames:
+        return reason
+    where = " <- ".join(
+        f"{_short_path(frame.filename)}:{frame.lineno} in {frame.name}"
+        for frame in reversed(frames)
+    )
+    return f"{reason} (raised at {where})"
 
 
 @cache
@@ -194,10 +263,13 @@ def run_range_test_job(
     """Claim and run one range test; what happened: ``skipped``, ``succeeded``,
     ``failed``, ``cancelled`` or ``stale`` (another attempt took over).
 
-    Errors of the spec or of ``clr`` fail the job with a readable reason; anything
-    else is a crash and propagates (the job's heartbeat stops, the reconciler
-    requeues it). Besides the progress reports, a :class:`Heartbeats` thread beats
-    every ``heartbeat_s`` (default ``interval_s``) while the job runs.
+    Errors of the spec or of ``clr`` fail the job with a readable reason. Any other
+    exception (out of memory, a bug in a workload's builder) is deterministic too:
+    the job fails at once with :func:`crash_reason`, not after being retried by the
+    reconciler to its attempt limit. Only a database failure propagates (the job's
+    heartbeat stops and the reconciler requeues it), like a vanished worker.
+    Besides the progress reports, a :class:`Heartbeats` thread beats every
+    ``heartbeat_s`` (default ``interval_s``) while the job runs.
     """
     with session_scope(factory) as session:
         job = claim_job(session, job_id=job_id, worker=worker, device=_worker_device())
@@ -206,7 +278,14 @@ def run_range_test_job(
         attempt, kind, spec_data = job.attempt, job.kind, dict(job.spec)
     reporter = ProgressReporter(factory, job_id=job_id, attempt=attempt, interval_s=interval_s)
     with Heartbeats(reporter, interval_s=heartbeat_s if heartbeat_s is not None else interval_s):
-        return _run_claimed(reporter, kind, spec_data)
+        try:
+            return _run_claimed(reporter, kind, spec_data)
+        except Exception as exc:
+            if _environment_failure(exc):
+                raise
+            # the full traceback goes to the worker's log; the job keeps its summary
+            logger.exception("job.crashed job_id=%s attempt=%d", job_id, attempt)
+            return _fail(reporter, crash_reason(exc))
 
 
 def _run_claimed(reporter: ProgressReporter, kind: str, spec_data: dict[str, Any]) -> str:

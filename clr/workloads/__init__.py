@@ -5,7 +5,8 @@ Built-in workloads (all offline and deterministic): ``digits_mlp``, ``digits_cnn
 distributions add workloads through the ``clr_sweep.workloads`` entry-point group;
 each entry point resolves to a :class:`Workload`, a list of them, or a zero-argument
 callable returning either. They are loaded once, on the first lookup, and a broken
-one is logged and skipped.
+one is logged and skipped. Looking workloads up and validating their parameters
+needs no torch; building one imports it.
 
 Example:
     >>> from clr.workloads import get_workload
@@ -16,8 +17,9 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from clr.workloads import _builtin  # noqa: F401  (registers the built-ins)
-from clr.workloads._batches import TensorBatches
 from clr.workloads._builtin import preload
 from clr.workloads._core import ParamSpec, Workload, WorkloadCost, WorkloadInstance
 from clr.workloads._registry import (
@@ -27,6 +29,9 @@ from clr.workloads._registry import (
     list_workloads,
     register_workload,
 )
+
+if TYPE_CHECKING:
+    from clr.workloads._batches import TensorBatches
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -41,3 +46,13 @@ __all__ = [
     "preload",
     "register_workload",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # TensorBatches holds tensors: imported on first use, so the registry (names,
+    # parameters, validation) is usable without torch.
+    if name == "TensorBatches":
+        from clr.workloads._batches import TensorBatches
+
+        return TensorBatches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,17 +11,19 @@ from __future__ import annotations
 import functools
 import random
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from clr.workloads._batches import TensorBatches
 from clr.workloads._core import ParamSpec, Workload, WorkloadCost, WorkloadInstance
 from clr.workloads._registry import register_workload
+
+if TYPE_CHECKING:
+    # Imported inside the functions at run time: registering the built-ins (their
+    # names and parameters) must not load torch, which only a build needs.
+    import torch
+    from torch import nn
 
 __all__ = [
     "BUILTIN_WORKLOADS",
@@ -52,6 +54,8 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Returns:
         The scalar loss tensor.
     """
+    import torch.nn.functional as F
+
     return F.cross_entropy(outputs, targets)
 
 
@@ -143,6 +147,8 @@ def _mnist1d_num_train(num_samples: int) -> int:
 
 
 def _mlp(in_features: int, width: int, depth: int, num_classes: int) -> nn.Sequential:
+    from torch import nn
+
     layers: list[nn.Module] = [nn.Flatten()]
     features = in_features
     for _ in range(depth):
@@ -162,6 +168,10 @@ def _instance(
     device: torch.device,
     name: str,
 ) -> WorkloadInstance:
+    import torch
+
+    from clr.workloads._batches import TensorBatches
+
     x_train, y_train, x_val, y_val = arrays
     xt = torch.tensor(x_train, device=device).reshape(len(x_train), *input_shape)
     yt = torch.tensor(y_train, device=device)
@@ -303,6 +313,8 @@ def _build_digits_mlp(params: dict[str, Any], seed: int, device: torch.device) -
 
 
 def _build_digits_cnn(params: dict[str, Any], seed: int, device: torch.device) -> WorkloadInstance:
+    from torch import nn
+
     width, depth = params["width"], params["depth"]
     layers: list[nn.Module] = []
     channels, side = 1, 8
@@ -398,6 +410,8 @@ def _build_mnist1d_mlp(params: dict[str, Any], seed: int, device: torch.device) 
 
 
 def _build_mnist1d_cnn(params: dict[str, Any], seed: int, device: torch.device) -> WorkloadInstance:
+    from torch import nn
+
     arrays = _mnist1d_arrays(params["num_samples"])
     width, depth = params["width"], params["depth"]
     length = arrays[0].shape[1]
@@ -482,6 +496,8 @@ def _check_synthetic(params: dict[str, Any]) -> list[dict[str, str]]:
 def _synthetic_arrays(
     n_samples: int, n_features: int, n_classes: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    import torch
+
     gen = torch.Generator(device="cpu")
     gen.manual_seed(_SYNTHETIC_DATA_SEED)
     teacher = torch.randn(n_features, n_classes, generator=gen)
@@ -495,6 +511,8 @@ def _synthetic_arrays(
 def _build_synthetic_mlp(
     params: dict[str, Any], seed: int, device: torch.device
 ) -> WorkloadInstance:
+    from clr.workloads._batches import TensorBatches
+
     n_features, n_classes = params["n_features"], params["n_classes"]
     model = _mlp(n_features, params["width"], params["depth"], n_classes).to(device)
     xt, yt, xv, yv = _synthetic_arrays(params["n_samples"], n_features, n_classes, device)

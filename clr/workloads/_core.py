@@ -7,12 +7,13 @@ import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from clr.exceptions import InvalidWorkloadParams
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "Batch",
@@ -34,13 +35,13 @@ ParamValue: TypeAlias = int | float | str | bool
 ParamType: TypeAlias = type[int] | type[float] | type[str] | type[bool]
 """The Python type of a workload parameter."""
 
-Batch: TypeAlias = tuple[torch.Tensor, torch.Tensor]
+Batch: TypeAlias = "tuple[torch.Tensor, torch.Tensor]"
 """One ``(inputs, targets)`` batch."""
 
-LossFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn: TypeAlias = "Callable[[torch.Tensor, torch.Tensor], torch.Tensor]"
 """``loss_fn(outputs, targets) -> scalar tensor``."""
 
-MetricFn: TypeAlias = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MetricFn: TypeAlias = "Callable[[torch.Tensor, torch.Tensor], torch.Tensor]"
 """``metric_fn(outputs, targets) -> 0-dim tensor`` on the outputs' device."""
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -253,7 +254,7 @@ class WorkloadInstance:
     name: str = ""
 
 
-BuilderFn: TypeAlias = Callable[[dict[str, Any], int, torch.device], WorkloadInstance]
+BuilderFn: TypeAlias = "Callable[[dict[str, Any], int, torch.device], WorkloadInstance]"
 """``builder(params, seed, device) -> WorkloadInstance`` with already validated params."""
 
 CheckFn: TypeAlias = Callable[[dict[str, Any]], list[dict[str, str]]]
@@ -448,6 +449,8 @@ class Workload:
                     }
                 ]
             )
+        import torch  # here, not at the top: the registry is used without torch (the API)
+
         torch_device = torch.device(device)
         torch.manual_seed(int(seed))
         instance = self.builder(dict(validated), int(seed), torch_device)

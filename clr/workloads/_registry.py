@@ -6,12 +6,13 @@ import importlib.metadata
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from clr.exceptions import UnknownWorkload
 from clr.workloads._core import Workload, WorkloadInstance
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -481,6 +481,21 @@ class JobRepository:
             },
         )
 
+    def note_worker_lost(self, job_id: uuid.UUID, *, worker: str, note: str, now: datetime) -> bool:
+        """Put ``note`` in ``error`` of the job if it is running on ``worker``.
+
+        The job stays running (the reconciler retries it once its heartbeat is
+        stale); the next claim clears ``error``. False when the job is not running
+        on ``worker`` any more (it finished, or another attempt took over).
+        """
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker == worker)
+            .values(error=note, updated_at=now)
+            .returning(Job.id)
+        )
+        return self.session.execute(stmt).first() is not None
+
 
 def _running(attempt: int) -> list[ColumnElement[bool]]:
     return [Job.attempt == attempt, Job.status == JobStatus.RUNNING]

@@ -560,6 +560,25 @@ def fail_job(
     return failed
 
 
+def note_worker_lost(
+    session: Session, *, job_id: uuid.UUID, worker: str, note: str, now: datetime | None = None
+) -> bool:
+    """Record why the process running a job died, while the job waits to be retried.
+
+    A worker's parent process calls this when the child running ``job_id`` as
+    ``worker`` (``host:pid``) was killed (``"the worker process host:123 was killed
+    by signal 9 (SIGKILL: out of memory?)"``): the child could not say so itself.
+    The note is the job's ``error`` until its next attempt is claimed, so the
+    reconciler can quote it when it requeues or fails the job. Only a job still
+    running on ``worker`` is changed; returns whether it was.
+    """
+    if len(note) > MAX_ERROR_LENGTH:
+        note = note[: MAX_ERROR_LENGTH - 1] + "…"
+    noted = JobRepository(session).note_worker_lost(job_id, worker=worker, note=note, now=_now(now))
+    logger.warning("job.worker_lost job_id=%s worker=%s noted=%s: %s", job_id, worker, noted, note)
+    return noted
+
+
 def acknowledge_cancel(
     session: Session, *, job_id: uuid.UUID, attempt: int, now: datetime | None = None
 ) -> Job | None:
@@ -957,14 +976,18 @@ def reconcile(
                 enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
                 requeued.append(job.id)
                 logger.warning(
-                    "job.requeued job_id=%s attempt=%d worker=%s last_heartbeat=%s",
+                    "job.requeued job_id=%s attempt=%d worker=%s last_heartbeat=%s note=%s",
                     job.id,
                     attempt,
                     worker,
                     last_text,
+                    job.error or "-",
                 )
         else:
             reason = f"worker lost {attempt} times: last heartbeat at {last_text} from {worker}"
+            if job.error:
+                # the worker's parent noted how the last attempt's process died
+                reason += f"; the last: {job.error}"
             if repo.fail(
                 job.id, attempt, reason=reason, now=now, heartbeat_before=heartbeat_cutoff
             ):

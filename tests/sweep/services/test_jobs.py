@@ -34,6 +34,7 @@ from sweep.services import (
     get_job,
     heartbeat,
     list_jobs,
+    note_worker_lost,
     read_curve,
     reconcile,
     report_progress,
@@ -524,6 +525,25 @@ class TestReconcile:
             "worker lost 3 times: last heartbeat at 2026-11-23T12:20:00+00:00 from gpu-2"
         )
         assert state["finished_at"] == T0 + timedelta(minutes=30)
+
+    def test_the_final_reason_quotes_how_the_last_process_died(
+        self, session: Session, settings: Settings
+    ) -> None:
+        job = running_job(session)
+        for attempt in (1, 2, 3):
+            lost_at = T0 + timedelta(minutes=10 * attempt)
+            if attempt == 3:
+                note = "the worker process gpu-2 was killed by signal 9 (SIGKILL: out of memory?)"
+                assert note_worker_lost(session, job_id=job.id, worker="gpu-2", note=note)
+            reconcile(session, settings=settings, now=lost_at)
+            if attempt < 3:
+                claim_job(session, job_id=job.id, worker=f"gpu-{attempt}", now=lost_at)
+        state = snapshot(session, job)
+        assert state["status"] is JobStatus.FAILED
+        assert state["error"] == (
+            "worker lost 3 times: last heartbeat at 2026-11-23T12:20:00+00:00 from gpu-2; "
+            "the last: the worker process gpu-2 was killed by signal 9 (SIGKILL: out of memory?)"
+        )
 
     def test_a_lost_job_that_was_asked_to_cancel_is_cancelled(
         self, session: Session, settings: Settings, sent: Sent
