@@ -369,7 +369,8 @@ def token_list_command(
         ]
 
     table = Table(title=f"Tokens of team {team!r}")
-    for column in ("id", "name", "prefix", "created", "last used", "revoked"):
+    table.add_column("id", no_wrap=True, min_width=36)  # whole, to copy into `token revoke`
+    for column in ("name", "prefix", "created", "last used", "revoked"):
         table.add_column(column, overflow="fold")
     for row in _in_session(rows):
         table.add_row(*row)
