@@ -52,6 +52,8 @@ FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 POLL_INTERVAL_S = 0.1
 """How often a followed job is polled: a finished job is seen within this."""
 READY_POLL_S = 0.05
+CANCEL_WAIT_S = 15.0
+"""How long an interrupted command waits for its job to stop after cancelling it."""
 READY_TIMEOUT_S = 120.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -229,7 +231,10 @@ def start_embedded(data_dir: Path, console: Console) -> Iterator[EmbeddedService
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with open(log_fd, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            # --stop-grace 0: it is stopped once its one job is over (cancelled ones
+            # included: see run_submission), and a warm Celery shutdown costs seconds
+            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--stop-grace", "0"],
             env={**os.environ, "CLR_DATA_DIR": str(data_dir)},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -310,6 +315,13 @@ def run_submission(
         if response.status_code != 409:  # 409: it finished meanwhile
             check(response)
         console.print(f"[yellow]cancel requested[/] for {job['id']}")
+        # The worker stops the job at its next report: wait for that (a second
+        # signal ends the wait), so the job reads "cancelled" before the command ends.
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while job["status"] not in FINAL_STATUSES and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+            job = check(client.get(f"/range-tests/{job['id']}")).json()
+        console.print(f"job {job['id']} {job['status']}")
         return code
     if job["status"] != "succeeded":
         console.print(f"[red]{job['status']}:[/] {job['error'] or 'no reason given'}")

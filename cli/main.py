@@ -478,6 +478,14 @@ def serve_command(
     port: Port = 8000,
     processes: Annotated[int, typer.Option(min=1, help="CPU worker processes.")] = 1,
     gpus: Annotated[str | None, typer.Option(help="Run workers on these GPUs instead.")] = None,
+    stop_grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a stopping worker may finish its job's current step before it is "
+            "killed (0: at once, for a service known to be idle).",
+        ),
+    ] = 30.0,
 ) -> None:
     """The embedded default: API + worker + reaper on a SQLite file, no servers needed."""
     import os
@@ -496,6 +504,7 @@ def serve_command(
         make_private,
         reaper_spec,
         uvicorn_config,
+        warm_plots,
         worker_specs,
     )
     from sweep.migrate import upgrade
@@ -521,7 +530,11 @@ def serve_command(
     # One thread starts, restarts and stops every worker: a worker's parent-death
     # signal follows the thread that started it, so this thread outlives them all.
     watcher = threading.Thread(
-        target=supervisor.run_until, args=(done,), name="supervisor", daemon=True
+        target=supervisor.run_until,
+        args=(done,),
+        kwargs={"grace_s": stop_grace},
+        name="supervisor",
+        daemon=True,
     )
     # The workers start first: importing torch and preloading data is the longest
     # part of a first run, and overlaps with what the API does before it listens.
@@ -549,7 +562,11 @@ def serve_command(
     except BaseException:
         stop_workers()
         raise
-    ServeServer(config, on_exit=stop_workers).run()
+
+    def on_started() -> None:
+        threading.Thread(target=warm_plots, name="warm-plots", daemon=True).start()
+
+    ServeServer(config, on_exit=stop_workers, on_started=on_started).run()
 
 
 @app.command("submit")

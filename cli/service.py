@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import uvicorn
 
@@ -65,6 +65,7 @@ __all__ = [
     "parse_gpus",
     "reaper_spec",
     "uvicorn_config",
+    "warm_plots",
     "worker_specs",
 ]
 
@@ -264,18 +265,25 @@ class Supervisor:
     def _start(self, spec: WorkerSpec) -> None:
         env = {**os.environ, **spec.env}
         preexec = die_with_parent(spec.death_signal, nice=spec.nice)
-        if self.log_dir is None:
-            process = subprocess.Popen(spec.argv, env=env, preexec_fn=preexec)
-        else:
+        out: IO[bytes] | None = None
+        if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            with (self.log_dir / f"{spec.name}.log").open("ab") as out:
-                process = subprocess.Popen(
-                    spec.argv,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=preexec,
-                )
+            out = (self.log_dir / f"{spec.name}.log").open("ab")
+        try:
+            # A process group of its own: a Ctrl-C at the terminal reaches the
+            # supervisor only (which stops the workers), and killing the group
+            # takes the worker's pool child and beat along.
+            process = subprocess.Popen(
+                spec.argv,
+                env=env,
+                stdout=out,
+                stderr=None if out is None else subprocess.STDOUT,
+                preexec_fn=preexec,
+                start_new_session=True,
+            )
+        finally:
+            if out is not None:
+                out.close()
         self.processes[spec.name] = process
         self._started[spec.name] = time.monotonic()
         logger.info("worker.started name=%s pid=%d", spec.name, process.pid)
@@ -313,20 +321,28 @@ class Supervisor:
         return restarted
 
     def stop(self, *, grace_s: float = STOP_GRACE_S) -> None:
-        """Ask every process to stop (SIGTERM: Celery's warm shutdown), then kill."""
+        """Ask every process to stop (SIGTERM: Celery's warm shutdown), then kill.
+
+        A process still running after ``grace_s`` is killed with its whole process
+        group (its pool child, beat). ``grace_s=0`` kills at once: for a service
+        known to run no job, where a warm shutdown would only cost seconds.
+        """
         self.stopping = True
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        if grace_s > 0:
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         for process in self.processes.values():
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
+                _kill_group(process.pid)
                 process.wait()
 
-    def run_until(self, done: threading.Event, *, interval_s: float = 0.5) -> None:
+    def run_until(
+        self, done: threading.Event, *, interval_s: float = 0.5, grace_s: float = STOP_GRACE_S
+    ) -> None:
         """Start, watch until ``done`` is set, then stop everything.
 
         Meant as a thread's whole body: every process is started and stopped from
@@ -338,7 +354,7 @@ class Supervisor:
             while not done.wait(interval_s):
                 self.poll()
         finally:
-            self.stop()
+            self.stop(grace_s=grace_s)
 
     def run_forever(self, *, interval_s: float = 0.5) -> None:
         """Start, then watch until SIGTERM or SIGINT; stop everything on the way out."""
@@ -352,6 +368,13 @@ class Supervisor:
                 logger.info("supervisor.stopping")
             finally:
                 self.stop()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 class _StopRequested(Exception):
@@ -372,16 +395,29 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 class ServeServer(uvicorn.Server):
-    """uvicorn's server, running ``on_exit`` (stop the workers) as it shuts down.
+    """uvicorn's server, running ``on_started`` once it listens and ``on_exit`` (stop
+    the workers) as it shuts down.
 
     uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down, which
     ends the process at once: anything after ``run()`` would never run, and the
     worker processes would be orphaned. ``on_exit`` runs before that re-raise.
     """
 
-    def __init__(self, config: uvicorn.Config, *, on_exit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        on_exit: Callable[[], None],
+        on_started: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(config)
         self.on_exit = on_exit
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_started()
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -437,6 +473,24 @@ def ensure_local_token(settings: Settings) -> str:
     path.chmod(0o600)
     path.write_text(secret + "\n")
     return secret
+
+
+def warm_plots() -> None:
+    """Import and run matplotlib once, so the first plot a client asks for is quick.
+
+    The first figure costs a second or more (imports, fonts); ``serve`` runs this in
+    a thread while the worker starts, when the API has nothing else to do.
+    """
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    FigureCanvasAgg(figure)
+    figure.add_subplot().set_xscale("log")
+    figure.text(0.5, 0.5, "warm")
+    figure.savefig(io.BytesIO(), format="png")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

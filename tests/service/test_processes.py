@@ -228,7 +228,7 @@ class TestPrivateFiles:
             response = httpx.get(f"{service.url}/healthz?token=clr_s3cret-in-the-query")
             assert response.status_code == 200
             log = tmp_path / "logs" / "api.log"
-            _wait_for(_logged(log, "GET /healthz "), "access log line")
+            _wait_for(_logged(log, "GET /healthz"), "access log line")
         finally:
             service.stop()
         text = log.read_text()
