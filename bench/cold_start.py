@@ -15,9 +15,11 @@ time went, read from the command's own output and the service's logs:
 - ``results``: bounds printed and plot written (the command's output);
 - ``exit``: the command has stopped the service and exited.
 
-    python -m bench.cold_start [--repeats 3] [--repo PATH]
+    python -m bench.cold_start [--repeats 3] [--baseline PATH]
 
-``--repo`` runs the commands from another checkout (the "before" of a change).
+``--baseline`` also runs ``submit --embedded`` from another checkout (the "before"
+of a change, e.g. ``git archive <commit> | tar -x -C /tmp/base``) in the same
+rotation, so before and after are measured under the same machine load.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def run(command: str, folder: Path, repo: Path = REPO_ROOT) -> tuple[float, dict
     """Run one command from cold in ``folder``; its wall time and (embedded) stage times."""
     folder.mkdir()
     data_dir = folder / ".clr-sweep"
-    argv = ["range-test", *SPEC] if command == "in-process" else ["submit", "--embedded", *SPEC]
+    embedded = command != "in-process"
+    argv = ["submit", "--embedded", *SPEC] if embedded else ["range-test", *SPEC]
     env = {**os.environ, "CLR_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_API_URL"):
         env.pop(key, None)
@@ -81,7 +84,7 @@ def run(command: str, folder: Path, repo: Path = REPO_ROOT) -> tuple[float, dict
     elapsed = time.perf_counter() - start
     if code != 0:
         raise RuntimeError(f"{command} exited with {code}:\n{''.join(output)[-3000:]}")
-    if command == "embedded":
+    if embedded:
         logs = data_dir / "logs"
         for stage, text in (("worker", " ready."), ("finished", "job.succeeded")):
             moment = _log_time(logs / "cpu1.log", text)
@@ -94,31 +97,40 @@ def run(command: str, folder: Path, repo: Path = REPO_ROOT) -> tuple[float, dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="checkout to run")
+    parser.add_argument("--baseline", type=Path, help="another checkout's embedded path too")
     args = parser.parse_args()
-    times: dict[str, list[float]] = {"in-process": [], "embedded": []}
-    stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    repos = {"in-process": REPO_ROOT, "embedded": REPO_ROOT}
+    if args.baseline is not None:
+        repos["baseline"] = args.baseline
+    times: dict[str, list[float]] = {command: [] for command in repos}
+    stages: dict[str, dict[str, list[float]]] = {
+        command: {stage: [] for stage in STAGES} for command in repos if command != "in-process"
+    }
     with tempfile.TemporaryDirectory(prefix="clr-cold-") as tmp:
         for repeat in range(args.repeats):
-            order = ("in-process", "embedded") if repeat % 2 == 0 else ("embedded", "in-process")
-            for command in order:
-                elapsed, seen = run(command, Path(tmp) / f"{command}-{repeat}", args.repo)
+            order = list(repos)
+            shift = repeat % len(order)  # each command goes first in turn
+            for command in order[shift:] + order[:shift]:
+                folder = Path(tmp) / f"{command}-{repeat}"
+                elapsed, seen = run(command, folder, repos[command])
                 times[command].append(elapsed)
                 for stage, moment in seen.items():
-                    if stage in stages and command == "embedded":
-                        stages[stage].append(moment)
+                    if command in stages and stage in stages[command]:
+                        stages[command][stage].append(moment)
                 print(f"repeat {repeat + 1}: {command:<10} {elapsed:6.2f} s", flush=True)
     medians = {command: statistics.median(values) for command, values in times.items()}
     print()
     for command, value in medians.items():
         runs = ", ".join(f"{t:.2f}" for t in times[command])
         print(f"{command:<10} median {value:6.2f} s  (runs: {runs})")
-    ratio = medians["embedded"] / medians["in-process"]
-    print(f"embedded / in-process = {ratio:.2f} (target <= 1.5)")
-    print("embedded, median seconds from the command's start:")
-    for stage in STAGES:
-        if stages[stage]:
-            print(f"  {stage:<9} {statistics.median(stages[stage]):6.2f}")
+    for command in stages:
+        ratio = medians[command] / medians["in-process"]
+        print(f"{command} / in-process = {ratio:.2f} (target <= 1.5)")
+    for command, by_stage in stages.items():
+        print(f"{command}, median seconds from the command's start:")
+        for stage in STAGES:
+            if by_stage[stage]:
+                print(f"  {stage:<9} {statistics.median(by_stage[stage]):6.2f}")
 
 
 if __name__ == "__main__":

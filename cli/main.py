@@ -545,7 +545,7 @@ def serve_command(
         watcher.join()
 
     try:
-        ensure_local_token(settings)
+        token = ensure_local_token(settings)
         console.print(f"clr-sweep on http://{host}:{port} (docs at /docs); data in {data_dir}")
         console.print(f"database {settings.db_url}; broker {settings.broker}")
         console.print(
@@ -555,7 +555,7 @@ def serve_command(
         if sys.stdout.isatty():
             # a terminal only: where stdout is a file (a log), the secret stays in its file
             console.print(f"token of team 'local' (also in {token_path}):")
-            print(token_path.read_text().strip(), flush=True)
+            print(token, flush=True)
         else:
             console.print(f"token of team 'local' in {token_path} (mode 0600)")
         config = uvicorn_config(build_api(settings), host=host, port=port, log_level="warning")
