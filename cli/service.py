@@ -80,12 +80,17 @@ TOKEN_FILE = "token"
 LOCK_FILE = "serve.lock"
 """File in the data folder that the running ``serve`` holds locked (its pid inside)."""
 
-WORKER_DEATH_SIGNAL = signal.SIGQUIT
-"""What a Celery worker gets when its supervisor dies: Celery's cold shutdown.
+WORKER_DEATH_SIGNAL = signal.SIGKILL
+"""What a job worker gets when its supervisor dies: it stops at once.
 
-It stops consuming at once and ends a running job (which the reaper requeues once
-its heartbeat stops), where SIGTERM's warm shutdown would let a six-hour job run
-on beside the workers of the next supervisor, two of them on one GPU."""
+Its pool child follows (Celery gives each a parent-death SIGKILL), a running job's
+heartbeat stops and the reaper requeues it, as for any lost worker. A warm
+shutdown (SIGTERM) would let a six-hour job run on beside the workers of the next
+supervisor, two of them on one GPU."""
+
+REAPER_DEATH_SIGNAL = signal.SIGQUIT
+"""What the reaper gets when its supervisor dies: Celery's cold shutdown, which also
+stops the beat process it runs (a SIGKILL would leave that one behind)."""
 
 REAPER_NICE = 10
 """How much lower the embedded reaper runs: its start (it imports what the worker
@@ -204,7 +209,13 @@ def reaper_spec(settings: Settings, *, loglevel: str = "INFO", nice: int = 0) ->
 
     schedule = settings.data_dir / "beat-schedule"
     argv = _worker_argv("reaper", [MAINTENANCE_QUEUE], pool="solo", loglevel=loglevel)
-    return WorkerSpec("reaper", [*argv, "--beat", f"--schedule={schedule}"], {}, nice=nice)
+    return WorkerSpec(
+        "reaper",
+        [*argv, "--beat", f"--schedule={schedule}"],
+        {},
+        nice=nice,
+        death_signal=REAPER_DEATH_SIGNAL,
+    )
 
 
 _PR_SET_PDEATHSIG = 1

@@ -93,6 +93,8 @@ class TestWorkerSpecs:
         assert _option(spec.argv, "-Q") == MAINTENANCE_QUEUE
         assert "--beat" in spec.argv
         assert f"--schedule={tmp_path / 'beat-schedule'}" in spec.argv
+        # a cold shutdown when its supervisor dies: it stops its beat process too
+        assert spec.death_signal == signal.SIGQUIT
 
 
 def _python(code: str) -> list[str]:
@@ -279,4 +281,4 @@ class TestStoppingProcessGroups:
             process.wait(timeout=30)
         finally:
             supervisor.stop(grace_s=0)
-        assert process.returncode == -signal.SIGQUIT
+        assert process.returncode == -signal.SIGKILL
