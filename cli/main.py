@@ -507,7 +507,6 @@ def serve_command(
         warm_plots,
         worker_specs,
     )
-    from sweep.migrate import upgrade
 
     settings = _settings_or_exit()
     data_dir = settings.data_dir
@@ -520,12 +519,11 @@ def serve_command(
     except DataDirInUse as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    upgrade(settings)
     specs = worker_specs(gpus=_gpu_list(gpus), processes=processes)
-    # The reaper starts niced: a first run waits for the worker and the API, not it.
-    supervisor = Supervisor(
-        [*specs, reaper_spec(settings, nice=REAPER_NICE)], log_dir=data_dir / "logs"
-    )
+    # The reaper starts niced, and once the API listens: a first run waits for the
+    # worker and the API, not for it; and its first pass needs the migrated database.
+    reaper = reaper_spec(settings, nice=REAPER_NICE)
+    supervisor = Supervisor([*specs, reaper], log_dir=data_dir / "logs", held=[reaper.name])
     done = threading.Event()
     # One thread starts, restarts and stops every worker: a worker's parent-death
     # signal follows the thread that started it, so this thread outlives them all.
@@ -536,8 +534,9 @@ def serve_command(
         name="supervisor",
         daemon=True,
     )
-    # The workers start first: importing torch and preloading data is the longest
-    # part of a first run, and overlaps with what the API does before it listens.
+    # The job workers start first, before the migrations: importing torch and
+    # preloading data is the longest part of a first run. They touch the database
+    # only for a job, and jobs come through the API, which listens after the migrations.
     watcher.start()
 
     def stop_workers() -> None:
@@ -545,6 +544,9 @@ def serve_command(
         watcher.join()
 
     try:
+        from sweep.migrate import upgrade  # Alembic: imported once the workers are starting
+
+        upgrade(settings)
         token = ensure_local_token(settings)
         console.print(f"clr-sweep on http://{host}:{port} (docs at /docs); data in {data_dir}")
         console.print(f"database {settings.db_url}; broker {settings.broker}")
@@ -564,6 +566,7 @@ def serve_command(
         raise
 
     def on_started() -> None:
+        supervisor.release(reaper.name)
         threading.Thread(target=warm_plots, name="warm-plots", daemon=True).start()
 
     ServeServer(config, on_exit=stop_workers, on_started=on_started).run()

@@ -251,7 +251,8 @@ class Supervisor:
 
     A process that exits while the supervisor runs is restarted after a backoff
     that grows while it keeps dying (:data:`RESTART_BACKOFF_S`); its job, if it had
-    one, is requeued by the reaper once its heartbeat stops.
+    one, is requeued by the reaper once its heartbeat stops. Processes named in
+    ``held`` start only once :meth:`release` d (at the next :meth:`poll`).
     """
 
     def __init__(
@@ -260,6 +261,7 @@ class Supervisor:
         *,
         log_dir: Path | None = None,
         backoff_s: Sequence[float] = RESTART_BACKOFF_S,
+        held: Sequence[str] = (),
     ) -> None:
         if not backoff_s:
             raise ValueError("backoff_s needs at least one wait")
@@ -271,6 +273,8 @@ class Supervisor:
         self._quick_deaths: dict[str, int] = {spec.name: 0 for spec in self.specs}
         self._started: dict[str, float] = {}
         self._due: dict[str, float] = {}
+        self._held = set(held)
+        self._released: set[str] = set()
         self.stopping = False
 
     def _start(self, spec: WorkerSpec) -> None:
@@ -300,15 +304,26 @@ class Supervisor:
         logger.info("worker.started name=%s pid=%d", spec.name, process.pid)
 
     def start(self) -> None:
-        """Start every process."""
+        """Start every process not held."""
         for spec in self.specs:
-            self._start(spec)
+            if spec.name not in self._held:
+                self._start(spec)
+
+    def release(self, name: str) -> None:
+        """Let a held process start; safe from any thread (the watching one starts it)."""
+        self._released.add(name)
 
     def poll(self) -> list[str]:
-        """Restart processes that exited (after their backoff); the names restarted."""
+        """Start released processes, restart those that exited (after their backoff);
+        the names restarted."""
         restarted = []
         now = time.monotonic()
         for spec in self.specs:
+            if spec.name in self._held:
+                if spec.name in self._released and not self.stopping:
+                    self._held.discard(spec.name)
+                    self._start(spec)
+                continue
             process = self.processes[spec.name]
             code = process.poll()
             if code is None or self.stopping:

@@ -141,6 +141,21 @@ class TestSupervisor:
             supervisor.stop(grace_s=5)
         assert supervisor.restarts["dies"] == 1
 
+    def test_a_held_process_starts_only_once_released(self) -> None:
+        sleeper = _python("import time; time.sleep(600)")
+        supervisor = Supervisor(
+            [WorkerSpec("now", sleeper), WorkerSpec("later", sleeper)], held=["later"]
+        )
+        supervisor.start()
+        try:
+            assert supervisor.poll() == []
+            assert list(supervisor.processes) == ["now"]
+            supervisor.release("later")
+            supervisor.poll()
+            assert supervisor.processes["later"].poll() is None
+        finally:
+            supervisor.stop(grace_s=0)
+
     def test_stop_terminates_and_restarts_nothing(self, tmp_path: Path) -> None:
         supervisor = Supervisor(
             [WorkerSpec(f"sleeper{i}", _python("import time; time.sleep(600)")) for i in range(2)],
