@@ -62,6 +62,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.submit_latency
 	$(PY) -m bench.worker_scaling
 	$(PY) -m bench.duplicates
+	$(PY) -m bench.cold_start
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .clr-sweep

@@ -4,32 +4,86 @@ It POSTs the spec, shows a progress bar while the job runs, prints every method'
 suggested bounds and writes the plot the API draws. With ``--embedded`` it first
 starts ``clr-sweep serve`` (the embedded default) for this one submission and
 stops it afterwards; otherwise it talks to ``--url`` (``CLR_API_URL``).
+
+Ctrl-C, SIGTERM and SIGHUP all cancel the job (:class:`Interrupted`): a command
+stopped by a service manager or a closed terminal leaves nothing running.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-__all__ = ["ApiError", "EmbeddedService", "follow_job", "print_bounds", "start_embedded"]
+__all__ = [
+    "ApiError",
+    "EmbeddedService",
+    "Interrupted",
+    "follow_job",
+    "interrupt_on_signals",
+    "print_bounds",
+    "start_embedded",
+]
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
-POLL_INTERVAL_S = 0.2
+POLL_INTERVAL_S = 0.1
+"""How often a followed job is polled: a finished job is seen within this."""
+READY_POLL_S = 0.05
+CANCEL_WAIT_S = 15.0
+"""How long an interrupted command waits for its job to stop after cancelling it."""
 READY_TIMEOUT_S = 120.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A signal asked the command to stop (a ``BaseException``, like Ctrl-C's)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for death by this signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class ApiError(Exception):
@@ -60,6 +114,18 @@ def check(response: httpx.Response) -> httpx.Response:
     raise ApiError(response.status_code, detail)
 
 
+def _status_text(job: dict[str, Any]) -> str:
+    """What the job is doing, and while it is queued, what it waits for (when the API says)."""
+    if job["status"] != "queued":
+        return str(job["status"])
+    reason = job.get("waiting_reason")
+    position = job.get("queue_position")
+    text = "queued"
+    if position is not None:
+        text += f" (#{position})"
+    return f"{text}: {reason}" if reason else text
+
+
 def follow_job(
     client: httpx.Client,
     job: dict[str, Any],
@@ -67,27 +133,47 @@ def follow_job(
     *,
     interval_s: float = POLL_INTERVAL_S,
 ) -> dict[str, Any]:
-    """Poll the job until it finishes, drawing a progress bar; the final job."""
+    """Poll the job until it finishes, drawing a progress bar; the final job.
+
+    While it is queued the bar says what it waits for; while it runs, the newest
+    LR and smoothed loss (read from the curve, only the points not yet seen) and
+    the time remaining.
+    """
     location = f"/range-tests/{job['id']}"
+    after, attempt, lr, loss = 0, job["attempt"], math.nan, math.nan
     with Progress(
-        TextColumn("[bold]{task.fields[status]:<9}[/]"),
+        TextColumn("[bold]{task.fields[status]}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[where]}"),
+        TextColumn("lr {task.fields[lr]:.2e}  loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[where]}"),
         console=console,
     ) as progress:
-        task = progress.add_task("job", total=job["total"], status=job["status"], where="")
+        task = progress.add_task(
+            "job", total=job["total"], status=_status_text(job), where="", lr=lr, loss=loss
+        )
         while job["status"] not in FINAL_STATUSES:
             time.sleep(interval_s)
+            seen = job["progress"]
             job = check(client.get(location)).json()
+            if job["attempt"] != attempt:  # a new attempt starts its curve again
+                after, attempt = 0, job["attempt"]
+            if job["progress"] > seen or (job["progress"] and after == 0):
+                curve = check(client.get(f"{location}/curve", params={"after": after})).json()
+                if curve["lrs"] and curve["attempt"] == attempt:
+                    after = curve["next_after"]
+                    lr, loss = curve["lrs"][-1], curve["smoothed_losses"][-1]
             where = f"on {job['device']} ({job['worker']})" if job["worker"] else ""
             progress.update(
                 task,
                 completed=job["progress"],
                 total=job["total"],
-                status=job["status"],
+                status=_status_text(job),
                 where=where,
+                lr=lr,
+                loss=loss,
             )
     return job
 
@@ -127,37 +213,55 @@ class EmbeddedService:
 
 @contextmanager
 def start_embedded(data_dir: Path, console: Console) -> Iterator[EmbeddedService]:
-    """Start ``clr-sweep serve`` on a free local port; stop it on the way out."""
-    from cli.service import TOKEN_FILE, free_port
+    """Start ``clr-sweep serve`` on a free local port; stop it on the way out.
+
+    The service runs in a session of its own, so a Ctrl-C at the terminal reaches
+    only this command, which cancels its job before it stops the service; and it
+    gets SIGTERM if this command dies without a word (SIGKILL), so it never
+    outlives the command that started it.
+    """
+    from cli.service import TOKEN_FILE, die_with_parent, free_port, make_private
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    make_private(data_dir)
     log_path = data_dir / "logs" / "serve.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     console.print(f"starting the embedded service on {url} (data in {data_dir}, log {log_path})")
-    with log_path.open("ab") as log:
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(log_fd, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            # --stop-grace 0: it is stopped once its one job is over (cancelled ones
+            # included: see run_submission), and a warm Celery shutdown costs seconds
+            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--stop-grace", "0"],
             env={**os.environ, "CLR_DATA_DIR": str(data_dir)},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
     service = EmbeddedService(process, url, "", log_path)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"the embedded service exited with {process.returncode}:\n{service.log_tail()}"
-                )
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the embedded service was not ready in {READY_TIMEOUT_S:g} s")
-            time.sleep(0.1)
+        with console.status("starting the service: API and worker…"):
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            with httpx.Client(timeout=2) as probe:
+                while True:
+                    if process.poll() is not None:
+                        raise RuntimeError(
+                            f"the embedded service exited with {process.returncode}:\n"
+                            f"{service.log_tail()}"
+                        )
+                    try:
+                        if probe.get(f"{url}/readyz").is_success:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"the embedded service was not ready in {READY_TIMEOUT_S:g} s"
+                        )
+                    time.sleep(READY_POLL_S)
         service.token = (data_dir / TOKEN_FILE).read_text().strip()
         yield service
     finally:
@@ -187,18 +291,38 @@ def run_submission(
     output: Path | None,
     wait: bool,
 ) -> int:
-    """Submit, follow, report; the exit code (0 succeeded, 1 failed or cancelled)."""
-    job = check(client.post("/range-tests", json=body)).json()
-    console.print(f"range test {job['id']} {job['status']}")
-    if not wait:
-        print(job["id"])
-        return 0
+    """Submit, follow, report; the exit code (0 succeeded, 1 failed or cancelled).
+
+    An :class:`Interrupted` (or Ctrl-C) while the job is not finished cancels it
+    and returns the signal's exit code (130, 143, ...).
+    """
+    # The key makes the POST safe to repeat: interrupted before its answer arrived,
+    # the same POST finds the job (or makes it) so that it can be cancelled.
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    job: dict[str, Any] | None = None
     try:
+        job = check(client.post("/range-tests", json=body, headers=headers)).json()
+        console.print(f"range test {job['id']} {job['status']}")
+        if not wait:
+            print(job["id"])
+            return 0
         job = follow_job(client, job, console)
-    except KeyboardInterrupt:
-        check(client.post(f"/range-tests/{job['id']}/cancel"))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        code = exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+        if job is None:
+            job = check(client.post("/range-tests", json=body, headers=headers)).json()
+        response = client.post(f"/range-tests/{job['id']}/cancel")
+        if response.status_code != 409:  # 409: it finished meanwhile
+            check(response)
         console.print(f"[yellow]cancel requested[/] for {job['id']}")
-        return 130
+        # The worker stops the job at its next report: wait for that (a second
+        # signal ends the wait), so the job reads "cancelled" before the command ends.
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while job["status"] not in FINAL_STATUSES and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+            job = check(client.get(f"/range-tests/{job['id']}")).json()
+        console.print(f"job {job['id']} {job['status']}")
+        return code
     if job["status"] != "succeeded":
         console.print(f"[red]{job['status']}:[/] {job['error'] or 'no reason given'}")
         return 1

@@ -20,6 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.orm import Session
 
     from sweep.settings import Settings
@@ -341,6 +343,62 @@ def token_create_command(
     print(secret)
 
 
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@token_app.command("list")
+def token_list_command(
+    team: Annotated[str, typer.Option(help="The team whose tokens to list.")],
+) -> None:
+    """List a team's tokens: id, name, prefix, created, last used, revoked (never secrets)."""
+    from sweep.services import get_team, list_tokens
+
+    def rows(session: Session) -> list[tuple[str, ...]]:
+        tokens = list_tokens(session, team=get_team(session, name=team))
+        return [
+            (
+                str(t.id),
+                t.name,
+                f"{t.prefix}…",
+                _when(t.created_at),
+                _when(t.last_used_at),
+                _when(t.revoked_at),
+            )
+            for t in tokens
+        ]
+
+    table = Table(title=f"Tokens of team {team!r}")
+    table.add_column("id", no_wrap=True, min_width=36)  # whole, to copy into `token revoke`
+    for column in ("name", "prefix", "created", "last used", "revoked"):
+        table.add_column(column, overflow="fold")
+    for row in _in_session(rows):
+        table.add_row(*row)
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke_command(
+    token_id: Annotated[str, typer.Argument(help="The token's id (`clr-sweep token list`).")],
+    team: Annotated[str, typer.Option(help="The team the token belongs to.")],
+) -> None:
+    """Revoke a token: the API refuses it from its next request on."""
+    import uuid
+
+    from sweep.services import get_team, revoke_token
+
+    try:
+        parsed = uuid.UUID(token_id)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not a token id: {token_id!r}", param_hint="TOKEN_ID") from exc
+    prefix = _in_session(
+        lambda session: (
+            revoke_token(session, team=get_team(session, name=team), token_id=parsed).prefix
+        )
+    )
+    console.print(f"token {parsed} ({prefix}…) of team {team!r} revoked")
+
+
 # --------------------------------------------------------------------------- the service
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
@@ -365,9 +423,10 @@ def api_command(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """Serve the REST API (production: CLR_DATABASE_URL and CLR_BROKER_URL set)."""
     import uvicorn
 
-    from cli.service import build_api
+    from cli.service import build_api, uvicorn_config
 
-    uvicorn.run(build_api(_settings_or_exit()), host=host, port=port, log_level="info")
+    config = uvicorn_config(build_api(_settings_or_exit()), host=host, port=port, log_level="info")
+    uvicorn.Server(config).run()
 
 
 def _gpu_list(gpus: str | None) -> list[str]:
@@ -419,52 +478,98 @@ def serve_command(
     port: Port = 8000,
     processes: Annotated[int, typer.Option(min=1, help="CPU worker processes.")] = 1,
     gpus: Annotated[str | None, typer.Option(help="Run workers on these GPUs instead.")] = None,
+    stop_grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a stopping worker may finish its job's current step before it is "
+            "killed (0: at once, for a service known to be idle).",
+        ),
+    ] = 30.0,
 ) -> None:
     """The embedded default: API + worker + reaper on a SQLite file, no servers needed."""
+    import os
+    import sys
     import threading
 
-    import uvicorn
-
     from cli.service import (
+        REAPER_NICE,
+        TOKEN_FILE,
+        DataDirInUse,
         ServeServer,
         Supervisor,
         build_api,
         ensure_local_token,
+        lock_data_dir,
+        make_private,
         reaper_spec,
+        uvicorn_config,
+        warm_plots,
         worker_specs,
     )
-    from sweep.migrate import upgrade
 
     settings = _settings_or_exit()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings)
-    token = ensure_local_token(settings)
+    data_dir = settings.data_dir
+    # Private: what this process and its children make from now on, and what exists.
+    os.umask(0o077)
+    make_private(data_dir)
+    try:
+        # the descriptor stays open, and the folder locked, until this process ends
+        lock_data_dir(data_dir)
+    except DataDirInUse as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
     specs = worker_specs(gpus=_gpu_list(gpus), processes=processes)
-    supervisor = Supervisor([*specs, reaper_spec(settings)], log_dir=settings.data_dir / "logs")
-    console.print(f"clr-sweep on http://{host}:{port} (docs at /docs); data in {settings.data_dir}")
-    console.print(f"database {settings.db_url}; broker {settings.broker}")
-    console.print(
-        f"workers: {', '.join(s.name for s in specs)} + reaper; logs in "
-        f"{settings.data_dir / 'logs'}"
-    )
-    console.print(f"token of team 'local' (also in {settings.data_dir / 'token'}):")
-    print(token, flush=True)
+    # The reaper starts niced, and once the API listens: a first run waits for the
+    # worker and the API, not for it; and its first pass needs the migrated database.
+    reaper = reaper_spec(settings, nice=REAPER_NICE)
+    supervisor = Supervisor([*specs, reaper], log_dir=data_dir / "logs", held=[reaper.name])
     done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.5):
-            supervisor.poll()
+    # One thread starts, restarts and stops every worker: a worker's parent-death
+    # signal follows the thread that started it, so this thread outlives them all.
+    watcher = threading.Thread(
+        target=supervisor.run_until,
+        args=(done,),
+        kwargs={"grace_s": stop_grace},
+        name="supervisor",
+        daemon=True,
+    )
+    # The job workers start first, before the migrations: importing torch and
+    # preloading data is the longest part of a first run. They touch the database
+    # only for a job, and jobs come through the API, which listens after the migrations.
+    watcher.start()
 
     def stop_workers() -> None:
         done.set()
         watcher.join()
-        supervisor.stop()
 
-    supervisor.start()
-    watcher = threading.Thread(target=watch, name="supervisor", daemon=True)
-    watcher.start()
-    config = uvicorn.Config(build_api(settings), host=host, port=port, log_level="warning")
-    ServeServer(config, on_exit=stop_workers).run()
+    try:
+        from sweep.migrate import upgrade  # Alembic: imported once the workers are starting
+
+        upgrade(settings)
+        token = ensure_local_token(settings)
+        console.print(f"clr-sweep on http://{host}:{port} (docs at /docs); data in {data_dir}")
+        console.print(f"database {settings.db_url}; broker {settings.broker}")
+        console.print(
+            f"workers: {', '.join(s.name for s in specs)} + reaper; logs in {data_dir / 'logs'}"
+        )
+        token_path = data_dir / TOKEN_FILE
+        if sys.stdout.isatty():
+            # a terminal only: where stdout is a file (a log), the secret stays in its file
+            console.print(f"token of team 'local' (also in {token_path}):")
+            print(token, flush=True)
+        else:
+            console.print(f"token of team 'local' in {token_path} (mode 0600)")
+        config = uvicorn_config(build_api(settings), host=host, port=port, log_level="warning")
+    except BaseException:
+        stop_workers()
+        raise
+
+    def on_started() -> None:
+        supervisor.release(reaper.name)
+        threading.Thread(target=warm_plots, name="warm-plots", daemon=True).start()
+
+    ServeServer(config, on_exit=stop_workers, on_started=on_started).run()
 
 
 @app.command("submit")
@@ -500,7 +605,14 @@ def submit_command(
     """Submit a range test to the service, follow it, print its bounds, fetch its plot."""
     import httpx
 
-    from cli.client import ApiError, plot_route, run_submission, start_embedded
+    from cli.client import (
+        ApiError,
+        Interrupted,
+        interrupt_on_signals,
+        plot_route,
+        run_submission,
+        start_embedded,
+    )
     from cli.service import TOKEN_FILE
 
     if plot is not None:
@@ -531,20 +643,24 @@ def submit_command(
             return run_submission(client, body, console, plot=plot, output=output, wait=wait)
 
     try:
-        if embedded:
-            with start_embedded(settings.data_dir, console) as service:
-                code = submit(service.url, service.token)
-        else:
-            token_path = settings.data_dir / TOKEN_FILE
-            if token is None and token_path.exists():
-                token = token_path.read_text().strip()
-            if token is None:
-                raise typer.BadParameter(
-                    "no token: pass --token or set CLR_TOKEN (`clr-sweep token create`), "
-                    "or use --embedded",
-                    param_hint="--token",
-                )
-            code = submit(url, token)
+        with interrupt_on_signals():
+            if embedded:
+                with start_embedded(settings.data_dir, console) as service:
+                    code = submit(service.url, service.token)
+            else:
+                token_path = settings.data_dir / TOKEN_FILE
+                if token is None and token_path.exists():
+                    token = token_path.read_text().strip()
+                if token is None:
+                    raise typer.BadParameter(
+                        "no token: pass --token or set CLR_TOKEN (`clr-sweep token create`), "
+                        "or use --embedded",
+                        param_hint="--token",
+                    )
+                code = submit(url, token)
+    except Interrupted as exc:  # before the job was submitted: nothing to cancel
+        console.print(f"[yellow]stopped[/] by {exc}")
+        raise typer.Exit(exc.exit_code) from exc
     except ApiError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc

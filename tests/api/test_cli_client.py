@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from cli.client import ApiError, check, run_submission
+from cli.client import ApiError, _status_text, check, follow_job, run_submission
 from tests.api.conftest import Caller, TestClient
 from tests.builders import spec_data
 
@@ -41,3 +41,21 @@ class TestRunSubmission:
         with pytest.raises(ApiError) as caught:
             check(client.get("/range-tests"))
         assert caught.value.status == 401
+
+
+class TestFollowJob:
+    def test_a_queued_job_shows_what_it_waits_for_when_the_api_says(self) -> None:
+        job = {"status": "queued"}
+        assert _status_text(job) == "queued"
+        job |= {"waiting_reason": "no running worker takes jobs.cuda", "queue_position": 2}
+        assert _status_text(job) == "queued (#2): no running worker takes jobs.cuda"
+        assert _status_text({"status": "running", "waiting_reason": None}) == "running"
+
+    def test_follows_a_job_to_its_end(self, client: TestClient, caller: Caller) -> None:
+        client.headers.update(caller.headers)
+        job = client.post("/range-tests", json=spec_data()).json()
+        assert client.post(f"/range-tests/{job['id']}/cancel").status_code == 202
+        out = io.StringIO()
+        final = follow_job(client, job, Console(file=out, width=120), interval_s=0.01)
+        assert final["status"] == "cancelled"
+        assert "cancelled" in out.getvalue()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -125,6 +126,14 @@ def _processes_with_env(key: str, value: str) -> list[int]:
     return found
 
 
+def _file_modes(folder: Path) -> dict[str, int]:
+    """Every file and folder under ``folder`` (itself as ``.``) and its permission bits."""
+    modes = {".": stat.S_IMODE(folder.stat().st_mode)}
+    for path in folder.rglob("*"):
+        modes[str(path.relative_to(folder))] = stat.S_IMODE(path.lstat().st_mode)
+    return modes
+
+
 def _run_one(service: Service, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Submit a tiny range test over HTTP and follow it; the job and its bounds."""
     headers = {"Authorization": f"Bearer {token}"}
@@ -190,6 +199,24 @@ class TestEmbedded:
         assert f"{default['max_lr']:.3g}" in done.stdout
         assert plot.read_text().lstrip().startswith(("<?xml", "<svg"))
         assert _processes_with_env("CLR_DATA_DIR", str(data_dir)) == []
+        # the data folder is the user's alone: it holds every job, curve and the token
+        modes = _file_modes(data_dir)
+        assert {"clr-sweep.db", "logs/serve.log", "logs/cpu1.log", TOKEN_FILE} <= set(modes)
+        wrong = {
+            name: oct(mode)
+            for name, mode in modes.items()
+            if mode != (0o700 if (data_dir / name).is_dir() else 0o600)
+        }
+        assert wrong == {}
+        # and the token is in its own file only: not in a log, not in the output
+        secret = (data_dir / TOKEN_FILE).read_bytes().strip()
+        holders = [
+            str(path)
+            for path in data_dir.rglob("*")
+            if path.is_file() and path.name != TOKEN_FILE and secret in path.read_bytes()
+        ]
+        assert holders == []
+        assert secret.decode() not in done.stdout + done.stderr
 
 
 class TestProduction:

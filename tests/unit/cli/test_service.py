@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +93,8 @@ class TestWorkerSpecs:
         assert _option(spec.argv, "-Q") == MAINTENANCE_QUEUE
         assert "--beat" in spec.argv
         assert f"--schedule={tmp_path / 'beat-schedule'}" in spec.argv
+        # a cold shutdown when its supervisor dies: it stops its beat process too
+        assert spec.death_signal == signal.SIGQUIT
 
 
 def _python(code: str) -> list[str]:
@@ -136,6 +140,21 @@ class TestSupervisor:
         finally:
             supervisor.stop(grace_s=5)
         assert supervisor.restarts["dies"] == 1
+
+    def test_a_held_process_starts_only_once_released(self) -> None:
+        sleeper = _python("import time; time.sleep(600)")
+        supervisor = Supervisor(
+            [WorkerSpec("now", sleeper), WorkerSpec("later", sleeper)], held=["later"]
+        )
+        supervisor.start()
+        try:
+            assert supervisor.poll() == []
+            assert list(supervisor.processes) == ["now"]
+            supervisor.release("later")
+            supervisor.poll()
+            assert supervisor.processes["later"].poll() is None
+        finally:
+            supervisor.stop(grace_s=0)
 
     def test_stop_terminates_and_restarts_nothing(self, tmp_path: Path) -> None:
         supervisor = Supervisor(
@@ -222,3 +241,59 @@ class TestBuildApi:
         response = TestClient(build_api(migrated)).get("/readyz")
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "ready"
+
+
+_WITH_GRANDCHILD = (
+    "import subprocess, sys, time; "
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+    "print(child.pid, flush=True); time.sleep(600)"
+)
+
+
+def _grandchild(log: Path) -> int:
+    _wait(lambda: log.exists() and log.read_text().strip().isdigit())
+    return int(log.read_text())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+class TestStoppingProcessGroups:
+    def test_grace_zero_kills_each_worker_with_its_children_at_once(self, tmp_path: Path) -> None:
+        supervisor = Supervisor(
+            [WorkerSpec("parent", _python(_WITH_GRANDCHILD))], log_dir=tmp_path / "logs"
+        )
+        supervisor.start()
+        grandchild = _grandchild(tmp_path / "logs" / "parent.log")
+        supervisor.stop(grace_s=0)
+        assert supervisor.processes["parent"].returncode == -signal.SIGKILL
+        _wait(lambda: _gone(grandchild))
+
+    def test_after_the_grace_a_stubborn_worker_is_killed_with_its_children(
+        self, tmp_path: Path
+    ) -> None:
+        code = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + _WITH_GRANDCHILD
+        supervisor = Supervisor([WorkerSpec("stubborn", _python(code))], log_dir=tmp_path / "logs")
+        supervisor.start()
+        grandchild = _grandchild(tmp_path / "logs" / "stubborn.log")
+        supervisor.stop(grace_s=0.5)
+        _wait(lambda: _gone(grandchild))
+
+    def test_a_worker_dies_with_the_thread_that_started_it(self) -> None:
+        # what a SIGKILLed supervisor amounts to for its children: the parent-death signal
+        supervisor = Supervisor([WorkerSpec("orphan", _python("import time; time.sleep(600)"))])
+        starter = threading.Thread(target=supervisor.start)
+        starter.start()
+        starter.join()
+        process = supervisor.processes["orphan"]
+        try:
+            process.wait(timeout=30)
+        finally:
+            supervisor.stop(grace_s=0)
+        assert process.returncode == -signal.SIGKILL
