@@ -164,7 +164,7 @@ class TestExplainWait:
             "1 job ahead in jobs; 2 workers take it, 1 idle"
         )
 
-    @pytest.mark.parametrize("status", list(set(JobStatus) - {JobStatus.QUEUED}))
+    @pytest.mark.parametrize("status", [s for s in JobStatus if s is not JobStatus.QUEUED])
     def test_a_job_no_longer_queued_has_neither(
         self, session: Session, settings: Settings, status: JobStatus
     ) -> None:
