@@ -2,14 +2,17 @@
 
 ``python -m celery -A tests.worker.crashing_workloads worker`` runs the real worker
 (the app of :mod:`worker.celery_app`, the tasks of :mod:`worker.tasks`) with these
-workloads in its registry, registered the way a plug-in registers its own.
-Importing this module registers them in the importing process too (so a test can
-submit jobs that name them).
+workloads in its registry, registered the way a plug-in registers its own (when
+Celery asks this module for its app). A test process that submits jobs naming them
+registers them with :func:`registered` for as long as it needs them: registered on
+import, they would show in every other test's registry (the OpenAPI enums, say).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -17,6 +20,7 @@ from celery import Celery
 from torch import nn
 
 from clr.workloads import ParamSpec, TensorBatches, Workload, WorkloadInstance, register_workload
+from clr.workloads._registry import _REGISTRY
 
 OOM_MESSAGE = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 1.00 GiB total capacity)"
 """What the crashing workloads raise: the start of a real CUDA out-of-memory message."""
@@ -85,30 +89,46 @@ def _build_hang_at_step(
 
 _BATCH = ParamSpec("batch_size", int, 16, "training samples per step", 1, 256)
 
-OOM_IN_BUILD = register_workload(
-    Workload(
-        name="test_oom_in_build",
-        description="Tests only: the builder raises a CUDA out-of-memory RuntimeError.",
-        params=(_BATCH,),
-        builder=_build_oom,
-    )
+OOM_IN_BUILD = Workload(
+    name="test_oom_in_build",
+    description="Tests only: the builder raises a CUDA out-of-memory RuntimeError.",
+    params=(_BATCH,),
+    builder=_build_oom,
 )
-OOM_AT_STEP = register_workload(
-    Workload(
-        name="test_oom_at_step",
-        description=f"Tests only: step {CRASH_STEP} raises torch.OutOfMemoryError.",
-        params=(_BATCH,),
-        builder=_build_crash_at_step,
-    )
+OOM_AT_STEP = Workload(
+    name="test_oom_at_step",
+    description=f"Tests only: step {CRASH_STEP} raises torch.OutOfMemoryError.",
+    params=(_BATCH,),
+    builder=_build_crash_at_step,
 )
-HANG_AT_STEP = register_workload(
-    Workload(
-        name="test_hang_at_step",
-        description=f"Tests only: step {CRASH_STEP} sleeps until the process is killed.",
-        params=(_BATCH,),
-        builder=_build_hang_at_step,
-    )
+HANG_AT_STEP = Workload(
+    name="test_hang_at_step",
+    description=f"Tests only: step {CRASH_STEP} sleeps until the process is killed.",
+    params=(_BATCH,),
+    builder=_build_hang_at_step,
 )
+
+
+WORKLOADS = (OOM_IN_BUILD, OOM_AT_STEP, HANG_AT_STEP)
+
+
+def register_all() -> None:
+    """Register the test workloads in this process (again: a no-op)."""
+    for workload in WORKLOADS:
+        if workload.name not in _REGISTRY.names():
+            register_workload(workload)
+
+
+@contextmanager
+def registered() -> Iterator[None]:
+    """The test workloads registered in this process, removed again afterwards."""
+    register_all()
+    try:
+        yield
+    finally:
+        with _REGISTRY._lock:
+            for workload in WORKLOADS:
+                _REGISTRY._workloads.pop(workload.name, None)
 
 
 def __getattr__(name: str) -> Celery:
@@ -116,5 +136,6 @@ def __getattr__(name: str) -> Celery:
     if name in ("app", "celery"):
         from worker.celery_app import get_celery
 
+        register_all()
         return get_celery()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -75,6 +75,13 @@ class CrashWorker:
         return self.text()[-4000:]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _crash_workloads() -> Iterator[None]:
+    # this process submits jobs naming them; other modules' tests must not see them
+    with crashing.registered():
+        yield
+
+
 @pytest.fixture(scope="module")
 def crash_worker(
     worker_settings: Settings, tmp_path_factory: pytest.TempPathFactory
