@@ -38,6 +38,7 @@ from tests.faults.conftest import (
     stop_services,
     wait_until,
 )
+from tests.worker.conftest import REQUIRE_REDIS
 from worker.celery_app import JOBS_QUEUE
 
 pytestmark = pytest.mark.serial
@@ -53,7 +54,10 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A redis-server of this test's own, on a free port; SIGCONTed and stopped after."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed")
+        reason = "redis-server is not installed"
+        if REQUIRE_REDIS:
+            pytest.fail(f"{reason} (CLR_TEST_REQUIRE_REDIS is set)")
+        pytest.skip(reason)
     port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
