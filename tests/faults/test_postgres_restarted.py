@@ -33,7 +33,9 @@ from tests.faults.conftest import Cluster, assert_curve_of_final_attempt
 
 pytestmark = pytest.mark.serial
 
-NUM_ITER = 1000
+NUM_ITER = 10_000
+"""Long enough (seconds at about 0.5 ms a step) that the outage falls mid-job: at 1000
+steps the job could finish within its first progress report (0.5 s)."""
 OUTAGE_S = 3.0
 """How long the database stays down: several of the job's progress reports."""
 MIN_REQUESTS = 5
