@@ -60,7 +60,8 @@ THREADS = 40
 
 THREAD_POOL_MARGIN = 8
 """Threads always left to the requests that are not admitted here (stream polls,
-readiness), so admitted ones never wait behind them."""
+readiness, plot drawings: ``CLR_API_MAX_PLOT_RENDERS``), so admitted ones never
+wait behind them."""
 
 
 class Overloaded(Exception):
