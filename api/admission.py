@@ -60,7 +60,8 @@ THREADS = 40
 
 THREAD_POOL_MARGIN = 8
 """Threads always left to the requests that are not admitted here (stream polls,
-readiness), so admitted ones never wait behind them."""
+readiness, plot drawings: ``CLR_API_MAX_PLOT_RENDERS``), so admitted ones never
+wait behind them."""
 
 
 class Overloaded(Exception):
@@ -95,10 +96,24 @@ def admission_limit(settings: Settings) -> int:
 
 
 class Admission:
-    """At most ``limit`` holders at once; a bounded, timed, first-come line for the rest."""
+    """At most ``limit`` holders at once; a bounded, timed, first-come line for the rest.
 
-    def __init__(self, limit: int, *, max_queue: int, wait_s: float) -> None:
+    ``what`` names the holders and ``settings`` the setting that sizes ``limit``, in
+    the words of the 503 (the requests at the database; the plots being drawn).
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        max_queue: int,
+        wait_s: float,
+        what: str = "requests in progress",
+        settings: str = "CLR_API_MAX_CONCURRENCY",
+    ) -> None:
         self.limit = limit
+        self.what = what
+        self.settings = settings
         self.max_queue = max_queue
         self.wait_s = wait_s
         self.waiting = 0
@@ -137,8 +152,8 @@ class Admission:
     async def _wait_for(self, slots: anyio.Semaphore) -> None:
         if self.waiting >= self.max_queue:
             raise Overloaded(
-                f"the server is at capacity: {self.limit} requests in progress "
-                f"and {self.waiting} waiting (CLR_API_MAX_CONCURRENCY, CLR_API_MAX_QUEUE)"
+                f"the server is at capacity: {self.limit} {self.what} "
+                f"and {self.waiting} waiting ({self.settings}, CLR_API_MAX_QUEUE)"
             )
         self.waiting += 1
         try:
@@ -149,6 +164,5 @@ class Admission:
             self.waiting -= 1
         raise Overloaded(
             f"the server is at capacity: no turn within {self.wait_s:g} s "
-            f"with {self.limit} requests in progress (CLR_API_MAX_CONCURRENCY, "
-            "CLR_API_QUEUE_TIMEOUT_S)"
+            f"with {self.limit} {self.what} ({self.settings}, CLR_API_QUEUE_TIMEOUT_S)"
         )

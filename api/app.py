@@ -83,6 +83,16 @@ def create_app(
         max_queue=settings.api_max_queue,
         wait_s=settings.api_queue_timeout_s,
     )
+    # Drawing a plot holds no turn above (the unit of work has ended) but a thread
+    # and the GIL for a second or so: a line of its own, or a team asking for plots
+    # fills the thread pool and every admitted request waits behind the drawings.
+    app.state.plot_renders = Admission(
+        settings.api_max_plot_renders,
+        max_queue=settings.api_max_queue,
+        wait_s=settings.api_queue_timeout_s,
+        what="plots being drawn",
+        settings="CLR_API_MAX_PLOT_RENDERS",
+    )
     app.state.readiness = ReadinessProbe(
         app.state.read_engine, broker_check=broker_check, broker_url=settings.broker
     )

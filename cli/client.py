@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ __all__ = [
     "ApiError",
     "EmbeddedService",
     "Interrupted",
+    "RetryWhenBusy",
     "follow_job",
     "interrupt_on_signals",
     "print_bounds",
@@ -84,6 +85,63 @@ def interrupt_on_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+RETRY_WAIT_MAX_S = 10.0
+"""Longest wait between two tries of a request the API answered 503 (it asks for 1 s)."""
+RETRY_FOR_S = 120.0
+"""How long a request keeps being retried while the API answers 503."""
+
+
+class RetryWhenBusy(httpx.BaseTransport):
+    """Sends each request again, after its ``Retry-After``, while the API answers 503.
+
+    Under load the API refuses the excess at once with a 503 and ``Retry-After``
+    (at capacity, its database busy or restarting): a try again, not a failure.
+    Without this, one such answer while a job was followed ended the command with
+    an error and left the job running. Every request this client sends is safe to
+    repeat: reads, the cancel, and the submit (it carries an ``Idempotency-Key``).
+    A 503 without ``Retry-After``, or one still there after ``retry_for_s``, is
+    returned as it is.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport,
+        *,
+        retry_for_s: float = RETRY_FOR_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.inner = inner
+        self.retry_for_s = retry_for_s
+        self.sleep = sleep
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + self.retry_for_s
+        while True:
+            response = self.inner.handle_request(request)
+            wait = _retry_after(response)
+            if wait is None or time.monotonic() + wait > deadline:
+                return response
+            response.read()
+            response.close()
+            self.sleep(wait)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds a 503 asks to wait before the next try; None for any other answer."""
+    if response.status_code != 503:
+        return None
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_WAIT_MAX_S)
 
 
 class ApiError(Exception):

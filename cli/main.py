@@ -608,6 +608,7 @@ def submit_command(
     from cli.client import (
         ApiError,
         Interrupted,
+        RetryWhenBusy,
         interrupt_on_signals,
         plot_route,
         run_submission,
@@ -639,7 +640,10 @@ def submit_command(
 
     def submit(base_url: str, secret: str) -> int:
         headers = {"Authorization": f"Bearer {secret}"}
-        with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        transport = RetryWhenBusy(httpx.HTTPTransport())
+        with httpx.Client(
+            base_url=base_url, headers=headers, timeout=30, transport=transport
+        ) as client:
             return run_submission(client, body, console, plot=plot, output=output, wait=wait)
 
     try:

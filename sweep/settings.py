@@ -87,6 +87,10 @@ class Settings(BaseSettings):
         api_max_queue: requests that may wait for a turn; more are refused at once.
         api_max_streams: Server-Sent Events streams one API process keeps open.
         api_max_streams_per_team: of those, how many one team may hold (429 beyond).
+        api_max_plot_renders: plots one API process draws at once; more wait for a
+            turn like requests do (``api_queue_timeout_s``, ``api_max_queue``), then
+            get a 503. Drawing takes a thread and the GIL, so a few keep the threads
+            and the event loop free for every other request.
         broker_timeout_s: socket timeouts (connect, read) towards a Redis broker, so
             a hung broker fails a send or a readiness check instead of hanging it.
     """
@@ -115,6 +119,7 @@ class Settings(BaseSettings):
     api_max_queue: int = Field(default=1000, ge=0, le=100_000)
     api_max_streams: int = Field(default=100, ge=1, le=100_000)
     api_max_streams_per_team: int = Field(default=10, ge=1, le=100_000)
+    api_max_plot_renders: int = Field(default=2, ge=1, le=32)
     broker_timeout_s: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
 
     @field_validator("data_dir")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from api.deps import CurrentTeamDep, SessionDep, SettingsDep
+from api.admission import Admission
+from api.deps import BearerTokenDep, CurrentTeamDep, SessionDep, SettingsDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.schemas import BoundsRead, CurveRead, IsoDateTime, JobList, RangeTestCreate, RangeTestRead
 from api.schemas.text import (
@@ -248,6 +250,24 @@ class _PlotResponse(Response):
         await super().__call__(scope, receive, send)
 
 
+async def hold_plot_turn(request: Request, _token: BearerTokenDep) -> AsyncIterator[None]:
+    """One of the app's turns to draw a plot, from before its data is loaded until it is sent.
+
+    Drawing takes a thread and the GIL for a second or so: without a cap, one team
+    asking for plots filled the thread pool and every other request waited behind
+    the drawings until its turn at the database ran out. Taken first, before the
+    turn at the database, so the requests waiting to draw hold no database turn
+    either: the excess is refused (503, ``Retry-After``) having cost nothing scarce.
+    """
+    renders: Admission = request.app.state.plot_renders
+    async with renders.slot():
+        yield
+
+
+# The default scope: held until the response (the drawing) has been sent.
+PlotTurnDep = Annotated[None, Depends(hold_plot_turn)]
+
+
 def _plot_headers(plot: RangeTestPlot, etag: str) -> dict[str, str]:
     # A finished job's plot never changes; a running one's changes with every chunk.
     cache = f"private, max-age={FINAL_PLOT_MAX_AGE_S}" if plot.final else "no-cache"
@@ -279,12 +299,14 @@ def _plot_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
         **NOT_FOUND,
         **problem(409, "The job has no curve points (yet); the detail names its status"),
         **INVALID,
+        **problem(503, "The server is drawing as many plots as it may at once; see Retry-After"),
     }
 
 
 @router.get("/{job_id}/plot.png", response_class=Response, responses=_plot_responses("image/png"))
 def plot_range_test_png(
     job_id: uuid.UUID,
+    _turn: PlotTurnDep,
     session: SessionDep,
     team: CurrentTeamDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
@@ -298,6 +320,7 @@ def plot_range_test_png(
 )
 def plot_range_test_svg(
     job_id: uuid.UUID,
+    _turn: PlotTurnDep,
     session: SessionDep,
     team: CurrentTeamDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,

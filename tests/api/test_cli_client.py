@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import io
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from rich.console import Console
+from sqlalchemy.orm import Session
 
-from cli.client import ApiError, _status_text, check, follow_job, run_submission
+from api.admission import Admission
+from cli.client import (
+    ApiError,
+    RetryWhenBusy,
+    _status_text,
+    check,
+    follow_job,
+    run_submission,
+)
 from tests.api.conftest import Caller, TestClient
+from tests.api.test_plots import running_with_points
 from tests.builders import spec_data
 
 
@@ -59,3 +71,65 @@ class TestFollowJob:
         final = follow_job(client, job, Console(file=out, width=120), interval_s=0.01)
         assert final["status"] == "cancelled"
         assert "cancelled" in out.getvalue()
+
+
+class TestRetryWhenBusy:
+    """The API sheds load with 503 + Retry-After; ``submit`` asks again instead of failing
+    (before, one such answer while following a job ended the command and left the job
+    running)."""
+
+    def busy_plot(
+        self, test_app: FastAPI, caller: Caller, session: Session
+    ) -> tuple[str, Admission]:
+        """A plot URL whose drawing turn is taken: the API answers it 503 until freed."""
+        job_id = running_with_points(session, caller, 30)
+        renders = Admission(1, max_queue=0, wait_s=0)
+        test_app.state.plot_renders = renders
+        return f"/range-tests/{job_id}/plot.svg", renders
+
+    def test_a_503_is_asked_again_after_its_retry_after(
+        self, test_app: FastAPI, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        path, renders = self.busy_plot(test_app, caller, session)
+        portal = client.portal
+        assert portal is not None
+        turn = renders.slot()
+        portal.call(turn.__aenter__)
+        waits: list[float] = []
+
+        def wait_then_free(seconds: float) -> None:
+            waits.append(seconds)
+            portal.call(turn.__aexit__, None, None, None)  # the server frees up meanwhile
+
+        transport = RetryWhenBusy(client._transport, sleep=wait_then_free)
+        with httpx.Client(
+            base_url=client.base_url, headers=caller.headers, transport=transport
+        ) as busy:
+            response = busy.get(path)
+
+        assert response.status_code == 200, response.text
+        assert waits == [1.0]  # the API's Retry-After
+
+    def test_it_gives_up_after_its_time(
+        self, test_app: FastAPI, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        path, renders = self.busy_plot(test_app, caller, session)
+        portal = client.portal
+        assert portal is not None
+        turn = renders.slot()
+        portal.call(turn.__aenter__)
+        waits: list[float] = []
+        transport = RetryWhenBusy(client._transport, retry_for_s=0.5, sleep=waits.append)
+        try:
+            with httpx.Client(
+                base_url=client.base_url, headers=caller.headers, transport=transport
+            ) as busy:
+                response = busy.get(path)
+        finally:
+            portal.call(turn.__aexit__, None, None, None)
+
+        assert response.status_code == 503  # a wait past retry_for_s is not tried
+        assert waits == []
+        with pytest.raises(ApiError) as caught:
+            check(response)
+        assert caught.value.status == 503

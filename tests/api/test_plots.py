@@ -6,8 +6,10 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
+from api.admission import Admission
 from sweep.services import claim_job, fail_job, finish_job, report_progress
 from tests.api.conftest import Caller, TestClient, make_caller
 from tests.builders import make_job, make_outcome, make_points
@@ -34,6 +36,30 @@ def svg_ids(body: bytes) -> set[str]:
 
 
 class TestPlot:
+    def test_plots_drawn_at_once_are_capped_and_the_excess_is_a_503(
+        self, test_app: FastAPI, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        # Drawing holds a thread and the GIL: uncapped, one team asking for plots
+        # filled the thread pool and every other request waited behind the drawings.
+        job_id = running_with_points(session, caller, 30)
+        renders = Admission(1, max_queue=0, wait_s=0)
+        test_app.state.plot_renders = renders
+        turn, portal = renders.slot(), client.portal
+        assert portal is not None  # the client is started: its event loop runs the app
+        portal.call(turn.__aenter__)  # the one drawing turn, taken
+        try:
+            refused = client.get(f"/range-tests/{job_id}/plot.svg", headers=caller.headers)
+        finally:
+            portal.call(turn.__aexit__, None, None, None)
+        drawn = client.get(f"/range-tests/{job_id}/plot.svg", headers=caller.headers)
+
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"]
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["field"] == "server"
+        assert drawn.status_code == 200
+        assert renders.in_use == 0  # the turn was given back once the plot was sent
+
     def test_running_job_png_is_the_partial_curve_not_cached(
         self, client: TestClient, caller: Caller, session: Session
     ) -> None:
