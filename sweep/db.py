@@ -41,6 +41,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sweep.settings import Settings
 
 __all__ = [
+    "POSTGRES_CONNECT_ARGS",
     "SQLITE_BUSY_TIMEOUT_S",
     "BackgroundSender",
     "JobSender",
@@ -62,6 +63,20 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 
 _SQLITE_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+"""libpq options every PostgreSQL connection gets unless the caller passes its own.
+
+A server that accepts connections and never answers (frozen, or a half-open
+network path) fails a new connection after ``connect_timeout`` seconds instead
+of hanging it forever, and TCP keepalives notice a peer that went silent under
+an open connection in about a minute instead of the kernel's two hours."""
+
 
 def create_db_engine(url: str, *, sqlite_foreign_keys: bool = True, **kwargs: Any) -> Engine:
     """An engine for ``url`` set up for this project.
@@ -69,7 +84,8 @@ def create_db_engine(url: str, *, sqlite_foreign_keys: bool = True, **kwargs: An
     SQLite: usable from several threads, WAL journal, foreign keys enforced (unless
     ``sqlite_foreign_keys=False``, which migrations use as Alembic's batch mode
     advises), ``BEGIN IMMEDIATE`` transactions, and the file's folder created.
-    PostgreSQL: connections are checked before use (``pool_pre_ping``).
+    PostgreSQL: connections are checked before use (``pool_pre_ping``) and made
+    with :data:`POSTGRES_CONNECT_ARGS` (a connect timeout, TCP keepalives).
 
     Args:
         url: a SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``).
@@ -79,7 +95,8 @@ def create_db_engine(url: str, *, sqlite_foreign_keys: bool = True, **kwargs: An
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **kwargs)
+        connect_args = {**POSTGRES_CONNECT_ARGS, **kwargs.pop("connect_args", {})}
+        return create_engine(url, connect_args=connect_args, **kwargs)
     database = parsed.database
     if database in (None, "", ":memory:"):
         # one shared connection, or every checkout would see its own empty database

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from sweep.db import (
+    POSTGRES_CONNECT_ARGS,
     create_db_engine,
     enqueue_after_commit,
     get_job_sender,
@@ -131,6 +135,59 @@ class TestPostgresPool:
             assert engine.pool.size() == 20  # SQLAlchemy's 5 closed the rest on return
         finally:
             engine.dispose()
+
+
+class TestPostgresConnect:
+    def test_a_server_that_never_answers_fails_the_connection_instead_of_hanging_it(
+        self,
+    ) -> None:
+        # It accepts the TCP connection (the kernel does, for a frozen server too) and
+        # never says a word: without a connect timeout, libpq waits forever.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        engine = create_db_engine(f"postgresql+psycopg://nobody@127.0.0.1:{port}/none")
+        outcome: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                with engine.connect():
+                    pass
+            except BaseException as exc:  # the thread reports whatever ended it
+                outcome.append(exc)
+
+        thread = threading.Thread(target=connect, daemon=True)
+        try:
+            thread.start()
+            thread.join(POSTGRES_CONNECT_ARGS["connect_timeout"] + 25)
+            assert not thread.is_alive(), "connecting to a silent server hung"
+            assert len(outcome) == 1, outcome
+            assert isinstance(outcome[0], OperationalError), outcome
+        finally:
+            silent.close()
+            engine.dispose()
+
+    def test_every_connection_gets_the_options_and_a_caller_may_override_one(self) -> None:
+        engine = create_db_engine(
+            "postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2}
+        )
+        seen: list[dict[str, Any]] = []
+
+        @event.listens_for(engine, "do_connect")
+        def capture(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+            seen.append(dict(cparams))
+            raise ConnectionRefusedError("captured: no need to connect")
+
+        try:
+            with pytest.raises(ConnectionRefusedError, match="captured"), engine.connect():
+                pass
+        finally:
+            engine.dispose()
+        assert seen, "no connection was attempted"
+        assert seen[0]["connect_timeout"] == 2
+        for name in ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"):
+            assert seen[0][name] == POSTGRES_CONNECT_ARGS[name]
 
 
 class TestSessionScope:
