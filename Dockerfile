@@ -28,7 +28,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 COPY clr/ clr/
 COPY cli/ cli/
-COPY sweep/ sweep/
+COPY core/ core/
 COPY api/ api/
 COPY worker/ worker/
 COPY migrations/ migrations/
@@ -38,7 +38,7 @@ COPY migrations/ migrations/
 # not /src, are imported.
 RUN pip install --no-deps . \
     && cd / \
-    && python -c "from sweep.migrate import head_revision; print('migrations head:', head_revision())" \
+    && python -c "from core.migrate import head_revision; print('migrations head:', head_revision())" \
     && rm -rf /src
 
 WORKDIR /home/clr

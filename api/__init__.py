@@ -1,5 +1,5 @@
-"""The REST API: a FastAPI app over the domain package ``sweep``.
+"""The REST API: a FastAPI app over the domain package ``core``.
 
 Build it with :func:`api.app.create_app`; routes parse and authorise, call one
-``sweep.services`` function and return what it gives back.
+``core.services`` function and return what it gives back.
 """

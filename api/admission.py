@@ -28,7 +28,7 @@ from typing import ClassVar
 import anyio
 from sqlalchemy.engine import make_url
 
-from sweep.settings import Settings
+from core.settings import Settings
 
 __all__ = [
     "OVERLOAD_RETRY_AFTER_S",

@@ -14,9 +14,9 @@ from api.problems import BodySizeLimitMiddleware, install_problem_handlers
 from api.routes import bounds, docs, events, health, range_tests, workloads
 from api.routes.events import StreamSlots
 from api.routes.health import ReadinessProbe
-from sweep.db import JobSender, make_engine, make_session_factory, set_job_sender
-from sweep.migrate import is_at_head
-from sweep.settings import Settings, get_settings
+from core.db import JobSender, make_engine, make_session_factory, set_job_sender
+from core.migrate import is_at_head
+from core.settings import Settings, get_settings
 
 __all__ = ["NOT_MIGRATED", "create_app"]
 

@@ -23,12 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from api.admission import Admission
-from sweep import services
-from sweep.db import end_session
-from sweep.errors import Unauthorized
-from sweep.models import Team
-from sweep.services.teams import check_token_format
-from sweep.settings import Settings
+from core import services
+from core.db import end_session
+from core.errors import Unauthorized
+from core.models import Team
+from core.services.teams import check_token_format
+from core.settings import Settings
 
 __all__ = [
     "AdmittedDep",

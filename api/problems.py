@@ -1,6 +1,6 @@
 """One rendering path for every error: ``application/problem+json`` (RFC 9457).
 
-:class:`sweep.errors.DomainError`, :class:`starlette.exceptions.HTTPException`
+:class:`core.errors.DomainError`, :class:`starlette.exceptions.HTTPException`
 and :class:`fastapi.exceptions.RequestValidationError` all become
 ``{"type", "title", "status", "detail", "errors": [{"field", "reason"}]}``. Request
 bodies are capped at :data:`MAX_BODY_BYTES` by :class:`BodySizeLimitMiddleware`,
@@ -30,7 +30,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.admission import Overloaded
-from sweep.errors import DomainError, FieldError
+from core.errors import DomainError, FieldError
 
 __all__ = [
     "DATABASE_RETRY_AFTER_S",

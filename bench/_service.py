@@ -32,11 +32,11 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep.db import make_engine, make_session_factory, session_scope
-from sweep.migrate import alembic_config
-from sweep.models import Job, Team
-from sweep.services import create_team, create_token, get_job, get_team
-from sweep.settings import Settings
+from core.db import make_engine, make_session_factory, session_scope
+from core.migrate import alembic_config
+from core.models import Job, Team
+from core.services import create_team, create_token, get_job, get_team
+from core.settings import Settings
 
 ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
 """The PostgreSQL server's maintenance database (creates and drops ``clr_bench``)."""

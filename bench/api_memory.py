@@ -54,12 +54,12 @@ from bench._service import (
     wait_http,
 )
 from cli.service import free_port
-from sweep.db import session_scope
-from sweep.migrate import alembic_config
-from sweep.models import Team
-from sweep.services import claim_job, finish_job, report_progress, submit_job
-from sweep.settings import Settings
-from sweep.specs import CurvePoints, RangeTestOutcome
+from core.db import session_scope
+from core.migrate import alembic_config
+from core.models import Team
+from core.services import claim_job, finish_job, report_progress, submit_job
+from core.settings import Settings
+from core.specs import CurvePoints, RangeTestOutcome
 
 console = Console()
 

@@ -52,11 +52,11 @@ from bench._service import (
     wait_http,
 )
 from cli.service import free_port
-from sweep.db import session_scope
-from sweep.models import Team
-from sweep.services import claim_job, finish_job, submit_job
-from sweep.settings import Settings
-from sweep.specs import RangeTestOutcome
+from core.db import session_scope
+from core.models import Team
+from core.services import claim_job, finish_job, submit_job
+from core.settings import Settings
+from core.specs import RangeTestOutcome
 
 console = Console()
 

@@ -27,12 +27,12 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep.db import create_db_engine, make_session_factory, session_scope, set_job_sender
-from sweep.migrate import alembic_config
-from sweep.models import Team
-from sweep.services import claim_job, create_team, read_curve, report_progress, submit_job
-from sweep.settings import Settings
-from sweep.specs import CurvePoints
+from core.db import create_db_engine, make_session_factory, session_scope, set_job_sender
+from core.migrate import alembic_config
+from core.models import Team
+from core.services import claim_job, create_team, read_curve, report_progress, submit_job
+from core.settings import Settings
+from core.specs import CurvePoints
 
 
 @dataclass

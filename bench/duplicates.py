@@ -50,11 +50,11 @@ from bench._service import (
     start,
     wait_log,
 )
-from sweep.clock import as_utc
-from sweep.db import session_scope, set_job_sender
-from sweep.models import Team
-from sweep.services import submit_job
-from sweep.settings import Settings
+from core.clock import as_utc
+from core.db import session_scope, set_job_sender
+from core.models import Team
+from core.services import submit_job
+from core.settings import Settings
 from worker.celery_app import RANGE_TEST_TASK, create_celery
 from worker.sender import CelerySender
 

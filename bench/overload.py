@@ -51,7 +51,7 @@ from bench._service import (
     wait_http,
 )
 from cli.service import free_port
-from sweep.settings import Settings
+from core.settings import Settings
 
 console = Console()
 

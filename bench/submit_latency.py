@@ -50,9 +50,9 @@ from bench._service import (
     wait_log,
 )
 from cli.service import LOCAL_TEAM, TOKEN_FILE, free_port
-from sweep.clock import as_utc
-from sweep.models import Job, JobStatus, Team
-from sweep.settings import Settings
+from core.clock import as_utc
+from core.models import Job, JobStatus, Team
+from core.settings import Settings
 
 console = Console()
 

@@ -3,7 +3,7 @@
 For each process count, ``python -m cli worker --processes N`` runs on a
 scratch PostgreSQL database (``clr_bench``) and Redis index 14; once every
 process is ready, ``--jobs`` tiny range tests (digits MLP, width 16, 20 steps)
-are submitted at once through ``sweep.services.submit_job`` with the real
+are submitted at once through ``core.services.submit_job`` with the real
 Celery sender (one transaction, the messages sent after its commit). Throughput
 comes from the jobs' rows: ``--jobs / (last finished_at - first created_at)``,
 and its ratio to one process, all in this run.
@@ -48,11 +48,11 @@ from bench._service import (
     start,
     wait_log,
 )
-from sweep.clock import as_utc
-from sweep.db import session_scope, set_job_sender
-from sweep.models import Job, JobStatus, Team
-from sweep.services import submit_job
-from sweep.settings import Settings
+from core.clock import as_utc
+from core.db import session_scope, set_job_sender
+from core.models import Job, JobStatus, Team
+from core.services import submit_job
+from core.settings import Settings
 from worker.celery_app import create_celery
 from worker.sender import CelerySender
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from sweep.settings import Settings
+    from core.settings import Settings
 
 T = TypeVar("T")
 
@@ -293,8 +293,8 @@ def db_upgrade_command(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Migrate the database to the newest schema (Alembic)."""
-    from sweep.migrate import upgrade
-    from sweep.settings import get_settings
+    from core.migrate import upgrade
+    from core.settings import get_settings
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -304,9 +304,9 @@ def db_upgrade_command(
 
 def _in_session(action: Callable[[Session], T]) -> T:
     """Run ``action`` in one committed unit of work; a domain error exits 2 with its detail."""
-    from sweep.db import make_engine, make_session_factory, session_scope
-    from sweep.errors import DomainError
-    from sweep.settings import get_settings
+    from core.db import make_engine, make_session_factory, session_scope
+    from core.errors import DomainError
+    from core.settings import get_settings
 
     engine = make_engine(get_settings())
     try:
@@ -322,7 +322,7 @@ def _in_session(action: Callable[[Session], T]) -> T:
 @team_app.command("create")
 def team_create_command(name: Annotated[str, typer.Argument(help="Team name.")]) -> None:
     """Create a team."""
-    from sweep.services import create_team
+    from core.services import create_team
 
     team_id = _in_session(lambda session: create_team(session, name=name).id)
     console.print(f"team {name!r} created ({team_id})")
@@ -334,7 +334,7 @@ def token_create_command(
     name: Annotated[str, typer.Option(help="A label for the token.")] = "cli",
 ) -> None:
     """Issue an API token for a team and print its secret (shown only this once)."""
-    from sweep.services import create_token, get_team
+    from core.services import create_token, get_team
 
     secret = _in_session(
         lambda session: create_token(session, team=get_team(session, name=team), name=name).secret
@@ -352,7 +352,7 @@ def token_list_command(
     team: Annotated[str, typer.Option(help="The team whose tokens to list.")],
 ) -> None:
     """List a team's tokens: id, name, prefix, created, last used, revoked (never secrets)."""
-    from sweep.services import get_team, list_tokens
+    from core.services import get_team, list_tokens
 
     def rows(session: Session) -> list[tuple[str, ...]]:
         tokens = list_tokens(session, team=get_team(session, name=team))
@@ -385,7 +385,7 @@ def token_revoke_command(
     """Revoke a token: the API refuses it from its next request on."""
     import uuid
 
-    from sweep.services import get_team, revoke_token
+    from core.services import get_team, revoke_token
 
     try:
         parsed = uuid.UUID(token_id)
@@ -409,7 +409,7 @@ LogLevel = Annotated[str, typer.Option(help="Worker log level (DEBUG, INFO, WARN
 def _settings_or_exit() -> Settings:
     from pydantic import ValidationError
 
-    from sweep.settings import get_settings
+    from core.settings import get_settings
 
     try:
         return get_settings()
@@ -544,7 +544,7 @@ def serve_command(
         watcher.join()
 
     try:
-        from sweep.migrate import upgrade  # Alembic: imported once the workers are starting
+        from core.migrate import upgrade  # Alembic: imported once the workers are starting
 
         upgrade(settings)
         token = ensure_local_token(settings)

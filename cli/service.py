@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING
 
 import uvicorn
 
-from sweep.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -470,9 +470,9 @@ def ensure_local_token(settings: Settings) -> str:
     Makes the ``local`` team if it does not exist. A saved token that no longer
     authenticates (a wiped database) is replaced.
     """
-    from sweep.db import make_engine, make_session_factory, session_scope
-    from sweep.errors import TeamNotFound, Unauthorized
-    from sweep.services import authenticate, create_team, create_token, get_team
+    from core.db import make_engine, make_session_factory, session_scope
+    from core.errors import TeamNotFound, Unauthorized
+    from core.services import authenticate, create_team, create_token, get_team
 
     path = settings.data_dir / TOKEN_FILE
     engine = make_engine(settings)

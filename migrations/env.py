@@ -1,7 +1,7 @@
 """Alembic environment: runs migrations against the configured database.
 
 The URL comes from ``config.attributes["url"]`` when a caller (the tests,
-:mod:`sweep.migrate`) sets it, otherwise from the settings (``CLR_DATABASE_URL``,
+:mod:`core.migrate`) sets it, otherwise from the settings (``CLR_DATABASE_URL``,
 or the embedded SQLite file). SQLite gets batch mode, since it cannot ALTER
 most things in place, and its foreign keys are off while migrating, as batch
 mode's table copies require.
@@ -15,9 +15,9 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
-from sweep.db import create_db_engine
-from sweep.models import Base
-from sweep.settings import get_settings
+from core.db import create_db_engine
+from core.models import Base
+from core.settings import get_settings
 
 config = context.config
 
@@ -41,7 +41,7 @@ def _configure(connection: Connection | None = None, url: str | None = None) -> 
         target_metadata=target_metadata,
         compare_type=True,
         render_as_batch=dialect.startswith("sqlite"),
-        # SQLite can roll DDL back too (sweep.db opens real transactions), so each
+        # SQLite can roll DDL back too (core.db opens real transactions), so each
         # migration is all or nothing on both databases
         transactional_ddl=True,
         literal_binds=connection is None,

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from sweep.models import Job, JobStatus, Team, Worker
-from sweep.queues import worker_queues
-from sweep.specs import (
+from core.models import Job, JobStatus, Team, Worker
+from core.queues import worker_queues
+from core.specs import (
     CurvePoints,
     RangeTestOutcome,
     RangeTestSpec,

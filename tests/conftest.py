@@ -21,8 +21,8 @@ import torch  # noqa: E402 - the backend must be chosen before anything imports 
 from sqlalchemy import Engine  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from sweep.db import create_db_engine, make_session_factory, set_job_sender  # noqa: E402
-from sweep.settings import Settings  # noqa: E402
+from core.db import create_db_engine, make_session_factory, set_job_sender  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from tests import database  # noqa: E402
 
 # Two xdist workers share two cores: one torch thread each avoids oversubscription.

@@ -18,8 +18,8 @@ from psycopg import sql
 from sqlalchemy import Engine, delete
 from sqlalchemy.engine import make_url
 
-from sweep.migrate import alembic_config
-from sweep.models import Base
+from core.migrate import alembic_config
+from core.models import Base
 
 ADMIN_URL = os.environ.get(
     "CLR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

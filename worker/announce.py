@@ -37,10 +37,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from sweep.clock import utc_now
-from sweep.db import create_db_engine, make_session_factory, session_scope
-from sweep.services import WorkerInfo, record_worker, retire_worker
-from sweep.settings import get_settings
+from core.clock import utc_now
+from core.db import create_db_engine, make_session_factory, session_scope
+from core.services import WorkerInfo, record_worker, retire_worker
+from core.settings import get_settings
 
 __all__ = [
     "CONNECT_TIMEOUT_S",

@@ -1,9 +1,9 @@
 """The Celery app: all of its configuration, and the entry ``celery -A`` loads.
 
 Everything Celery is told lives in :func:`create_celery`, built from a
-:class:`~sweep.settings.Settings` passed in. Importing this module reads no
+:class:`~core.settings.Settings` passed in. Importing this module reads no
 environment: ``app`` (alias ``celery_app``) is a lazy module attribute, built
-from :func:`~sweep.settings.get_settings` on first access. That first access is
+from :func:`~core.settings.get_settings` on first access. That first access is
 how ``celery -A worker.celery_app worker`` finds the app (Celery looks for
 ``app``), so the worker process reads its ``CLR_*`` settings then, once, while a
 process that only imports this module (tests, tools) builds nothing.
@@ -18,9 +18,9 @@ from typing import Any
 
 from celery import Celery
 
-from sweep.db import set_job_sender
-from sweep.queues import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, queue_for, worker_queues
-from sweep.settings import REDIS_VISIBILITY_MARGIN_S, Settings, get_settings
+from core.db import set_job_sender
+from core.queues import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, queue_for, worker_queues
+from core.settings import REDIS_VISIBILITY_MARGIN_S, Settings, get_settings
 
 __all__ = [
     "CPU_QUEUE",
@@ -136,7 +136,7 @@ def create_celery(settings: Settings, *, main: str = "clr-sweep") -> Celery:
 
 @cache
 def get_celery() -> Celery:
-    """The process's app, from :func:`~sweep.settings.get_settings` (built once).
+    """The process's app, from :func:`~core.settings.get_settings` (built once).
 
     Also installs a :class:`~worker.sender.CelerySender` on it as the process's
     job sender, so jobs the reconciler re-sends or requeues leave after commit,

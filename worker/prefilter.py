@@ -13,7 +13,7 @@ its claim decides, as before.
 When the child running a job dies (the kernel's OOM killer, a segfault,
 ``kill -9``), the parent sees a :class:`WorkerLostError`; the child could not
 say why it stopped, so :class:`JobRequest` notes how on the job
-(:func:`sweep.services.note_worker_lost`) and a job that keeps being killed
+(:func:`core.services.note_worker_lost`) and a job that keeps being killed
 says so when the reconciler gives up on it.
 """
 
@@ -30,10 +30,10 @@ from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 
-from sweep.db import session_scope
-from sweep.models import JobStatus
-from sweep.services import note_worker_lost
-from sweep.services.workers import job_status
+from core.db import session_scope
+from core.models import JobStatus
+from core.services import note_worker_lost
+from core.services.workers import job_status
 from worker.announce import job_id_of, parent_session_factory
 
 __all__ = ["JOB_REQUEST", "JobRequest", "JobTask", "lost_worker_note"]

@@ -1,4 +1,4 @@
-"""The broker side of :func:`sweep.db.set_job_sender`: one Celery message per job."""
+"""The broker side of :func:`core.db.set_job_sender`: one Celery message per job."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 
 from celery import Celery
 
-from sweep.db import BackgroundSender
+from core.db import BackgroundSender
 from worker.celery_app import RANGE_TEST_TASK, queue_for
 
 __all__ = ["PING_TIMEOUT_S", "SEND_WAIT_S", "TASK_BY_KIND", "CelerySender"]
@@ -26,13 +26,13 @@ PING_TIMEOUT_S = 2.0
 
 
 class CelerySender:
-    """A :class:`sweep.db.JobSender`: ``<kind task>(job_id)`` to the device's queue.
+    """A :class:`core.db.JobSender`: ``<kind task>(job_id)`` to the device's queue.
 
     Only the job id travels; the worker reads everything else from the job's row.
     The queue follows the job's device preference (:func:`~worker.celery_app.queue_for`).
-    A process installs one with ``sweep.db.set_job_sender(CelerySender(app))``.
+    A process installs one with ``core.db.set_job_sender(CelerySender(app))``.
 
-    Messages go out on a thread of the sender's own (:class:`~sweep.db.BackgroundSender`):
+    Messages go out on a thread of the sender's own (:class:`~core.db.BackgroundSender`):
     a hung broker delays a commit by at most ``wait_s``, never a request's whole life.
     """
 

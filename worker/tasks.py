@@ -1,4 +1,4 @@
-"""The worker's tasks: thin glue between :mod:`sweep.services` and :mod:`clr`.
+"""The worker's tasks: thin glue between :mod:`core.services` and :mod:`clr`.
 
 A task claims its job, builds the ``clr`` objects its spec describes, runs them
 with a callback that reports progress through the services, and records how it
@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clr import CLRError, RangeTest, RangeTestProgress, SuggestionError, make_optimizer, suggest_all
 from clr.workloads import build_workload, preload
-from sweep.db import make_engine, make_session_factory, session_scope
-from sweep.errors import DomainError
-from sweep.services import (
+from core.db import make_engine, make_session_factory, session_scope
+from core.errors import DomainError
+from core.services import (
     JobAck,
     acknowledge_cancel,
     claim_job,
@@ -42,8 +42,8 @@ from sweep.services import (
     reconcile,
     report_progress,
 )
-from sweep.settings import get_settings
-from sweep.specs import CurvePoints, RangeTestOutcome, RangeTestSpec
+from core.settings import get_settings
+from core.specs import CurvePoints, RangeTestOutcome, RangeTestSpec
 from worker.celery_app import RANGE_TEST_TASK, RECONCILE_TASK
 from worker.prefilter import JobTask
 

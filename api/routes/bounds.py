@@ -1,7 +1,7 @@
 """``/bounds``: the latest suggestion for a configuration, without a job id.
 
 A configuration is what decides which bounds suit a job (see
-:meth:`sweep.specs.RangeTestSpec.configuration`): the workload, its params (the
+:meth:`core.specs.RangeTestSpec.configuration`): the workload, its params (the
 batch size among them), the optimizer with its hyperparameters, and the metric
 the bounds read. Each may be given as JSON (``params={"width":128}``,
 ``optimizer={"name":"adam"}``) or spelled out (``params.width=128``,
@@ -30,9 +30,9 @@ from api.schemas.text import (
     workload_enum,
 )
 from clr.workloads import get_workload, list_workloads
-from sweep import services
-from sweep.errors import FieldError, InvalidInput
-from sweep.specs import OptimizerSpec, RangeTestSpec
+from core import services
+from core.errors import FieldError, InvalidInput
+from core.specs import OptimizerSpec, RangeTestSpec
 
 __all__ = ["MAX_JSON_DEPTH", "router"]
 

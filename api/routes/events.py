@@ -54,11 +54,11 @@ from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.schemas import CurveRead, RangeTestRead
 from api.schemas.events import StreamEnd
 from api.schemas.text import string_schema
-from sweep import services
-from sweep.db import make_session_factory
-from sweep.errors import InvalidInput, JobNotFound
-from sweep.models import JobStatus, Team
-from sweep.services import CurveSlice
+from core import services
+from core.db import make_session_factory
+from core.errors import InvalidInput, JobNotFound
+from core.models import JobStatus, Team
+from core.services import CurveSlice
 
 __all__ = [
     "LAST_EVENT_ID",

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.problems import problem_response
 from api.routes._responses import problem
 from api.schemas import Health, Readiness
-from sweep.migrate import current_revision, head_revision
+from core.migrate import current_revision, head_revision
 
 __all__ = ["READINESS_TIMEOUT_S", "READINESS_TTL_S", "ReadinessProbe", "router"]
 

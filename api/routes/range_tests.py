@@ -25,12 +25,12 @@ from api.schemas.text import (
     string_schema,
     workload_enum,
 )
-from sweep import services
-from sweep.db import pending_jobs
-from sweep.models import Job, JobStatus
-from sweep.services import CurveSlice, JobPage, RangeTestPlot
-from sweep.services.jobs import IDEMPOTENCY_KEY_MAX_LENGTH
-from sweep.specs import RangeTestSpec
+from core import services
+from core.db import pending_jobs
+from core.models import Job, JobStatus
+from core.services import CurveSlice, JobPage, RangeTestPlot
+from core.services.jobs import IDEMPOTENCY_KEY_MAX_LENGTH
+from core.specs import RangeTestSpec
 
 __all__ = ["router"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sweep.errors import InvalidInput
-from sweep.services import Bounds
+from core.errors import InvalidInput
+from core.services import Bounds
 
 __all__ = ["BoundsRead", "SuggestionRead"]
 

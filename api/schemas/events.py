@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from sweep.models import JobStatus
+from core.models import JobStatus
 
 __all__ = ["StreamEnd"]
 

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from api.schemas.text import workload_enum
-from sweep.models import JobStatus
-from sweep.specs import RangeTestSpec, RangeTestSummary
+from core.models import JobStatus
+from core.specs import RangeTestSpec, RangeTestSummary
 
 __all__ = [
     "CurveRead",

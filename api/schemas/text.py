@@ -15,7 +15,7 @@ from typing import Any
 
 from clr import METHODS
 from clr.workloads import list_workloads
-from sweep.errors import InvalidInput
+from core.errors import InvalidInput
 
 __all__ = [
     "CONTROL_CHARACTERS",

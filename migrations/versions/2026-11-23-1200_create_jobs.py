@@ -18,7 +18,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Written out here rather than imported from sweep.models: a migration must keep
+# Written out here rather than imported from core.models: a migration must keep
 # creating the schema of its own day, whatever the models become.
 JSON = sa.JSON(none_as_null=True).with_variant(
     postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"

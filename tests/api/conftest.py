@@ -22,9 +22,9 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from api.app import create_app
 from api.deps import get_session, get_settings
-from sweep.models import Team
-from sweep.services import create_token
-from sweep.settings import Settings
+from core.models import Team
+from core.services import create_token
+from core.settings import Settings
 from tests.builders import make_team
 
 with warnings.catch_warnings():

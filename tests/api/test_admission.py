@@ -14,9 +14,9 @@ from api.admission import (
     admission_limit,
 )
 from api.app import create_app
-from sweep.db import session_scope
-from sweep.services import create_token
-from sweep.settings import Settings
+from core.db import session_scope
+from core.services import create_token
+from core.settings import Settings
 from tests.api.conftest import TestClient
 from tests.builders import make_team
 

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.problems import validation_field
-from sweep.db import get_job_sender, session_scope
-from sweep.models import Job, JobStatus
-from sweep.services import create_token
-from sweep.settings import Settings
+from core.db import get_job_sender, session_scope
+from core.models import Job, JobStatus
+from core.services import create_token
+from core.settings import Settings
 from tests.api.conftest import TestClient
 from tests.builders import make_team, spec_data
 

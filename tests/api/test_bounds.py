@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from sweep.models import Job
-from sweep.services import claim_job, finish_job
+from core.models import Job
+from core.services import claim_job, finish_job
 from tests.api.conftest import Caller, TestClient, make_caller
 from tests.builders import T0, make_job, make_outcome, spec_data
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from api.app import create_app
 from api.problems import DATABASE_RETRY_AFTER_S, PROBLEM_JSON
 from cli.service import free_port
-from sweep.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import TestClient
 from tests.builders import spec_data
 

@@ -17,7 +17,7 @@ import pytest
 
 from api.app import create_app
 from api.routes.docs import ASSETS, VENDOR_DIR
-from sweep.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import TestClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,7 +176,7 @@ def test_the_wheel_ships_the_assets(tmp_path: Path) -> None:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for package in ("clr", "cli", "api", "sweep", "worker", "migrations"):
+    for package in ("clr", "cli", "api", "core", "worker", "migrations"):
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path / "out"
     subprocess.run(

@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.routes.events import StreamTiming, get_stream_timing
-from sweep.db import session_scope
-from sweep.models import Team
-from sweep.services import (
+from core.db import session_scope
+from core.models import Team
+from core.services import (
     cancel_job,
     claim_job,
     create_token,
@@ -36,7 +36,7 @@ from sweep.services import (
     reconcile,
     report_progress,
 )
-from sweep.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import TestClient
 from tests.builders import T0, make_job, make_outcome, make_points, make_team
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from sweep.models import Job
-from sweep.settings import Settings
+from core.models import Job
+from core.settings import Settings
 from tests.api.conftest import Caller, TestClient
 from tests.builders import T0, make_job, spec_data
 

@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.deps import get_settings
-from sweep.errors import JobTooLarge, TooManyActiveJobs
-from sweep.models import Job, JobStatus
-from sweep.services import submit_job
-from sweep.settings import Settings
-from sweep.specs import RangeTestSpec
+from core.errors import JobTooLarge, TooManyActiveJobs
+from core.models import Job, JobStatus
+from core.services import submit_job
+from core.settings import Settings
+from core.specs import RangeTestSpec
 from tests.api.conftest import Caller, Sent, TestClient
 from tests.builders import make_team, spec_data
 

@@ -16,7 +16,7 @@ import pytest
 from api.app import create_app
 from clr import METHODS
 from clr.workloads import get_workload, list_workloads
-from sweep.settings import Settings
+from core.settings import Settings
 
 DOC: dict[str, Any] = create_app(Settings(_env_file=None, database_url="sqlite://")).openapi()
 

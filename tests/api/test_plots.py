@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
 from api.admission import Admission
-from sweep.services import claim_job, fail_job, finish_job, report_progress
+from core.services import claim_job, fail_job, finish_job, report_progress
 from tests.api.conftest import Caller, TestClient, make_caller
 from tests.builders import make_job, make_outcome, make_points
 

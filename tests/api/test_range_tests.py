@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from sweep.models import Job, JobStatus
-from sweep.services import claim_job, fail_job, finish_job, report_progress, revoke_token
-from sweep.specs import RangeTestOutcome, SuggestionDoc
+from core.models import Job, JobStatus
+from core.services import claim_job, fail_job, finish_job, report_progress, revoke_token
+from core.specs import RangeTestOutcome, SuggestionDoc
 from tests.api.conftest import Caller, Sent, TestClient, make_caller
 from tests.builders import T0, make_job, make_outcome, make_points, spec_data
 

@@ -18,8 +18,8 @@ from sqlalchemy.pool import NullPool
 from api.app import create_app
 from api.routes.health import READINESS_TTL_S, ReadinessProbe
 from cli.service import free_port
-from sweep.db import create_db_engine
-from sweep.settings import Settings
+from core.db import create_db_engine
+from core.settings import Settings
 from tests.api.conftest import TestClient
 from worker.celery_app import create_celery
 from worker.sender import CelerySender

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from sweep.services import claim_job, finish_job, report_progress
-from sweep.settings import Settings
+from core.services import claim_job, finish_job, report_progress
+from core.settings import Settings
 from tests.api.conftest import Caller
 from tests.builders import make_job, make_outcome, make_points
 

@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 import clr
-from sweep.db import create_db_engine
-from sweep.services import claim_job, create_token, finish_job, report_progress
+from core.db import create_db_engine
+from core.services import claim_job, create_token, finish_job, report_progress
 from tests import database
 from tests.builders import make_job, make_outcome, make_points, make_team, spec_data
 
@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     import json, sys, warnings
 
     from cli.service import build_api
-    from sweep.settings import get_settings
+    from core.settings import get_settings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from sweep.clock import utc_now
-from sweep.queues import worker_queues
+from core.clock import utc_now
+from core.queues import worker_queues
 from tests.api.conftest import Caller, TestClient, make_caller
 from tests.builders import make_job, make_worker, spec_data
 

@@ -26,8 +26,8 @@ import typer
 import yaml
 
 import cli.main
-from sweep.migrate import head_revision
-from sweep.settings import Settings
+from core.migrate import head_revision
+from core.settings import Settings
 from tests.deploy.commands import API_PORT, CONSOLE_SCRIPT, SERVICE_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -336,7 +336,7 @@ class TestDockerfile:
             ".git/HEAD",
             ".env",
             ".clr-sweep/clr-sweep.db",
-            "sweep/__pycache__/db.cpython-311.pyc",
+            "core/__pycache__/db.cpython-311.pyc",
             "range_test.png",
         ],
     )
@@ -402,7 +402,7 @@ class TestInstalledPackage:
         )
 
     def test_the_installed_copy_finds_its_migrations(self, installed_site, tmp_path):
-        probe = "import sweep, sweep.migrate as m; print(sweep.__file__); print(m.head_revision())"
+        probe = "import core, core.migrate as m; print(core.__file__); print(m.head_revision())"
         result = self._run(installed_site, tmp_path, "-c", probe)
         assert result.returncode == 0, result.stderr
         location, head = result.stdout.split()

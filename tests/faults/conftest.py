@@ -34,9 +34,9 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.service import free_port
-from sweep.db import create_db_engine, make_session_factory, session_scope
-from sweep.models import CurveChunk, Job, JobStatus, Team
-from sweep.services import create_team, create_token
+from core.db import create_db_engine, make_session_factory, session_scope
+from core.models import CurveChunk, Job, JobStatus, Team
+from core.services import create_team, create_token
 from tests.worker.conftest import REDIS_HOST, REDIS_PORT, require_redis
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from sweep.models import JobStatus
+from core.models import JobStatus
 from tests.builders import spec_data
 from tests.faults.conftest import Cluster, claimed_ids
 

@@ -27,8 +27,8 @@ import pytest
 import redis
 
 from cli.service import free_port
-from sweep.db import session_scope
-from sweep.services import create_team, create_token
+from core.db import session_scope
+from core.services import create_team, create_token
 from tests.builders import spec_data
 from tests.faults.conftest import (
     START_S,

@@ -41,8 +41,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bench.overload import Load, unknown_token
 from cli.service import free_port
-from sweep.db import create_db_engine, make_session_factory, session_scope
-from sweep.services import claim_job, create_team, create_token, finish_job, report_progress
+from core.db import create_db_engine, make_session_factory, session_scope
+from core.services import claim_job, create_team, create_token, finish_job, report_progress
 from tests.builders import make_outcome, make_points, spec_data
 from tests.faults.conftest import (
     START_S,

@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api.problems import PROBLEM_JSON
-from sweep.models import JobStatus
+from core.models import JobStatus
 from tests import database
 from tests.builders import spec_data
 from tests.faults.conftest import Cluster, assert_curve_of_final_attempt

@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from sweep.models import JobStatus
+from core.models import JobStatus
 from tests.builders import spec_data
 from tests.faults.conftest import Cluster, claimed_ids
 from worker.celery_app import JOBS_QUEUE

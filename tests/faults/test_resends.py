@@ -16,10 +16,10 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from sweep.db import session_scope
-from sweep.models import JobStatus, Worker
-from sweep.services import list_workers
-from sweep.settings import Settings
+from core.db import session_scope
+from core.models import JobStatus, Worker
+from core.services import list_workers
+from core.settings import Settings
 from tests.builders import spec_data
 from tests.faults.conftest import (
     HEARTBEAT_INTERVAL_S,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sweep.db import session_scope
-from sweep.models import Job, JobStatus
-from sweep.services import read_curve
-from sweep.specs import RangeTestOutcome
+from core.db import session_scope
+from core.models import Job, JobStatus
+from core.services import read_curve
+from core.specs import RangeTestOutcome
 from tests.builders import spec_data
 from tests.faults.conftest import Cluster, assert_curve_of_final_attempt, claimed_ids
 

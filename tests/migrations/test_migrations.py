@@ -15,8 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from sweep.db import create_db_engine
-from sweep.migrate import (
+from core.db import create_db_engine
+from core.migrate import (
     MIGRATIONS_DIR,
     alembic_config,
     current_revision,
@@ -25,8 +25,8 @@ from sweep.migrate import (
     is_at_head,
     upgrade,
 )
-from sweep.models import Base
-from sweep.settings import Settings
+from core.models import Base
+from core.settings import Settings
 from tests import database
 
 TABLES = {"teams", "api_tokens", "jobs", "curve_chunks", "workers"}
@@ -127,7 +127,7 @@ def test_the_migrated_schema_has_the_named_constraints_and_indexes(
 def test_alembic_config_refuses_a_missing_migrations_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("sweep.migrate.MIGRATIONS_DIR", tmp_path)
+    monkeypatch.setattr("core.migrate.MIGRATIONS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="no Alembic migrations"):
         alembic_config()
 

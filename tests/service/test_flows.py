@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from cli.service import TOKEN_FILE, ensure_local_token, free_port
-from sweep.settings import Settings
+from core.settings import Settings
 from tests import database
 from tests.deploy.commands import SERVICE_COMMANDS
 from tests.worker.conftest import REDIS_HOST, REDIS_PORT, require_redis

@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from cli.service import TOKEN_FILE, free_port
-from sweep.db import make_engine, make_session_factory, session_scope
-from sweep.services import get_job, get_team
-from sweep.settings import Settings
+from core.db import make_engine, make_session_factory, session_scope
+from core.services import get_job, get_team
+from core.settings import Settings
 from tests.service.test_flows import DEADLINE_S, REPO_ROOT, Service, _processes_with_env
 
 pytestmark = pytest.mark.worker

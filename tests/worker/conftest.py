@@ -27,9 +27,9 @@ from celery import Celery
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep.db import create_db_engine, make_session_factory, session_scope, set_job_sender
-from sweep.models import Base, Job, JobStatus
-from sweep.settings import Settings
+from core.db import create_db_engine, make_session_factory, session_scope, set_job_sender
+from core.models import Base, Job, JobStatus
+from core.settings import Settings
 from worker.celery_app import create_celery, worker_queues
 from worker.sender import CelerySender
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep.clock import utc_now
-from sweep.db import session_scope
-from sweep.models import Worker
-from sweep.queues import worker_queues
-from sweep.services import WorkerInfo
+from core.clock import utc_now
+from core.db import session_scope
+from core.models import Worker
+from core.queues import worker_queues
+from core.services import WorkerInfo
 from worker.announce import Announcer, job_id_of
 
 DEADLINE_S = 30.0

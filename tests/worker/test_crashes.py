@@ -29,11 +29,11 @@ import pytest
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep.clock import utc_now
-from sweep.db import session_scope
-from sweep.models import Job, JobStatus
-from sweep.services import reconcile, submit_job
-from sweep.settings import Settings
+from core.clock import utc_now
+from core.db import session_scope
+from core.models import Job, JobStatus
+from core.services import reconcile, submit_job
+from core.settings import Settings
 from tests.builders import make_team, spec_data
 from tests.worker import crashing_workloads as crashing
 from tests.worker.conftest import REPO_ROOT, finished

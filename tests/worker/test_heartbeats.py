@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep.db import session_scope
-from sweep.models import Job, Team
-from sweep.services import cancel_job, claim_job
+from core.db import session_scope
+from core.models import Job, Team
+from core.services import cancel_job, claim_job
 from tests.builders import make_job
 from worker.tasks import Heartbeats, ProgressReporter
 

@@ -19,11 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from sweep.clock import utc_now
-from sweep.db import session_scope
-from sweep.models import Job, JobStatus, Worker
-from sweep.services import cancel_job, create_token, list_workers, reconcile, submit_job
-from sweep.settings import Settings
+from core.clock import utc_now
+from core.db import session_scope
+from core.models import Job, JobStatus, Worker
+from core.services import cancel_job, create_token, list_workers, reconcile, submit_job
+from core.settings import Settings
 from tests.builders import make_team, spec_data
 from tests.worker.conftest import WAIT_S, WaitFor, WorkerProcess, finished
 from tests.worker.test_tasks import send_again, submit

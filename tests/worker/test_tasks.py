@@ -8,11 +8,11 @@ import pytest
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep.db import session_scope
-from sweep.models import Job, JobStatus, Team
-from sweep.services import cancel_job, get_bounds, read_curve, submit_job
-from sweep.settings import Settings
-from sweep.specs import RangeTestOutcome
+from core.db import session_scope
+from core.models import Job, JobStatus, Team
+from core.services import cancel_job, get_bounds, read_curve, submit_job
+from core.settings import Settings
+from core.specs import RangeTestOutcome
 from tests.builders import make_team, spec_data
 from tests.worker.conftest import WaitFor, finished
 from worker.celery_app import JOBS_QUEUE, RANGE_TEST_TASK

@@ -26,10 +26,10 @@ from cli.service import (
     reaper_spec,
     worker_specs,
 )
-from sweep.db import make_engine, make_session_factory, session_scope
-from sweep.migrate import upgrade
-from sweep.services import authenticate, list_tokens, revoke_token
-from sweep.settings import Settings
+from core.db import make_engine, make_session_factory, session_scope
+from core.migrate import upgrade
+from core.services import authenticate, list_tokens, revoke_token
+from core.settings import Settings
 from tests.api.conftest import TestClient
 from worker.celery_app import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, MAINTENANCE_QUEUE
 from worker.pool import POOL

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from cli.main import app, console
 from cli.service import build_api
-from sweep.db import make_engine, make_session_factory, session_scope
-from sweep.migrate import is_at_head
-from sweep.services import authenticate
-from sweep.settings import Settings, get_settings
+from core.db import make_engine, make_session_factory, session_scope
+from core.migrate import is_at_head
+from core.services import authenticate
+from core.settings import Settings, get_settings
 from tests.api.conftest import TestClient
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sweep.settings import Settings
+from core.settings import Settings
 from worker.celery_app import (
     CPU_QUEUE,
     CUDA_QUEUE,

@@ -1,0 +1,180 @@
+"""Jobs and the curve chunks their attempts write."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.clock import utc_now
+from core.models.base import Base, TimestampMixin
+from core.models.team import Team
+from core.queues import JOBS_QUEUE, queue_for
+
+__all__ = ["FINISHED_STATUSES", "CurveChunk", "Job", "JobStatus"]
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is: ``queued → running → succeeded | failed | cancelled``.
+
+    A running job whose worker vanished goes back to ``queued`` (a new attempt).
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether nothing more will happen to a job in this status."""
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+_STATUS_VALUES = ", ".join(f"'{s.value}'" for s in JobStatus)
+
+
+def _device_of(spec: dict[str, Any] | None) -> str:
+    device = (spec or {}).get("device", "auto")
+    return device if isinstance(device, str) else "auto"
+
+
+def _queue_of_spec(context: DefaultExecutionContext) -> str:
+    # the column default: the queue the job's device preference routes it to
+    parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return queue_for(_device_of(parameters.get("spec")))
+
+
+class Job(TimestampMixin, Base):
+    """One unit of GPU work of some ``kind`` (``range_test`` today).
+
+    The row is the source of truth; a broker message carries only its id. Every
+    write a worker makes names the ``attempt`` it was given by the claim, so a
+    worker that lost its job cannot overwrite a newer attempt.
+
+    ``queue`` is where its messages go (set from the spec's device preference);
+    ``enqueued_at`` is when its last message went out and ``sends`` how many went
+    out since it last became queued: the reconciler's re-sends back off on it.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(
+            JobStatus,
+            native_enum=False,
+            create_constraint=False,  # the named check constraint below does it
+            length=16,
+            values_callable=lambda statuses: [s.value for s in statuses],
+            validate_strings=True,
+        ),
+        default=JobStatus.QUEUED,
+    )
+    spec: Mapped[dict[str, Any]]
+    config_key: Mapped[str] = mapped_column(String(64))
+    workload: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    max_attempts: Mapped[int]
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
+    worker: Mapped[str | None] = mapped_column(String(255))
+    device: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    total: Mapped[int]
+    result: Mapped[dict[str, Any] | None]
+    queue: Mapped[str] = mapped_column(
+        String(64), default=_queue_of_spec, server_default=JOBS_QUEUE
+    )
+    sends: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+    queued_at: Mapped[datetime] = mapped_column(default=utc_now)
+    enqueued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    team: Mapped[Team] = relationship(lazy="raise")
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),
+        CheckConstraint("attempt >= 0", name="attempt"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        CheckConstraint("progress >= 0", name="progress"),
+        CheckConstraint("total >= 0", name="total"),
+        CheckConstraint("sends >= 0", name="sends"),
+        UniqueConstraint("team_id", "idempotency_key"),
+        # listing a team's jobs newest first, with (created_at, id) cursors; also
+        # serves the team_id foreign key
+        Index("ix_jobs_team_id_created_at_id", "team_id", "created_at", "id"),
+        Index("ix_jobs_team_id_config_key", "team_id", "config_key"),
+        # the reconciler: running jobs by heartbeat, queued jobs by last send
+        Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
+        Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        # a queued job's position: the queued jobs of its queue ahead of it
+        Index("ix_jobs_status_queue_queued_at", "status", "queue", "queued_at"),
+    )
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a final status."""
+        return JobStatus(self.status).finished
+
+    @property
+    def requested_device(self) -> str:
+        """The spec's device preference (``auto``, ``cpu`` or ``cuda``): it picks the queue."""
+        return _device_of(self.spec)
+
+
+class CurveChunk(Base):
+    """A run of consecutive curve points one attempt of a job measured.
+
+    ``start`` is the index of the first point, ``size`` the number of points and
+    ``data`` holds ``{"lrs", "losses", "smoothed_losses", "accuracies"}`` (lists of
+    ``size`` floats; ``accuracies`` may be null).
+    """
+
+    __tablename__ = "curve_chunks"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    seq: Mapped[int]
+    start: Mapped[int]
+    size: Mapped[int]
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    job: Mapped[Job] = relationship(lazy="raise")
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", "seq"),
+        CheckConstraint("seq >= 0", name="seq"),
+        CheckConstraint("start >= 0", name="start"),
+        CheckConstraint("size >= 1", name="size"),
+    )

@@ -1,0 +1,1017 @@
+"""The job lifecycle: submit, claim, heartbeat, progress, finish, fail, cancel, reconcile.
+
+Services take the session first and keyword-only arguments after it; they
+``flush()`` when they need ids and never commit: the caller's unit of work (an
+API request, a worker's ``session_scope``) does. Messages for the broker are
+queued with :func:`core.db.enqueue_after_commit` and leave after that commit.
+
+Every write a worker makes carries the ``attempt`` its claim returned, and is
+refused (changing nothing) when that attempt is no longer the job's running one.
+Times default to now (UTC); tests pass ``now=`` explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from clr.exceptions import InvalidWorkloadParams, UnknownWorkload
+from clr.workloads import get_workload
+from core.clock import as_utc, utc_now
+from core.db import enqueue_after_commit
+from core.errors import (
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidJobSpec,
+    JobConflict,
+    JobNotFound,
+    JobTooLarge,
+    NoBoundsForConfiguration,
+    NotReady,
+    TooManyActiveJobs,
+)
+from core.models import Job, JobStatus, Team
+from core.repositories import JobRepository, ResendRule
+from core.services.workers import fetched_before, live_workers, prune_workers
+from core.settings import Settings
+from core.specs import (
+    JOB_RESULTS,
+    JOB_SPECS,
+    CurvePoints,
+    JobEstimate,
+    JobResult,
+    JobSpec,
+    RangeTestOutcome,
+    RangeTestSpec,
+    SuggestionsDoc,
+    canonical_json,
+    field_errors,
+)
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "IDEMPOTENCY_KEY_MAX_LENGTH",
+    "MAX_ERROR_LENGTH",
+    "MAX_PAGE_SIZE",
+    "Bounds",
+    "CurveSlice",
+    "JobAck",
+    "JobPage",
+    "ReconcileReport",
+    "acknowledge_cancel",
+    "cancel_job",
+    "claim_job",
+    "fail_job",
+    "find_bounds",
+    "finish_job",
+    "get_bounds",
+    "get_job",
+    "heartbeat",
+    "list_jobs",
+    "parse_job_spec",
+    "read_curve",
+    "reconcile",
+    "report_progress",
+    "submit_job",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+MAX_ERROR_LENGTH = 10_000
+"""Longer failure reasons are cut (a traceback can be huge)."""
+
+RECONCILE_BATCH = 500
+"""Jobs the reconciler handles per pass and per category; the next pass takes the rest."""
+
+_CANCEL_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class JobAck:
+    """A worker's answer from a heartbeat or a progress report.
+
+    Attributes:
+        accepted: False when the attempt is no longer the job's running one (the
+            job was requeued, failed by the reconciler, or finished): stop at once.
+        cancel_requested: the job was asked to cancel: stop at the next safe point
+            and call :func:`acknowledge_cancel`.
+    """
+
+    accepted: bool
+    cancel_requested: bool
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether the worker should stop running this attempt."""
+        return not self.accepted or self.cancel_requested
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a job listing; ``next_cursor`` is None on the last page."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class CurveSlice:
+    """The points of a job's current attempt from index ``start`` on.
+
+    ``next_after`` is what to pass as ``after`` to read only newer points; when
+    ``attempt`` changes between two reads the job restarted and its curve with it.
+    ``accuracies`` is None when the points have no metric.
+    """
+
+    job_id: uuid.UUID
+    attempt: int
+    status: JobStatus
+    start: int
+    lrs: list[float]
+    losses: list[float]
+    smoothed_losses: list[float]
+    accuracies: list[float] | None
+    total: int
+
+    @property
+    def next_after(self) -> int:
+        """Index of the first point not in this slice."""
+        return self.start + len(self.lrs)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Suggested CLR bounds from a successful range test."""
+
+    job_id: uuid.UUID
+    config_key: str
+    finished_at: datetime | None
+    suggestions: SuggestionsDoc
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What one reconciler pass did, by job id."""
+
+    resent: list[uuid.UUID]
+    requeued: list[uuid.UUID]
+    failed: list[uuid.UUID]
+    cancelled: list[uuid.UUID]
+    timed_out: list[uuid.UUID]
+    pruned_workers: int = 0
+
+
+def _now(now: datetime | None) -> datetime:
+    return utc_now() if now is None else as_utc(now)
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def parse_job_spec(kind: str, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
+    """Validate ``spec`` as a ``kind`` job's spec and return it normalised.
+
+    Raises:
+        InvalidJobSpec: the kind is unknown, or one ``{"field", "reason"}`` per problem.
+    """
+    spec_cls = JOB_SPECS.get(kind)
+    if spec_cls is None:
+        known = ", ".join(sorted(JOB_SPECS))
+        reason = f"unknown job kind {kind!r}; known kinds: {known}"
+        raise InvalidJobSpec(reason, errors=[{"field": "kind", "reason": reason}])
+    data = spec.model_dump() if isinstance(spec, BaseModel) else dict(spec)
+    try:
+        return spec_cls.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        raise InvalidJobSpec(f"invalid {kind} spec: {detail}", errors=errors) from None
+
+
+def _check_idempotency_key(key: str) -> None:
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH or not all("!" <= ch <= "~" for ch in key):
+        reason = (
+            f"must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} visible ASCII characters "
+            "(no spaces), such as a UUID"
+        )
+        raise InvalidInput(
+            f"Idempotency-Key {reason}", errors=[{"field": "Idempotency-Key", "reason": reason}]
+        )
+
+
+def _replay(existing: Job, request_hash: str, key: str) -> Job:
+    if existing.request_hash != request_hash:
+        reason = f"already used for job {existing.id} with a different request"
+        raise IdempotencyConflict(
+            f"Idempotency-Key {key!r} was {reason}; use a new key for a new request",
+            errors=[{"field": "Idempotency-Key", "reason": reason}],
+        )
+    logger.info("job.idempotent_replay job_id=%s key=%s", existing.id, key)
+    return existing
+
+
+ACTIVE_JOBS_RETRY_AFTER_S = 30
+"""``Retry-After`` of a submit refused for the team's cap of active jobs."""
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.3g} GiB"
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= length:
+            return f"{seconds / length:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
+    """The field whose value, put back to its default, lowers ``measure`` the most.
+
+    Only fields set away from their defaults are candidates, and only changes that
+    leave a valid spec (a workload's cross-parameter checks still pass).
+    """
+    if not isinstance(spec, RangeTestSpec):
+        return "spec"
+    defaults = RangeTestSpec.model_validate({"workload": spec.workload})
+    candidates: dict[str, JobSpec] = {}
+    for name, value in spec.params.items():
+        if value != defaults.params.get(name):
+            # the batch size is spelled either way; batch_size holds it after validation
+            field = "batch_size" if name == "batch_size" else f"params.{name}"
+            candidates[field] = spec.model_copy(
+                update={"params": {**spec.params, name: defaults.params[name]}}
+            )
+    if spec.num_iter > defaults.num_iter:
+        candidates["num_iter"] = spec.model_copy(update={"num_iter": defaults.num_iter})
+    savings: dict[str, float] = {}
+    now = measure(spec)
+    for field, smaller in candidates.items():
+        try:
+            savings[field] = now - measure(smaller)
+        except InvalidWorkloadParams:
+            continue  # that value alone is not a valid spec (n_samples * n_features)
+    best = max(savings, key=savings.__getitem__, default=None)
+    if best is None or savings[best] <= 0:
+        # nothing set above its default: the workload itself is too large under this cap
+        return "workload"
+    return best
+
+
+def _check_estimate(spec: JobSpec, settings: Settings) -> None:
+    """Refuse a job whose estimated memory or run time is over the configured caps."""
+    estimate = spec.estimate()
+    if estimate is None:
+        return
+    cap = settings.max_job_memory_bytes
+    if cap and estimate.memory_bytes > cap:
+        field = _culprit(spec, lambda s: _estimated(s).memory_bytes)
+        reason = (
+            f"the job needs ~{_gib(estimate.memory_bytes)} of memory "
+            f"({estimate.weights:.3g} weights with their gradients and optimizer state, "
+            f"activations of a batch, the dataset), over the {_gib(cap)} cap "
+            f"(CLR_MAX_JOB_MEMORY_BYTES); lower {field}"
+        )
+        raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+    max_seconds = settings.max_job_seconds
+    if max_seconds is None:
+        max_seconds = settings.job_time_limit_s
+    seconds = estimate.seconds(settings.job_flop_rate)
+    if max_seconds and seconds > max_seconds:
+        field = _culprit(spec, lambda s: _estimated(s).seconds(settings.job_flop_rate))
+        cap_name = (
+            "CLR_MAX_JOB_SECONDS"
+            if settings.max_job_seconds is not None
+            else "CLR_JOB_TIME_LIMIT_S"
+        )
+        reason = (
+            f"the job would run for ~{_duration(seconds)} ({estimate.flops_per_step:.3g} "
+            f"FLOPs a step for {estimate.steps} steps at {settings.job_flop_rate:.3g} FLOP/s, "
+            f"CLR_JOB_FLOP_RATE), over the {_duration(max_seconds)} cap ({cap_name}); "
+            f"lower {field}"
+        )
+        raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+
+
+def _estimated(spec: JobSpec) -> JobEstimate:
+    estimate = spec.estimate()
+    assert estimate is not None  # only called for specs that have one
+    return estimate
+
+
+def _check_active_jobs(repo: JobRepository, *, team: Team, settings: Settings) -> None:
+    cap = settings.max_active_jobs_per_team
+    if not cap:
+        return
+    active = repo.count_active_for_team(team.id, lock_team=True)
+    if active >= cap:
+        reason = (
+            f"the team has {active} queued or running jobs, its cap "
+            f"(CLR_MAX_ACTIVE_JOBS_PER_TEAM={cap}); wait for some to finish or cancel some"
+        )
+        raise TooManyActiveJobs(
+            reason,
+            errors=[{"field": "team", "reason": reason}],
+            headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_S)},
+        )
+
+
+def submit_job(
+    session: Session,
+    *,
+    team: Team,
+    kind: str,
+    spec: JobSpec | Mapping[str, Any],
+    settings: Settings,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """Queue a job for ``team``; its message leaves after the commit.
+
+    With an ``idempotency_key``, a retry of the same request (same kind and, once
+    normalised, the same spec) returns the job the first one created, even when
+    the two race; the same key with a different request is refused.
+
+    Before queueing, the job's memory and run time are estimated from its spec
+    (no model is built) and a job over ``max_job_memory_bytes`` or
+    ``max_job_seconds`` is refused; so is a job past the team's
+    ``max_active_jobs_per_team`` queued and running ones. The count runs with the
+    team's row locked, so concurrent submits of one team cannot both take the
+    last place.
+
+    Raises:
+        InvalidJobSpec: the kind or the spec is not acceptable.
+        JobTooLarge: the job's estimated memory or run time is over its cap; the
+            error names the field that drives the estimate.
+        TooManyActiveJobs: the team is at its cap of queued and running jobs.
+        InvalidInput: the idempotency key is malformed.
+        IdempotencyConflict: the key was used before with a different request.
+    """
+    now = _now(now)
+    parsed = parse_job_spec(kind, spec)
+    spec_json = parsed.model_dump(mode="json")
+    request_hash = hashlib.sha256(
+        canonical_json({"kind": kind, "spec": spec_json}).encode()
+    ).hexdigest()
+    repo = JobRepository(session)
+    if idempotency_key is not None:
+        _check_idempotency_key(idempotency_key)
+        existing = repo.find_by_idempotency_key(team.id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_hash, idempotency_key)
+    _check_estimate(parsed, settings)
+    _check_active_jobs(repo, team=team, settings=settings)
+    job = Job(
+        team_id=team.id,
+        kind=kind,
+        status=JobStatus.QUEUED,
+        spec=spec_json,
+        config_key=parsed.config_key(),
+        workload=parsed.workload_name(),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        attempt=0,
+        max_attempts=settings.max_attempts,
+        cancel_requested=False,
+        progress=0,
+        total=parsed.total_steps(),
+        queued_at=now,
+        enqueued_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    if idempotency_key is None:
+        repo.add(job)  # nothing to race on: no savepoint (two round trips fewer)
+    else:
+        try:
+            with session.begin_nested():
+                repo.add(job)
+        except IntegrityError:
+            # A concurrent request with the same key committed first.
+            existing = repo.find_by_idempotency_key(team.id, idempotency_key)
+            if existing is None:
+                raise
+            return _replay(existing, request_hash, idempotency_key)
+    enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
+    logger.info(
+        "job.submitted job_id=%s kind=%s team_id=%s config_key=%s",
+        job.id,
+        kind,
+        team.id,
+        job.config_key,
+    )
+    return job
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def claim_job(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    worker: str,
+    device: str | None = None,
+    now: datetime | None = None,
+) -> Job | None:
+    """Start a new attempt of a queued job for ``worker``; None if it is not queued.
+
+    None means there is nothing to run: another worker has it, it finished, or it
+    was cancelled. So a redelivered or duplicated message runs nothing twice.
+
+    Raises:
+        ValueError: ``worker`` is empty or longer than 255 characters.
+    """
+    if not 1 <= len(worker) <= 255:
+        raise ValueError(f"worker must be 1 to 255 characters, got {len(worker)}")
+    now = _now(now)
+    repo = JobRepository(session)
+    job = repo.claim(job_id, worker=worker, device=device, now=now)
+    if job is None:
+        current = repo.get(job_id)
+        status = "missing" if current is None else current.status
+        logger.info("job.claim_skipped job_id=%s status=%s worker=%s", job_id, status, worker)
+        return None
+    logger.info("job.claimed job_id=%s attempt=%d worker=%s", job.id, job.attempt, worker)
+    return job
+
+
+def heartbeat(
+    session: Session, *, job_id: uuid.UUID, attempt: int, now: datetime | None = None
+) -> JobAck:
+    """Record that ``attempt`` of the job is alive; says whether to stop."""
+    cancel_requested = JobRepository(session).heartbeat(job_id, attempt, now=_now(now))
+    if cancel_requested is None:
+        logger.info("job.heartbeat_refused job_id=%s attempt=%d", job_id, attempt)
+        return JobAck(accepted=False, cancel_requested=False)
+    return JobAck(accepted=True, cancel_requested=cancel_requested)
+
+
+def report_progress(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    chunk: CurvePoints,
+    now: datetime | None = None,
+) -> JobAck:
+    """Append a chunk of curve points to ``attempt``'s curve (also a heartbeat).
+
+    The chunk must start where the stored curve ends. A chunk already stored (a
+    retried report) is accepted and not stored twice. A stale attempt's chunk is
+    refused and changes nothing.
+
+    Returns:
+        Whether the chunk's attempt is still running and whether it was asked to
+        cancel: the worker's cooperative cancel flag.
+
+    Raises:
+        ValueError: the chunk leaves a gap after, or partly overlaps, the stored curve.
+    """
+    now = _now(now)
+    repo = JobRepository(session)
+    cancel_requested = repo.advance_progress(
+        job_id, attempt, start=chunk.start, size=chunk.size, now=now
+    )
+    if cancel_requested is not None:
+        repo.add_curve_chunk(
+            job_id, attempt, start=chunk.start, size=chunk.size, data=chunk.data(), now=now
+        )
+        return JobAck(accepted=True, cancel_requested=cancel_requested)
+    job = repo.get(job_id)
+    if job is None or job.attempt != attempt or job.status != JobStatus.RUNNING:
+        logger.info("job.chunk_refused job_id=%s attempt=%d", job_id, attempt)
+        return JobAck(accepted=False, cancel_requested=False)
+    if chunk.start + chunk.size <= job.progress:
+        logger.info(
+            "job.chunk_duplicate job_id=%s attempt=%d start=%d", job_id, attempt, chunk.start
+        )
+        return JobAck(accepted=True, cancel_requested=job.cancel_requested)
+    raise ValueError(
+        f"chunk covers points {chunk.start} to {chunk.start + chunk.size - 1} but the "
+        f"curve of job {job_id} attempt {attempt} ends before point {job.progress}"
+    )
+
+
+def finish_job(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    result: JobResult | Mapping[str, Any],
+    now: datetime | None = None,
+) -> Job | None:
+    """Mark ``attempt`` succeeded with its result; None (nothing changed) if stale.
+
+    Raises:
+        pydantic.ValidationError: ``result`` is not a valid result of the job's kind.
+    """
+    repo = JobRepository(session)
+    job = repo.get(job_id)
+    if job is None:
+        logger.info("job.finish_refused job_id=%s attempt=%d status=missing", job_id, attempt)
+        return None
+    result_cls = JOB_RESULTS[job.kind]
+    doc = result if isinstance(result, result_cls) else result_cls.model_validate(result)
+    finished = repo.finish(job_id, attempt, result=doc.to_json_dict(), now=_now(now))
+    if finished is None:
+        logger.info(
+            "job.finish_refused job_id=%s attempt=%d status=%s", job_id, attempt, job.status
+        )
+        return None
+    logger.info("job.succeeded job_id=%s attempt=%d", job_id, attempt)
+    return finished
+
+
+def fail_job(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    reason: str,
+    now: datetime | None = None,
+) -> Job | None:
+    """Mark ``attempt`` failed with a readable ``reason``; its partial curve stays.
+
+    Returns None (nothing changed) if the attempt is stale.
+    """
+    if len(reason) > MAX_ERROR_LENGTH:
+        reason = reason[: MAX_ERROR_LENGTH - 1] + "…"
+    failed = JobRepository(session).fail(job_id, attempt, reason=reason, now=_now(now))
+    if failed is None:
+        logger.info("job.fail_refused job_id=%s attempt=%d", job_id, attempt)
+        return None
+    logger.info("job.failed job_id=%s attempt=%d reason=%s", job_id, attempt, reason[:200])
+    return failed
+
+
+def note_worker_lost(
+    session: Session, *, job_id: uuid.UUID, worker: str, note: str, now: datetime | None = None
+) -> bool:
+    """Record why the process running a job died, while the job waits to be retried.
+
+    A worker's parent process calls this when the child running ``job_id`` as
+    ``worker`` (``host:pid``) was killed (``"the worker process host:123 was killed
+    by signal 9 (SIGKILL: out of memory?)"``): the child could not say so itself.
+    The note is the job's ``error`` until its next attempt is claimed, so the
+    reconciler can quote it when it requeues or fails the job. Only a job still
+    running on ``worker`` is changed; returns whether it was.
+    """
+    if len(note) > MAX_ERROR_LENGTH:
+        note = note[: MAX_ERROR_LENGTH - 1] + "…"
+    noted = JobRepository(session).note_worker_lost(job_id, worker=worker, note=note, now=_now(now))
+    logger.warning("job.worker_lost job_id=%s worker=%s noted=%s: %s", job_id, worker, noted, note)
+    return noted
+
+
+def acknowledge_cancel(
+    session: Session, *, job_id: uuid.UUID, attempt: int, now: datetime | None = None
+) -> Job | None:
+    """The worker stopped ``attempt`` because it was asked to: mark it cancelled.
+
+    Returns None (nothing changed) if the attempt is stale or was never asked to cancel.
+    """
+    job = JobRepository(session).mark_cancelled(job_id, attempt, now=_now(now))
+    if job is None:
+        logger.info("job.cancel_ack_refused job_id=%s attempt=%d", job_id, attempt)
+        return None
+    logger.info("job.cancelled job_id=%s attempt=%d by=worker", job_id, attempt)
+    return job
+
+
+# --------------------------------------------------------------------------- team side
+
+
+def get_job(session: Session, *, team: Team, job_id: uuid.UUID) -> Job:
+    """One of the team's jobs.
+
+    Raises:
+        JobNotFound: no such job, or it belongs to another team.
+    """
+    job = JobRepository(session).get_for_team(team.id, job_id)
+    if job is None:
+        raise JobNotFound(f"job {job_id} not found")
+    return job
+
+
+def cancel_job(
+    session: Session, *, team: Team, job_id: uuid.UUID, now: datetime | None = None
+) -> Job:
+    """Cancel a job: a queued one at once, a running one cooperatively.
+
+    A running job gets ``cancel_requested``; its worker sees the flag in its next
+    heartbeat or progress report, stops, and the job becomes ``cancelled``.
+    Cancelling a running job twice is harmless.
+
+    Raises:
+        JobNotFound: no such job for this team.
+        JobConflict: the job already finished (the message names its status).
+    """
+    now = _now(now)
+    repo = JobRepository(session)
+    for _ in range(_CANCEL_RETRIES):
+        job = repo.cancel_queued(job_id, team_id=team.id, now=now)
+        if job is not None:
+            logger.info("job.cancelled job_id=%s by=team status_was=queued", job_id)
+            return job
+        job = repo.request_cancel_running(job_id, team_id=team.id, now=now)
+        if job is not None:
+            logger.info("job.cancel_requested job_id=%s attempt=%d", job_id, job.attempt)
+            return job
+        current = get_job(session, team=team, job_id=job_id)
+        if current.finished:
+            raise JobConflict(
+                f"job {job_id} is {current.status}; only queued or running jobs can be cancelled",
+                errors=[{"field": "status", "reason": f"job is {current.status}"}],
+            )
+        # it moved between queued and running under us: try again
+    raise JobConflict(f"job {job_id} kept changing status; try again")
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id.hex])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return as_utc(datetime.fromisoformat(created), name="cursor"), uuid.UUID(hex=job_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
+        reason = "not a cursor returned by a previous page"
+        raise InvalidInput(
+            f"cursor is {reason}", errors=[{"field": "cursor", "reason": reason}]
+        ) from None
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _utc_or_naive_utc(value: datetime) -> datetime:
+    """``value`` in UTC, a zone-less one read as UTC; clamped to what a datetime holds.
+
+    ``9999-12-31T23:59:59-23:59`` is an instant after the last datetime and
+    ``0001-01-01T00:00:00+14:00`` one before the first: as bounds of a filter they
+    mean "after everything" and "after nothing", which the clamped ends say exactly.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return as_utc(value)
+    except OverflowError:
+        offset = value.utcoffset()
+        return _LATEST if offset is not None and offset < timedelta(0) else _EARLIEST
+
+
+def _known_workload(workload: str) -> str:
+    try:
+        get_workload(workload)
+    except UnknownWorkload as exc:
+        raise InvalidInput(str(exc), errors=[{"field": "workload", "reason": str(exc)}]) from None
+    return workload
+
+
+def list_jobs(
+    session: Session,
+    *,
+    team: Team,
+    statuses: Sequence[JobStatus] = (),
+    kind: str | None = None,
+    workload: str | None = None,
+    created_after: datetime | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> JobPage:
+    """The team's jobs, newest first, one page at a time.
+
+    ``created_after`` keeps jobs created strictly after it (a naive time is UTC).
+
+    Raises:
+        InvalidInput: ``limit`` out of range, ``cursor`` malformed or ``workload``
+            not a registered workload's name.
+    """
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        reason = f"must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
+        raise InvalidInput(f"limit {reason}", errors=[{"field": "limit", "reason": reason}])
+    before = None if cursor is None else _decode_cursor(cursor)
+    if workload is not None:
+        _known_workload(workload)
+    jobs = JobRepository(session).list_for_team(
+        team.id,
+        limit=limit + 1,
+        before=before,
+        statuses=statuses,
+        kind=kind,
+        workload=workload,
+        created_after=None if created_after is None else _utc_or_naive_utc(created_after),
+    )
+    if len(jobs) > limit:
+        return JobPage(items=jobs[:limit], next_cursor=_encode_cursor(jobs[limit - 1]))
+    return JobPage(items=jobs, next_cursor=None)
+
+
+def read_curve(session: Session, *, team: Team, job_id: uuid.UUID, after: int = 0) -> CurveSlice:
+    """The curve points of the job's current attempt from index ``after`` on.
+
+    A failed or cancelled job keeps the points its last attempt measured.
+
+    Raises:
+        JobNotFound: no such job for this team.
+        InvalidInput: ``after`` is negative.
+    """
+    if after < 0:
+        reason = f"must be >= 0, got {after}"
+        raise InvalidInput(f"after {reason}", errors=[{"field": "after", "reason": reason}])
+    job = get_job(session, team=team, job_id=job_id)
+    chunks = JobRepository(session).read_curve(job.id, job.attempt, after=after)
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    accuracies: list[float] | None = [] if chunks else None
+    # float(): JSONB keeps numbers as decimals and gives integral ones back as ints
+    for chunk in chunks:
+        skip = max(0, after - chunk.start)
+        lrs.extend(map(float, chunk.data["lrs"][skip:]))
+        losses.extend(map(float, chunk.data["losses"][skip:]))
+        smoothed.extend(map(float, chunk.data["smoothed_losses"][skip:]))
+        chunk_accuracies = chunk.data.get("accuracies")
+        if chunk_accuracies is None or accuracies is None:
+            accuracies = None
+        else:
+            accuracies.extend(map(float, chunk_accuracies[skip:]))
+    return CurveSlice(
+        job_id=job.id,
+        attempt=job.attempt,
+        status=JobStatus(job.status),
+        start=after,
+        lrs=lrs,
+        losses=losses,
+        smoothed_losses=smoothed,
+        accuracies=accuracies,
+        total=job.total,
+    )
+
+
+def _bounds_of(job: Job) -> Bounds:
+    if job.kind != RangeTestSpec.kind:
+        raise JobConflict(f"job {job.id} is of kind {job.kind!r}; only range tests have bounds")
+    status = JobStatus(job.status)
+    if status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        raise NotReady(f"job {job.id} is {status}; its bounds are ready once it has succeeded")
+    if status != JobStatus.SUCCEEDED or job.result is None:
+        raise JobConflict(f"job {job.id} is {status}; it has no bounds")
+    outcome = RangeTestOutcome.model_validate(job.result)
+    if outcome.suggestions is None:
+        raise JobConflict(
+            f"the range test of job {job.id} found no bounds: {outcome.no_bounds_reason}"
+        )
+    return Bounds(
+        job_id=job.id,
+        config_key=job.config_key,
+        finished_at=job.finished_at,
+        suggestions=outcome.suggestions,
+    )
+
+
+def get_bounds(session: Session, *, team: Team, job_id: uuid.UUID) -> Bounds:
+    """The suggested bounds of one of the team's range tests.
+
+    Raises:
+        JobNotFound: no such job for this team.
+        NotReady: the job is still queued or running.
+        JobConflict: the job failed or was cancelled, is not a range test, or its
+            curve gave no bounds (the message says why).
+    """
+    return _bounds_of(get_job(session, team=team, job_id=job_id))
+
+
+def find_bounds(session: Session, *, team: Team, spec: RangeTestSpec | Mapping[str, Any]) -> Bounds:
+    """The bounds of the team's latest successful range test of this configuration.
+
+    The configuration is what :meth:`RangeTestSpec.configuration` covers: workload,
+    params (batch size included), the optimizer's hyperparameters in effect and
+    the metric the bounds read; omitted ones take their defaults.
+
+    Raises:
+        InvalidJobSpec: ``spec`` is not a valid range-test spec.
+        NoBoundsForConfiguration: the team has no successful range test of this
+            configuration; the message lists, newest first, the workload's
+            configurations that have bounds.
+        JobConflict: the latest one's curve gave no bounds.
+    """
+    parsed = parse_job_spec(RangeTestSpec.kind, spec)
+    assert isinstance(parsed, RangeTestSpec)
+    key = parsed.config_key()
+    repo = JobRepository(session)
+    job = repo.latest_succeeded_by_config_key(team.id, RangeTestSpec.kind, key)
+    if job is None:
+        recent = _stored_specs(
+            repo.latest_succeeded_of_workload(
+                team.id, RangeTestSpec.kind, parsed.workload, limit=_SCANNED_FOR_CONFIGURATIONS
+            )
+        )
+        # A test submitted before the key last changed has an older key: recompute it.
+        job = next((old for old, stored in recent if stored.config_key() == key), None)
+        if job is None:
+            others = _configurations_with_bounds(recent)
+            if others:
+                listed = "; ".join(f"`{_as_query(parsed.workload, c)}`" for c in others)
+                known = f"{parsed.workload} has bounds for (newest first): {listed}"
+            else:
+                known = (
+                    f"the team has no bounds for {parsed.workload} yet: run POST /range-tests first"
+                )
+            raise NoBoundsForConfiguration(
+                f"no successful range test of this configuration; {known}",
+                configurations=others,
+            )
+    return _bounds_of(job)
+
+
+MAX_LISTED_CONFIGURATIONS = 5
+"""Configurations a ``find_bounds`` miss lists."""
+
+_SCANNED_FOR_CONFIGURATIONS = 200
+"""The team's newest successful tests of the workload a ``find_bounds`` miss looks through."""
+
+
+def _stored_specs(jobs: Sequence[Job]) -> list[tuple[Job, RangeTestSpec]]:
+    """Each job with its stored spec parsed; one this version no longer accepts is left out."""
+    out = []
+    for job in jobs:
+        try:
+            out.append((job, RangeTestSpec.model_validate(job.spec)))
+        except ValidationError:
+            continue
+    return out
+
+
+def _configurations_with_bounds(
+    recent: Sequence[tuple[Job, RangeTestSpec]],
+) -> list[dict[str, Any]]:
+    """The distinct configurations among ``recent`` (newest first) whose tests gave bounds."""
+    seen: set[str] = set()
+    found: list[dict[str, Any]] = []
+    for job, stored in recent:
+        key = stored.config_key()
+        if key in seen or not (job.result or {}).get("suggestions"):
+            continue
+        seen.add(key)
+        found.append(stored.configuration())
+        if len(found) == MAX_LISTED_CONFIGURATIONS:
+            break
+    return found
+
+
+def _as_query(workload: str, configuration: Mapping[str, Any]) -> str:
+    """The ``/bounds`` query that finds ``configuration``: only what differs from defaults."""
+    defaults = RangeTestSpec.model_validate({"workload": workload}).configuration()
+    parts = [f"workload={workload}"]
+    for name, value in configuration["params"].items():
+        if defaults["params"].get(name) != value:
+            parts.append(f"params.{name}={_query_value(value)}")
+    optimizer = configuration["optimizer"]
+    if optimizer["name"] != defaults["optimizer"]["name"]:
+        parts.append(f"optimizer={optimizer['name']}")
+        defaults_of_name = RangeTestSpec.model_validate(
+            {"workload": workload, "optimizer": {"name": optimizer["name"]}}
+        ).configuration()["optimizer"]
+    else:
+        defaults_of_name = defaults["optimizer"]
+    for name, value in optimizer.items():
+        if name != "name" and defaults_of_name.get(name) != value:
+            parts.append(f"optimizer.{name}={_query_value(value)}")
+    if configuration["metric"] != defaults["metric"]:
+        parts.append(f"metric={configuration['metric']}")
+    return "&".join(parts)
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_query_value(v) for v in value)
+    return str(value)
+
+
+# --------------------------------------------------------------------------- reconciler
+
+
+def reconcile(
+    session: Session,
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+    limit: int = RECONCILE_BATCH,
+) -> ReconcileReport:
+    """One pass of the reconciler; safe to run from several processes at once.
+
+    - A queued job whose message is lost gets it again (a flushed broker, or a
+      crash between commit and send). Lost means: a live worker that consumes its
+      queue has been free, fetching nothing, since its message went out (see
+      :func:`~core.services.workers.fetched_before`); while every consumer of the
+      queue is busy the message is taken to be waiting, and is not duplicated. A
+      job is re-sent at the earliest ``queued_resend_after_s`` after its last send,
+      the wait doubling with each re-send up to ``queued_resend_max_s``, so even a
+      misjudged queue gets few duplicates.
+    - A running job silent for ``heartbeat_timeout_s`` lost its worker: it goes back
+      to queued for another attempt, or fails once it has had ``max_attempts``; if it
+      had been asked to cancel, it is cancelled instead.
+    - A running job whose attempt started more than ``job_time_limit_s`` (plus one
+      heartbeat timeout of grace) ago fails, even if its worker is still alive.
+    - Workers silent for ``worker_prune_after_s`` leave the registry.
+
+    Each change is a guarded update, so a heartbeat arriving meanwhile, or another
+    reconciler, wins cleanly.
+    """
+    now = _now(now)
+    repo = JobRepository(session)
+
+    workers = live_workers(session, settings=settings, now=now)
+    rule = ResendRule(
+        fetched_before=fetched_before(workers),
+        now=now,
+        first_wait_s=settings.queued_resend_after_s,
+        max_wait_s=settings.queued_resend_max_s,
+    )
+    # a message a worker received but has not claimed yet is not lost
+    held = {w.current_job_id for w in workers if w.current_job_id is not None}
+    lost = repo.resendable(rule, exclude=held, limit=limit)
+    resent = repo.mark_resent([job.id for job in lost], rule)
+    devices = {job.id: job.requested_device for job in lost}
+    for job_id, kind in resent:
+        enqueue_after_commit(session, job_id, kind, device=devices[job_id])
+        logger.info("job.resent job_id=%s kind=%s", job_id, kind)
+
+    heartbeat_cutoff = now - timedelta(seconds=settings.heartbeat_timeout_s)
+    requeued: list[uuid.UUID] = []
+    failed: list[uuid.UUID] = []
+    cancelled: list[uuid.UUID] = []
+    for job in repo.stale_running(heartbeat_cutoff, limit=limit):
+        attempt, worker, last = job.attempt, job.worker, job.heartbeat_at
+        last_text = "never" if last is None else last.isoformat()
+        if job.cancel_requested:
+            if repo.mark_cancelled(job.id, attempt, now=now, heartbeat_before=heartbeat_cutoff):
+                cancelled.append(job.id)
+                logger.info("job.cancelled job_id=%s attempt=%d by=reconciler", job.id, attempt)
+        elif attempt < job.max_attempts:
+            if repo.requeue(job.id, attempt, heartbeat_before=heartbeat_cutoff, now=now):
+                enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
+                requeued.append(job.id)
+                logger.warning(
+                    "job.requeued job_id=%s attempt=%d worker=%s last_heartbeat=%s note=%s",
+                    job.id,
+                    attempt,
+                    worker,
+                    last_text,
+                    job.error or "-",
+                )
+        else:
+            reason = f"worker lost {attempt} times: last heartbeat at {last_text} from {worker}"
+            if job.error:
+                # the worker's parent noted how the last attempt's process died
+                reason += f"; the last: {job.error}"
+            if repo.fail(
+                job.id, attempt, reason=reason, now=now, heartbeat_before=heartbeat_cutoff
+            ):
+                failed.append(job.id)
+                logger.warning("job.lost job_id=%s attempt=%d reason=%s", job.id, attempt, reason)
+
+    limit_cutoff = now - timedelta(seconds=settings.job_time_limit_s + settings.heartbeat_timeout_s)
+    timed_out: list[uuid.UUID] = []
+    for job in repo.overdue_running(limit_cutoff, limit=limit):
+        attempt, started = job.attempt, job.started_at
+        reason = (
+            f"ran past the time limit of {settings.job_time_limit_s} s "
+            f"(CLR_JOB_TIME_LIMIT_S): attempt {attempt} started at "
+            f"{'?' if started is None else started.isoformat()}"
+        )
+        if repo.fail(job.id, attempt, reason=reason, now=now):
+            timed_out.append(job.id)
+            logger.warning("job.timed_out job_id=%s attempt=%d", job.id, attempt)
+
+    return ReconcileReport(
+        resent=[job_id for job_id, _ in resent],
+        requeued=requeued,
+        failed=failed,
+        cancelled=cancelled,
+        timed_out=timed_out,
+        pruned_workers=prune_workers(session, settings=settings, now=now),
+    )
