@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import sys
 import threading
@@ -31,6 +30,7 @@ from clr import CLRError, RangeTest, RangeTestProgress, SuggestionError, make_op
 from clr.workloads import build_workload, preload
 from core.db import make_engine, make_session_factory, session_scope
 from core.errors import DomainError
+from core.redact import redact
 from core.services import (
     JobAck,
     acknowledge_cancel,
@@ -82,15 +82,6 @@ def _environment_failure(exc: BaseException) -> bool:
     return isinstance(exc, SQLAlchemyError)
 
 
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
-_TOKEN = re.compile(r"\bclr_[A-Za-z0-9_-]{8,}")
-
-
-def _redact(text: str) -> str:
-    """``text`` without URL passwords and API tokens (a reason is shown to the team)."""
-    return _TOKEN.sub("clr_***", _URL_PASSWORD.sub(r"\1***@", text))
-
-
 def _short_path(filename: str) -> str:
     """``filename`` relative to the import root it was loaded from (no home folders)."""
     path = Path(filename)
@@ -109,7 +100,7 @@ def crash_reason(exc: BaseException) -> str:
         clr/workloads/_builtin.py:210 in _mlp <- clr/workloads/_builtin.py:260 in
         _build_digits_mlp <- clr/workloads/_core.py:404 in build)``
     """
-    message = _redact(str(exc).strip())
+    message = redact(str(exc).strip())  # a reason is shown to the team
     if len(message) > MAX_CRASH_MESSAGE:
         message = message[: MAX_CRASH_MESSAGE - 1] + "…"
     reason = f"{type(exc).__name__}: {message}" if message else type(exc).__name__

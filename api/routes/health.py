@@ -21,7 +21,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 from fastapi import APIRouter, Request
@@ -34,6 +33,7 @@ from api.problems import problem_response
 from api.routes._responses import problem
 from api.schemas import Health, Readiness
 from core.migrate import current_revision, head_revision
+from core.redact import redact
 
 __all__ = ["READINESS_TIMEOUT_S", "READINESS_TTL_S", "ReadinessProbe", "router"]
 
@@ -57,17 +57,6 @@ class _Verdict:
     dependency: str | None = None  # the one not ready; None when ready
     reason: str = ""
     detail: str = ""
-
-
-def _redact(text: str, *urls: str) -> str:
-    for url in urls:
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        if password:
-            text = text.replace(password, "***")
-    return text
 
 
 class ReadinessProbe:
@@ -160,7 +149,7 @@ class ReadinessProbe:
         return _Verdict(revision=revision)
 
     def _log(self, dependency: str, exc: BaseException, shown_url: str, secret_url: str) -> None:
-        error = _redact(f"{type(exc).__name__}: {exc}", secret_url)[:500]
+        error = redact(f"{type(exc).__name__}: {exc}", secret_url)[:500]
         logger.warning("api.not_ready dependency=%s url=%s error=%s", dependency, shown_url, error)
 
 
