@@ -11,10 +11,12 @@ from fastapi.routing import APIRoute
 
 from api.admission import Admission, admission_limit
 from api.problems import BodySizeLimitMiddleware, install_problem_handlers
-from api.routes import bounds, docs, events, health, range_tests, workloads
+from api.routes import bounds, docs, health, range_tests, workloads
 from api.routes.events import StreamSlots
 from api.routes.health import ReadinessProbe
+from api.routes.jobs import jobs_router, kind_router
 from core.db import JobSender, make_engine, make_session_factory, set_job_sender
+from core.kinds import all_kinds
 from core.migrate import is_at_head
 from core.settings import Settings, get_settings
 
@@ -101,10 +103,13 @@ def create_app(
     )
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
-    for module in (range_tests, events, bounds, workloads, health, docs):
-        for route in module.router.routes:
+    # every kind's routes, derived from the registry, then the kinds' own extras
+    routers = [jobs_router(), *(kind_router(kind) for kind in all_kinds())]
+    routers += [m.router for m in (range_tests, bounds, workloads, health, docs)]
+    for router in routers:
+        for route in router.routes:
             # a route's one-line docstring is its OpenAPI summary
             if isinstance(route, APIRoute) and route.description and not route.summary:
                 route.summary = route.description.strip().splitlines()[0]
-        app.include_router(module.router)
+        app.include_router(router)
     return app

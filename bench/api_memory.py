@@ -278,7 +278,7 @@ def setup_fixtures(db: Db, team: Team, secret: str, settings: Settings) -> Fixtu
         if claim_job(session, job_id=job_id, worker="bench", device="cpu") is None:
             raise RuntimeError(f"could not claim {job_id}")
     with session_scope(db.factory) as session:
-        report_progress(session, job_id=job_id, attempt=1, chunk=chunk)
+        report_progress(session, job_id=job_id, attempt=1, **curve(chunk))
     with session_scope(db.factory) as session:
         if finish_job(session, job_id=job_id, attempt=1, result=outcome) is None:
             raise RuntimeError(f"could not finish {job_id}")

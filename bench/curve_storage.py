@@ -66,7 +66,7 @@ def run_once(
     t0 = time.perf_counter()
     for piece in chunks:
         with session_scope(factory) as session:
-            ack = report_progress(session, job_id=job.id, attempt=1, chunk=piece)
+            ack = report_progress(session, job_id=job.id, attempt=1, **curve(piece))
             assert ack.accepted
     write = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -1,10 +1,9 @@
-"""Job specs, progress chunks and results: the contract the API and workers share.
+"""Job specs and results: the contract the API and workers share.
 
 A spec is validated once, when the job is submitted, and stored normalised in
 ``jobs.spec`` (defaults filled in, workload parameters checked by the workload
-itself). Each kind of job has a spec class in :data:`JOB_SPECS` and a result
-class in :data:`JOB_RESULTS`; the lifecycle code in :mod:`core.services` only
-looks kinds up there, so a new kind plugs in by adding its two classes.
+itself). Each kind of job (:mod:`core.kinds`) names its spec and result class;
+the lifecycle code in :mod:`core.services` looks kinds up there.
 
 Every rejected value names its field: pydantic's location, with workload
 parameters under ``params.<name>`` (``params.width``), and
@@ -39,18 +38,16 @@ from clr.workloads import Workload, get_workload
 from core.errors import FieldError
 
 if TYPE_CHECKING:
-    from clr import RangeTestProgress, RangeTestResult, Suggestions
+    from clr import RangeTestResult, Suggestions
 
 __all__ = [
     "CONFIG_KEY_VERSION",
-    "JOB_RESULTS",
-    "JOB_SPECS",
-    "CurvePoints",
     "JobEstimate",
     "JobResult",
     "JobSpec",
     "OptimizerSpec",
     "RangeTestOutcome",
+    "RangeTestResultView",
     "RangeTestSpec",
     "RangeTestSummary",
     "SuggestionDoc",
@@ -426,64 +423,6 @@ class RangeTestSpec(JobSpec):
         )
 
 
-# --------------------------------------------------------------------------- progress
-
-
-class CurvePoints(BaseModel):
-    """A run of consecutive curve points, as a worker reports them.
-
-    ``start`` is the index of the first point; every list holds the same number of
-    finite values (``accuracies`` may be ``None`` when the workload has no metric).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    start: StrictInt = Field(ge=0)
-    lrs: list[FiniteFloat] = Field(min_length=1, max_length=100_000)
-    losses: list[FiniteFloat]
-    smoothed_losses: list[FiniteFloat]
-    accuracies: list[FiniteFloat] | None = None
-
-    @model_validator(mode="after")
-    def _same_lengths(self) -> CurvePoints:
-        n = len(self.lrs)
-        lengths = {
-            "losses": len(self.losses),
-            "smoothed_losses": len(self.smoothed_losses),
-        }
-        if self.accuracies is not None:
-            lengths["accuracies"] = len(self.accuracies)
-        for name, length in lengths.items():
-            if length != n:
-                raise ValueError(f"{name} has {length} values, lrs has {n}")
-        return self
-
-    @property
-    def size(self) -> int:
-        """Number of points."""
-        return len(self.lrs)
-
-    def data(self) -> dict[str, Any]:
-        """What a curve chunk stores."""
-        return {
-            "lrs": self.lrs,
-            "losses": self.losses,
-            "smoothed_losses": self.smoothed_losses,
-            "accuracies": self.accuracies,
-        }
-
-    @classmethod
-    def from_progress(cls, progress: RangeTestProgress) -> CurvePoints:
-        """The points of one ``clr`` range-test progress callback."""
-        return cls(
-            start=progress.start,
-            lrs=list(progress.lrs),
-            losses=list(progress.losses),
-            smoothed_losses=list(progress.smoothed_losses),
-            accuracies=None if progress.accuracies is None else list(progress.accuracies),
-        )
-
-
 # --------------------------------------------------------------------------- results
 
 
@@ -585,8 +524,10 @@ class RangeTestOutcome(JobResult):
         )
 
 
-JOB_SPECS: dict[str, type[JobSpec]] = {RangeTestSpec.kind: RangeTestSpec}
-"""Spec class of every job kind."""
+class RangeTestResultView(BaseModel):
+    """How a finished range test went; the bounds are at ``/range-tests/{id}/bounds``."""
 
-JOB_RESULTS: dict[str, type[JobResult]] = {RangeTestSpec.kind: RangeTestOutcome}
-"""Result class of every job kind."""
+    model_config = ConfigDict(from_attributes=True)
+
+    summary: RangeTestSummary
+    no_bounds_reason: str | None = None

@@ -12,10 +12,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.kinds import CURVE
 from core.models import Job, JobStatus, Team, Worker
 from core.queues import worker_queues
+from core.series import SeriesPoints
 from core.specs import (
-    CurvePoints,
     RangeTestOutcome,
     RangeTestSpec,
     RangeTestSummary,
@@ -81,16 +82,25 @@ def make_job(session: Session, *, team: Team | None = None, **overrides: Any) ->
     return job
 
 
-def make_points(start: int, size: int, *, accuracies: bool = True) -> CurvePoints:
+def make_points(start: int, size: int, *, accuracies: bool = True) -> SeriesPoints:
     """``size`` curve points from index ``start``; values encode their index."""
     idx = range(start, start + size)
-    return CurvePoints(
-        start=start,
-        lrs=[1e-5 * 1.01**i for i in idx],
-        losses=[2.0 + i / 1000 for i in idx],
-        smoothed_losses=[2.0 + i / 2000 for i in idx],
-        accuracies=[i / 100_000 for i in idx] if accuracies else None,
+    return SeriesPoints.of(
+        CURVE,
+        start,
+        {
+            "lr": [1e-5 * 1.01**i for i in idx],
+            "loss": [2.0 + i / 1000 for i in idx],
+            "smoothed_loss": [2.0 + i / 2000 for i in idx],
+            "accuracy": [i / 100_000 for i in idx] if accuracies else None,
+        },
     )
+
+
+def curve(points: SeriesPoints) -> dict[str, Any]:
+    """``report_progress`` arguments that store a range test's curve points: the
+    points, and the progress a range test reports with them (the steps run)."""
+    return {"points": [points], "progress": points.start + points.size}
 
 
 def make_outcome(*, base_lr: float = 0.01, max_lr: float = 0.1) -> RangeTestOutcome:

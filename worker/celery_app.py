@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery
 
 from core.db import set_job_sender
+from core.kinds import RANGE_TEST, all_kinds
 from core.queues import CPU_QUEUE, CUDA_QUEUE, JOBS_QUEUE, queue_for, worker_queues
 from core.settings import REDIS_VISIBILITY_MARGIN_S, Settings, get_settings
 
@@ -37,7 +38,7 @@ __all__ = [
     "task_time_limit_s",
 ]
 
-RANGE_TEST_TASK = "range_test.run"
+RANGE_TEST_TASK = RANGE_TEST.task_name
 RECONCILE_TASK = "jobs.reconcile"
 
 MAINTENANCE_QUEUE = "maintenance"
@@ -45,15 +46,17 @@ MAINTENANCE_QUEUE = "maintenance"
 six-hour range test on a solo-pool GPU worker never holds a reconciler pass up."""
 
 
-def task_time_limit_s(settings: Settings) -> int:
-    """Celery's hard time limit: the job time limit plus one heartbeat timeout of grace.
+def task_time_limit_s(settings: Settings, kind_name: str | None = None) -> int:
+    """Celery's hard time limit of a kind's task (None: the longest of all kinds): the
+    kind's time limit plus one heartbeat timeout of grace.
 
     The solo pool (one per GPU) does not enforce time limits, so the reconciler's
     overdue check (the same limit) is what fails a job that runs too long; the
     prefork pool kills the child at this limit, and ``task_reject_on_worker_lost``
     then requeues the message, whose claim finds the job no longer queued.
     """
-    return settings.job_time_limit_s + int(settings.heartbeat_timeout_s)
+    limits = [k.time_limit_s(settings) for k in all_kinds() if kind_name in (None, k.name)]
+    return max(limits, default=settings.job_time_limit_s) + int(settings.heartbeat_timeout_s)
 
 
 def reconcile_interval_s(settings: Settings) -> float:
@@ -93,7 +96,7 @@ def create_celery(settings: Settings, *, main: str = "clr-sweep") -> Celery:
       blip the running job goes on and writes its result under its attempt; the
       redelivered message's claim then skips it. Cancelling would throw away a
       long job the database already protects.
-    - ``task_time_limit``: see :func:`task_time_limit_s`; the Redis
+    - ``task_time_limit``: see :func:`task_time_limit_s` (per kind); the Redis
       ``visibility_timeout`` sits :data:`REDIS_VISIBILITY_MARGIN_S` above it.
     - json only; no result backend (results live in PostgreSQL).
     """
@@ -116,9 +119,15 @@ def create_celery(settings: Settings, *, main: str = "clr-sweep") -> Celery:
         worker_max_tasks_per_child=1,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_time_limit=task_time_limit_s(settings),
+        # each kind's task, from the kind registry: its own time limit, the jobs queue
+        # by default (the sender picks the device's queue per message)
+        task_annotations={
+            kind.task_name: {"time_limit": task_time_limit_s(settings, kind.name)}
+            for kind in all_kinds()
+        },
         task_default_queue=JOBS_QUEUE,
         task_routes={
-            RANGE_TEST_TASK: {"queue": JOBS_QUEUE},
+            **{kind.task_name: {"queue": JOBS_QUEUE} for kind in all_kinds()},
             RECONCILE_TASK: {"queue": MAINTENANCE_QUEUE},
         },
         beat_schedule={

@@ -9,14 +9,12 @@ import uuid
 from celery import Celery
 
 from core.db import BackgroundSender
-from worker.celery_app import RANGE_TEST_TASK, queue_for
+from core.kinds import get_kind
+from worker.celery_app import queue_for
 
-__all__ = ["PING_TIMEOUT_S", "SEND_WAIT_S", "TASK_BY_KIND", "CelerySender"]
+__all__ = ["PING_TIMEOUT_S", "SEND_WAIT_S", "CelerySender"]
 
 logger = logging.getLogger(__name__)
-
-TASK_BY_KIND = {"range_test": RANGE_TEST_TASK}
-"""The task that runs each job kind."""
 
 SEND_WAIT_S = 1.0
 """How long a committing caller waits for its message to reach the broker."""
@@ -26,7 +24,7 @@ PING_TIMEOUT_S = 2.0
 
 
 class CelerySender:
-    """A :class:`core.db.JobSender`: ``<kind task>(job_id)`` to the device's queue.
+    """A :class:`core.db.JobSender`: ``<kind>.run(job_id)`` to the device's queue.
 
     Only the job id travels; the worker reads everything else from the job's row.
     The queue follows the job's device preference (:func:`~worker.celery_app.queue_for`).
@@ -56,12 +54,11 @@ class CelerySender:
                 ping()
 
     def __call__(self, job_id: uuid.UUID, kind: str, device: str) -> None:
-        if kind not in TASK_BY_KIND:
-            raise ValueError(f"no task runs jobs of kind {kind!r}; known: {sorted(TASK_BY_KIND)}")
+        get_kind(kind)  # an unknown kind is refused here, not on the sender's thread
         self._background(job_id, kind, device)
 
     def _send(self, job_id: uuid.UUID, kind: str, device: str) -> None:
-        task = TASK_BY_KIND[kind]
+        task = get_kind(kind).task_name
         queue = queue_for(device)
         self.app.send_task(task, args=[str(job_id)], queue=queue)
         logger.info("job.sent job_id=%s kind=%s task=%s queue=%s", job_id, kind, task, queue)

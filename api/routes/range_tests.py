@@ -1,9 +1,11 @@
-"""``/range-tests``: submit, list, read, follow the curve, plot it, read bounds, cancel."""
+"""A range test's own routes: its curve in the old column names, its bounds and its plot.
+
+Creating, listing, reading, cancelling and following range tests are derived
+from the kind registry (:func:`api.routes.jobs.kind_router`).
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -14,148 +16,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from api.admission import Admission
-from api.deps import BearerTokenDep, CurrentTeamDep, SessionDep, SettingsDep
+from api.deps import BearerTokenDep, CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
-from api.schemas import BoundsRead, CurveRead, IsoDateTime, JobList, RangeTestCreate, RangeTestRead
-from api.schemas.text import (
-    CURSOR_PATTERN,
-    IDEMPOTENCY_KEY_PATTERN,
-    check_method,
-    method_enum,
-    string_schema,
-    workload_enum,
-)
+from api.routes.jobs import MAX_POINT_INDEX, series_csv
+from api.schemas import BoundsRead, CurveRead
+from api.schemas.text import check_method, method_enum
 from core import services
-from core.db import pending_jobs
-from core.models import Job, JobStatus
-from core.services import CurveSlice, JobPage, RangeTestPlot
-from core.services.jobs import IDEMPOTENCY_KEY_MAX_LENGTH
-from core.specs import RangeTestSpec
+from core.kinds import RANGE_TEST
+from core.services import RangeTestPlot
 
 __all__ = ["router"]
 
-MAX_POINT_INDEX = 2**31 - 1
-"""Largest ``after`` accepted: a point index the database's integer columns can hold."""
-
 router = APIRouter(prefix="/range-tests", tags=["range tests"])
-
-
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=RangeTestRead,
-    responses={
-        200: {"model": RangeTestRead, "description": "A retry with the same Idempotency-Key"},
-        **problem(400, "The body is not valid JSON"),
-        **problem(413, "The body is over 64 KiB"),
-        **AUTH,
-        **INVALID,
-        429: {
-            **problem(
-                429,
-                "The team has its cap of queued and running jobs (CLR_MAX_ACTIVE_JOBS_PER_TEAM)",
-            )[429],
-            "headers": {
-                "Retry-After": {
-                    "description": "Seconds to wait before submitting again",
-                    "schema": {"type": "integer"},
-                }
-            },
-        },
-    },
-)
-def create_range_test(
-    body: RangeTestCreate,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    team: CurrentTeamDep,
-    settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Any 1 to 255 visible ASCII characters (no spaces), such as a UUID; "
-            "a retry with the same key and body gives the same job",
-            # declared only: the service's check names the header in its own words
-            json_schema_extra=string_schema(
-                pattern=IDEMPOTENCY_KEY_PATTERN, minLength=1, maxLength=IDEMPOTENCY_KEY_MAX_LENGTH
-            ),
-        ),
-    ] = None,
-) -> Job:
-    """Queue an LR range test (202); a retried Idempotency-Key gives the same job (200)."""
-    job = services.submit_job(
-        session,
-        team=team,
-        kind=RangeTestSpec.kind,
-        spec=body,
-        settings=settings,
-        idempotency_key=idempotency_key,
-    )
-    # a new job's message waits in the session for the commit; a replayed one has none
-    created = any(job_id == job.id for job_id, _ in pending_jobs(session))
-    response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
-    response.headers["Location"] = str(request.url_for("get_range_test", job_id=job.id))
-    return job
-
-
-@router.get("", response_model=JobList, responses={**AUTH, **INVALID})
-def list_jobs(
-    session: SessionDep,
-    team: CurrentTeamDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=512,
-            pattern=CURSOR_PATTERN,
-            description="The `next_cursor` of the previous page",
-        ),
-    ] = None,
-    status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
-    workload: Annotated[
-        str | None,
-        Query(max_length=64, json_schema_extra=workload_enum),
-    ] = None,
-    created_after: Annotated[IsoDateTime | None, Query()] = None,
-) -> JobPage:
-    """The team's range tests, newest first, a page at a time."""
-    return services.list_jobs(
-        session,
-        team=team,
-        kind=RangeTestSpec.kind,
-        statuses=status_ or (),
-        workload=workload,
-        created_after=created_after,
-        limit=limit,
-        cursor=cursor,
-    )
-
-
-@router.get("/{job_id}", response_model=RangeTestRead, responses={**AUTH, **NOT_FOUND, **INVALID})
-def get_range_test(
-    job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep, settings: SettingsDep
-) -> RangeTestRead:
-    """One of the team's range tests; a queued one says where it stands and why it waits."""
-    job = services.get_job(session, team=team, job_id=job_id)
-    wait = services.explain_wait(session, job=job, settings=settings)
-    return RangeTestRead.model_validate(job).model_copy(
-        update={"queue_position": wait.queue_position, "waiting_reason": wait.waiting_reason}
-    )
-
-
-def _curve_csv(curve: CurveSlice) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["index", "lr", "loss", "smoothed_loss", "accuracy"])
-    accuracies = curve.accuracies
-    for i, (lr, loss, smoothed) in enumerate(
-        zip(curve.lrs, curve.losses, curve.smoothed_losses, strict=True)
-    ):
-        accuracy = "" if accuracies is None else repr(accuracies[i])
-        writer.writerow([curve.start + i, repr(lr), repr(loss), repr(smoothed), accuracy])
-    return out.getvalue()
 
 
 @router.get(
@@ -175,13 +47,18 @@ def read_curve(
     after: Annotated[int, Query(ge=0, le=MAX_POINT_INDEX)] = 0,
     format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
     accept: Annotated[str | None, Header()] = None,
-) -> CurveSlice | Response:
-    """The curve from point ``after`` on, as JSON or (``?format=csv``) CSV."""
-    curve = services.read_curve(session, team=team, job_id=job_id, after=after)
+) -> CurveRead | Response:
+    """The curve from point ``after`` on, as JSON or (``?format=csv``) CSV.
+
+    The same points as ``GET /jobs/{id}/series/curve``, with the columns named
+    ``lrs``, ``losses``, ``smoothed_losses`` and ``accuracies``.
+    """
+    services.get_job(session, team=team, job_id=job_id, kind=RANGE_TEST.name)
+    curve = services.read_series(session, team=team, job_id=job_id, name="curve", after=after)
     wants_csv = format_ == "csv" or (format_ is None and "text/csv" in (accept or ""))
     if wants_csv:
-        return PlainTextResponse(_curve_csv(curve), media_type="text/csv")
-    return curve
+        return PlainTextResponse(series_csv(curve), media_type="text/csv")
+    return CurveRead.from_series(curve)
 
 
 @router.get(
@@ -207,22 +84,6 @@ def get_bounds(
     check_method(method)
     bounds = services.get_bounds(session, team=team, job_id=job_id)
     return BoundsRead.from_bounds(bounds, method=method)
-
-
-@router.post(
-    "/{job_id}/cancel",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=RangeTestRead,
-    responses={
-        **AUTH,
-        **NOT_FOUND,
-        **problem(409, "The job already finished; the detail names its status"),
-        **INVALID,
-    },
-)
-def cancel_range_test(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> Job:
-    """Cancel a queued job at once, or ask a running one to stop."""
-    return services.cancel_job(session, team=team, job_id=job_id)
 
 
 PLOT_MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}

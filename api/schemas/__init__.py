@@ -2,13 +2,8 @@
 
 from api.schemas.bounds import BoundsRead, SuggestionRead
 from api.schemas.health import Health, Readiness
-from api.schemas.range_tests import (
-    CurveRead,
-    IsoDateTime,
-    JobList,
-    RangeTestCreate,
-    RangeTestRead,
-)
+from api.schemas.jobs import IsoDateTime, JobReadBase, SeriesRead
+from api.schemas.range_tests import CurveRead, RangeTestList, RangeTestRead
 from api.schemas.workloads import WorkloadList, WorkloadRead
 
 __all__ = [
@@ -16,10 +11,11 @@ __all__ = [
     "CurveRead",
     "Health",
     "IsoDateTime",
-    "JobList",
-    "RangeTestCreate",
+    "JobReadBase",
+    "RangeTestList",
     "RangeTestRead",
     "Readiness",
+    "SeriesRead",
     "SuggestionRead",
     "WorkloadList",
     "WorkloadRead",

@@ -1,7 +1,8 @@
 """Payloads of the Server-Sent Events stream that only it sends.
 
-The stream's ``status`` events carry a :class:`~api.schemas.range_tests.RangeTestRead`
-and its ``curve`` events a :class:`~api.schemas.range_tests.CurveRead`.
+The stream's ``status`` events carry the job's read schema
+(:mod:`api.schemas.jobs`) and its series events a
+:class:`~api.schemas.jobs.SeriesRead`.
 """
 
 from __future__ import annotations
@@ -18,5 +19,7 @@ class StreamEnd(BaseModel):
 
     status: JobStatus
     attempt: int
-    points: int
-    """How many curve points the final attempt stored."""
+    progress: int
+    """The job's final progress (out of its ``total``)."""
+    series_points: dict[str, int]
+    """How many points each series has."""

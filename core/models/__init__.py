@@ -1,11 +1,11 @@
-"""ORM models: teams, API tokens, jobs, curve chunks and the worker registry.
+"""ORM models: teams, API tokens, jobs, series chunks and the worker registry.
 
 Alembic (``migrations/``) is the only way the schema changes; a test checks
 that these models and the migrations agree.
 """
 
 from core.models.base import NAMING_CONVENTION, Base, JSONType, TimestampMixin, UTCDateTime
-from core.models.job import FINISHED_STATUSES, CurveChunk, Job, JobStatus
+from core.models.job import FINISHED_STATUSES, Job, JobStatus, SeriesChunk
 from core.models.team import TOKEN_PREFIX_LENGTH, ApiToken, Team
 from core.models.worker import Worker
 
@@ -15,10 +15,10 @@ __all__ = [
     "TOKEN_PREFIX_LENGTH",
     "ApiToken",
     "Base",
-    "CurveChunk",
     "JSONType",
     "Job",
     "JobStatus",
+    "SeriesChunk",
     "Team",
     "TimestampMixin",
     "UTCDateTime",

@@ -1,4 +1,4 @@
-"""Jobs and the curve chunks their attempts write."""
+"""Jobs and the series chunks their attempts write."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -28,7 +29,7 @@ from core.models.base import Base, TimestampMixin
 from core.models.team import Team
 from core.queues import JOBS_QUEUE, queue_for
 
-__all__ = ["FINISHED_STATUSES", "CurveChunk", "Job", "JobStatus"]
+__all__ = ["FINISHED_STATUSES", "Job", "JobStatus", "SeriesChunk"]
 
 
 class JobStatus(enum.StrEnum):
@@ -66,11 +67,20 @@ def _queue_of_spec(context: DefaultExecutionContext) -> str:
 
 
 class Job(TimestampMixin, Base):
-    """One unit of GPU work of some ``kind`` (``range_test`` today).
+    """One unit of GPU work of some ``kind`` (:mod:`core.kinds`).
 
     The row is the source of truth; a broker message carries only its id. Every
     write a worker makes names the ``attempt`` it was given by the claim, so a
     worker that lost its job cannot overwrite a newer attempt.
+
+    ``progress`` counts the units of work done out of ``total`` (steps of a range
+    test, iterations of a training); ``series_points`` holds how many points the
+    current attempt's series have (``{"curve": 120}``), which is also the guard
+    that appends them in order. ``checkpoint`` describes the last checkpoint a
+    resumable kind published (``{"artifact", "progress", "series"}``): the next
+    attempt resumes there, keeping those points.
+
+    ``parent_id`` is the job that created this one, if any (a sweep's trainings).
 
     ``queue`` is where its messages go (set from the spec's device preference);
     ``enqueued_at`` is when its last message went out and ``sends`` how many went
@@ -81,6 +91,7 @@ class Job(TimestampMixin, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"))
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[JobStatus] = mapped_column(
         Enum(
@@ -106,6 +117,8 @@ class Job(TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     progress: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     total: Mapped[int]
+    series_points: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    checkpoint: Mapped[dict[str, Any] | None]
     result: Mapped[dict[str, Any] | None]
     queue: Mapped[str] = mapped_column(
         String(64), default=_queue_of_spec, server_default=JOBS_QUEUE
@@ -131,6 +144,8 @@ class Job(TimestampMixin, Base):
         # serves the team_id foreign key
         Index("ix_jobs_team_id_created_at_id", "team_id", "created_at", "id"),
         Index("ix_jobs_team_id_config_key", "team_id", "config_key"),
+        # a parent job's children (a sweep's trainings); also serves the foreign key
+        Index("ix_jobs_parent_id_created_at", "parent_id", "created_at"),
         # the reconciler: running jobs by heartbeat, queued jobs by last send
         Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
@@ -149,32 +164,35 @@ class Job(TimestampMixin, Base):
         return _device_of(self.spec)
 
 
-class CurveChunk(Base):
-    """A run of consecutive curve points one attempt of a job measured.
+class SeriesChunk(Base):
+    """A run of consecutive points of one series of a job (:mod:`core.series`).
 
-    ``start`` is the index of the first point, ``size`` the number of points and
-    ``data`` holds ``{"lrs", "losses", "smoothed_losses", "accuracies"}`` (lists of
-    ``size`` floats; ``accuracies`` may be null).
+    ``start`` is the index of the first point and ``size`` the number of points;
+    ``data`` holds the values of ``fields`` (comma-separated, in that order) as
+    packed float64 columns. ``attempt`` is the attempt that measured them: a
+    resumed attempt keeps the chunks before its checkpoint, a new attempt of a
+    kind that starts over deletes them all.
     """
 
-    __tablename__ = "curve_chunks"
+    __tablename__ = "series_chunks"
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int]
-    seq: Mapped[int]
     start: Mapped[int]
     size: Mapped[int]
-    data: Mapped[dict[str, Any]]
+    fields: Mapped[str] = mapped_column(String(255))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
     job: Mapped[Job] = relationship(lazy="raise")
 
     __table_args__ = (
-        UniqueConstraint("job_id", "attempt", "seq"),
-        CheckConstraint("seq >= 0", name="seq"),
+        # reads: a series from an index on; the unique key also refuses a replayed chunk
+        UniqueConstraint("job_id", "name", "start"),
         CheckConstraint("start >= 0", name="start"),
         CheckConstraint("size >= 1", name="size"),
     )

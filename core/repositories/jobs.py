@@ -1,4 +1,4 @@
-"""All SQL about jobs and their curves.
+"""All SQL about jobs and their series.
 
 Every state change a worker makes is one guarded ``UPDATE ... WHERE id = :id
 AND attempt = :attempt AND status = 'running' ... RETURNING``: it either
@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from core.models import CurveChunk, Job, JobStatus, Team
+from core.models import Job, JobStatus, SeriesChunk, Team
+from core.series import SeriesPoints, decode_values, encode_values
 
-__all__ = ["JobRepository", "ResendRule"]
+__all__ = ["JobRepository", "ReportGuard", "ResendRule"]
 
 _MAX_BACKOFF_LEVELS = 32
 
@@ -65,7 +66,7 @@ class ResendRule:
 
 
 class JobRepository:
-    """Reads and writes ``jobs`` and ``curve_chunks`` in the caller's transaction."""
+    """Reads and writes ``jobs`` and ``series_chunks`` in the caller's transaction."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -107,6 +108,7 @@ class JobRepository:
         kind: str | None = None,
         workload: str | None = None,
         created_after: datetime | None = None,
+        parent_id: uuid.UUID | None = None,
     ) -> list[Job]:
         """The team's jobs, newest first, strictly after the cursor ``before``.
 
@@ -118,6 +120,7 @@ class JobRepository:
             kind: only this kind.
             workload: only jobs of this workload (the denormalised ``workload`` column).
             created_after: only jobs created strictly after this time.
+            parent_id: only the children of this job.
         """
         stmt = select(Job).where(Job.team_id == team_id)
         if statuses:
@@ -128,6 +131,8 @@ class JobRepository:
             stmt = stmt.where(Job.workload == workload)
         if created_after is not None:
             stmt = stmt.where(Job.created_at > created_after)
+        if parent_id is not None:
+            stmt = stmt.where(Job.parent_id == parent_id)
         if before is not None:
             created_at, job_id = before
             stmt = stmt.where(
@@ -235,28 +240,42 @@ class JobRepository:
         )
         return list(self.session.scalars(stmt))
 
-    def overdue_running(self, started_before: datetime, *, limit: int) -> list[Job]:
-        """Running jobs whose current attempt started before ``started_before``."""
+    def overdue_running(self, started_before: datetime, *, kind: str, limit: int) -> list[Job]:
+        """Running jobs of ``kind`` whose current attempt started before ``started_before``."""
         stmt = (
             select(Job)
-            .where(Job.status == JobStatus.RUNNING, Job.started_at < started_before)
+            .where(
+                Job.status == JobStatus.RUNNING,
+                Job.kind == kind,
+                Job.started_at < started_before,
+            )
             .order_by(Job.started_at, Job.id)
             .limit(limit)
         )
         return list(self.session.scalars(stmt))
 
-    def read_curve(self, job_id: uuid.UUID, attempt: int, *, after: int) -> list[CurveChunk]:
-        """Chunks of one attempt holding any point at index ``after`` or later, in order."""
+    def read_series(self, job_id: uuid.UUID, name: str, *, after: int) -> list[SeriesChunk]:
+        """Chunks of a series holding any point at index ``after`` or later, in order."""
         stmt = (
-            select(CurveChunk)
+            select(SeriesChunk)
             .where(
-                CurveChunk.job_id == job_id,
-                CurveChunk.attempt == attempt,
-                CurveChunk.start + CurveChunk.size > after,
+                SeriesChunk.job_id == job_id,
+                SeriesChunk.name == name,
+                SeriesChunk.start + SeriesChunk.size > after,
             )
-            .order_by(CurveChunk.seq)
+            .order_by(SeriesChunk.start)
         )
         return list(self.session.scalars(stmt))
+
+    def first_point_after_attempt(self, job_id: uuid.UUID, name: str, attempt: int) -> int | None:
+        """Index of the first point of a series that an attempt after ``attempt`` wrote."""
+        stmt = select(func.min(SeriesChunk.start)).where(
+            SeriesChunk.job_id == job_id,
+            SeriesChunk.name == name,
+            SeriesChunk.attempt > attempt,
+        )
+        first = self.session.scalar(stmt)
+        return None if first is None else int(first)
 
     # ------------------------------------------------------------------ guarded writes
 
@@ -279,7 +298,8 @@ class JobRepository:
 
         ``UPDATE jobs SET status='running', attempt=attempt+1, ... WHERE id=:id AND
         status='queued' AND NOT cancel_requested RETURNING *``: of two workers given
-        the same job, exactly one gets it. The new attempt's curve starts at 0.
+        the same job, exactly one gets it. Where its series start is
+        :meth:`restart_series`'s business, in the same transaction.
         """
         return self._transition(
             job_id,
@@ -289,7 +309,6 @@ class JobRepository:
                 "attempt": Job.attempt + 1,
                 "worker": worker,
                 "device": device,
-                "progress": 0,
                 "error": None,
                 "started_at": now,
                 "heartbeat_at": now,
@@ -307,58 +326,137 @@ class JobRepository:
         )
         return self.session.scalars(stmt).one_or_none()
 
-    def advance_progress(
-        self, job_id: uuid.UUID, attempt: int, *, start: int, size: int, now: datetime
-    ) -> bool | None:
-        """Move ``progress`` from ``start`` to ``start + size`` (also a heartbeat).
+    def restart_series(self, job: Job, *, keep: dict[str, int], progress: int) -> None:
+        """Start a claimed attempt's series at ``keep`` points each (none: empty).
 
-        Refused (None) unless ``attempt`` is the job's running attempt and ``start`` is
-        exactly where its curve ends: no gap, no overlap, no replay. On PostgreSQL the
-        update also locks the row until commit, so chunks of a job are appended one
-        at a time. Returns the job's ``cancel_requested`` otherwise.
+        Chunks past the kept points go; a chunk that straddles the line is cut.
+        Call it right after :meth:`claim`, in the same transaction (the claim
+        locked the row).
+        """
+        cut = [
+            and_(SeriesChunk.name == name, SeriesChunk.start + SeriesChunk.size > count)
+            for name, count in keep.items()
+        ]
+        straddling = (
+            list(
+                self.session.scalars(
+                    select(SeriesChunk).where(
+                        SeriesChunk.job_id == job.id,
+                        or_(
+                            *[
+                                and_(
+                                    SeriesChunk.name == name,
+                                    SeriesChunk.start < count,
+                                    SeriesChunk.start + SeriesChunk.size > count,
+                                )
+                                for name, count in keep.items()
+                            ]
+                        ),
+                    )
+                )
+            )
+            if keep
+            else []
+        )
+        for chunk in straddling:
+            names = tuple(chunk.fields.split(","))
+            size = keep[chunk.name] - chunk.start
+            values = decode_values(names, chunk.data, chunk.size)
+            head = {k: None if v is None else v[:size] for k, v in values.items()}
+            chunk.data = encode_values(names, head)
+            chunk.size = size
+        self.session.flush()
+        kept_names = list(keep)
+        self.session.execute(
+            delete(SeriesChunk).where(
+                SeriesChunk.job_id == job.id,
+                or_(SeriesChunk.name.not_in(kept_names), *cut) if kept_names else true(),
+            )
+        )
+        job.series_points = dict(keep)
+        job.progress = progress
+        self.session.flush()
+
+    def guard_report(self, job_id: uuid.UUID, attempt: int, *, now: datetime) -> ReportGuard | None:
+        """Lock the running ``attempt``'s row for a report (also a heartbeat).
+
+        None unless ``attempt`` is the job's running one. On PostgreSQL the update
+        locks the row until commit, so the reports of a job are stored one at a time.
         """
         stmt = (
             update(Job)
-            .where(Job.id == job_id, *_running(attempt), Job.progress == start)
-            .values(progress=start + size, heartbeat_at=now, updated_at=now)
-            .returning(Job.cancel_requested)
+            .where(Job.id == job_id, *_running(attempt))
+            .values(heartbeat_at=now, updated_at=now)
+            .returning(Job.cancel_requested, Job.series_points, Job.progress)
         )
-        return self.session.scalars(stmt).one_or_none()
+        row = self.session.execute(stmt).one_or_none()
+        if row is None:
+            return None
+        return ReportGuard(
+            cancel_requested=row.cancel_requested,
+            series_points={k: int(v) for k, v in (row.series_points or {}).items()},
+            progress=row.progress,
+        )
 
-    def add_curve_chunk(
+    def append_points(
         self,
         job_id: uuid.UUID,
         attempt: int,
         *,
-        start: int,
-        size: int,
-        data: dict[str, Any],
+        runs: list[tuple[SeriesPoints, tuple[str, ...]]],
+        series_points: dict[str, int],
+        progress: int,
         now: datetime,
-    ) -> int:
-        """Store a chunk as the attempt's next ``seq``; returns that ``seq``.
+    ) -> None:
+        """Store runs of points (with their series' fields) and the new counts.
 
-        Call it after :meth:`advance_progress` accepted the same chunk, in the same
-        transaction (that update is the guard and the lock).
+        Call it after :meth:`guard_report` accepted the attempt, in the same
+        transaction, with counts it checked the runs against.
         """
-        next_seq = (
-            select(func.coalesce(func.max(CurveChunk.seq) + 1, 0))
-            .where(CurveChunk.job_id == job_id, CurveChunk.attempt == attempt)
-            .scalar_subquery()
-        )
-        stmt = (
-            insert(CurveChunk)
-            .values(
-                job_id=job_id,
-                attempt=attempt,
-                seq=next_seq,
-                start=start,
-                size=size,
-                data=data,
-                created_at=now,
+        if runs:
+            self.session.execute(
+                insert(SeriesChunk),
+                [
+                    {
+                        "job_id": job_id,
+                        "name": points.name,
+                        "attempt": attempt,
+                        "start": points.start,
+                        "size": points.size,
+                        "fields": ",".join(names),
+                        "data": encode_values(names, points.values),
+                        "created_at": now,
+                    }
+                    for points, names in runs
+                ],
             )
-            .returning(CurveChunk.seq)
+        self.session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(series_points=series_points, progress=progress)
         )
-        return int(self.session.execute(stmt).scalar_one())
+
+    def record_checkpoint(
+        self, job_id: uuid.UUID, attempt: int, *, artifact: str, now: datetime
+    ) -> dict[str, object] | None:
+        """Note that ``attempt`` published checkpoint ``artifact`` at its current points.
+
+        The next attempt resumes there: with the job's progress and series counts
+        as they are now (the worker stored every point up to the checkpoint
+        before publishing it). None (nothing changed) unless ``attempt`` runs.
+        """
+        guard = self.guard_report(job_id, attempt, now=now)
+        if guard is None:
+            return None
+        checkpoint: dict[str, object] = {
+            "artifact": artifact,
+            "attempt": attempt,
+            "progress": guard.progress,
+            "series": guard.series_points,
+            "at": now.isoformat(),
+        }
+        self.session.execute(update(Job).where(Job.id == job_id).values(checkpoint=checkpoint))
+        return checkpoint
 
     def finish(
         self, job_id: uuid.UUID, attempt: int, *, result: dict[str, Any], now: datetime
@@ -463,8 +561,8 @@ class JobRepository:
     ) -> Job | None:
         """running → queued for another attempt, if ``attempt`` is still silent.
 
-        The attempt number stays (the next claim raises it); the curve of the lost
-        attempt stays readable until the next attempt starts.
+        The attempt number stays (the next claim raises it); the series of the lost
+        attempt stay readable until the next attempt starts.
         """
         return self._transition(
             job_id,
@@ -495,6 +593,15 @@ class JobRepository:
             .returning(Job.id)
         )
         return self.session.execute(stmt).first() is not None
+
+
+@dataclass(frozen=True)
+class ReportGuard:
+    """The running attempt's row, locked for a report: what the report checks against."""
+
+    cancel_requested: bool
+    series_points: dict[str, int]
+    progress: int
 
 
 def _running(attempt: int) -> list[ColumnElement[bool]]:

@@ -7,10 +7,11 @@ ids and never commits; the caller's unit of work does.
 from core.services.follow import JobUpdate, poll_job
 from core.services.jobs import (
     Bounds,
-    CurveSlice,
     JobAck,
     JobPage,
     ReconcileReport,
+    SeriesSlice,
+    Submission,
     acknowledge_cancel,
     cancel_job,
     claim_job,
@@ -23,9 +24,11 @@ from core.services.jobs import (
     list_jobs,
     note_worker_lost,
     parse_job_spec,
-    read_curve,
+    read_series,
     reconcile,
+    record_checkpoint,
     report_progress,
+    series_of,
     submit_job,
 )
 from core.services.plots import RangeTestPlot, load_range_test_plot, render_range_test_plot
@@ -51,7 +54,6 @@ from core.services.workers import (
 
 __all__ = [
     "Bounds",
-    "CurveSlice",
     "IssuedToken",
     "JobAck",
     "JobPage",
@@ -59,6 +61,8 @@ __all__ = [
     "JobWait",
     "RangeTestPlot",
     "ReconcileReport",
+    "SeriesSlice",
+    "Submission",
     "WorkerInfo",
     "WorkerView",
     "acknowledge_cancel",
@@ -83,11 +87,13 @@ __all__ = [
     "note_worker_lost",
     "parse_job_spec",
     "poll_job",
-    "read_curve",
+    "read_series",
     "reconcile",
+    "record_checkpoint",
     "record_worker",
     "render_range_test_plot",
     "report_progress",
+    "series_of",
     "retire_worker",
     "revoke_token",
     "submit_job",

@@ -7,48 +7,72 @@ read-only transactions (``BEGIN DEFERRED`` on SQLite) as often as it polls.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from core.kinds import get_kind
 from core.models import Job, Team
-from core.services.jobs import CurveSlice, get_job, read_curve
+from core.repositories import JobRepository
+from core.services.jobs import SeriesSlice, get_job, series_of
 
 __all__ = ["JobUpdate", "poll_job"]
 
 
 @dataclass(frozen=True)
 class JobUpdate:
-    """A job as it is now and the points of its current attempt a follower has not seen.
+    """A job as it is now and the series points a follower has not seen.
 
-    ``curve`` is None when there are no new points; otherwise ``curve.attempt`` is
-    ``job.attempt`` and ``curve.start`` is where the follower's points end (0 when
-    the job restarted since it last looked).
+    ``series`` holds one slice per series that has new (or changed) points, in
+    the kind's order; a slice's ``start`` is where the follower's points of that
+    series stay valid: below what it has when the job started another attempt
+    since (0 for a kind that starts over; the checkpoint for one that resumes),
+    so the follower drops its points from ``start`` on and appends these.
     """
 
     job: Job
-    curve: CurveSlice | None
+    series: list[SeriesSlice]
 
 
 def poll_job(
-    session: Session, *, team: Team, job_id: uuid.UUID, attempt: int | None, after: int
+    session: Session,
+    *,
+    team: Team,
+    job_id: uuid.UUID,
+    attempt: int | None,
+    seen: Mapping[str, int],
+    kind: str | None = None,
 ) -> JobUpdate:
-    """The job and the points after ``after`` that its follower has not seen.
+    """The job and the series points after those a follower has (``seen``).
 
-    ``attempt`` is the attempt those ``after`` points belong to; when the job has
-    started another attempt since (its curve starts again at 0), the new
-    attempt's points are returned from 0. ``None`` means the job's current
-    attempt. The curve is read only when the job's progress says it grew.
+    ``seen`` maps series names to how many points the follower has, read
+    during ``attempt`` (None: the job's current attempt). When the job started
+    another attempt since, a series' points stay valid up to the first point
+    a later attempt wrote (or the series' length, if shorter); the rest are
+    sent again. A series is read only when its stored count says it changed.
 
     Raises:
-        JobNotFound: no such job for this team.
-        InvalidInput: ``after`` is negative.
+        JobNotFound: no such job (of ``kind``) for this team.
+        InvalidInput: a count is negative.
     """
-    job = get_job(session, team=team, job_id=job_id)
-    start = after if attempt is None or attempt == job.attempt else 0
-    if job.progress <= start:
-        return JobUpdate(job=job, curve=None)
-    # The same session gives read_curve this very Job object (its identity map), so
-    # the points read belong to the attempt of the job returned here.
-    curve = read_curve(session, team=team, job_id=job_id, after=start)
-    return JobUpdate(job=job, curve=curve if curve.lrs else None)
+    job = get_job(session, team=team, job_id=job_id, kind=kind)
+    repo = JobRepository(session)
+    counts = job.series_points or {}
+    out: list[SeriesSlice] = []
+    for spec in get_kind(job.kind).series:
+        have = seen.get(spec.name, 0)
+        stored = int(counts.get(spec.name, 0))
+        if attempt is not None and attempt != job.attempt:
+            valid = min(have, stored)
+            first_new = repo.first_point_after_attempt(job.id, spec.name, attempt)
+            if first_new is not None:
+                valid = min(valid, first_new)
+        else:
+            valid = have
+        if stored <= valid and valid == have:
+            continue
+        # The same session gives series_of this very Job object (its identity map),
+        # so the points read belong to the attempt of the job returned here.
+        out.append(series_of(session, job, spec.name, after=valid))
+    return JobUpdate(job=job, series=out)

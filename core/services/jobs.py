@@ -42,14 +42,13 @@ from core.errors import (
     NotReady,
     TooManyActiveJobs,
 )
+from core.kinds import JobKind, all_kinds, get_kind
 from core.models import Job, JobStatus, Team
 from core.repositories import JobRepository, ResendRule
+from core.series import SeriesPoints, decode_values
 from core.services.workers import fetched_before, live_workers, prune_workers
 from core.settings import Settings
 from core.specs import (
-    JOB_RESULTS,
-    JOB_SPECS,
-    CurvePoints,
     JobEstimate,
     JobResult,
     JobSpec,
@@ -66,10 +65,11 @@ __all__ = [
     "MAX_ERROR_LENGTH",
     "MAX_PAGE_SIZE",
     "Bounds",
-    "CurveSlice",
     "JobAck",
     "JobPage",
     "ReconcileReport",
+    "SeriesSlice",
+    "Submission",
     "acknowledge_cancel",
     "cancel_job",
     "claim_job",
@@ -81,9 +81,11 @@ __all__ = [
     "heartbeat",
     "list_jobs",
     "parse_job_spec",
-    "read_curve",
+    "read_series",
     "reconcile",
+    "record_checkpoint",
     "report_progress",
+    "series_of",
     "submit_job",
 ]
 
@@ -130,28 +132,50 @@ class JobPage:
 
 
 @dataclass(frozen=True)
-class CurveSlice:
-    """The points of a job's current attempt from index ``start`` on.
+class SeriesSlice:
+    """The points of one series of a job from index ``start`` on.
 
-    ``next_after`` is what to pass as ``after`` to read only newer points; when
-    ``attempt`` changes between two reads the job restarted and its curve with it.
-    ``accuracies`` is None when the points have no metric.
+    ``values`` maps each of ``fields`` to its values (None: the points have no
+    such value, like a range test's accuracy without a metric). ``points`` is
+    how many points the series has now and ``next_after`` what to pass as
+    ``after`` to read only newer ones. When ``attempt`` changes between two
+    reads, the job started another attempt: points from ``kept`` on may have
+    changed (a range test starts over: 0; a resumed training keeps those
+    before its checkpoint).
     """
 
     job_id: uuid.UUID
     attempt: int
     status: JobStatus
+    name: str
+    fields: tuple[str, ...]
     start: int
-    lrs: list[float]
-    losses: list[float]
-    smoothed_losses: list[float]
-    accuracies: list[float] | None
+    values: dict[str, list[float] | None]
+    points: int
     total: int
+
+    @property
+    def size(self) -> int:
+        """Points in this slice."""
+        return next((len(v) for v in self.values.values() if v is not None), 0)
 
     @property
     def next_after(self) -> int:
         """Index of the first point not in this slice."""
-        return self.start + len(self.lrs)
+        return self.start + self.size
+
+    def column(self, name: str) -> list[float] | None:
+        """One field's values."""
+        return self.values.get(name)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a submit did: the job, and whether this call created it (False: a
+    retry with the same Idempotency-Key got the job the first call created)."""
+
+    job: Job
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -189,11 +213,7 @@ def parse_job_spec(kind: str, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
     Raises:
         InvalidJobSpec: the kind is unknown, or one ``{"field", "reason"}`` per problem.
     """
-    spec_cls = JOB_SPECS.get(kind)
-    if spec_cls is None:
-        known = ", ".join(sorted(JOB_SPECS))
-        reason = f"unknown job kind {kind!r}; known kinds: {known}"
-        raise InvalidJobSpec(reason, errors=[{"field": "kind", "reason": reason}])
+    spec_cls = get_kind(kind).spec
     data = spec.model_dump() if isinstance(spec, BaseModel) else dict(spec)
     try:
         return spec_cls.model_validate(data)
@@ -273,8 +293,11 @@ def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
     return best
 
 
-def _check_estimate(spec: JobSpec, settings: Settings) -> None:
-    """Refuse a job whose estimated memory or run time is over the configured caps."""
+def _check_estimate(spec: JobSpec, settings: Settings, *, kind: JobKind) -> None:
+    """Refuse a job whose estimated memory or run time is over the configured caps.
+
+    The kind's time limit is the cap when ``max_job_seconds`` is unset.
+    """
     estimate = spec.estimate()
     if estimate is None:
         return
@@ -290,14 +313,14 @@ def _check_estimate(spec: JobSpec, settings: Settings) -> None:
         raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
     max_seconds = settings.max_job_seconds
     if max_seconds is None:
-        max_seconds = settings.job_time_limit_s
+        max_seconds = kind.time_limit_s(settings)
     seconds = estimate.seconds(settings.job_flop_rate)
     if max_seconds and seconds > max_seconds:
         field = _culprit(spec, lambda s: _estimated(s).seconds(settings.job_flop_rate))
         cap_name = (
             "CLR_MAX_JOB_SECONDS"
             if settings.max_job_seconds is not None
-            else "CLR_JOB_TIME_LIMIT_S"
+            else f"CLR_{kind.time_limit_setting.upper()}"
         )
         reason = (
             f"the job would run for ~{_duration(seconds)} ({estimate.flops_per_step:.3g} "
@@ -339,9 +362,15 @@ def submit_job(
     spec: JobSpec | Mapping[str, Any],
     settings: Settings,
     idempotency_key: str | None = None,
+    parent: Job | None = None,
     now: datetime | None = None,
-) -> Job:
+) -> Submission:
     """Queue a job for ``team``; its message leaves after the commit.
+
+    The kind's ``prepare`` step (:class:`~core.kinds.JobKind`) runs after the
+    spec is validated, in this transaction: a training's ``bounds_from`` becomes
+    the bounds of the range test it names. ``parent`` makes the job a child of
+    another (a sweep's trainings).
 
     With an ``idempotency_key``, a retry of the same request (same kind and, once
     normalised, the same spec) returns the job the first one created, even when
@@ -354,8 +383,13 @@ def submit_job(
     team's row locked, so concurrent submits of one team cannot both take the
     last place.
 
+    Returns:
+        The job, and whether this call created it (not when a retried
+        Idempotency-Key found the first call's job).
+
     Raises:
         InvalidJobSpec: the kind or the spec is not acceptable.
+        JobConflict, NotReady: the kind's ``prepare`` step refused a reference.
         JobTooLarge: the job's estimated memory or run time is over its cap; the
             error names the field that drives the estimate.
         TooManyActiveJobs: the team is at its cap of queued and running jobs.
@@ -363,21 +397,25 @@ def submit_job(
         IdempotencyConflict: the key was used before with a different request.
     """
     now = _now(now)
+    job_kind = get_kind(kind)
     parsed = parse_job_spec(kind, spec)
-    spec_json = parsed.model_dump(mode="json")
     request_hash = hashlib.sha256(
-        canonical_json({"kind": kind, "spec": spec_json}).encode()
+        canonical_json({"kind": kind, "spec": parsed.model_dump(mode="json")}).encode()
     ).hexdigest()
     repo = JobRepository(session)
     if idempotency_key is not None:
         _check_idempotency_key(idempotency_key)
         existing = repo.find_by_idempotency_key(team.id, idempotency_key)
         if existing is not None:
-            return _replay(existing, request_hash, idempotency_key)
-    _check_estimate(parsed, settings)
+            return Submission(_replay(existing, request_hash, idempotency_key), created=False)
+    if job_kind.prepare is not None:
+        parsed = job_kind.prepare(session, team, parsed)
+    spec_json = parsed.model_dump(mode="json")
+    _check_estimate(parsed, settings, kind=job_kind)
     _check_active_jobs(repo, team=team, settings=settings)
     job = Job(
         team_id=team.id,
+        parent_id=None if parent is None else parent.id,
         kind=kind,
         status=JobStatus.QUEUED,
         spec=spec_json,
@@ -389,6 +427,7 @@ def submit_job(
         max_attempts=settings.max_attempts,
         cancel_requested=False,
         progress=0,
+        series_points={},
         total=parsed.total_steps(),
         queued_at=now,
         enqueued_at=now,
@@ -406,7 +445,7 @@ def submit_job(
             existing = repo.find_by_idempotency_key(team.id, idempotency_key)
             if existing is None:
                 raise
-            return _replay(existing, request_hash, idempotency_key)
+            return Submission(_replay(existing, request_hash, idempotency_key), created=False)
     enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
     logger.info(
         "job.submitted job_id=%s kind=%s team_id=%s config_key=%s",
@@ -415,7 +454,7 @@ def submit_job(
         team.id,
         job.config_key,
     )
-    return job
+    return Submission(job, created=True)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -447,8 +486,32 @@ def claim_job(
         status = "missing" if current is None else current.status
         logger.info("job.claim_skipped job_id=%s status=%s worker=%s", job_id, status, worker)
         return None
-    logger.info("job.claimed job_id=%s attempt=%d worker=%s", job.id, job.attempt, worker)
+    resume = _resume_point(job)
+    if resume is None:
+        repo.restart_series(job, keep={}, progress=0)
+    else:
+        repo.restart_series(job, keep=resume[1], progress=resume[0])
+    logger.info(
+        "job.claimed job_id=%s attempt=%d worker=%s resumed_at=%s",
+        job.id,
+        job.attempt,
+        worker,
+        "-" if resume is None else resume[0],
+    )
     return job
+
+
+def _resume_point(job: Job) -> tuple[int, dict[str, int]] | None:
+    """Where a claimed attempt of ``job`` resumes: progress and series counts.
+
+    None when it starts over: its kind is not resumable, or no checkpoint was
+    published yet.
+    """
+    checkpoint = job.checkpoint
+    if not checkpoint or not get_kind(job.kind).resumable:
+        return None
+    series = checkpoint.get("series") or {}
+    return int(checkpoint.get("progress", 0)), {str(k): int(v) for k, v in series.items()}
 
 
 def heartbeat(
@@ -467,45 +530,96 @@ def report_progress(
     *,
     job_id: uuid.UUID,
     attempt: int,
-    chunk: CurvePoints,
+    points: Sequence[SeriesPoints] = (),
+    progress: int | None = None,
     now: datetime | None = None,
 ) -> JobAck:
-    """Append a chunk of curve points to ``attempt``'s curve (also a heartbeat).
+    """Append runs of series points and set ``progress`` (also a heartbeat).
 
-    The chunk must start where the stored curve ends. A chunk already stored (a
-    retried report) is accepted and not stored twice. A stale attempt's chunk is
-    refused and changes nothing.
+    Each run must start where its series' stored points end. A run already
+    stored (a retried report) is accepted and not stored twice. A stale
+    attempt's report is refused and changes nothing. ``progress`` (units of
+    work done, out of the job's ``total``) stays as it is when None.
 
     Returns:
-        Whether the chunk's attempt is still running and whether it was asked to
+        Whether the attempt is still running and whether it was asked to
         cancel: the worker's cooperative cancel flag.
 
     Raises:
-        ValueError: the chunk leaves a gap after, or partly overlaps, the stored curve.
+        ValueError: a run leaves a gap after, or partly overlaps, its stored
+            series, names a series its kind does not have, or ``progress`` is
+            negative.
     """
     now = _now(now)
     repo = JobRepository(session)
-    cancel_requested = repo.advance_progress(
-        job_id, attempt, start=chunk.start, size=chunk.size, now=now
-    )
-    if cancel_requested is not None:
-        repo.add_curve_chunk(
-            job_id, attempt, start=chunk.start, size=chunk.size, data=chunk.data(), now=now
-        )
-        return JobAck(accepted=True, cancel_requested=cancel_requested)
-    job = repo.get(job_id)
-    if job is None or job.attempt != attempt or job.status != JobStatus.RUNNING:
-        logger.info("job.chunk_refused job_id=%s attempt=%d", job_id, attempt)
+    guard = repo.guard_report(job_id, attempt, now=now)
+    if guard is None:
+        logger.info("job.report_refused job_id=%s attempt=%d", job_id, attempt)
         return JobAck(accepted=False, cancel_requested=False)
-    if chunk.start + chunk.size <= job.progress:
-        logger.info(
-            "job.chunk_duplicate job_id=%s attempt=%d start=%d", job_id, attempt, chunk.start
-        )
-        return JobAck(accepted=True, cancel_requested=job.cancel_requested)
-    raise ValueError(
-        f"chunk covers points {chunk.start} to {chunk.start + chunk.size - 1} but the "
-        f"curve of job {job_id} attempt {attempt} ends before point {job.progress}"
+    job = repo.get(job_id)
+    assert job is not None  # the guard just updated it
+    kind = get_kind(job.kind)
+    counts = dict(guard.series_points)
+    runs: list[tuple[SeriesPoints, tuple[str, ...]]] = []
+    for run in points:
+        spec = kind.series_spec(run.name)
+        if spec is None:
+            raise ValueError(f"jobs of kind {kind.name!r} have no series {run.name!r}")
+        have = counts.get(run.name, 0)
+        if run.start + run.size <= have:
+            logger.info(
+                "job.points_duplicate job_id=%s attempt=%d series=%s start=%d",
+                job_id,
+                attempt,
+                run.name,
+                run.start,
+            )
+            continue
+        if run.start != have:
+            raise ValueError(
+                f"points {run.start} to {run.start + run.size - 1} of series {run.name!r} "
+                f"do not follow the {have} stored for job {job_id} attempt {attempt}"
+            )
+        runs.append((run, spec.fields))
+        counts[run.name] = have + run.size
+    if progress is not None and progress < 0:
+        raise ValueError(f"progress must be >= 0, got {progress}")
+    repo.append_points(
+        job_id,
+        attempt,
+        runs=runs,
+        series_points=counts,
+        progress=guard.progress if progress is None else progress,
+        now=now,
     )
+    return JobAck(accepted=True, cancel_requested=guard.cancel_requested)
+
+
+def record_checkpoint(
+    session: Session, *, job_id: uuid.UUID, attempt: int, artifact: str, now: datetime | None = None
+) -> bool:
+    """Note that ``attempt`` published its checkpoint as artifact ``artifact``.
+
+    The job's next attempt (after a lost worker) resumes there if its kind is
+    resumable: with the progress and series points stored when this runs, so a
+    worker stores every point up to the checkpoint first. Run it in the
+    transaction that publishes the artifact. False (nothing changed) if the
+    attempt is stale.
+    """
+    checkpoint = JobRepository(session).record_checkpoint(
+        job_id, attempt, artifact=artifact, now=_now(now)
+    )
+    if checkpoint is None:
+        logger.info("job.checkpoint_refused job_id=%s attempt=%d", job_id, attempt)
+        return False
+    logger.info(
+        "job.checkpoint job_id=%s attempt=%d artifact=%s progress=%s",
+        job_id,
+        attempt,
+        artifact,
+        checkpoint["progress"],
+    )
+    return True
 
 
 def finish_job(
@@ -526,7 +640,7 @@ def finish_job(
     if job is None:
         logger.info("job.finish_refused job_id=%s attempt=%d status=missing", job_id, attempt)
         return None
-    result_cls = JOB_RESULTS[job.kind]
+    result_cls = get_kind(job.kind).result
     doc = result if isinstance(result, result_cls) else result_cls.model_validate(result)
     finished = repo.finish(job_id, attempt, result=doc.to_json_dict(), now=_now(now))
     if finished is None:
@@ -546,7 +660,7 @@ def fail_job(
     reason: str,
     now: datetime | None = None,
 ) -> Job | None:
-    """Mark ``attempt`` failed with a readable ``reason``; its partial curve stays.
+    """Mark ``attempt`` failed with a readable ``reason``; its partial series stay.
 
     Returns None (nothing changed) if the attempt is stale.
     """
@@ -597,22 +711,29 @@ def acknowledge_cancel(
 # --------------------------------------------------------------------------- team side
 
 
-def get_job(session: Session, *, team: Team, job_id: uuid.UUID) -> Job:
-    """One of the team's jobs.
+def get_job(session: Session, *, team: Team, job_id: uuid.UUID, kind: str | None = None) -> Job:
+    """One of the team's jobs; with ``kind``, only a job of that kind.
 
     Raises:
-        JobNotFound: no such job, or it belongs to another team.
+        JobNotFound: no such job (of that kind), or it belongs to another team.
     """
     job = JobRepository(session).get_for_team(team.id, job_id)
-    if job is None:
-        raise JobNotFound(f"job {job_id} not found")
+    if job is None or (kind is not None and job.kind != kind):
+        title = "job" if kind is None else get_kind(kind).title
+        raise JobNotFound(f"{title} {job_id} not found")
     return job
 
 
 def cancel_job(
-    session: Session, *, team: Team, job_id: uuid.UUID, now: datetime | None = None
+    session: Session,
+    *,
+    team: Team,
+    job_id: uuid.UUID,
+    kind: str | None = None,
+    now: datetime | None = None,
 ) -> Job:
-    """Cancel a job: a queued one at once, a running one cooperatively.
+    """Cancel a job (with ``kind``: only a job of that kind): a queued one at once,
+    a running one cooperatively.
 
     A running job gets ``cancel_requested``; its worker sees the flag in its next
     heartbeat or progress report, stops, and the job becomes ``cancelled``.
@@ -624,6 +745,8 @@ def cancel_job(
     """
     now = _now(now)
     repo = JobRepository(session)
+    if kind is not None:
+        get_job(session, team=team, job_id=job_id, kind=kind)
     for _ in range(_CANCEL_RETRIES):
         job = repo.cancel_queued(job_id, team_id=team.id, now=now)
         if job is not None:
@@ -696,12 +819,14 @@ def list_jobs(
     kind: str | None = None,
     workload: str | None = None,
     created_after: datetime | None = None,
+    parent_id: uuid.UUID | None = None,
     limit: int = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> JobPage:
     """The team's jobs, newest first, one page at a time.
 
-    ``created_after`` keeps jobs created strictly after it (a naive time is UTC).
+    ``created_after`` keeps jobs created strictly after it (a naive time is UTC);
+    ``parent_id`` only the children of that job.
 
     Raises:
         InvalidInput: ``limit`` out of range, ``cursor`` malformed or ``workload``
@@ -721,50 +846,61 @@ def list_jobs(
         kind=kind,
         workload=workload,
         created_after=None if created_after is None else _utc_or_naive_utc(created_after),
+        parent_id=parent_id,
     )
     if len(jobs) > limit:
         return JobPage(items=jobs[:limit], next_cursor=_encode_cursor(jobs[limit - 1]))
     return JobPage(items=jobs, next_cursor=None)
 
 
-def read_curve(session: Session, *, team: Team, job_id: uuid.UUID, after: int = 0) -> CurveSlice:
-    """The curve points of the job's current attempt from index ``after`` on.
+def read_series(
+    session: Session, *, team: Team, job_id: uuid.UUID, name: str, after: int = 0
+) -> SeriesSlice:
+    """The points of one of the job's series from index ``after`` on.
 
-    A failed or cancelled job keeps the points its last attempt measured.
+    A failed or cancelled job keeps the points its last attempt stored.
 
     Raises:
         JobNotFound: no such job for this team.
-        InvalidInput: ``after`` is negative.
+        InvalidInput: ``after`` is negative, or the job's kind has no such series
+            (the message lists those it has).
     """
     if after < 0:
         reason = f"must be >= 0, got {after}"
         raise InvalidInput(f"after {reason}", errors=[{"field": "after", "reason": reason}])
     job = get_job(session, team=team, job_id=job_id)
-    chunks = JobRepository(session).read_curve(job.id, job.attempt, after=after)
-    lrs: list[float] = []
-    losses: list[float] = []
-    smoothed: list[float] = []
-    accuracies: list[float] | None = [] if chunks else None
-    # float(): JSONB keeps numbers as decimals and gives integral ones back as ints
+    return series_of(session, job, name, after=after)
+
+
+def series_of(session: Session, job: Job, name: str, *, after: int) -> SeriesSlice:
+    kind = get_kind(job.kind)
+    spec = kind.series_spec(name)
+    if spec is None:
+        known = ", ".join(s.name for s in kind.series) or "none"
+        reason = f"a {kind.title} has no series {name!r}; its series: {known}"
+        raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
+    chunks = JobRepository(session).read_series(job.id, name, after=after)
+    values: dict[str, list[float] | None] = {f: [] for f in spec.fields}
     for chunk in chunks:
-        skip = max(0, after - chunk.start)
-        lrs.extend(map(float, chunk.data["lrs"][skip:]))
-        losses.extend(map(float, chunk.data["losses"][skip:]))
-        smoothed.extend(map(float, chunk.data["smoothed_losses"][skip:]))
-        chunk_accuracies = chunk.data.get("accuracies")
-        if chunk_accuracies is None or accuracies is None:
-            accuracies = None
-        else:
-            accuracies.extend(map(float, chunk_accuracies[skip:]))
-    return CurveSlice(
+        names = tuple(chunk.fields.split(","))
+        decoded = decode_values(names, chunk.data, chunk.size, skip=max(0, after - chunk.start))
+        for field in spec.fields:
+            column, got = values[field], decoded.get(field)
+            if column is None or got is None:
+                values[field] = None  # a run without it: the series has no such values
+            else:
+                column.extend(got)
+    if not chunks:
+        values = {f: (None if f in spec.optional else []) for f in spec.fields}
+    return SeriesSlice(
         job_id=job.id,
         attempt=job.attempt,
         status=JobStatus(job.status),
+        name=name,
+        fields=spec.fields,
         start=after,
-        lrs=lrs,
-        losses=losses,
-        smoothed_losses=smoothed,
-        accuracies=accuracies,
+        values=values,
+        points=int((job.series_points or {}).get(name, 0)),
         total=job.total,
     )
 
@@ -794,12 +930,12 @@ def get_bounds(session: Session, *, team: Team, job_id: uuid.UUID) -> Bounds:
     """The suggested bounds of one of the team's range tests.
 
     Raises:
-        JobNotFound: no such job for this team.
+        JobNotFound: no such range test for this team.
         NotReady: the job is still queued or running.
-        JobConflict: the job failed or was cancelled, is not a range test, or its
-            curve gave no bounds (the message says why).
+        JobConflict: the job failed or was cancelled, or its curve gave no bounds
+            (the message says why).
     """
-    return _bounds_of(get_job(session, team=team, job_id=job_id))
+    return _bounds_of(get_job(session, team=team, job_id=job_id, kind=RangeTestSpec.kind))
 
 
 def find_bounds(session: Session, *, team: Team, spec: RangeTestSpec | Mapping[str, Any]) -> Bounds:
@@ -934,8 +1070,8 @@ def reconcile(
     - A running job silent for ``heartbeat_timeout_s`` lost its worker: it goes back
       to queued for another attempt, or fails once it has had ``max_attempts``; if it
       had been asked to cancel, it is cancelled instead.
-    - A running job whose attempt started more than ``job_time_limit_s`` (plus one
-      heartbeat timeout of grace) ago fails, even if its worker is still alive.
+    - A running job whose attempt started more than its kind's time limit (plus
+      one heartbeat timeout of grace) ago fails, even if its worker is still alive.
     - Workers silent for ``worker_prune_after_s`` leave the registry.
 
     Each change is a guarded update, so a heartbeat arriving meanwhile, or another
@@ -994,18 +1130,20 @@ def reconcile(
                 failed.append(job.id)
                 logger.warning("job.lost job_id=%s attempt=%d reason=%s", job.id, attempt, reason)
 
-    limit_cutoff = now - timedelta(seconds=settings.job_time_limit_s + settings.heartbeat_timeout_s)
     timed_out: list[uuid.UUID] = []
-    for job in repo.overdue_running(limit_cutoff, limit=limit):
-        attempt, started = job.attempt, job.started_at
-        reason = (
-            f"ran past the time limit of {settings.job_time_limit_s} s "
-            f"(CLR_JOB_TIME_LIMIT_S): attempt {attempt} started at "
-            f"{'?' if started is None else started.isoformat()}"
-        )
-        if repo.fail(job.id, attempt, reason=reason, now=now):
-            timed_out.append(job.id)
-            logger.warning("job.timed_out job_id=%s attempt=%d", job.id, attempt)
+    for job_kind in all_kinds():
+        limit_s = job_kind.time_limit_s(settings)
+        limit_cutoff = now - timedelta(seconds=limit_s + settings.heartbeat_timeout_s)
+        for job in repo.overdue_running(limit_cutoff, kind=job_kind.name, limit=limit):
+            attempt, started = job.attempt, job.started_at
+            reason = (
+                f"ran past the time limit of {limit_s} s "
+                f"(CLR_{job_kind.time_limit_setting.upper()}): attempt {attempt} started at "
+                f"{'?' if started is None else started.isoformat()}"
+            )
+            if repo.fail(job.id, attempt, reason=reason, now=now):
+                timed_out.append(job.id)
+                logger.warning("job.timed_out job_id=%s attempt=%d", job.id, attempt)
 
     return ReconcileReport(
         resent=[job_id for job_id, _ in resent],

@@ -18,7 +18,7 @@ from clr.plots import plot_range_test, render
 from clr.suggest import Curve, Suggestion, Suggestions
 from core.errors import JobConflict, NotReady
 from core.models import JobStatus, Team
-from core.services.jobs import get_job, read_curve
+from core.services.jobs import get_job, read_series
 from core.specs import RangeTestOutcome, RangeTestSpec, SuggestionDoc, SuggestionsDoc
 
 __all__ = ["PLOT_VERSION", "RangeTestPlot", "load_range_test_plot", "render_range_test_plot"]
@@ -102,38 +102,38 @@ def load_range_test_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> 
         NotReady: the job is queued or running and has no points yet.
         JobConflict: the job finished without storing any point.
     """
-    job = get_job(session, team=team, job_id=job_id)
-    # the same session hands read_curve this Job object: points and job agree
-    curve = read_curve(session, team=team, job_id=job_id)
+    job = get_job(session, team=team, job_id=job_id, kind=RangeTestSpec.kind)
+    # the same session hands read_series this Job object: points and job agree
+    series = read_series(session, team=team, job_id=job_id, name="curve")
     status = JobStatus(job.status)
     final = status in FINAL_STATUSES
-    if not curve.lrs:
+    lrs, losses = series.column("lr") or [], series.column("loss") or []
+    smoothed, accuracies = series.column("smoothed_loss") or [], series.column("accuracy")
+    if not lrs:
         if final:
             raise JobConflict(f"job {job.id} is {status} and stored no curve points to plot")
         raise NotReady(f"job {job.id} is {status} and has no curve points yet; try again soon")
     outcome = (
         RangeTestOutcome.model_validate(job.result)
-        if status == JobStatus.SUCCEEDED and job.kind == RangeTestSpec.kind and job.result
+        if status == JobStatus.SUCCEEDED and job.result
         else None
     )
-    points = len(curve.lrs)
+    points = len(lrs)
     title = f"LR range test: {job.workload or job.kind}"
     shown: RangeTestResult | Curve
     if outcome is not None:
         shown = RangeTestResult.from_dict(
             {
                 **outcome.summary.model_dump(),
-                "lrs": curve.lrs,
-                "losses": curve.losses,
-                "smoothed_losses": curve.smoothed_losses,
-                "accuracies": curve.accuracies,
+                "lrs": lrs,
+                "losses": losses,
+                "smoothed_losses": smoothed,
+                "accuracies": accuracies,
             }
         )
     else:
-        shown = Curve(
-            curve.lrs, curve.losses, smoothed=curve.smoothed_losses, accuracies=curve.accuracies
-        )
-        title += f" ({status}: {points} of {curve.total} steps)"
+        shown = Curve(lrs, losses, smoothed=smoothed, accuracies=accuracies)
+        title += f" ({status}: {points} of {series.total} steps)"
     return RangeTestPlot(
         job_id=job.id,
         status=status,

@@ -38,7 +38,7 @@ from core.services import (
 )
 from core.settings import Settings
 from tests.api.conftest import TestClient
-from tests.builders import T0, make_job, make_outcome, make_points, make_team
+from tests.builders import T0, curve, make_job, make_outcome, make_points, make_team
 
 WAIT_S = 10.0
 """Deadline for the next event (they come within a few polls)."""
@@ -152,7 +152,7 @@ class Live:
             assert claimed is not None
             if points:
                 report_progress(
-                    session, job_id=job.id, attempt=1, chunk=make_points(0, points), now=T0
+                    session, job_id=job.id, attempt=1, **curve(make_points(0, points)), now=T0
                 )
             return job.id
 
@@ -162,7 +162,7 @@ class Live:
     def add_points(self, job_id: uuid.UUID, start: int, size: int, attempt: int = 1) -> None:
         self.write(
             lambda s: report_progress(
-                s, job_id=job_id, attempt=attempt, chunk=make_points(start, size), now=T0
+                s, job_id=job_id, attempt=attempt, **curve(make_points(start, size)), now=T0
             )
         )
 
@@ -291,7 +291,7 @@ class TestEventStream:
                 claimed = claim_job(session, job_id=job_id, worker="gpu1", now=T0)
                 assert claimed is not None
                 assert claimed.attempt == 2
-                report_progress(session, job_id=job_id, attempt=2, chunk=make_points(0, 3))
+                report_progress(session, job_id=job_id, attempt=2, **curve(make_points(0, 3)))
 
             live.write(restart)
             status, chunk = events.take(2)  # the new attempt first, then its points

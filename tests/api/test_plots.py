@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.admission import Admission
 from core.services import claim_job, fail_job, finish_job, report_progress
 from tests.api.conftest import Caller, TestClient, make_caller
-from tests.builders import make_job, make_outcome, make_points
+from tests.builders import curve, make_job, make_outcome, make_points
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -24,7 +24,7 @@ def running_with_points(session: Session, caller: Caller, points: int) -> uuid.U
     assert claimed is not None
     if points:
         report_progress(
-            session, job_id=job.id, attempt=claimed.attempt, chunk=make_points(0, points)
+            session, job_id=job.id, attempt=claimed.attempt, **curve(make_points(0, points))
         )
     return job.id
 
@@ -116,7 +116,7 @@ class TestPlot:
         assert again.status_code == 304
         assert again.content == b""
         assert again.headers["etag"] == etag
-        report_progress(session, job_id=job_id, attempt=1, chunk=make_points(10, 5))
+        report_progress(session, job_id=job_id, attempt=1, **curve(make_points(10, 5)))
         grown = client.get(url, headers={**caller.headers, "If-None-Match": etag})
         assert grown.status_code == 200
         assert grown.headers["etag"] != etag

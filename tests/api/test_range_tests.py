@@ -17,7 +17,7 @@ from core.models import Job, JobStatus
 from core.services import claim_job, fail_job, finish_job, report_progress, revoke_token
 from core.specs import RangeTestOutcome, SuggestionDoc
 from tests.api.conftest import Caller, Sent, TestClient, make_caller
-from tests.builders import T0, make_job, make_outcome, make_points, spec_data
+from tests.builders import T0, curve, make_job, make_outcome, make_points, spec_data
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -352,8 +352,8 @@ class TestCurve:
     ) -> None:
         job_id = uuid.UUID(submit(client, caller).json()["id"])
         attempt = running(session, job_id)
-        report_progress(session, job_id=job_id, attempt=attempt, chunk=make_points(0, 5))
-        report_progress(session, job_id=job_id, attempt=attempt, chunk=make_points(5, 5))
+        report_progress(session, job_id=job_id, attempt=attempt, **curve(make_points(0, 5)))
+        report_progress(session, job_id=job_id, attempt=attempt, **curve(make_points(5, 5)))
         expected = make_points(0, 10)
 
         whole = client.get(f"/range-tests/{job_id}/curve", headers=caller.headers).json()
@@ -364,7 +364,7 @@ class TestCurve:
         assert (whole["start"], whole["next_after"], whole["attempt"]) == (0, 10, 1)
         assert whole["status"] == "running"
 
-        report_progress(session, job_id=job_id, attempt=attempt, chunk=make_points(10, 3))
+        report_progress(session, job_id=job_id, attempt=attempt, **curve(make_points(10, 3)))
         newer = client.get(
             f"/range-tests/{job_id}/curve",
             params={"after": whole["next_after"]},

@@ -25,7 +25,7 @@ from api.app import create_app
 from core.services import claim_job, finish_job, report_progress
 from core.settings import Settings
 from tests.api.conftest import Caller
-from tests.builders import make_job, make_outcome, make_points
+from tests.builders import curve, make_job, make_outcome, make_points
 
 MAX_EXAMPLES = 25
 """Generated cases per operation and dialect (the run stays within seconds)."""
@@ -46,7 +46,7 @@ def jobs(session: Session, caller: Caller) -> Jobs:
     for job in (running, done):
         claimed = claim_job(session, job_id=job.id, worker="gpu0", device="cpu")
         assert claimed is not None
-        report_progress(session, job_id=job.id, attempt=claimed.attempt, chunk=make_points(0, 5))
+        report_progress(session, job_id=job.id, attempt=claimed.attempt, **curve(make_points(0, 5)))
     finished = finish_job(session, job_id=done.id, attempt=1, result=make_outcome())
     assert finished is not None
     return Jobs(ids=[queued.id, running.id, done.id])

@@ -23,7 +23,7 @@ import clr
 from core.db import create_db_engine
 from core.services import claim_job, create_token, finish_job, report_progress
 from tests import database
-from tests.builders import make_job, make_outcome, make_points, make_team, spec_data
+from tests.builders import curve, make_job, make_outcome, make_points, make_team, spec_data
 
 SCRIPT = textwrap.dedent(
     """
@@ -76,7 +76,7 @@ def embedded_db(tmp_path: Path) -> tuple[dict[str, str], str, str]:
             job = make_job(session, team=team)
             claimed = claim_job(session, job_id=job.id, worker="w", device="cpu")
             assert claimed is not None
-            report_progress(session, job_id=job.id, attempt=1, chunk=make_points(0, 80))
+            report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 80)))
             assert finish_job(session, job_id=job.id, attempt=1, result=make_outcome())
             session.commit()
     finally:

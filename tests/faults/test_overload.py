@@ -43,7 +43,7 @@ from bench.overload import Load, unknown_token
 from cli.service import free_port
 from core.db import create_db_engine, make_session_factory, session_scope
 from core.services import claim_job, create_team, create_token, finish_job, report_progress
-from tests.builders import make_outcome, make_points, spec_data
+from tests.builders import curve, make_outcome, make_points, spec_data
 from tests.faults.conftest import (
     START_S,
     Api,
@@ -311,7 +311,7 @@ def test_a_team_asking_for_plots_does_not_crowd_out_the_others(
             claimed = claim_job(session, job_id=job_ids[0], worker="test:1", device="cpu")
             assert claimed is not None
             report_progress(
-                session, job_id=job_ids[0], attempt=claimed.attempt, chunk=make_points(0, 300)
+                session, job_id=job_ids[0], attempt=claimed.attempt, **curve(make_points(0, 300))
             )
             # a finished test's plot: the curve, every method's bounds shaded and marked
             finish_job(session, job_id=job_ids[0], attempt=claimed.attempt, result=make_outcome())

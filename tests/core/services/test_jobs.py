@@ -45,6 +45,7 @@ from core.settings import Settings
 from core.specs import JOB_RESULTS, JOB_SPECS, JobResult, JobSpec, RangeTestOutcome, RangeTestSpec
 from tests.builders import (
     T0,
+    curve,
     make_job,
     make_outcome,
     make_points,
@@ -263,9 +264,9 @@ class TestReportProgress:
     def test_appends_chunks_in_order_and_counts_as_a_heartbeat(self, session: Session) -> None:
         job = running_job(session)
         later = T0 + timedelta(seconds=3)
-        first = report_progress(session, job_id=job.id, attempt=1, chunk=make_points(0, 4))
+        first = report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 4)))
         second = report_progress(
-            session, job_id=job.id, attempt=1, chunk=make_points(4, 3), now=later
+            session, job_id=job.id, attempt=1, **curve(make_points(4, 3)), now=later
         )
         assert first.accepted
         assert second.accepted
@@ -282,14 +283,14 @@ class TestReportProgress:
         team = make_team(session)
         job = running_job(session, team=team)
         cancel_job(session, team=team, job_id=job.id)
-        ack = report_progress(session, job_id=job.id, attempt=1, chunk=make_points(0, 2))
+        ack = report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 2)))
         assert (ack.accepted, ack.cancel_requested, ack.should_stop) == (True, True, True)
 
     def test_a_stale_attempts_chunk_is_refused_and_changes_nothing(self, session: Session) -> None:
         job = running_job(session)
-        report_progress(session, job_id=job.id, attempt=1, chunk=make_points(0, 2))
+        report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 2)))
         before = snapshot(session, job)
-        ack = report_progress(session, job_id=job.id, attempt=2, chunk=make_points(2, 2))
+        ack = report_progress(session, job_id=job.id, attempt=2, **curve(make_points(2, 2)))
         assert not ack.accepted
         assert snapshot(session, job) == before
         assert count(session, CurveChunk, job_id=job.id) == 1
@@ -298,14 +299,14 @@ class TestReportProgress:
         job = running_job(session)
         finish_job(session, job_id=job.id, attempt=1, result=make_outcome())
         assert not report_progress(
-            session, job_id=job.id, attempt=1, chunk=make_points(0, 2)
+            session, job_id=job.id, attempt=1, **curve(make_points(0, 2))
         ).accepted
         assert count(session, CurveChunk, job_id=job.id) == 0
 
     def test_a_retried_chunk_is_accepted_but_stored_once(self, session: Session) -> None:
         job = running_job(session)
         for _ in range(2):
-            ack = report_progress(session, job_id=job.id, attempt=1, chunk=make_points(0, 5))
+            ack = report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 5)))
             assert ack.accepted
         assert snapshot(session, job)["progress"] == 5
         assert count(session, CurveChunk, job_id=job.id) == 1
@@ -315,9 +316,9 @@ class TestReportProgress:
         self, session: Session, start: int, size: int
     ) -> None:
         job = running_job(session)
-        report_progress(session, job_id=job.id, attempt=1, chunk=make_points(0, 5))
+        report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 5)))
         with pytest.raises(ValueError, match="ends before point 5"):
-            report_progress(session, job_id=job.id, attempt=1, chunk=make_points(start, size))
+            report_progress(session, job_id=job.id, attempt=1, **curve(make_points(start, size)))
         assert snapshot(session, job)["progress"] == 5
         assert count(session, CurveChunk, job_id=job.id) == 1
 
@@ -364,7 +365,7 @@ class TestFinishAndFail:
     def test_fail_keeps_the_partial_curve_and_a_readable_reason(self, session: Session) -> None:
         team = make_team(session)
         job = running_job(session, team=team)
-        report_progress(session, job_id=job.id, attempt=1, chunk=make_points(0, 30))
+        report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 30)))
         failed = fail_job(session, job_id=job.id, attempt=1, reason="CUDA out of memory", now=T0)
         assert failed is not None
         state = snapshot(session, job)
@@ -492,7 +493,7 @@ class TestReconcile:
     ) -> None:
         team = make_team(session)
         job = running_job(session, team=team)
-        report_progress(session, job_id=job.id, attempt=1, chunk=make_points(0, 10), now=T0)
+        report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 10)), now=T0)
         reconcile(session, settings=settings, now=T0 + timedelta(minutes=2))
         # until the next claim, readers still see the lost attempt's points
         assert len(read_curve(session, team=team, job_id=job.id).lrs) == 10
@@ -503,9 +504,9 @@ class TestReconcile:
         assert (curve.attempt, curve.lrs) == (2, [])
         assert not heartbeat(session, job_id=job.id, attempt=1).accepted
         assert not report_progress(
-            session, job_id=job.id, attempt=1, chunk=make_points(10, 5)
+            session, job_id=job.id, attempt=1, **curve(make_points(10, 5))
         ).accepted
-        assert report_progress(session, job_id=job.id, attempt=2, chunk=make_points(0, 5)).accepted
+        assert report_progress(session, job_id=job.id, attempt=2, **curve(make_points(0, 5))).accepted
 
     def test_fails_a_job_lost_max_attempts_times_with_the_reason(
         self, session: Session, settings: Settings
@@ -646,7 +647,7 @@ class TestReadCurve:
         team = make_team(session)
         job = running_job(session, team=team)
         for start in range(0, 30, 10):
-            report_progress(session, job_id=job.id, attempt=1, chunk=make_points(start, 10))
+            report_progress(session, job_id=job.id, attempt=1, **curve(make_points(start, 10)))
         curve = read_curve(session, team=team, job_id=job.id, after=15)
         expected = make_points(15, 15)
         assert (curve.start, curve.next_after, curve.attempt) == (15, 30, 1)
@@ -660,7 +661,7 @@ class TestReadCurve:
         team = make_team(session)
         job = running_job(session, team=team, spec=spec_data(num_iter=10_000))
         for start in range(0, 10_000, 250):
-            ack = report_progress(session, job_id=job.id, attempt=1, chunk=make_points(start, 250))
+            ack = report_progress(session, job_id=job.id, attempt=1, **curve(make_points(start, 250)))
             assert ack.accepted
         everything = make_points(0, 10_000)
         curve = read_curve(session, team=team, job_id=job.id)
@@ -677,7 +678,7 @@ class TestReadCurve:
         team = make_team(session)
         job = running_job(session, team=team)
         chunk = make_points(0, 3, accuracies=False)
-        report_progress(session, job_id=job.id, attempt=1, chunk=chunk)
+        report_progress(session, job_id=job.id, attempt=1, **curve(chunk))
         curve = read_curve(session, team=team, job_id=job.id)
         assert (curve.lrs, curve.accuracies) == (chunk.lrs, None)
 

@@ -1,0 +1,391 @@
+"""Routes of every kind of job, derived from the kind registry (:mod:`core.kinds`).
+
+- ``/jobs``: every kind. ``GET /jobs`` (filters: kind, status, workload,
+  created after, parent; cursor pages), ``GET /jobs/{id}``,
+  ``POST /jobs/{id}/cancel``, ``GET /jobs/{id}/events`` (SSE) and
+  ``GET /jobs/{id}/series/{name}`` (JSON or CSV, ``?after=``). Responses are
+  discriminated on ``kind``.
+- ``/<noun>`` per kind (:func:`kind_router`): ``POST`` creates one (202; a
+  retried Idempotency-Key 200), ``GET`` lists them, ``GET /{id}`` reads one,
+  ``POST /{id}/cancel``, ``GET /{id}/events``. Another kind's id under a kind's
+  noun is a 404. A kind's own extras (a range test's bounds and plot) live in
+  its own module.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
+from pydantic import ConfigDict
+
+from api.deps import CurrentTeamDep, SessionDep, SettingsDep
+from api.routes._responses import AUTH, INVALID, NOT_FOUND, Responses, problem
+from api.routes.events import add_event_route
+from api.schemas.jobs import (
+    IsoDateTime,
+    JobReadBase,
+    SeriesRead,
+    job_list_model,
+    job_read_model,
+    job_read_union,
+)
+from api.schemas.text import (
+    CURSOR_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    NAME_PATTERN,
+    string_schema,
+    workload_enum,
+)
+from core import services
+from core.kinds import JobKind, all_kinds, get_kind
+from core.models import Job, JobStatus
+from core.services import JobPage, SeriesSlice
+from core.services.jobs import IDEMPOTENCY_KEY_MAX_LENGTH
+from core.specs import JobSpec
+
+__all__ = ["MAX_POINT_INDEX", "jobs_router", "kind_router", "read_job", "series_csv"]
+
+MAX_POINT_INDEX = 2**31 - 1
+"""Largest ``after`` accepted: a point index the database's integer columns can hold."""
+
+ACTIVE_CAP: Responses = {
+    429: {
+        **problem(
+            429, "The team has its cap of queued and running jobs (CLR_MAX_ACTIVE_JOBS_PER_TEAM)"
+        )[429],
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before submitting again",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+}
+
+CANCEL_RESPONSES = {
+    **AUTH,
+    **NOT_FOUND,
+    **problem(409, "The job already finished; the detail names its status"),
+    **INVALID,
+}
+
+
+def read_job(session: SessionDep, job: Job, settings: SettingsDep) -> JobReadBase:
+    """A job as its kind's read schema; a queued one says where it stands and why it waits."""
+    wait = services.explain_wait(session, job=job, settings=settings)
+    read = job_read_model(get_kind(job.kind)).model_validate(job)
+    return read.model_copy(
+        update={"queue_position": wait.queue_position, "waiting_reason": wait.waiting_reason}
+    )
+
+
+def _as_read(job: Job) -> JobReadBase:
+    return job_read_model(get_kind(job.kind)).model_validate(job)
+
+
+def _page(page: JobPage) -> dict[str, Any]:
+    return {"items": [_as_read(job) for job in page.items], "next_cursor": page.next_cursor}
+
+
+def series_csv(series: SeriesSlice) -> str:
+    """``index,<field>...`` rows of a series slice (an empty cell: no value)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["index", *series.fields])
+    columns = [series.values.get(f) for f in series.fields]
+    for i in range(series.size):
+        writer.writerow([series.start + i, *("" if c is None else repr(c[i]) for c in columns)])
+    return out.getvalue()
+
+
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=512, pattern=CURSOR_PATTERN, description="The `next_cursor` of the previous page"
+    ),
+]
+StatusQuery = Annotated[list[JobStatus] | None, Query(alias="status")]
+WorkloadQuery = Annotated[str | None, Query(max_length=64, json_schema_extra=workload_enum)]
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+CreatedAfterQuery = Annotated[IsoDateTime | None, Query()]
+
+
+def jobs_router() -> APIRouter:
+    """``/jobs``: the routes of every kind (the schema covers the kinds registered now)."""
+    router = APIRouter(prefix="/jobs", tags=["jobs"])
+    kinds = tuple(all_kinds())
+    read_union = job_read_union(kinds)
+    page_model = job_list_model(read_union, "JobList")
+    kind_names = [k.name for k in kinds]
+
+    @router.get("", response_model=page_model, responses={**AUTH, **INVALID})
+    def list_jobs(
+        session: SessionDep,
+        team: CurrentTeamDep,
+        limit: LimitQuery = 50,
+        cursor: CursorQuery = None,
+        kind: Annotated[
+            str | None,
+            Query(max_length=32, json_schema_extra=string_schema(enum=kind_names)),
+        ] = None,
+        status_: StatusQuery = None,
+        workload: WorkloadQuery = None,
+        created_after: CreatedAfterQuery = None,
+        parent: Annotated[uuid.UUID | None, Query(description="Only this job's children")] = None,
+    ) -> dict[str, Any]:
+        """The team's jobs of every kind, newest first, a page at a time."""
+        if kind is not None:
+            get_kind(kind)  # an unknown kind is a 422 naming the field
+        return _page(
+            services.list_jobs(
+                session,
+                team=team,
+                kind=kind,
+                statuses=status_ or (),
+                workload=workload,
+                created_after=created_after,
+                parent_id=parent,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    @router.get("/{job_id}", response_model=read_union, responses={**AUTH, **NOT_FOUND, **INVALID})
+    def get_job(
+        job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep, settings: SettingsDep
+    ) -> JobReadBase:
+        """One of the team's jobs, of any kind."""
+        return read_job(session, services.get_job(session, team=team, job_id=job_id), settings)
+
+    @router.post(
+        "/{job_id}/cancel",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=read_union,
+        responses=CANCEL_RESPONSES,
+    )
+    def cancel_job(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobReadBase:
+        """Cancel a queued job at once, or ask a running one to stop (children too)."""
+        return _as_read(services.cancel_job(session, team=team, job_id=job_id))
+
+    @router.get(
+        "/{job_id}/series/{name}",
+        response_model=SeriesRead,
+        responses={
+            200: {"content": {"text/csv": {}}, "description": "JSON, or CSV when asked for"},
+            **AUTH,
+            **NOT_FOUND,
+            **INVALID,
+        },
+    )
+    def read_series(
+        job_id: uuid.UUID,
+        name: Annotated[str, Path(max_length=64, pattern=NAME_PATTERN)],
+        session: SessionDep,
+        team: CurrentTeamDep,
+        after: Annotated[int, Query(ge=0, le=MAX_POINT_INDEX)] = 0,
+        format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
+        accept: Annotated[str | None, Header()] = None,
+    ) -> SeriesRead | Response:
+        """A series' points from point ``after`` on, as JSON or (``?format=csv``) CSV."""
+        series = services.read_series(session, team=team, job_id=job_id, name=name, after=after)
+        if format_ == "csv" or (format_ is None and "text/csv" in (accept or "")):
+            return PlainTextResponse(series_csv(series), media_type="text/csv")
+        return SeriesRead(
+            job_id=series.job_id,
+            attempt=series.attempt,
+            status=series.status,
+            name=series.name,
+            fields=list(series.fields),
+            start=series.start,
+            next_after=series.next_after,
+            points=series.points,
+            total=series.total,
+            values=series.values,
+        )
+
+    add_event_route(router, "/{job_id}/events", kind=None, title="job of any kind")
+    return router
+
+
+def _create_body(kind: JobKind) -> type[JobSpec]:
+    """The body of ``POST /<noun>``: the kind's spec, with its examples in the schema."""
+
+    def schema_extra(schema: dict[str, Any]) -> None:
+        if kind.examples:
+            schema["examples"] = list(kind.examples)
+        workload = schema.get("properties", {}).get("workload")
+        if workload is not None:
+            workload_enum(workload)
+
+    name = "".join(p.capitalize() for p in kind.name.split("_")) + "Create"
+    doc = f"The body of `POST /{kind.noun}`: a {kind.title} spec; omitted fields take defaults."
+    namespace = {
+        "__doc__": doc,
+        "__module__": kind.spec.__module__,
+        "model_config": ConfigDict(extra="forbid", json_schema_extra=schema_extra),
+    }
+    body: type[JobSpec] = type(name, (kind.spec,), namespace)
+    return body
+
+
+def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRouter:
+    """``/<noun>``: create, list, read, cancel and follow the jobs of one kind.
+
+    ``body`` replaces the derived request body (a subclass of the kind's spec).
+    """
+    router = APIRouter(prefix=f"/{kind.noun}", tags=[f"{kind.title}s"])
+    read_model = job_read_model(kind)
+    page_model = job_list_model(read_model, f"{read_model.__name__[:-4]}List")
+    create_body = body if body is not None else _create_body(kind)
+    get_name = f"get_{kind.name}"
+
+    def create(
+        request: Request,
+        response: Response,
+        session: SessionDep,
+        team: CurrentTeamDep,
+        settings: SettingsDep,
+        spec: Any,
+        idempotency_key: str | None,
+    ) -> JobReadBase:
+        submission = services.submit_job(
+            session,
+            team=team,
+            kind=kind.name,
+            spec=spec,
+            settings=settings,
+            idempotency_key=idempotency_key,
+        )
+        response.status_code = (
+            status.HTTP_202_ACCEPTED if submission.created else status.HTTP_200_OK
+        )
+        response.headers["Location"] = str(request.url_for(get_name, job_id=submission.job.id))
+        return read_model.model_validate(submission.job)
+
+    def create_route(
+        body: create_body,  # type: ignore[valid-type]
+        request: Request,
+        response: Response,
+        session: SessionDep,
+        team: CurrentTeamDep,
+        settings: SettingsDep,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                description="Any 1 to 255 visible ASCII characters (no spaces), such as a "
+                "UUID; a retry with the same key and body gives the same job",
+                # declared only: the service's check names the header in its own words
+                json_schema_extra=string_schema(
+                    pattern=IDEMPOTENCY_KEY_PATTERN,
+                    minLength=1,
+                    maxLength=IDEMPOTENCY_KEY_MAX_LENGTH,
+                ),
+            ),
+        ] = None,
+    ) -> JobReadBase:
+        return create(request, response, session, team, settings, body, idempotency_key)
+
+    create_route.__annotations__["body"] = create_body  # a local class: not a string
+    _name(
+        create_route,
+        f"create_{kind.name}",
+        f"Queue a {kind.title} (202); a retried Idempotency-Key gives the same job (200).",
+    )
+    router.add_api_route(
+        "",
+        create_route,
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=read_model,
+        responses={
+            200: {"model": read_model, "description": "A retry with the same Idempotency-Key"},
+            **problem(400, "The body is not valid JSON"),
+            **problem(413, "The body is over 64 KiB"),
+            **AUTH,
+            **INVALID,
+            **problem(409, "A job the spec refers to is not ready (its detail says why)"),
+            **ACTIVE_CAP,
+        },
+    )
+
+    def list_route(
+        session: SessionDep,
+        team: CurrentTeamDep,
+        limit: LimitQuery = 50,
+        cursor: CursorQuery = None,
+        status_: StatusQuery = None,
+        workload: WorkloadQuery = None,
+        created_after: CreatedAfterQuery = None,
+    ) -> dict[str, Any]:
+        return _page(
+            services.list_jobs(
+                session,
+                team=team,
+                kind=kind.name,
+                statuses=status_ or (),
+                workload=workload,
+                created_after=created_after,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    _name(
+        list_route,
+        f"list_{kind.name}s",
+        f"The team's {kind.title}s, newest first, a page at a time.",
+    )
+    router.add_api_route(
+        "", list_route, methods=["GET"], response_model=page_model, responses={**AUTH, **INVALID}
+    )
+
+    def get_route(
+        job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep, settings: SettingsDep
+    ) -> JobReadBase:
+        job = services.get_job(session, team=team, job_id=job_id, kind=kind.name)
+        return read_job(session, job, settings)
+
+    _name(
+        get_route,
+        get_name,
+        f"One of the team's {kind.title}s; a queued one says where it stands and why it waits.",
+    )
+    router.add_api_route(
+        "/{job_id}",
+        get_route,
+        methods=["GET"],
+        response_model=read_model,
+        responses={**AUTH, **NOT_FOUND, **INVALID},
+    )
+
+    def cancel_route(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobReadBase:
+        job = services.cancel_job(session, team=team, job_id=job_id, kind=kind.name)
+        return read_model.model_validate(job)
+
+    _name(
+        cancel_route,
+        f"cancel_{kind.name}",
+        "Cancel a queued job at once, or ask a running one to stop.",
+    )
+    router.add_api_route(
+        "/{job_id}/cancel",
+        cancel_route,
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=read_model,
+        responses=CANCEL_RESPONSES,
+    )
+    add_event_route(router, "/{job_id}/events", kind=kind.name, title=kind.title)
+    return router
+
+
+def _name(route: Callable[..., Any], name: str, doc: str) -> None:
+    route.__name__ = route.__qualname__ = name
+    route.__doc__ = doc

@@ -1,0 +1,76 @@
+"""The range-test runner: sweeps the LR with :class:`clr.RangeTest` and suggests bounds."""
+
+from __future__ import annotations
+
+from clr import RangeTest, RangeTestProgress, SuggestionError, make_optimizer, suggest_all
+from clr.workloads import build_workload
+from core.kinds import CURVE
+from core.series import SeriesPoints
+from core.specs import RangeTestOutcome, RangeTestSpec
+from worker.jobs import CannotRun, JobContext, run_device
+
+__all__ = ["curve_points", "run"]
+
+
+def curve_points(progress: RangeTestProgress) -> SeriesPoints:
+    """The ``curve`` points of one ``clr`` range-test progress callback."""
+    return SeriesPoints.of(
+        CURVE,
+        progress.start,
+        {
+            "lr": progress.lrs,
+            "loss": progress.losses,
+            "smoothed_loss": progress.smoothed_losses,
+            "accuracy": progress.accuracies,
+        },
+    )
+
+
+def run(ctx: JobContext) -> str:
+    """Run one attempt of a range test from its first step (range tests start over)."""
+    spec = ctx.spec
+    if not isinstance(spec, RangeTestSpec):
+        raise CannotRun(f"the range-test runner got a {type(spec).__name__}")
+    built = build_workload(
+        spec.workload, spec.params, seed=spec.seed, device=run_device(spec.device)
+    )
+    optimizer = make_optimizer(
+        spec.optimizer.name,
+        built.model.parameters(),
+        lr=spec.start_lr,
+        momentum=spec.optimizer.momentum,
+        weight_decay=spec.optimizer.weight_decay,
+        nesterov=spec.optimizer.nesterov,
+        betas=spec.optimizer.betas,
+        eps=spec.optimizer.eps,
+    )
+    tester = RangeTest(built.model, optimizer, built.loss_fn, metric_fn=built.metric_fn)
+
+    def on_progress(progress: RangeTestProgress) -> None:
+        points = curve_points(progress)
+        ctx.reporter.add(points, progress=points.start + points.size)
+
+    result = tester.run(
+        built.train_loader,
+        start_lr=spec.start_lr,
+        end_lr=spec.end_lr,
+        num_iter=spec.num_iter,
+        sweep=spec.sweep,
+        smoothing=spec.smoothing,
+        diverge_th=spec.diverge_th,
+        callback=on_progress,
+        should_stop=ctx.should_stop,
+    )
+    if result.stop_reason == "cancelled":
+        return ctx.stopped()
+    suggestions = None
+    no_bounds_reason = None
+    try:
+        suggestions = suggest_all(
+            result, iters_per_epoch=built.iters_per_epoch, use_accuracy=spec.metric == "accuracy"
+        )
+    except SuggestionError as exc:
+        no_bounds_reason = str(exc)
+    return ctx.finish(
+        RangeTestOutcome.from_clr(result, suggestions, no_bounds_reason=no_bounds_reason)
+    )
