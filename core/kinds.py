@@ -183,3 +183,6 @@ RANGE_TEST = register_kind(
     )
 )
 """The LR range test: sweeps the LR and finds bounds; a new attempt starts over."""
+
+# The other built-in kinds register themselves (their modules import this one).
+import core.training  # noqa: E402, F401

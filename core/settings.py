@@ -54,7 +54,9 @@ class Settings(BaseSettings):
             its message sent again (an emptied broker loses nothing), if a worker
             of its queue has been idle long enough to show the message is lost.
         max_attempts: claims a job may have; a job lost this many times fails.
-        job_time_limit_s: the longest a job may run.
+        job_time_limit_s: the longest a range test (one attempt) may run.
+        training_time_limit_s: the longest one attempt of a training may run (a
+            lost worker's training resumes from its checkpoint on a new attempt).
         db_pool_size, db_max_overflow: PostgreSQL connections a process keeps open,
             and how many more it may open at a busy moment. The API serves up to 40
             requests at once (its thread pool); connections beyond the pool are
@@ -64,7 +66,7 @@ class Settings(BaseSettings):
             optimizer state, activations of a batch, dataset) is over this is
             refused when submitted; 0 turns the check off.
         max_job_seconds: a job whose estimated run time is over this is refused
-            when submitted; unset means ``job_time_limit_s`` (it would be stopped
+            when submitted; unset means the kind's time limit (it would be stopped
             there anyway), 0 turns the check off.
         job_flop_rate: FLOP/s a worker is taken to sustain on large matrix products,
             for run-time estimates (a workload's efficiency scales it down). The
@@ -105,6 +107,7 @@ class Settings(BaseSettings):
     queued_resend_after_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     max_attempts: int = Field(default=3, ge=1, le=100)
     job_time_limit_s: int = Field(default=6 * 3600, gt=0)
+    training_time_limit_s: int = Field(default=24 * 3600, gt=0)
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     db_max_overflow: int = Field(default=20, ge=0, le=1000)
     max_job_memory_bytes: int = Field(default=4 * 2**30, ge=0)

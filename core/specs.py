@@ -45,11 +45,14 @@ __all__ = [
     "JobEstimate",
     "JobResult",
     "JobSpec",
+    "FiniteFloat",
     "OptimizerSpec",
+    "StrictInt",
     "RangeTestOutcome",
     "RangeTestResultView",
     "RangeTestSpec",
     "RangeTestSummary",
+    "WorkloadSpec",
     "SuggestionDoc",
     "SuggestionsDoc",
     "canonical_json",
@@ -275,8 +278,9 @@ def _lookup_workload(info: ValidationInfo) -> Workload | None:
     return get_workload(name) if isinstance(name, str) else None
 
 
-class RangeTestSpec(JobSpec):
-    """An LR range test: sweep the LR over ``num_iter`` mini-batches of a workload.
+class WorkloadSpec(JobSpec):
+    """The part of a spec that says what to train: a workload, its parameters, the
+    optimizer, the seed and the device (a range test's and a training's).
 
     Attributes:
         workload: a registered workload name (``clr.workloads.list_workloads()``).
@@ -284,37 +288,14 @@ class RangeTestSpec(JobSpec):
             (after validation both hold the batch size in use).
         params: the workload's parameters; missing ones take their defaults.
         optimizer: the optimizer and its hyperparameters.
-        start_lr, end_lr: the swept range, ``0 < start_lr < end_lr``.
-        num_iter: mini-batches in the sweep, 2 to 100,000.
-        sweep: ``exp`` (geometric, the usual choice) or ``linear`` (the paper's).
-        smoothing: EMA factor of the smoothed loss, in [0, 1).
-        diverge_th: stop once the smoothed loss exceeds this multiple of the best.
-        metric: what the suggested bounds read: ``loss`` or ``accuracy``.
         seed: seed of the model initialisation and data order.
         device: ``auto`` (CUDA when the worker has it), ``cpu`` or ``cuda``.
     """
-
-    kind: ClassVar[str] = "range_test"
-    configuration_fields: ClassVar[tuple[str, ...]] = (
-        "workload",
-        "params",
-        "batch_size",
-        "optimizer",
-        "metric",
-    )
-    """The fields :meth:`configuration` covers; the others are how the test runs."""
 
     workload: str = Field(min_length=1, max_length=64)
     batch_size: StrictInt | None = Field(default=None, ge=1)
     params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
-    start_lr: FiniteFloat = Field(default=1e-5, gt=0)
-    end_lr: FiniteFloat = Field(default=10.0, gt=0)
-    num_iter: StrictInt = Field(default=300, ge=2, le=100_000)
-    sweep: Literal["exp", "linear"] = "exp"
-    smoothing: UnitInterval = 0.95
-    diverge_th: FiniteFloat = Field(default=5.0, gt=1)
-    metric: Literal["loss", "accuracy"] = "loss"
     seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -363,6 +344,46 @@ class RangeTestSpec(JobSpec):
             ]
             _raise_located("params", problems, merged)
 
+    @model_validator(mode="after")
+    def _batch_size_in_use(self) -> WorkloadSpec:
+        if "batch_size" in self.params:
+            self.batch_size = int(self.params["batch_size"])
+        return self
+
+    def workload_name(self) -> str | None:
+        return self.workload
+
+
+class RangeTestSpec(WorkloadSpec):
+    """An LR range test: sweep the LR over ``num_iter`` mini-batches of a workload.
+
+    Attributes (besides :class:`WorkloadSpec`'s):
+        start_lr, end_lr: the swept range, ``0 < start_lr < end_lr``.
+        num_iter: mini-batches in the sweep, 2 to 100,000.
+        sweep: ``exp`` (geometric, the usual choice) or ``linear`` (the paper's).
+        smoothing: EMA factor of the smoothed loss, in [0, 1).
+        diverge_th: stop once the smoothed loss exceeds this multiple of the best.
+        metric: what the suggested bounds read: ``loss`` or ``accuracy``.
+    """
+
+    kind: ClassVar[str] = "range_test"
+    configuration_fields: ClassVar[tuple[str, ...]] = (
+        "workload",
+        "params",
+        "batch_size",
+        "optimizer",
+        "metric",
+    )
+    """The fields :meth:`configuration` covers; the others are how the test runs."""
+
+    start_lr: FiniteFloat = Field(default=1e-5, gt=0)
+    end_lr: FiniteFloat = Field(default=10.0, gt=0)
+    num_iter: StrictInt = Field(default=300, ge=2, le=100_000)
+    sweep: Literal["exp", "linear"] = "exp"
+    smoothing: UnitInterval = 0.95
+    diverge_th: FiniteFloat = Field(default=5.0, gt=1)
+    metric: Literal["loss", "accuracy"] = "loss"
+
     @field_validator("end_lr")
     @classmethod
     def _range_increases(cls, value: float, info: ValidationInfo) -> float:
@@ -370,12 +391,6 @@ class RangeTestSpec(JobSpec):
         if start_lr is not None and value <= start_lr:
             raise ValueError("start_lr must be below end_lr")
         return value
-
-    @model_validator(mode="after")
-    def _batch_size_in_use(self) -> RangeTestSpec:
-        if "batch_size" in self.params:
-            self.batch_size = int(self.params["batch_size"])
-        return self
 
     def configuration(self) -> dict[str, Any]:
         """What decides which bounds suit this job (:attr:`configuration_fields`).
@@ -401,9 +416,6 @@ class RangeTestSpec(JobSpec):
 
     def total_steps(self) -> int:
         return self.num_iter
-
-    def workload_name(self) -> str | None:
-        return self.workload
 
     def estimate(self) -> JobEstimate | None:
         """Memory and FLOPs from the workload's :class:`~clr.workloads.WorkloadCost`."""

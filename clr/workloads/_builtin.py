@@ -211,6 +211,8 @@ def _depth(default: int, maximum: int, what: str) -> ParamSpec:
 _F32 = 4
 _LABEL = 8  # int64 class indices
 _DIGITS_SAMPLES = 1797
+_DIGITS_TRAIN = 1438
+"""Digits in the training split (the stratified 80 % of :func:`_digits_arrays`)."""
 _MNIST1D_LENGTH = 40
 
 
@@ -229,8 +231,10 @@ def _mlp_cost(in_features: int, width: int, depth: int, classes: int) -> Workloa
     )
 
 
-def _with_data(cost: WorkloadCost, data_bytes: int) -> WorkloadCost:
-    return WorkloadCost(cost.weights, cost.activations, cost.flops, data_bytes)
+def _with_data(cost: WorkloadCost, data_bytes: int, train_samples: int) -> WorkloadCost:
+    return WorkloadCost(
+        cost.weights, cost.activations, cost.flops, data_bytes, train_samples=train_samples
+    )
 
 
 # Measured against a wide MLP's step on one CPU (bench-style, steps timed in one run):
@@ -241,7 +245,7 @@ _MNIST1D_CNN_EFFICIENCY = 0.2
 
 def _digits_mlp_cost(params: dict[str, Any]) -> WorkloadCost:
     cost = _mlp_cost(64, params["width"], params["depth"], 10)
-    return _with_data(cost, _dataset_bytes(_DIGITS_SAMPLES, 64))
+    return _with_data(cost, _dataset_bytes(_DIGITS_SAMPLES, 64), _DIGITS_TRAIN)
 
 
 def _digits_cnn_cost(params: dict[str, Any]) -> WorkloadCost:
@@ -259,7 +263,9 @@ def _digits_cnn_cost(params: dict[str, Any]) -> WorkloadCost:
     weights += features * 10 + 10
     flops += 2 * features * 10
     data_bytes = _dataset_bytes(_DIGITS_SAMPLES, 64)
-    return WorkloadCost(weights, activations + 10, flops, data_bytes, _DIGITS_CNN_EFFICIENCY)
+    return WorkloadCost(
+        weights, activations + 10, flops, data_bytes, _DIGITS_CNN_EFFICIENCY, _DIGITS_TRAIN
+    )
 
 
 def _mnist1d_data_bytes(params: dict[str, Any]) -> int:
@@ -268,7 +274,7 @@ def _mnist1d_data_bytes(params: dict[str, Any]) -> int:
 
 def _mnist1d_mlp_cost(params: dict[str, Any]) -> WorkloadCost:
     cost = _mlp_cost(_MNIST1D_LENGTH, params["width"], params["depth"], 10)
-    return _with_data(cost, _mnist1d_data_bytes(params))
+    return _with_data(cost, _mnist1d_data_bytes(params), _mnist1d_num_train(params["num_samples"]))
 
 
 def _mnist1d_cnn_cost(params: dict[str, Any]) -> WorkloadCost:
@@ -286,14 +292,21 @@ def _mnist1d_cnn_cost(params: dict[str, Any]) -> WorkloadCost:
     weights += features * 10 + 10
     flops += 2 * features * 10
     data_bytes = _mnist1d_data_bytes(params)
-    return WorkloadCost(weights, activations + 10, flops, data_bytes, _MNIST1D_CNN_EFFICIENCY)
+    return WorkloadCost(
+        weights,
+        activations + 10,
+        flops,
+        data_bytes,
+        _MNIST1D_CNN_EFFICIENCY,
+        _mnist1d_num_train(params["num_samples"]),
+    )
 
 
 def _synthetic_mlp_cost(params: dict[str, Any]) -> WorkloadCost:
     n_features, n_classes = params["n_features"], params["n_classes"]
     cost = _mlp_cost(n_features, params["width"], params["depth"], n_classes)
     samples = params["n_samples"] + max(1, params["n_samples"] // 4)
-    return _with_data(cost, _dataset_bytes(samples, n_features))
+    return _with_data(cost, _dataset_bytes(samples, n_features), params["n_samples"])
 
 
 # --------------------------------------------------------------------------- digits

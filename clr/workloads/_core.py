@@ -277,6 +277,8 @@ class WorkloadCost:
         efficiency: the fraction of a device's large-matmul FLOP rate this model's
             layers reach (a calibrated constant: about 1 for wide MLPs, far less for
             small convolutions), so a run time can be told from the FLOPs.
+        train_samples: samples in the training split (0: not known), so an epoch's
+            length in batches can be told before the workload is built.
     """
 
     weights: int
@@ -284,6 +286,7 @@ class WorkloadCost:
     flops: int
     data_bytes: int = 0
     efficiency: float = 1.0
+    train_samples: int = 0
 
 
 CostFn: TypeAlias = Callable[[dict[str, Any]], WorkloadCost]
@@ -397,6 +400,20 @@ class Workload:
         """
         validated = self.validate_params(params)
         return None if self.cost is None else self.cost(validated)
+
+    def iters_per_epoch(self, params: Mapping[str, Any] | None = None) -> int | None:
+        """Batches per epoch with these parameters (full batches of ``batch_size``),
+        worked out without building anything; None when the workload cannot tell.
+
+        Raises:
+            InvalidWorkloadParams: if the parameters are not acceptable.
+        """
+        validated = self.validate_params(params)
+        cost = None if self.cost is None else self.cost(validated)
+        batch = validated.get("batch_size")
+        if cost is None or not cost.train_samples or not isinstance(batch, int) or batch < 1:
+            return None
+        return max(1, cost.train_samples // batch)
 
     def param_schema(self) -> dict[str, Any]:
         """JSON Schema (draft 2020-12 compatible) of this workload's parameters.

@@ -1,0 +1,200 @@
+"""The training runner: :class:`clr.train.Trainer` with checkpoints in the artifact store.
+
+At every cycle end the trainer hands over a checkpoint. The runner first stores
+every series point up to it, then streams the checkpoint into the artifact
+store (:mod:`core.artifacts`) and, in the transaction that publishes it,
+records it on the job (:func:`core.services.record_checkpoint`): the job's
+progress and series counts at that moment are where a new attempt resumes. A
+worker lost mid-cycle costs at most one cycle: the next attempt, on any host,
+reads the checkpoint back and continues exactly (on CPU, bit for bit).
+
+When the run ends the final weights are stored as ``model`` and the
+ensemble's snapshots as ``snapshot-<k>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from clr.train import Checkpoint, Trainer, TrainProgress, TrainResult
+from core.artifacts import open_artifact_reader, open_artifact_writer
+from sqlalchemy.orm import Session
+
+from clr import create_scheduler, make_optimizer
+from clr.workloads import build_workload
+from core.series import SeriesPoints
+from core.services import record_checkpoint
+from core.settings import get_settings
+from core.training import EPOCHS, ITERATIONS, TrainingOutcome, TrainingSpec
+from worker.jobs import CannotRun, JobContext, run_device
+
+__all__ = ["CHECKPOINT", "MODEL", "run", "snapshot_name"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+"""The artifact holding the latest cycle-end checkpoint (replaced at every cycle end)."""
+
+MODEL = "model"
+"""The artifact holding the final weights (a ``torch.save``'d state dict)."""
+
+
+def snapshot_name(k: int) -> str:
+    """The artifact of the ensemble's ``k``-th snapshot (1 is the oldest kept)."""
+    return f"snapshot-{k}"
+
+
+def iteration_points(progress: TrainProgress) -> SeriesPoints:
+    """The ``iterations`` points of one progress callback."""
+    return SeriesPoints.of(
+        ITERATIONS,
+        progress.start,
+        {"lr": progress.lrs, "momentum": progress.momenta, "loss": progress.losses},
+    )
+
+
+def epoch_points(progress: TrainProgress, first: int) -> SeriesPoints | None:
+    """The ``epochs`` points of one progress callback (epoch ``first`` is the first new)."""
+    if not progress.epochs:
+        return None
+    columns: dict[str, list[float] | None] = {name: [] for name in EPOCHS.fields}
+    for record in progress.epochs:
+        row = record.to_dict()
+        for name in EPOCHS.fields:
+            column, value = columns[name], row.get(name)
+            if value is None or column is None:
+                columns[name] = None
+            else:
+                column.append(float(value))
+    return SeriesPoints.of(EPOCHS, first, columns)
+
+
+def _save(ctx: JobContext, name: str, obj: Any, *, on_publish: Any = None) -> dict[str, Any]:
+    settings = get_settings()
+    with open_artifact_writer(
+        ctx.factory,
+        settings,
+        job_id=ctx.job_id,
+        attempt=ctx.attempt,
+        name=name,
+        on_publish=on_publish,
+    ) as writer:
+        if isinstance(obj, Checkpoint):
+            obj.save(writer)
+        else:
+            torch.save(obj, writer)
+        size = writer.tell()
+    return {"name": name, "size": size, "published": writer.published}
+
+
+def _load_checkpoint(ctx: JobContext, device: torch.device) -> Checkpoint | None:
+    if ctx.checkpoint is None:
+        return None
+    name = str(ctx.checkpoint.get("artifact", CHECKPOINT))
+    with open_artifact_reader(ctx.factory, get_settings(), job_id=ctx.job_id, name=name) as f:
+        return Checkpoint.load(f, map_location=device)
+
+
+def run(ctx: JobContext) -> str:
+    """Run (or resume) one attempt of a training."""
+    spec = ctx.spec
+    if not isinstance(spec, TrainingSpec):
+        raise CannotRun(f"the training runner got a {type(spec).__name__}")
+    policy, schedule_args, iterations = spec.resolved_schedule()
+    device = torch.device(run_device(spec.device))
+    built = build_workload(spec.workload, spec.params, seed=spec.seed, device=str(device))
+    first_lr = schedule_args.get("lr") or schedule_args.get("base_lr") or 1e-3
+    optimizer = make_optimizer(
+        spec.optimizer.name,
+        built.model.parameters(),
+        lr=first_lr,
+        momentum=spec.optimizer.momentum,
+        weight_decay=spec.optimizer.weight_decay,
+        nesterov=spec.optimizer.nesterov,
+        betas=spec.optimizer.betas,
+        eps=spec.optimizer.eps,
+    )
+    scheduler = create_scheduler(optimizer, policy, **schedule_args)
+    trainer = Trainer(
+        built.model, optimizer, built.loss_fn, metric_fn=built.metric_fn, scheduler=scheduler
+    )
+    resume = _load_checkpoint(ctx, device)
+    resumed_from = None if resume is None else resume.iteration
+    if resume is not None:
+        logger.info(
+            "training.resumed job_id=%s attempt=%d iteration=%d",
+            ctx.job_id,
+            ctx.attempt,
+            resume.iteration,
+        )
+    epochs_seen = 0 if resume is None else len(resume.epochs)
+
+    def on_progress(progress: TrainProgress) -> None:
+        nonlocal epochs_seen
+        points = [iteration_points(progress)] if progress.lrs else []
+        epochs = epoch_points(progress, epochs_seen)
+        if epochs is not None:
+            points.append(epochs)
+            epochs_seen += epochs.size
+        ctx.reporter.add(*points, progress=progress.iterations)
+
+    def on_checkpoint(checkpoint: Checkpoint) -> None:
+        ctx.reporter.flush()  # the series up to the checkpoint are stored first
+
+        def publish(session: Session) -> None:
+            record_checkpoint(session, job_id=ctx.job_id, attempt=ctx.attempt, artifact=CHECKPOINT)
+
+        _save(ctx, CHECKPOINT, checkpoint, on_publish=publish)
+
+    result = trainer.run(
+        built.train_loader,
+        val_loader=built.val_loader,
+        iterations=iterations,
+        callback=on_progress,
+        should_stop=ctx.should_stop,
+        checkpoint=on_checkpoint,
+        resume=resume,
+        snapshots=spec.snapshot_count(),
+    )
+    if result.stop_reason == "cancelled":
+        return ctx.stopped()
+    artifacts = [_save(ctx, MODEL, {k: v.cpu() for k, v in built.model.state_dict().items()})]
+    for k, state in enumerate(result.snapshot_states, start=1):
+        artifacts.append(_save(ctx, snapshot_name(k), state))
+    return ctx.finish(_outcome(policy, schedule_args, result, resumed_from, artifacts))
+
+
+def _outcome(
+    policy: str,
+    schedule_args: Mapping[str, Any],
+    result: TrainResult,
+    resumed_from: int | None,
+    artifacts: list[dict[str, Any]],
+) -> TrainingOutcome:
+    validated = [e for e in result.epochs if e.val_accuracy is not None]
+    best = max(validated, key=lambda e: e.val_accuracy or 0.0, default=None)
+    ensemble = result.ensemble
+    return TrainingOutcome(
+        stop_reason=result.stop_reason,
+        iterations=result.iterations,
+        epochs=len(result.epochs),
+        cycles=len(result.cycle_ends),
+        cycle_ends=list(result.cycle_ends),
+        seconds=result.seconds,
+        device=result.device,
+        policy=policy,
+        schedule=dict(schedule_args),
+        final_train_loss=result.epochs[-1].train_loss if result.epochs else None,
+        final_val_loss=result.val_loss,
+        final_val_accuracy=result.val_accuracy,
+        best_val_accuracy=None if best is None else best.val_accuracy,
+        best_val_iteration=None if best is None else best.iteration,
+        ensemble_val_loss=None if ensemble is None else ensemble.val_loss,
+        ensemble_val_accuracy=None if ensemble is None else ensemble.val_accuracy,
+        ensemble_size=0 if ensemble is None else ensemble.snapshots,
+        resumed_from=resumed_from,
+        artifacts=[a for a in artifacts if a["published"]],
+    )
