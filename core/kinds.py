@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -85,7 +85,8 @@ class JobKind:
     time_limit_setting: str = "job_time_limit_s"
     result_view: type[BaseModel] | None = None
     prepare: Prepare | None = None
-    examples: tuple[dict[str, Any], ...] = ()
+    # dicts are unhashable: a kind hashes (caches of derived schemas) without them
+    examples: tuple[dict[str, Any], ...] = field(default=(), hash=False)
 
     def __post_init__(self) -> None:
         if ":" not in self.runner:
