@@ -92,10 +92,11 @@ logger = logging.getLogger(__name__)
 ARTIFACT_CHUNK_BYTES = 4 * 2**20
 """Bytes per ``artifact_chunks`` row (the last chunk may be shorter).
 
-Measured on PostgreSQL 15 (bench/artifacts.py, 2 cores): 1, 4, 8 and 16 MiB chunks
-write at about the same rate; binary reads peak at 4 MiB (~600 MB/s, against ~450
-at 1 MiB and ~350 at 16 MiB). Only one chunk is held in memory by a writer or a
-reader, so 4 MiB also keeps their footprint small."""
+Measured on PostgreSQL 15 (2 cores; ``python -m bench.artifacts --chunk-sweep``
+and raw inserts/selects): 1 to 16 MiB chunks write at about the same rate (the
+WAL is the limit); reads are fastest at 2 to 4 MiB (~600 MB/s raw, against ~450
+at 1 MiB and ~350 at 16 MiB). A writer or a reader holds one chunk in memory,
+so 4 MiB also keeps their footprint small."""
 
 DIR_TOUCH_INTERVAL_S = 30.0
 """How often a ``dir``-store writer records that it is alive (a ``db``-store writer
