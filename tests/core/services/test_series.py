@@ -347,7 +347,7 @@ class TestRead:
         assert info.value.errors == [
             {
                 "field": "name",
-                "reason": "a toy training has no series 'curve'; its series: iterations, epochs",
+                "reason": "toy training jobs have no series 'curve'; their series: iterations, epochs",
             }
         ]
 
