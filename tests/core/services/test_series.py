@@ -347,7 +347,8 @@ class TestRead:
         assert info.value.errors == [
             {
                 "field": "name",
-                "reason": "toy training jobs have no series 'curve'; their series: iterations, epochs",
+                "reason": "toy training jobs have no series 'curve'; "
+                "their series: iterations, epochs",
             }
         ]
 
