@@ -139,7 +139,7 @@ def run(ctx: JobContext) -> str:
         if epochs is not None:
             points.append(epochs)
             epochs_seen += epochs.size
-        ctx.reporter.add(*points, progress=progress.iterations)
+        ctx.reporter.add(*points, progress=progress.iteration)
 
     def on_checkpoint(checkpoint: Checkpoint) -> None:
         ctx.reporter.flush()  # the series up to the checkpoint are stored first
