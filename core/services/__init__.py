@@ -31,7 +31,15 @@ from core.services.jobs import (
     series_of,
     submit_job,
 )
-from core.services.plots import RangeTestPlot, load_range_test_plot, render_range_test_plot
+from core.services.plots import (
+    Plot,
+    RangeTestPlot,
+    TrainingPlot,
+    load_range_test_plot,
+    load_training_plot,
+    render_range_test_plot,
+    render_training_plot,
+)
 from core.services.teams import (
     IssuedToken,
     authenticate,
@@ -59,10 +67,12 @@ __all__ = [
     "JobPage",
     "JobUpdate",
     "JobWait",
+    "Plot",
     "RangeTestPlot",
     "ReconcileReport",
     "SeriesSlice",
     "Submission",
+    "TrainingPlot",
     "WorkerInfo",
     "WorkerView",
     "acknowledge_cancel",
@@ -84,6 +94,7 @@ __all__ = [
     "list_tokens",
     "list_workers",
     "load_range_test_plot",
+    "load_training_plot",
     "note_worker_lost",
     "parse_job_spec",
     "poll_job",
@@ -92,6 +103,7 @@ __all__ = [
     "record_checkpoint",
     "record_worker",
     "render_range_test_plot",
+    "render_training_plot",
     "report_progress",
     "series_of",
     "retire_worker",

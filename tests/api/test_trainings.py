@@ -1,0 +1,419 @@
+"""``/trainings`` on both databases: submit (explicit bounds or a range test's), read,
+list, kind isolation, the plot and the model download."""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from core.models import Job, JobStatus
+from core.series import SeriesPoints
+from core.services import claim_job, fail_job, finish_job, record_checkpoint, report_progress
+from core.training import EPOCHS, ITERATIONS
+from tests.api.conftest import Caller, Sent, TestClient, make_caller
+from tests.builders import make_job, make_outcome
+
+PROBLEM_JSON = "application/problem+json"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SVG = "{http://www.w3.org/2000/svg}"
+STEP = 20  # step_size_up of the trainings below: a cycle is 40 iterations
+
+
+def training_body(**overrides: Any) -> dict[str, Any]:
+    """A small valid training: 3 triangular cycles of 40 iterations on digits."""
+    body: dict[str, Any] = {
+        "workload": "digits_mlp",
+        "params": {"width": 16},
+        "batch_size": 32,
+        "optimizer": {"name": "sgd", "momentum": 0.9},
+        "schedule": {"policy": "triangular", "base_lr": 0.01, "max_lr": 0.1, "step_size_up": STEP},
+        "cycles": 3,
+    }
+    body.update(overrides)
+    return body
+
+
+def submit(client: TestClient, caller: Caller, body: Any = None, **headers: str) -> Any:
+    return client.post(
+        "/trainings",
+        json=training_body() if body is None else body,
+        headers={**caller.headers, **headers},
+    )
+
+
+def fields(response: Any) -> dict[str, str]:
+    assert response.status_code in (409, 422), response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    return {e["field"]: e["reason"] for e in response.json().get("errors", [])}
+
+
+def queued_training(client: TestClient, caller: Caller, **overrides: Any) -> uuid.UUID:
+    response = submit(client, caller, training_body(**overrides))
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+def finished_range_test(session: Session, caller: Caller, **overrides: Any) -> Job:
+    """A range test of the caller's team that succeeded with bounds 0.02..0.2."""
+    values: dict[str, Any] = {
+        "status": JobStatus.SUCCEEDED,
+        "attempt": 1,
+        "result": make_outcome(base_lr=0.02, max_lr=0.2).to_json_dict(),
+    }
+    values.update(overrides)
+    return make_job(session, team=caller.team, **values)
+
+
+def iteration_points(start: int, size: int) -> SeriesPoints:
+    idx = range(start, start + size)
+    return SeriesPoints.of(
+        ITERATIONS,
+        start,
+        {
+            "lr": [0.01 + 0.09 * (1 - abs((i % 40) / STEP - 1)) for i in idx],
+            "momentum": [0.9 for _ in idx],
+            "loss": [2.3 - i / 100 for i in idx],
+        },
+    )
+
+
+def epoch_points(start: int, iterations: list[int]) -> SeriesPoints:
+    n = len(iterations)
+    return SeriesPoints.of(
+        EPOCHS,
+        start,
+        {
+            "epoch": [float(start + k) for k in range(n)],
+            "iteration": [float(i) for i in iterations],
+            "train_loss": [2.0 - 0.1 * k for k in range(n)],
+            "train_accuracy": [0.5 + 0.1 * k for k in range(n)],
+            "val_loss": [2.1 - 0.1 * k for k in range(n)],
+            "val_accuracy": [0.45 + 0.1 * k for k in range(n)],
+        },
+    )
+
+
+def running_with_points(
+    client: TestClient, caller: Caller, session: Session, points: int
+) -> tuple[uuid.UUID, int]:
+    job_id = queued_training(client, caller)
+    claimed = claim_job(session, job_id=job_id, worker="gpu0", device="cpu")
+    assert claimed is not None
+    if points:
+        epochs = list(range(30, points + 1, 30))
+        report_progress(
+            session,
+            job_id=job_id,
+            attempt=claimed.attempt,
+            points=[iteration_points(0, points), epoch_points(0, epochs)],
+            progress=points,
+        )
+    return job_id, claimed.attempt
+
+
+def outcome(**overrides: Any) -> dict[str, Any]:
+    """A finished training's result: 120 iterations, 3 cycles, a 2-snapshot ensemble."""
+    values: dict[str, Any] = {
+        "stop_reason": "completed",
+        "iterations": 120,
+        "epochs": 4,
+        "cycles": 3,
+        "cycle_ends": [40, 80, 120],
+        "seconds": 1.5,
+        "device": "cpu",
+        "policy": "triangular",
+        "schedule": {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": STEP},
+        "final_train_loss": 0.3,
+        "final_val_loss": 0.35,
+        "final_val_accuracy": 0.91,
+        "best_val_accuracy": 0.92,
+        "best_val_iteration": 90,
+        "ensemble_val_loss": 0.33,
+        "ensemble_val_accuracy": 0.93,
+        "ensemble_size": 2,
+    }
+    values.update(overrides)
+    return values
+
+
+def svg_ids(body: bytes) -> list[str]:
+    root = ET.fromstring(body)
+    assert root.tag == f"{SVG}svg"
+    return [el.attrib["id"] for el in root.iter() if "id" in el.attrib]
+
+
+class TestCreateTraining:
+    def test_queues_the_training_with_its_length_and_sends_its_id(
+        self, client: TestClient, caller: Caller, session: Session, messages: Sent
+    ) -> None:
+        response = submit(client, caller)
+        assert response.status_code == 202, response.text
+        body = response.json()
+        job_id = uuid.UUID(body["id"])
+        assert response.headers["location"] == f"http://testserver/trainings/{job_id}"
+        assert body["kind"] == "training"
+        assert body["status"] == "queued"
+        assert body["total"] == 3 * 2 * STEP  # 3 whole cycles, in iterations
+        assert body["spec"]["schedule"]["max_lr"] == 0.1
+        assert body["spec"]["params"]["batch_size"] == 32
+        assert body["spec"]["bounds_source"] is None
+        assert messages == [(job_id, "training")]
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.team_id == caller.team.id
+
+        fetched = client.get(response.headers["location"], headers=caller.headers)
+        assert fetched.status_code == 200
+        assert fetched.json()["id"] == str(job_id)
+
+    def test_same_idempotency_key_returns_the_same_training_with_200(
+        self, client: TestClient, caller: Caller, messages: Sent
+    ) -> None:
+        first = submit(client, caller, **{"Idempotency-Key": "train-1"})
+        again = submit(client, caller, **{"Idempotency-Key": "train-1"})
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert again.json()["id"] == first.json()["id"]
+        assert again.headers["location"] == first.headers["location"]
+        assert messages == [(uuid.UUID(first.json()["id"]), "training")]
+
+    def test_bounds_from_a_finished_range_test_are_filled_in_and_recorded(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        range_test = finished_range_test(session, caller)
+        body = training_body(
+            schedule={"policy": "triangular2"},
+            bounds_from={"range_test": str(range_test.id)},
+        )
+        response = submit(client, caller, body)
+        assert response.status_code == 202, response.text
+        spec = response.json()["spec"]
+        assert spec["schedule"]["base_lr"] == 0.02
+        assert spec["schedule"]["max_lr"] == 0.2
+        assert spec["schedule"]["step_size_up"] == 112  # the range test's suggestion
+        assert spec["bounds_source"] == {
+            "range_test": str(range_test.id),
+            "method": "max_fraction",
+            "base_lr": 0.02,
+            "max_lr": 0.2,
+            "step_size": 112,
+        }
+        assert spec.get("bounds_from") is None
+        assert response.json()["total"] == 3 * 2 * 112
+
+    def test_bounds_from_a_queued_range_test_is_409(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        range_test = make_job(session, team=caller.team)
+        body = training_body(schedule={"policy": "triangular"})
+        body["bounds_from"] = {"range_test": str(range_test.id)}
+        response = submit(client, caller, body)
+        assert response.status_code == 409
+        assert "queued" in fields(response)["bounds_from.range_test"]
+
+    @pytest.mark.parametrize("case", ["failed", "no bounds", "another team's", "a training"])
+    def test_bounds_from_a_range_test_without_bounds_is_422_naming_it(
+        self, client: TestClient, caller: Caller, session: Session, case: str
+    ) -> None:
+        if case == "failed":
+            source = make_job(session, team=caller.team, status=JobStatus.FAILED, attempt=1)
+            source_id = source.id
+        elif case == "no bounds":
+            outcome = make_outcome().model_copy(
+                update={"suggestions": None, "no_bounds_reason": "the loss never fell"}
+            )
+            source_id = finished_range_test(session, caller, result=outcome.to_json_dict()).id
+        elif case == "another team's":
+            source_id = finished_range_test(session, make_caller(session)).id
+        else:
+            source_id = queued_training(client, caller)
+        body = training_body(schedule={"policy": "triangular"})
+        body["bounds_from"] = {"range_test": str(source_id)}
+        response = submit(client, caller, body)
+        assert response.status_code == 422, response.text
+        assert str(source_id) in fields(response)["bounds_from.range_test"]
+
+    def test_bounds_and_bounds_from_together_are_422(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        range_test = finished_range_test(session, caller)
+        body = training_body(bounds_from={"range_test": str(range_test.id)})
+        response = submit(client, caller, body)
+        assert response.status_code == 422
+        assert "not both" in fields(response)["schedule.base_lr"]
+
+    @pytest.mark.parametrize(
+        ("schedule", "length", "field", "reason"),
+        [
+            ({"base_lr": 0.1, "max_lr": 0.01}, {}, "schedule.max_lr", "max_lr"),
+            ({"step_size_up": 0}, {}, "schedule.step_size_up", "greater than or equal to 1"),
+            ({"policy": "cosine"}, {}, "schedule.policy", "triangular"),
+            ({}, {"cycles": None, "iterations": 100}, "iterations", "cycle"),
+            ({"T_0": 10}, {}, "schedule.T_0", "takes no T_0"),
+            (
+                {"policy": "fixed", "lr": 0.1, "base_lr": None, "max_lr": None},
+                {},
+                "schedule.step_size_up",
+                "takes no step_size_up",
+            ),
+        ],
+    )
+    def test_bad_schedules_are_422_naming_the_field(
+        self,
+        client: TestClient,
+        caller: Caller,
+        messages: Sent,
+        schedule: dict[str, Any],
+        length: dict[str, Any],
+        field: str,
+        reason: str,
+    ) -> None:
+        body = training_body(**length)
+        merged = {**body["schedule"], **schedule}
+        body["schedule"] = {k: v for k, v in merged.items() if v is not None}
+        body = {k: v for k, v in body.items() if v is not None}
+        response = submit(client, caller, body)
+        assert response.status_code == 422, response.text
+        errors = fields(response)
+        assert field in errors, errors
+        assert reason in errors[field]
+        assert messages == []
+
+
+class TestReadTrainings:
+    def test_list_holds_only_trainings(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        range_test = make_job(session, team=caller.team)
+        training_id = queued_training(client, caller)
+        listed = client.get("/trainings", headers=caller.headers)
+        assert listed.status_code == 200
+        assert [j["id"] for j in listed.json()["items"]] == [str(training_id)]
+        everything = client.get("/jobs", headers=caller.headers).json()["items"]
+        assert {j["id"] for j in everything} == {str(training_id), str(range_test.id)}
+
+    def test_another_kinds_id_is_404_never_500(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        range_test = finished_range_test(session, caller)
+        training_id = queued_training(client, caller)
+        for path in (
+            f"/trainings/{range_test.id}",
+            f"/trainings/{range_test.id}/plot.png",
+            f"/trainings/{range_test.id}/plot.svg",
+            f"/range-tests/{training_id}",
+            f"/range-tests/{training_id}/curve",
+            f"/range-tests/{training_id}/bounds",
+            f"/range-tests/{training_id}/plot.png",
+        ):
+            response = client.get(path, headers=caller.headers)
+            assert response.status_code == 404, (path, response.text)
+            assert response.headers["content-type"] == PROBLEM_JSON
+        cancel = client.post(f"/trainings/{range_test.id}/cancel", headers=caller.headers)
+        assert cancel.status_code == 404
+
+    def test_another_teams_training_is_404(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job_id, _ = running_with_points(client, caller, session, 40)
+        other = make_caller(session)
+        for path in (f"/trainings/{job_id}", f"/trainings/{job_id}/plot.svg"):
+            assert client.get(path, headers=other.headers).status_code == 404
+
+    def test_series_are_read_through_the_generic_route(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job_id, _ = running_with_points(client, caller, session, 90)
+        response = client.get(
+            f"/jobs/{job_id}/series/iterations", params={"after": 80}, headers=caller.headers
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["start"] == 80
+        assert body["next_after"] == 90
+        assert body["values"]["loss"] == pytest.approx([2.3 - i / 100 for i in range(80, 90)])
+        epochs = client.get(f"/jobs/{job_id}/series/epochs", headers=caller.headers).json()
+        assert epochs["values"]["iteration"] == [30.0, 60.0, 90.0]
+
+
+class TestTrainingPlot:
+    def test_running_training_svg_shows_the_run_so_far_and_every_cycle_end(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job_id, _ = running_with_points(client, caller, session, 50)
+        response = client.get(f"/trainings/{job_id}/plot.svg", headers=caller.headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "image/svg+xml"
+        assert response.headers["cache-control"] == "no-cache"
+        ids = svg_ids(response.content)
+        for gid in ("loss", "raw-loss", "lr", "momentum", "val-accuracy", "val-loss"):
+            assert gid in ids
+        assert ids.count("cycle-end") == 2 * 3  # the spec's 3 ends, on both panels
+        assert "running: 50 of 120 iterations" in response.text
+
+    def test_the_last_checkpoint_is_marked(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job_id, attempt = running_with_points(client, caller, session, 40)
+        before = client.get(f"/trainings/{job_id}/plot.svg", headers=caller.headers)
+        assert "checkpoint" not in svg_ids(before.content)
+        assert record_checkpoint(session, job_id=job_id, attempt=attempt, artifact="checkpoint")
+        after = client.get(
+            f"/trainings/{job_id}/plot.svg",
+            headers={**caller.headers, "If-None-Match": before.headers["etag"]},
+        )
+        assert after.status_code == 200  # the same points, but another picture
+        assert svg_ids(after.content).count("checkpoint") == 2
+
+    def test_png_has_an_etag_and_a_304_when_unchanged(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job_id, attempt = running_with_points(client, caller, session, 40)
+        first = client.get(f"/trainings/{job_id}/plot.png", headers=caller.headers)
+        assert first.status_code == 200
+        assert first.content.startswith(PNG_MAGIC)
+        assert int(first.headers["content-length"]) == len(first.content)
+        etag = first.headers["etag"]
+        same = client.get(
+            f"/trainings/{job_id}/plot.png", headers={**caller.headers, "If-None-Match": etag}
+        )
+        assert same.status_code == 304
+        report_progress(
+            session, job_id=job_id, attempt=attempt, points=[iteration_points(40, 5)], progress=45
+        )
+        changed = client.get(
+            f"/trainings/{job_id}/plot.png", headers={**caller.headers, "If-None-Match": etag}
+        )
+        assert changed.status_code == 200
+        assert changed.headers["etag"] != etag
+
+    def test_finished_training_plot_is_cacheable_and_says_how_it_ended(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job_id, attempt = running_with_points(client, caller, session, 120)
+        assert finish_job(session, job_id=job_id, attempt=attempt, result=outcome()) is not None
+        response = client.get(f"/trainings/{job_id}/plot.svg", headers=caller.headers)
+        assert response.status_code == 200
+        assert response.headers["cache-control"].startswith("private, max-age=")
+        assert "completed: 120 iterations, 3 cycles" in response.text
+        assert "ensemble 0.930" in response.text
+
+    def test_queued_training_plot_is_409_not_ready(
+        self, client: TestClient, caller: Caller
+    ) -> None:
+        job_id = queued_training(client, caller)
+        response = client.get(f"/trainings/{job_id}/plot.png", headers=caller.headers)
+        assert response.status_code == 409
+        assert response.json()["type"].endswith("not-ready")
+
+    def test_failed_training_without_iterations_plot_is_409(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job_id, attempt = running_with_points(client, caller, session, 0)
+        assert fail_job(session, job_id=job_id, attempt=attempt, reason="boom") is not None
+        response = client.get(f"/trainings/{job_id}/plot.svg", headers=caller.headers)
+        assert response.status_code == 409
+        assert response.json()["type"].endswith("job-conflict")
