@@ -17,6 +17,9 @@ Example:
     >>> w = build_workload("digits_mlp", seed=0)
     >>> opt = torch.optim.SGD(w.model.parameters(), lr=1e-3, momentum=0.9)
     >>> result = RangeTest(w.model, opt, w.loss_fn).run(w.train_loader, num_iter=100)
+
+Training with the bounds a range test suggests is :class:`Trainer` (:mod:`clr.train`);
+the schedule math alone, without torch, is :mod:`clr.policies`.
 """
 
 from __future__ import annotations
@@ -76,6 +79,14 @@ if TYPE_CHECKING:
         suggest,
         suggest_all,
     )
+    from clr.train import (
+        Checkpoint,
+        EnsembleMetrics,
+        EpochRecord,
+        Trainer,
+        TrainProgress,
+        TrainResult,
+    )
 
 # The names below are imported on first use (PEP 562), so ``import clr`` and
 # ``from clr.exceptions import ...`` stay free of torch: a process that only
@@ -124,6 +135,12 @@ _LAZY: dict[str, str] = {
     "smooth_losses": "clr.suggest",
     "suggest": "clr.suggest",
     "suggest_all": "clr.suggest",
+    "Checkpoint": "clr.train",
+    "EnsembleMetrics": "clr.train",
+    "EpochRecord": "clr.train",
+    "TrainProgress": "clr.train",
+    "TrainResult": "clr.train",
+    "Trainer": "clr.train",
 }
 
 
@@ -151,12 +168,15 @@ __all__ = [
     "SCALE_FNS",
     "SHAPES",
     "CLRError",
+    "Checkpoint",
     "ConstantSchedule",
     "CosineWarmRestartsSchedule",
     "Curve",
     "CurveTooShort",
     "CyclicLR",
     "CyclicSchedule",
+    "EnsembleMetrics",
+    "EpochRecord",
     "ExponentialDecaySchedule",
     "FlatCurve",
     "InvalidWorkloadParams",
@@ -176,6 +196,9 @@ __all__ = [
     "Suggestion",
     "SuggestionError",
     "Suggestions",
+    "TrainProgress",
+    "TrainResult",
+    "Trainer",
     "UnknownWorkload",
     "WorkloadError",
     "__version__",

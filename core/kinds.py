@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -85,7 +85,9 @@ class JobKind:
     time_limit_setting: str = "job_time_limit_s"
     result_view: type[BaseModel] | None = None
     prepare: Prepare | None = None
-    examples: tuple[dict[str, Any], ...] = ()
+    # not part of the kind's identity: a dict is unhashable, and the API caches the
+    # schemas it derives per kind
+    examples: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if ":" not in self.runner:

@@ -105,7 +105,13 @@ class SeriesPoints:
                     raise ValueError(f"series {spec.name!r}: field {name!r} is missing")
                 checked[name] = None
                 continue
-            floats = [float(v) for v in column]
+            try:
+                floats = [float(v) for v in column]
+            except (TypeError, ValueError):
+                # float() would say "could not convert 'x'" without naming the field
+                raise ValueError(
+                    f"series {spec.name!r}: field {name!r} has a value that is not a number"
+                ) from None
             if not all(math.isfinite(v) for v in floats):
                 raise ValueError(f"series {spec.name!r}: field {name!r} has a non-finite value")
             if length is None:

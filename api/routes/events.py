@@ -414,6 +414,8 @@ def add_event_route(router: APIRouter, path: str, *, kind: str | None, title: st
                 return
             await anyio.sleep(timing.poll_interval_s)
 
+    # open_stream is a local value: not resolvable from the (string) annotation
+    stream_events.__annotations__["stream"] = Annotated[_Stream, open_stream]
     stream_events.__doc__ = (
         f"Follow a {title} as Server-Sent Events: its status and new series points.\n\n"
         "A `status` event first, series events as points arrive, a `status` event on "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -22,6 +23,11 @@ class TensorBatches:
     device, and each batch is a contiguous view of that copy. Nothing here synchronises
     the host with a CUDA device (the permutation is copied from pinned memory
     asynchronously).
+
+    :meth:`state_dict` records where the next batch comes from (the epoch and the
+    batch within it) and :meth:`load_state_dict` makes the next ``iter()`` continue
+    from there, so a training resumed from a checkpoint sees the batches an
+    uninterrupted one would have, without replaying the epoch.
 
     Args:
         x: inputs, first dimension indexes samples.
@@ -73,6 +79,8 @@ class TensorBatches:
         self._n = n
         self._len = n // batch_size if drop_last else math.ceil(n / batch_size)
         self._epoch = 0
+        self._start_batch = 0  # where the next iter() starts (set by load_state_dict)
+        self._position = (0, 0)  # (epoch, batch) of the next batch a consumer would get
 
     @property
     def num_samples(self) -> int:
@@ -101,6 +109,66 @@ class TensorBatches:
         if epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         self._epoch = epoch
+        self._start_batch = 0
+        self._position = (epoch, 0)
+
+    _IDENTITY = ("num_samples", "batch_size", "seed", "shuffle", "drop_last")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the next batch comes from, plus what fixes the data order.
+
+        Returns:
+            ``{"epoch", "batch"}``, the position of the next batch (a finished
+            epoch counts as the start of the next), and ``num_samples``,
+            ``batch_size``, ``seed``, ``shuffle``, ``drop_last``, which
+            :meth:`load_state_dict` checks so a state is never applied to other data.
+        """
+        epoch, batch = self._position
+        if batch >= self._len:
+            epoch, batch = epoch + 1, 0
+        return {
+            "epoch": epoch,
+            "batch": batch,
+            "num_samples": self._n,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Make the next ``iter()`` continue from a :meth:`state_dict`'s position.
+
+        That iterator yields the rest of the saved epoch (the same order: the
+        permutation depends only on ``seed`` and the epoch); the ones after it
+        are whole epochs again.
+
+        Args:
+            state_dict: a dict from :meth:`state_dict`.
+
+        Raises:
+            ValueError: naming the key, when the state comes from a loader over
+                other data or another order, or its position is not one of this loader's.
+        """
+        mine = self.state_dict()
+        for key in self._IDENTITY:
+            if key not in state_dict:
+                raise ValueError(f"state_dict has no {key!r}")
+            if state_dict[key] != mine[key]:
+                raise ValueError(
+                    f"state_dict's {key} is {state_dict[key]!r} but this loader's is "
+                    f"{mine[key]!r}: it would continue a different data order"
+                )
+        epoch, batch = state_dict.get("epoch"), state_dict.get("batch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"state_dict's epoch must be a non-negative integer, got {epoch!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < self._len:
+            raise ValueError(
+                f"state_dict's batch must be an integer in [0, {self._len}), got {batch!r}"
+            )
+        self._epoch = epoch
+        self._start_batch = batch
+        self._position = (epoch, batch)
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
@@ -118,22 +186,25 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield one epoch of ``(inputs, targets)`` batches."""
-        epoch = self._epoch
+        epoch, start = self._epoch, self._start_batch
         self._epoch += 1
+        self._start_batch = 0
+        self._position = (epoch, start)
         if self.shuffle:
             perm = self._permutation(epoch)
             xs = self.x.index_select(0, perm)
             ys = self.y.index_select(0, perm)
         else:
             xs, ys = self.x, self.y
-        return self._slices(xs, ys)
+        return self._slices(xs, ys, epoch, start)
 
     def _slices(
-        self, xs: torch.Tensor, ys: torch.Tensor
+        self, xs: torch.Tensor, ys: torch.Tensor, epoch: int, first: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs = self.batch_size
-        for i in range(self._len):
+        for i in range(first, self._len):
             start = i * bs
+            self._position = (epoch, i + 1)  # before the yield: this batch is handed out
             yield xs[start : start + bs], ys[start : start + bs]
 
     def __repr__(self) -> str:

@@ -54,7 +54,7 @@ class TestCreateApp:
         assert client.get("/docs").status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
         create = paths["/range-tests"]["post"]
-        assert create["summary"].startswith("Queue an LR range test")
+        assert create["summary"].startswith("Queue a range test")
         assert {"202", "401", "413", "422"} <= set(create["responses"])
         assert {"401", "404", "409"} <= set(
             paths["/range-tests/{job_id}/bounds"]["get"]["responses"]

@@ -195,12 +195,26 @@ def curve_points(event: Event) -> tuple[int, int]:
     """``(start, count)`` of a curve event, checking the values are those points."""
     assert event.event == "curve"
     data = event.data
-    start, count = data["start"], len(data["lrs"])
+    assert data["name"] == "curve"
+    assert data["fields"] == ["lr", "loss", "smoothed_loss", "accuracy"]
+    values = data["values"]
+    start, count = data["start"], len(values["lr"])
     assert data["next_after"] == start + count
-    expected = make_points(start, count)
-    assert data["losses"] == pytest.approx(expected.losses)
-    assert data["accuracies"] == pytest.approx(expected.accuracies)
+    expected = make_points(start, count).values
+    assert values["lr"] == pytest.approx(expected["lr"])
+    assert values["loss"] == pytest.approx(expected["loss"])
+    assert values["accuracy"] == pytest.approx(expected["accuracy"])
     return start, count
+
+
+def ended(status: str, attempt: int, points: int) -> dict[str, Any]:
+    """The data of a range test's ``end`` event: ``points`` curve points (its progress)."""
+    return {
+        "status": status,
+        "attempt": attempt,
+        "progress": points,
+        "series_points": {"curve": points} if points else {},
+    }
 
 
 class TestEventStream:
@@ -236,7 +250,7 @@ class TestEventStream:
             assert (final.event, final.data["status"]) == ("status", "succeeded")
             assert final.data["result"]["summary"]["stop_reason"] == "diverged"
             assert end.event == "end"
-            assert end.data == {"status": "succeeded", "attempt": 1, "points": 18}
+            assert end.data == ended("succeeded", 1, 18)
             events.assert_closed()
 
     def test_resume_sends_exactly_the_points_after_the_last_event_id(self, live: Live) -> None:
@@ -268,7 +282,7 @@ class TestEventStream:
             assert (status.event, status.data["status"]) == ("status", "succeeded")
             assert curve_points(chunk) == (20, 7)
             assert chunk.id == "1:27"
-            assert end.data == {"status": "succeeded", "attempt": 1, "points": 27}
+            assert end.data == ended("succeeded", 1, 27)
             events.assert_closed()
         with live.stream(job_id, **{"Last-Event-ID": "1:27"}) as response:
             events = EventReader(response)
@@ -308,7 +322,7 @@ class TestEventStream:
             assert status.data["attempt"] == 2
             assert curve_points(chunk) == (0, 3)
             assert chunk.id == "2:3"
-            assert end.data == {"status": "succeeded", "attempt": 2, "points": 3}
+            assert end.data == ended("succeeded", 2, 3)
 
     def test_a_cancelled_queued_job_ends_without_points(self, live: Live) -> None:
         def queued(session: Session) -> uuid.UUID:
@@ -323,7 +337,7 @@ class TestEventStream:
             live.write(lambda s: cancel_job(s, team=s.get_one(Team, live.team_id), job_id=job_id))
             final, end = events.take(2)
             assert (final.event, final.data["status"]) == ("status", "cancelled")
-            assert end.data == {"status": "cancelled", "attempt": 0, "points": 0}
+            assert end.data == ended("cancelled", 0, 0)
             events.assert_closed()
 
     def test_a_long_backlog_comes_in_events_of_1000_points(self, live: Live) -> None:
@@ -416,7 +430,7 @@ class TestEventStream:
         response = live.client.get(f"/range-tests/{job_id}/events", headers=live.headers)
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["detail"] == f"job {job_id} not found"
+        assert response.json()["detail"] == f"range test {job_id} not found"
         unknown = live.client.get(f"/range-tests/{uuid.uuid4()}/events", headers=live.headers)
         assert unknown.status_code == 404
         assert live.client.get(f"/range-tests/{job_id}/events").status_code == 401

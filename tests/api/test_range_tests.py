@@ -354,13 +354,13 @@ class TestCurve:
         attempt = running(session, job_id)
         report_progress(session, job_id=job_id, attempt=attempt, **curve(make_points(0, 5)))
         report_progress(session, job_id=job_id, attempt=attempt, **curve(make_points(5, 5)))
-        expected = make_points(0, 10)
+        expected = make_points(0, 10).values
 
         whole = client.get(f"/range-tests/{job_id}/curve", headers=caller.headers).json()
-        assert whole["lrs"] == expected.lrs
-        assert whole["losses"] == expected.losses
-        assert whole["smoothed_losses"] == expected.smoothed_losses
-        assert whole["accuracies"] == expected.accuracies
+        assert whole["lrs"] == expected["lr"]
+        assert whole["losses"] == expected["loss"]
+        assert whole["smoothed_losses"] == expected["smoothed_loss"]
+        assert whole["accuracies"] == expected["accuracy"]
         assert (whole["start"], whole["next_after"], whole["attempt"]) == (0, 10, 1)
         assert whole["status"] == "running"
 
@@ -370,7 +370,7 @@ class TestCurve:
             params={"after": whole["next_after"]},
             headers=caller.headers,
         ).json()
-        assert newer["lrs"] == make_points(10, 3).lrs
+        assert newer["lrs"] == make_points(10, 3).values["lr"]
         assert (newer["start"], newer["next_after"]) == (10, 13)
 
         job = client.get(f"/range-tests/{job_id}", headers=caller.headers).json()
@@ -387,7 +387,7 @@ class TestCurve:
         mid = client.get(
             f"/range-tests/{job_id}/curve", params={"after": 7}, headers=caller.headers
         ).json()
-        assert mid["losses"] == make_points(7, 6).losses
+        assert mid["losses"] == make_points(7, 6).values["loss"]
 
         for kwargs in (
             {"params": {"format": "csv", "after": 11}, "headers": caller.headers},
@@ -398,11 +398,11 @@ class TestCurve:
             assert response.headers["content-type"].startswith("text/csv")
             rows = list(csv.reader(io.StringIO(response.text)))
             assert rows[0] == ["index", "lr", "loss", "smoothed_loss", "accuracy"]
-            tail = make_points(11, 2)
+            tail = make_points(11, 2).values
             assert [int(r[0]) for r in rows[1:]] == [11, 12]
-            assert [float(r[1]) for r in rows[1:]] == tail.lrs
-            assert [float(r[2]) for r in rows[1:]] == tail.losses
-            assert [float(r[4]) for r in rows[1:]] == tail.accuracies
+            assert [float(r[1]) for r in rows[1:]] == tail["lr"]
+            assert [float(r[2]) for r in rows[1:]] == tail["loss"]
+            assert [float(r[4]) for r in rows[1:]] == tail["accuracy"]
 
     def test_queued_job_has_an_empty_curve(self, client: TestClient, caller: Caller) -> None:
         job_id = submit(client, caller).json()["id"]

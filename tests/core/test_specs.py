@@ -11,13 +11,10 @@ import pytest
 import torch
 from pydantic import BaseModel, ValidationError
 
-from clr import RangeTest, RangeTestProgress, make_optimizer, suggest_all
+from clr import RangeTest, make_optimizer, suggest_all
 from clr.workloads import build_workload, get_workload
 from core.specs import (
     CONFIG_KEY_VERSION,
-    JOB_RESULTS,
-    JOB_SPECS,
-    CurvePoints,
     OptimizerSpec,
     RangeTestOutcome,
     RangeTestSpec,
@@ -341,46 +338,6 @@ class TestConfigKey:
         assert set(spec.configuration()) == set(RangeTestSpec.configuration_fields)
 
 
-class TestCurvePoints:
-    def test_lists_must_have_equal_lengths(self) -> None:
-        with pytest.raises(ValidationError, match="losses has 1 values, lrs has 2"):
-            CurvePoints(start=0, lrs=[1.0, 2.0], losses=[1.0], smoothed_losses=[1.0, 1.0])
-
-    def test_accuracies_too(self) -> None:
-        with pytest.raises(ValidationError, match="accuracies has 3 values, lrs has 1"):
-            CurvePoints(
-                start=0, lrs=[1.0], losses=[1.0], smoothed_losses=[1.0], accuracies=[1, 1, 1]
-            )
-
-    def test_non_finite_values_and_empty_chunks_are_refused(self) -> None:
-        with pytest.raises(ValidationError) as info:
-            CurvePoints(start=-1, lrs=[], losses=[math.nan], smoothed_losses=[])
-        fields = {e["field"] for e in field_errors(info.value)}
-        assert fields == {"start", "lrs", "losses.0"}
-
-    def test_from_a_clr_progress_callback(self) -> None:
-        progress = RangeTestProgress(
-            step=12,
-            num_iter=100,
-            start=10,
-            lrs=[0.1, 0.2],
-            losses=[2.0, 1.9],
-            smoothed_losses=[2.0, 1.95],
-            accuracies=None,
-            best_loss=1.95,
-            elapsed=0.1,
-        )
-        points = CurvePoints.from_progress(progress)
-        assert points.start == 10
-        assert points.size == 2
-        assert points.data() == {
-            "lrs": [0.1, 0.2],
-            "losses": [2.0, 1.9],
-            "smoothed_losses": [2.0, 1.95],
-            "accuracies": None,
-        }
-
-
 class TestRangeTestOutcome:
     def test_needs_bounds_or_a_reason_but_not_both(self) -> None:
         good = make_outcome()
@@ -412,12 +369,6 @@ class TestRangeTestOutcome:
         assert data["summary"]["stop_reason"] == result.stop_reason
         assert data["suggestions"]["default"]["max_lr"] == suggestions.default.max_lr
         assert RangeTestOutcome.model_validate(data).suggestions == outcome.suggestions
-
-
-class TestRegistries:
-    def test_every_kind_has_a_spec_and_a_result(self) -> None:
-        assert JOB_SPECS == {"range_test": RangeTestSpec}
-        assert JOB_RESULTS == {"range_test": RangeTestOutcome}
 
 
 class TestEstimate:

@@ -138,7 +138,9 @@ def run_job(
     with session_scope(db) as session:
         team = make_team(session)
         spec = spec_data(workload=workload, params={}, num_iter=20, device="cpu")
-        job_id = submit_job(session, team=team, kind="range_test", spec=spec, settings=settings).id
+        job_id = submit_job(
+            session, team=team, kind="range_test", spec=spec, settings=settings
+        ).job.id
     task = app.send_task(RANGE_TEST_TASK, args=[str(job_id)], queue=QUEUE)
     return job_id, task.id
 

@@ -12,7 +12,7 @@ from core.db import session_scope
 from core.models import Job, Team
 from core.services import cancel_job, claim_job
 from tests.builders import make_job
-from worker.tasks import Heartbeats, ProgressReporter
+from worker.jobs import Heartbeats, ProgressReporter
 
 
 def _until(condition: Callable[[], bool], *, timeout_s: float = 30.0) -> None:

@@ -135,7 +135,9 @@ class TestAnnouncement:
 def submit_long(db: sessionmaker[Session], settings: Settings) -> tuple[Any, uuid.UUID]:
     with session_scope(db) as session:
         team = make_team(session)
-        job = submit_job(session, team=team, kind="range_test", spec=LONG_SPEC, settings=settings)
+        job = submit_job(
+            session, team=team, kind="range_test", spec=LONG_SPEC, settings=settings
+        ).job
         session.expunge(team)
     return team, job.id
 
@@ -222,7 +224,7 @@ class TestStaleMessages:
         with session_scope(db) as session:
             cancelled = submit_job(
                 session, team=team, kind="range_test", spec=spec_data(), settings=worker_settings
-            )
+            ).job
             cancel_job(session, team=team, job_id=cancelled.id)
         missing = uuid.uuid4()
         for job_id in (done_id, cancelled.id, missing):

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import session_scope
 from core.models import Job, JobStatus, Team
-from core.services import cancel_job, get_bounds, read_curve, submit_job
+from core.services import cancel_job, get_bounds, read_series, submit_job
 from core.settings import Settings
 from core.specs import RangeTestOutcome
 from tests.builders import make_team, spec_data
@@ -35,7 +35,7 @@ def submit(
         team = make_team(session)
         job = submit_job(
             session, team=team, kind="range_test", spec=tiny_spec(**overrides), settings=settings
-        )
+        ).job
     return team, job.id
 
 
@@ -63,13 +63,16 @@ class TestRangeTestRun:
         assert job.started_at <= job.finished_at
         outcome = RangeTestOutcome.model_validate(job.result)
         with session_scope(db) as session:
-            curve = read_curve(session, team=team, job_id=job_id)
+            curve = read_series(session, team=team, job_id=job_id, name="curve")
+            lrs, accuracies = curve.column("lr"), curve.column("accuracy")
             assert curve.attempt == 1
-            assert len(curve.lrs) == outcome.summary.steps_run == job.progress
-            assert curve.lrs == sorted(curve.lrs)
-            assert curve.lrs[0] == pytest.approx(1e-4)
-            assert curve.accuracies is not None
-            assert len(curve.accuracies) == len(curve.lrs)
+            assert lrs is not None
+            assert len(lrs) == outcome.summary.steps_run == job.progress == curve.points
+            assert job.series_points == {"curve": job.progress}
+            assert lrs == sorted(lrs)
+            assert lrs[0] == pytest.approx(1e-4)
+            assert accuracies is not None
+            assert len(accuracies) == len(lrs)
             if outcome.suggestions is not None:
                 bounds = get_bounds(session, team=team, job_id=job_id)
                 assert 0 < bounds.suggestions.default.base_lr < bounds.suggestions.default.max_lr
@@ -96,7 +99,8 @@ class TestRangeTestRun:
         assert job.status == JobStatus.SUCCEEDED
         assert job.attempt == 1
         with session_scope(db) as session:
-            assert len(read_curve(session, team=team, job_id=job_id).lrs) == job.progress
+            curve = read_series(session, team=team, job_id=job_id, name="curve")
+            assert curve.size == job.progress
 
     def test_job_cancelled_while_queued_is_skipped(
         self,
@@ -121,7 +125,7 @@ class TestRangeTestRun:
             assert job.status == JobStatus.CANCELLED
             assert job.attempt == 0
             assert job.started_at is None
-            assert read_curve(session, team=team, job_id=job_id).lrs == []
+            assert read_series(session, team=team, job_id=job_id, name="curve").column("lr") == []
 
     def test_spec_this_worker_cannot_run_fails_with_reason(
         self,

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import Job, JobStatus, Team
-from core.services import claim_job, reconcile, submit_job
+from core.services import Submission, claim_job, reconcile, submit_job
 from core.settings import Settings
 from tests.builders import T0, make_job, make_team, spec_data
 
@@ -118,10 +118,10 @@ class TestIdempotentSubmitRace:
         with committed.begin() as session:
             team = make_team(session)
 
-        def submit(session: Session) -> uuid.UUID:
+        def submit(session: Session) -> tuple[uuid.UUID, bool]:
             mine = session.get(Team, team.id)
             assert mine is not None
-            job = submit_job(
+            submission = submit_job(
                 session,
                 team=mine,
                 kind="range_test",
@@ -129,10 +129,11 @@ class TestIdempotentSubmitRace:
                 settings=settings,
                 idempotency_key="same-request",
             )
-            return job.id
+            return submission.job.id, submission.created
 
-        ids = race(committed, submit)
-        assert len(set(ids)) == 1
+        submissions = race(committed, submit)
+        assert len({job_id for job_id, _ in submissions}) == 1
+        assert sorted(created for _, created in submissions) == [False] * (THREADS - 1) + [True]
         with committed() as session:
             stmt = select(func.count()).select_from(Job).where(Job.team_id == team.id)
             assert session.scalar(stmt) == 1
@@ -148,7 +149,7 @@ class TestIdempotentSubmitRace:
         with committed.begin() as session:
             team = make_team(session)
 
-        def submit(session: Session) -> Job:
+        def submit(session: Session) -> Submission:
             mine = session.get(Team, team.id)
             assert mine is not None
             return submit_job(
@@ -164,16 +165,17 @@ class TestIdempotentSubmitRace:
             winner = submit(first)
             with ThreadPoolExecutor(1) as pool:
 
-                def second_submit() -> uuid.UUID:
+                def second_submit() -> tuple[uuid.UUID, bool]:
                     with committed() as second:
-                        job = submit(second)
+                        submission = submit(second)
                         second.commit()
-                        return job.id
+                        return submission.job.id, submission.created
 
                 pending = pool.submit(second_submit)
                 wait_until_blocked_on_a_lock(engine)
                 first.commit()
-                assert pending.result(timeout=10) == winner.id
+                assert winner.created
+                assert pending.result(timeout=10) == (winner.job.id, False)
 
 
 class TestReconcilerRace:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -22,8 +23,11 @@ from core.errors import (
     JobNotFound,
     NotReady,
 )
-from core.models import CurveChunk, Job, JobStatus, Team
+from core.kinds import CURVE, JobKind, registered_kind
+from core.models import Job, JobStatus, SeriesChunk, Team
+from core.series import encode_values
 from core.services import (
+    Submission,
     acknowledge_cancel,
     cancel_job,
     claim_job,
@@ -35,14 +39,14 @@ from core.services import (
     heartbeat,
     list_jobs,
     note_worker_lost,
-    read_curve,
+    read_series,
     reconcile,
     report_progress,
     submit_job,
 )
-from core.services.jobs import MAX_ERROR_LENGTH
+from core.services.jobs import MAX_ERROR_LENGTH, SeriesSlice
 from core.settings import Settings
-from core.specs import JOB_RESULTS, JOB_SPECS, JobResult, JobSpec, RangeTestOutcome, RangeTestSpec
+from core.specs import JobResult, JobSpec, RangeTestOutcome, RangeTestSpec
 from tests.builders import (
     T0,
     curve,
@@ -70,6 +74,11 @@ def running_job(session: Session, *, team: Team | None = None, **overrides: Any)
     return claimed
 
 
+def read_curve(session: Session, *, team: Team, job_id: uuid.UUID, after: int = 0) -> SeriesSlice:
+    """A range test's ``curve`` series from ``after`` on."""
+    return read_series(session, team=team, job_id=job_id, name="curve", after=after)
+
+
 def snapshot(session: Session, job: Job) -> dict[str, Any]:
     session.expire_all()
     fresh = session.get(Job, job.id)
@@ -82,9 +91,11 @@ class TestSubmitJob:
         self, session: Session, settings: Settings, sent: Sent
     ) -> None:
         team = make_team(session)
-        job = submit_job(
+        submission = submit_job(
             session, team=team, kind="range_test", spec=spec_data(), settings=settings, now=T0
         )
+        job = submission.job
+        assert submission.created
         expected_spec = RangeTestSpec.model_validate(spec_data())
         assert job.status is JobStatus.QUEUED
         assert (job.attempt, job.max_attempts, job.progress, job.total) == (0, 3, 0, 100)
@@ -103,7 +114,7 @@ class TestSubmitJob:
         spec = RangeTestSpec.model_validate(spec_data(num_iter=42))
         job = submit_job(
             session, team=make_team(session), kind="range_test", spec=spec, settings=settings
-        )
+        ).job
         assert (job.total, job.max_attempts) == (42, 5)
 
     def test_invalid_spec_names_each_field_and_stores_nothing(
@@ -136,6 +147,9 @@ class TestSubmitJob:
 
 class TestIdempotency:
     def submit(self, session: Session, team: Team, settings: Settings, **kw: Any) -> Job:
+        return self.submission(session, team, settings, **kw).job
+
+    def submission(self, session: Session, team: Team, settings: Settings, **kw: Any) -> Submission:
         spec = kw.pop("spec", spec_data())
         return submit_job(session, team=team, kind="range_test", spec=spec, settings=settings, **kw)
 
@@ -143,13 +157,13 @@ class TestIdempotency:
         self, session: Session, settings: Settings, sent: Sent
     ) -> None:
         team = make_team(session)
-        first = self.submit(session, team, settings, idempotency_key="req-1")
+        first = self.submission(session, team, settings, idempotency_key="req-1")
         session.commit()
-        again = self.submit(session, team, settings, idempotency_key="req-1")
+        again = self.submission(session, team, settings, idempotency_key="req-1")
         session.commit()
-        assert again.id == first.id
+        assert (again.job.id, first.created, again.created) == (first.job.id, True, False)
         assert count(session, Job, team_id=team.id) == 1
-        assert sent == [(first.id, "range_test")]
+        assert sent == [(first.job.id, "range_test")]
 
     def test_a_body_equal_once_normalised_is_the_same_request(
         self, session: Session, settings: Settings
@@ -273,11 +287,16 @@ class TestReportProgress:
         assert not second.cancel_requested
         state = snapshot(session, job)
         assert (state["progress"], state["heartbeat_at"]) == (7, later)
+        assert state["series_points"] == {"curve": 7}
         chunks = session.scalars(
-            select(CurveChunk).where(CurveChunk.job_id == job.id).order_by(CurveChunk.seq)
+            select(SeriesChunk).where(SeriesChunk.job_id == job.id).order_by(SeriesChunk.start)
         ).all()
-        assert [(c.attempt, c.seq, c.start, c.size) for c in chunks] == [(1, 0, 0, 4), (1, 1, 4, 3)]
-        assert chunks[1].data == make_points(4, 3).data()
+        assert [(c.name, c.attempt, c.start, c.size) for c in chunks] == [
+            ("curve", 1, 0, 4),
+            ("curve", 1, 4, 3),
+        ]
+        assert chunks[1].fields == ",".join(CURVE.fields)
+        assert chunks[1].data == encode_values(CURVE.fields, make_points(4, 3).values)
 
     def test_returns_the_cooperative_cancel_flag(self, session: Session) -> None:
         team = make_team(session)
@@ -293,7 +312,7 @@ class TestReportProgress:
         ack = report_progress(session, job_id=job.id, attempt=2, **curve(make_points(2, 2)))
         assert not ack.accepted
         assert snapshot(session, job) == before
-        assert count(session, CurveChunk, job_id=job.id) == 1
+        assert count(session, SeriesChunk, job_id=job.id) == 1
 
     def test_a_chunk_for_a_finished_job_is_refused(self, session: Session) -> None:
         job = running_job(session)
@@ -301,7 +320,7 @@ class TestReportProgress:
         assert not report_progress(
             session, job_id=job.id, attempt=1, **curve(make_points(0, 2))
         ).accepted
-        assert count(session, CurveChunk, job_id=job.id) == 0
+        assert count(session, SeriesChunk, job_id=job.id) == 0
 
     def test_a_retried_chunk_is_accepted_but_stored_once(self, session: Session) -> None:
         job = running_job(session)
@@ -309,7 +328,7 @@ class TestReportProgress:
             ack = report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 5)))
             assert ack.accepted
         assert snapshot(session, job)["progress"] == 5
-        assert count(session, CurveChunk, job_id=job.id) == 1
+        assert count(session, SeriesChunk, job_id=job.id) == 1
 
     @pytest.mark.parametrize(("start", "size"), [(6, 2), (3, 4)])
     def test_gaps_and_partial_overlaps_are_errors(
@@ -317,10 +336,10 @@ class TestReportProgress:
     ) -> None:
         job = running_job(session)
         report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 5)))
-        with pytest.raises(ValueError, match="ends before point 5"):
+        with pytest.raises(ValueError, match="do not follow the 5 stored"):
             report_progress(session, job_id=job.id, attempt=1, **curve(make_points(start, size)))
         assert snapshot(session, job)["progress"] == 5
-        assert count(session, CurveChunk, job_id=job.id) == 1
+        assert count(session, SeriesChunk, job_id=job.id) == 1
 
 
 class TestFinishAndFail:
@@ -374,8 +393,8 @@ class TestFinishAndFail:
             "CUDA out of memory",
             30,
         )
-        curve = read_curve(session, team=team, job_id=job.id)
-        assert curve.lrs == make_points(0, 30).lrs
+        got = read_curve(session, team=team, job_id=job.id)
+        assert got.values == make_points(0, 30).values
 
     def test_a_huge_reason_is_cut(self, session: Session) -> None:
         job = running_job(session)
@@ -462,7 +481,7 @@ class TestReconcile:
                 spec=spec_data(device="cuda"),
                 settings=settings,
                 now=T0,
-            )
+            ).job
             session.commit()
             make_worker(session)
             stale_cpu = make_job(session, spec=spec_data(device="cpu"), enqueued_at=None)
@@ -496,17 +515,21 @@ class TestReconcile:
         report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 10)), now=T0)
         reconcile(session, settings=settings, now=T0 + timedelta(minutes=2))
         # until the next claim, readers still see the lost attempt's points
-        assert len(read_curve(session, team=team, job_id=job.id).lrs) == 10
+        assert read_curve(session, team=team, job_id=job.id).size == 10
         again = claim_job(session, job_id=job.id, worker="gpu-1", now=T0 + timedelta(minutes=3))
         assert again is not None
         assert (again.attempt, again.progress) == (2, 0)
-        curve = read_curve(session, team=team, job_id=job.id)
-        assert (curve.attempt, curve.lrs) == (2, [])
+        got = read_curve(session, team=team, job_id=job.id)
+        assert (got.attempt, got.points, got.column("lr")) == (2, 0, [])
+        assert snapshot(session, job)["series_points"] == {}
+        assert count(session, SeriesChunk, job_id=job.id) == 0
         assert not heartbeat(session, job_id=job.id, attempt=1).accepted
         assert not report_progress(
             session, job_id=job.id, attempt=1, **curve(make_points(10, 5))
         ).accepted
-        assert report_progress(session, job_id=job.id, attempt=2, **curve(make_points(0, 5))).accepted
+        assert report_progress(
+            session, job_id=job.id, attempt=2, **curve(make_points(0, 5))
+        ).accepted
 
     def test_fails_a_job_lost_max_attempts_times_with_the_reason(
         self, session: Session, settings: Settings
@@ -648,45 +671,46 @@ class TestReadCurve:
         job = running_job(session, team=team)
         for start in range(0, 30, 10):
             report_progress(session, job_id=job.id, attempt=1, **curve(make_points(start, 10)))
-        curve = read_curve(session, team=team, job_id=job.id, after=15)
+        got = read_curve(session, team=team, job_id=job.id, after=15)
         expected = make_points(15, 15)
-        assert (curve.start, curve.next_after, curve.attempt) == (15, 30, 1)
-        assert curve.lrs == expected.lrs
-        assert curve.losses == expected.losses
-        assert curve.smoothed_losses == expected.smoothed_losses
-        assert curve.accuracies == expected.accuracies
-        assert read_curve(session, team=team, job_id=job.id, after=30).lrs == []
+        assert (got.name, got.fields) == ("curve", CURVE.fields)
+        assert (got.start, got.next_after, got.points, got.attempt) == (15, 30, 30, 1)
+        assert got.column("lr") == expected.values["lr"]
+        assert got.column("loss") == expected.values["loss"]
+        assert got.column("smoothed_loss") == expected.values["smoothed_loss"]
+        assert got.column("accuracy") == expected.values["accuracy"]
+        assert read_curve(session, team=team, job_id=job.id, after=30).column("lr") == []
 
     def test_ten_thousand_points_in_chunks_of_250_read_back_exactly(self, session: Session) -> None:
         team = make_team(session)
         job = running_job(session, team=team, spec=spec_data(num_iter=10_000))
         for start in range(0, 10_000, 250):
-            ack = report_progress(session, job_id=job.id, attempt=1, **curve(make_points(start, 250)))
+            ack = report_progress(
+                session, job_id=job.id, attempt=1, **curve(make_points(start, 250))
+            )
             assert ack.accepted
         everything = make_points(0, 10_000)
-        curve = read_curve(session, team=team, job_id=job.id)
-        assert (curve.lrs, curve.losses) == (everything.lrs, everything.losses)
-        assert all(type(x) is float for x in curve.lrs)
-        assert curve.smoothed_losses == everything.smoothed_losses
-        assert curve.accuracies == everything.accuracies
-        assert (curve.total, curve.next_after) == (10_000, 10_000)
+        got = read_curve(session, team=team, job_id=job.id)
+        assert got.values == everything.values
+        assert all(type(x) is float for x in got.column("lr") or [])
+        assert (got.total, got.points, got.next_after) == (10_000, 10_000, 10_000)
         tail = read_curve(session, team=team, job_id=job.id, after=9_990)
-        assert tail.lrs == everything.lrs[9_990:]
-        assert count(session, CurveChunk, job_id=job.id) == 40
+        assert (tail.start, tail.values) == (9_990, make_points(9_990, 10).values)
+        assert count(session, SeriesChunk, job_id=job.id) == 40
 
     def test_points_without_a_metric_have_no_accuracies(self, session: Session) -> None:
         team = make_team(session)
         job = running_job(session, team=team)
-        chunk = make_points(0, 3, accuracies=False)
-        report_progress(session, job_id=job.id, attempt=1, **curve(chunk))
-        curve = read_curve(session, team=team, job_id=job.id)
-        assert (curve.lrs, curve.accuracies) == (chunk.lrs, None)
+        points = make_points(0, 3, accuracies=False)
+        report_progress(session, job_id=job.id, attempt=1, **curve(points))
+        got = read_curve(session, team=team, job_id=job.id)
+        assert (got.column("lr"), got.column("accuracy")) == (points.values["lr"], None)
 
     def test_an_unstarted_job_has_an_empty_curve(self, session: Session) -> None:
         team = make_team(session)
         job = make_job(session, team=team)
-        curve = read_curve(session, team=team, job_id=job.id)
-        assert (curve.attempt, curve.lrs, curve.accuracies, curve.status) == (
+        got = read_curve(session, team=team, job_id=job.id)
+        assert (got.attempt, got.column("lr"), got.column("accuracy"), got.status) == (
             0,
             [],
             None,
@@ -702,6 +726,17 @@ class TestReadCurve:
         job = running_job(session)
         with pytest.raises(JobNotFound):
             read_curve(session, team=make_team(session), job_id=job.id)
+
+    def test_a_series_the_kind_does_not_have_is_invalid_naming_those_it_has(
+        self, session: Session
+    ) -> None:
+        team = make_team(session)
+        job = make_job(session, team=team)
+        with pytest.raises(InvalidInput) as info:
+            read_series(session, team=team, job_id=job.id, name="epochs")
+        assert info.value.errors == [
+            {"field": "name", "reason": "a range test has no series 'epochs'; its series: curve"}
+        ]
 
 
 class TestTeamIsolation:
@@ -797,17 +832,27 @@ class EchoResult(JobResult):
     said: str
 
 
+ECHO = JobKind(
+    name="echo",
+    noun="echoes",
+    title="echo",
+    spec=EchoSpec,
+    result=EchoResult,
+    runner="tests.core.services.test_jobs:never_run",  # never imported: no worker here
+)
+
+
 class TestAnotherKind:
     @pytest.fixture(autouse=True)
-    def echo_kind(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setitem(JOB_SPECS, "echo", EchoSpec)
-        monkeypatch.setitem(JOB_RESULTS, "echo", EchoResult)
+    def echo_kind(self) -> Iterator[None]:
+        with registered_kind(ECHO):
+            yield
 
     def test_runs_through_the_same_lifecycle(
         self, session: Session, settings: Settings, sent: Sent
     ) -> None:
         team = make_team(session)
-        job = submit_job(session, team=team, kind="echo", spec={"steps": 5}, settings=settings)
+        job = submit_job(session, team=team, kind="echo", spec={"steps": 5}, settings=settings).job
         assert (job.kind, job.total, job.workload) == ("echo", 5, None)
         session.commit()
         assert sent == [(job.id, "echo")]
@@ -815,7 +860,7 @@ class TestAnotherKind:
         done = finish_job(session, job_id=job.id, attempt=1, result={"said": "hello"})
         assert done is not None
         assert done.result == {"said": "hello"}
-        with pytest.raises(JobConflict, match="is of kind 'echo'; only range tests have bounds"):
+        with pytest.raises(JobNotFound, match=f"range test {job.id} not found"):
             get_bounds(session, team=team, job_id=job.id)
 
     def test_its_spec_errors_name_the_field(self, session: Session, settings: Settings) -> None:
@@ -824,3 +869,32 @@ class TestAnotherKind:
                 session, team=make_team(session), kind="echo", spec={"steps": 0}, settings=settings
             )
         assert [e["field"] for e in info.value.errors] == ["steps"]
+
+    def test_a_job_asked_for_as_another_kind_is_not_found(
+        self, session: Session, settings: Settings
+    ) -> None:
+        team = make_team(session)
+        echo = submit_job(session, team=team, kind="echo", spec={}, settings=settings).job
+        test = make_job(session, team=team)
+        assert get_job(session, team=team, job_id=echo.id, kind="echo").id == echo.id
+        with pytest.raises(JobNotFound, match=f"range test {echo.id} not found"):
+            get_job(session, team=team, job_id=echo.id, kind="range_test")
+        with pytest.raises(JobNotFound, match=f"echo {test.id} not found"):
+            cancel_job(session, team=team, job_id=test.id, kind="echo")
+        assert snapshot(session, test)["status"] is JobStatus.QUEUED
+        assert [j.id for j in list_jobs(session, team=team, kind="echo").items] == [echo.id]
+
+    def test_a_kind_without_series_has_no_curve(self, session: Session, settings: Settings) -> None:
+        team = make_team(session)
+        job = submit_job(session, team=team, kind="echo", spec={}, settings=settings).job
+        claim_job(session, job_id=job.id, worker="cpu-0")
+        with pytest.raises(ValueError, match="jobs of kind 'echo' have no series 'curve'"):
+            report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 2)))
+        with pytest.raises(InvalidInput, match="has no series 'curve'; its series: none"):
+            read_curve(session, team=team, job_id=job.id)
+        ack = report_progress(session, job_id=job.id, attempt=1, progress=2)
+        assert ack.accepted
+        assert (snapshot(session, job)["progress"], snapshot(session, job)["series_points"]) == (
+            2,
+            {},
+        )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from core.errors import InvalidJobSpec
 from core.settings import Settings
 from worker.celery_app import (
     CPU_QUEUE,
@@ -92,11 +93,13 @@ class TestCreateCelery:
 
 
 class TestCelerySender:
-    def test_unknown_kind_is_refused(self, tmp_path: Path) -> None:
+    def test_unknown_kind_is_refused_by_the_caller_not_the_send_thread(
+        self, tmp_path: Path
+    ) -> None:
         sender = CelerySender(create_celery(redis_settings(tmp_path)))
 
-        with pytest.raises(ValueError, match="no task runs jobs of kind 'train'"):
-            sender(uuid.uuid4(), "train", "auto")
+        with pytest.raises(InvalidJobSpec, match="unknown job kind 'nope'; known kinds: "):
+            sender(uuid.uuid4(), "nope", "auto")
 
     @pytest.mark.parametrize(
         ("device", "queue"), [("cuda", CUDA_QUEUE), ("cpu", CPU_QUEUE), ("auto", JOBS_QUEUE)]
