@@ -3,13 +3,19 @@ list, kind isolation, the plot and the model download."""
 
 from __future__ import annotations
 
+import io
+import json
+import signal
 import uuid
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlalchemy.orm import Session
 
+from cli.client import run_training
 from core.models import Job, JobStatus
 from core.series import SeriesPoints
 from core.services import claim_job, fail_job, finish_job, record_checkpoint, report_progress
@@ -89,10 +95,10 @@ def epoch_points(start: int, iterations: list[int]) -> SeriesPoints:
         {
             "epoch": [float(start + k) for k in range(n)],
             "iteration": [float(i) for i in iterations],
-            "train_loss": [2.0 - 0.1 * k for k in range(n)],
-            "train_accuracy": [0.5 + 0.1 * k for k in range(n)],
-            "val_loss": [2.1 - 0.1 * k for k in range(n)],
-            "val_accuracy": [0.45 + 0.1 * k for k in range(n)],
+            "train_loss": [2.0 - 0.1 * k for k in range(start, start + n)],
+            "train_accuracy": [0.5 + 0.1 * k for k in range(start, start + n)],
+            "val_loss": [2.1 - 0.1 * k for k in range(start, start + n)],
+            "val_accuracy": [0.45 + 0.1 * k for k in range(start, start + n)],
         },
     )
 
@@ -417,3 +423,141 @@ class TestTrainingPlot:
         response = client.get(f"/trainings/{job_id}/plot.svg", headers=caller.headers)
         assert response.status_code == 409
         assert response.json()["type"].endswith("job-conflict")
+
+
+class FakeWorker:
+    """Runs a training the way a worker reports it, one step per poll of the client.
+
+    The client's ``sleep`` between two polls is this object: each call claims the
+    job or stores the next run of points, then finishes it; no timing involved.
+    """
+
+    def __init__(self, session: Session, steps: list[int]) -> None:
+        self.session = session
+        self.steps = list(steps)  # iterations done after each poll
+        self.job_id: uuid.UUID | None = None
+        self.attempt = 0
+        self.done = 0
+        self.polls = 0
+
+    def __call__(self, _seconds: float) -> None:
+        self.polls += 1
+        job_id = self.job_id
+        if job_id is None:
+            rows = self.session.query(Job).filter(Job.kind == "training").all()
+            assert len(rows) == 1
+            job_id = self.job_id = rows[0].id
+            claimed = claim_job(self.session, job_id=job_id, worker="gpu0", device="cpu")
+            assert claimed is not None
+            self.attempt = claimed.attempt
+            return
+        if not self.steps:
+            finish_job(self.session, job_id=job_id, attempt=self.attempt, result=outcome())
+            return
+        end = self.steps.pop(0)
+        epochs = [i for i in range(30, end + 1, 30) if i > self.done]
+        points = [iteration_points(self.done, end - self.done)]
+        if epochs:
+            points.append(epoch_points(self.done // 30, epochs))
+        report_progress(
+            self.session, job_id=job_id, attempt=self.attempt, points=points, progress=end
+        )
+        self.done = end
+
+
+class TestTrainCommandClient:
+    """``clr-sweep train``'s client half against the real app (in-process, real database)."""
+
+    def test_follows_a_training_prints_how_it_ended_and_writes_plot_and_json(
+        self, client: TestClient, caller: Caller, session: Session, tmp_path: Path
+    ) -> None:
+        client.headers.update(caller.headers)
+        out = io.StringIO()
+        worker = FakeWorker(session, steps=[40, 90, 120])
+        plot, output = tmp_path / "training.png", tmp_path / "training.json"
+        code = run_training(
+            client,
+            training_body(),
+            Console(file=out, width=140),
+            plot=plot,
+            output=output,
+            wait=True,
+            interval_s=0,
+            sleep=worker,
+        )
+        text = out.getvalue()
+        assert code == 0, text
+        assert worker.polls == 5  # claimed, three reports, finished
+        assert "120 iterations" in text
+        assert "epoch 4" in text
+        assert "val acc 0.750" in text  # the last epoch's, as the bar showed it
+        assert "final val accuracy" in text
+        assert "0.9100" in text
+        assert "0.9300 (2 snapshots)" in text
+        assert "0.9200 (iteration 90)" in text
+        assert plot.read_bytes().startswith(PNG_MAGIC)
+        saved = json.loads(output.read_text())
+        assert saved["job"]["id"] == str(worker.job_id)
+        assert saved["job"]["status"] == "succeeded"
+
+    def test_bounds_from_a_range_test_are_announced(
+        self, client: TestClient, caller: Caller, session: Session, capsys: Any
+    ) -> None:
+        client.headers.update(caller.headers)
+        range_test = finished_range_test(session, caller)
+        body = training_body(schedule={"policy": "triangular"})
+        body["bounds_from"] = {"range_test": str(range_test.id)}
+        out = io.StringIO()
+        code = run_training(
+            client, body, Console(file=out, width=200), plot=None, output=None, wait=False
+        )
+        assert code == 0
+        job_id = capsys.readouterr().out.strip()
+        assert client.get(f"/trainings/{job_id}").json()["status"] == "queued"
+        assert f"bounds 0.02 to 0.2 from range test {range_test.id}" in out.getvalue()
+
+    def test_an_interrupted_training_is_cancelled(self, client: TestClient, caller: Caller) -> None:
+        client.headers.update(caller.headers)
+
+        def interrupted(_seconds: float) -> None:
+            raise KeyboardInterrupt
+
+        out = io.StringIO()
+        code = run_training(
+            client,
+            training_body(),
+            Console(file=out, width=140),
+            plot=None,
+            output=None,
+            wait=True,
+            sleep=interrupted,
+        )
+        assert code == 128 + signal.SIGINT
+        listed = client.get("/trainings").json()["items"]
+        assert [j["status"] for j in listed] == ["cancelled"]
+        assert "cancel requested" in out.getvalue()
+
+    def test_a_failed_training_exits_1_with_its_reason(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        client.headers.update(caller.headers)
+        worker = FakeWorker(session, steps=[])
+
+        def fail(seconds: float) -> None:
+            if worker.job_id is None:
+                worker(seconds)
+            else:
+                fail_job(session, job_id=worker.job_id, attempt=worker.attempt, reason="boom")
+
+        out = io.StringIO()
+        code = run_training(
+            client,
+            training_body(),
+            Console(file=out, width=140),
+            plot=None,
+            output=None,
+            wait=True,
+            sleep=fail,
+        )
+        assert code == 1
+        assert "failed: boom" in out.getvalue()
