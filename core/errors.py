@@ -8,6 +8,7 @@ The tree::
     DomainError                    base; status 400
     ├── Unauthorized (401)         no token, an unknown one, or a revoked one
     ├── NotFound (404)
+    │   ├── ArtifactNotFound       no ready artifact of that name for the job
     │   ├── JobNotFound            no such job for this team (other teams' jobs too)
     │   │   └── NoBoundsForConfiguration   no range test of that configuration has bounds
     │   ├── TeamNotFound
@@ -16,6 +17,7 @@ The tree::
     │   ├── JobConflict            the job's status does not allow the action
     │   ├── NotReady               the job has not produced what was asked for yet
     │   └── TeamNameTaken
+    ├── ArtifactTooLarge (413)     an artifact grew past CLR_MAX_ARTIFACT_BYTES
     ├── TooManyRequests (429)      carries ``headers`` (``Retry-After``)
     │   └── TooManyActiveJobs      the team has its cap of queued and running jobs
     └── InvalidInput (422)         carries ``errors``: [{"field", "reason"}]
@@ -30,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypedDict
 
 __all__ = [
+    "ArtifactNotFound",
+    "ArtifactTooLarge",
     "Conflict",
     "DomainError",
     "FieldError",
@@ -229,3 +233,30 @@ class IdempotencyConflict(InvalidInput):
 
     title = "Idempotency-Key reused"
     code = "idempotency-conflict"
+
+
+class ArtifactNotFound(NotFound):
+    """The job has no ready artifact of that name (or it went while being read)."""
+
+    title = "Artifact not found"
+    code = "artifact-not-found"
+
+
+class ArtifactTooLarge(DomainError):
+    """An artifact grew past the configured cap (``CLR_MAX_ARTIFACT_BYTES``).
+
+    Attributes:
+        name: the artifact's name.
+        size: the bytes it would have held with the refused write.
+        limit: the cap, in bytes.
+    """
+
+    status = 413
+    title = "Artifact too large"
+    code = "artifact-too-large"
+
+    def __init__(self, detail: str, *, name: str, size: int, limit: int) -> None:
+        super().__init__(detail)
+        self.name = name
+        self.size = size
+        self.limit = limit

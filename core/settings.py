@@ -95,6 +95,13 @@ class Settings(BaseSettings):
             and the event loop free for every other request.
         broker_timeout_s: socket timeouts (connect, read) towards a Redis broker, so
             a hung broker fails a send or a readiness check instead of hanging it.
+        artifact_dir: a folder every worker and API host mounts (a shared volume):
+            when set, new artifacts' bytes (checkpoints, models) are files there and
+            only their metadata is in the database; unset, the bytes are chunks in
+            the database (see :mod:`core.artifacts`). It must exist: a missing mount
+            is an error, never a local folder created in its place.
+        max_artifact_bytes: the largest artifact a job may write; a bigger one
+            raises :class:`core.errors.ArtifactTooLarge`. 0 turns the cap off.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLR_", env_file=".env", extra="ignore")
@@ -124,6 +131,8 @@ class Settings(BaseSettings):
     api_max_streams_per_team: int = Field(default=10, ge=1, le=100_000)
     api_max_plot_renders: int = Field(default=2, ge=1, le=32)
     broker_timeout_s: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
+    artifact_dir: Path | None = None
+    max_artifact_bytes: int = Field(default=2 * 2**30, ge=0)
 
     @field_validator("data_dir")
     @classmethod
@@ -131,6 +140,19 @@ class Settings(BaseSettings):
         # Absolute once, so an API and a worker started from one folder agree on it
         # even when one of them later changes its working directory.
         return value.expanduser().absolute()
+
+    @field_validator("artifact_dir", mode="before")
+    @classmethod
+    def _blank_artifact_dir_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("artifact_dir")
+    @classmethod
+    def _absolute_artifact_dir(cls, value: Path | None) -> Path | None:
+        # every host names the same files whatever its working directory
+        return None if value is None else value.expanduser().absolute()
 
     @field_validator("database_url", "broker_url", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ Alembic (``migrations/``) is the only way the schema changes; a test checks
 that these models and the migrations agree.
 """
 
+from core.models.artifact import Artifact, ArtifactChunk, ArtifactState, ArtifactStore
 from core.models.base import NAMING_CONVENTION, Base, JSONType, TimestampMixin, UTCDateTime
 from core.models.job import FINISHED_STATUSES, Job, JobStatus, SeriesChunk
 from core.models.team import TOKEN_PREFIX_LENGTH, ApiToken, Team
@@ -14,6 +15,10 @@ __all__ = [
     "NAMING_CONVENTION",
     "TOKEN_PREFIX_LENGTH",
     "ApiToken",
+    "Artifact",
+    "ArtifactChunk",
+    "ArtifactState",
+    "ArtifactStore",
     "Base",
     "JSONType",
     "Job",

@@ -3,11 +3,13 @@
 Each works in the caller's session and transaction and never commits.
 """
 
+from core.repositories.artifacts import ArtifactRepository
 from core.repositories.jobs import JobRepository, ResendRule
 from core.repositories.teams import TeamRepository, TokenRepository
 from core.repositories.workers import WorkerRepository
 
 __all__ = [
+    "ArtifactRepository",
     "JobRepository",
     "ResendRule",
     "TeamRepository",

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from clr.exceptions import InvalidWorkloadParams, UnknownWorkload
 from clr.workloads import get_workload
+from core.artifacts import prune_orphans
 from core.clock import as_utc, utc_now
 from core.db import enqueue_after_commit
 from core.errors import (
@@ -198,6 +199,7 @@ class ReconcileReport:
     cancelled: list[uuid.UUID]
     timed_out: list[uuid.UUID]
     pruned_workers: int = 0
+    pruned_artifacts: int = 0
 
 
 def _now(now: datetime | None) -> datetime:
@@ -1073,6 +1075,8 @@ def reconcile(
     - A running job whose attempt started more than its kind's time limit (plus
       one heartbeat timeout of grace) ago fails, even if its worker is still alive.
     - Workers silent for ``worker_prune_after_s`` leave the registry.
+    - Artifacts a killed writer left half-written go after
+      :data:`ORPHAN_ARTIFACT_AGE_S` (looked for every :data:`ARTIFACT_PRUNE_INTERVAL_S`).
 
     Each change is a guarded update, so a heartbeat arriving meanwhile, or another
     reconciler, wins cleanly.
@@ -1152,4 +1156,28 @@ def reconcile(
         cancelled=cancelled,
         timed_out=timed_out,
         pruned_workers=prune_workers(session, settings=settings, now=now),
+        pruned_artifacts=_prune_artifacts(session, settings=settings, now=now),
     )
+
+
+ORPHAN_ARTIFACT_AGE_S = 3600
+"""How long a half-written artifact (a ``writing`` row, a stray file) waits before the
+reconciler removes it: a live writer touches its row every chunk, far more often."""
+
+ARTIFACT_PRUNE_INTERVAL_S = 600
+"""How often one reconciler process looks for orphaned artifacts (the folder scan of
+the directory store is not free)."""
+
+_last_artifact_prune: list[datetime] = []
+
+
+def _prune_artifacts(session: Session, *, settings: Settings, now: datetime) -> int:
+    if _last_artifact_prune and now - _last_artifact_prune[0] < timedelta(
+        seconds=ARTIFACT_PRUNE_INTERVAL_S
+    ):
+        return 0
+    _last_artifact_prune[:] = [now]
+    pruned = prune_orphans(
+        session, settings, older_than=now - timedelta(seconds=ORPHAN_ARTIFACT_AGE_S)
+    )
+    return pruned.rows + pruned.files

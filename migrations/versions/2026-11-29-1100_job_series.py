@@ -2,7 +2,7 @@
 jobs.checkpoint, jobs.parent_id
 
 Revision ID: 5c1e8d2f4a60
-Revises: 1efce9cb9542
+Revises: 7a3c5e9b1d20
 Create Date: 2026-11-29 11:00:00+00:00
 
 Every curve chunk of a job's current attempt becomes a chunk of its ``curve``
@@ -24,7 +24,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "5c1e8d2f4a60"
-down_revision: str | None = "1efce9cb9542"
+down_revision: str | None = "7a3c5e9b1d20"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

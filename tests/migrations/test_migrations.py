@@ -37,7 +37,7 @@ from core.settings import Settings
 from tests import database
 from tests.builders import make_points
 
-TABLES = {"teams", "api_tokens", "jobs", "series_chunks", "workers"}
+TABLES = {"teams", "api_tokens", "jobs", "series_chunks", "artifacts", "artifact_chunks", "workers"}
 
 
 @pytest.fixture(params=database.DIALECTS)
