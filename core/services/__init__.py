@@ -50,6 +50,12 @@ from core.services.teams import (
     list_tokens,
     revoke_token,
 )
+from core.services.trainings import (
+    TrainingModel,
+    find_training_model,
+    model_artifact_name,
+    stream_training_model,
+)
 from core.services.workers import (
     JobWait,
     WorkerInfo,
@@ -72,6 +78,7 @@ __all__ = [
     "ReconcileReport",
     "SeriesSlice",
     "Submission",
+    "TrainingModel",
     "TrainingPlot",
     "WorkerInfo",
     "WorkerView",
@@ -84,6 +91,7 @@ __all__ = [
     "explain_wait",
     "fail_job",
     "find_bounds",
+    "find_training_model",
     "finish_job",
     "get_bounds",
     "get_job",
@@ -95,6 +103,7 @@ __all__ = [
     "list_workers",
     "load_range_test_plot",
     "load_training_plot",
+    "model_artifact_name",
     "note_worker_lost",
     "parse_job_spec",
     "poll_job",
@@ -108,5 +117,6 @@ __all__ = [
     "series_of",
     "retire_worker",
     "revoke_token",
+    "stream_training_model",
     "submit_job",
 ]

@@ -3,6 +3,7 @@ list, kind isolation, the plot and the model download."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import signal
@@ -12,13 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from rich.console import Console
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from api.app import create_app
 from cli.client import run_training
+from core.artifacts import open_artifact_writer
+from core.db import session_scope
 from core.models import Job, JobStatus
 from core.series import SeriesPoints
 from core.services import claim_job, fail_job, finish_job, record_checkpoint, report_progress
+from core.settings import Settings
 from core.training import EPOCHS, ITERATIONS
 from tests.api.conftest import Caller, Sent, TestClient, make_caller
 from tests.builders import make_job, make_outcome
@@ -561,3 +567,149 @@ class TestTrainCommandClient:
         )
         assert code == 1
         assert "failed: boom" in out.getvalue()
+
+
+class CommittedService:
+    """The app on sessions that really commit: the model download streams each chunk in a
+    transaction of its own, which sees only committed rows (the rolled-back test session's
+    are invisible to it)."""
+
+    def __init__(self, factory: sessionmaker[Session], settings: Settings, client: TestClient):
+        self.factory = factory
+        self.settings = settings
+        self.client = client
+        with session_scope(factory) as session:
+            self.caller = make_caller(session)
+            self.other = make_caller(session)
+
+    def running_training(self) -> tuple[uuid.UUID, int]:
+        response = self.client.post("/trainings", json=training_body(), headers=self.headers)
+        assert response.status_code == 202, response.text
+        job_id = uuid.UUID(response.json()["id"])
+        with session_scope(self.factory) as session:
+            claimed = claim_job(session, job_id=job_id, worker="gpu0", device="cpu")
+            assert claimed is not None
+            return job_id, claimed.attempt
+
+    def store(self, job_id: uuid.UUID, attempt: int, name: str, data: bytes) -> None:
+        with open_artifact_writer(
+            self.factory,
+            self.settings,
+            job_id=job_id,
+            attempt=attempt,
+            name=name,
+            chunk_size=1000,  # a download of several chunks
+        ) as writer:
+            writer.write(data)
+        assert writer.published
+
+    def finish(self, job_id: uuid.UUID, attempt: int, **overrides: Any) -> None:
+        with session_scope(self.factory) as session:
+            done = finish_job(session, job_id=job_id, attempt=attempt, result=outcome(**overrides))
+            assert done is not None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.caller.headers
+
+    def get(self, path: str, caller: Caller | None = None, **params: Any) -> Any:
+        who = caller or self.caller
+        return self.client.get(path, headers=who.headers, params=params)
+
+
+@pytest.fixture(params=["db", "dir"])
+def service(
+    request: pytest.FixtureRequest,
+    committed: sessionmaker[Session],
+    api_settings: Settings,
+    tmp_path: Path,
+) -> Any:
+    """The real app (no session override) on committed data, with each artifact store."""
+    settings = api_settings
+    if request.param == "dir":
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        settings = api_settings.model_copy(update={"artifact_dir": shared})
+    app: FastAPI = create_app(settings, job_sender=lambda *_: None)
+    with TestClient(app) as client:
+        yield CommittedService(committed, settings, client)
+
+
+def weights(size: int, seed: int) -> bytes:
+    return bytes((i * 31 + seed) % 251 for i in range(size))
+
+
+class TestModelDownload:
+    def test_the_final_weights_stream_with_a_filename_and_their_length(
+        self, service: CommittedService
+    ) -> None:
+        job_id, attempt = service.running_training()
+        model = weights(4321, 0)
+        service.store(job_id, attempt, "model", model)
+        service.store(job_id, attempt, "snapshot-1", weights(2500, 1))
+        service.store(job_id, attempt, "snapshot-2", weights(2600, 2))
+        service.finish(job_id, attempt)
+
+        response = service.get(f"/trainings/{job_id}/model")
+        assert response.status_code == 200, response.text
+        assert response.content == model
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert response.headers["content-length"] == str(len(model))
+        disposition = response.headers["content-disposition"]
+        assert disposition == f'attachment; filename="digits_mlp-{job_id.hex[:8]}-model.pt"'
+        assert response.headers["etag"].strip('"') == hashlib.sha256(model).hexdigest()
+
+        second = service.get(f"/trainings/{job_id}/model", snapshot=2)
+        assert second.status_code == 200
+        assert second.content == weights(2600, 2)
+        assert "snapshot-2.pt" in second.headers["content-disposition"]
+
+    def test_a_snapshot_the_ensemble_did_not_keep_is_404_naming_it(
+        self, service: CommittedService
+    ) -> None:
+        job_id, attempt = service.running_training()
+        service.store(job_id, attempt, "model", b"weights")
+        service.finish(job_id, attempt, ensemble_size=2)
+        response = service.get(f"/trainings/{job_id}/model", snapshot=3)
+        assert response.status_code == 404
+        assert fields_of(response) == {"snapshot": f"training {job_id} kept 2 snapshots (1 to 2)"}
+        zero = service.get(f"/trainings/{job_id}/model", snapshot=0)
+        assert zero.status_code == 422
+        assert "snapshot" in fields_of(zero)
+
+    def test_before_the_training_succeeded_it_is_409(self, service: CommittedService) -> None:
+        job_id, attempt = service.running_training()
+        service.store(job_id, attempt, "checkpoint", b"not the model")
+        running = service.get(f"/trainings/{job_id}/model")
+        assert running.status_code == 409
+        assert "running" in running.json()["detail"]
+        with session_scope(service.factory) as session:
+            assert fail_job(session, job_id=job_id, attempt=attempt, reason="boom") is not None
+        failed = service.get(f"/trainings/{job_id}/model")
+        assert failed.status_code == 409
+        assert "failed" in failed.json()["detail"]
+
+    def test_another_teams_training_or_another_kinds_id_is_404(
+        self, service: CommittedService
+    ) -> None:
+        job_id, attempt = service.running_training()
+        service.store(job_id, attempt, "model", b"weights")
+        service.finish(job_id, attempt)
+        assert service.get(f"/trainings/{job_id}/model", service.other).status_code == 404
+        with session_scope(service.factory) as session:
+            range_test = make_job(session, team=service.caller.team)
+        response = service.get(f"/trainings/{range_test.id}/model")
+        assert response.status_code == 404
+        assert response.headers["content-type"] == PROBLEM_JSON
+
+    def test_a_training_that_stored_no_model_is_404(self, service: CommittedService) -> None:
+        job_id, attempt = service.running_training()
+        service.finish(job_id, attempt)
+        response = service.get(f"/trainings/{job_id}/model")
+        assert response.status_code == 404
+        assert "model" in response.json()["detail"]
+
+
+def fields_of(response: Any) -> dict[str, str]:
+    assert response.headers["content-type"] == PROBLEM_JSON
+    return {e["field"]: e["reason"] for e in response.json().get("errors", [])}
