@@ -1,9 +1,12 @@
-"""``clr-sweep submit``: a range test through the service's API, followed to its end.
+"""``clr-sweep submit`` and ``train``: a job through the service's API, followed to its end.
 
-It POSTs the spec, shows a progress bar while the job runs, prints every method's
-suggested bounds and writes the plot the API draws. With ``--embedded`` it first
-starts ``clr-sweep serve`` (the embedded default) for this one submission and
-stops it afterwards; otherwise it talks to ``--url`` (``CLR_API_URL``).
+``submit`` POSTs a range test, shows a progress bar while it runs, prints every
+method's suggested bounds and writes the plot the API draws; ``train`` POSTs a
+training (its bounds given, or a finished range test's), shows the iteration,
+epoch, LR, loss and validation accuracy as it runs, then a table of how it ended
+and the training's plot. With ``--embedded`` either first starts ``clr-sweep
+serve`` (the embedded default) for this one job and stops it afterwards;
+otherwise it talks to ``--url`` (``CLR_API_URL``).
 
 Ctrl-C, SIGTERM and SIGHUP all cancel the job (:class:`Interrupted`): a command
 stopped by a service manager or a closed terminal leaves nothing running.
@@ -44,8 +47,12 @@ __all__ = [
     "Interrupted",
     "RetryWhenBusy",
     "follow_job",
+    "follow_training",
     "interrupt_on_signals",
     "print_bounds",
+    "print_training",
+    "run_submission",
+    "run_training",
     "start_embedded",
 ]
 
@@ -340,6 +347,33 @@ def plot_route(plot: Path) -> str:
     return f"plot{suffix}"
 
 
+def _cancel(
+    client: httpx.Client,
+    collection: str,
+    job: dict[str, Any] | None,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    console: Console,
+    exc: Interrupted | KeyboardInterrupt,
+) -> int:
+    """Cancel the job a stopped command submitted, wait for it to stop; the exit code."""
+    code = exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+    if job is None:
+        job = check(client.post(collection, json=body, headers=headers)).json()
+    response = client.post(f"{collection}/{job['id']}/cancel")
+    if response.status_code != 409:  # 409: it finished meanwhile
+        check(response)
+    console.print(f"[yellow]cancel requested[/] for {job['id']}")
+    # The worker stops the job at its next report: wait for that (a second
+    # signal ends the wait), so the job reads "cancelled" before the command ends.
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while job["status"] not in FINAL_STATUSES and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL_S)
+        job = check(client.get(f"{collection}/{job['id']}")).json()
+    console.print(f"job {job['id']} {job['status']}")
+    return code
+
+
 def run_submission(
     client: httpx.Client,
     body: dict[str, Any],
@@ -366,21 +400,7 @@ def run_submission(
             return 0
         job = follow_job(client, job, console)
     except (Interrupted, KeyboardInterrupt) as exc:
-        code = exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
-        if job is None:
-            job = check(client.post("/range-tests", json=body, headers=headers)).json()
-        response = client.post(f"/range-tests/{job['id']}/cancel")
-        if response.status_code != 409:  # 409: it finished meanwhile
-            check(response)
-        console.print(f"[yellow]cancel requested[/] for {job['id']}")
-        # The worker stops the job at its next report: wait for that (a second
-        # signal ends the wait), so the job reads "cancelled" before the command ends.
-        deadline = time.monotonic() + CANCEL_WAIT_S
-        while job["status"] not in FINAL_STATUSES and time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL_S)
-            job = check(client.get(f"/range-tests/{job['id']}")).json()
-        console.print(f"job {job['id']} {job['status']}")
-        return code
+        return _cancel(client, "/range-tests", job, body, headers, console, exc)
     if job["status"] != "succeeded":
         console.print(f"[red]{job['status']}:[/] {job['error'] or 'no reason given'}")
         return 1
@@ -407,5 +427,196 @@ def run_submission(
         console.print(f"plot written to {plot}")
     if output is not None:
         output.write_text(json.dumps({"job": job, "bounds": bounds}, indent=2))
+        console.print(f"result written to {output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- trainings
+
+LOSS_WINDOW = 20
+"""Iterations the progress bar's loss averages (one batch's loss is noise)."""
+
+
+def _latest(
+    client: httpx.Client, job_id: str, name: str, points: int, window: int
+) -> dict[str, list[float] | None] | None:
+    """The last ``window`` points of a series (none yet: None); one short request."""
+    if points <= 0:
+        return None
+    series = check(
+        client.get(f"/jobs/{job_id}/series/{name}", params={"after": max(points - window, 0)})
+    ).json()
+    values: dict[str, list[float] | None] = series["values"]
+    return values if any(values.values()) else None
+
+
+def _mean(values: list[float] | None) -> float:
+    finite = [v for v in values or () if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _accuracy_text(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def follow_training(
+    client: httpx.Client,
+    job: dict[str, Any],
+    console: Console,
+    *,
+    interval_s: float = POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll the training until it finishes, drawing a progress bar; the final job.
+
+    The bar shows iterations done of the total, the epoch, the newest LR, the mean
+    loss of the last :data:`LOSS_WINDOW` iterations and the last validation
+    accuracy. Each poll reads the job, and only when its series grew, their last
+    points (``/jobs/{id}/series/{name}?after=``): a resumed attempt, which drops
+    the points after its checkpoint, needs no special case.
+    """
+    location = f"/trainings/{job['id']}"
+    seen: dict[str, int] = {}
+    lr, loss, epoch, accuracy = math.nan, math.nan, 0, "-"
+    with Progress(
+        TextColumn("[bold]{task.fields[status]}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "epoch {task.fields[epoch]}  lr {task.fields[lr]:.2e}  loss {task.fields[loss]:.4f}"
+            "  val acc {task.fields[accuracy]}"
+        ),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[where]}"),
+        console=console,
+    ) as progress:
+        task = progress.add_task(
+            "training",
+            total=job["total"],
+            status=_status_text(job),
+            where="",
+            epoch=epoch,
+            lr=lr,
+            loss=loss,
+            accuracy=accuracy,
+        )
+        while job["status"] not in FINAL_STATUSES:
+            sleep(interval_s)
+            job = check(client.get(location)).json()
+            counts = {k: int(v) for k, v in (job.get("series_points") or {}).items()}
+            if counts.get("iterations", 0) != seen.get("iterations"):
+                last = _latest(
+                    client, job["id"], "iterations", counts.get("iterations", 0), LOSS_WINDOW
+                )
+                if last is not None:
+                    lr = (last.get("lr") or [math.nan])[-1]
+                    loss = _mean(last.get("loss"))
+            if counts.get("epochs", 0) != seen.get("epochs"):
+                last = _latest(client, job["id"], "epochs", counts.get("epochs", 0), 1)
+                if last is not None:
+                    epoch = int((last.get("epoch") or [0.0])[-1]) + 1
+                    accuracies = last.get("val_accuracy")
+                    accuracy = _accuracy_text(accuracies[-1] if accuracies else None)
+            seen = counts
+            where = f"on {job['device']} ({job['worker']})" if job["worker"] else ""
+            progress.update(
+                task,
+                completed=job["progress"],
+                total=job["total"],
+                status=_status_text(job),
+                where=where,
+                epoch=epoch,
+                lr=lr,
+                loss=loss,
+                accuracy=accuracy,
+            )
+    return job
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_training(job: dict[str, Any], console: Console) -> None:
+    """How a succeeded training ended: its accuracies, length and time, and its bounds."""
+    result = job.get("result") or {}
+    spec = job.get("spec") or {}
+    schedule = {k: v for k, v in (spec.get("schedule") or {}).items() if v is not None}
+    table = Table(title=f"CLR training of {spec.get('workload', '?')}")
+    table.add_column("", style="bold")
+    table.add_column("value", justify="right")
+    best = _fmt(result.get("best_val_accuracy"))
+    if result.get("best_val_iteration") is not None:
+        best += f" (iteration {result['best_val_iteration']})"
+    ensemble = _fmt(result.get("ensemble_val_accuracy"))
+    if result.get("ensemble_size"):
+        ensemble += f" ({result['ensemble_size']} snapshots)"
+    rows = [
+        ("final val accuracy", _fmt(result.get("final_val_accuracy"))),
+        ("best val accuracy", best),
+        ("snapshot ensemble val accuracy", ensemble),
+        ("final val loss", _fmt(result.get("final_val_loss"))),
+        ("iterations", _fmt(result.get("iterations"), "d")),
+        ("epochs", _fmt(result.get("epochs"), "d")),
+        ("cycles", _fmt(result.get("cycles"), "d")),
+        ("seconds", _fmt(result.get("seconds"), ".2f")),
+        ("device", str(result.get("device") or job.get("device") or "-")),
+        ("schedule", ", ".join(f"{k}={v}" for k, v in schedule.items())),
+    ]
+    source = spec.get("bounds_source")
+    if source:
+        rows.append(("bounds from", f"range test {source['range_test']} ({source['method']})"))
+    if result.get("resumed_from") is not None:
+        rows.append(("resumed from iteration", str(result["resumed_from"])))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def run_training(
+    client: httpx.Client,
+    body: dict[str, Any],
+    console: Console,
+    *,
+    plot: Path | None,
+    output: Path | None,
+    wait: bool,
+    interval_s: float = POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Submit a training, follow it, report; the exit code (0 succeeded, 1 failed or cancelled).
+
+    An :class:`Interrupted` (or Ctrl-C) while the training is not finished cancels
+    it and returns the signal's exit code (130, 143, ...).
+    """
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    job: dict[str, Any] | None = None
+    try:
+        job = check(client.post("/trainings", json=body, headers=headers)).json()
+        source = job["spec"].get("bounds_source")
+        bounds = (
+            f"; bounds {source['base_lr']:.3g} to {source['max_lr']:.3g} from range test "
+            f"{source['range_test']} ({source['method']})"
+            if source
+            else ""
+        )
+        console.print(f"training {job['id']} {job['status']}: {job['total']} iterations{bounds}")
+        if not wait:
+            print(job["id"])
+            return 0
+        job = follow_training(client, job, console, interval_s=interval_s, sleep=sleep)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return _cancel(client, "/trainings", job, body, headers, console, exc)
+    if job["status"] != "succeeded":
+        console.print(f"[red]{job['status']}:[/] {job['error'] or 'no reason given'}")
+        return 1
+    print_training(job, console)
+    if plot is not None:
+        image = check(client.get(f"/trainings/{job['id']}/{plot_route(plot)}"))
+        plot.write_bytes(image.content)
+        console.print(f"plot written to {plot}")
+    if output is not None:
+        output.write_text(json.dumps({"job": job}, indent=2))
         console.print(f"result written to {output}")
     return 0

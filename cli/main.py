@@ -3,7 +3,9 @@
 ``clr-sweep range-test`` runs an LR range test on a built-in workload with a
 progress bar, prints every method's suggested bounds with its rationale and
 writes the curve plot; ``clr-sweep schedule`` previews a schedule as a plot;
-``clr-sweep workloads`` lists what can be run.
+``clr-sweep workloads`` lists what can be run. ``clr-sweep submit`` and
+``clr-sweep train`` send a range test or a CLR training to the service (or to
+the embedded one they start) and follow it to its end.
 """
 
 from __future__ import annotations
@@ -196,7 +198,8 @@ def _schedule_kwargs(
         return {
             "base_lr": base_lr,
             "max_lr": max_lr,
-            "step_size_up": step_size,
+            # the step policy's step (its LR decays every step_size); a cycle's half otherwise
+            "step_size" if policy == "step" else "step_size_up": step_size,
             "gamma": 0.99994 if gamma is None else gamma,
             "base_momentum": 0.8,
             "max_momentum": 0.9,
@@ -603,18 +606,7 @@ def submit_command(
     wait: Annotated[bool, typer.Option(help="Follow the job to its end.")] = True,
 ) -> None:
     """Submit a range test to the service, follow it, print its bounds, fetch its plot."""
-    import httpx
-
-    from cli.client import (
-        ApiError,
-        Interrupted,
-        RetryWhenBusy,
-        interrupt_on_signals,
-        plot_route,
-        run_submission,
-        start_embedded,
-    )
-    from cli.service import TOKEN_FILE
+    from cli.client import plot_route, run_submission
 
     if plot is not None:
         try:
@@ -636,21 +628,212 @@ def submit_command(
         "seed": seed,
         "device": device,
     }
+    _run_through_service(
+        lambda client: run_submission(client, body, console, plot=plot, output=output, wait=wait),
+        url=url,
+        token=token,
+        embedded=embedded,
+    )
+
+
+def _training_body(
+    *,
+    workload: str,
+    params: dict[str, Any],
+    optimizer: str,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int | None,
+    seed: int,
+    device: str,
+    policy: str,
+    lr: float | None,
+    base_lr: float | None,
+    max_lr: float | None,
+    step_size: int | None,
+    base_momentum: float | None,
+    max_momentum: float | None,
+    cycles: int | None,
+    iterations: int | None,
+    epochs: int | None,
+    whole_cycles: bool,
+    snapshots: int | None,
+    from_range_test: str | None,
+    method: str | None,
+) -> dict[str, Any]:
+    """The ``POST /trainings`` body of ``clr-sweep train``'s options (unset ones left out,
+    so the service's defaults and its errors, naming each field, apply)."""
+    schedule: dict[str, Any] = {"policy": policy}
+    given = {
+        "lr": lr,
+        "base_lr": base_lr,
+        "max_lr": max_lr,
+        # the step policy's step (its LR decays every step_size); a cycle's half otherwise
+        "step_size" if policy == "step" else "step_size_up": step_size,
+        "base_momentum": base_momentum,
+        "max_momentum": max_momentum,
+    }
+    schedule |= {k: v for k, v in given.items() if v is not None}
+    body: dict[str, Any] = {
+        "workload": workload,
+        "params": params,
+        "optimizer": {"name": optimizer, "weight_decay": weight_decay}
+        | ({"momentum": momentum} if optimizer == "sgd" else {}),
+        "seed": seed,
+        "device": device,
+        "schedule": schedule,
+        "whole_cycles": whole_cycles,
+    }
+    length = {"batch_size": batch_size, "cycles": cycles, "iterations": iterations}
+    length |= {"epochs": epochs, "snapshots": snapshots}
+    body |= {k: v for k, v in length.items() if v is not None}
+    if from_range_test is not None:
+        body["bounds_from"] = {"range_test": from_range_test} | (
+            {"method": method} if method is not None else {}
+        )
+    elif method is not None:
+        raise typer.BadParameter("needs --from-range-test", param_hint="--method")
+    return body
+
+
+@app.command("train")
+def train_command(
+    workload: WorkloadOpt = "digits_mlp",
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    optimizer: OptimizerOpt = "sgd",
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WeightDecayOpt = 0.0,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Samples per step (the workload's default).")
+    ] = None,
+    seed: SeedOpt = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="triangular, triangular2, exp_range, one_cycle, cosine_restarts, fixed, "
+            "step or exp."
+        ),
+    ] = "triangular",
+    lr: Annotated[float | None, typer.Option(help="The LR of fixed, step and exp.")] = None,
+    base_lr: Annotated[float | None, typer.Option(help="Lower bound of the cycle.")] = None,
+    max_lr: Annotated[float | None, typer.Option(help="Upper bound of the cycle.")] = None,
+    step_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Iterations per half cycle (step_size_up; default: 4 epochs' worth), or "
+            "between two decays of the step policy."
+        ),
+    ] = None,
+    base_momentum: Annotated[
+        float | None, typer.Option(help="Momentum at the LR's peak (cycles it inversely).")
+    ] = None,
+    max_momentum: Annotated[float | None, typer.Option(help="Momentum at the LR's trough.")] = None,
+    cycles: Annotated[
+        int | None, typer.Option(help="Length in cycles (default: 4 for cyclic policies).")
+    ] = None,
+    iterations: Annotated[int | None, typer.Option(help="Length in iterations.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Length in epochs.")] = None,
+    whole_cycles: Annotated[
+        bool, typer.Option(help="Refuse a length that ends mid-cycle (the paper's stop).")
+    ] = True,
+    snapshots: Annotated[
+        int | None,
+        typer.Option(help="Cycle-end snapshots the ensemble averages (default: up to 3)."),
+    ] = None,
+    from_range_test: Annotated[
+        str | None,
+        typer.Option(help="Take the bounds (and step size) from this finished range test."),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="The range test's suggestion to use (default: its default)."),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the plot (.png or .svg).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the job as JSON.")] = None,
+    url: Annotated[
+        str, typer.Option(envvar="CLR_API_URL", help="The API's base URL.")
+    ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="CLR_TOKEN", help="API token (default: the embedded one's)."),
+    ] = None,
+    embedded: Annotated[
+        bool, typer.Option(help="Start the embedded service for this training, then stop it.")
+    ] = False,
+    wait: Annotated[bool, typer.Option(help="Follow the training to its end.")] = True,
+) -> None:
+    """Train with CLR through the service: follow it, print how it ended, fetch its plot."""
+    from cli.client import plot_route, run_training
+
+    if plot is not None:
+        try:
+            plot_route(plot)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--plot") from exc
+    body = _training_body(
+        workload=workload,
+        params=_parse_params(param),
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        policy=policy,
+        lr=lr,
+        base_lr=base_lr,
+        max_lr=max_lr,
+        step_size=step_size,
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
+        cycles=cycles,
+        iterations=iterations,
+        epochs=epochs,
+        whole_cycles=whole_cycles,
+        snapshots=snapshots,
+        from_range_test=from_range_test,
+        method=method,
+    )
+    _run_through_service(
+        lambda client: run_training(client, body, console, plot=plot, output=output, wait=wait),
+        url=url,
+        token=token,
+        embedded=embedded,
+    )
+
+
+def _run_through_service(
+    run: Callable[[Any], int], *, url: str, token: str | None, embedded: bool
+) -> None:
+    """``run`` with a client of the service (started for it with ``embedded``); exits
+    with its code, or 1 (cannot reach it) or 2 (the API refused the request)."""
+    import httpx
+
+    from cli.client import (
+        ApiError,
+        Interrupted,
+        RetryWhenBusy,
+        interrupt_on_signals,
+        start_embedded,
+    )
+    from cli.service import TOKEN_FILE
+
     settings = _settings_or_exit()
 
-    def submit(base_url: str, secret: str) -> int:
+    def with_client(base_url: str, secret: str) -> int:
         headers = {"Authorization": f"Bearer {secret}"}
         transport = RetryWhenBusy(httpx.HTTPTransport())
         with httpx.Client(
             base_url=base_url, headers=headers, timeout=30, transport=transport
         ) as client:
-            return run_submission(client, body, console, plot=plot, output=output, wait=wait)
+            return run(client)
 
     try:
         with interrupt_on_signals():
             if embedded:
                 with start_embedded(settings.data_dir, console) as service:
-                    code = submit(service.url, service.token)
+                    code = with_client(service.url, service.token)
             else:
                 token_path = settings.data_dir / TOKEN_FILE
                 if token is None and token_path.exists():
@@ -661,7 +844,7 @@ def submit_command(
                         "or use --embedded",
                         param_hint="--token",
                     )
-                code = submit(url, token)
+                code = with_client(url, token)
     except Interrupted as exc:  # before the job was submitted: nothing to cancel
         console.print(f"[yellow]stopped[/] by {exc}")
         raise typer.Exit(exc.exit_code) from exc

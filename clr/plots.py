@@ -1,10 +1,12 @@
-"""Pictures of a range test and of a learning-rate schedule.
+"""Pictures of a range test, of a learning-rate schedule and of a training.
 
 The plots follow Smith (2015, arXiv 1506.01186): the range test is read as loss
 (and accuracy) against learning rate on a log axis, with the suggested
 ``[base_lr, max_lr]`` shaded; a schedule is drawn as learning rate against
 iteration, with the ends of cycles marked, since the paper stops training at the
-end of a cycle.
+end of a cycle; a training as its loss and accuracy against iteration over the LR
+and momentum it applied, so each bump in the loss can be read against the part
+of the cycle that caused it.
 
 matplotlib is imported inside the functions and only through its object API
 (:class:`matplotlib.figure.Figure` with a ``FigureCanvasAgg``): no pyplot, no
@@ -30,7 +32,15 @@ from clr.suggest import Curve, Suggestion, Suggestions, smooth_losses
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FORMATS", "SupportsLRAt", "plot_range_test", "plot_schedule", "render"]
+__all__ = [
+    "FORMATS",
+    "SupportsLRAt",
+    "SupportsTrainingHistory",
+    "plot_range_test",
+    "plot_schedule",
+    "plot_training",
+    "render",
+]
 
 FORMATS: tuple[str, ...] = ("png", "svg")
 """Formats :func:`render` and the ``path`` arguments can write."""
@@ -365,5 +375,419 @@ def plot_schedule(
         handles, labels = handles + h2, labels + l2
     ax.legend(handles, labels, loc="best", fontsize="small")
     fig.suptitle(title if title is not None else "Learning-rate schedule")
+    _save(fig, path, fmt)
+    return fig
+
+
+@runtime_checkable
+class SupportsTrainingHistory(Protocol):
+    """What :func:`plot_training` reads from a training run (``clr.train.TrainResult`` has it).
+
+    ``lrs``, ``momenta`` (or ``None``) and ``losses`` have one value per
+    iteration; ``epochs`` one record per epoch (a mapping, or an object with
+    ``to_dict()`` or attributes, with ``iteration``, ``train_loss`` and
+    optionally ``train_accuracy``, ``val_loss`` and ``val_accuracy``);
+    ``cycle_ends`` the iterations at which a cycle ended.
+    """
+
+    @property
+    def lrs(self) -> Sequence[float]: ...
+
+    @property
+    def momenta(self) -> Sequence[float] | None: ...
+
+    @property
+    def losses(self) -> Sequence[float]: ...
+
+    @property
+    def epochs(self) -> Sequence[Any]: ...
+
+    @property
+    def cycle_ends(self) -> Sequence[int]: ...
+
+
+_EPOCH_FIELDS = ("epoch", "iteration", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+FloatArray = npt.NDArray[np.float64]
+
+
+def _row(record: Any, i: int) -> Mapping[str, Any]:
+    if isinstance(record, Mapping):
+        return record
+    to_dict = getattr(record, "to_dict", None)
+    if callable(to_dict):
+        row = to_dict()
+        if isinstance(row, Mapping):
+            return row
+    if hasattr(record, "iteration"):
+        return {name: getattr(record, name, None) for name in _EPOCH_FIELDS}
+    raise TypeError(
+        f"epochs[{i}] must be a mapping or a record with an iteration, got {type(record).__name__}"
+    )
+
+
+def _epoch_columns(epochs: Any) -> dict[str, FloatArray | None]:
+    """Epoch records (or columns of them) as one float array per field (None: absent)."""
+    if epochs is None:
+        return {}
+    if isinstance(epochs, Mapping):
+        raw = {name: epochs.get(name) for name in _EPOCH_FIELDS}
+    else:
+        rows = [_row(record, i) for i, record in enumerate(epochs)]
+        if not rows:
+            return {}
+        raw = {name: [row.get(name) for row in rows] for name in _EPOCH_FIELDS}
+    columns: dict[str, FloatArray | None] = {}
+    for name, values in raw.items():
+        if values is None or all(v is None for v in values):
+            columns[name] = None
+        else:
+            columns[name] = np.array(
+                [np.nan if v is None else float(v) for v in values], dtype=np.float64
+            )
+    iterations = columns["iteration"]
+    if iterations is None or columns["train_loss"] is None:
+        if any(c is not None for c in columns.values()):
+            missing = "iteration" if iterations is None else "train_loss"
+            raise ValueError(f"epochs must give every epoch's {missing}")
+        return {}
+    lengths = {name: c.shape[0] for name, c in columns.items() if c is not None}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"epochs' columns must have the same length, got {lengths}")
+    return columns
+
+
+def _iterations(name: str, values: Sequence[int] | None) -> list[int]:
+    out: list[int] = []
+    for v in values or ():
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+            raise ValueError(f"{name} must be iterations (integers >= 0), got {v!r}")
+        out.append(int(v))
+    return out
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _moving_mean(values: FloatArray, window: int) -> FloatArray:
+    """Centred mean over ``window`` points (shorter at the ends), ignoring non-finite ones.
+
+    Centred, so the smoothed loss does not trail the raw one; cumulative sums, so
+    a million iterations take milliseconds (an EMA loop in Python takes seconds).
+    """
+    n = values.shape[0]
+    finite = np.isfinite(values)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(finite)])
+    idx = np.arange(n)
+    lo = np.clip(idx - window // 2, 0, n)
+    hi = np.clip(idx + (window - window // 2), 0, n)
+    k = counts[hi] - counts[lo]
+    out = np.full(n, np.nan)
+    np.divide(sums[hi] - sums[lo], k, out=out, where=k > 0)
+    return out
+
+
+def _envelope(values: FloatArray, max_points: int) -> tuple[FloatArray, FloatArray]:
+    """``(x, y)`` drawing ``values`` (one per iteration) with at most ``max_points`` points.
+
+    Longer runs are cut into ``max_points // 2`` bins, each drawn as its minimum and
+    maximum (in the order the values went): a thinned line would drop the LR's
+    peaks and the loss's spikes, a mean would flatten them.
+    """
+    n = values.shape[0]
+    if n <= max_points:
+        return np.arange(n, dtype=np.float64), values
+    edges = np.linspace(0, n, max_points // 2 + 1).astype(np.int64)
+    starts = edges[:-1]
+    low = np.fmin.reduceat(values, starts)
+    high = np.fmax.reduceat(values, starts)
+    rising = values[starts] <= values[edges[1:] - 1]
+    first = np.where(rising, low, high)
+    second = np.where(rising, high, low)
+    x = np.repeat((starts + edges[1:] - 1) / 2.0, 2)
+    return x, np.column_stack([first, second]).reshape(-1)
+
+
+def _binned_mean(values: FloatArray, max_points: int) -> tuple[FloatArray, FloatArray]:
+    """``(x, y)`` of ``values`` averaged over bins, at most ``max_points`` of them."""
+    n = values.shape[0]
+    if n <= max_points:
+        return np.arange(n, dtype=np.float64), values
+    edges = np.linspace(0, n, max_points + 1).astype(np.int64)
+    finite = np.isfinite(values)
+    sums = np.add.reduceat(np.where(finite, values, 0.0), edges[:-1])
+    counts = np.add.reduceat(finite.astype(np.int64), edges[:-1])
+    means = np.full(sums.shape, np.nan)
+    np.divide(sums, counts, out=means, where=counts > 0)
+    return (edges[:-1] + edges[1:] - 1) / 2.0, means
+
+
+def _loss_limits(*arrays: FloatArray | None, raw: FloatArray) -> tuple[float, float] | None:
+    """Y range of the smoothed and per-epoch losses and the raw loss's 1st-99th percentiles
+    (a first batch's loss, or one spike, would otherwise squash the curve)."""
+    parts = [a[np.isfinite(a)] for a in arrays if a is not None]
+    finite_raw = raw[np.isfinite(raw)]
+    if finite_raw.size:
+        parts.append(np.percentile(finite_raw, [1.0, 99.0]))
+    both = np.concatenate(parts) if parts else np.empty(0)
+    if both.size == 0:
+        return None
+    bottom, top = float(both.min()), float(both.max())
+    if top <= bottom:
+        top = bottom + max(abs(bottom), 1.0) * 0.1
+    margin = 0.05 * (top - bottom)
+    return bottom - margin, top + margin
+
+
+def _mark_iterations(
+    axes: Sequence[Any],
+    ends: Sequence[int],
+    *,
+    gid: str,
+    label: str,
+    color: str,
+    linestyle: str,
+) -> None:
+    for k, ax in enumerate(axes):
+        for j, x in enumerate(ends):
+            ax.axvline(
+                x,
+                color=color,
+                linestyle=linestyle,
+                linewidth=1.0,
+                gid=gid,
+                label=label if j == 0 and k == 0 else None,
+            )
+
+
+def _training_history(
+    history: SupportsTrainingHistory | Mapping[str, Any],
+) -> tuple[Any, Any, Any, Any, Any]:
+    if isinstance(history, Mapping):
+        if "lrs" not in history or "losses" not in history:
+            raise ValueError(
+                f"history as a mapping needs 'lrs' and 'losses', got keys {sorted(history)}"
+            )
+        return (
+            history["lrs"],
+            history["losses"],
+            history.get("momenta"),
+            history.get("epochs"),
+            history.get("cycle_ends"),
+        )
+    if isinstance(history, SupportsTrainingHistory):
+        return history.lrs, history.losses, history.momenta, history.epochs, history.cycle_ends
+    raise TypeError(
+        "history must be a training result (lrs, momenta, losses, epochs, cycle_ends) "
+        f"or a mapping of them, got {type(history).__name__}"
+    )
+
+
+def plot_training(
+    history: SupportsTrainingHistory | Mapping[str, Any],
+    *,
+    cycle_ends: Sequence[int] | None = None,
+    checkpoints: Sequence[int] | None = None,
+    resumed_at: Sequence[int] | None = None,
+    total: int | None = None,
+    smoothing: int | None = None,
+    max_points: int = 4000,
+    path: str | os.PathLike[str] | None = None,
+    format: str | None = None,
+    title: str | None = None,
+    subtitle: str | None = None,
+) -> Figure:
+    """Loss and accuracy against iteration, over the learning rate and momentum applied.
+
+    The top panel draws the training loss of every iteration faintly and its
+    centred moving mean boldly, each epoch's training and validation loss as
+    markers, and (on a twin axis) the validation and training accuracy per
+    epoch. The bottom panel, sharing the iteration axis, draws the LR each step
+    used and (on a twin axis) the momentum, cycled inversely to it in Smith's
+    scheme (Smith 2018, arXiv 1803.09820). Cycle ends, where Smith (2015, arXiv
+    1506.01186) stops training and a checkpoint and snapshot are taken, are
+    dotted vertical lines on both panels; checkpoints and resumes, when given,
+    are dashed and dash-dotted ones. Runs longer than ``max_points`` iterations
+    are drawn binned: the LR, momentum and raw loss as each bin's minimum and
+    maximum, so no peak or spike is lost.
+
+    Args:
+        history: a ``clr.train.TrainResult`` (any object with ``lrs``,
+            ``momenta``, ``losses``, ``epochs`` and ``cycle_ends``), or a
+            mapping with ``lrs`` and ``losses`` and optionally the others.
+            ``epochs`` may be records (mappings, or objects with ``to_dict()``)
+            or columns (``{"iteration": [...], "train_loss": [...], ...}``).
+        cycle_ends: iterations where a cycle ends; overrides ``history``'s
+            (a running job's: those still to come are drawn too).
+        checkpoints: iterations at which a checkpoint was stored.
+        resumed_at: iterations from which an attempt resumed.
+        total: the run's length in iterations: the axis spans it even while the
+            run is partway (default: the iterations drawn).
+        smoothing: the moving mean's window in iterations (default: 1/25 of the
+            run, at most 2000).
+        max_points: most points drawn per line (at least 16).
+        path: where to save the picture; nothing is written when ``None``.
+        format: ``"png"`` or ``"svg"``; inferred from ``path`` when ``None``.
+        title: the figure's title (default ``"CLR training"``).
+        subtitle: a line under the title (how far the run got, its result).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (Agg canvas, not registered with
+        pyplot). Its axes: the loss, the learning rate, then the twins of the
+        accuracy (when an epoch has one) and of the momentum (when the history
+        has one).
+
+    Raises:
+        ValueError: no iterations; ``losses`` or ``momenta`` not one per LR;
+            epochs without iterations or train losses, or with columns of
+            different lengths; an iteration list with a negative or non-integer
+            value; ``total``, ``smoothing`` or ``max_points`` not a positive
+            integer (``max_points`` at least 16); a bad ``format``.
+        TypeError: ``history`` or an epoch record has an unexpected type.
+
+    Example:
+        >>> fig = plot_training(  # doctest: +SKIP
+        ...     result, path="training.png", subtitle=f"val accuracy {result.val_accuracy:.3f}"
+        ... )
+    """
+    fmt = _check_format(format, path)
+    _positive("total", total)
+    _positive("smoothing", smoothing)
+    _positive("max_points", max_points)
+    if max_points < 16:
+        raise ValueError(f"max_points must be at least 16, got {max_points}")
+    raw_lrs, raw_losses, raw_momenta, raw_epochs, own_ends = _training_history(history)
+    lrs = np.asarray(raw_lrs, dtype=np.float64).reshape(-1)
+    losses = np.asarray(raw_losses, dtype=np.float64).reshape(-1)
+    n = lrs.shape[0]
+    if n == 0:
+        raise ValueError("history has no iterations to plot (lrs is empty)")
+    if losses.shape[0] != n:
+        raise ValueError(f"losses must have one value per lr: {n} lrs, {losses.shape[0]} losses")
+    momenta: FloatArray | None = None
+    if raw_momenta is not None:
+        momenta = np.asarray(raw_momenta, dtype=np.float64).reshape(-1)
+        if momenta.shape[0] != n:
+            raise ValueError(
+                f"momenta must have one value per lr: {n} lrs, {momenta.shape[0]} momenta"
+            )
+        if not np.isfinite(momenta).any():
+            momenta = None
+    epochs = _epoch_columns(raw_epochs)
+    ends = _iterations("cycle_ends", own_ends if cycle_ends is None else cycle_ends)
+    saved = _iterations("checkpoints", checkpoints)
+    resumed = _iterations("resumed_at", resumed_at)
+    window = smoothing if smoothing is not None else max(1, min(n // 25, 2000))
+    smooth = _moving_mean(losses, window)
+
+    fig = _new_figure((9.0, 7.0))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3.0, 1.6]})
+    x_raw, y_raw = _envelope(losses, max_points)
+    top.plot(
+        x_raw, y_raw, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss", gid="raw-loss"
+    )
+    x_s, y_s = _binned_mean(smooth, max_points)
+    top.plot(
+        x_s, y_s, color="tab:blue", linewidth=2.0, label=f"loss ({window}-step mean)", gid="loss"
+    )
+    at = epochs.get("iteration")
+    marker_lines = (
+        ("train_loss", "epoch train loss", "tab:blue", "s", "epoch-train-loss"),
+        ("val_loss", "validation loss", "tab:purple", "o", "val-loss"),
+    )
+    for name, label, color, marker, gid in marker_lines:
+        values = epochs.get(name)
+        if at is not None and values is not None:
+            top.plot(
+                at,
+                values,
+                color=color,
+                marker=marker,
+                markersize=5,
+                linewidth=1.2,
+                label=label,
+                gid=gid,
+            )
+    limits = _loss_limits(smooth, epochs.get("train_loss"), epochs.get("val_loss"), raw=losses)
+    if limits is not None:
+        top.set_ylim(*limits)
+    top.set_ylabel("loss")
+    top.grid(True, alpha=0.2)
+
+    accuracy_lines = (
+        ("val_accuracy", "validation accuracy", "tab:orange", "-", "val-accuracy"),
+        ("train_accuracy", "epoch train accuracy", "tab:orange", "--", "train-accuracy"),
+    )
+    drawn = [
+        (name, label, color, style, gid)
+        for name, label, color, style, gid in accuracy_lines
+        if at is not None and epochs.get(name) is not None
+    ]
+    handles, labels = [], []
+    if drawn:
+        acc_ax = top.twinx()
+        for name, label, color, style, gid in drawn:
+            acc_ax.plot(
+                at,
+                epochs[name],
+                color=color,
+                linestyle=style,
+                marker="o",
+                markersize=4,
+                linewidth=1.2,
+                label=label,
+                gid=gid,
+            )
+        acc_ax.set_ylabel("accuracy")
+        handles, labels = acc_ax.get_legend_handles_labels()
+
+    x_lr, y_lr = _envelope(lrs, max_points)
+    bottom.plot(x_lr, y_lr, color="tab:green", linewidth=1.2, label="learning rate", gid="lr")
+    bottom.set_ylabel("learning rate")
+    bottom.set_xlabel("iteration")
+    bottom.grid(True, alpha=0.2)
+    bottom.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    mom_handles: list[Any] = []
+    mom_labels: list[str] = []
+    if momenta is not None:
+        mom_ax = bottom.twinx()
+        x_m, y_m = _envelope(momenta, max_points)
+        mom_ax.plot(
+            x_m, y_m, color="tab:red", linewidth=1.0, alpha=0.8, label="momentum", gid="momentum"
+        )
+        mom_ax.set_ylabel("momentum")
+        mom_handles, mom_labels = mom_ax.get_legend_handles_labels()
+
+    panels = (top, bottom)
+    _mark_iterations(
+        panels, ends, gid="cycle-end", label="end of cycle", color="gray", linestyle=":"
+    )
+    _mark_iterations(
+        panels, saved, gid="checkpoint", label="checkpoint", color="tab:brown", linestyle="--"
+    )
+    _mark_iterations(
+        panels, resumed, gid="resumed", label="resumed", color="tab:red", linestyle="-."
+    )
+    epoch_ends = () if at is None else at[np.isfinite(at)]
+    last = max([n - 1, *(int(v) for v in epoch_ends)])
+    right = max(last, total if total is not None else 0)
+    bottom.set_xlim(0, max(right, 1))
+
+    # one legend under the panels: inside either it would hide a part of the curves
+    h_top, l_top = top.get_legend_handles_labels()
+    h_bottom, l_bottom = bottom.get_legend_handles_labels()
+    fig.legend(
+        h_top + handles + h_bottom + mom_handles,
+        l_top + labels + l_bottom + mom_labels,
+        loc="outside lower center",
+        ncols=4,
+        fontsize="small",
+        frameon=False,
+    )
+    fig.suptitle(title if title is not None else "CLR training")
+    if subtitle:
+        top.set_title(subtitle, fontsize="small")
     _save(fig, path, fmt)
     return fig

@@ -31,7 +31,15 @@ from core.services.jobs import (
     series_of,
     submit_job,
 )
-from core.services.plots import RangeTestPlot, load_range_test_plot, render_range_test_plot
+from core.services.plots import (
+    Plot,
+    RangeTestPlot,
+    TrainingPlot,
+    load_range_test_plot,
+    load_training_plot,
+    render_range_test_plot,
+    render_training_plot,
+)
 from core.services.teams import (
     IssuedToken,
     authenticate,
@@ -41,6 +49,12 @@ from core.services.teams import (
     hash_token,
     list_tokens,
     revoke_token,
+)
+from core.services.trainings import (
+    TrainingModel,
+    find_training_model,
+    model_artifact_name,
+    stream_training_model,
 )
 from core.services.workers import (
     JobWait,
@@ -59,10 +73,13 @@ __all__ = [
     "JobPage",
     "JobUpdate",
     "JobWait",
+    "Plot",
     "RangeTestPlot",
     "ReconcileReport",
     "SeriesSlice",
     "Submission",
+    "TrainingModel",
+    "TrainingPlot",
     "WorkerInfo",
     "WorkerView",
     "acknowledge_cancel",
@@ -74,6 +91,7 @@ __all__ = [
     "explain_wait",
     "fail_job",
     "find_bounds",
+    "find_training_model",
     "finish_job",
     "get_bounds",
     "get_job",
@@ -84,6 +102,8 @@ __all__ = [
     "list_tokens",
     "list_workers",
     "load_range_test_plot",
+    "load_training_plot",
+    "model_artifact_name",
     "note_worker_lost",
     "parse_job_spec",
     "poll_job",
@@ -92,9 +112,11 @@ __all__ = [
     "record_checkpoint",
     "record_worker",
     "render_range_test_plot",
+    "render_training_plot",
     "report_progress",
     "series_of",
     "retire_worker",
     "revoke_token",
+    "stream_training_model",
     "submit_job",
 ]

@@ -1,7 +1,8 @@
-"""The loss-vs-LR picture of a range test's stored curve.
+"""The pictures of stored jobs: a range test's loss against LR, a training's run.
 
-Loading (:func:`load_range_test_plot`, in the caller's transaction) and drawing
-(:func:`render_range_test_plot`, no database) are separate on purpose: drawing
+Loading (:func:`load_range_test_plot`, :func:`load_training_plot`, in the
+caller's transaction) and drawing (:func:`render_range_test_plot`,
+:func:`render_training_plot`, no database) are separate on purpose: drawing
 takes a CPU-bound second or so, and a caller should not hold its transaction
 (on SQLite, the write lock) open for that long.
 """
@@ -10,23 +11,48 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from clr import RangeTestResult
-from clr.plots import plot_range_test, render
+from clr.plots import plot_range_test, plot_training, render
 from clr.suggest import Curve, Suggestion, Suggestions
 from core.errors import JobConflict, NotReady
 from core.models import JobStatus, Team
 from core.services.jobs import get_job, read_series
 from core.specs import RangeTestOutcome, RangeTestSpec, SuggestionDoc, SuggestionsDoc
+from core.training import TrainingOutcome, TrainingSpec
 
-__all__ = ["PLOT_VERSION", "RangeTestPlot", "load_range_test_plot", "render_range_test_plot"]
+__all__ = [
+    "PLOT_VERSION",
+    "Plot",
+    "RangeTestPlot",
+    "TrainingPlot",
+    "load_range_test_plot",
+    "load_training_plot",
+    "render_range_test_plot",
+    "render_training_plot",
+]
 
 PLOT_VERSION = 1
 """Part of :attr:`RangeTestPlot.version_tag`: raise it when the drawing changes."""
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Plot(Protocol):
+    """What a route serving a stored job's plot needs before it is drawn."""
+
+    @property
+    def final(self) -> bool:
+        """The job finished: the plot will not change any more (cacheable)."""
+        ...
+
+    @property
+    def version_tag(self) -> str:
+        """Changes whenever the picture would: an opaque validator (an ETag's value)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -155,4 +181,143 @@ def render_range_test_plot(plot: RangeTestPlot, *, format: str) -> bytes:
         ValueError: ``format`` is neither png nor svg.
     """
     figure = plot_range_test(plot.curve, plot.suggestions, format=format, title=plot.title)
+    return render(figure, format)
+
+
+@dataclass(frozen=True)
+class TrainingPlot:
+    """What a training's plot is drawn from, loaded from the database.
+
+    Attributes:
+        job_id, status, attempt: the job as it was read.
+        points: iterations the plot shows.
+        epochs: epochs the plot shows.
+        final: the job finished, so this plot will not change any more.
+        history: ``lrs``, ``momenta``, ``losses`` and the ``epochs`` columns, as
+            :func:`clr.plots.plot_training` takes them.
+        cycle_ends: where the spec's cycles end (those still to come included).
+        checkpoints: the iteration of the job's last checkpoint, if it has one.
+        resumed_at: where the current (or last) attempt resumed, when known.
+        total: the run's length in iterations.
+        title, subtitle: what the figure says above the panels.
+    """
+
+    job_id: uuid.UUID
+    status: JobStatus
+    attempt: int
+    points: int
+    epochs: int
+    final: bool
+    history: dict[str, Any]
+    cycle_ends: list[int]
+    checkpoints: list[int]
+    resumed_at: list[int]
+    total: int
+    title: str
+    subtitle: str
+
+    @property
+    def version_tag(self) -> str:
+        """Changes whenever the picture would: an opaque validator (an ETag's value)."""
+        marks = ".".join(map(str, self.checkpoints)) + "r" + ".".join(map(str, self.resumed_at))
+        return (
+            f"training-{self.job_id.hex}-{self.attempt}-{self.points}-{self.epochs}"
+            f"-{marks}-{self.status}-v{PLOT_VERSION}"
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _training_subtitle(
+    status: JobStatus, outcome: TrainingOutcome | None, points: int, total: int, epochs: int
+) -> str:
+    if outcome is None:
+        return f"{status}: {points} of {total} iterations, {epochs} epochs"
+    line = (
+        f"{outcome.stop_reason}: {outcome.iterations} iterations, {outcome.cycles} cycles; "
+        f"val accuracy {_fmt(outcome.final_val_accuracy)} (best {_fmt(outcome.best_val_accuracy)})"
+    )
+    if outcome.ensemble_size:
+        line += f", {outcome.ensemble_size}-snapshot ensemble {_fmt(outcome.ensemble_val_accuracy)}"
+    return line
+
+
+def load_training_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> TrainingPlot:
+    """What the plot of one of the team's trainings shows: its run so far.
+
+    The ``iterations`` series (LR, momentum, loss) and the ``epochs`` series
+    (train and validation loss and accuracy) as stored, the spec's cycle ends,
+    the last checkpoint and, once known, where the last attempt resumed; a
+    succeeded training says how it ended under the title.
+
+    Raises:
+        JobNotFound: no such training for this team (another kind's id too).
+        NotReady: the training is queued or running and has no iterations yet.
+        JobConflict: the training finished without storing any iteration.
+    """
+    job = get_job(session, team=team, job_id=job_id, kind=TrainingSpec.kind)
+    # the same session hands read_series this Job object: points and job agree
+    iterations = read_series(session, team=team, job_id=job_id, name="iterations")
+    epochs = read_series(session, team=team, job_id=job_id, name="epochs")
+    status = JobStatus(job.status)
+    final = status in FINAL_STATUSES
+    lrs, losses = iterations.column("lr") or [], iterations.column("loss") or []
+    if not lrs:
+        if final:
+            raise JobConflict(f"training {job.id} is {status} and stored no iterations to plot")
+        raise NotReady(f"training {job.id} is {status} and has no iterations yet; try again soon")
+    spec = TrainingSpec.model_validate(job.spec)
+    outcome = (
+        TrainingOutcome.model_validate(job.result)
+        if status == JobStatus.SUCCEEDED and job.result
+        else None
+    )
+    checkpoint = job.checkpoint or {}
+    saved = [int(checkpoint["progress"])] if "progress" in checkpoint else []
+    resumed: list[int] = []
+    if outcome is not None and outcome.resumed_from is not None:
+        resumed = [outcome.resumed_from]
+    elif saved and int(checkpoint.get("attempt", job.attempt)) < job.attempt:
+        resumed = saved  # no checkpoint of its own yet: it resumed from this one
+    history = {
+        "lrs": lrs,
+        "losses": losses,
+        "momenta": iterations.column("momentum"),
+        "epochs": epochs.values if epochs.size else None,
+    }
+    return TrainingPlot(
+        job_id=job.id,
+        status=status,
+        attempt=job.attempt,
+        points=len(lrs),
+        epochs=epochs.size,
+        final=final,
+        history=history,
+        cycle_ends=spec.cycle_ends(),
+        checkpoints=saved,
+        resumed_at=resumed,
+        total=job.total,
+        title=f"CLR training: {job.workload or job.kind} ({spec.schedule.policy})",
+        subtitle=_training_subtitle(status, outcome, len(lrs), job.total, epochs.size),
+    )
+
+
+def render_training_plot(plot: TrainingPlot, *, format: str) -> bytes:
+    """The plot drawn as ``"png"`` or ``"svg"`` bytes (:func:`clr.plots.plot_training`).
+
+    Raises:
+        ValueError: ``format`` is neither png nor svg.
+    """
+    figure = plot_training(
+        plot.history,
+        cycle_ends=plot.cycle_ends,
+        checkpoints=plot.checkpoints,
+        resumed_at=plot.resumed_at,
+        total=plot.total,
+        format=format,
+        title=plot.title,
+        subtitle=plot.subtitle,
+    )
     return render(figure, format)
