@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from clr.train import Checkpoint, Trainer, TrainProgress, TrainResult
-from core.artifacts import open_artifact_reader, open_artifact_writer
 from sqlalchemy.orm import Session
 
 from clr import create_scheduler, make_optimizer
+from clr.train import Checkpoint, Trainer, TrainProgress, TrainResult
 from clr.workloads import build_workload
+from core.artifacts import open_artifact_reader, open_artifact_writer
 from core.series import SeriesPoints
 from core.services import record_checkpoint
 from core.settings import get_settings
