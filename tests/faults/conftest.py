@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cli.service import free_port
 from core.db import create_db_engine, make_session_factory, session_scope
-from core.models import Job, JobStatus, SeriesChunk, Team
+from core.models import Artifact, ArtifactChunk, Job, JobStatus, SeriesChunk, Team
 from core.services import create_team, create_token
 from tests.worker.conftest import REDIS_HOST, REDIS_PORT, require_redis
 
@@ -323,8 +323,10 @@ def cluster(fault_env: FaultEnv, api: Api) -> Iterator[Cluster]:
     finally:
         cluster.kill()
         with fault_env.engine.begin() as conn:
-            # the jobs and their series; the API's team and token stay for the next test
-            conn.execute(text(f"TRUNCATE {Job.__tablename__}, {SeriesChunk.__tablename__}"))
+            # the jobs, their series and artifacts (which reference them: PostgreSQL truncates
+            # a referenced table only with its referrers); the API's team and token stay
+            tables = (Job, SeriesChunk, Artifact, ArtifactChunk)
+            conn.execute(text(f"TRUNCATE {', '.join(t.__tablename__ for t in tables)}"))
         fault_env.broker.flushdb()
 
 
