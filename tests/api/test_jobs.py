@@ -20,7 +20,8 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from core.kinds import JobKind
+from api.schemas.jobs import job_read_model, job_read_union
+from core.kinds import RANGE_TEST, JobKind
 from core.models import Job, JobStatus, Team
 from core.series import SeriesPoints
 from core.services import claim_job, finish_job, report_progress
@@ -32,10 +33,10 @@ from tests.worker import toy_kind
 
 PROBLEM_JSON = "application/problem+json"
 
-SINGLE_KIND_DOC: dict[str, Any] = create_app(
+SHIPPED_DOC: dict[str, Any] = create_app(
     Settings(_env_file=None, database_url="sqlite://")
 ).openapi()
-"""The document of the service as shipped: range tests are its only kind."""
+"""The document of the service as shipped: its built-in kinds, range tests and trainings."""
 
 
 @pytest.fixture
@@ -494,6 +495,7 @@ class TestOpenAPI:
         ]["schema"]
         refs = {
             "range_test": "#/components/schemas/RangeTestRead",
+            "training": "#/components/schemas/TrainingRead",
             "toy": "#/components/schemas/ToyRead",
         }
         assert schema["discriminator"] == {"propertyName": "kind", "mapping": refs}
@@ -513,15 +515,27 @@ class TestOpenAPI:
         assert "text/csv" in content
         assert {"401", "404", "422"} <= set(operation["responses"])
 
-    def test_with_one_kind_a_job_is_that_kinds_schema(self) -> None:
-        paths = SINGLE_KIND_DOC["paths"]
+    def test_as_shipped_a_job_is_one_of_the_built_in_kinds(self) -> None:
+        paths = SHIPPED_DOC["paths"]
         schema = paths["/jobs/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"][
             "schema"
         ]
-        assert schema == {"$ref": "#/components/schemas/RangeTestRead"}
-        read = SINGLE_KIND_DOC["components"]["schemas"]["RangeTestRead"]
-        assert read["properties"]["kind"]["const"] == "range_test"
+        assert schema["discriminator"]["mapping"] == {
+            "range_test": "#/components/schemas/RangeTestRead",
+            "training": "#/components/schemas/TrainingRead",
+        }
+        components = SHIPPED_DOC["components"]["schemas"]
+        assert components["RangeTestRead"]["properties"]["kind"]["const"] == "range_test"
+        assert components["TrainingRead"]["properties"]["kind"]["const"] == "training"
         assert not [path for path in paths if path.startswith("/toys")]
-        assert {"RangeTestCreate", "RangeTestList", "JobList", "SeriesRead"} <= set(
-            SINGLE_KIND_DOC["components"]["schemas"]
-        )
+        assert {
+            "RangeTestCreate",
+            "RangeTestList",
+            "TrainingCreate",
+            "TrainingList",
+            "JobList",
+            "SeriesRead",
+        } <= set(components)
+
+    def test_with_one_kind_a_job_is_that_kinds_schema(self) -> None:
+        assert job_read_union((RANGE_TEST,)) is job_read_model(RANGE_TEST)

@@ -107,14 +107,14 @@ class TestDerivedFromTheRegistry:
         schemas = doc["components"]["schemas"]
         response = doc["paths"]["/jobs/{job_id}"]["get"]["responses"]["200"]
         schema = response["content"]["application/json"]["schema"]
-        assert {"#/components/schemas/RangeTestRead", "#/components/schemas/ToyRead"} == {
-            branch["$ref"] for branch in schema["oneOf"]
-        }
-        assert schema["discriminator"]["propertyName"] == "kind"
-        assert schema["discriminator"]["mapping"] == {
+        mapping = {
             "range_test": "#/components/schemas/RangeTestRead",
+            "training": "#/components/schemas/TrainingRead",
             "toy": "#/components/schemas/ToyRead",
         }
+        assert set(mapping.values()) == {branch["$ref"] for branch in schema["oneOf"]}
+        assert schema["discriminator"]["propertyName"] == "kind"
+        assert schema["discriminator"]["mapping"] == mapping
         assert schemas["ToyRead"]["properties"]["kind"]["const"] == "toy"
         result = schemas["ToyRead"]["properties"]["result"]
         assert {"$ref": "#/components/schemas/ToyResult"} in result["anyOf"]
@@ -127,7 +127,7 @@ class TestDerivedFromTheRegistry:
         assert {"202", "401", "422"} <= set(create["responses"])
         kinds = next(p for p in doc["paths"]["/jobs"]["get"]["parameters"] if p["name"] == "kind")
         enum = next(b["enum"] for b in kinds["schema"]["anyOf"] if "enum" in b)
-        assert enum == ["range_test", "toy"]
+        assert enum == ["range_test", "training", "toy"]
 
     def test_create_celery_routes_its_task_with_its_time_limit(self) -> None:
         settings = Settings(_env_file=None, database_url="sqlite://", job_time_limit_s=1234)
