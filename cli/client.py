@@ -505,13 +505,12 @@ def follow_training(
     lr, loss, epoch, accuracy = math.nan, math.nan, 0, "-"
     with Progress(
         TextColumn("[bold]{task.fields[status]}[/]"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TextColumn(
             "epoch {task.fields[epoch]}  lr {task.fields[lr]:.2e}  loss {task.fields[loss]:.4f}"
             "  val acc {task.fields[accuracy]}"
         ),
-        TimeRemainingColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[where]}"),
         console=console,
@@ -572,9 +571,9 @@ def print_training(job: dict[str, Any], console: Console) -> None:
     result = job.get("result") or {}
     spec = job.get("spec") or {}
     schedule = {k: v for k, v in (spec.get("schedule") or {}).items() if v is not None}
-    table = Table(title=f"CLR training of {spec.get('workload', '?')}")
+    table = Table(title=f"CLR training of {spec.get('workload', '?')}", show_header=False)
     table.add_column("", style="bold")
-    table.add_column("value", justify="right")
+    table.add_column("")
     best = _fmt(result.get("best_val_accuracy"))
     if result.get("best_val_iteration") is not None:
         best += f" (iteration {result['best_val_iteration']})"
