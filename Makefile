@@ -56,7 +56,9 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.overhead
 	$(PY) -m bench.scheduler_step
 	$(PY) -m bench.suggestion_quality
-	$(PY) -m bench.curve_storage
+	$(PY) -m bench.series_storage
+	$(PY) -m bench.train_overhead
+	$(PY) -m bench.artifacts
 	$(PY) -m bench.api_throughput
 	$(PY) -m bench.overload
 	$(PY) -m bench.api_memory

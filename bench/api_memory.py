@@ -55,11 +55,13 @@ from bench._service import (
 )
 from cli.service import free_port
 from core.db import session_scope
+from core.kinds import CURVE
 from core.migrate import alembic_config
 from core.models import Team
+from core.series import SeriesPoints
 from core.services import claim_job, finish_job, report_progress, submit_job
 from core.settings import Settings
-from core.specs import CurvePoints, RangeTestOutcome
+from core.specs import RangeTestOutcome
 
 console = Console()
 
@@ -264,21 +266,25 @@ def setup_fixtures(db: Db, team: Team, secret: str, settings: Settings) -> Fixtu
     outcome = RangeTestOutcome.from_clr(
         result, suggest_all(result, iters_per_epoch=work.iters_per_epoch)
     )
-    chunk = CurvePoints(
-        start=0,
-        lrs=result.lrs.tolist(),
-        losses=result.losses.tolist(),
-        smoothed_losses=result.smoothed_losses.tolist(),
-        accuracies=None if result.accuracies is None else result.accuracies.tolist(),
+    points = SeriesPoints.of(
+        CURVE,
+        0,
+        {
+            "lr": result.lrs.tolist(),
+            "loss": result.losses.tolist(),
+            "smoothed_loss": result.smoothed_losses.tolist(),
+            "accuracy": None if result.accuracies is None else result.accuracies.tolist(),
+        },
     )
     with session_scope(db.factory) as session:
         # no sender in this process: the job is claimed and finished right here
-        job_id = submit_job(session, team=team, kind="range_test", spec=spec, settings=settings).id
+        submission = submit_job(session, team=team, kind="range_test", spec=spec, settings=settings)
+        job_id = submission.job.id
     with session_scope(db.factory) as session:
         if claim_job(session, job_id=job_id, worker="bench", device="cpu") is None:
             raise RuntimeError(f"could not claim {job_id}")
     with session_scope(db.factory) as session:
-        report_progress(session, job_id=job_id, attempt=1, **curve(chunk))
+        report_progress(session, job_id=job_id, attempt=1, points=[points], progress=points.size)
     with session_scope(db.factory) as session:
         if finish_job(session, job_id=job_id, attempt=1, result=outcome) is None:
             raise RuntimeError(f"could not finish {job_id}")

@@ -176,7 +176,8 @@ def make_bounds_job(db: Db, team: Team, settings: Settings) -> uuid.UUID:
     )
     with session_scope(db.factory) as session:
         # no sender in this process: the job is claimed and finished right here
-        job_id = submit_job(session, team=team, kind="range_test", spec=spec, settings=settings).id
+        submission = submit_job(session, team=team, kind="range_test", spec=spec, settings=settings)
+        job_id = submission.job.id
     with session_scope(db.factory) as session:
         job = claim_job(session, job_id=job_id, worker="bench", device="cpu")
         assert job is not None

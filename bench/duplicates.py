@@ -92,7 +92,7 @@ def submit(
 ) -> list[uuid.UUID]:
     with session_scope(db.factory) as session:
         return [
-            submit_job(session, team=team, kind="range_test", spec=spec, settings=settings).id
+            submit_job(session, team=team, kind="range_test", spec=spec, settings=settings).job.id
             for _ in range(count)
         ]
 

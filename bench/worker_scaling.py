@@ -80,7 +80,9 @@ class Run:
 def submit(db: Db, team: Team, settings: Settings, count: int) -> list[uuid.UUID]:
     with session_scope(db.factory) as session:
         return [
-            submit_job(session, team=team, kind="range_test", spec=TINY_SPEC, settings=settings).id
+            submit_job(
+                session, team=team, kind="range_test", spec=TINY_SPEC, settings=settings
+            ).job.id
             for _ in range(count)
         ]
 

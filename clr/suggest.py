@@ -1111,7 +1111,7 @@ def _cycle_plan(
     """
     # clr.schedules imports torch (its LRScheduler adapters): not at the top, so
     # reading stored suggestions (the service's API) does not load it.
-    from clr.schedules import _positive_int, recommend_step_size, total_iterations
+    from clr.policies import _positive_int, recommend_step_size, total_iterations
 
     ipe = 1 if iters_per_epoch is None else iters_per_epoch
     step_size = recommend_step_size(ipe, epochs_per_half_cycle)

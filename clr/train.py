@@ -810,6 +810,10 @@ class Trainer:
             epoch_len = None
         if epoch_len == 0:
             raise ValueError("train_loader yielded no batches")
+        # A loader that says its batches are on our device already (TensorBatches does)
+        # skips the per-batch device checks.
+        on_device = getattr(loader, "device", None) == device
+        default_split = batch_fn is _default_batch
         plain_loader = not (hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict"))
         set_epoch = getattr(loader, "set_epoch", None) if plain_loader else None
         upcoming = iter([e for e in ends if e > run.iteration])
@@ -845,8 +849,12 @@ class Trainer:
                 momenta.append(
                     float(group["betas"][0] if momentum_key == "betas" else group["momentum"])
                 )
-            inputs, targets = batch_fn(batch)
-            inputs, targets = _to(inputs, device), _to(targets, device)
+            if default_split and type(batch) is tuple and len(batch) == 2:
+                inputs, targets = batch
+            else:
+                inputs, targets = batch_fn(batch)
+            if not on_device:
+                inputs, targets = _to(inputs, device), _to(targets, device)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 with torch.autocast(device.type):

@@ -92,10 +92,11 @@ logger = logging.getLogger(__name__)
 ARTIFACT_CHUNK_BYTES = 4 * 2**20
 """Bytes per ``artifact_chunks`` row (the last chunk may be shorter).
 
-Measured on PostgreSQL 15 (bench/artifacts.py, 2 cores): 1, 4, 8 and 16 MiB chunks
-write at about the same rate; binary reads peak at 4 MiB (~600 MB/s, against ~450
-at 1 MiB and ~350 at 16 MiB). Only one chunk is held in memory by a writer or a
-reader, so 4 MiB also keeps their footprint small."""
+Measured on PostgreSQL 15 (2 cores; ``python -m bench.artifacts --chunk-sweep``
+and raw inserts/selects): 1 to 16 MiB chunks write at about the same rate (the
+WAL is the limit); reads are fastest at 2 to 4 MiB (~600 MB/s raw, against ~450
+at 1 MiB and ~350 at 16 MiB). A writer or a reader holds one chunk in memory,
+so 4 MiB also keeps their footprint small."""
 
 DIR_TOUCH_INTERVAL_S = 30.0
 """How often a ``dir``-store writer records that it is alive (a ``db``-store writer
@@ -328,13 +329,13 @@ class ArtifactWriter(io.RawIOBase, BinaryIO):
 
     def _open_temp(self, root: Path) -> BinaryIO:
         path = _temp_path(root, self.job_id, self.name, self.id)
-        for _ in range(2):  # prune_orphans may remove an empty job folder in between
+        path.parent.mkdir(exist_ok=True)
+        try:
+            return path.open("xb")
+        except FileNotFoundError:
+            # prune_orphans removed the (then empty) job folder in between: once more
             path.parent.mkdir(exist_ok=True)
-            try:
-                return path.open("xb")
-            except FileNotFoundError:
-                continue
-        return path.open("xb")
+            return path.open("xb")
 
     # ------------------------------------------------------------------ the file API
 
@@ -383,16 +384,23 @@ class ArtifactWriter(io.RawIOBase, BinaryIO):
             return n
         offset = 0
         while offset < n and self._state is _State.OPEN:
+            if not self._buffer and n - offset >= self._chunk_size:
+                # a big write (a tensor's bytes): whole chunks go straight from it
+                self._put_chunk(view[offset : offset + self._chunk_size])
+                offset += self._chunk_size
+                continue
             take = min(self._chunk_size - len(self._buffer), n - offset)
             self._buffer += view[offset : offset + take]
             offset += take
             if len(self._buffer) == self._chunk_size:
-                self._put_chunk()
+                self._put_chunk(self._take_buffer())
         return n
 
-    def _put_chunk(self) -> None:
-        data = bytes(self._buffer)
-        self._buffer.clear()
+    def _take_buffer(self) -> bytearray:
+        data, self._buffer = self._buffer, bytearray()
+        return data
+
+    def _put_chunk(self, data: bytes | bytearray | memoryview) -> None:
         with session_scope(self._factory) as session:
             repo = ArtifactRepository(session)
             # size: the bytes stored so far (what a dead writer's row will show)
@@ -491,7 +499,7 @@ class ArtifactWriter(io.RawIOBase, BinaryIO):
     def _finish_bytes(self) -> None:
         if self._file is None:
             if self._buffer:
-                self._put_chunk()
+                self._put_chunk(self._take_buffer())
             return
         assert self._root is not None
         self._file.flush()

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.kinds import CURVE
+from core.kinds import CURVE, get_kind
 from core.models import Job, JobStatus, Team, Worker
 from core.queues import worker_queues
 from core.series import SeriesPoints
@@ -50,26 +50,30 @@ def make_team(session: Session, **overrides: Any) -> Team:
 
 
 def make_job(session: Session, *, team: Team | None = None, **overrides: Any) -> Job:
-    """A queued range test of ``team`` (a new team by default).
+    """A queued job of ``team`` (a new team by default): a range test unless ``kind``
+    names another registered kind.
 
-    ``spec`` may be overridden with a spec dict; ``config_key``, ``workload`` and
+    ``spec`` may be overridden with a spec dict of the kind (default: :func:`spec_data`
+    for a range test, the spec's defaults otherwise); ``config_key``, ``workload`` and
     ``total`` follow it unless overridden too.
     """
     if team is None:
         team = make_team(session)
-    spec = RangeTestSpec.model_validate(overrides.pop("spec", spec_data()))
+    kind = overrides.pop("kind", RangeTestSpec.kind)
+    default = spec_data() if kind == RangeTestSpec.kind else {}
+    spec = get_kind(kind).spec.model_validate(overrides.pop("spec", default))
     values: dict[str, Any] = {
         "team_id": team.id,
-        "kind": RangeTestSpec.kind,
+        "kind": kind,
         "status": JobStatus.QUEUED,
         "spec": spec.model_dump(mode="json"),
         "config_key": spec.config_key(),
-        "workload": spec.workload,
+        "workload": spec.workload_name(),
         "attempt": 0,
         "max_attempts": 3,
         "cancel_requested": False,
         "progress": 0,
-        "total": spec.num_iter,
+        "total": spec.total_steps(),
         "queued_at": T0,
         "enqueued_at": T0,
         "created_at": T0,

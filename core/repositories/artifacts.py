@@ -164,8 +164,10 @@ class ArtifactRepository:
 
     # ------------------------------------------------------------------ chunks
 
-    def add_chunk(self, artifact_id: uuid.UUID, seq: int, data: bytes) -> None:
-        """Insert one chunk of a ``db``-store artifact."""
+    def add_chunk(
+        self, artifact_id: uuid.UUID, seq: int, data: bytes | bytearray | memoryview
+    ) -> None:
+        """Insert one chunk of a ``db``-store artifact (any buffer: no copy is made)."""
         self.session.execute(
             insert(ArtifactChunk).values(artifact_id=artifact_id, seq=seq, data=data)
         )

@@ -879,7 +879,7 @@ def series_of(session: Session, job: Job, name: str, *, after: int) -> SeriesSli
     spec = kind.series_spec(name)
     if spec is None:
         known = ", ".join(s.name for s in kind.series) or "none"
-        reason = f"a {kind.title} has no series {name!r}; its series: {known}"
+        reason = f"{kind.title} jobs have no series {name!r}; their series: {known}"
         raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
     chunks = JobRepository(session).read_series(job.id, name, after=after)
     values: dict[str, list[float] | None] = {f: [] for f in spec.fields}

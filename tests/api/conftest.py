@@ -13,15 +13,18 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
 
 from api.app import create_app
 from api.deps import get_session, get_settings
+from api.routes.events import StreamTiming, get_stream_timing
+from core.db import session_scope
 from core.models import Team
 from core.services import create_token
 from core.settings import Settings
@@ -32,6 +35,9 @@ with warnings.catch_warnings():
     # which the client still supports (it only warns, once, on import).
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
+
+if TYPE_CHECKING:
+    from tests.api.sse import Live
 
 Sent = list[tuple[uuid.UUID, str]]
 
@@ -107,3 +113,19 @@ def make_caller(session: Session) -> Caller:
 def caller(session: Session) -> Caller:
     """The team the tests act as."""
     return make_caller(session)
+
+
+@pytest.fixture
+def live(committed: sessionmaker[Session], api_settings: Settings) -> Iterator[Live]:
+    """The app on really committed rows (event streams read in sessions of their own),
+    authenticated as a new team; streams poll every 10 ms instead of 250 ms."""
+    from tests.api.sse import Live  # it imports this module's TestClient
+
+    with session_scope(committed) as session:
+        team = make_team(session)
+        token = create_token(session, team=team, name="tests").secret
+        team_id = team.id
+    app = create_app(api_settings)
+    app.dependency_overrides[get_stream_timing] = lambda: StreamTiming(poll_interval_s=0.01)
+    with TestClient(app) as client:
+        yield Live(app=app, client=client, db=committed, team_id=team_id, token=token)

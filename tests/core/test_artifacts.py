@@ -15,14 +15,16 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.artifacts import (
@@ -409,6 +411,51 @@ class TestPublish:
         nothing_left_but(committed, settings)
 
 
+def wait_until_blocked_on_a_lock(engine: Engine, *, timeout: float = 10.0) -> None:
+    """Poll PostgreSQL until another session waits on a lock, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(query).scalar_one() > 0:
+                return
+            conn.rollback()
+            time.sleep(0.01)
+    pytest.fail("no session ever waited on the lock")
+
+
+class TestPublishRace:
+    def test_a_publish_waits_for_a_requeue_in_flight_and_then_publishes_nothing(
+        self,
+        postgres_committed: sessionmaker[Session],
+        postgres_engine: Engine,
+        tmp_path: Path,
+    ) -> None:
+        settings = Settings(_env_file=None, data_dir=tmp_path)
+        job = running_job(postgres_committed)
+        writer = open_artifact_writer(
+            postgres_committed, settings, job_id=job.id, attempt=1, name="model"
+        )
+        writer.write(b"weights")
+        # the reconciler requeues the job, and has not committed yet
+        conn = postgres_engine.connect()
+        requeue = conn.begin()
+        conn.execute(update(Job).where(Job.id == job.id).values(status=JobStatus.QUEUED))
+        with ThreadPoolExecutor(1) as pool:
+            published = pool.submit(writer.publish)
+            try:
+                wait_until_blocked_on_a_lock(postgres_engine)
+            finally:
+                requeue.commit()
+                conn.close()
+            assert published.result(timeout=30) is False
+        writer.close()
+        nothing_left_but(postgres_committed, settings)
+
+
 class TestLimits:
     def test_the_cap_raises_naming_the_artifact_the_size_and_the_setting(
         self, committed: sessionmaker[Session], settings: Settings
@@ -521,6 +568,13 @@ class TestDirStore:
                     assert delete_artifacts(session, settings, job.id) == 2
                     raise RuntimeError("undo")
             assert len(files(settings)) == 2  # the savepoint rolled back: files stay
+        with pytest.raises(RuntimeError, match="undo"), session_scope(committed) as session:  # noqa: PT012
+            with session.begin_nested():
+                assert delete_artifacts(session, settings, job.id) == 2
+            assert len(files(settings)) == 2  # a released savepoint waits for the commit
+            raise RuntimeError("undo")
+        assert len(files(settings)) == 2  # which never came
+        with session_scope(committed) as session:
             assert delete_artifacts(session, settings, job.id, except_names=["model"]) == 1
             assert len(files(settings)) == 2  # not committed yet
         assert files(settings) == [f"{job.id}/model.{info(committed, job, 'model').id}"]

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cli.service import free_port
 from core.db import create_db_engine, make_session_factory, session_scope
-from core.models import CurveChunk, Job, JobStatus, Team
+from core.models import Job, JobStatus, SeriesChunk, Team
 from core.services import create_team, create_token
 from tests.worker.conftest import REDIS_HOST, REDIS_PORT, require_redis
 
@@ -275,14 +275,14 @@ class Cluster:
         assert len(jobs) == len(job_ids)
         return jobs
 
-    def chunks(self, job_id: uuid.UUID) -> list[CurveChunk]:
-        """Every stored curve chunk of the job, of every attempt, in attempt and seq order."""
+    def chunks(self, job_id: uuid.UUID, series: str = "curve") -> list[SeriesChunk]:
+        """Every stored chunk of one of the job's series, whatever its attempt, in order."""
         with session_scope(self.fault_env.factory) as session:
             chunks = list(
                 session.scalars(
-                    select(CurveChunk)
-                    .where(CurveChunk.job_id == job_id)
-                    .order_by(CurveChunk.attempt, CurveChunk.seq)
+                    select(SeriesChunk)
+                    .where(SeriesChunk.job_id == job_id, SeriesChunk.name == series)
+                    .order_by(SeriesChunk.start, SeriesChunk.attempt)
                 )
             )
             session.expunge_all()
@@ -323,23 +323,23 @@ def cluster(fault_env: FaultEnv, api: Api) -> Iterator[Cluster]:
     finally:
         cluster.kill()
         with fault_env.engine.begin() as conn:
-            # the jobs and their curves; the API's team and token stay for the next test
-            conn.execute(text(f"TRUNCATE {Job.__tablename__}, {CurveChunk.__tablename__}"))
+            # the jobs and their series; the API's team and token stay for the next test
+            conn.execute(text(f"TRUNCATE {Job.__tablename__}, {SeriesChunk.__tablename__}"))
         fault_env.broker.flushdb()
 
 
-def assert_curve_of_final_attempt(cluster: Cluster, job: Job) -> tuple[int, int]:
-    """The job's stored curve, for its final attempt, runs from point 0 to its progress
-    without gaps or overlaps; the number of points of that attempt and of earlier ones."""
+def assert_curve_of_final_attempt(cluster: Cluster, job: Job) -> int:
+    """The job's stored curve is its final attempt's alone (a range test starts over:
+    nothing an earlier attempt stored stays) and runs from point 0 to its progress
+    without gaps or overlaps; its number of points."""
     chunks = cluster.chunks(job.id)
-    final = [c for c in chunks if c.attempt == job.attempt]
-    earlier = [c for c in chunks if c.attempt != job.attempt]
-    assert all(c.attempt < job.attempt for c in earlier)
-    assert [c.seq for c in final] == list(range(len(final)))
+    assert {c.attempt for c in chunks} <= {job.attempt}, "an earlier attempt's points stayed"
+    fields = ("lr", "loss", "smoothed_loss", "accuracy")
     position = 0
-    for chunk in final:
+    for chunk in chunks:
         assert chunk.start == position, f"gap or overlap at point {position}: {chunk.start}"
-        assert len(chunk.data["lrs"]) == chunk.size
+        assert tuple(chunk.fields.split(",")) == fields
+        assert len(chunk.data) == 8 * len(fields) * chunk.size  # packed float64 columns
         position += chunk.size
-    assert position == job.progress
-    return position, sum(c.size for c in earlier)
+    assert position == job.progress == job.series_points["curve"]
+    return position

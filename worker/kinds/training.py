@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from clr.train import Checkpoint, Trainer, TrainProgress, TrainResult
-from core.artifacts import open_artifact_reader, open_artifact_writer
 from sqlalchemy.orm import Session
 
 from clr import create_scheduler, make_optimizer
+from clr.train import Checkpoint, Trainer, TrainProgress, TrainResult
 from clr.workloads import build_workload
+from core.artifacts import open_artifact_reader, open_artifact_writer
 from core.series import SeriesPoints
 from core.services import record_checkpoint
 from core.settings import get_settings
@@ -139,7 +139,7 @@ def run(ctx: JobContext) -> str:
         if epochs is not None:
             points.append(epochs)
             epochs_seen += epochs.size
-        ctx.reporter.add(*points, progress=progress.iterations)
+        ctx.reporter.add(*points, progress=progress.iteration)
 
     def on_checkpoint(checkpoint: Checkpoint) -> None:
         ctx.reporter.flush()  # the series up to the checkpoint are stored first

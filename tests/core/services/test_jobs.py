@@ -735,7 +735,10 @@ class TestReadCurve:
         with pytest.raises(InvalidInput) as info:
             read_series(session, team=team, job_id=job.id, name="epochs")
         assert info.value.errors == [
-            {"field": "name", "reason": "a range test has no series 'epochs'; its series: curve"}
+            {
+                "field": "name",
+                "reason": "range test jobs have no series 'epochs'; their series: curve",
+            }
         ]
 
 
@@ -890,7 +893,7 @@ class TestAnotherKind:
         claim_job(session, job_id=job.id, worker="cpu-0")
         with pytest.raises(ValueError, match="jobs of kind 'echo' have no series 'curve'"):
             report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 2)))
-        with pytest.raises(InvalidInput, match="has no series 'curve'; its series: none"):
+        with pytest.raises(InvalidInput, match="have no series 'curve'; their series: none"):
             read_curve(session, team=team, job_id=job.id)
         ack = report_progress(session, job_id=job.id, attempt=1, progress=2)
         assert ack.accepted

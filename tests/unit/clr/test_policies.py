@@ -137,7 +137,7 @@ class TestScheduleLength:
 
     @pytest.mark.parametrize("policy", [p for p in POLICIES if p not in CYCLIC_POLICIES])
     def test_policies_without_cycles(self, policy: str) -> None:
-        kwargs = {"fixed": {"lr": 0.1}, "step": {"lr": 0.1, "step_size": 10}}.get(
+        kwargs: dict[str, Any] = {"fixed": {"lr": 0.1}, "step": {"lr": 0.1, "step_size": 10}}.get(
             policy, {"lr": 0.1, "gamma": 0.99}
         )
         assert schedule_length(policy, iterations=33, **kwargs) == 33

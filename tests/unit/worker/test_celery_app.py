@@ -49,11 +49,26 @@ class TestCreateCelery:
         assert conf.accept_content == ["json"]
 
     def test_visibility_timeout_outlasts_the_hard_time_limit(self, tmp_path: Path) -> None:
-        settings = redis_settings(tmp_path, job_time_limit_s=100, heartbeat_timeout_s=7200.0)
+        settings = redis_settings(
+            tmp_path, job_time_limit_s=100, training_time_limit_s=50, heartbeat_timeout_s=7200.0
+        )
         conf = create_celery(settings).conf
 
+        # the longest kind's limit, plus one heartbeat timeout of grace
         assert conf.task_time_limit == task_time_limit_s(settings) == 7300
         assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+
+    def test_each_kind_s_task_has_its_own_time_limit(self, tmp_path: Path) -> None:
+        settings = redis_settings(
+            tmp_path, job_time_limit_s=100, training_time_limit_s=5000, heartbeat_timeout_s=60.0
+        )
+        conf = create_celery(settings).conf
+
+        assert conf.task_annotations["range_test.run"] == {"time_limit": 160}
+        assert conf.task_annotations["training.run"] == {"time_limit": 5060}
+        assert conf.task_time_limit == 5060
+        assert conf.broker_transport_options["visibility_timeout"] > 5060
+        assert conf.task_routes["training.run"] == {"queue": "jobs"}
 
     def test_embedded_mode_uses_the_filesystem_broker(self, tmp_path: Path) -> None:
         conf = create_celery(Settings(_env_file=None, data_dir=tmp_path)).conf
