@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## run: the main job on the embedded default -- starts `clr-sweep serve` (API + worker on SQLite,
-## no servers), submits a range test on the digits MLP through the API, follows it with a progress
-## bar, prints the suggested bounds and writes the plot the API draws; then stops the service
+## no servers), runs a range test on the digits MLP through the API with a progress bar, prints
+## the suggested bounds, then trains the MLP with CLR between them (4 cycles), prints how it ended
+## and writes both plots the API draws; then stops the service
 run: $(STAMP)
-	$(VENV)/bin/clr-sweep submit --embedded --workload digits_mlp --plot range_test.png --output range_test.json
+	$(VENV)/bin/clr-sweep train --embedded --range-test --workload digits_mlp --range-test-plot range_test.png --plot training.png --output training.json
 
 ## test: the test suite (what .ci/run runs)
 test: $(STAMP)

@@ -51,6 +51,7 @@ __all__ = [
     "interrupt_on_signals",
     "print_bounds",
     "print_training",
+    "run_range_test_then_training",
     "run_submission",
     "run_training",
     "start_embedded",
@@ -197,6 +198,7 @@ def follow_job(
     console: Console,
     *,
     interval_s: float = POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Poll the job until it finishes, drawing a progress bar; the final job.
 
@@ -220,7 +222,7 @@ def follow_job(
             "job", total=job["total"], status=_status_text(job), where="", lr=lr, loss=loss
         )
         while job["status"] not in FINAL_STATUSES:
-            time.sleep(interval_s)
+            sleep(interval_s)
             seen = job["progress"]
             job = check(client.get(location)).json()
             if job["attempt"] != attempt:  # a new attempt starts its curve again
@@ -388,6 +390,32 @@ def run_submission(
     An :class:`Interrupted` (or Ctrl-C) while the job is not finished cancels it
     and returns the signal's exit code (130, 143, ...).
     """
+    done = _run_range_test(client, body, console, plot=plot, wait=wait)
+    if done.code == 0 and done.job is not None and output is not None:
+        output.write_text(json.dumps({"job": done.job, "bounds": done.bounds}, indent=2))
+        console.print(f"result written to {output}")
+    return done.code
+
+
+@dataclass(frozen=True)
+class _Done:
+    """How a followed range test ended: the exit code, the job and its bounds."""
+
+    code: int
+    job: dict[str, Any] | None = None
+    bounds: dict[str, Any] | None = None
+
+
+def _run_range_test(
+    client: httpx.Client,
+    body: dict[str, Any],
+    console: Console,
+    *,
+    plot: Path | None,
+    wait: bool,
+    interval_s: float = POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _Done:
     # The key makes the POST safe to repeat: interrupted before its answer arrived,
     # the same POST finds the job (or makes it) so that it can be cancelled.
     headers = {"Idempotency-Key": uuid.uuid4().hex}
@@ -397,13 +425,13 @@ def run_submission(
         console.print(f"range test {job['id']} {job['status']}")
         if not wait:
             print(job["id"])
-            return 0
-        job = follow_job(client, job, console)
+            return _Done(0)
+        job = follow_job(client, job, console, interval_s=interval_s, sleep=sleep)
     except (Interrupted, KeyboardInterrupt) as exc:
-        return _cancel(client, "/range-tests", job, body, headers, console, exc)
+        return _Done(_cancel(client, "/range-tests", job, body, headers, console, exc))
     if job["status"] != "succeeded":
         console.print(f"[red]{job['status']}:[/] {job['error'] or 'no reason given'}")
-        return 1
+        return _Done(1, job)
     summary = (job.get("result") or {}).get("summary") or {}
     if summary:
         console.print(
@@ -425,10 +453,7 @@ def run_submission(
         image = check(client.get(f"/range-tests/{job['id']}/{plot_route(plot)}"))
         plot.write_bytes(image.content)
         console.print(f"plot written to {plot}")
-    if output is not None:
-        output.write_text(json.dumps({"job": job, "bounds": bounds}, indent=2))
-        console.print(f"result written to {output}")
-    return 0
+    return _Done(0, job, bounds)
 
 
 # --------------------------------------------------------------------------- trainings
@@ -480,13 +505,12 @@ def follow_training(
     lr, loss, epoch, accuracy = math.nan, math.nan, 0, "-"
     with Progress(
         TextColumn("[bold]{task.fields[status]}[/]"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TextColumn(
             "epoch {task.fields[epoch]}  lr {task.fields[lr]:.2e}  loss {task.fields[loss]:.4f}"
             "  val acc {task.fields[accuracy]}"
         ),
-        TimeRemainingColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[where]}"),
         console=console,
@@ -538,14 +562,18 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def print_training(job: dict[str, Any], console: Console) -> None:
     """How a succeeded training ended: its accuracies, length and time, and its bounds."""
     result = job.get("result") or {}
     spec = job.get("spec") or {}
     schedule = {k: v for k, v in (spec.get("schedule") or {}).items() if v is not None}
-    table = Table(title=f"CLR training of {spec.get('workload', '?')}")
+    table = Table(title=f"CLR training of {spec.get('workload', '?')}", show_header=False)
     table.add_column("", style="bold")
-    table.add_column("value", justify="right")
+    table.add_column("")
     best = _fmt(result.get("best_val_accuracy"))
     if result.get("best_val_iteration") is not None:
         best += f" (iteration {result['best_val_iteration']})"
@@ -562,7 +590,7 @@ def print_training(job: dict[str, Any], console: Console) -> None:
         ("cycles", _fmt(result.get("cycles"), "d")),
         ("seconds", _fmt(result.get("seconds"), ".2f")),
         ("device", str(result.get("device") or job.get("device") or "-")),
-        ("schedule", ", ".join(f"{k}={v}" for k, v in schedule.items())),
+        ("schedule", ", ".join(f"{k}={_short(v)}" for k, v in schedule.items())),
     ]
     source = spec.get("bounds_source")
     if source:
@@ -584,10 +612,12 @@ def run_training(
     wait: bool,
     interval_s: float = POLL_INTERVAL_S,
     sleep: Callable[[float], None] = time.sleep,
+    record: dict[str, Any] | None = None,
 ) -> int:
     """Submit a training, follow it, report; the exit code (0 succeeded, 1 failed or cancelled).
 
-    An :class:`Interrupted` (or Ctrl-C) while the training is not finished cancels
+    ``output`` gets ``{"job": <the training>}`` and ``record``'s items. An
+    :class:`Interrupted` (or Ctrl-C) while the training is not finished cancels
     it and returns the signal's exit code (130, 143, ...).
     """
     headers = {"Idempotency-Key": uuid.uuid4().hex}
@@ -617,6 +647,53 @@ def run_training(
         plot.write_bytes(image.content)
         console.print(f"plot written to {plot}")
     if output is not None:
-        output.write_text(json.dumps({"job": job}, indent=2))
+        output.write_text(json.dumps({"job": job, **(record or {})}, indent=2))
         console.print(f"result written to {output}")
     return 0
+
+
+def run_range_test_then_training(
+    client: httpx.Client,
+    range_test: dict[str, Any],
+    training: dict[str, Any],
+    console: Console,
+    *,
+    method: str | None,
+    range_test_plot: Path | None,
+    plot: Path | None,
+    output: Path | None,
+    interval_s: float = POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """A range test, then a training with its bounds (``bounds_from``); the exit code.
+
+    The range test is followed and reported as ``submit`` does (its bounds,
+    its plot to ``range_test_plot``); the training only if it found bounds.
+    ``output`` gets both jobs: ``{"job": <the training>, "range_test": ...}``.
+    """
+    done = _run_range_test(
+        client,
+        range_test,
+        console,
+        plot=range_test_plot,
+        wait=True,
+        interval_s=interval_s,
+        sleep=sleep,
+    )
+    if done.code != 0 or done.job is None:
+        return done.code
+    if done.bounds is None:
+        console.print("[red]no training:[/] the range test found no bounds to train with")
+        return 1
+    source = {"range_test": done.job["id"]} | ({"method": method} if method else {})
+    return run_training(
+        client,
+        training | {"bounds_from": source},
+        console,
+        plot=plot,
+        output=output,
+        wait=True,
+        interval_s=interval_s,
+        sleep=sleep,
+        record={"range_test": done.job, "bounds": done.bounds},
+    )

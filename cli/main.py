@@ -745,12 +745,25 @@ def train_command(
         str | None,
         typer.Option(help="Take the bounds (and step size) from this finished range test."),
     ] = None,
+    range_test: Annotated[
+        bool,
+        typer.Option(
+            "--range-test",
+            help="First run a range test of the same workload, optimizer, batch size and "
+            "seed (300 steps, 1e-5 to 10), print its bounds, then train with them.",
+        ),
+    ] = False,
     method: Annotated[
         str | None,
         typer.Option(help="The range test's suggestion to use (default: its default)."),
     ] = None,
+    range_test_plot: Annotated[
+        Path | None, typer.Option(help="With --range-test: write its plot (.png or .svg).")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the plot (.png or .svg).")] = None,
-    output: Annotated[Path | None, typer.Option(help="Write the job as JSON.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the job (and the range test's) as JSON.")
+    ] = None,
     url: Annotated[
         str, typer.Option(envvar="CLR_API_URL", help="The API's base URL.")
     ] = "http://127.0.0.1:8000",
@@ -764,13 +777,21 @@ def train_command(
     wait: Annotated[bool, typer.Option(help="Follow the training to its end.")] = True,
 ) -> None:
     """Train with CLR through the service: follow it, print how it ended, fetch its plot."""
-    from cli.client import plot_route, run_training
+    from cli.client import plot_route, run_range_test_then_training, run_training
 
-    if plot is not None:
-        try:
-            plot_route(plot)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--plot") from exc
+    for path, hint in ((plot, "--plot"), (range_test_plot, "--range-test-plot")):
+        if path is not None:
+            try:
+                plot_route(path)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint=hint) from exc
+    if range_test and from_range_test is not None:
+        raise typer.BadParameter(
+            "give --range-test (run one now) or --from-range-test (a finished one), not both",
+            param_hint="--range-test",
+        )
+    if range_test_plot is not None and not range_test:
+        raise typer.BadParameter("needs --range-test", param_hint="--range-test-plot")
     body = _training_body(
         workload=workload,
         params=_parse_params(param),
@@ -793,14 +814,27 @@ def train_command(
         whole_cycles=whole_cycles,
         snapshots=snapshots,
         from_range_test=from_range_test,
-        method=method,
+        method=None if range_test else method,
     )
-    _run_through_service(
-        lambda client: run_training(client, body, console, plot=plot, output=output, wait=wait),
-        url=url,
-        token=token,
-        embedded=embedded,
-    )
+
+    def run(client: Any) -> int:
+        if not range_test:
+            return run_training(client, body, console, plot=plot, output=output, wait=wait)
+        range_body = {
+            key: body[key] for key in ("workload", "params", "optimizer", "seed", "device")
+        } | ({"batch_size": batch_size} if batch_size is not None else {})
+        return run_range_test_then_training(
+            client,
+            range_body,
+            body,
+            console,
+            method=method,
+            range_test_plot=range_test_plot,
+            plot=plot,
+            output=output,
+        )
+
+    _run_through_service(run, url=url, token=token, embedded=embedded)
 
 
 def _run_through_service(

@@ -18,7 +18,7 @@ from rich.console import Console
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from cli.client import run_training
+from cli.client import run_range_test_then_training, run_training
 from core.artifacts import open_artifact_writer
 from core.db import session_scope
 from core.models import Job, JobStatus
@@ -27,7 +27,7 @@ from core.services import claim_job, fail_job, finish_job, record_checkpoint, re
 from core.settings import Settings
 from core.training import EPOCHS, ITERATIONS
 from tests.api.conftest import Caller, Sent, TestClient, make_caller
-from tests.builders import make_job, make_outcome
+from tests.builders import curve, make_job, make_outcome, make_points
 
 PROBLEM_JSON = "application/problem+json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -505,6 +505,91 @@ class TestTrainCommandClient:
         saved = json.loads(output.read_text())
         assert saved["job"]["id"] == str(worker.job_id)
         assert saved["job"]["status"] == "succeeded"
+
+    def test_a_range_test_then_a_training_with_its_bounds(
+        self, client: TestClient, caller: Caller, session: Session, tmp_path: Path
+    ) -> None:
+        client.headers.update(caller.headers)
+        trainer = FakeWorker(session, steps=[40, 90])
+        polls: list[str] = []
+
+        def worker(seconds: float) -> None:
+            # the range test first: claimed, then its curve and bounds; then the training
+            range_test = session.query(Job).filter(Job.kind == "range_test").one()
+            if range_test.status == JobStatus.QUEUED:
+                polls.append("range test claimed")
+                assert claim_job(session, job_id=range_test.id, worker="gpu0", device="cpu")
+            elif range_test.status == JobStatus.RUNNING:
+                polls.append("range test finished")
+                attempt = range_test.attempt
+                report_progress(
+                    session, job_id=range_test.id, attempt=attempt, **curve(make_points(0, 50))
+                )
+                bounds = make_outcome(base_lr=0.02, max_lr=0.2)
+                finish_job(session, job_id=range_test.id, attempt=attempt, result=bounds)
+            else:
+                polls.append("training")
+                trainer(seconds)
+
+        range_body = {k: v for k, v in training_body().items() if k in ("workload", "params")}
+        body = training_body(schedule={"policy": "triangular2"})
+        out = io.StringIO()
+        output = tmp_path / "run.json"
+        code = run_range_test_then_training(
+            client,
+            range_body,
+            body,
+            Console(file=out, width=160),
+            method=None,
+            range_test_plot=tmp_path / "range_test.svg",
+            plot=None,
+            output=output,
+            interval_s=0,
+            sleep=worker,
+        )
+        text = out.getvalue()
+        assert code == 0, text
+        assert polls[:2] == ["range test claimed", "range test finished"]
+        assert "Suggested CLR bounds for digits_mlp" in text
+        assert "bounds 0.02 to 0.2 from range test" in text
+        assert "0.9300 (2 snapshots)" in text
+        assert (tmp_path / "range_test.svg").read_text().lstrip().startswith("<")
+        saved = json.loads(output.read_text())
+        assert saved["job"]["spec"]["bounds_source"]["range_test"] == saved["range_test"]["id"]
+        assert saved["job"]["spec"]["schedule"]["max_lr"] == 0.2
+        assert saved["bounds"]["default_method"] == "max_fraction"
+
+    def test_no_training_when_the_range_test_found_no_bounds(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        client.headers.update(caller.headers)
+
+        def worker(_seconds: float) -> None:
+            range_test = session.query(Job).filter(Job.kind == "range_test").one()
+            if range_test.status == JobStatus.QUEUED:
+                assert claim_job(session, job_id=range_test.id, worker="gpu0", device="cpu")
+                return
+            outcome = make_outcome().model_copy(
+                update={"suggestions": None, "no_bounds_reason": "the loss never fell"}
+            )
+            finish_job(session, job_id=range_test.id, attempt=range_test.attempt, result=outcome)
+
+        out = io.StringIO()
+        code = run_range_test_then_training(
+            client,
+            {"workload": "digits_mlp", "params": {"width": 16}},
+            training_body(schedule={"policy": "triangular"}),
+            Console(file=out, width=160),
+            method=None,
+            range_test_plot=None,
+            plot=None,
+            output=None,
+            interval_s=0,
+            sleep=worker,
+        )
+        assert code == 1
+        assert "the loss never fell" in out.getvalue()
+        assert client.get("/trainings").json()["items"] == []
 
     def test_bounds_from_a_range_test_are_announced(
         self, client: TestClient, caller: Caller, session: Session, capsys: Any

@@ -119,3 +119,17 @@ class TestTrainCommand:
         )
         assert result.exit_code == 1
         assert "error:" in result.output
+
+    def test_a_range_test_now_and_a_finished_one_are_exclusive(self):
+        source = str(uuid.uuid4())
+        result = runner.invoke(app, ["train", "--range-test", "--from-range-test", source])
+        assert result.exit_code == 2
+        assert "not both" in result.output
+
+    def test_a_range_test_plot_needs_a_range_test(self, tmp_path):
+        result = runner.invoke(app, ["train", "--range-test-plot", str(tmp_path / "r.png")])
+        assert result.exit_code == 2
+        assert "needs --range-test" in result.output
+        bad = runner.invoke(app, ["train", "--range-test", "--range-test-plot", "r.gif"])
+        assert bad.exit_code == 2
+        assert ".png or .svg" in bad.output
