@@ -1,7 +1,7 @@
 """Cold start: ``clr-sweep submit --embedded`` against ``clr-sweep range-test``.
 
-The README's run path starts the embedded service (API, worker, reaper), submits a
-range test through the API, follows it, prints the bounds, fetches the plot and
+The README's run path (which then trains with the bounds it found) starts the
+embedded service (API, worker, reaper), submits a range test through the API, follows it, prints the bounds, fetches the plot and
 stops the service; ``range-test`` runs the same test in-process. Both run the
 same spec (the digits MLP, 300 steps, CPU) from cold: a new process and a fresh
 data folder and working folder each time, in alternating order, ``--repeats``

@@ -1,7 +1,8 @@
 """The whole flow through the real commands: HTTP in, a worker process, bounds out.
 
 - Embedded: ``clr-sweep serve`` (SQLite + kombu's filesystem transport, no servers),
-  and ``clr-sweep submit --embedded`` (the README's run command) end to end.
+  and ``clr-sweep submit --embedded`` end to end (the README's run command, which chains
+  a training, is tests/service/test_training_flow.py).
 - Production: the docker-compose services' own commands (``tests/deploy/commands.py``)
   as processes on PostgreSQL and Redis: migrate, api, worker, reaper.
 """
@@ -173,7 +174,7 @@ class TestEmbedded:
         assert _processes_with_env("CLR_DATA_DIR", str(data_dir)) == []
         assert (data_dir / "clr-sweep.db").exists()
 
-    def test_submit_embedded_is_the_readme_run_command(self, tmp_path: Path) -> None:
+    def test_submit_embedded_runs_a_range_test_end_to_end(self, tmp_path: Path) -> None:
         data_dir = tmp_path / "data"
         env = {**os.environ, "CLR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
         for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_API_URL"):

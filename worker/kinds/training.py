@@ -27,24 +27,18 @@ from clr.workloads import build_workload
 from core.artifacts import open_artifact_reader, open_artifact_writer
 from core.series import SeriesPoints
 from core.services import record_checkpoint
+from core.services.trainings import model_artifact_name
 from core.settings import get_settings
 from core.training import EPOCHS, ITERATIONS, TrainingOutcome, TrainingSpec
 from worker.jobs import CannotRun, JobContext, run_device
 
-__all__ = ["CHECKPOINT", "MODEL", "run", "snapshot_name"]
+__all__ = ["CHECKPOINT", "run"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 """The artifact holding the latest cycle-end checkpoint (replaced at every cycle end)."""
 
-MODEL = "model"
-"""The artifact holding the final weights (a ``torch.save``'d state dict)."""
-
-
-def snapshot_name(k: int) -> str:
-    """The artifact of the ensemble's ``k``-th snapshot (1 is the oldest kept)."""
-    return f"snapshot-{k}"
 
 
 def iteration_points(progress: TrainProgress) -> SeriesPoints:
@@ -161,9 +155,10 @@ def run(ctx: JobContext) -> str:
     )
     if result.stop_reason == "cancelled":
         return ctx.stopped()
-    artifacts = [_save(ctx, MODEL, {k: v.cpu() for k, v in built.model.state_dict().items()})]
+    final = {k: v.cpu() for k, v in built.model.state_dict().items()}
+    artifacts = [_save(ctx, model_artifact_name(), final)]
     for k, state in enumerate(result.snapshot_states, start=1):
-        artifacts.append(_save(ctx, snapshot_name(k), state))
+        artifacts.append(_save(ctx, model_artifact_name(k), state))
     return ctx.finish(_outcome(policy, schedule_args, result, resumed_from, artifacts))
 
 
