@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_KEY_VERSION",
+    "STORED",
     "JobEstimate",
     "JobResult",
     "JobSpec",
@@ -58,6 +59,10 @@ __all__ = [
     "canonical_json",
     "field_errors",
 ]
+
+STORED = "stored"
+"""Validation context key: the spec is read back from a job (fields the service filled
+in at submit are accepted), not a request."""
 
 CONFIG_KEY_VERSION = 2
 """Part of every config key, so a change to what the key covers never matches old keys.

@@ -20,7 +20,15 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.orm import Session
 
 from clr.exceptions import ScheduleError
@@ -40,6 +48,7 @@ from core.models import JobStatus, Team
 from core.repositories import JobRepository
 from core.series import SeriesSpec
 from core.specs import (
+    STORED,
     FiniteFloat,
     JobEstimate,
     JobResult,
@@ -70,8 +79,15 @@ DEFAULT_CYCLES = 4
 """Cycles a cyclic training runs when no length is given (the paper: 3 get most of
 the way, 4 or more do better)."""
 
-MAX_ITERATIONS = 10_000_000
-"""Longest training in iterations."""
+MAX_ITERATIONS = 1_000_000
+"""Longest training in iterations (its series are read whole to draw its plot: a million
+iterations are ~3 million numbers)."""
+
+MAX_CYCLES = 10_000
+"""Most cycles (checkpoints) one training may have: each cycle end writes a checkpoint."""
+
+MAX_LR = 1e3
+"""Largest learning rate a schedule may give (far above any that trains)."""
 
 MAX_SNAPSHOTS = 10
 """Most cycle-end snapshots a snapshot ensemble averages."""
@@ -105,25 +121,25 @@ class ScheduleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     policy: _POLICY = "triangular"
-    lr: FiniteFloat | None = Field(default=None, gt=0)
-    base_lr: FiniteFloat | None = Field(default=None, ge=0)
-    max_lr: FiniteFloat | None = Field(default=None, gt=0)
+    lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
+    base_lr: FiniteFloat | None = Field(default=None, ge=0, le=MAX_LR)
+    max_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
     step_size_up: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
     step_size_down: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
     step_size: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    gamma: FiniteFloat | None = Field(default=None, gt=0)
+    gamma: FiniteFloat | None = Field(default=None, gt=0, le=1)
     shape: Literal["triangle", "sine", "parabolic"] | None = None
     base_momentum: FiniteFloat | None = Field(default=None, ge=0, lt=1)
     max_momentum: FiniteFloat | None = Field(default=None, ge=0, lt=1)
     total_steps: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
     pct_start: FiniteFloat | None = Field(default=None, gt=0, lt=1)
     anneal_strategy: Literal["cos", "linear"] | None = None
-    div_factor: FiniteFloat | None = Field(default=None, gt=0)
-    final_div_factor: FiniteFloat | None = Field(default=None, gt=0)
+    div_factor: FiniteFloat | None = Field(default=None, ge=1, le=1e6)
+    final_div_factor: FiniteFloat | None = Field(default=None, ge=1, le=1e9)
     three_phase: bool | None = None
     T_0: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)  # noqa: N815
     T_mult: StrictInt | None = Field(default=None, ge=1, le=100)  # noqa: N815
-    eta_min: FiniteFloat | None = Field(default=None, ge=0)
+    eta_min: FiniteFloat | None = Field(default=None, ge=0, le=MAX_LR)
     decay: FiniteFloat | None = Field(default=None, gt=0, le=1)
 
     @property
@@ -143,6 +159,8 @@ class ScheduleSpec(BaseModel):
             raise _located(
                 extra[0], f"policy {self.policy!r} takes no {extra[0]}; it takes {', '.join(taken)}"
             )
+        if self.eta_min is not None and self.max_lr is not None and self.eta_min > self.max_lr:
+            raise _located("eta_min", "eta_min must be <= max_lr (SGDR anneals down to it)")
         return self
 
 
@@ -231,6 +249,18 @@ class TrainingSpec(WorkloadSpec):
     whole_cycles: bool = True
     snapshots: StrictInt | None = Field(default=None, ge=0, le=MAX_SNAPSHOTS)
 
+    @field_validator("bounds_source")
+    @classmethod
+    def _bounds_source_is_read_only(
+        cls, value: BoundsSource | None, info: ValidationInfo
+    ) -> BoundsSource | None:
+        # set by prepare_training (and read back from stored specs), never by a request
+        if value is not None and not (info.context or {}).get(STORED):
+            raise ValueError(
+                "is set by the service from bounds_from; give bounds_from or the bounds"
+            )
+        return value
+
     @model_validator(mode="after")
     def _schedule_and_length(self) -> TrainingSpec:
         if self.bounds_from is not None:
@@ -305,6 +335,20 @@ class TrainingSpec(WorkloadSpec):
             iterations = schedule_length(policy, **length, **args)
         except ScheduleError as exc:
             raise _located(_schedule_field(str(exc)), str(exc)) from None
+        if iterations > MAX_ITERATIONS:
+            named = next((f for f in ("cycles", "iterations", "epochs") if length.get(f)), "cycles")
+            raise _located(
+                named,
+                f"the training would run over {MAX_ITERATIONS} iterations (the most one may run)",
+            )
+        period = _shortest_cycle(policy, args)
+        if period and iterations // period > MAX_CYCLES:
+            field = "schedule.T_0" if policy == "cosine_restarts" else "schedule.step_size_up"
+            raise _located(
+                field,
+                f"{iterations} iterations of cycles of {period} make over {MAX_CYCLES} cycles "
+                "(a checkpoint each); lengthen the cycles or shorten the run",
+            )
         return policy, args, iterations
 
     def iteration_count(self) -> int:
@@ -341,11 +385,9 @@ class TrainingSpec(WorkloadSpec):
             return None
         batch = int(self.params.get("batch_size") or 1)
         slots = self.optimizer.state_slots
-        # weights + gradients + optimizer state, the snapshots kept (on CPU, counted
-        # here anyway) and the activations of a batch with their gradients
-        floats = cost.weights * (2 + slots + max(self.snapshots or 0, 1)) + 2 * batch * (
-            cost.activations
-        )
+        kept = DEFAULT_SNAPSHOTS if self.snapshots is None else self.snapshots
+        # weights + gradients, optimizer state, the snapshots and a checkpoint's copy
+        floats = cost.weights * (2 + slots + kept + 1) + 2 * batch * cost.activations
         return JobEstimate(
             memory_bytes=floats * _FLOAT_BYTES + cost.data_bytes,
             flops_per_step=3 * batch * cost.flops,
@@ -353,6 +395,16 @@ class TrainingSpec(WorkloadSpec):
             weights=cost.weights,
             efficiency=cost.efficiency,
         )
+
+
+def _shortest_cycle(policy: str, args: dict[str, Any]) -> int:
+    """The shortest cycle of a schedule in iterations (0: it has no cycles)."""
+    if policy in ("triangular", "triangular2", "exp_range"):
+        up = int(args["step_size_up"])
+        return up + int(args.get("step_size_down") or up)
+    if policy == "cosine_restarts":
+        return int(args["T_0"])
+    return 0
 
 
 def _schedule_field(message: str) -> str:
@@ -463,6 +515,17 @@ def prepare_training(session: Session, team: Team, spec: JobSpec) -> JobSpec:
         )
     if status != JobStatus.SUCCEEDED or job.result is None:
         raise _refused(field, f"range test {job.id} {status}: it has no bounds")
+    tested = RangeTestSpec.model_validate(job.spec)
+    for name, theirs, ours in (
+        ("workload", tested.workload, spec.workload),
+        ("optimizer", tested.optimizer.name, spec.optimizer.name),
+    ):
+        if theirs != ours:
+            raise _refused(
+                field,
+                f"range test {job.id} ran {name} {theirs!r}, this training {ours!r}: its "
+                "bounds are for another setup",
+            )
     outcome = RangeTestOutcome.model_validate(job.result)
     if outcome.suggestions is None:
         raise _refused(field, f"range test {job.id} found no bounds: {outcome.no_bounds_reason}")
@@ -495,7 +558,7 @@ def prepare_training(session: Session, team: Team, spec: JobSpec) -> JobSpec:
         "step_size": chosen.step_size,
     }
     try:
-        return TrainingSpec.model_validate(data)
+        return TrainingSpec.model_validate(data, context={STORED: True})
     except ValidationError as exc:
         errors = field_errors(exc)
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)

@@ -341,7 +341,7 @@ def run_job(
                 kind=kind,
                 job_id=job_id,
                 attempt=attempt,
-                spec=parse_job_spec(kind_name, spec_data),
+                spec=parse_job_spec(kind_name, spec_data, stored=True),
                 checkpoint=checkpoint if kind.resumable else None,
                 reporter=reporter,
             )

@@ -54,6 +54,10 @@ __all__ = ["MAX_POINT_INDEX", "jobs_router", "kind_router", "read_job", "series_
 MAX_POINT_INDEX = 2**31 - 1
 """Largest ``after`` accepted: a point index the database's integer columns can hold."""
 
+MAX_SERIES_PAGE = 100_000
+"""Most points ``GET /jobs/{id}/series/{name}`` returns at once (``?limit=``); a longer
+series is read in pages: pass ``next_after`` as ``after``."""
+
 ACTIVE_CAP: Responses = {
     429: {
         **problem(
@@ -176,7 +180,7 @@ def jobs_router() -> APIRouter:
         responses=CANCEL_RESPONSES,
     )
     def cancel_job(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobReadBase:
-        """Cancel a queued job at once, or ask a running one to stop (children too)."""
+        """Cancel a queued job at once, or ask a running one to stop."""
         return _as_read(services.cancel_job(session, team=team, job_id=job_id))
 
     @router.get(
@@ -195,11 +199,17 @@ def jobs_router() -> APIRouter:
         session: SessionDep,
         team: CurrentTeamDep,
         after: Annotated[int, Query(ge=0, le=MAX_POINT_INDEX)] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_SERIES_PAGE, description="At most this many points")
+        ] = MAX_SERIES_PAGE,
         format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
         accept: Annotated[str | None, Header()] = None,
     ) -> SeriesRead | Response:
-        """A series' points from point ``after`` on, as JSON or (``?format=csv``) CSV."""
-        series = services.read_series(session, team=team, job_id=job_id, name=name, after=after)
+        """A series' points from point ``after`` on (``limit`` at most: ``next_after`` below
+        ``points`` means more follow), as JSON or (``?format=csv``) CSV."""
+        series = services.read_series(
+            session, team=team, job_id=job_id, name=name, after=after, limit=limit
+        )
         if format_ == "csv" or (format_ is None and "text/csv" in (accept or "")):
             return PlainTextResponse(series_csv(series), media_type="text/csv")
         return SeriesRead(

@@ -254,8 +254,11 @@ class JobRepository:
         )
         return list(self.session.scalars(stmt))
 
-    def read_series(self, job_id: uuid.UUID, name: str, *, after: int) -> list[SeriesChunk]:
-        """Chunks of a series holding any point at index ``after`` or later, in order."""
+    def read_series(
+        self, job_id: uuid.UUID, name: str, *, after: int, limit: int | None = None
+    ) -> list[SeriesChunk]:
+        """Chunks of a series holding any point from index ``after`` on (up to
+        ``after + limit``), in order."""
         stmt = (
             select(SeriesChunk)
             .where(
@@ -265,6 +268,8 @@ class JobRepository:
             )
             .order_by(SeriesChunk.start)
         )
+        if limit is not None:
+            stmt = stmt.where(SeriesChunk.start < after + limit)
         return list(self.session.scalars(stmt))
 
     def first_point_after_attempt(self, job_id: uuid.UUID, name: str, attempt: int) -> int | None:

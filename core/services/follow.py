@@ -17,7 +17,11 @@ from core.models import Job, Team
 from core.repositories import JobRepository
 from core.services.jobs import SeriesSlice, get_job, series_of
 
-__all__ = ["JobUpdate", "poll_job"]
+__all__ = ["MAX_POINTS_PER_POLL", "JobUpdate", "poll_job"]
+
+MAX_POINTS_PER_POLL = 10_000
+"""Most points of one series a poll reads: a follower far behind (a new stream of a
+long training) catches up over several polls instead of reading everything at once."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,8 @@ def poll_job(
     during ``attempt`` (None: the job's current attempt). When the job started
     another attempt since, a series' points stay valid up to the first point
     a later attempt wrote (or the series' length, if shorter); the rest are
-    sent again. A series is read only when its stored count says it changed.
+    sent again. A series is read only when its stored count says it changed, and
+    at most :data:`MAX_POINTS_PER_POLL` of its points at a time.
 
     Raises:
         JobNotFound: no such job (of ``kind``) for this team.
@@ -74,5 +79,5 @@ def poll_job(
             continue
         # The same session gives series_of this very Job object (its identity map),
         # so the points read belong to the attempt of the job returned here.
-        out.append(series_of(session, job, spec.name, after=valid))
+        out.append(series_of(session, job, spec.name, after=valid, limit=MAX_POINTS_PER_POLL))
     return JobUpdate(job=job, series=out)

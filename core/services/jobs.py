@@ -50,12 +50,14 @@ from core.series import SeriesPoints, decode_values
 from core.services.workers import fetched_before, live_workers, prune_workers
 from core.settings import Settings
 from core.specs import (
+    STORED,
     JobEstimate,
     JobResult,
     JobSpec,
     RangeTestOutcome,
     RangeTestSpec,
     SuggestionsDoc,
+    WorkloadSpec,
     canonical_json,
     field_errors,
 )
@@ -209,8 +211,14 @@ def _now(now: datetime | None) -> datetime:
 # --------------------------------------------------------------------------- submit
 
 
-def parse_job_spec(kind: str, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
+def parse_job_spec(
+    kind: str, spec: JobSpec | Mapping[str, Any], *, stored: bool = False
+) -> JobSpec:
     """Validate ``spec`` as a ``kind`` job's spec and return it normalised.
+
+    ``stored``: the spec was read back from a job (it may hold fields the
+    service fills in at submit, such as a training's ``bounds_source``, which a
+    request may not set).
 
     Raises:
         InvalidJobSpec: the kind is unknown, or one ``{"field", "reason"}`` per problem.
@@ -218,7 +226,7 @@ def parse_job_spec(kind: str, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
     spec_cls = get_kind(kind).spec
     data = spec.model_dump() if isinstance(spec, BaseModel) else dict(spec)
     try:
-        return spec_cls.model_validate(data)
+        return spec_cls.model_validate(data, context={STORED: True} if stored else None)
     except ValidationError as exc:
         errors = field_errors(exc)
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
@@ -268,6 +276,8 @@ def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
     Only fields set away from their defaults are candidates, and only changes that
     leave a valid spec (a workload's cross-parameter checks still pass).
     """
+    if isinstance(spec, WorkloadSpec) and not isinstance(spec, RangeTestSpec):
+        return _workload_culprit(spec, measure)
     if not isinstance(spec, RangeTestSpec):
         return "spec"
     defaults = RangeTestSpec.model_validate({"workload": spec.workload})
@@ -293,6 +303,35 @@ def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
         # nothing set above its default: the workload itself is too large under this cap
         return "workload"
     return best
+
+
+def _workload_culprit(spec: WorkloadSpec, measure: Callable[[JobSpec], float]) -> str:
+    """:func:`_culprit` for a spec with a workload but no defaults to fall back to as a
+    whole (a training's schedule has none): a workload parameter set above its
+    default, or else the run's length."""
+    defaults = get_workload(spec.workload).validate_params({})
+    now = measure(spec)
+    best, saving = None, 0.0
+    for name, value in spec.params.items():
+        if value == defaults.get(name):
+            continue
+        try:
+            smaller = measure(
+                spec.model_copy(update={"params": {**spec.params, name: defaults[name]}})
+            )
+        except (InvalidWorkloadParams, ValidationError):
+            continue
+        if now - smaller > saving:
+            best, saving = (
+                ("batch_size" if name == "batch_size" else f"params.{name}"),
+                now - smaller,
+            )
+    if best is not None:
+        return best
+    length = next(
+        (f for f in ("cycles", "iterations", "epochs") if getattr(spec, f, None) is not None), None
+    )
+    return length or "workload"
 
 
 def _check_estimate(spec: JobSpec, settings: Settings, *, kind: JobKind) -> None:
@@ -856,9 +895,15 @@ def list_jobs(
 
 
 def read_series(
-    session: Session, *, team: Team, job_id: uuid.UUID, name: str, after: int = 0
+    session: Session,
+    *,
+    team: Team,
+    job_id: uuid.UUID,
+    name: str,
+    after: int = 0,
+    limit: int | None = None,
 ) -> SeriesSlice:
-    """The points of one of the job's series from index ``after`` on.
+    """The points of one of the job's series from index ``after`` on (at most ``limit``).
 
     A failed or cancelled job keeps the points its last attempt stored.
 
@@ -870,18 +915,24 @@ def read_series(
     if after < 0:
         reason = f"must be >= 0, got {after}"
         raise InvalidInput(f"after {reason}", errors=[{"field": "after", "reason": reason}])
+    if limit is not None and limit < 1:
+        reason = f"must be >= 1, got {limit}"
+        raise InvalidInput(f"limit {reason}", errors=[{"field": "limit", "reason": reason}])
     job = get_job(session, team=team, job_id=job_id)
-    return series_of(session, job, name, after=after)
+    return series_of(session, job, name, after=after, limit=limit)
 
 
-def series_of(session: Session, job: Job, name: str, *, after: int) -> SeriesSlice:
+def series_of(
+    session: Session, job: Job, name: str, *, after: int, limit: int | None = None
+) -> SeriesSlice:
+    """:func:`read_series` of a job already read (no team check)."""
     kind = get_kind(job.kind)
     spec = kind.series_spec(name)
     if spec is None:
         known = ", ".join(s.name for s in kind.series) or "none"
         reason = f"{kind.title} jobs have no series {name!r}; their series: {known}"
         raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
-    chunks = JobRepository(session).read_series(job.id, name, after=after)
+    chunks = JobRepository(session).read_series(job.id, name, after=after, limit=limit)
     values: dict[str, list[float] | None] = {f: [] for f in spec.fields}
     for chunk in chunks:
         names = tuple(chunk.fields.split(","))
@@ -894,6 +945,8 @@ def series_of(session: Session, job: Job, name: str, *, after: int) -> SeriesSli
                 column.extend(got)
     if not chunks:
         values = {f: (None if f in spec.optional else []) for f in spec.fields}
+    elif limit is not None:
+        values = {k: None if v is None else v[:limit] for k, v in values.items()}
     return SeriesSlice(
         job_id=job.id,
         attempt=job.attempt,

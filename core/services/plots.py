@@ -21,7 +21,7 @@ from clr.suggest import Curve, Suggestion, Suggestions
 from core.errors import JobConflict, NotReady
 from core.models import JobStatus, Team
 from core.services.jobs import get_job, read_series
-from core.specs import RangeTestOutcome, RangeTestSpec, SuggestionDoc, SuggestionsDoc
+from core.specs import STORED, RangeTestOutcome, RangeTestSpec, SuggestionDoc, SuggestionsDoc
 from core.training import TrainingOutcome, TrainingSpec
 
 __all__ = [
@@ -268,7 +268,7 @@ def load_training_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> Tr
         if final:
             raise JobConflict(f"training {job.id} is {status} and stored no iterations to plot")
         raise NotReady(f"training {job.id} is {status} and has no iterations yet; try again soon")
-    spec = TrainingSpec.model_validate(job.spec)
+    spec = TrainingSpec.model_validate(job.spec, context={STORED: True})
     outcome = (
         TrainingOutcome.model_validate(job.result)
         if status == JobStatus.SUCCEEDED and job.result

@@ -295,6 +295,126 @@ class TestCreateTraining:
         assert messages == []
 
 
+class TestRefusedBeforeTheyRun:
+    """Specs that would crash the worker, or load the service, are refused at submit."""
+
+    @pytest.mark.parametrize(
+        ("schedule", "length", "field", "reason"),
+        [
+            # lengths past the cap, however they are given
+            ({"step_size_up": 10_000}, {"cycles": 60}, "cycles", "over 1000000 iterations"),
+            ({}, {"cycles": None, "iterations": 2_000_000}, "iterations", "1000000"),
+            (
+                {"policy": "cosine_restarts", "max_lr": 0.1, "T_0": 100_000, "T_mult": 100},
+                {"cycles": 1000},
+                "cycles",
+                "over 1000000 iterations",
+            ),
+            # a checkpoint at every cycle end: not millions of them
+            (
+                {"step_size_up": 1},
+                {"cycles": None, "iterations": 40_000},
+                "schedule.step_size_up",
+                "10000 cycles",
+            ),
+            (
+                {"policy": "cosine_restarts", "max_lr": 0.1, "T_0": 1},
+                {"cycles": None, "iterations": 20_000},
+                "schedule.T_0",
+                "10000 cycles",
+            ),
+            # values whose schedule overflows or makes no sense
+            (
+                {"policy": "exp", "lr": 0.1, "gamma": 1e300},
+                {"cycles": None, "iterations": 100},
+                "schedule.gamma",
+                "less than or equal to 1",
+            ),
+            (
+                {"policy": "exp_range", "gamma": 10.0},
+                {},
+                "schedule.gamma",
+                "less than or equal to 1",
+            ),
+            (
+                {"policy": "one_cycle", "max_lr": 0.1, "div_factor": 1e-300},
+                {"cycles": None, "iterations": 100},
+                "schedule.div_factor",
+                "greater than or equal to 1",
+            ),
+            (
+                {"policy": "cosine_restarts", "max_lr": 0.1, "T_0": 40, "eta_min": 5.0},
+                {},
+                "schedule.eta_min",
+                "max_lr",
+            ),
+            ({"max_lr": 1e308}, {}, "schedule.max_lr", "less than or equal to 1000"),
+        ],
+    )
+    def test_is_422_naming_the_field(
+        self,
+        client: TestClient,
+        caller: Caller,
+        messages: Sent,
+        schedule: dict[str, Any],
+        length: dict[str, Any],
+        field: str,
+        reason: str,
+    ) -> None:
+        body = training_body(**length)
+        merged = {**body["schedule"], **schedule}
+        if merged.get("policy") not in (None, "triangular", "triangular2", "exp_range"):
+            for name in ("base_lr", "step_size_up"):
+                merged.pop(name, None)
+            if merged["policy"] in ("exp",):
+                merged.pop("max_lr", None)
+        body["schedule"] = merged
+        body = {k: v for k, v in body.items() if v is not None}
+        response = submit(client, caller, body)
+        assert response.status_code == 422, response.text
+        errors = fields(response)
+        assert field in errors, errors
+        assert reason in errors[field]
+        assert messages == []
+
+    def test_bounds_source_is_set_by_the_service_only(
+        self, client: TestClient, caller: Caller, messages: Sent
+    ) -> None:
+        forged = {
+            "range_test": str(uuid.uuid4()),
+            "method": "paper",
+            "base_lr": 0.01,
+            "max_lr": 0.1,
+        }
+        response = submit(client, caller, training_body(bounds_source=forged))
+        assert response.status_code == 422
+        assert "bounds_from" in fields(response)["bounds_source"]
+        assert messages == []
+
+    @pytest.mark.parametrize(
+        ("overrides", "named"),
+        [({"workload": "digits_cnn"}, "'digits_mlp'"), ({"optimizer": {"name": "adam"}}, "'sgd'")],
+    )
+    def test_bounds_from_a_range_test_of_another_setup_is_422(
+        self,
+        client: TestClient,
+        caller: Caller,
+        session: Session,
+        overrides: dict[str, Any],
+        named: str,
+    ) -> None:
+        range_test = finished_range_test(session, caller)
+        body = training_body(
+            schedule={"policy": "triangular"},
+            bounds_from={"range_test": str(range_test.id)},
+            **overrides,
+        )
+        body["params"] = {}
+        response = submit(client, caller, body)
+        assert response.status_code == 422, response.text
+        assert named in fields(response)["bounds_from.range_test"]
+
+
 class TestReadTrainings:
     def test_list_holds_only_trainings(
         self, client: TestClient, caller: Caller, session: Session

@@ -9,12 +9,15 @@ worker lost mid-cycle costs at most one cycle: the next attempt, on any host,
 reads the checkpoint back and continues exactly (on CPU, bit for bit).
 
 When the run ends the final weights are stored as ``model`` and the
-ensemble's snapshots as ``snapshot-<k>``.
+ensemble's snapshots as ``snapshot-<k>``, and the checkpoint is deleted. A loss
+that turns NaN or infinite fails the job, saying where, with the finite points
+before it stored.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +27,8 @@ from sqlalchemy.orm import Session
 from clr import create_scheduler, make_optimizer
 from clr.train import Checkpoint, Trainer, TrainProgress, TrainResult
 from clr.workloads import build_workload
-from core.artifacts import open_artifact_reader, open_artifact_writer
+from core.artifacts import delete_artifacts, open_artifact_reader, open_artifact_writer
+from core.db import session_scope
 from core.series import SeriesPoints
 from core.services import record_checkpoint
 from core.services.trainings import model_artifact_name
@@ -38,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 """The artifact holding the latest cycle-end checkpoint (replaced at every cycle end)."""
-
 
 
 def iteration_points(progress: TrainProgress) -> SeriesPoints:
@@ -64,6 +67,32 @@ def epoch_points(progress: TrainProgress, first: int) -> SeriesPoints | None:
             else:
                 column.append(float(value))
     return SeriesPoints.of(EPOCHS, first, columns)
+
+
+class Diverged(CannotRun):
+    """The loss became NaN or infinite: the schedule's LRs are too high for the model."""
+
+
+def _diverged(ctx: JobContext, progress: TrainProgress, bad: int) -> None:
+    """Store the finite points before iteration ``start + bad`` and stop with why."""
+    if bad:
+        head = TrainProgress(
+            start=progress.start,
+            lrs=progress.lrs[:bad],
+            momenta=None if progress.momenta is None else progress.momenta[:bad],
+            losses=progress.losses[:bad],
+            epochs=[],
+            cycle_end=None,
+            iterations=progress.iterations,
+            elapsed=progress.elapsed,
+        )
+        ctx.reporter.add(iteration_points(head), progress=progress.start + bad)
+    at = progress.start + bad
+    raise Diverged(
+        f"the loss diverged at iteration {at} ({progress.losses[bad]} at lr "
+        f"{progress.lrs[bad]:.4g}): lower schedule.max_lr (or lr), or take the bounds of a "
+        "more conservative method"
+    )
 
 
 def _save(ctx: JobContext, name: str, obj: Any, *, on_publish: Any = None) -> dict[str, Any]:
@@ -128,6 +157,9 @@ def run(ctx: JobContext) -> str:
 
     def on_progress(progress: TrainProgress) -> None:
         nonlocal epochs_seen
+        bad = next((i for i, v in enumerate(progress.losses) if not math.isfinite(v)), None)
+        if bad is not None:
+            _diverged(ctx, progress, bad)
         points = [iteration_points(progress)] if progress.lrs else []
         epochs = epoch_points(progress, epochs_seen)
         if epochs is not None:
@@ -159,7 +191,14 @@ def run(ctx: JobContext) -> str:
     artifacts = [_save(ctx, model_artifact_name(), final)]
     for k, state in enumerate(result.snapshot_states, start=1):
         artifacts.append(_save(ctx, model_artifact_name(k), state))
-    return ctx.finish(_outcome(policy, schedule_args, result, resumed_from, artifacts))
+    ended = ctx.finish(_outcome(policy, schedule_args, result, resumed_from, artifacts))
+    if ended == "succeeded":
+        # the checkpoint only served a resume: the weights are kept, its copy is not
+        with session_scope(ctx.factory) as session:
+            delete_artifacts(
+                session, get_settings(), ctx.job_id, except_names=[a["name"] for a in artifacts]
+            )
+    return ended
 
 
 def _outcome(
