@@ -10,7 +10,10 @@ one-cycle, SGDR, fixed, step and exponential decay) and adds what a service
 needs around it:
 
 * a trace of the LR and momentum each step actually used (read from the
-  optimizer's first param group before the step) and of the training loss;
+  optimizer's first param group before the step) and of the training loss,
+  kept whole or (``keep_traces=False``, for long runs whose ``callback``
+  streams it away) dropped once delivered, so memory and checkpoints stay
+  the same size however long the run;
 * no host sync per step: losses stay on the device and are read every
   ``read_every`` steps, as :class:`~clr.RangeTest` does; epoch ends, cycle
   ends and validation passes are the only other reads;
@@ -182,13 +185,17 @@ class EnsembleMetrics:
 class TrainResult:
     """Everything one training run measured.
 
-    The traces cover the whole run from iteration 0, those before a resumed
-    checkpoint included.
+    With ``keep_traces=True`` (the default) the traces cover the whole run
+    from iteration 0, those before a resumed checkpoint included. With
+    ``keep_traces=False`` they hold only what was not dropped once
+    delivered to the ``callback``: since a run, finished or cancelled, ends at
+    a read point, that is nothing, and ``trace_start`` is ``iterations``.
 
     Attributes:
-        lrs: learning rate of the first param group at each iteration.
-        momenta: its momentum or beta1 at each iteration, ``None`` without one.
-        losses: training loss of each iteration.
+        lrs: learning rate of the first param group at each iteration from
+            ``trace_start`` on.
+        momenta: its momentum or beta1 at each of them, ``None`` without one.
+        losses: training loss of each of them.
         epochs: one record per epoch (the last may be partial, see :class:`EpochRecord`).
         cycle_ends: the cycle ends the run reached (and checkpointed at).
         iterations: iterations done.
@@ -203,6 +210,8 @@ class TrainResult:
         snapshot_states: the ensemble's members: model state dicts on the CPU,
             oldest first.
         snapshot_iterations: the cycle end at which each was taken.
+        trace_start: the iteration ``lrs[0]`` (and ``momenta[0]``,
+            ``losses[0]``) belongs to; 0 when the traces were kept.
     """
 
     lrs: list[float]
@@ -219,10 +228,12 @@ class TrainResult:
     device: str
     snapshot_states: list[dict[str, Tensor]] = field(default_factory=list, repr=False)
     snapshot_iterations: list[int] = field(default_factory=list)
+    trace_start: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of everything but the snapshot weights (non-finite → ``None``)."""
         return {
+            "trace_start": self.trace_start,
             "lrs": list(self.lrs),
             "momenta": None if self.momenta is None else list(self.momenta),
             "losses": [_finite(v) for v in self.losses],
@@ -281,8 +292,13 @@ class Checkpoint:
         epochs: the epoch records so far.
         epoch_loss_sum / epoch_accuracy_sum / epoch_steps: the running epoch's
             accumulators.
-        lrs / momenta / losses: the traces so far.
+        lrs / momenta / losses: the traces so far, from iteration
+            ``trace_start`` on: the whole run when it kept its traces, none
+            when it dropped them once delivered (``keep_traces=False``: at a
+            cycle end everything up to it has been delivered), so such a
+            checkpoint does not grow with the iterations done.
         snapshots / snapshot_iterations: the snapshot ensemble so far.
+        trace_start: the iteration the traces start at (0 when kept whole).
     """
 
     iteration: int
@@ -305,6 +321,7 @@ class Checkpoint:
     losses: list[float]
     snapshots: list[dict[str, Tensor]] = field(default_factory=list)
     snapshot_iterations: list[int] = field(default_factory=list)
+    trace_start: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         """Plain containers, numbers, strings and tensors only (``weights_only``-loadable)."""
@@ -326,6 +343,7 @@ class Checkpoint:
             "epoch_loss_sum": self.epoch_loss_sum,
             "epoch_accuracy_sum": self.epoch_accuracy_sum,
             "epoch_steps": self.epoch_steps,
+            "trace_start": self.trace_start,
             # float64 tensors: compact, and every value comes back exactly
             "lrs": torch.tensor(self.lrs, dtype=torch.float64),
             "momenta": None
@@ -372,6 +390,7 @@ class Checkpoint:
             losses=state["losses"].tolist(),
             snapshots=[dict(s) for s in state["snapshots"]],
             snapshot_iterations=[int(i) for i in state["snapshot_iterations"]],
+            trace_start=int(state.get("trace_start", 0)),  # absent before keep_traces existed
         )
 
     def save(self, fileobj: IO[bytes]) -> None:
@@ -525,6 +544,8 @@ class _Run:
     snapshots: list[dict[str, Tensor]] = field(default_factory=list)
     snapshot_iterations: list[int] = field(default_factory=list)
     delivered: int = 0  # iterations handed to the callback
+    trace_start: int = 0  # the iteration lrs[0] / momenta[0] / losses[0] belong to
+    keep_traces: bool = True  # False: drop the traces once delivered
     new_epochs: list[EpochRecord] = field(default_factory=list)  # not yet handed over
     last_val: tuple[int, float, float | None] | None = None  # (iteration, loss, accuracy)
 
@@ -534,6 +555,10 @@ class _Run:
 
 class Trainer:
     """Trains a model with a clr schedule stepped once per batch.
+
+    The per-iteration traces are kept whole by default; a long run whose
+    ``callback`` stores them passes ``run(keep_traces=False)`` so that memory
+    and every checkpoint hold only what has not been delivered yet.
 
     Args:
         model: the network; it stays on its device.
@@ -638,6 +663,7 @@ class Trainer:
         checkpoint: Callable[[Checkpoint], None] | None = None,
         resume: Checkpoint | None = None,
         snapshots: int = 0,
+        keep_traces: bool = True,
     ) -> TrainResult:
         """Train for ``iterations`` batches (or continue a run up to there).
 
@@ -663,14 +689,24 @@ class Trainer:
                 first time (same types, shapes and configuration).
             snapshots: keep the weights at the last ``snapshots`` cycle ends
                 and evaluate their ensemble on ``val_loader`` at the end.
+            keep_traces: keep the whole LR / momentum / loss traces in memory,
+                in every checkpoint and in the result. ``False`` drops them at
+                each read point once handed to ``callback`` (or once past it,
+                without one): a long run whose callback streams them to
+                storage then holds, checkpoints and returns only the entries
+                not yet delivered, so checkpoint size and I/O stay flat
+                instead of growing with the iterations done (about 24 bytes
+                an iteration each). Exact resume is unaffected; a checkpoint
+                taken this way resumes only with ``keep_traces=False``.
 
         Returns:
-            The :class:`TrainResult`.
+            The :class:`TrainResult` (``trace_start`` says where its traces begin).
 
         Raises:
             ValueError: naming the argument, for bad lengths, a scheduler
                 already stepped, a checkpoint past ``iterations``, snapshots
-                with no cycle end to take them at, or a loader with no batches.
+                with no cycle end to take them at, a loader with no batches, or
+                ``keep_traces=True`` with a checkpoint that dropped its traces.
             ScheduleError: if the schedule cannot run for ``iterations`` steps
                 (a one-cycle schedule shorter than the run).
         """
@@ -682,13 +718,15 @@ class Trainer:
             raise ValueError(f"should_stop must be callable, got {should_stop!r}")
         if checkpoint is not None and not callable(checkpoint):
             raise ValueError(f"checkpoint must be callable, got {checkpoint!r}")
+        if not isinstance(keep_traces, bool):
+            raise ValueError(f"keep_traces must be true or false, got {keep_traces!r}")
         ends = self._cycle_ends(iterations)
         if snapshots and not ends:
             raise ValueError(
                 f"snapshots={snapshots} needs cycle ends to take them at, but the schedule "
                 f"has none within iterations={iterations}"
             )
-        run = _Run()
+        run = _Run(keep_traces=keep_traces)
         if resume is None:
             if self.scheduler.last_epoch != 0:
                 raise ValueError(
@@ -761,6 +799,7 @@ class Trainer:
             device=str(self.device),
             snapshot_states=run.snapshots,
             snapshot_iterations=run.snapshot_iterations,
+            trace_start=run.trace_start,
         )
 
     def _cycle_ends(self, iterations: int) -> list[int]:
@@ -954,13 +993,15 @@ class Trainer:
         t0: float,
     ) -> None:
         start, stop = run.delivered, run.iteration
+        # list positions: the traces begin at iteration run.trace_start
+        first, last = start - run.trace_start, stop - run.trace_start
         if callback is not None and (stop > start or run.new_epochs or cycle_end is not None):
             callback(
                 TrainProgress(
                     start=start,
-                    lrs=lrs[start:stop],
-                    momenta=None if momenta is None else momenta[start:stop],
-                    losses=run.losses[start:stop],
+                    lrs=lrs[first:last],
+                    momenta=None if momenta is None else momenta[first:last],
+                    losses=run.losses[first:last],
                     epochs=list(run.new_epochs),
                     cycle_end=cycle_end,
                     iterations=iterations,
@@ -969,6 +1010,12 @@ class Trainer:
             )
         run.delivered = stop
         run.new_epochs.clear()
+        if not run.keep_traces and last > 0:
+            # in place: the loop holds these very lists
+            del lrs[:last], run.losses[:last]
+            if momenta is not None:
+                del momenta[:last]
+            run.trace_start = stop
 
     def _capture(self, run: _Run, loader: Iterable[Any], iterations: int) -> Checkpoint:
         assert run.epoch_start_rng is not None  # set when the epoch's iterator was made
@@ -996,6 +1043,7 @@ class Trainer:
             losses=list(run.losses),
             snapshots=list(run.snapshots),
             snapshot_iterations=list(run.snapshot_iterations),
+            trace_start=run.trace_start,
         )
 
     def _restore(self, ckpt: Checkpoint, run: _Run, loader: Iterable[Any]) -> Iterator[Any] | None:
@@ -1009,6 +1057,19 @@ class Trainer:
             raise ValueError(
                 "resume: the checkpoint's optimizer and this one differ in having a momentum"
             )
+        traced = len(ckpt.lrs)
+        if len(ckpt.losses) != traced or ckpt.trace_start + traced != ckpt.iteration:
+            raise ValueError(
+                f"resume: the checkpoint's traces ({len(ckpt.lrs)} lrs and {len(ckpt.losses)} "
+                f"losses from iteration {ckpt.trace_start}) do not end at its iteration "
+                f"{ckpt.iteration}"
+            )
+        if run.keep_traces and ckpt.trace_start > 0:
+            raise ValueError(
+                f"resume: keep_traces=True, but the checkpoint dropped its traces before "
+                f"iteration {ckpt.trace_start} (taken with keep_traces=False); resume it "
+                "with keep_traces=False"
+            )
         self.model.load_state_dict(ckpt.model)
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.scheduler.load_state_dict(ckpt.scheduler)
@@ -1021,8 +1082,12 @@ class Trainer:
             self.scaler.load_state_dict(ckpt.scaler)
         run.iteration = run.delivered = ckpt.iteration
         run.epoch, run.batch = ckpt.epoch, ckpt.batch
-        run.lrs, run.losses = list(ckpt.lrs), list(ckpt.losses)
-        run.momenta = None if ckpt.momenta is None else list(ckpt.momenta)
+        if run.keep_traces:
+            run.lrs, run.losses = list(ckpt.lrs), list(ckpt.losses)
+            run.momenta = None if ckpt.momenta is None else list(ckpt.momenta)
+        else:  # everything up to a checkpoint was delivered before it was taken
+            run.trace_start = ckpt.iteration
+            run.momenta = None if ckpt.momenta is None else []
         run.epochs = list(ckpt.epochs)
         run.epoch_loss_sum = ckpt.epoch_loss_sum
         run.epoch_accuracy_sum = ckpt.epoch_accuracy_sum

@@ -8,7 +8,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -136,10 +136,50 @@ def roundtrip(ckpt: Checkpoint) -> Checkpoint:
     return Checkpoint.load(buffer, map_location="cpu")
 
 
-def assert_same_run(a: TrainResult, b: TrainResult, ma: nn.Module, mb: nn.Module) -> None:
-    assert b.lrs == a.lrs
-    assert b.momenta == a.momenta
-    assert b.losses == a.losses
+@dataclass
+class Delivered:
+    """A callback that gathers the traces it is handed, checking each iteration comes once."""
+
+    start: int | None = None
+    lrs: list[float] = field(default_factory=list)
+    momenta: list[float] | None = None
+    losses: list[float] = field(default_factory=list)
+
+    def __call__(self, p: TrainProgress) -> None:
+        if self.start is None:
+            self.start = p.start
+            self.momenta = None if p.momenta is None else []
+        assert p.start == self.start + len(self.lrs)  # consecutive, each once
+        self.lrs.extend(p.lrs)
+        self.losses.extend(p.losses)
+        if self.momenta is not None:
+            assert p.momenta is not None
+            self.momenta.extend(p.momenta)
+
+
+def assert_same_run(
+    a: TrainResult,
+    b: TrainResult,
+    ma: nn.Module,
+    mb: nn.Module,
+    *,
+    delivered: Delivered | None = None,
+) -> None:
+    """``b`` is ``a`` (kept traces); with ``delivered``, ``b`` dropped its traces and the
+    callback got ``a``'s from where ``b`` resumed."""
+    if delivered is None:
+        assert b.trace_start == 0
+        assert b.lrs == a.lrs
+        assert b.momenta == a.momenta
+        assert b.losses == a.losses
+    else:
+        assert (b.trace_start, b.lrs, b.losses) == (b.iterations, [], [])
+        assert b.momenta == (None if a.momenta is None else [])
+        start = delivered.start
+        assert start is not None
+        assert delivered.lrs == a.lrs[start:]
+        assert delivered.momenta == (None if a.momenta is None else a.momenta[start:])
+        assert delivered.losses == a.losses[start:]
     assert b.epochs == a.epochs
     assert b.cycle_ends == a.cycle_ends
     assert (b.val_loss, b.val_accuracy) == (a.val_loss, a.val_accuracy)
@@ -367,6 +407,62 @@ class TestCheckpoints:
         assert all(torch.equal(back.model[k], v) for k, v in saved[0].model.items())
         assert back.optimizer["param_groups"] == saved[0].optimizer["param_groups"]
 
+    def test_without_kept_traces_checkpoints_do_not_grow_and_every_iteration_is_delivered(
+        self,
+    ) -> None:
+        def run(keep_traces: bool) -> tuple[TrainResult, list[int], Delivered, list[Checkpoint]]:
+            torch.manual_seed(0)
+            model = nn.Linear(4, 2)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            sched = create_scheduler(opt, "triangular", base_lr=0.01, max_lr=0.1, step_size_up=10)
+            trainer = Trainer(model, opt, nn.functional.cross_entropy, scheduler=sched)
+            x = torch.randn(400, 4)
+            loader = TensorBatches(x, (x[:, 0] > 0).long(), 1, shuffle=False)  # one long epoch
+            saved: list[Checkpoint] = []
+            delivered = Delivered()
+            result = trainer.run(
+                loader,
+                iterations=390,
+                callback=delivered,
+                checkpoint=saved.append,
+                keep_traces=keep_traces,
+            )
+            sizes = []
+            for ckpt in saved:
+                buffer = io.BytesIO()
+                ckpt.save(buffer)
+                sizes.append(len(buffer.getvalue()))
+            return result, sizes, delivered, saved
+
+        kept, kept_sizes, kept_delivered, _ = run(keep_traces=True)
+        dropped, sizes, delivered, saved = run(keep_traces=False)
+        assert [c.iteration for c in saved] == list(range(20, 390, 20))
+        assert [c.trace_start for c in saved] == [c.iteration for c in saved]
+        assert all(c.lrs == c.losses == c.momenta == [] for c in saved)
+        # 360 iterations between the first and last cycle end: 3 float64 traces each
+        assert kept_sizes[-1] - kept_sizes[0] >= 360 * 3 * 8
+        assert abs(sizes[-1] - sizes[0]) < 300, sizes
+        # the callback still got every iteration exactly once (Delivered checks the order)
+        assert delivered.start == 0
+        assert delivered.lrs == kept.lrs == kept_delivered.lrs
+        assert delivered.momenta == kept.momenta
+        assert delivered.losses == kept.losses
+        assert len(delivered.lrs) == 390
+        assert (dropped.trace_start, dropped.lrs, dropped.losses) == (390, [], [])
+        assert dropped.to_dict()["trace_start"] == 390
+        assert kept.trace_start == 0
+
+    def test_a_checkpoint_saved_without_a_trace_start_starts_at_0(self) -> None:
+        s = digits("triangular", base_lr=0.01, max_lr=0.1, step_size_up=5)
+        saved: list[Checkpoint] = []
+        s.trainer.run(s.train_loader, iterations=10, checkpoint=saved.append)
+        state = saved[0].state_dict()
+        assert state["trace_start"] == 0
+        del state["trace_start"]  # as written before keep_traces existed
+        back = Checkpoint.from_state_dict(state)
+        assert back.trace_start == 0
+        assert back.lrs == saved[0].lrs
+
     def test_load_refuses_other_files(self) -> None:
         buffer = io.BytesIO()
         torch.save({"weights": torch.zeros(2)}, buffer)
@@ -379,7 +475,10 @@ class TestCheckpoints:
 
 
 class TestResume:
-    def test_resumed_mid_epoch_with_momentum_cycling_is_bit_identical(self) -> None:
+    @pytest.mark.parametrize("keep_traces", [True, False])
+    def test_resumed_mid_epoch_with_momentum_cycling_is_bit_identical(
+        self, keep_traces: bool
+    ) -> None:
         kwargs: dict[str, Any] = {
             "base_lr": 0.01,
             "max_lr": 0.2,
@@ -403,6 +502,7 @@ class TestResume:
             callback=callback,
             should_stop=should_stop,
             checkpoint=saved.append,
+            keep_traces=keep_traces,
         )
         assert stopped.stop_reason == "cancelled"
         # read points: 64, 66 (the epoch's end), 70
@@ -411,24 +511,36 @@ class TestResume:
         assert stopped.ensemble is None
         assert [c.iteration for c in saved] == [30, 60]
         assert (saved[-1].epoch, saved[-1].batch) == (2, 16)  # a checkpoint mid-epoch
+        if not keep_traces:  # all delivered at the cycle end: no traces in the checkpoint
+            assert (saved[-1].trace_start, saved[-1].lrs, saved[-1].losses) == (60, [], [])
+            assert saved[-1].momenta == []
+            assert (stopped.trace_start, stopped.lrs) == (70, [])
 
         torch.manual_seed(999)  # a fresh process: every RNG elsewhere
         c = digits("triangular2", **kwargs)
+        delivered = Delivered()
         resumed = c.trainer.run(
             c.train_loader,
             val_loader=c.val_loader,
             iterations=90,
             snapshots=2,
             resume=roundtrip(saved[-1]),
+            callback=delivered,
+            keep_traces=keep_traces,
         )
         assert resumed.stop_reason == "completed"
-        assert_same_run(full, resumed, a.model, c.model)
+        assert delivered.start == 60
+        assert delivered.lrs == full.lrs[60:]
+        assert_same_run(
+            full, resumed, a.model, c.model, delivered=None if keep_traces else delivered
+        )
         assert full.ensemble is not None
         assert full.snapshot_iterations == [60, 90]
         for sa, sc in zip(full.snapshot_states, resumed.snapshot_states, strict=True):
             assert all(torch.equal(sa[k], sc[k]) for k in sa)
 
-    def test_every_rng_and_a_shuffling_dataloader_resume_exactly(self) -> None:
+    @pytest.mark.parametrize("keep_traces", [True, False])
+    def test_every_rng_and_a_shuffling_dataloader_resume_exactly(self, keep_traces: bool) -> None:
         seed_everything()
         a = noisy_dropout()
         full = a.trainer.run(a.train_loader, val_loader=a.val_loader, iterations=52)
@@ -444,6 +556,7 @@ class TestResume:
             callback=callback,
             should_stop=should_stop,
             checkpoint=saved.append,
+            keep_traces=keep_traces,
         )
         assert [c.iteration for c in saved] == [13, 26, 39]
         assert (saved[-1].epoch, saved[-1].batch) == (5, 4)  # 7 batches an epoch
@@ -453,10 +566,19 @@ class TestResume:
         random.seed(5)
         np.random.seed(5)  # noqa: NPY002
         c = noisy_dropout()
+        delivered = Delivered()
         resumed = c.trainer.run(
-            c.train_loader, val_loader=c.val_loader, iterations=52, resume=roundtrip(saved[-1])
+            c.train_loader,
+            val_loader=c.val_loader,
+            iterations=52,
+            resume=roundtrip(saved[-1]),
+            callback=delivered,
+            keep_traces=keep_traces,
         )
-        assert_same_run(full, resumed, a.model, c.model)
+        assert delivered.start == 39
+        assert_same_run(
+            full, resumed, a.model, c.model, delivered=None if keep_traces else delivered
+        )
         # and the RNGs were really in play: another seed gives other weights
         torch.manual_seed(7)
         d = noisy_dropout()
@@ -502,6 +624,37 @@ class TestResume:
         )
         with pytest.raises(ValueError, match="differ in having a momentum"):
             trainer.run(u.train_loader, iterations=20, resume=saved[-1])
+
+    def test_a_checkpoint_without_its_traces_resumes_only_without_keeping_them(self) -> None:
+        s = digits("triangular", base_lr=0.01, max_lr=0.1, step_size_up=5)
+        saved: list[Checkpoint] = []
+        s.trainer.run(s.train_loader, iterations=30, checkpoint=saved.append, keep_traces=False)
+        assert saved[0].trace_start == 10
+        t = digits("triangular", base_lr=0.01, max_lr=0.1, step_size_up=5)
+        with pytest.raises(ValueError, match="keep_traces=True, but the checkpoint dropped"):
+            t.trainer.run(t.train_loader, iterations=30, resume=saved[0])
+        bad = roundtrip(saved[0])
+        bad.lrs = [0.01]  # traces that do not end at the checkpoint's iteration
+        with pytest.raises(ValueError, match="traces .* do not end at its iteration 10"):
+            t.trainer.run(t.train_loader, iterations=30, resume=bad, keep_traces=False)
+        assert t.trainer.scheduler.last_epoch == 0  # refused before anything was loaded
+
+    def test_a_kept_trace_checkpoint_resumes_without_keeping_them(self) -> None:
+        s = digits("triangular", base_lr=0.01, max_lr=0.1, step_size_up=5)
+        saved: list[Checkpoint] = []
+        full = s.trainer.run(s.train_loader, iterations=30, checkpoint=saved.append)
+        assert (saved[0].trace_start, len(saved[0].lrs)) == (0, 10)
+        t = digits("triangular", base_lr=0.01, max_lr=0.1, step_size_up=5)
+        delivered = Delivered()
+        again = t.trainer.run(
+            t.train_loader,
+            iterations=30,
+            resume=roundtrip(saved[0]),
+            callback=delivered,
+            keep_traces=False,
+        )
+        assert delivered.start == 10
+        assert_same_run(full, again, s.model, t.model, delivered=delivered)
 
 
 # --------------------------------------------------------------------------- stop flag
@@ -599,6 +752,7 @@ class TestArguments:
             ({"iterations": 10, "snapshots": -1}, "snapshots must be an integer >= 0, got -1"),
             ({"iterations": 10, "callback": 3}, "callback must be callable"),
             ({"iterations": 10, "resume": {"iteration": 3}}, "resume must be a Checkpoint"),
+            ({"iterations": 10, "keep_traces": 1}, "keep_traces must be true or false, got 1"),
         ],
     )
     def test_bad_run_arguments_are_named(self, kwargs: dict[str, Any], match: str) -> None:
