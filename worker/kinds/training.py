@@ -184,6 +184,7 @@ def run(ctx: JobContext) -> str:
         checkpoint=on_checkpoint,
         resume=resume,
         snapshots=spec.snapshot_count(),
+        keep_traces=False,  # the series hold them: checkpoints stay the model's size
     )
     if result.stop_reason == "cancelled":
         return ctx.stopped()
