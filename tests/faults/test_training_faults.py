@@ -319,6 +319,13 @@ def test_training_finishes_once_when_postgres_restarts_mid_run(
         return job if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) else None
 
     job = cluster.wait_until("the training to finish", finished_job, interval=0.2)
+    # the API's pooled connections died with the server: its first requests after the
+    # restart may be 503s while it replaces them; the next test needs it answering
+    cluster.wait_until(
+        "the API to answer 200 again",
+        lambda: cluster.api.client.get(f"/trainings/{job_id}").status_code == 200,
+        interval=0.2,
+    )
 
     outcome = assert_same_training_as_uninterrupted(factory, fault_settings, cluster.api.team, job)
     if job.attempt == 1:  # the worker never noticed the outage
