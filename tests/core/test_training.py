@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
+from clr.policies import POLICIES, SHAPES
 from core.errors import JobTooLarge
 from core.kinds import get_kind
 from core.services.jobs import _check_estimate
 from core.settings import Settings
-from core.training import DEFAULT_SNAPSHOTS, TrainingSpec
+from core.training import DEFAULT_SNAPSHOTS, ScheduleSpec, TrainingSpec
 
 SCHEDULE = {"policy": "triangular", "base_lr": 0.01, "max_lr": 0.1, "step_size_up": 20}
 
@@ -56,3 +57,11 @@ class TestTooLarge:
         errors = refusal(training, max_job_seconds=None, training_time_limit_s=1)
         assert errors[0]["field"] == "workload"
         assert "CLR_TRAINING_TIME_LIMIT_S" in errors[0]["reason"]
+
+
+class TestScheduleSpec:
+    def test_offers_every_clr_policy_and_shape(self) -> None:
+        schema = ScheduleSpec.model_json_schema()["properties"]
+        assert set(schema["policy"]["enum"]) == set(POLICIES)
+        shapes = {v for option in schema["shape"]["anyOf"] for v in option.get("enum", [])}
+        assert shapes == set(SHAPES)
