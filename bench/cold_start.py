@@ -5,9 +5,10 @@ embedded service (API, worker, reaper), submits a range test through the API,
 follows it, prints the bounds, fetches the plot and stops the service;
 ``range-test`` runs the same test in-process. Both run the same spec (the
 digits MLP, 300 steps, CPU) from cold: a new process and a fresh data folder and
-working folder each time, in alternating order, ``--repeats`` times each. Printed: each command's median wall time, the ratio of the medians
-(target: embedded / in-process <= 1.5) and, for the embedded runs, where the
-time went, read from the command's own output and the service's logs:
+working folder each time, in alternating order, ``--repeats`` times each.
+Printed: each command's median wall time, the ratio of the medians (target:
+embedded / in-process <= 1.5) and, for the embedded runs, where the time went,
+read from the command's own output and the service's logs:
 
 - ``api``: the service answers (the job is queued);
 - ``worker``: the Celery worker says it is ready (torch imported, data preloaded);
