@@ -26,7 +26,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from clr._batch import split_batch, to_device
 from clr._result import RangeTestResult, StopReason
 from clr.exceptions import RangeTestError
 
@@ -99,28 +100,7 @@ def _check_sweep(start_lr: float, end_lr: float, num_iter: int, sweep: str) -> N
 
 
 def _default_batch(batch: Any) -> tuple[Any, Any]:
-    if type(batch) is tuple and len(batch) == 2:  # the common case, without ABC checks
-        return batch[0], batch[1]
-    if isinstance(batch, Mapping):
-        for inputs_key, targets_key in (("inputs", "targets"), ("input", "target"), ("x", "y")):
-            if inputs_key in batch and targets_key in batch:
-                return batch[inputs_key], batch[targets_key]
-    if isinstance(batch, Sequence) and len(batch) == 2:
-        return batch[0], batch[1]
-    raise RangeTestError(
-        "cannot split a batch into (inputs, targets): pass batch_fn= to say how, "
-        f"got {type(batch).__name__}"
-    )
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, Tensor):
-        return value if value.device == device else value.to(device, non_blocking=True)
-    if isinstance(value, tuple | list):
-        return type(value)(_to(v, device) for v in value)
-    if isinstance(value, Mapping):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value
+    return split_batch(batch, RangeTestError)
 
 
 class _Cycle:
@@ -460,7 +440,7 @@ class RangeTest:
                 acc_sum: Tensor | None = None
                 for _ in range(accum):
                     inputs, targets = batch_fn(next(batches))
-                    inputs, targets = _to(inputs, device), _to(targets, device)
+                    inputs, targets = to_device(inputs, device), to_device(targets, device)
                     if amp:
                         with torch.autocast(device.type):
                             outputs = model(inputs)
@@ -600,7 +580,7 @@ class RangeTest:
             with torch.no_grad():
                 for batch in val_loader:
                     inputs, targets = self.batch_fn(batch)
-                    inputs, targets = _to(inputs, device), _to(targets, device)
+                    inputs, targets = to_device(inputs, device), to_device(targets, device)
                     with torch.autocast(device.type, enabled=self.amp):
                         outputs = model(inputs)
                         total += self.criterion(outputs, targets).float()

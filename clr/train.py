@@ -69,7 +69,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Literal
 
@@ -77,6 +77,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from clr._batch import split_batch, to_device
 from clr.exceptions import ScheduleError
 from clr.policies import cycle_ends
 from clr.schedules import ScheduledLR
@@ -426,29 +427,7 @@ class Checkpoint:
 # --------------------------------------------------------------------------- helpers
 
 
-def _default_batch(batch: Any) -> tuple[Any, Any]:
-    if type(batch) is tuple and len(batch) == 2:  # the common case, without ABC checks
-        return batch[0], batch[1]
-    if isinstance(batch, Mapping):
-        for inputs_key, targets_key in (("inputs", "targets"), ("input", "target"), ("x", "y")):
-            if inputs_key in batch and targets_key in batch:
-                return batch[inputs_key], batch[targets_key]
-    if isinstance(batch, Sequence) and len(batch) == 2:
-        return batch[0], batch[1]
-    raise ValueError(
-        "cannot split a batch into (inputs, targets): pass batch_fn= to say how, "
-        f"got {type(batch).__name__}"
-    )
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, Tensor):
-        return value if value.device == device else value.to(device, non_blocking=True)
-    if isinstance(value, tuple | list):
-        return type(value)(_to(v, device) for v in value)
-    if isinstance(value, Mapping):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value
+_default_batch = split_batch
 
 
 def _to_cpu(value: Any) -> Any:
@@ -893,7 +872,7 @@ class Trainer:
             else:
                 inputs, targets = batch_fn(batch)
             if not on_device:
-                inputs, targets = _to(inputs, device), _to(targets, device)
+                inputs, targets = to_device(inputs, device), to_device(targets, device)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 with torch.autocast(device.type):
@@ -1167,7 +1146,7 @@ class Trainer:
             with torch.no_grad(), torch.autocast(device.type, enabled=self.amp):
                 for batch in loader:
                     inputs, targets = self.batch_fn(batch)
-                    inputs, targets = _to(inputs, device), _to(targets, device)
+                    inputs, targets = to_device(inputs, device), to_device(targets, device)
                     outputs = forward(inputs)
                     n = _count(targets)
                     loss_sum += self.loss_fn(outputs, targets).double() * n
