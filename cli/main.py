@@ -80,6 +80,11 @@ NumIterOpt = Annotated[int, typer.Option(help="Mini-batches in the sweep.")]
 SweepOpt = Annotated[str, typer.Option(help="exp or linear.")]
 SmoothingOpt = Annotated[float, typer.Option(help="EMA factor of the smoothed loss.")]
 DivergeOpt = Annotated[float, typer.Option(help="Stop above this x best loss.")]
+UrlOpt = Annotated[str, typer.Option(envvar="CLR_API_URL", help="The API's base URL.")]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(envvar="CLR_TOKEN", help="API token (default: the embedded one's)."),
+]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the model init and data order.")]
 
 
@@ -593,13 +598,8 @@ def submit_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     plot: Annotated[Path | None, typer.Option(help="Write the plot (.png or .svg).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the job and bounds as JSON.")] = None,
-    url: Annotated[
-        str, typer.Option(envvar="CLR_API_URL", help="The API's base URL.")
-    ] = "http://127.0.0.1:8000",
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="CLR_TOKEN", help="API token (default: the embedded one's)."),
-    ] = None,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
     embedded: Annotated[
         bool, typer.Option(help="Start the embedded service for this submission, then stop it.")
     ] = False,
@@ -764,13 +764,8 @@ def train_command(
     output: Annotated[
         Path | None, typer.Option(help="Write the job (and the range test's) as JSON.")
     ] = None,
-    url: Annotated[
-        str, typer.Option(envvar="CLR_API_URL", help="The API's base URL.")
-    ] = "http://127.0.0.1:8000",
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="CLR_TOKEN", help="API token (default: the embedded one's)."),
-    ] = None,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
     embedded: Annotated[
         bool, typer.Option(help="Start the embedded service for this training, then stop it.")
     ] = False,

@@ -358,6 +358,28 @@ class WorkloadSpec(JobSpec):
     def workload_name(self) -> str | None:
         return self.workload
 
+    def workload_estimate(self, *, steps: int, copies: int) -> JobEstimate | None:
+        """A run of ``steps`` training steps that keeps ``copies`` more copies of the
+        weights than training itself needs, from the workload's
+        :class:`~clr.workloads.WorkloadCost` (None when the workload has none).
+
+        Memory: the weights, their gradients, the optimizer's state, the copies, the
+        activations of one batch and their gradients, and the dataset.
+        """
+        cost = get_workload(self.workload).estimate_cost(self.params)
+        if cost is None:
+            return None
+        batch = int(self.params.get("batch_size") or 1)
+        slots = self.optimizer.state_slots
+        floats = cost.weights * (2 + slots + copies) + 2 * batch * cost.activations
+        return JobEstimate(
+            memory_bytes=floats * _FLOAT_BYTES + cost.data_bytes,
+            flops_per_step=3 * batch * cost.flops,
+            steps=steps,
+            weights=cost.weights,
+            efficiency=cost.efficiency,
+        )
+
 
 class RangeTestSpec(WorkloadSpec):
     """An LR range test: sweep the LR over ``num_iter`` mini-batches of a workload.
@@ -423,21 +445,9 @@ class RangeTestSpec(WorkloadSpec):
         return self.num_iter
 
     def estimate(self) -> JobEstimate | None:
-        """Memory and FLOPs from the workload's :class:`~clr.workloads.WorkloadCost`."""
-        cost = get_workload(self.workload).estimate_cost(self.params)
-        if cost is None:
-            return None
-        batch = int(self.params.get("batch_size") or 1)
-        # weights + gradients, optimizer state, and the restore copy of both
-        slots = self.optimizer.state_slots
-        floats = cost.weights * (2 + slots + 1 + slots) + 2 * batch * cost.activations
-        return JobEstimate(
-            memory_bytes=floats * _FLOAT_BYTES + cost.data_bytes,
-            flops_per_step=3 * batch * cost.flops,
-            steps=self.num_iter,
-            weights=cost.weights,
-            efficiency=cost.efficiency,
-        )
+        """Memory and FLOPs from the workload's cost; the sweep keeps a copy of the
+        weights and of the optimizer's state to restore them."""
+        return self.workload_estimate(steps=self.num_iter, copies=1 + self.optimizer.state_slots)
 
 
 # --------------------------------------------------------------------------- results

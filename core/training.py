@@ -373,22 +373,10 @@ class TrainingSpec(WorkloadSpec):
         return self.iteration_count()
 
     def estimate(self) -> JobEstimate | None:
-        """Memory and FLOPs from the workload's cost, for every iteration."""
-        cost = get_workload(self.workload).estimate_cost(self.params)
-        if cost is None:
-            return None
-        batch = int(self.params.get("batch_size") or 1)
-        slots = self.optimizer.state_slots
+        """Memory and FLOPs from the workload's cost, for every iteration; the run keeps
+        its snapshots and a checkpoint's copy of the weights."""
         kept = DEFAULT_SNAPSHOTS if self.snapshots is None else self.snapshots
-        # weights + gradients, optimizer state, the snapshots and a checkpoint's copy
-        floats = cost.weights * (2 + slots + kept + 1) + 2 * batch * cost.activations
-        return JobEstimate(
-            memory_bytes=floats * _FLOAT_BYTES + cost.data_bytes,
-            flops_per_step=3 * batch * cost.flops,
-            steps=self.iteration_count(),
-            weights=cost.weights,
-            efficiency=cost.efficiency,
-        )
+        return self.workload_estimate(steps=self.iteration_count(), copies=kept + 1)
 
 
 def _shortest_cycle(policy: str, args: dict[str, Any]) -> int:

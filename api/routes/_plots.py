@@ -10,15 +10,16 @@ Every such route takes a :data:`PlotTurnDep`, one of the app's turns to draw.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from api.admission import Admission
-from api.deps import BearerTokenDep
+from api.deps import BearerTokenDep, CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, Responses, problem
 from core.services import Plot
 
@@ -28,6 +29,7 @@ __all__ = [
     "PlotFormat",
     "PlotResponse",
     "PlotTurnDep",
+    "add_plot_routes",
     "hold_plot_turn",
     "plot_response",
     "plot_responses",
@@ -106,3 +108,48 @@ def plot_responses(media_type: str, *, shows: str, empty: str) -> Responses:
         **problem(503, "The server is drawing as many plots as it may at once; see Retry-After"),
     }
     return responses
+
+
+Load = Callable[..., Plot]
+"""A ``load_*_plot(session, *, team, job_id)`` service: what the plot shows, read."""
+
+
+def add_plot_routes(
+    router: APIRouter,
+    *,
+    kind: str,
+    load: Load,
+    render: Render,
+    summary: str,
+    shows: str,
+    empty: str,
+) -> None:
+    """``GET {router}/{job_id}/plot.png`` and ``.svg`` (named ``plot_<kind>_png|svg``).
+
+    ``summary`` is the routes' one-line description, followed by the format.
+    """
+    for format_, media_type in PLOT_MEDIA_TYPES.items():
+        route = _plot_route(format_, load, render)  # type: ignore[arg-type]
+        route.__name__ = route.__qualname__ = f"plot_{kind}_{format_}"
+        route.__doc__ = f"{summary} ({format_.upper()})."
+        router.add_api_route(
+            f"/{{job_id}}/plot.{format_}",
+            route,
+            methods=["GET"],
+            response_class=Response,
+            responses=plot_responses(media_type, shows=shows, empty=empty),
+        )
+
+
+def _plot_route(format_: PlotFormat, load: Load, render: Render) -> Callable[..., Response]:
+    def plot_route(
+        job_id: uuid.UUID,
+        _turn: PlotTurnDep,
+        session: SessionDep,
+        team: CurrentTeamDep,
+        if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    ) -> Response:
+        plot = load(session, team=team, job_id=job_id)
+        return plot_response(plot, format_, if_none_match, render)
+
+    return plot_route

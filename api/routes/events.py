@@ -312,21 +312,6 @@ def _pieces(series: SeriesSlice) -> list[SeriesSlice]:
     return pieces
 
 
-def _series_read(piece: SeriesSlice) -> SeriesRead:
-    return SeriesRead(
-        job_id=piece.job_id,
-        attempt=piece.attempt,
-        status=piece.status,
-        name=piece.name,
-        fields=list(piece.fields),
-        start=piece.start,
-        next_after=piece.next_after,
-        points=piece.points,
-        total=piece.total,
-        values=piece.values,
-    )
-
-
 @dataclass
 class _Feed:
     """Turns successive polls into events, and remembers what the client has."""
@@ -361,7 +346,7 @@ class _Feed:
                     ServerSentEvent(
                         event=piece.name,
                         id=self.event_id(piece.attempt),
-                        data=_series_read(piece),
+                        data=SeriesRead.from_slice(piece),
                     )
                 )
         self.attempt = job.attempt  # what the client has is now this attempt's

@@ -212,18 +212,7 @@ def jobs_router() -> APIRouter:
         )
         if format_ == "csv" or (format_ is None and "text/csv" in (accept or "")):
             return PlainTextResponse(series_csv(series), media_type="text/csv")
-        return SeriesRead(
-            job_id=series.job_id,
-            attempt=series.attempt,
-            status=series.status,
-            name=series.name,
-            fields=list(series.fields),
-            start=series.start,
-            next_after=series.next_after,
-            points=series.points,
-            total=series.total,
-            values=series.values,
-        )
+        return SeriesRead.from_slice(series)
 
     add_event_route(router, "/{job_id}/events", kind=None, title="job of any kind")
     return router

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from api.deps import CurrentTeamDep, SessionDep
-from api.routes._plots import PlotFormat, PlotTurnDep, plot_response, plot_responses
-from api.routes._responses import AUTH, INVALID, NOT_FOUND, Responses, problem
+from api.routes._plots import add_plot_routes
+from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.routes.jobs import MAX_POINT_INDEX, series_csv
 from api.schemas import BoundsRead, CurveRead
 from api.schemas.text import check_method, method_enum
@@ -82,46 +82,12 @@ def get_bounds(
     return BoundsRead.from_bounds(bounds, method=method)
 
 
-def _plot(
-    job_id: uuid.UUID,
-    session: SessionDep,
-    team: CurrentTeamDep,
-    format_: PlotFormat,
-    if_none_match: str | None,
-) -> Response:
-    plot = services.load_range_test_plot(session, team=team, job_id=job_id)
-    return plot_response(plot, format_, if_none_match, services.render_range_test_plot)
-
-
-def _plot_responses(media_type: str) -> Responses:
-    return plot_responses(
-        media_type,
-        shows="The plot: the whole curve once finished, the points so far before",
-        empty="The job has no curve points (yet); the detail names its status",
-    )
-
-
-@router.get("/{job_id}/plot.png", response_class=Response, responses=_plot_responses("image/png"))
-def plot_range_test_png(
-    job_id: uuid.UUID,
-    _turn: PlotTurnDep,
-    session: SessionDep,
-    team: CurrentTeamDep,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
-) -> Response:
-    """The loss-vs-LR plot of the curve so far (PNG), with the bounds once it succeeded."""
-    return _plot(job_id, session, team, "png", if_none_match)
-
-
-@router.get(
-    "/{job_id}/plot.svg", response_class=Response, responses=_plot_responses("image/svg+xml")
+add_plot_routes(
+    router,
+    kind="range_test",
+    load=services.load_range_test_plot,
+    render=services.render_range_test_plot,
+    summary="The loss-vs-LR plot of the curve so far, with the bounds once it succeeded",
+    shows="The plot: the whole curve once finished, the points so far before",
+    empty="The job has no curve points (yet); the detail names its status",
 )
-def plot_range_test_svg(
-    job_id: uuid.UUID,
-    _turn: PlotTurnDep,
-    session: SessionDep,
-    team: CurrentTeamDep,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
-) -> Response:
-    """The loss-vs-LR plot of the curve so far (SVG), with the bounds once it succeeded."""
-    return _plot(job_id, session, team, "svg", if_none_match)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from core.kinds import JobKind, all_kinds
 from core.models import JobStatus
+from core.services import SeriesSlice
 
 __all__ = [
     "IsoDateTime",
@@ -152,3 +153,19 @@ class SeriesRead(BaseModel):
     points: int = Field(description="Points the series has now")
     total: int = Field(description="The job's `total` (units of work when it is done)")
     values: dict[str, list[float] | None]
+
+    @classmethod
+    def from_slice(cls, series: SeriesSlice) -> SeriesRead:
+        """The points of a :class:`~core.services.SeriesSlice`."""
+        return cls(
+            job_id=series.job_id,
+            attempt=series.attempt,
+            status=series.status,
+            name=series.name,
+            fields=list(series.fields),
+            start=series.start,
+            next_after=series.next_after,
+            points=series.points,
+            total=series.total,
+            values=series.values,
+        )

@@ -392,12 +392,13 @@ class JobRepository:
             update(Job)
             .where(Job.id == job_id, *_running(attempt))
             .values(heartbeat_at=now, updated_at=now)
-            .returning(Job.cancel_requested, Job.series_points, Job.progress)
+            .returning(Job.kind, Job.cancel_requested, Job.series_points, Job.progress)
         )
         row = self.session.execute(stmt).one_or_none()
         if row is None:
             return None
         return ReportGuard(
+            kind=row.kind,
             cancel_requested=row.cancel_requested,
             series_points={k: int(v) for k, v in (row.series_points or {}).items()},
             progress=row.progress,
@@ -604,6 +605,7 @@ class JobRepository:
 class ReportGuard:
     """The running attempt's row, locked for a report: what the report checks against."""
 
+    kind: str
     cancel_requested: bool
     series_points: dict[str, int]
     progress: int

@@ -273,65 +273,38 @@ def _duration(seconds: float) -> str:
 def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
     """The field whose value, put back to its default, lowers ``measure`` the most.
 
-    Only fields set away from their defaults are candidates, and only changes that
-    leave a valid spec (a workload's cross-parameter checks still pass).
+    Only fields set away from their defaults are candidates (the workload's
+    parameters; a range test's ``num_iter``), and only changes that leave a valid
+    spec (a workload's cross-parameter checks still pass). When none helps, the
+    run's length if the spec gives one (a training's ``cycles``, ``iterations`` or
+    ``epochs``), else the workload itself is too large under the cap.
     """
-    if isinstance(spec, WorkloadSpec) and not isinstance(spec, RangeTestSpec):
-        return _workload_culprit(spec, measure)
-    if not isinstance(spec, RangeTestSpec):
+    if not isinstance(spec, WorkloadSpec):
         return "spec"
-    defaults = RangeTestSpec.model_validate({"workload": spec.workload})
+    defaults = get_workload(spec.workload).validate_params({})
     candidates: dict[str, JobSpec] = {}
     for name, value in spec.params.items():
-        if value != defaults.params.get(name):
+        if value != defaults.get(name):
             # the batch size is spelled either way; batch_size holds it after validation
             field = "batch_size" if name == "batch_size" else f"params.{name}"
             candidates[field] = spec.model_copy(
-                update={"params": {**spec.params, name: defaults.params[name]}}
+                update={"params": {**spec.params, name: defaults[name]}}
             )
-    if spec.num_iter > defaults.num_iter:
-        candidates["num_iter"] = spec.model_copy(update={"num_iter": defaults.num_iter})
+    default_num_iter = RangeTestSpec.model_fields["num_iter"].default
+    if isinstance(spec, RangeTestSpec) and spec.num_iter > default_num_iter:
+        candidates["num_iter"] = spec.model_copy(update={"num_iter": default_num_iter})
     savings: dict[str, float] = {}
     now = measure(spec)
     for field, smaller in candidates.items():
         try:
             savings[field] = now - measure(smaller)
-        except InvalidWorkloadParams:
+        except (InvalidWorkloadParams, ValidationError):
             continue  # that value alone is not a valid spec (n_samples * n_features)
     best = max(savings, key=savings.__getitem__, default=None)
-    if best is None or savings[best] <= 0:
-        # nothing set above its default: the workload itself is too large under this cap
-        return "workload"
-    return best
-
-
-def _workload_culprit(spec: WorkloadSpec, measure: Callable[[JobSpec], float]) -> str:
-    """:func:`_culprit` for a spec with a workload but no defaults to fall back to as a
-    whole (a training's schedule has none): a workload parameter set above its
-    default, or else the run's length."""
-    defaults = get_workload(spec.workload).validate_params({})
-    now = measure(spec)
-    best, saving = None, 0.0
-    for name, value in spec.params.items():
-        if value == defaults.get(name):
-            continue
-        try:
-            smaller = measure(
-                spec.model_copy(update={"params": {**spec.params, name: defaults[name]}})
-            )
-        except (InvalidWorkloadParams, ValidationError):
-            continue
-        if now - smaller > saving:
-            best, saving = (
-                ("batch_size" if name == "batch_size" else f"params.{name}"),
-                now - smaller,
-            )
-    if best is not None:
+    if best is not None and savings[best] > 0:
         return best
-    length = next(
-        (f for f in ("cycles", "iterations", "epochs") if getattr(spec, f, None) is not None), None
-    )
-    return length or "workload"
+    length = ("cycles", "iterations", "epochs")
+    return next((f for f in length if getattr(spec, f, None) is not None), "workload")
 
 
 def _check_estimate(spec: JobSpec, settings: Settings, *, kind: JobKind) -> None:
@@ -597,9 +570,7 @@ def report_progress(
     if guard is None:
         logger.info("job.report_refused job_id=%s attempt=%d", job_id, attempt)
         return JobAck(accepted=False, cancel_requested=False)
-    job = repo.get(job_id)
-    assert job is not None  # the guard just updated it
-    kind = get_kind(job.kind)
+    kind = get_kind(guard.kind)
     counts = dict(guard.series_points)
     runs: list[tuple[SeriesPoints, tuple[str, ...]]] = []
     for run in points:
