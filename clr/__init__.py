@@ -44,7 +44,7 @@ from clr.exceptions import (
 if TYPE_CHECKING:
     from clr._result import RangeTestResult, StopReason
     from clr.optim import OPTIMIZERS, OptimizerError, make_optimizer
-    from clr.plots import plot_range_test, plot_schedule, plot_training, render
+    from clr.plots import plot_range_test, plot_schedule, plot_sweep, plot_training, render
     from clr.policies import (
         CYCLIC_POLICIES,
         POLICIES,
@@ -99,6 +99,7 @@ _LAZY: dict[str, str] = {
     "make_optimizer": "clr.optim",
     "plot_range_test": "clr.plots",
     "plot_schedule": "clr.plots",
+    "plot_sweep": "clr.plots",
     "plot_training": "clr.plots",
     "render": "clr.plots",
     "RangeTest": "clr.range_test",
@@ -212,6 +213,7 @@ __all__ = [
     "make_schedule",
     "plot_range_test",
     "plot_schedule",
+    "plot_sweep",
     "plot_training",
     "range_test",
     "recommend_step_size",

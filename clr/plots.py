@@ -18,6 +18,7 @@ unless ``path`` is given.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "SupportsTrainingHistory",
     "plot_range_test",
     "plot_schedule",
+    "plot_sweep",
     "plot_training",
     "render",
 ]
@@ -789,5 +791,139 @@ def plot_training(
     fig.suptitle(title if title is not None else "CLR training")
     if subtitle:
         top.set_title(subtitle, fontsize="small")
+    _save(fig, path, fmt)
+    return fig
+
+
+def plot_sweep(
+    panels: Sequence[Mapping[str, Any]],
+    *,
+    path: str | os.PathLike[str] | None = None,
+    format: str | None = None,
+    title: str | None = None,
+    ncols: int = 3,
+) -> Figure:
+    """Validation accuracy against iteration, one line per policy, one panel per configuration.
+
+    The comparison of Smith (2015, arXiv 1506.01186, Fig. 1 and Table 1): every
+    policy trained for the same iterations over several seeds. Each line is the
+    mean over seeds with a band of one standard deviation; the ends of each
+    policy's cycles are marked on its line (the paper reads accuracy there), and
+    the fixed policy's final mean accuracy, when given, is a dashed horizontal
+    line: where a line first crosses it is the policy's iterations to reach it.
+
+    Args:
+        panels: one mapping per configuration: ``title`` (str), ``target``
+            (the fixed policy's final accuracy, or None) and ``curves``, a list
+            of mappings with ``label``, ``iteration``, ``mean``, and optionally
+            ``std`` and ``cycle_ends``.
+        path: where to save the picture; nothing is written when ``None``.
+        format: ``"png"`` or ``"svg"``; inferred from ``path`` when ``None``.
+        title: the figure's title (default ``"CLR policies compared"``).
+        ncols: most panels per row.
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (Agg canvas, not registered with
+        pyplot), one axes per panel.
+
+    Raises:
+        ValueError: no panel or a panel without curves; a curve whose
+            ``iteration``, ``mean`` and ``std`` differ in length or is empty; a
+            bad ``format`` or ``ncols``.
+
+    Example:
+        >>> curve = {"label": "triangular2", "iteration": [10, 20], "mean": [0.5, 0.8]}
+        >>> fig = plot_sweep([{"title": "bs=64 sgd", "target": 0.7, "curves": [curve]}])
+        >>> len(fig.axes)
+        1
+    """
+    fmt = _check_format(format, path)
+    if not panels:
+        raise ValueError("panels is empty: there is no curve to plot yet")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+    cols = min(ncols, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _new_figure((5.0 * cols + 1.0, 3.8 * rows + 0.8))
+    grid = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(panels) :]:
+        fig.delaxes(ax)
+    colors: dict[str, str] = {}
+    palette = [f"C{i}" for i in range(10)]
+    for k, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
+        curves = list(panel.get("curves") or ())
+        if not curves:
+            raise ValueError(f"panels[{k}] has no curves")
+        for j, curve in enumerate(curves):
+            label = str(curve["label"])
+            color = colors.setdefault(label, palette[len(colors) % len(palette)])
+            x = np.asarray(curve["iteration"], dtype=np.float64).reshape(-1)
+            mean = np.asarray(curve["mean"], dtype=np.float64).reshape(-1)
+            std_raw = curve.get("std")
+            std = (
+                np.zeros_like(mean)
+                if std_raw is None
+                else np.asarray(std_raw, dtype=np.float64).reshape(-1)
+            )
+            if x.shape[0] == 0 or mean.shape != x.shape or std.shape != x.shape:
+                raise ValueError(
+                    f"panels[{k}].curves[{j}] ({label}): iteration, mean and std must be "
+                    f"non-empty and of one length, got {x.shape[0]}, {mean.shape[0]}, "
+                    f"{std.shape[0]}"
+                )
+            ax.plot(x, mean, color=color, linewidth=1.6, label=label, gid=f"mean-{label}")
+            if np.any(std > 0):
+                ax.fill_between(
+                    x, mean - std, mean + std, color=color, alpha=0.15, gid=f"band-{label}"
+                )
+            ends = np.asarray(
+                [e for e in (curve.get("cycle_ends") or ()) if x[0] <= e <= x[-1]],
+                dtype=np.float64,
+            )
+            if ends.size:
+                ax.plot(
+                    ends,
+                    np.interp(ends, x, mean),
+                    linestyle="none",
+                    marker="|",
+                    markersize=12,
+                    markeredgewidth=2.0,
+                    color=color,
+                    gid=f"cycle-ends-{label}",
+                )
+        target = panel.get("target")
+        if target is not None and math.isfinite(float(target)):
+            ax.axhline(
+                float(target),
+                color="black",
+                linestyle="--",
+                linewidth=0.9,
+                alpha=0.7,
+                label="fixed LR final accuracy",
+                gid="fixed-target",
+            )
+        ax.set_title(str(panel.get("title") or ""), fontsize="small")
+        ax.set_xlabel("iteration")
+        ax.grid(True, alpha=0.2)
+    for row in grid:
+        row[0].set_ylabel("validation accuracy")
+    handles: dict[str, Any] = {}
+    for ax in axes[: len(panels)]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=False):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncols=min(5, len(handles)),
+            fontsize="small",
+            frameon=False,
+        )
+    fig.suptitle(
+        (title if title is not None else "CLR policies compared")
+        + " (mean over seeds, band ±1 std, | cycle ends)"
+    )
     _save(fig, path, fmt)
     return fig

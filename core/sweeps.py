@@ -1,0 +1,1025 @@
+"""Sweeps: the paper's table for a team's own model (the spec, its expansion, the table).
+
+A sweep compares learning-rate policies at the same budget over several seeds,
+as Smith's table does (Smith, "Cyclical Learning Rates for Training Neural
+Networks", https://arxiv.org/abs/1506.01186, Table 1: CIFAR-10 ``triangular2``
+reached the fixed policy's 81.4 % in 25k iterations instead of 70k, 0.36x).
+Per *grid point* (one batch size, optimizer and weight decay; one point without
+a ``grid``) it runs a range test, takes its bounds (the verified winner when
+the range test verified them), and trains every policy with every seed for the
+same number of iterations. The table says, per grid point and policy, the final
+and best validation accuracy (mean and standard deviation over seeds) and how
+many iterations each policy needed to reach the fixed policy's final mean
+accuracy, and its ratio to the fixed policy's own.
+
+Everything here is pure and torch-free (the API imports it): :class:`SweepSpec`
+validates a request, :func:`grid_points`, :func:`range_test_spec`,
+:func:`choose_bounds` and :func:`training_specs` expand it into the children's
+specs, :func:`build_table` and :func:`build_result` turn the children's
+outcomes into :class:`SweepResult` (complete or partial), and
+:func:`render_sweep_plot` draws the comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import statistics
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from clr.exceptions import InvalidWorkloadParams
+from clr.policies import POLICIES, recommend_step_size
+from clr.workloads import get_workload
+from core.specs import (
+    FiniteFloat,
+    JobEstimate,
+    JobResult,
+    OptimizerSpec,
+    RangeTestOutcome,
+    RangeTestSpec,
+    StrictInt,
+    UnitInterval,
+    WorkloadSpec,
+    _raise_located,
+    canonical_json,
+)
+from core.training import DEFAULT_CYCLES, MAX_ITERATIONS, MAX_LR, TrainingOutcome
+
+__all__ = [
+    "MAX_GRID_POINTS",
+    "MAX_SEEDS",
+    "MAX_TRAININGS",
+    "ChildFailure",
+    "ChildRun",
+    "GridPoint",
+    "GridPointResult",
+    "NoBounds",
+    "PolicyCurve",
+    "RangeTestOptions",
+    "Spread",
+    "SweepBounds",
+    "SweepGrid",
+    "SweepResult",
+    "SweepSpec",
+    "SweepTable",
+    "SweepTableRow",
+    "build_result",
+    "build_table",
+    "choose_bounds",
+    "grid_points",
+    "range_test_spec",
+    "render_sweep_plot",
+    "sweep_plot_panels",
+    "training_specs",
+]
+
+MAX_GRID_POINTS = 16
+"""Most grid points a sweep may have (each runs its own range test and trainings)."""
+
+MAX_SEEDS = 10
+"""Most seeds per policy."""
+
+MAX_TRAININGS = 1000
+"""Most trainings one sweep may create (grid points x policies x seeds)."""
+
+_REACHED_TOLERANCE = 1e-9
+"""An accuracy this close below the target counts as reaching it (a mean of equal
+values may differ from them in the last bit)."""
+
+Policy = Literal[
+    "fixed", "step", "exp", "triangular", "triangular2", "exp_range", "one_cycle", "cosine_restarts"
+]
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def _located(field: str, reason: str) -> ValidationError:
+    """A pydantic error located at ``field`` (dotted), for a validator to raise."""
+    try:
+        _raise_located("SweepSpec", [{"field": field, "reason": reason}], {})
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class RangeTestOptions(BaseModel):
+    """How each grid point's range test runs (:class:`~core.specs.RangeTestSpec`'s
+    fields and defaults; the workload, optimizer and seed come from the sweep)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_lr: FiniteFloat = Field(default=1e-5, gt=0)
+    end_lr: FiniteFloat = Field(default=10.0, gt=0)
+    num_iter: StrictInt = Field(default=300, ge=2, le=100_000)
+    sweep: Literal["exp", "linear"] = "exp"
+    smoothing: UnitInterval = 0.95
+    diverge_th: FiniteFloat = Field(default=5.0, gt=1)
+    metric: Literal["loss", "accuracy"] = "loss"
+
+    @model_validator(mode="after")
+    def _range_increases(self) -> RangeTestOptions:
+        if self.end_lr <= self.start_lr:
+            raise _located("end_lr", "start_lr must be below end_lr")
+        return self
+
+
+class SweepGrid(BaseModel):
+    """The configurations a sweep compares: the cartesian product of the lists given.
+
+    Attributes:
+        batch_size: batch sizes (default: the sweep's ``batch_size``).
+        optimizer: optimizers with their hyperparameters (default: the sweep's).
+        weight_decay: weight decays, each replacing the optimizer's own.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: list[StrictInt] | None = None
+    optimizer: list[OptimizerSpec] | None = None
+    weight_decay: list[FiniteFloat] | None = None
+
+    @field_validator("batch_size", "weight_decay")
+    @classmethod
+    def _distinct_values(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("give at least one value, or leave it out")
+        _refuse_repeats(value)
+        return value
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _weight_decay_range(cls, value: list[float] | None) -> list[float] | None:
+        for i, wd in enumerate(value or ()):
+            if not 0 <= wd <= 1:
+                _raise_located("grid", [{"field": str(i), "reason": "must be in [0, 1]"}], {})
+        return value
+
+    @field_validator("optimizer")
+    @classmethod
+    def _distinct_optimizers(cls, value: list[OptimizerSpec] | None) -> list[OptimizerSpec] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("give at least one optimizer, or leave it out")
+        _refuse_repeats([canonical_json(o.effective()) for o in value])
+        return value
+
+    def size(self) -> int:
+        """How many grid points the lists make."""
+        return math.prod(len(v) for v in (self.batch_size, self.optimizer, self.weight_decay) if v)
+
+
+def _refuse_repeats(values: Sequence[Any]) -> None:
+    seen: set[Any] = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            _raise_located("list", [{"field": str(i), "reason": f"{v!r} is given twice"}], {})
+        seen.add(v)
+
+
+class SweepSpec(WorkloadSpec):
+    """A sweep: every policy x seed trained at the same budget, per grid point.
+
+    Attributes (besides :class:`~core.specs.WorkloadSpec`'s):
+        seeds: the trainings' seeds, 1 to 10 distinct (default ``[0, 1, 2]``).
+            The inherited ``seed`` is the range tests' seed: ``seeds[0]`` unless
+            given (every grid point's range test uses it, so the points differ
+            only in their configuration).
+        policies: the policies compared (default: all of :data:`clr.policies.POLICIES`,
+            the paper's table plus one-cycle and SGDR), distinct, at least one.
+        cycles: the budget in CLR cycles of ``2 * step_size`` (default 4; the
+            paper: 3 get most of the way, 4 or more do better).
+        step_size: iterations per half cycle (default: the range test's
+            recommendation, 4 epochs; see :func:`choose_bounds`).
+        iterations: the budget in iterations, instead of ``cycles`` (default
+            ``cycles * 2 * step_size``). With ``whole_cycles`` it must hold
+            whole cycles; without ``step_size`` the step size is then the
+            divisor of ``iterations / 2`` nearest the recommendation.
+        whole_cycles: the budget ends on a cycle end (the paper stops where the
+            LR is back at ``base_lr``).
+        fixed_lr: the fixed policy's LR (default: see :func:`choose_bounds`).
+        range_test: how each grid point's range test runs.
+        verify: the range tests verify their bounds by short trainings.
+        verify_budget: verification's compute cap, in full training runs.
+        grid: batch sizes, optimizers and weight decays to compare (their
+            product, at most :data:`MAX_GRID_POINTS` points).
+    """
+
+    kind: ClassVar[str] = "sweep"
+
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0, 1, 2])
+    policies: list[Policy] = Field(default_factory=lambda: list(POLICIES))  # type: ignore[arg-type]
+    cycles: StrictInt | None = Field(default=None, ge=1, le=1000)
+    step_size: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
+    iterations: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
+    whole_cycles: bool = True
+    fixed_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
+    range_test: RangeTestOptions = Field(default_factory=RangeTestOptions)
+    verify: bool = True
+    verify_budget: FiniteFloat = Field(default=1.5, gt=0, le=10)
+    grid: SweepGrid | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("give at least one seed")
+        if len(value) > MAX_SEEDS:
+            raise ValueError(f"give at most {MAX_SEEDS} seeds, got {len(value)}")
+        for i, seed in enumerate(value):
+            if not 0 <= seed <= 2**32 - 1:
+                _raise_located("seeds", [{"field": str(i), "reason": "must be in [0, 2**32)"}], {})
+        _refuse_repeats(value)
+        return value
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"give at least one policy to compare, from {list(POLICIES)}")
+        _refuse_repeats(value)
+        return value
+
+    @model_validator(mode="after")
+    def _sweep(self) -> SweepSpec:
+        if "seed" not in self.model_fields_set:
+            self.seed = self.seeds[0]
+        self._check_grid()
+        self._check_budget()
+        return self
+
+    def _check_budget(self) -> None:
+        if self.cycles is not None and self.iterations is not None:
+            raise _located("iterations", "give cycles or iterations, not both")
+        if self.iterations is not None and self.whole_cycles:
+            if self.step_size is not None and self.iterations % (2 * self.step_size):
+                whole = 2 * self.step_size
+                below, above = (
+                    self.iterations // whole * whole,
+                    (self.iterations // whole + 1) * whole,
+                )
+                nearby = " or ".join(str(n) for n in (below, above) if n > 0)
+                raise _located(
+                    "iterations",
+                    f"iterations={self.iterations} is not whole cycles of 2 * step_size = {whole} "
+                    f"iterations; give {nearby}, or whole_cycles=false",
+                )
+            if self.iterations % 2:
+                raise _located(
+                    "iterations",
+                    f"iterations={self.iterations} is odd: it holds no whole cycles of "
+                    "2 * step_size; give an even number, or whole_cycles=false",
+                )
+        if self.step_size is not None and self.iterations is None:
+            total = self.budget_cycles() * 2 * self.step_size
+            if total > MAX_ITERATIONS:
+                raise _located(
+                    "cycles" if self.cycles is not None else "step_size",
+                    f"{self.budget_cycles()} cycles of 2 * {self.step_size} iterations are "
+                    f"{total}, over {MAX_ITERATIONS} (the most a training may run)",
+                )
+        if self.step_size is None:
+            for point in grid_points(self):
+                if _iters_per_epoch(self, point) is None:
+                    raise _located(
+                        "step_size",
+                        f"workload {self.workload!r} cannot tell its epoch length before it is "
+                        "built, so no step size can be recommended; give step_size or iterations",
+                    )
+
+    def _check_grid(self) -> None:
+        grid = self.grid
+        if grid is None:
+            return
+        if grid.size() > MAX_GRID_POINTS:
+            raise _located(
+                "grid",
+                f"the grid has {grid.size()} points, over {MAX_GRID_POINTS} (each runs a range "
+                "test and every policy and seed); give fewer values",
+            )
+        trainings = grid.size() * len(self.policies) * len(self.seeds)
+        if trainings > MAX_TRAININGS:
+            raise _located(
+                "grid",
+                f"{grid.size()} grid points x {len(self.policies)} policies x {len(self.seeds)} "
+                f"seeds are {trainings} trainings, over {MAX_TRAININGS}; give fewer values",
+            )
+        if grid.batch_size is not None:
+            param = next(
+                (p for p in get_workload(self.workload).params if p.name == "batch_size"), None
+            )
+            if param is None:
+                raise _located(
+                    "grid.batch_size", f"workload {self.workload!r} has no batch_size parameter"
+                )
+            for i, size in enumerate(grid.batch_size):
+                try:
+                    param.validate(size)
+                except InvalidWorkloadParams as exc:
+                    raise _located(f"grid.batch_size.{i}", exc.errors[0]["reason"]) from None
+
+    def budget_cycles(self) -> int:
+        """The cycles the budget asks for when it is not given in iterations."""
+        return DEFAULT_CYCLES if self.cycles is None else self.cycles
+
+    def children_per_point(self) -> int:
+        """The sweep's own children per grid point: a range test and the trainings."""
+        return 1 + len(self.policies) * len(self.seeds)
+
+    def total_steps(self) -> int:
+        """Progress counts finished children: one range test and the trainings per point."""
+        return len(grid_points(self)) * self.children_per_point()
+
+    def config_key(self) -> str:
+        """A sweep has no shared configuration lookup: its key covers the spec."""
+        payload = {"kind": self.kind, **self.model_dump(mode="json")}
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+    def workload_name(self) -> str | None:
+        return self.workload
+
+    def estimate(self) -> JobEstimate | None:
+        """None: a sweep runs on no worker, and its children's budget is only known
+        once their range test has recommended a step size. Each child is estimated
+        (and refused when over the caps) at its own submit, and a refused child is
+        one of the sweep's failures."""
+        return None
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+class GridPoint(BaseModel):
+    """One configuration of a sweep: its index, batch size, optimizer and a label."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    label: str
+    batch_size: int | None
+    optimizer: OptimizerSpec
+    weight_decay: float
+
+
+def _label(batch_size: int | None, optimizer: OptimizerSpec) -> str:
+    parts = [] if batch_size is None else [f"bs={batch_size}"]
+    parts += [optimizer.name, f"wd={optimizer.weight_decay:g}"]
+    return " ".join(parts)
+
+
+def grid_points(spec: SweepSpec) -> list[GridPoint]:
+    """The sweep's configurations: the grid's cartesian product (batch size, then
+    optimizer, then weight decay, each in the order given), or the spec's own
+    configuration as the single point."""
+    grid = spec.grid or SweepGrid()
+    sizes: Sequence[int | None] = grid.batch_size or [spec.batch_size]
+    optimizers = grid.optimizer or [spec.optimizer]
+    decays: Sequence[float | None] = grid.weight_decay or [None]
+    points = []
+    for index, (size, optimizer, decay) in enumerate(itertools.product(sizes, optimizers, decays)):
+        if decay is not None:
+            optimizer = optimizer.model_copy(update={"weight_decay": decay})
+        points.append(
+            GridPoint(
+                index=index,
+                label=_label(size, optimizer),
+                batch_size=size,
+                optimizer=optimizer,
+                weight_decay=optimizer.weight_decay,
+            )
+        )
+    return points
+
+
+def _point_params(spec: SweepSpec, point: GridPoint) -> dict[str, Any]:
+    params = dict(spec.params)
+    if point.batch_size is not None:
+        params["batch_size"] = point.batch_size
+    return params
+
+
+def _iters_per_epoch(spec: SweepSpec, point: GridPoint) -> int | None:
+    workload = get_workload(spec.workload)
+    return workload.iters_per_epoch(workload.validate_params(_point_params(spec, point)))
+
+
+def _workload_body(spec: SweepSpec, point: GridPoint, seed: int) -> dict[str, Any]:
+    return {
+        "workload": spec.workload,
+        "params": _point_params(spec, point),
+        "optimizer": point.optimizer.model_dump(mode="json"),
+        "seed": seed,
+        "device": spec.device,
+    }
+
+
+def range_test_spec(spec: SweepSpec, point: GridPoint) -> dict[str, Any]:
+    """The body of ``point``'s range test: the point's configuration, the sweep's
+    range-test seed (``spec.seed``) and :class:`RangeTestOptions`, and ``verify``
+    and ``verify_budget`` once :class:`~core.specs.RangeTestSpec` takes them."""
+    body = {**_workload_body(spec, point, spec.seed), **spec.range_test.model_dump(mode="json")}
+    if "verify" in RangeTestSpec.model_fields:
+        body["verify"] = spec.verify
+    if "verify_budget" in RangeTestSpec.model_fields:
+        body["verify_budget"] = spec.verify_budget
+    return body
+
+
+class NoBounds(ValueError):
+    """A grid point's range test gave nothing to train with (the message says why)."""
+
+
+class SweepBounds(BaseModel):
+    """What a grid point's trainings use, and where it came from.
+
+    Attributes:
+        base_lr, max_lr: the CLR bounds.
+        step_size: iterations per half cycle.
+        fixed_lr: the fixed policy's LR.
+        iterations: every training's budget.
+        cycles: that budget in cycles of ``2 * step_size`` (fractional when
+            ``whole_cycles`` is false).
+        method: the suggestion rule the bounds are from (``verified`` when they
+            are the verification's winner).
+        fixed_lr_from: how ``fixed_lr`` was chosen (``given``, ``steepest`` or
+            ``geometric_mean``).
+        range_test: the range test job.
+        verified: the bounds were proven by short trainings.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_lr: float
+    max_lr: float
+    step_size: int
+    fixed_lr: float
+    iterations: int
+    cycles: float
+    method: str
+    fixed_lr_from: str
+    range_test: uuid.UUID | None = None
+    verified: bool = False
+
+
+def _budget(spec: SweepSpec, recommended: int) -> tuple[int, int]:
+    """``(step_size, iterations)`` of the budget, given the recommended step size."""
+    if spec.iterations is None:
+        step = spec.step_size or recommended
+        return step, spec.budget_cycles() * 2 * step
+    if spec.step_size is not None or not spec.whole_cycles:
+        return spec.step_size or recommended, spec.iterations
+    half = spec.iterations // 2  # even: checked at submit
+    divisors = [d for d in range(1, math.isqrt(half) + 1) if half % d == 0]
+    candidates = {*divisors, *(half // d for d in divisors)}
+    step = min(candidates, key=lambda s: (abs(math.log(s / recommended)), s))
+    return step, spec.iterations
+
+
+def choose_bounds(
+    spec: SweepSpec,
+    point: GridPoint,
+    outcome: RangeTestOutcome | Mapping[str, Any],
+    *,
+    range_test: uuid.UUID | None = None,
+    verified: tuple[float, float] | None = None,
+) -> SweepBounds:
+    """A grid point's bounds, step size, fixed LR and budget from its range test.
+
+    - ``base_lr``/``max_lr``: the verified winner (``verified``) when there is
+      one, else the range test's default suggestion (as a training's
+      ``bounds_from`` takes it).
+    - ``step_size``: the spec's, else the range test's recommendation
+      (``suggestions.step_size``: 4 epochs, the paper's 2 to 10), else 4 epochs
+      of the point's own batch size; with ``iterations`` and whole cycles, the
+      divisor of ``iterations / 2`` nearest it.
+    - ``fixed_lr``: the spec's, else the ``steepest`` rule's ``max_lr`` (the LR
+      at which the loss falls fastest: fastai's single-LR advice) clipped into
+      ``[base_lr, max_lr]`` (so the fixed policy trains inside the range the
+      other policies use; the paper's fixed CIFAR-10 LR, 0.001, is its
+      ``base_lr``), else the bounds' geometric mean ``sqrt(base_lr * max_lr)``
+      when that rule gave nothing.
+
+    Raises:
+        NoBounds: the range test found no bounds and none were verified, or the
+            budget would be over :data:`~core.training.MAX_ITERATIONS`.
+    """
+    parsed = RangeTestOutcome.model_validate(outcome)
+    suggestions = parsed.suggestions
+    if verified is not None:
+        base_lr, max_lr = verified
+        method = "verified"
+    elif suggestions is not None:
+        base_lr, max_lr = suggestions.default.base_lr, suggestions.default.max_lr
+        method = suggestions.default_method
+    else:
+        raise NoBounds(f"the range test found no bounds: {parsed.no_bounds_reason}")
+    per_epoch = _iters_per_epoch(spec, point)
+    recommended = (suggestions.step_size if suggestions is not None else None) or (
+        recommend_step_size(per_epoch) if per_epoch is not None else spec.step_size
+    )
+    if recommended is None:
+        raise NoBounds("no step size: the workload cannot tell its epoch length; give step_size")
+    step_size, iterations = _budget(spec, recommended)
+    if iterations > MAX_ITERATIONS:
+        raise NoBounds(
+            f"{spec.budget_cycles()} cycles of 2 * {step_size} iterations are {iterations}, over "
+            f"{MAX_ITERATIONS} (the most a training may run); give step_size or iterations"
+        )
+    if spec.fixed_lr is not None:
+        fixed_lr, fixed_from = spec.fixed_lr, "given"
+    else:
+        steepest = next(
+            (s for s in (suggestions.items if suggestions else ()) if s.method == "steepest"), None
+        )
+        if steepest is not None:
+            fixed_lr, fixed_from = min(max(steepest.max_lr, base_lr), max_lr), "steepest"
+        else:
+            fixed_lr, fixed_from = math.sqrt(base_lr * max_lr), "geometric_mean"
+    return SweepBounds(
+        base_lr=base_lr,
+        max_lr=max_lr,
+        step_size=step_size,
+        fixed_lr=fixed_lr,
+        iterations=iterations,
+        cycles=iterations / (2 * step_size),
+        method=method,
+        fixed_lr_from=fixed_from,
+        range_test=range_test,
+        verified=verified is not None,
+    )
+
+
+def schedule_for(policy: str, bounds: SweepBounds) -> dict[str, Any]:
+    """How ``policy`` uses a grid point's bounds, at the budget ``bounds.iterations``.
+
+    Every policy runs the same iterations between the same bounds, so the table
+    compares schedules and nothing else:
+
+    - ``fixed``: ``lr = fixed_lr``.
+    - ``step``: from ``max_lr``, decays twice, at 1/3 and 2/3 of the budget
+      (``step_size = ceil(iterations / 3)``), by ``gamma = sqrt(base_lr /
+      max_lr)``: the last third runs at ``base_lr``.
+    - ``exp``: from ``max_lr``, ``gamma = (base_lr / max_lr) ** (1 / iterations)``:
+      it ends at ``base_lr``.
+    - ``triangular``, ``triangular2``: ``base_lr``, ``max_lr``,
+      ``step_size_up = step_size``.
+    - ``exp_range``: the same, with ``gamma = 0.5 ** (1 / (2 * step_size))``: the
+      amplitude halves every cycle, like ``triangular2`` but smoothly.
+    - ``one_cycle``: ``max_lr``, ``total_steps = iterations``, starting from
+      ``base_lr`` (``div_factor = max_lr / base_lr``).
+    - ``cosine_restarts`` (SGDR): ``max_lr``, restarts every cycle
+      (``T_0 = 2 * step_size``), annealing to ``eta_min = base_lr``.
+    """
+    base, top, step = bounds.base_lr, bounds.max_lr, bounds.step_size
+    ratio = min(1.0, base / top) if base > 0 else 1.0
+    if policy == "fixed":
+        return {"policy": policy, "lr": bounds.fixed_lr}
+    if policy == "step":
+        return {
+            "policy": policy,
+            "lr": top,
+            "step_size": max(1, math.ceil(bounds.iterations / 3)),
+            "gamma": math.sqrt(ratio) if ratio > 0 else 1.0,
+        }
+    if policy == "exp":
+        gamma = ratio ** (1 / bounds.iterations) if ratio > 0 else 1.0
+        return {"policy": policy, "lr": top, "gamma": gamma}
+    if policy in ("triangular", "triangular2"):
+        return {"policy": policy, "base_lr": base, "max_lr": top, "step_size_up": step}
+    if policy == "exp_range":
+        return {
+            "policy": policy,
+            "base_lr": base,
+            "max_lr": top,
+            "step_size_up": step,
+            "gamma": 0.5 ** (1 / (2 * step)),
+        }
+    if policy == "one_cycle":
+        schedule: dict[str, Any] = {
+            "policy": policy,
+            "max_lr": top,
+            "total_steps": bounds.iterations,
+        }
+        if 0 < base < top:
+            schedule["div_factor"] = min(top / base, 1e6)
+        return schedule
+    if policy == "cosine_restarts":
+        return {"policy": policy, "max_lr": top, "T_0": 2 * step, "eta_min": min(base, top)}
+    raise ValueError(f"policy must be one of {list(POLICIES)}, got {policy!r}")
+
+
+def training_specs(
+    spec: SweepSpec, point: GridPoint, bounds: SweepBounds
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(role, body)`` of every training of ``point``: policy by policy (in the
+    spec's order), seed by seed, each for ``bounds.iterations`` iterations with
+    the schedule :func:`schedule_for` gives. The role is ``{"grid", "policy",
+    "seed"}``; the body a :class:`~core.training.TrainingSpec` request."""
+    out = []
+    for policy in spec.policies:
+        schedule = schedule_for(policy, bounds)
+        for seed in spec.seeds:
+            body = {
+                **_workload_body(spec, point, seed),
+                "schedule": schedule,
+                "iterations": bounds.iterations,
+                "whole_cycles": spec.whole_cycles,
+            }
+            out.append(({"grid": point.index, "policy": policy, "seed": seed}, body))
+    return out
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One child of a sweep as the table reads it.
+
+    Attributes:
+        job_id: the child job.
+        role: what it is to the sweep (``{"grid", "policy", "seed"}`` for a
+            training, ``{"grid", "stage": "range_test"}`` for a range test).
+        status: its status (``queued``, ``running``, ``succeeded``, ...).
+        result: its result document (a :class:`~core.training.TrainingOutcome`
+            for a succeeded training).
+        error: why it failed, when it did.
+        iteration, val_accuracy: its ``epochs`` series so far (one value per
+            epoch record; ``None`` where an epoch has no validation accuracy).
+    """
+
+    job_id: uuid.UUID
+    role: Mapping[str, Any]
+    status: str
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    iteration: Sequence[int] = ()
+    val_accuracy: Sequence[float | None] = ()
+
+    @property
+    def grid(self) -> int | None:
+        """The grid point's index, if the role has one."""
+        value = self.role.get("grid")
+        return value if isinstance(value, int) else None
+
+    @property
+    def policy(self) -> str | None:
+        """The policy a training runs (None for other children)."""
+        value = self.role.get("policy")
+        return value if isinstance(value, str) else None
+
+    def outcome(self) -> TrainingOutcome | None:
+        """The training's outcome, once it succeeded."""
+        if self.status != "succeeded" or self.result is None:
+            return None
+        return TrainingOutcome.model_validate(self.result)
+
+    def first_reaching(self, target: float) -> int | None:
+        """The first epoch record's iteration at which validation accuracy reached
+        ``target`` (None if none did)."""
+        for at, accuracy in zip(self.iteration, self.val_accuracy, strict=False):
+            if accuracy is not None and accuracy >= target - _REACHED_TOLERANCE:
+                return int(at)
+        return None
+
+
+class Spread(BaseModel):
+    """A mean over seeds with its sample standard deviation (None for one seed)."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+def _spread(values: Sequence[float]) -> Spread | None:
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return Spread(mean=statistics.fmean(values), std=std, n=len(values))
+
+
+class SweepTableRow(BaseModel):
+    """One policy at one grid point: the paper's table row.
+
+    Attributes:
+        grid, label, policy: which row.
+        seeds: the trainings the row has when all are created.
+        counts: its trainings by status.
+        succeeded, failed: trainings that succeeded and that failed (or were
+            cancelled).
+        final_val_accuracy, best_val_accuracy: over the succeeded seeds.
+        fixed_accuracy: the target: the fixed policy's final mean accuracy at this
+            grid point (None while it is unknown or ``fixed`` is not compared).
+        iterations_to_fixed: over the succeeded seeds that reached the target,
+            the first epoch-end iteration at which each did (fixed's own row uses
+            its own mean, which its weaker seeds may never reach).
+        reached_fixed: how many succeeded seeds reached it.
+        ratio_to_fixed: ``iterations_to_fixed.mean`` over the fixed row's (the
+            paper's 0.36x for triangular2 on CIFAR-10).
+    """
+
+    grid: int
+    label: str
+    policy: str
+    seeds: int
+    counts: dict[str, int]
+    succeeded: int
+    failed: int
+    final_val_accuracy: Spread | None = None
+    best_val_accuracy: Spread | None = None
+    fixed_accuracy: float | None = None
+    iterations_to_fixed: Spread | None = None
+    reached_fixed: int = 0
+    ratio_to_fixed: float | None = None
+
+
+class PolicyCurve(BaseModel):
+    """Validation accuracy against iteration for one policy at one grid point:
+    the mean over the seeds that have a value at each epoch end, their sample
+    standard deviation (0 where one seed has) and how many they are; plus the
+    policy's cycle ends."""
+
+    grid: int
+    policy: str
+    iteration: list[int]
+    mean: list[float]
+    std: list[float]
+    n: list[int]
+    cycle_ends: list[int] = Field(default_factory=list)
+
+
+class SweepTable(BaseModel):
+    """The table rows (grid point by grid point, policies in the spec's order) and
+    the curves (the policies with any validation accuracy so far)."""
+
+    rows: list[SweepTableRow]
+    curves: list[PolicyCurve]
+
+
+def _curve(grid: int, policy: str, runs: Sequence[ChildRun]) -> PolicyCurve | None:
+    by_iteration: dict[int, list[float]] = {}
+    for run in runs:
+        if run.status in ("failed", "cancelled"):
+            continue
+        for at, accuracy in zip(run.iteration, run.val_accuracy, strict=False):
+            if accuracy is not None and math.isfinite(accuracy):
+                by_iteration.setdefault(int(at), []).append(float(accuracy))
+    if not by_iteration:
+        return None
+    axis = sorted(by_iteration)
+    values = [by_iteration[x] for x in axis]
+    ends = next((o.cycle_ends for r in runs if (o := r.outcome()) is not None), [])
+    return PolicyCurve(
+        grid=grid,
+        policy=policy,
+        iteration=axis,
+        mean=[statistics.fmean(v) for v in values],
+        std=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values],
+        n=[len(v) for v in values],
+        cycle_ends=list(ends),
+    )
+
+
+def build_table(spec: SweepSpec, runs: Sequence[ChildRun]) -> SweepTable:
+    """The table and curves from the sweep's trainings so far (other children are
+    ignored): complete once every training has finished, partial before.
+
+    The fixed policy's final mean accuracy at a grid point is the target every
+    policy's ``iterations_to_fixed`` is measured against; it is known once a
+    fixed training there has succeeded (and moves as more do).
+    """
+    rows: list[SweepTableRow] = []
+    curves: list[PolicyCurve] = []
+    for point in grid_points(spec):
+        at_point = [r for r in runs if r.grid == point.index and r.policy is not None]
+        by_policy = {p: [r for r in at_point if r.policy == p] for p in spec.policies}
+        fixed_finals = [
+            o.final_val_accuracy
+            for r in by_policy.get("fixed", [])
+            if (o := r.outcome()) is not None and o.final_val_accuracy is not None
+        ]
+        target = statistics.fmean(fixed_finals) if fixed_finals else None
+        point_rows = []
+        for policy, policy_runs in by_policy.items():
+            outcomes = [(r, o) for r in policy_runs if (o := r.outcome()) is not None]
+            reached: list[float] = []
+            if target is not None:
+                firsts = (r.first_reaching(target) for r, _ in outcomes)
+                reached = [float(at) for at in firsts if at is not None]
+            counts: dict[str, int] = {}
+            for run in policy_runs:
+                counts[run.status] = counts.get(run.status, 0) + 1
+            point_rows.append(
+                SweepTableRow(
+                    grid=point.index,
+                    label=point.label,
+                    policy=policy,
+                    seeds=len(spec.seeds),
+                    counts=counts,
+                    succeeded=len(outcomes),
+                    failed=counts.get("failed", 0) + counts.get("cancelled", 0),
+                    final_val_accuracy=_spread(
+                        [
+                            o.final_val_accuracy
+                            for _, o in outcomes
+                            if o.final_val_accuracy is not None
+                        ]
+                    ),
+                    best_val_accuracy=_spread(
+                        [
+                            o.best_val_accuracy
+                            for _, o in outcomes
+                            if o.best_val_accuracy is not None
+                        ]
+                    ),
+                    fixed_accuracy=target,
+                    iterations_to_fixed=_spread(reached),
+                    reached_fixed=len(reached),
+                )
+            )
+            curve = _curve(point.index, policy, policy_runs)
+            if curve is not None:
+                curves.append(curve)
+        fixed_row = next((r for r in point_rows if r.policy == "fixed"), None)
+        base = fixed_row.iterations_to_fixed if fixed_row is not None else None
+        for row in point_rows:
+            if base is not None and base.mean > 0 and row.iterations_to_fixed is not None:
+                row.ratio_to_fixed = row.iterations_to_fixed.mean / base.mean
+        rows += point_rows
+    return SweepTable(rows=rows, curves=curves)
+
+
+class ChildFailure(BaseModel):
+    """A child that did not give what the sweep needed, and why."""
+
+    job_id: uuid.UUID | None
+    role: dict[str, Any]
+    reason: str
+
+
+class GridPointResult(BaseModel):
+    """One grid point: its configuration, its range test and the bounds it gave."""
+
+    index: int
+    label: str
+    batch_size: int | None
+    optimizer: dict[str, Any]
+    weight_decay: float
+    range_test: uuid.UUID | None = None
+    range_test_status: str | None = None
+    bounds: SweepBounds | None = None
+    no_bounds_reason: str | None = None
+
+
+class SweepResult(JobResult):
+    """A sweep's result: complete once it has finished, partial while it runs.
+
+    Attributes:
+        complete: every child has finished (the table will not change any more).
+        children: children the sweep creates when every grid point has bounds.
+        counts: the children created so far by status (range tests included).
+        points: the grid points with their range tests and bounds.
+        table: the paper's table (:class:`SweepTableRow` per grid point and policy).
+        curves: validation accuracy against iteration per grid point and policy.
+        failures: the children that failed or were cancelled, and the grid
+            points whose range test gave no bounds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    complete: bool = False
+    children: int
+    counts: dict[str, int]
+    points: list[GridPointResult]
+    table: list[SweepTableRow]
+    curves: list[PolicyCurve]
+    failures: list[ChildFailure]
+
+
+def build_result(
+    spec: SweepSpec,
+    runs: Sequence[ChildRun],
+    *,
+    bounds: Mapping[int, SweepBounds] | None = None,
+    no_bounds: Mapping[int, str] | None = None,
+    complete: bool = False,
+) -> SweepResult:
+    """The sweep's result from its children so far.
+
+    Args:
+        spec: the sweep.
+        runs: its children (range tests and trainings), any status.
+        bounds: the bounds of each grid point that has some, by index.
+        no_bounds: why a grid point has none, by index.
+        complete: the sweep has finished.
+    """
+    bounds = bounds or {}
+    no_bounds = no_bounds or {}
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    failures = [
+        ChildFailure(job_id=r.job_id, role=dict(r.role), reason=r.error or f"the job {r.status}")
+        for r in runs
+        if r.status in ("failed", "cancelled")
+    ]
+    points = []
+    for point in grid_points(spec):
+        test = next(
+            (
+                r
+                for r in reversed(runs)
+                if r.grid == point.index and r.role.get("stage") == "range_test"
+            ),
+            None,
+        )
+        reason = no_bounds.get(point.index)
+        if reason is not None and (test is None or test.status == "succeeded"):
+            failures.append(
+                ChildFailure(
+                    job_id=None if test is None else test.job_id,
+                    role={"grid": point.index, "stage": "range_test"},
+                    reason=reason,
+                )
+            )
+        points.append(
+            GridPointResult(
+                index=point.index,
+                label=point.label,
+                batch_size=point.batch_size,
+                optimizer=point.optimizer.model_dump(mode="json"),
+                weight_decay=point.weight_decay,
+                range_test=None if test is None else test.job_id,
+                range_test_status=None if test is None else test.status,
+                bounds=bounds.get(point.index),
+                no_bounds_reason=reason,
+            )
+        )
+    table = build_table(spec, runs)
+    return SweepResult(
+        complete=complete,
+        children=spec.total_steps(),
+        counts=counts,
+        points=points,
+        table=table.rows,
+        curves=table.curves,
+        failures=failures,
+    )
+
+
+# --------------------------------------------------------------------------- the plot
+
+
+def sweep_plot_panels(result: SweepResult) -> list[dict[str, Any]]:
+    """:func:`clr.plots.plot_sweep`'s panels: one per grid point with curves."""
+    panels = []
+    for point in result.points:
+        curves = [c for c in result.curves if c.grid == point.index]
+        if not curves:
+            continue
+        target = next((r.fixed_accuracy for r in result.table if r.grid == point.index), None)
+        title = point.label
+        if point.bounds is not None:
+            b = point.bounds
+            title += f"  [{b.base_lr:.3g}, {b.max_lr:.3g}], step {b.step_size}"
+        panels.append(
+            {
+                "title": title,
+                "target": target,
+                "curves": [
+                    {
+                        "label": c.policy,
+                        "iteration": c.iteration,
+                        "mean": c.mean,
+                        "std": c.std,
+                        "cycle_ends": c.cycle_ends,
+                    }
+                    for c in curves
+                ],
+            }
+        )
+    return panels
+
+
+def render_sweep_plot(
+    result: SweepResult, *, format: str = "png", title: str | None = None
+) -> bytes:
+    """The comparison plot (:func:`clr.plots.plot_sweep`) as PNG or SVG bytes.
+
+    Raises:
+        ValueError: no policy has a validation accuracy yet, or a bad ``format``.
+    """
+    from clr.plots import plot_sweep, render
+
+    figure = plot_sweep(sweep_plot_panels(result), title=title)
+    return render(figure, format)
