@@ -134,6 +134,9 @@ class RangeTestOptions(BaseModel):
 class SweepGrid(BaseModel):
     """The configurations a sweep compares: the cartesian product of the lists given.
 
+    A list given replaces the sweep's own value (a stored spec holds its
+    ``batch_size`` and ``optimizer`` filled in, so giving both cannot be refused).
+
     Attributes:
         batch_size: batch sizes (default: the sweep's ``batch_size``).
         optimizer: optimizers with their hyperparameters (default: the sweep's).

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from clr.policies import POLICIES, make_schedule
 from clr.workloads import get_workload
-from core.specs import RangeTestSpec, field_errors
+from core.specs import STORED, RangeTestSpec, field_errors
 from core.sweeps import (
     MAX_GRID_POINTS,
     ChildRun,
@@ -111,6 +111,11 @@ class TestSpecDefaults:
     def test_range_test_options_take_the_range_tests_defaults(self) -> None:
         for name, field in RangeTestOptions.model_fields.items():
             assert field.default == RangeTestSpec.model_fields[name].default, name
+
+    def test_a_stored_spec_reads_back_equal(self) -> None:
+        spec = sweep(grid={"batch_size": [32, 64]}, seeds=[5, 6])
+        stored = spec.model_dump(mode="json")
+        assert SweepSpec.model_validate(stored, context={STORED: True}) == spec
 
     def test_has_no_estimate_of_its_own(self) -> None:
         assert sweep().estimate() is None
