@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
@@ -51,6 +51,9 @@ from core.redact import redact
 from core.repositories import JobRepository
 from core.settings import Settings, get_settings
 from core.specs import JobResult, JobSpec
+
+if TYPE_CHECKING:
+    from core.services.jobs import SeriesSlice
 
 __all__ = [
     "Advance",
@@ -102,6 +105,12 @@ class Family:
     def counts(self) -> dict[str, int]:
         """The children by status (every status present, zeros included)."""
         return child_counts(self.children)
+
+    def series(self, job: Job, name: str, *, after: int = 0) -> SeriesSlice:
+        """One of a child's (or the parent's own) series from index ``after`` on."""
+        from core.services.jobs import series_of  # noqa: PLC0415 - jobs imports this module
+
+        return series_of(self.session, job, name, after=after)
 
     def submit(
         self, kind: str, spec: JobSpec | Mapping[str, Any], *, role: Mapping[str, Any]
