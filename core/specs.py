@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -381,6 +382,10 @@ class WorkloadSpec(JobSpec):
         )
 
 
+DEFAULT_VERIFY_BUDGET = 1.5
+"""A verification's default compute, in full training runs (see :mod:`core.verification`)."""
+
+
 class RangeTestSpec(WorkloadSpec):
     """An LR range test: sweep the LR over ``num_iter`` mini-batches of a workload.
 
@@ -391,6 +396,16 @@ class RangeTestSpec(WorkloadSpec):
         smoothing: EMA factor of the smoothed loss, in [0, 1).
         diverge_th: stop once the smoothed loss exceeds this multiple of the best.
         metric: what the suggested bounds read: ``loss`` or ``accuracy``.
+        verify: after the curve, prove the bounds by training: short runs from
+            the same initialisation at a few candidate bound pairs, kept by
+            validation loss with successive halving (child training jobs;
+            :mod:`core.verification`). The result's ``verification`` holds
+            the winner and the evidence.
+        verify_budget: the verification's whole compute, in full training runs
+            (declared up front, never exceeded).
+        verify_iterations: the length of the full training run the budget is
+            counted in (default: the suggestion's ``stop_iteration``, 4 cycles
+            of its ``step_size``).
     """
 
     kind: ClassVar[str] = "range_test"
@@ -410,6 +425,9 @@ class RangeTestSpec(WorkloadSpec):
     smoothing: UnitInterval = 0.95
     diverge_th: FiniteFloat = Field(default=5.0, gt=1)
     metric: Literal["loss", "accuracy"] = "loss"
+    verify: bool = False
+    verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
+    verify_iterations: StrictInt | None = Field(default=None, ge=2, le=1_000_000)
 
     @field_validator("end_lr")
     @classmethod
@@ -513,6 +531,66 @@ class RangeTestSummary(BaseModel):
     diverge_th: float
 
 
+class CandidateDoc(BaseModel):
+    """One bound pair a verification tried, and how it did in each round it ran."""
+
+    index: int
+    base_lr: float
+    max_lr: float
+    source: str = Field(description="where it came from: a method's name, or 'ladder:1e-2'")
+    val_loss: list[float | None] = Field(
+        default_factory=list, description="its validation loss after each round it ran"
+    )
+    val_accuracy: list[float | None] = Field(default_factory=list)
+    jobs: list[uuid.UUID] = Field(default_factory=list, description="its training per round")
+    failed: str | None = Field(default=None, description="why its last run failed, if it did")
+
+
+class VerificationRoundDoc(BaseModel):
+    """One round of successive halving: which candidates ran, for how long."""
+
+    round: int
+    iterations: int = Field(description="training iterations of each candidate this round")
+    candidates: list[int] = Field(description="indexes into the verification's candidates")
+
+
+class VerifiedBoundsDoc(BaseModel):
+    """The bound pair that trained best."""
+
+    base_lr: float
+    max_lr: float
+    source: str
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+class VerificationDoc(BaseModel):
+    """Bounds proven by training (:mod:`core.verification`): the plan, the evidence and
+    the winner.
+
+    ``status`` is ``running`` while candidates train, then ``succeeded`` (a
+    winner), ``failed`` (no candidate finished: ``reason``) or ``cancelled``.
+    ``budget_iterations`` is declared before any candidate runs;
+    ``spent_iterations`` never exceeds it.
+    """
+
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    informative: bool = Field(description="whether the curve itself located the bounds")
+    full_run_iterations: int
+    budget_runs: float
+    budget_iterations: int
+    spent_iterations: int = 0
+    candidates: list[CandidateDoc] = Field(default_factory=list)
+    rounds: list[VerificationRoundDoc] = Field(default_factory=list)
+    winner: VerifiedBoundsDoc | None = None
+    reason: str | None = None
+
+    @property
+    def spent_runs(self) -> float:
+        """Compute spent, in full training runs."""
+        return self.spent_iterations / max(1, self.full_run_iterations)
+
+
 class RangeTestOutcome(JobResult):
     """A finished range test: its summary and either bounds or why there are none."""
 
@@ -521,6 +599,7 @@ class RangeTestOutcome(JobResult):
     summary: RangeTestSummary
     suggestions: SuggestionsDoc | None = None
     no_bounds_reason: str | None = None
+    verification: VerificationDoc | None = None
 
     @model_validator(mode="after")
     def _bounds_or_reason(self) -> RangeTestOutcome:
@@ -558,3 +637,4 @@ class RangeTestResultView(BaseModel):
 
     summary: RangeTestSummary
     no_bounds_reason: str | None = None
+    verification: VerificationDoc | None = None
