@@ -202,4 +202,5 @@ RANGE_TEST = register_kind(
 """The LR range test: sweeps the LR and finds bounds; a new attempt starts over."""
 
 # The other built-in kinds register themselves (their modules import this one).
+import core.sweeps  # noqa: E402, F401
 import core.training  # noqa: E402, F401

@@ -29,30 +29,44 @@ import statistics
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clr.exceptions import InvalidWorkloadParams
 from clr.policies import POLICIES, recommend_step_size
 from clr.workloads import get_workload
+from core.errors import DomainError
+from core.kinds import RANGE_TEST, JobKind, register_kind
+from core.models import Job, JobStatus
 from core.specs import (
+    STORED,
     FiniteFloat,
     JobEstimate,
     JobResult,
     OptimizerSpec,
     RangeTestOutcome,
-    RangeTestSpec,
     StrictInt,
     UnitInterval,
     WorkloadSpec,
     _raise_located,
     canonical_json,
 )
-from core.training import DEFAULT_CYCLES, MAX_ITERATIONS, MAX_LR, TrainingOutcome
+from core.training import (
+    DEFAULT_CYCLES,
+    EPOCHS,
+    MAX_ITERATIONS,
+    MAX_LR,
+    TRAINING,
+    TrainingOutcome,
+)
+
+if TYPE_CHECKING:
+    from core.services.parents import Family
 
 __all__ = [
     "MAX_GRID_POINTS",
+    "SWEEP",
     "MAX_SEEDS",
     "MAX_TRAININGS",
     "ChildFailure",
@@ -69,6 +83,7 @@ __all__ = [
     "SweepSpec",
     "SweepTable",
     "SweepTableRow",
+    "advance",
     "build_result",
     "build_table",
     "choose_bounds",
@@ -225,10 +240,10 @@ class SweepSpec(WorkloadSpec):
     cycles: StrictInt | None = Field(default=None, ge=1, le=1000)
     step_size: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
     iterations: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    whole_cycles: bool = True
+    whole_cycles: bool = Field(default=True, strict=True)
     fixed_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
     range_test: RangeTestOptions = Field(default_factory=RangeTestOptions)
-    verify: bool = True
+    verify: bool = Field(default=True, strict=True)
     verify_budget: FiniteFloat = Field(default=1.5, gt=0, le=10)
     grid: SweepGrid | None = None
 
@@ -428,13 +443,21 @@ def _workload_body(spec: SweepSpec, point: GridPoint, seed: int) -> dict[str, An
 
 def range_test_spec(spec: SweepSpec, point: GridPoint) -> dict[str, Any]:
     """The body of ``point``'s range test: the point's configuration, the sweep's
-    range-test seed (``spec.seed``) and :class:`RangeTestOptions`, and ``verify``
-    and ``verify_budget`` once :class:`~core.specs.RangeTestSpec` takes them."""
-    body = {**_workload_body(spec, point, spec.seed), **spec.range_test.model_dump(mode="json")}
-    if "verify" in RangeTestSpec.model_fields:
-        body["verify"] = spec.verify
-    if "verify_budget" in RangeTestSpec.model_fields:
-        body["verify_budget"] = spec.verify_budget
+    range-test seed (``spec.seed``), :class:`RangeTestOptions`, ``verify`` and
+    ``verify_budget``; and, when the sweep's budget is known before the range
+    test recommends a step size (``iterations``, or ``step_size`` with
+    ``cycles``), ``verify_iterations``: the verification's budget is counted in
+    the trainings the sweep will run."""
+    body = {
+        **_workload_body(spec, point, spec.seed),
+        **spec.range_test.model_dump(mode="json"),
+        "verify": spec.verify,
+        "verify_budget": spec.verify_budget,
+    }
+    if spec.iterations is not None:
+        body["verify_iterations"] = spec.iterations
+    elif spec.step_size is not None:
+        body["verify_iterations"] = spec.budget_cycles() * 2 * spec.step_size
     return body
 
 
@@ -1026,3 +1049,212 @@ def render_sweep_plot(
 
     figure = plot_sweep(sweep_plot_panels(result), title=title)
     return render(figure, format)
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def _child_run(family: Family, child: Job) -> ChildRun:
+    """``child`` as the table reads it; a training's ``epochs`` series in one query."""
+    iteration: list[int] = []
+    accuracy: list[float | None] = []
+    if child.kind == TRAINING.name and int((child.series_points or {}).get(EPOCHS.name, 0)):
+        epochs = family.series(child, EPOCHS.name)
+        iteration = [int(at) for at in epochs.column("iteration") or ()]
+        values = epochs.column("val_accuracy")
+        accuracy = [None] * len(iteration) if values is None else list(values)
+    return ChildRun(
+        job_id=child.id,
+        role=dict(child.role or {}),
+        status=JobStatus(child.status).value,
+        result=child.result,
+        error=child.error,
+        iteration=iteration,
+        val_accuracy=accuracy,
+    )
+
+
+def _verified(outcome: RangeTestOutcome) -> tuple[float, float] | None:
+    """The bounds a range test's verification proved, if it proved any."""
+    verification = outcome.verification
+    if verification is None or verification.winner is None:
+        return None
+    return verification.winner.base_lr, verification.winner.max_lr
+
+
+def _submit_all(
+    family: Family, kind: str, children: Sequence[tuple[dict[str, Any], dict[str, Any]]]
+) -> str | None:
+    """Create ``children`` (``(role, body)`` each) all or none; why none, if one was refused.
+
+    A refused child (its spec, or its size against the service's caps) is
+    refused again on every later call, so its grid point fails the same way
+    each time: nothing is half-created, and no later call creates it twice.
+    """
+    before = list(family.children)
+    try:
+        with family.session.begin_nested():
+            for role, body in children:
+                family.submit(kind, body, role=role)
+    except DomainError as exc:
+        family.children[:] = before
+        return exc.detail
+    return None
+
+
+@dataclass
+class _Plan:
+    """What one call of :func:`advance` found and did, grid point by grid point."""
+
+    bounds: dict[int, SweepBounds]
+    no_bounds: dict[int, str]
+    planned: int
+
+
+def _plan(family: Family, spec: SweepSpec) -> _Plan:
+    """Each grid point moved on as far as its children allow: its range test created
+    (first call), its trainings created once the range test gave bounds."""
+    tests: dict[int, Job] = {}
+    trained: set[int] = set()
+    for child in family.children:
+        run = ChildRun(job_id=child.id, role=child.role or {}, status=str(child.status))
+        if run.grid is None:
+            continue
+        if run.role.get("stage") == "range_test":
+            tests[run.grid] = child
+        elif run.policy is not None:
+            trained.add(run.grid)
+    per_point = len(spec.policies) * len(spec.seeds)
+    plan = _Plan(bounds={}, no_bounds={}, planned=0)
+    for point in grid_points(spec):
+        test = tests.get(point.index)
+        if test is None:
+            if family.cancelling:
+                continue
+            refused = _submit_all(
+                family,
+                RANGE_TEST.name,
+                [({"grid": point.index, "stage": "range_test"}, range_test_spec(spec, point))],
+            )
+            if refused is not None:
+                plan.no_bounds[point.index] = f"its range test was refused: {refused}"
+                continue
+            plan.planned += 1 + per_point
+            continue
+        plan.planned += 1
+        if not test.finished:
+            plan.planned += per_point
+            continue
+        if test.status != JobStatus.SUCCEEDED:
+            plan.no_bounds[point.index] = f"its range test {JobStatus(test.status).value}"
+            continue
+        outcome = RangeTestOutcome.model_validate(test.result)
+        try:
+            bounds = choose_bounds(
+                spec, point, outcome, range_test=test.id, verified=_verified(outcome)
+            )
+        except NoBounds as exc:
+            plan.no_bounds[point.index] = str(exc)
+            continue
+        plan.bounds[point.index] = bounds
+        if point.index in trained:
+            plan.planned += per_point
+        elif not family.cancelling:
+            refused = _submit_all(family, TRAINING.name, training_specs(spec, point, bounds))
+            if refused is None:
+                plan.planned += per_point
+            else:
+                plan.no_bounds[point.index] = f"its trainings were refused: {refused}"
+    return plan
+
+
+def _role_text(role: Mapping[str, Any], labels: Mapping[int, str]) -> str:
+    grid = role.get("grid")
+    where = labels.get(grid, f"grid point {grid}") if isinstance(grid, int) else "the sweep"
+    if role.get("stage") == "range_test":
+        return f"{where}: range test"
+    return f"{where}: {role.get('policy')} seed {role.get('seed')}"
+
+
+MAX_REASONS = 5
+"""Failures a failed sweep's reason names (its result lists them all)."""
+
+
+def _failure_reason(result: SweepResult) -> str:
+    labels = {p.index: p.label for p in result.points}
+    named = [f"{_role_text(f.role, labels)}: {f.reason}" for f in result.failures[:MAX_REASONS]]
+    more = len(result.failures) - len(named)
+    text = "no training succeeded"
+    if named:
+        text += ": " + "; ".join(named)
+    if more > 0:
+        text += f"; and {more} more (the result's failures list them all)"
+    return text
+
+
+def advance(family: Family) -> None:
+    """Move a sweep on (its kind's advance step; :mod:`core.services.parents`).
+
+    Called at submit, after each child's end and on every reconciler pass, it
+    decides everything from the children there are, so any number of calls
+    creates each child once: a grid point's range test at the first call; its
+    trainings (every policy x seed, :func:`training_specs`) once that range
+    test has succeeded with bounds (:func:`choose_bounds`, the verified winner
+    when the range test proved one); nothing for a grid point whose range test
+    failed, was cancelled or found no bounds (the point is one of the result's
+    failures). Each call rewrites the partial result (:func:`build_result`)
+    and the progress (finished children of those planned). Once every planned
+    child has finished the sweep succeeds if any training did, with the table
+    of what succeeded and the failures of what did not, and fails otherwise,
+    naming what failed. While it is being cancelled it only writes the
+    partial result (the caller marks it cancelled).
+    """
+    spec = SweepSpec.model_validate(family.parent.spec, context={STORED: True})
+    plan = _plan(family, spec)
+    children = family.children
+    complete = all(c.finished for c in children) and not family.cancelling
+    result = build_result(
+        spec,
+        [_child_run(family, c) for c in children],
+        bounds=plan.bounds,
+        no_bounds=plan.no_bounds,
+        complete=complete,
+    )
+    done = sum(1 for c in children if c.finished)
+    family.update(result=result, progress=done, total=max(plan.planned, done))
+    if not complete:
+        return
+    if any(row.succeeded for row in result.table):
+        family.finish(result)
+    else:
+        family.fail(_failure_reason(result), result=result)
+
+
+SWEEP = register_kind(
+    JobKind(
+        name=SweepSpec.kind,
+        noun="sweeps",
+        title="sweep",
+        spec=SweepSpec,
+        result=SweepResult,
+        runner=None,
+        advance="core.sweeps:advance",
+        examples=(
+            {
+                "workload": "digits_mlp",
+                "params": {"width": 64},
+                "optimizer": {"name": "sgd", "momentum": 0.9},
+                "seeds": [0, 1, 2],
+                "policies": ["fixed", "triangular", "triangular2", "one_cycle"],
+                "cycles": 4,
+            },
+            {
+                "workload": "digits_mlp",
+                "policies": ["fixed", "triangular2"],
+                "seeds": [0, 1],
+                "grid": {"batch_size": [32, 64], "weight_decay": [0, 0.0005]},
+            },
+        ),
+    )
+)
+"""The sweep: a parent job no worker runs; its range tests and trainings do the work."""

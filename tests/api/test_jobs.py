@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.schemas.jobs import job_read_model, job_read_union
-from core.kinds import RANGE_TEST, JobKind
+from core.kinds import RANGE_TEST, JobKind, all_kinds, get_kind
 from core.models import Job, JobStatus, Team
 from core.series import SeriesPoints
 from core.services import claim_job, finish_job, report_progress
@@ -36,7 +36,7 @@ PROBLEM_JSON = "application/problem+json"
 SHIPPED_DOC: dict[str, Any] = create_app(
     Settings(_env_file=None, database_url="sqlite://")
 ).openapi()
-"""The document of the service as shipped: its built-in kinds, range tests and trainings."""
+"""The document of the service as shipped: its built-in kinds (range tests, trainings, sweeps)."""
 
 
 @pytest.fixture
@@ -52,6 +52,11 @@ def test_app(toy: JobKind, test_app: FastAPI) -> FastAPI:
     # FastAPI caches the document: built now, it has the routes the app was built with
     assert f"/{toy.noun}" in test_app.openapi()["paths"], "the app was built without the kind"
     return test_app
+
+
+def read_name(kind: JobKind) -> str:
+    """The OpenAPI schema name of a kind's read model (``RangeTestRead``)."""
+    return job_read_model(kind).__name__
 
 
 def fields(response: Any) -> dict[str, str]:
@@ -171,11 +176,11 @@ class TestList:
         assert seen == [(str(job.id), job.kind) for job in reversed(jobs)]
 
     def test_an_unknown_kind_is_422_naming_kind(self, client: TestClient, caller: Caller) -> None:
-        response = client.get("/jobs", params={"kind": "sweep"}, headers=caller.headers)
+        response = client.get("/jobs", params={"kind": "sweeps"}, headers=caller.headers)
         assert response.status_code == 422
         reason = fields(response)["kind"]
-        assert "'sweep'" in reason
-        assert "range_test, toy" in reason
+        assert "'sweeps'" in reason
+        assert ", ".join(sorted(k.name for k in all_kinds())) in reason
 
     @pytest.mark.parametrize(
         ("params", "field"),
@@ -218,7 +223,7 @@ class TestGetOne:
         range_read = client.get(f"/jobs/{range_test.id}", headers=caller.headers).json()
         assert range_read["kind"] == "range_test"
         # the range test's result view: its summary, the bounds live at /bounds
-        assert set(range_read["result"]) == {"summary", "no_bounds_reason"}
+        assert set(range_read["result"]) == {"summary", "no_bounds_reason", "verification"}
         assert range_read["result"]["summary"]["stop_reason"] == "diverged"
         own = client.get(f"/range-tests/{range_test.id}", headers=caller.headers).json()
         assert own == range_read
@@ -493,11 +498,8 @@ class TestOpenAPI:
         schema = doc["paths"]["/jobs/{job_id}"]["get"]["responses"]["200"]["content"][
             "application/json"
         ]["schema"]
-        refs = {
-            "range_test": "#/components/schemas/RangeTestRead",
-            "training": "#/components/schemas/TrainingRead",
-            "toy": "#/components/schemas/ToyRead",
-        }
+        refs = {k.name: f"#/components/schemas/{read_name(k)}" for k in all_kinds()}
+        assert "toy" in refs
         assert schema["discriminator"] == {"propertyName": "kind", "mapping": refs}
         assert sorted(branch["$ref"] for branch in schema["oneOf"]) == sorted(refs.values())
         components = doc["components"]["schemas"]
@@ -520,19 +522,23 @@ class TestOpenAPI:
         schema = paths["/jobs/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"][
             "schema"
         ]
+        # every built-in kind (the toy kind is registered only while a test runs)
         assert schema["discriminator"]["mapping"] == {
             "range_test": "#/components/schemas/RangeTestRead",
             "training": "#/components/schemas/TrainingRead",
+            "sweep": "#/components/schemas/SweepRead",
         }
         components = SHIPPED_DOC["components"]["schemas"]
-        assert components["RangeTestRead"]["properties"]["kind"]["const"] == "range_test"
-        assert components["TrainingRead"]["properties"]["kind"]["const"] == "training"
+        for kind in ("range_test", "training", "sweep"):
+            assert components[read_name(get_kind(kind))]["properties"]["kind"]["const"] == kind
         assert not [path for path in paths if path.startswith("/toys")]
         assert {
             "RangeTestCreate",
             "RangeTestList",
             "TrainingCreate",
             "TrainingList",
+            "SweepCreate",
+            "SweepList",
             "JobList",
             "SeriesRead",
         } <= set(components)
