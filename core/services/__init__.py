@@ -34,10 +34,13 @@ from core.services.jobs import (
 from core.services.plots import (
     Plot,
     RangeTestPlot,
+    SweepPlot,
     TrainingPlot,
     load_range_test_plot,
+    load_sweep_plot,
     load_training_plot,
     render_range_test_plot,
+    render_sweep_plot,
     render_training_plot,
 )
 from core.services.teams import (
@@ -78,6 +81,7 @@ __all__ = [
     "ReconcileReport",
     "SeriesSlice",
     "Submission",
+    "SweepPlot",
     "TrainingModel",
     "TrainingPlot",
     "WorkerInfo",
@@ -102,6 +106,7 @@ __all__ = [
     "list_tokens",
     "list_workers",
     "load_range_test_plot",
+    "load_sweep_plot",
     "load_training_plot",
     "model_artifact_name",
     "note_worker_lost",
@@ -112,6 +117,7 @@ __all__ = [
     "record_checkpoint",
     "record_worker",
     "render_range_test_plot",
+    "render_sweep_plot",
     "render_training_plot",
     "report_progress",
     "series_of",

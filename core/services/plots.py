@@ -1,8 +1,10 @@
-"""The pictures of stored jobs: a range test's loss against LR, a training's run.
+"""The pictures of stored jobs: a range test's loss against LR, a training's run, a
+sweep's comparison of its policies.
 
-Loading (:func:`load_range_test_plot`, :func:`load_training_plot`, in the
-caller's transaction) and drawing (:func:`render_range_test_plot`,
-:func:`render_training_plot`, no database) are separate on purpose: drawing
+Loading (:func:`load_range_test_plot`, :func:`load_training_plot`,
+:func:`load_sweep_plot`, in the caller's transaction) and drawing
+(:func:`render_range_test_plot`, :func:`render_training_plot`,
+:func:`render_sweep_plot`, no database) are separate on purpose: drawing
 takes a CPU-bound second or so, and a caller should not hold its transaction
 (on SQLite, the write lock) open for that long.
 """
@@ -16,22 +18,26 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from clr import RangeTestResult
-from clr.plots import plot_range_test, plot_training, render
+from clr.plots import plot_range_test, plot_sweep, plot_training, render
 from clr.suggest import Curve, Suggestion, Suggestions
 from core.errors import JobConflict, NotReady
 from core.models import JobStatus, Team
 from core.services.jobs import get_job, read_series
 from core.specs import STORED, RangeTestOutcome, RangeTestSpec, SuggestionDoc, SuggestionsDoc
+from core.sweeps import SWEEP, SweepResult, sweep_plot_panels
 from core.training import TrainingOutcome, TrainingSpec
 
 __all__ = [
     "PLOT_VERSION",
     "Plot",
     "RangeTestPlot",
+    "SweepPlot",
     "TrainingPlot",
     "load_range_test_plot",
+    "load_sweep_plot",
     "load_training_plot",
     "render_range_test_plot",
+    "render_sweep_plot",
     "render_training_plot",
 ]
 
@@ -320,4 +326,74 @@ def render_training_plot(plot: TrainingPlot, *, format: str) -> bytes:
         title=plot.title,
         subtitle=plot.subtitle,
     )
+    return render(figure, format)
+
+
+@dataclass(frozen=True)
+class SweepPlot:
+    """What a sweep's plot is drawn from: its stored (partial or complete) result.
+
+    Attributes:
+        job_id, status: the sweep as it was read.
+        final: the sweep finished, so this plot will not change any more.
+        result: its result, with the curves of every policy that has any so far.
+        updated: when the sweep's result last changed (its advance step rewrites
+            it as children finish).
+        title: the figure's title.
+    """
+
+    job_id: uuid.UUID
+    status: JobStatus
+    final: bool
+    result: SweepResult
+    updated: str
+    title: str
+
+    @property
+    def version_tag(self) -> str:
+        """Changes whenever the picture would: an opaque validator (an ETag's value)."""
+        return f"sweep-{self.job_id.hex}-{self.updated}-{self.status}-v{PLOT_VERSION}"
+
+
+def load_sweep_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> SweepPlot:
+    """What the plot of one of the team's sweeps shows: validation accuracy against
+    iteration per policy (mean over seeds with a one-std band), one panel per
+    grid point, from the result its children have filled in so far.
+
+    Raises:
+        JobNotFound: no such sweep for this team (another kind's id too).
+        NotReady: the sweep is running and no training has a validation accuracy yet.
+        JobConflict: the sweep finished without any.
+    """
+    job = get_job(session, team=team, job_id=job_id, kind=SWEEP.name)
+    status = JobStatus(job.status)
+    final = status in FINAL_STATUSES
+    result = None if job.result is None else SweepResult.model_validate(job.result)
+    if result is None or not sweep_plot_panels(result):
+        if final:
+            raise JobConflict(f"sweep {job.id} is {status} and has no validation accuracy to plot")
+        raise NotReady(
+            f"sweep {job.id} is {status} and none of its trainings has a validation accuracy "
+            "yet; try again soon"
+        )
+    title = f"Sweep: {job.workload or job.kind}"
+    if not final:
+        title += f" ({status}: {job.progress} of {job.total} jobs finished)"
+    return SweepPlot(
+        job_id=job.id,
+        status=status,
+        final=final,
+        result=result,
+        updated=job.updated_at.isoformat(),
+        title=title,
+    )
+
+
+def render_sweep_plot(plot: SweepPlot, *, format: str) -> bytes:
+    """The plot drawn as ``"png"`` or ``"svg"`` bytes (:func:`clr.plots.plot_sweep`).
+
+    Raises:
+        ValueError: ``format`` is neither png nor svg.
+    """
+    figure = plot_sweep(sweep_plot_panels(plot.result), format=format, title=plot.title)
     return render(figure, format)
