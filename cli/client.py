@@ -1,10 +1,14 @@
-"""``clr-sweep submit`` and ``train``: a job through the service's API, followed to its end.
+"""``clr-sweep submit``, ``train`` and ``sweep``: a job through the service's API,
+followed to its end.
 
 ``submit`` POSTs a range test, shows a progress bar while it runs, prints every
 method's suggested bounds and writes the plot the API draws; ``train`` POSTs a
 training (its bounds given, or a finished range test's), shows the iteration,
 epoch, LR, loss and validation accuracy as it runs, then a table of how it ended
-and the training's plot. With ``--embedded`` either first starts ``clr-sweep
+and the training's plot; ``sweep`` POSTs a sweep, shows its children by status
+as they run, then the paper's table (per policy: final and best validation
+accuracy over seeds, iterations to the fixed policy's accuracy and the ratio)
+and the comparison plot. With ``--embedded`` each first starts ``clr-sweep
 serve`` (the embedded default) for this one job and stops it afterwards;
 otherwise it talks to ``--url`` (``CLR_API_URL``).
 
@@ -47,12 +51,15 @@ __all__ = [
     "Interrupted",
     "RetryWhenBusy",
     "follow_job",
+    "follow_sweep",
     "follow_training",
     "interrupt_on_signals",
     "print_bounds",
+    "print_sweep",
     "print_training",
     "run_range_test_then_training",
     "run_submission",
+    "run_sweep",
     "run_training",
     "start_embedded",
 ]
@@ -697,3 +704,191 @@ def run_range_test_then_training(
         sleep=sleep,
         record={"range_test": done.job, "bounds": done.bounds},
     )
+
+
+# --------------------------------------------------------------------------- sweeps
+
+SWEEP_POLL_INTERVAL_S = 0.5
+"""How often a followed sweep is polled (its result holds the table so far: bigger)."""
+STATUS_ORDER = ("succeeded", "running", "queued", "failed", "cancelled")
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    """``3 succeeded, 2 running, 4 queued``: the children by status, zeros left out."""
+    order = [s for s in STATUS_ORDER if counts.get(s)] + sorted(
+        s for s in counts if s not in STATUS_ORDER and counts[s]
+    )
+    return ", ".join(f"{counts[s]} {s}" for s in order) or "no children yet"
+
+
+def follow_sweep(
+    client: httpx.Client,
+    job: dict[str, Any],
+    console: Console,
+    *,
+    interval_s: float = SWEEP_POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll the sweep until it finishes, drawing a bar of its finished children out of
+    those planned and their counts by status; the final sweep."""
+    location = f"/sweeps/{job['id']}"
+
+    def counts(sweep: dict[str, Any]) -> str:
+        return _counts_text((sweep.get("result") or {}).get("counts") or {})
+
+    with Progress(
+        TextColumn("[bold]{task.fields[status]}[/]"),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TextColumn("jobs  {task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(
+            "sweep",
+            total=job["total"],
+            completed=job["progress"],
+            status=job["status"],
+            counts=counts(job),
+        )
+        while job["status"] not in FINAL_STATUSES:
+            sleep(interval_s)
+            job = check(client.get(location)).json()
+            progress.update(
+                task,
+                completed=job["progress"],
+                total=job["total"],
+                status=job["status"],
+                counts=counts(job),
+            )
+    return job
+
+
+def _spread(value: dict[str, Any] | None, spec: str = ".4f") -> str:
+    """``mean ± std`` (``mean`` alone for one seed); ``-`` when there is none."""
+    if value is None:
+        return "-"
+    text = format(value["mean"], spec)
+    if value.get("std") is not None:
+        text += f" ± {format(value['std'], spec)}"
+    return text
+
+
+def print_sweep(job: dict[str, Any], console: Console) -> None:
+    """A sweep's table (the paper's: per grid point and policy), its bounds and failures."""
+    result = job.get("result") or {}
+    spec = job.get("spec") or {}
+    points = result.get("points") or []
+    several = len(points) > 1
+    for point in points:
+        bounds = point.get("bounds")
+        if bounds is None:
+            reason = point.get("no_bounds_reason") or "none yet"
+            console.print(f"{point['label']}: [yellow]no bounds[/] ({reason})")
+            continue
+        source = "verified" if bounds["verified"] else f"range test's {bounds['method']}"
+        console.print(
+            f"{point['label']}: bounds {bounds['base_lr']:.3g} to {bounds['max_lr']:.3g} "
+            f"({source}), fixed lr {bounds['fixed_lr']:.3g} ({bounds['fixed_lr_from']}), "
+            f"step_size {bounds['step_size']}, {bounds['iterations']} iterations "
+            f"({bounds['cycles']:g} cycles)"
+        )
+    table = Table(title=f"Sweep of {spec.get('workload', '?')}: policies at one budget")
+    columns = ["policy", "final val acc", "best val acc", "iters to fixed", "ratio", "seeds"]
+    if several:
+        columns.insert(0, "grid point")
+    for column in columns:
+        table.add_column(
+            column,
+            overflow="fold",
+            justify="left" if column in ("grid point", "policy") else "right",
+        )
+    for row in result.get("table") or []:
+        reached = row.get("iterations_to_fixed")
+        to_fixed = _spread(reached, ".0f")
+        if reached is not None:
+            to_fixed += f" ({row['reached_fixed']}/{row['succeeded']})"
+        ratio = "-" if row.get("ratio_to_fixed") is None else f"{row['ratio_to_fixed']:.2f}x"
+        seeds = f"{row['succeeded']}/{row['seeds']}"
+        if row.get("failed"):
+            seeds += f" ({row['failed']} failed)"
+        cells = [
+            row["policy"],
+            _spread(row.get("final_val_accuracy")),
+            _spread(row.get("best_val_accuracy")),
+            to_fixed,
+            ratio,
+            seeds,
+        ]
+        table.add_row(*([row["label"], *cells] if several else cells))
+    console.print(table)
+    target = next(
+        (
+            r["fixed_accuracy"]
+            for r in result.get("table") or []
+            if r.get("fixed_accuracy") is not None
+        ),
+        None,
+    )
+    if target is not None:
+        console.print(
+            f"iters to fixed: the first epoch end at which a seed reached the fixed policy's "
+            f"final mean accuracy ({target:.4f}), mean over the seeds that did (of those "
+            "that succeeded); ratio: that over the fixed policy's own"
+        )
+    for failure in result.get("failures") or []:
+        role = failure.get("role") or {}
+        what = (
+            "range test"
+            if role.get("stage") == "range_test"
+            else f"{role.get('policy')} seed {role.get('seed')}"
+        )
+        console.print(
+            f"[yellow]failed:[/] grid point {role.get('grid')} {what}: {failure['reason']}"
+        )
+
+
+def run_sweep(
+    client: httpx.Client,
+    body: dict[str, Any],
+    console: Console,
+    *,
+    plot: Path | None,
+    output: Path | None,
+    wait: bool,
+    interval_s: float = SWEEP_POLL_INTERVAL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Submit a sweep, follow it, print its table; the exit code (0 succeeded, 1 failed
+    or cancelled). ``output`` gets ``{"job": <the sweep>}``.
+
+    An :class:`Interrupted` (or Ctrl-C) while the sweep is not finished cancels it
+    (and so its children) and returns the signal's exit code (130, 143, ...).
+    """
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    job: dict[str, Any] | None = None
+    try:
+        job = check(client.post("/sweeps", json=body, headers=headers)).json()
+        result = job.get("result") or {}
+        console.print(
+            f"sweep {job['id']} {job['status']}: {len(result.get('points') or [])} grid "
+            f"point(s), {job['total']} jobs (a range test, then every policy x seed, per point)"
+        )
+        if not wait:
+            print(job["id"])
+            return 0
+        job = follow_sweep(client, job, console, interval_s=interval_s, sleep=sleep)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return _cancel(client, "/sweeps", job, body, headers, console, exc)
+    print_sweep(job, console)
+    if output is not None:
+        output.write_text(json.dumps({"job": job}, indent=2))
+        console.print(f"result written to {output}")
+    if job["status"] != "succeeded":
+        console.print(f"[red]{job['status']}:[/] {job['error'] or 'no reason given'}")
+        return 1
+    if plot is not None:
+        image = check(client.get(f"/sweeps/{job['id']}/{plot_route(plot)}"))
+        plot.write_bytes(image.content)
+        console.print(f"plot written to {plot}")
+    return 0

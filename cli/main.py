@@ -5,7 +5,9 @@ progress bar, prints every method's suggested bounds with its rationale and
 writes the curve plot; ``clr-sweep schedule`` previews a schedule as a plot;
 ``clr-sweep workloads`` lists what can be run. ``clr-sweep submit`` and
 ``clr-sweep train`` send a range test or a CLR training to the service (or to
-the embedded one they start) and follow it to its end.
+the embedded one they start) and follow it to its end; ``clr-sweep sweep``
+compares LR policies there (a range test, then every policy x seed) and prints
+the paper's table.
 """
 
 from __future__ import annotations
@@ -86,6 +88,29 @@ TokenOpt = Annotated[
     typer.Option(envvar="CLR_TOKEN", help="API token (default: the embedded one's)."),
 ]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the model init and data order.")]
+# ... and those of the commands that go through the service (submit, train, sweep)
+ServiceDeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+BatchSizeOpt = Annotated[
+    int | None, typer.Option(min=1, help="Samples per step (the workload's default).")
+]
+StepSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Iterations per half cycle (step_size_up; default: 4 epochs' worth), or "
+        "between two decays of the step policy."
+    ),
+]
+CyclesOpt = Annotated[
+    int | None, typer.Option(help="Length in cycles (default: 4 for cyclic policies).")
+]
+IterationsOpt = Annotated[int | None, typer.Option(help="Length in iterations.")]
+WholeCyclesOpt = Annotated[
+    bool, typer.Option(help="Refuse a length that ends mid-cycle (the paper's stop).")
+]
+EmbeddedOpt = Annotated[
+    bool, typer.Option(help="Start the embedded service for this command, then stop it.")
+]
+PlotOpt = Annotated[Path | None, typer.Option(help="Write the plot (.png or .svg).")]
 
 
 @app.command("range-test")
@@ -595,14 +620,12 @@ def submit_command(
     diverge_th: DivergeOpt = 5.0,
     metric: Annotated[str, typer.Option(help="What the bounds read: loss or accuracy.")] = "loss",
     seed: SeedOpt = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    plot: Annotated[Path | None, typer.Option(help="Write the plot (.png or .svg).")] = None,
+    device: ServiceDeviceOpt = "auto",
+    plot: PlotOpt = None,
     output: Annotated[Path | None, typer.Option(help="Write the job and bounds as JSON.")] = None,
     url: UrlOpt = "http://127.0.0.1:8000",
     token: TokenOpt = None,
-    embedded: Annotated[
-        bool, typer.Option(help="Start the embedded service for this submission, then stop it.")
-    ] = False,
+    embedded: EmbeddedOpt = False,
     wait: Annotated[bool, typer.Option(help="Follow the job to its end.")] = True,
 ) -> None:
     """Submit a range test to the service, follow it, print its bounds, fetch its plot."""
@@ -703,11 +726,9 @@ def train_command(
     optimizer: OptimizerOpt = "sgd",
     momentum: MomentumOpt = 0.9,
     weight_decay: WeightDecayOpt = 0.0,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Samples per step (the workload's default).")
-    ] = None,
+    batch_size: BatchSizeOpt = None,
     seed: SeedOpt = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: ServiceDeviceOpt = "auto",
     policy: Annotated[
         str,
         typer.Option(
@@ -718,25 +739,15 @@ def train_command(
     lr: Annotated[float | None, typer.Option(help="The LR of fixed, step and exp.")] = None,
     base_lr: Annotated[float | None, typer.Option(help="Lower bound of the cycle.")] = None,
     max_lr: Annotated[float | None, typer.Option(help="Upper bound of the cycle.")] = None,
-    step_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Iterations per half cycle (step_size_up; default: 4 epochs' worth), or "
-            "between two decays of the step policy."
-        ),
-    ] = None,
+    step_size: StepSizeOpt = None,
     base_momentum: Annotated[
         float | None, typer.Option(help="Momentum at the LR's peak (cycles it inversely).")
     ] = None,
     max_momentum: Annotated[float | None, typer.Option(help="Momentum at the LR's trough.")] = None,
-    cycles: Annotated[
-        int | None, typer.Option(help="Length in cycles (default: 4 for cyclic policies).")
-    ] = None,
-    iterations: Annotated[int | None, typer.Option(help="Length in iterations.")] = None,
+    cycles: CyclesOpt = None,
+    iterations: IterationsOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Length in epochs.")] = None,
-    whole_cycles: Annotated[
-        bool, typer.Option(help="Refuse a length that ends mid-cycle (the paper's stop).")
-    ] = True,
+    whole_cycles: WholeCyclesOpt = True,
     snapshots: Annotated[
         int | None,
         typer.Option(help="Cycle-end snapshots the ensemble averages (default: up to 3)."),
@@ -760,15 +771,13 @@ def train_command(
     range_test_plot: Annotated[
         Path | None, typer.Option(help="With --range-test: write its plot (.png or .svg).")
     ] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the plot (.png or .svg).")] = None,
+    plot: PlotOpt = None,
     output: Annotated[
         Path | None, typer.Option(help="Write the job (and the range test's) as JSON.")
     ] = None,
     url: UrlOpt = "http://127.0.0.1:8000",
     token: TokenOpt = None,
-    embedded: Annotated[
-        bool, typer.Option(help="Start the embedded service for this training, then stop it.")
-    ] = False,
+    embedded: EmbeddedOpt = False,
     wait: Annotated[bool, typer.Option(help="Follow the training to its end.")] = True,
 ) -> None:
     """Train with CLR through the service: follow it, print how it ended, fetch its plot."""
@@ -830,6 +839,199 @@ def train_command(
         )
 
     _run_through_service(run, url=url, token=token, embedded=embedded)
+
+
+def _csv(text: str | None, parse: Callable[[str], T], hint: str) -> list[T] | None:
+    """``a,b,c`` as a list of ``parse``d values (None when the option is not given)."""
+    if text is None:
+        return None
+    items = [part.strip() for part in text.split(",")]
+    try:
+        return [parse(item) for item in items if item]
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (in {text!r})", param_hint=hint) from exc
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"not an integer: {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+
+
+def _sweep_body(
+    *,
+    workload: str,
+    params: dict[str, Any],
+    optimizer: str,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int | None,
+    device: str,
+    seeds: str | None,
+    policies: str | None,
+    cycles: int | None,
+    iterations: int | None,
+    step_size: int | None,
+    whole_cycles: bool,
+    fixed_lr: float | None,
+    verify: bool,
+    verify_budget: float | None,
+    num_iter: int,
+    start_lr: float,
+    end_lr: float,
+    grid_batch_size: str | None,
+    grid_optimizer: str | None,
+    grid_weight_decay: str | None,
+) -> dict[str, Any]:
+    """The ``POST /sweeps`` body of ``clr-sweep sweep``'s options (unset ones left out,
+    so the service's defaults and its errors, naming each field, apply)."""
+
+    def optimizer_spec(name: str) -> dict[str, Any]:
+        return {"name": name, "weight_decay": weight_decay} | (
+            {"momentum": momentum} if name == "sgd" else {}
+        )
+
+    body: dict[str, Any] = {
+        "workload": workload,
+        "params": params,
+        "optimizer": optimizer_spec(optimizer),
+        "device": device,
+        "whole_cycles": whole_cycles,
+        "verify": verify,
+        "range_test": {"num_iter": num_iter, "start_lr": start_lr, "end_lr": end_lr},
+    }
+    given = {
+        "batch_size": batch_size,
+        "seeds": _csv(seeds, _integer, "--seeds"),
+        "policies": _csv(policies, str, "--policies"),
+        "cycles": cycles,
+        "iterations": iterations,
+        "step_size": step_size,
+        "fixed_lr": fixed_lr,
+        "verify_budget": verify_budget,
+    }
+    body |= {k: v for k, v in given.items() if v is not None}
+    grid = {
+        "batch_size": _csv(grid_batch_size, _integer, "--grid-batch-size"),
+        "optimizer": [
+            optimizer_spec(name) for name in _csv(grid_optimizer, str, "--grid-optimizer") or ()
+        ]
+        or None,
+        "weight_decay": _csv(grid_weight_decay, _number, "--grid-weight-decay"),
+    }
+    grid = {k: v for k, v in grid.items() if v is not None}
+    if grid:
+        body["grid"] = grid
+    return body
+
+
+@app.command("sweep")
+def sweep_command(
+    workload: WorkloadOpt = "digits_mlp",
+    param: ParamOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    optimizer: OptimizerOpt = "sgd",
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WeightDecayOpt = 0.0,
+    batch_size: BatchSizeOpt = None,
+    device: ServiceDeviceOpt = "auto",
+    seeds: Annotated[
+        str | None, typer.Option(help="The trainings' seeds, e.g. 0,1,2 (default: 0,1,2).")
+    ] = None,
+    policies: Annotated[
+        str | None,
+        typer.Option(
+            help="The policies compared, e.g. fixed,triangular2,one_cycle (default: fixed, "
+            "step, exp, triangular, triangular2, exp_range, one_cycle, cosine_restarts)."
+        ),
+    ] = None,
+    cycles: Annotated[
+        int | None, typer.Option(help="Every training's length in CLR cycles (default: 4).")
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help="Every training's length in iterations, instead.")
+    ] = None,
+    step_size: Annotated[
+        int | None,
+        typer.Option(help="Iterations per half cycle (default: the range test's, 4 epochs)."),
+    ] = None,
+    whole_cycles: WholeCyclesOpt = True,
+    fixed_lr: Annotated[
+        float | None,
+        typer.Option(help="The fixed policy's LR (default: the range test's steepest LR)."),
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option(help="Prove each range test's bounds by short trainings first.")
+    ] = True,
+    verify_budget: Annotated[
+        float | None,
+        typer.Option(help="Verification's compute cap, in full trainings (default: 1.5)."),
+    ] = None,
+    num_iter: NumIterOpt = 300,
+    start_lr: StartLrOpt = 1e-5,
+    end_lr: EndLrOpt = 10.0,
+    grid_batch_size: Annotated[
+        str | None, typer.Option(help="Compare batch sizes, e.g. 32,64 (a grid point each).")
+    ] = None,
+    grid_optimizer: Annotated[
+        str | None, typer.Option(help="Compare optimizers, e.g. sgd,adamw.")
+    ] = None,
+    grid_weight_decay: Annotated[
+        str | None, typer.Option(help="Compare weight decays, e.g. 0,5e-4.")
+    ] = None,
+    plot: PlotOpt = None,
+    output: Annotated[Path | None, typer.Option(help="Write the sweep as JSON.")] = None,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+    embedded: EmbeddedOpt = False,
+    wait: Annotated[bool, typer.Option(help="Follow the sweep to its end.")] = True,
+) -> None:
+    """Compare LR policies on a model: a range test, then every policy x seed at one
+    budget, across the service's workers; prints the paper's table, fetches its plot."""
+    from cli.client import plot_route, run_sweep
+
+    if plot is not None:
+        try:
+            plot_route(plot)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--plot") from exc
+    body = _sweep_body(
+        workload=workload,
+        params=_parse_params(param),
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        device=device,
+        seeds=seeds,
+        policies=policies,
+        cycles=cycles,
+        iterations=iterations,
+        step_size=step_size,
+        whole_cycles=whole_cycles,
+        fixed_lr=fixed_lr,
+        verify=verify,
+        verify_budget=verify_budget,
+        num_iter=num_iter,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        grid_batch_size=grid_batch_size,
+        grid_optimizer=grid_optimizer,
+        grid_weight_decay=grid_weight_decay,
+    )
+    _run_through_service(
+        lambda client: run_sweep(client, body, console, plot=plot, output=output, wait=wait),
+        url=url,
+        token=token,
+        embedded=embedded,
+    )
 
 
 def _run_through_service(

@@ -3,14 +3,24 @@ children through ``/jobs?parent=``, refusals naming the field, cancel, the plot.
 
 from __future__ import annotations
 
+import io
+import json
+import signal
 import uuid
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlalchemy.orm import Session
 
-from core.models import JobStatus
+from cli.client import Interrupted, run_sweep
+from core.models import Job, JobStatus
+from core.series import SeriesPoints
+from core.services import claim_job, fail_job, finish_job, report_progress
+from core.services.parents import advance_parent
+from core.specs import STORED
 from core.sweeps import (
     MAX_GRID_POINTS,
     ChildRun,
@@ -18,8 +28,9 @@ from core.sweeps import (
     SweepSpec,
     build_result,
 )
+from core.training import EPOCHS, TrainingOutcome, TrainingSpec
 from tests.api.conftest import Caller, Sent, TestClient
-from tests.builders import make_job
+from tests.builders import make_job, make_outcome
 
 PROBLEM_JSON = "application/problem+json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -251,3 +262,148 @@ class TestSweepPlot:
         child_id = child.json()["items"][0]["id"]
         response = client.get(f"/sweeps/{child_id}/plot.png", headers=caller.headers)
         assert response.status_code == 404
+
+
+class FakeWorkers:
+    """Runs a sweep's children as workers would, a few per poll of the client.
+
+    The client's ``sleep`` between two polls is this object: each call finishes
+    the queued children there are (range tests with bounds, trainings with an
+    ``epochs`` series); no timing involved.
+    """
+
+    def __init__(self, session: Session, *, fail: set[str] = frozenset()) -> None:
+        self.session = session
+        self.fail = fail  # "policy/seed" of trainings that fail
+        self.polls = 0
+
+    def __call__(self, _seconds: float) -> None:
+        self.polls += 1
+        queued = self.session.query(Job).filter(Job.status == JobStatus.QUEUED).all()
+        for child in queued:
+            claimed = claim_job(self.session, job_id=child.id, worker="gpu0", device="cpu")
+            assert claimed is not None
+            attempt = claimed.attempt
+            role = child.role or {}
+            if child.kind == "range_test":
+                outcome = make_outcome(base_lr=0.02, max_lr=0.2)
+                finish_job(self.session, job_id=child.id, attempt=attempt, result=outcome)
+            else:
+                accuracies = CURVES[role["policy"]][role["seed"]]
+                points = epoch_series(accuracies)
+                report_progress(
+                    self.session, job_id=child.id, attempt=attempt, points=[points], progress=1
+                )
+                if f"{role['policy']}/{role['seed']}" in self.fail:
+                    fail_job(self.session, job_id=child.id, attempt=attempt, reason="diverged")
+                else:
+                    result = training_result(child, accuracies)
+                    finish_job(self.session, job_id=child.id, attempt=attempt, result=result)
+            advance_parent(self.session, parent_id=child.parent_id)
+
+
+CURVES = {
+    "fixed": [[0.5, 0.6, 0.7, 0.8], [0.5, 0.7, 0.8, 0.9]],
+    "triangular2": [[0.6, 0.86, 0.8, 0.9], [0.7, 0.9, 0.85, 0.95]],
+}
+
+
+def epoch_series(accuracies: list[float]) -> SeriesPoints:
+    n = len(accuracies)
+    return SeriesPoints.of(
+        EPOCHS,
+        0,
+        {
+            "epoch": [float(k) for k in range(n)],
+            "iteration": [float(10 * (k + 1)) for k in range(n)],
+            "train_loss": [1.0] * n,
+            "train_accuracy": accuracies,
+            "val_loss": [1.0] * n,
+            "val_accuracy": accuracies,
+        },
+    )
+
+
+def training_result(child: Job, accuracies: list[float]) -> TrainingOutcome:
+    spec = TrainingSpec.model_validate(child.spec, context={STORED: True})
+    return TrainingOutcome(
+        stop_reason="completed",
+        iterations=40,
+        epochs=len(accuracies),
+        cycles=2,
+        cycle_ends=[20, 40],
+        seconds=0.1,
+        device="cpu",
+        policy=spec.schedule.policy,
+        schedule=spec.schedule.model_dump(mode="json"),
+        final_train_loss=0.5,
+        final_val_loss=0.6,
+        final_val_accuracy=accuracies[-1],
+        best_val_accuracy=max(accuracies),
+        best_val_iteration=10 * (accuracies.index(max(accuracies)) + 1),
+    )
+
+
+class TestSweepCommandClient:
+    """``clr-sweep sweep``'s client half against the real app (in-process, real database)."""
+
+    def test_follows_a_sweep_prints_its_table_and_writes_plot_and_json(
+        self, client: TestClient, caller: Caller, session: Session, tmp_path: Path
+    ) -> None:
+        client.headers.update(caller.headers)
+        workers = FakeWorkers(session, fail={"triangular2/1"})
+        out = io.StringIO()
+        plot, output = tmp_path / "sweep.svg", tmp_path / "sweep.json"
+        code = run_sweep(
+            client,
+            sweep_body(),
+            Console(file=out, width=160),
+            plot=plot,
+            output=output,
+            wait=True,
+            interval_s=0,
+            sleep=workers,
+        )
+        text = out.getvalue()
+        assert code == 0, text
+        assert workers.polls == 2  # the range test, then the four trainings
+        assert "bounds 0.02 to 0.2 (range test's max_fraction)" in text
+        assert "step_size 10, 40 iterations (2 cycles)" in text
+        # fixed: 0.85 ± 0.0707 over two seeds, reached by seed 1 at 40; triangular2:
+        # seed 0 alone (seed 1 failed), reaching 0.85 at 20: 0.5x
+        assert "0.8500 ± 0.0707" in text
+        assert "0.9000" in text
+        assert "20 (1/1)" in text
+        assert "0.50x" in text
+        assert "1/2 (1 failed)" in text
+        assert "failed: grid point 0 triangular2 seed 1: diverged" in text
+        assert "svg" in plot.read_text()[:200]
+        saved = json.loads(output.read_text())
+        assert saved["job"]["status"] == "succeeded"
+        assert saved["job"]["result"]["complete"] is True
+
+    def test_interrupted_it_cancels_the_sweep_and_its_children(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        client.headers.update(caller.headers)
+
+        def interrupt(_seconds: float) -> None:
+            raise Interrupted(signal.SIGTERM)
+
+        out = io.StringIO()
+        code = run_sweep(
+            client,
+            sweep_body(),
+            Console(file=out, width=160),
+            plot=None,
+            output=None,
+            wait=True,
+            interval_s=0,
+            sleep=interrupt,
+        )
+        assert code == 128 + signal.SIGTERM
+        sweep = session.query(Job).filter(Job.kind == "sweep").one()
+        assert sweep.status == JobStatus.CANCELLED
+        children = session.query(Job).filter(Job.parent_id == sweep.id).all()
+        assert [c.status for c in children] == [JobStatus.CANCELLED]
+        assert f"job {sweep.id} cancelled" in out.getvalue()
