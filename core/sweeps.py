@@ -727,10 +727,17 @@ class Spread(BaseModel):
     n: int
 
 
+def _stdev(values: Sequence[float]) -> float:
+    """The sample standard deviation in floats (:func:`statistics.stdev` computes in
+    exact fractions: a tenth of a sweep's advance step went there)."""
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 def _spread(values: Sequence[float]) -> Spread | None:
     if not values:
         return None
-    std = statistics.stdev(values) if len(values) > 1 else None
+    std = _stdev(values) if len(values) > 1 else None
     return Spread(mean=statistics.fmean(values), std=std, n=len(values))
 
 
@@ -810,7 +817,7 @@ def _curve(grid: int, policy: str, runs: Sequence[ChildRun]) -> PolicyCurve | No
         policy=policy,
         iteration=axis,
         mean=[statistics.fmean(v) for v in values],
-        std=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values],
+        std=[_stdev(v) if len(v) > 1 else 0.0 for v in values],
         n=[len(v) for v in values],
         cycle_ends=list(ends),
     )
@@ -1054,24 +1061,35 @@ def render_sweep_plot(
 # --------------------------------------------------------------------------- the parent
 
 
-def _child_run(family: Family, child: Job) -> ChildRun:
-    """``child`` as the table reads it; a training's ``epochs`` series in one query."""
-    iteration: list[int] = []
-    accuracy: list[float | None] = []
-    if child.kind == TRAINING.name and int((child.series_points or {}).get(EPOCHS.name, 0)):
-        epochs = family.series(child, EPOCHS.name)
-        iteration = [int(at) for at in epochs.column("iteration") or ()]
-        values = epochs.column("val_accuracy")
-        accuracy = [None] * len(iteration) if values is None else list(values)
-    return ChildRun(
-        job_id=child.id,
-        role=dict(child.role or {}),
-        status=JobStatus(child.status).value,
-        result=child.result,
-        error=child.error,
-        iteration=iteration,
-        val_accuracy=accuracy,
-    )
+def _child_runs(family: Family) -> list[ChildRun]:
+    """The children as the table reads them; the trainings' ``epochs`` series in one query."""
+    trainings = [
+        c
+        for c in family.children
+        if c.kind == TRAINING.name and int((c.series_points or {}).get(EPOCHS.name, 0))
+    ]
+    epochs = family.series_of(trainings, EPOCHS.name)
+    runs = []
+    for child in family.children:
+        iteration: list[int] = []
+        accuracy: list[float | None] = []
+        series = epochs.get(child.id)
+        if series is not None:
+            iteration = [int(at) for at in series.column("iteration") or ()]
+            values = series.column("val_accuracy")
+            accuracy = [None] * len(iteration) if values is None else list(values)
+        runs.append(
+            ChildRun(
+                job_id=child.id,
+                role=dict(child.role or {}),
+                status=JobStatus(child.status).value,
+                result=child.result,
+                error=child.error,
+                iteration=iteration,
+                val_accuracy=accuracy,
+            )
+        )
+    return runs
 
 
 def _verified(outcome: RangeTestOutcome) -> tuple[float, float] | None:
@@ -1215,7 +1233,7 @@ def advance(family: Family) -> None:
     complete = all(c.finished for c in children) and not family.cancelling
     result = build_result(
         spec,
-        [_child_run(family, c) for c in children],
+        _child_runs(family),
         bounds=plan.bounds,
         no_bounds=plan.no_bounds,
         complete=complete,

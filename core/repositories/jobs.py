@@ -277,6 +277,17 @@ class JobRepository:
             stmt = stmt.where(SeriesChunk.start < after + limit)
         return list(self.session.scalars(stmt))
 
+    def read_series_of(self, job_ids: Sequence[uuid.UUID], name: str) -> list[SeriesChunk]:
+        """Every chunk of series ``name`` of each of ``job_ids``, job by job, in order."""
+        if not job_ids:
+            return []
+        stmt = (
+            select(SeriesChunk)
+            .where(SeriesChunk.job_id.in_(list(job_ids)), SeriesChunk.name == name)
+            .order_by(SeriesChunk.job_id, SeriesChunk.start)
+        )
+        return list(self.session.scalars(stmt))
+
     def first_point_after_attempt(self, job_id: uuid.UUID, name: str, attempt: int) -> int | None:
         """Index of the first point of a series that an attempt after ``attempt`` wrote."""
         stmt = select(func.min(SeriesChunk.start)).where(

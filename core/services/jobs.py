@@ -45,9 +45,9 @@ from core.errors import (
     TooManyActiveJobs,
 )
 from core.kinds import JobKind, all_kinds, get_kind
-from core.models import Job, JobStatus, Team
+from core.models import Job, JobStatus, SeriesChunk, Team
 from core.repositories import JobRepository, ResendRule
-from core.series import SeriesPoints, decode_values
+from core.series import SeriesPoints, SeriesSpec, decode_values
 from core.services.parents import advance_after_commit, advance_parent
 from core.services.workers import fetched_before, live_workers, prune_workers
 from core.settings import Settings
@@ -942,13 +942,42 @@ def series_of(
     session: Session, job: Job, name: str, *, after: int, limit: int | None = None
 ) -> SeriesSlice:
     """:func:`read_series` of a job already read (no team check)."""
+    spec = _series_spec(job, name)
+    chunks = JobRepository(session).read_series(job.id, name, after=after, limit=limit)
+    return _slice(job, spec, chunks, after=after, limit=limit)
+
+
+def series_of_jobs(
+    session: Session, jobs: Sequence[Job], name: str
+) -> dict[uuid.UUID, SeriesSlice]:
+    """The whole series ``name`` of each of ``jobs`` (read, of kinds that have it), in one
+    query: a parent reading its children's."""
+    specs = {job.id: _series_spec(job, name) for job in jobs}
+    by_job: dict[uuid.UUID, list[SeriesChunk]] = {job.id: [] for job in jobs}
+    for chunk in JobRepository(session).read_series_of(list(by_job), name):
+        by_job[chunk.job_id].append(chunk)
+    return {job.id: _slice(job, specs[job.id], by_job[job.id], after=0) for job in jobs}
+
+
+def _series_spec(job: Job, name: str) -> SeriesSpec:
     kind = get_kind(job.kind)
     spec = kind.series_spec(name)
     if spec is None:
         known = ", ".join(s.name for s in kind.series) or "none"
         reason = f"{kind.title} jobs have no series {name!r}; their series: {known}"
         raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
-    chunks = JobRepository(session).read_series(job.id, name, after=after, limit=limit)
+    return spec
+
+
+def _slice(
+    job: Job,
+    spec: SeriesSpec,
+    chunks: Sequence[SeriesChunk],
+    *,
+    after: int,
+    limit: int | None = None,
+) -> SeriesSlice:
+    """The points of ``chunks`` (one series of ``job``, in order) from index ``after`` on."""
     values: dict[str, list[float] | None] = {f: [] for f in spec.fields}
     for chunk in chunks:
         names = tuple(chunk.fields.split(","))
@@ -967,11 +996,11 @@ def series_of(
         job_id=job.id,
         attempt=job.attempt,
         status=JobStatus(job.status),
-        name=name,
+        name=spec.name,
         fields=spec.fields,
         start=after,
         values=values,
-        points=int((job.series_points or {}).get(name, 0)),
+        points=int((job.series_points or {}).get(spec.name, 0)),
         total=job.total,
     )
 

@@ -112,6 +112,13 @@ class Family:
 
         return series_of(self.session, job, name, after=after)
 
+    def series_of(self, jobs: list[Job], name: str) -> dict[uuid.UUID, SeriesSlice]:
+        """The whole series ``name`` of each of ``jobs`` (children of kinds that have
+        it), in one query."""
+        from core.services.jobs import series_of_jobs  # noqa: PLC0415 - jobs imports this module
+
+        return series_of_jobs(self.session, jobs, name)
+
     def submit(
         self, kind: str, spec: JobSpec | Mapping[str, Any], *, role: Mapping[str, Any]
     ) -> Job:

@@ -35,6 +35,7 @@ from core.services import (
     record_checkpoint,
     report_progress,
 )
+from core.services.jobs import series_of_jobs
 from core.settings import Settings
 from core.specs import JobResult, JobSpec
 from tests.builders import T0, curve, make_job, make_points, make_team
@@ -308,6 +309,20 @@ class TestRead:
         assert (got.size, got.points) == (0, 0)
         # an optional field has no values until points say otherwise
         assert got.values == {"train_loss": [], "val_loss": [], "val_accuracy": None}
+
+    def test_several_jobs_at_once_read_as_each_alone(
+        self, session: Session, written: tuple[Team, Job]
+    ) -> None:
+        team, job = written
+        other = toy_job(session, team=team)
+        report_progress(session, job_id=other.id, attempt=1, points=[iterations(0, 7)])
+        empty = toy_job(session, team=team)
+        jobs = [session.get(Job, j.id) for j in (job, other, empty)]
+        got = series_of_jobs(session, [j for j in jobs if j is not None], "iterations")
+        assert list(got) == [job.id, other.id, empty.id]
+        for job_id, one in got.items():
+            assert one == read(session, team, job_id, "iterations")
+        assert (got[job.id].size, got[other.id].size, got[empty.id].size) == (25, 7, 0)
 
     def test_null_optional_fields(self, session: Session) -> None:
         team = make_team(session)

@@ -1,0 +1,318 @@
+"""A sweep's wall time with 1, 2 and 4 worker processes, and what it adds over its children.
+
+For each process count, ``python -m cli worker --processes N`` runs on a scratch
+PostgreSQL database (``clr_bench``) and Redis index 14. A tiny sweep (digits MLP
+of width 16: a 100-step range test, then 8 policies x 3 seeds of 2 cycles of 22
+iterations: 25 children) is submitted through ``core.services.submit_job`` with
+the real Celery sender: its range test is created with it, and the workers'
+after-commit advance steps create its trainings and fill in its table, as in a
+deployment. Its wall time is the sweep's ``created_at`` to ``finished_at``.
+
+The same children run *directly* too, as a client script would: the sweep's own
+range-test spec submitted as a plain job, polled (every 50 ms) until it finished,
+then the sweep's own 24 training specs submitted at once as plain jobs; wall
+time from the range test's ``created_at`` to the last training's
+``finished_at``. The sweep's overhead is its wall time over the direct one (the
+two alternate, ``--repeats`` times each, medians), all in one run; so is the
+scaling (wall time with 1 process over N). The cost of one advance call (the
+last, with every child finished: the children, their ``epochs`` series, the
+table, in one transaction rolled back) is timed on the finished sweep.
+
+The machine has 2 cores, shared by the workers, PostgreSQL, Redis and this
+script: 2 processes is all it can run in parallel; 4 oversubscribe it (each job
+runs slower, but one's database waits overlap another's compute).
+
+    python -m bench.sweep_scaling [--processes 1,2,4] [--repeats 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench._service import (
+    ADMIN_URL,
+    BENCH_DATABASE,
+    BROKER_URL,
+    MACHINE_NOTE,
+    TINY_SPEC,
+    WORKER_READY,
+    Db,
+    cli,
+    postgres_service,
+    service_env,
+    start,
+    wait_log,
+)
+from core.clock import as_utc
+from core.db import session_scope, set_job_sender
+from core.models import Job, JobStatus, Team
+from core.repositories import JobRepository
+from core.services import submit_job
+from core.services.parents import Family
+from core.settings import Settings
+from core.sweeps import SweepSpec, advance
+from worker.celery_app import create_celery
+from worker.sender import CelerySender
+
+console = Console()
+
+SWEEP: dict[str, Any] = {
+    "workload": "digits_mlp",
+    "params": {"width": 16},
+    "device": "cpu",
+    "seeds": [0, 1, 2],
+    "step_size": 22,
+    "cycles": 2,
+    "verify": False,
+    "range_test": {"num_iter": 100},
+}
+"""Every policy x 3 seeds, 88 iterations each (4 epochs of digits at batch size 64)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One sweep and the same children run directly, on one worker configuration."""
+
+    sweep_s: float
+    direct_s: float
+    children: int
+    advance_ms: float
+
+
+@dataclass(frozen=True)
+class Run:
+    processes: int
+    pairs: list[Pair]
+
+    @property
+    def sweep_s(self) -> float:
+        return statistics.median(p.sweep_s for p in self.pairs)
+
+    @property
+    def direct_s(self) -> float:
+        return statistics.median(p.direct_s for p in self.pairs)
+
+    @property
+    def overhead(self) -> float:
+        """The sweep's wall time over the direct one, minus one (median of the pairs)."""
+        return statistics.median(p.sweep_s / p.direct_s - 1 for p in self.pairs)
+
+    @property
+    def advance_ms(self) -> float:
+        return statistics.median(p.advance_ms for p in self.pairs)
+
+
+def _span(rows: list[Job]) -> float:
+    failed = [job for job in rows if job.status != JobStatus.SUCCEEDED]
+    if failed:
+        raise RuntimeError(f"{len(failed)} jobs did not succeed, e.g. {failed[0].error}")
+    first = min(as_utc(job.created_at) for job in rows)
+    last = max(as_utc(job.finished_at) for job in rows if job.finished_at is not None)
+    return (last - first).total_seconds()
+
+
+def _wait(db: Db, team: Team, ids: list[uuid.UUID], timeout_s: float) -> list[Job]:
+    return db.wait_finished(team, ids, timeout_s=timeout_s, poll_s=0.05)
+
+
+def run_sweep(db: Db, team: Team, settings: Settings, timeout_s: float) -> tuple[Job, list[Job]]:
+    """The sweep, to its end; it and its children."""
+    with session_scope(db.factory) as session:
+        sweep_id = submit_job(
+            session, team=team, kind="sweep", spec=SWEEP, settings=settings
+        ).job.id
+    (sweep,) = _wait(db, team, [sweep_id], timeout_s)
+    if sweep.status != JobStatus.SUCCEEDED:
+        raise RuntimeError(f"the sweep {sweep.status}: {sweep.error}")
+    with session_scope(db.factory) as session:
+        children = JobRepository(session).children(sweep_id)
+    return sweep, children
+
+
+def run_direct(
+    db: Db, team: Team, settings: Settings, children: list[Job], timeout_s: float
+) -> float:
+    """The sweep's children as plain jobs: its range test, then (once it finished) its
+    trainings at once; the wall time."""
+
+    def submit(kind: str, specs: list[dict[str, Any]]) -> list[uuid.UUID]:
+        with session_scope(db.factory) as session:
+            return [
+                submit_job(session, team=team, kind=kind, spec=spec, settings=settings).job.id
+                for spec in specs
+            ]
+
+    tests = [c.spec for c in children if c.kind == "range_test"]
+    trainings = [c.spec for c in children if c.kind == "training"]
+    rows = _wait(db, team, submit("range_test", tests), timeout_s)
+    rows += _wait(db, team, submit("training", trainings), timeout_s)
+    return _span(rows)
+
+
+def time_advance(db: Db, settings: Settings, sweep: Job, repeats: int = 5) -> float:
+    """Milliseconds of one advance call on the finished sweep (rolled back): reading its
+    children and their series and rebuilding the table (its last call's work)."""
+    times = []
+    for _ in range(repeats):
+        with db.factory() as session:
+            start_s = time.perf_counter()
+            repo = JobRepository(session)
+            parent = repo.lock(sweep.id)
+            assert parent is not None
+            team = session.get(Team, parent.team_id)
+            assert team is not None
+            family = Family(
+                session=session,
+                parent=parent,
+                team=team,
+                settings=settings,
+                children=repo.children(sweep.id),
+            )
+            advance(family)
+            times.append((time.perf_counter() - start_s) * 1000)
+            session.rollback()
+    return statistics.median(times)
+
+
+def measure(
+    processes: int,
+    *,
+    repeats: int,
+    settings: Settings,
+    db: Db,
+    tmp: Path,
+    timeout_s: float,
+    progress: Callable[[str], None],
+) -> Run:
+    pairs = []
+    with ExitStack() as stack:
+        worker = start(
+            f"worker{processes}",
+            cli("worker", "--processes", str(processes)),
+            env=service_env(settings),
+            log_dir=tmp / "logs",
+            stack=stack,
+        )
+        wait_log(worker, WORKER_READY, count=processes)
+        team, _ = db.team_and_token()
+        # one tiny job per process first: every process has run one and is idle again
+        with session_scope(db.factory) as session:
+            warm = [
+                submit_job(
+                    session, team=team, kind="range_test", spec=TINY_SPEC, settings=settings
+                ).job.id
+                for _ in range(processes)
+            ]
+        _wait(db, team, warm, timeout_s)
+        for i in range(repeats):
+            # the sweep and the direct run alternate which goes first
+            if i % 2 == 0:
+                sweep, children = run_sweep(db, team, settings, timeout_s)
+                direct_s = run_direct(db, team, settings, children, timeout_s)
+            else:
+                # the direct run needs a sweep's children: the previous pair's
+                direct_s = run_direct(db, team, settings, children, timeout_s)
+                sweep, children = run_sweep(db, team, settings, timeout_s)
+            assert sweep.finished_at is not None
+            sweep_s = (as_utc(sweep.finished_at) - as_utc(sweep.created_at)).total_seconds()
+            pair = Pair(sweep_s, direct_s, len(children), time_advance(db, settings, sweep))
+            pairs.append(pair)
+            progress(
+                f"{processes} processes, pair {i + 1}: sweep {sweep_s:.2f} s, direct "
+                f"{direct_s:.2f} s ({pair.children} children), advance {pair.advance_ms:.0f} ms"
+            )
+        worker.check_alive()
+    return Run(processes, pairs)
+
+
+def report(runs: list[Run]) -> None:
+    base = runs[0]
+    children = base.pairs[0].children
+    table = Table(title=f"a tiny sweep ({children} children) through the real workers (medians)")
+    for column in (
+        "processes",
+        "sweep s",
+        f"speed-up vs {base.processes}",
+        "children directly s",
+        "sweep overhead",
+        "advance ms (last call)",
+    ):
+        table.add_column(column, justify="right")
+    for run in runs:
+        table.add_row(
+            str(run.processes),
+            f"{run.sweep_s:.2f}",
+            f"{base.sweep_s / run.sweep_s:.2f}",
+            f"{run.direct_s:.2f}",
+            f"{run.overhead * 100:+.1f} %",
+            f"{run.advance_ms:.0f}",
+        )
+    console.print(table)
+    console.print(
+        "sweep overhead: the sweep's wall time over its children's run directly (range test, "
+        "then its trainings at once, polled every 50 ms), minus one; target <= 5 %"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", default="1,2,4", help="comma-separated counts")
+    parser.add_argument("--repeats", type=int, default=2, help="sweep/direct pairs per count")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per wait")
+    parser.add_argument("--postgres", default=ADMIN_URL, help="admin URL of the server")
+    parser.add_argument("--database", default=BENCH_DATABASE, help="scratch database's name")
+    parser.add_argument("--broker", default=BROKER_URL, help="Redis URL (flushed before and after)")
+    parser.add_argument("--quick", action="store_true", help="one pair, 1 and 2 processes")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.processes = 1, "1,2"
+    counts = [int(part) for part in args.processes.split(",")]
+    spec = SweepSpec.model_validate(SWEEP)
+    console.print(
+        f"sweep scaling: digits MLP width 16, {len(spec.policies)} policies x "
+        f"{len(spec.seeds)} seeds of 88 iterations after a 100-step range test, with "
+        f"{', '.join(map(str, counts))} worker processes"
+    )
+    console.print(f"[yellow]{MACHINE_NOTE}[/]")
+    runs: list[Run] = []
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clr-bench-")))
+        settings: Settings = stack.enter_context(
+            postgres_service(args.postgres, args.database, broker_url=args.broker)
+        )
+        settings = settings.model_copy(update={"data_dir": tmp})
+        db = Db(settings)
+        stack.callback(db.close)
+        celery = create_celery(settings)
+        previous = set_job_sender(CelerySender(celery))
+        stack.callback(set_job_sender, previous)
+        stack.callback(celery.close)
+        for processes in counts:
+            runs.append(
+                measure(
+                    processes,
+                    repeats=args.repeats,
+                    settings=settings,
+                    db=db,
+                    tmp=tmp,
+                    timeout_s=args.timeout,
+                    progress=console.print,
+                )
+            )
+    report(runs)
+
+
+if __name__ == "__main__":
+    main()
