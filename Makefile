@@ -64,6 +64,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.api_memory
 	$(PY) -m bench.submit_latency
 	$(PY) -m bench.worker_scaling
+	$(PY) -m bench.sweep_scaling
 	$(PY) -m bench.duplicates
 	$(PY) -m bench.cold_start
 

@@ -1,28 +1,32 @@
 """A sweep's wall time with 1, 2 and 4 worker processes, and what it adds over its children.
 
 For each process count, ``python -m cli worker --processes N`` runs on a scratch
-PostgreSQL database (``clr_bench``) and Redis index 14. A tiny sweep (digits MLP
-of width 16: a 100-step range test, then 8 policies x 3 seeds of 2 cycles of 22
-iterations: 25 children) is submitted through ``core.services.submit_job`` with
-the real Celery sender: its range test is created with it, and the workers'
-after-commit advance steps create its trainings and fill in its table, as in a
-deployment. Its wall time is the sweep's ``created_at`` to ``finished_at``.
+PostgreSQL database (``clr_bench``) and Redis index 14. A tiny-workload sweep
+(digits MLP of width 16) at the sweep's default budget (a 100-step range test,
+then 8 policies x 3 seeds, each 4 cycles of the recommended 4-epoch step: 704
+iterations, about a second; 25 children; ``verify`` off) is submitted through
+``core.services.submit_job`` with the real Celery sender: its range test is
+created with it, and the workers' after-commit advance steps create its
+trainings and fill in its table, as in a deployment. Its wall time is the
+sweep's ``created_at`` to ``finished_at``.
 
 The same children run *directly* too, as a client script would: the sweep's own
 range-test spec submitted as a plain job, polled (every 50 ms) until it finished,
 then the sweep's own 24 training specs submitted at once as plain jobs; wall
 time from the range test's ``created_at`` to the last training's
-``finished_at``. The sweep's overhead is its wall time over the direct one (the
-two alternate, ``--repeats`` times each, medians), all in one run; so is the
-scaling (wall time with 1 process over N). The cost of one advance call (the
-last, with every child finished: the children, their ``epochs`` series, the
-table, in one transaction rolled back) is timed on the finished sweep.
+``finished_at``. The sweep's overhead is its wall time over the direct one,
+minus one; the two alternate which goes first, ``--repeats`` pairs per process
+count, and the table shows medians (of the pairs' ratios for the overhead), all
+in one run; so is the scaling (wall time with 1 process over N). The cost of
+one advance call (the last, with every child finished: the children, their
+``epochs`` series, the table, in one transaction rolled back) is timed on each
+finished sweep.
 
 The machine has 2 cores, shared by the workers, PostgreSQL, Redis and this
 script: 2 processes is all it can run in parallel; 4 oversubscribe it (each job
 runs slower, but one's database waits overlap another's compute).
 
-    python -m bench.sweep_scaling [--processes 1,2,4] [--repeats 2] [--quick]
+    python -m bench.sweep_scaling [--processes 1,2,4] [--repeats 3] [--cycles 4] [--quick]
 """
 
 from __future__ import annotations
@@ -73,12 +77,11 @@ SWEEP: dict[str, Any] = {
     "params": {"width": 16},
     "device": "cpu",
     "seeds": [0, 1, 2],
-    "step_size": 22,
-    "cycles": 2,
     "verify": False,
     "range_test": {"num_iter": 100},
 }
-"""Every policy x 3 seeds, 88 iterations each (4 epochs of digits at batch size 64)."""
+"""Every policy x 3 seeds at the default budget: 4 cycles of 4 epochs (88 iterations a
+half cycle at batch size 64), 704 iterations each."""
 
 
 @dataclass(frozen=True)
@@ -269,21 +272,28 @@ def report(runs: list[Run]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", default="1,2,4", help="comma-separated counts")
-    parser.add_argument("--repeats", type=int, default=2, help="sweep/direct pairs per count")
+    parser.add_argument("--repeats", type=int, default=3, help="sweep/direct pairs per count")
+    parser.add_argument(
+        "--cycles", type=int, default=None, help="each training's cycles (default: 4)"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per wait")
     parser.add_argument("--postgres", default=ADMIN_URL, help="admin URL of the server")
     parser.add_argument("--database", default=BENCH_DATABASE, help="scratch database's name")
     parser.add_argument("--broker", default=BROKER_URL, help="Redis URL (flushed before and after)")
-    parser.add_argument("--quick", action="store_true", help="one pair, 1 and 2 processes")
+    parser.add_argument(
+        "--quick", action="store_true", help="one pair of 1-cycle sweeps, 1 and 2 processes"
+    )
     args = parser.parse_args()
     if args.quick:
-        args.repeats, args.processes = 1, "1,2"
+        args.repeats, args.processes, args.cycles = 1, "1,2", 1
     counts = [int(part) for part in args.processes.split(",")]
+    if args.cycles is not None:
+        SWEEP["cycles"] = args.cycles
     spec = SweepSpec.model_validate(SWEEP)
     console.print(
         f"sweep scaling: digits MLP width 16, {len(spec.policies)} policies x "
-        f"{len(spec.seeds)} seeds of 88 iterations after a 100-step range test, with "
-        f"{', '.join(map(str, counts))} worker processes"
+        f"{len(spec.seeds)} seeds of {spec.budget_cycles()} cycles of 2 x 88 iterations after "
+        f"a 100-step range test, with {', '.join(map(str, counts))} worker processes"
     )
     console.print(f"[yellow]{MACHINE_NOTE}[/]")
     runs: list[Run] = []

@@ -29,6 +29,7 @@ import statistics
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -706,6 +707,11 @@ class ChildRun:
 
     def outcome(self) -> TrainingOutcome | None:
         """The training's outcome, once it succeeded."""
+        return self._outcome
+
+    @cached_property
+    def _outcome(self) -> TrainingOutcome | None:
+        # validated once: the table reads it several times per run
         if self.status != "succeeded" or self.result is None:
             return None
         return TrainingOutcome.model_validate(self.result)
