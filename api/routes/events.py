@@ -332,7 +332,9 @@ class _Feed:
 
     def events(self, polled: _Polled) -> list[ServerSentEvent]:
         job = polled.job
-        last = (job.status, job.attempt, job.error, job.cancel_requested)
+        # a job without series (a sweep) shows its progress through its status events
+        progress = None if self.series else job.progress
+        last = (job.status, job.attempt, job.error, job.cancel_requested, progress)
         changed = last != self._last
         # a new attempt is announced before its points; other changes after them
         status_first = changed and (self._last is None or self._last[1] != job.attempt)

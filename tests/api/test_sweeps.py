@@ -30,6 +30,7 @@ from core.sweeps import (
 )
 from core.training import EPOCHS, TrainingOutcome, TrainingSpec
 from tests.api.conftest import Caller, Sent, TestClient
+from tests.api.sse import EventReader, Live
 from tests.builders import make_job, make_outcome
 
 PROBLEM_JSON = "application/problem+json"
@@ -407,3 +408,46 @@ class TestSweepCommandClient:
         children = session.query(Job).filter(Job.parent_id == sweep.id).all()
         assert [c.status for c in children] == [JobStatus.CANCELLED]
         assert f"job {sweep.id} cancelled" in out.getvalue()
+
+
+class TestSweepEvents:
+    def test_streams_its_progress_as_children_end_until_it_ends(self, live: Live) -> None:
+        created = live.client.post("/sweeps", json=sweep_body(), headers=live.headers)
+        assert created.status_code == 202, created.text
+        sweep_id = uuid.UUID(created.json()["id"])
+        with live.client.stream("GET", f"/sweeps/{sweep_id}/events", headers=live.headers) as s:
+            events = EventReader(s)
+            first = events.next()
+            assert (first.event, first.data["kind"], first.data["status"]) == (
+                "status",
+                "sweep",
+                "running",
+            )
+            assert (first.data["waiting"], first.data["progress"], first.data["total"]) == (
+                True,
+                0,
+                5,
+            )
+
+            def finish_range_test(session: Session) -> None:
+                (test,) = session.query(Job).filter(Job.parent_id == sweep_id).all()
+                claimed = claim_job(session, job_id=test.id, worker="gpu0", device="cpu")
+                assert claimed is not None
+                finish_job(session, job_id=test.id, attempt=claimed.attempt, result=make_outcome())
+
+            # a sweep has no series: its status events carry its progress
+            live.write(finish_range_test)
+            moved = events.next()
+            assert (moved.event, moved.data["status"], moved.data["progress"]) == (
+                "status",
+                "running",
+                1,
+            )
+            assert moved.data["result"]["counts"] == {"succeeded": 1, "queued": 4}
+            cancel = live.client.post(f"/sweeps/{sweep_id}/cancel", headers=live.headers)
+            assert cancel.status_code == 202
+            final, end = events.take(2)
+            assert (final.event, final.data["status"]) == ("status", "cancelled")
+            assert final.data["result"]["counts"] == {"succeeded": 1, "cancelled": 4}
+            assert (end.event, end.data["status"], end.data["progress"]) == ("end", "cancelled", 5)
+            events.assert_closed()
