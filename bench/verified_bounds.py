@@ -1,0 +1,437 @@
+"""Verified bounds against the default suggestion and a brute-force LR grid (issue 12).
+
+For each workload and seed, the final validation accuracy of one full CLR
+training (``triangular2``, ``step_size`` = the suggestion's, stopped at the end of
+cycle 4, the suggestion's ``stop_iteration``) from three sets of bounds:
+
+(a) **default**: ``suggest_all(range_test).default``. A range test whose curve
+    gives no bounds (``suggest_all`` raises) is a miss and scores chance accuracy
+    (the share of the commonest validation label), as does a diverged training.
+(b) **verified**: :func:`clr.verify.verify_bounds` after the same range test:
+    short trainings from the same initial weights at a few candidate bound pairs,
+    kept by validation loss with successive halving, within a declared budget.
+(c) **oracle**: the best of a 13-point ``max_lr`` grid (a third of a decade
+    apart) times two ``base_lr = max_lr / d`` ratios, ``d`` in (4, 10): 26 full
+    trainings per seed. ``d = 4`` is the default rule's ratio (max_fraction),
+    ``d = 10`` a cycle twice as deep in log LR. The grid point is chosen by mean
+    accuracy over the same seeds, so the oracle reads the validation set it is
+    scored on and is, if anything, optimistic.
+
+Compute is counted in training iterations (optimizer steps; validation passes
+are left out) per seed, and as multiples of one full training run: (a) is the
+range test plus the final training, (b) the range test, the verification and the
+final training, (c) the 26 grid trainings (the best of which is the final
+model). Target: (b) within 1 accuracy point of (c) on every workload, at
+<= 10 % of (c)'s compute.
+
+Workloads: every registered one (the built-ins, shrunk so a training is a few
+hundred iterations) plus two of the bench's own (:mod:`bench._models`): a GRU
+trained with SGD whose range test is flat, and an attention model trained with
+AdamW. Half cycles are 2 epochs long (the low end of the paper's 2-10), so a full
+training is 16 epochs.
+
+    python -m bench.verified_bounds [--seeds 5] [--workloads ...] [--quick] [--output PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bench import _models
+from bench._training import Setup, chance_accuracy, run_range_test, train_clr
+from clr import SuggestionError, Suggestions, recommend_step_size, suggest_all, total_iterations
+from clr.workloads import list_workloads
+
+CYCLES = 4
+GRID_POINTS = 13
+GRID_STEP = 1 / 3  # decades between grid points
+BASE_DIVISORS = (4, 10)
+QUICK_WORKLOADS = ("digits_mlp", _models.GRU_RECALL)
+
+
+def log_grid(low: float, points: int = GRID_POINTS, step: float = GRID_STEP) -> tuple[float, ...]:
+    """``points`` learning rates from ``low`` up, ``step`` decades apart."""
+    return tuple(low * 10 ** (i * step) for i in range(points))
+
+
+SGD_GRID = log_grid(1e-3)  # 1e-3 .. 10
+ADAMW_GRID = log_grid(1e-5)  # 1e-5 .. 0.1
+
+
+@dataclass(frozen=True)
+class Case:
+    """A workload as the bench runs it: set-up, range-test sweep and the oracle's grid."""
+
+    setup: Setup
+    start_lr: float = 1e-5
+    end_lr: float = 10.0
+    grid: tuple[float, ...] = SGD_GRID
+
+
+CASES: dict[str, Case] = {
+    "digits_mlp": Case(Setup("digits_mlp")),
+    "digits_cnn": Case(Setup("digits_cnn")),
+    "mnist1d_mlp": Case(Setup("mnist1d_mlp", {"num_samples": 2000})),
+    "mnist1d_cnn": Case(Setup("mnist1d_cnn", {"num_samples": 2000})),
+    "synthetic_mlp": Case(Setup("synthetic_mlp", {"n_samples": 1024, "width": 64})),
+    _models.GRU_RECALL: Case(Setup(_models.GRU_RECALL)),
+    _models.ATTENTION_MAJORITY: Case(
+        Setup(_models.ATTENTION_MAJORITY, optimizer="adamw", weight_decay=0.01),
+        start_lr=1e-6,
+        end_lr=1.0,
+        grid=ADAMW_GRID,
+    ),
+}
+"""The bench's settings per workload; a registered workload not listed runs with its defaults."""
+
+
+def case_for(name: str) -> Case:
+    return CASES.get(name) or Case(Setup(name))
+
+
+# --------------------------------------------------------------------------- one seed
+
+
+@dataclass
+class Outcome:
+    """What one method gave on one seed."""
+
+    accuracy: float
+    iterations: int
+    base_lr: float | None = None
+    max_lr: float | None = None
+    note: str = ""
+
+
+@dataclass
+class SeedResult:
+    """Every method's outcome on one seed of one workload."""
+
+    full_run: int
+    range_test_steps: int
+    default: Outcome
+    verified: Outcome | None
+    grid: dict[tuple[float, int], float] = field(default_factory=dict)
+
+
+def _verify_module() -> Any | None:
+    """:mod:`clr.verify`, or ``None`` in a checkout that does not have it yet."""
+    try:
+        return importlib.import_module("clr.verify")
+    except ModuleNotFoundError:
+        return None
+
+
+def _outcome(acc: float, chance: float, iterations: int, base_lr: float, max_lr: float) -> Outcome:
+    """A training's outcome; a diverged one (``acc`` NaN) scores chance."""
+    if math.isnan(acc):
+        return Outcome(chance, iterations, base_lr, max_lr, "diverged: chance")
+    return Outcome(acc, iterations, base_lr, max_lr)
+
+
+def _train(case: Case, seed: int, base_lr: float, max_lr: float, step: int, stop: int) -> float:
+    acc = train_clr(case.setup, seed, base_lr, max_lr, step, stop)
+    return math.nan if acc is None else acc
+
+
+def run_verified(
+    verify: Any,
+    case: Case,
+    seed: int,
+    suggestions: Suggestions | None,
+    verdict: Any,
+    *,
+    full_run: int,
+    budget_runs: float | None,
+) -> tuple[tuple[float, float], int]:
+    """``((base_lr, max_lr), iterations spent)`` of :func:`clr.verify.verify_bounds`."""
+
+    def build(build_seed: int) -> Any:
+        work = case.setup.build(build_seed)
+        return work, case.setup.make_optimizer(work.model, case.start_lr)
+
+    kwargs: dict[str, Any] = {"full_run_iterations": full_run, "seed": seed}
+    if budget_runs is not None:
+        kwargs["budget_runs"] = budget_runs
+    verification = verify.verify_bounds(build, suggestions, verdict, **kwargs)
+    base_lr, max_lr = verification.winner
+    return (float(base_lr), float(max_lr)), int(verification.iterations)
+
+
+def run_seed(
+    case: Case,
+    seed: int,
+    *,
+    range_steps: int,
+    epochs_per_half_cycle: float,
+    verify: Any | None,
+    budget_runs: float | None,
+) -> SeedResult:
+    """Range test, then (a), (b) and every grid point of (c) on one seed."""
+    name = case.setup.workload
+    result, work = run_range_test(
+        case.setup, seed, start_lr=case.start_lr, end_lr=case.end_lr, num_iter=range_steps
+    )
+    chance = chance_accuracy(work.val_loader)
+    ipe = work.iters_per_epoch
+    step = recommend_step_size(ipe, epochs_per_half_cycle)
+    full = total_iterations(CYCLES, step)
+    rt = result.steps_run
+
+    suggestions: Suggestions | None
+    try:
+        suggestions = suggest_all(
+            result, iters_per_epoch=ipe, epochs_per_half_cycle=epochs_per_half_cycle, cycles=CYCLES
+        )
+    except SuggestionError as exc:
+        suggestions = None
+        default = Outcome(chance, rt, note=f"miss ({type(exc).__name__}): chance")
+    else:
+        assert suggestions.step_size == step
+        assert suggestions.stop_iteration == full
+        d = suggestions.default
+        acc = _train(case, seed, d.base_lr, d.max_lr, step, full)
+        default = _outcome(acc, chance, rt + full, d.base_lr, d.max_lr)
+    print(
+        f"{name} seed {seed}: range test {rt} steps, full run {full} it; "
+        f"(a) {_bounds(default)} -> {default.accuracy:.4f} {default.note}",
+        flush=True,
+    )
+
+    verified = None
+    if verify is not None:
+        verdict = verify.curve_verdict(result) if hasattr(verify, "curve_verdict") else None
+        (base_lr, max_lr), spent = run_verified(
+            verify, case, seed, suggestions, verdict, full_run=full, budget_runs=budget_runs
+        )
+        acc = _train(case, seed, base_lr, max_lr, step, full)
+        verified = _outcome(acc, chance, rt + spent + full, base_lr, max_lr)
+        print(
+            f"{name} seed {seed}: (b) {_bounds(verified)} after {spent} it of verification "
+            f"-> {verified.accuracy:.4f} {verified.note}",
+            flush=True,
+        )
+
+    grid: dict[tuple[float, int], float] = {}
+    for max_lr in case.grid:
+        for divisor in BASE_DIVISORS:
+            acc = _train(case, seed, max_lr / divisor, max_lr, step, full)
+            grid[max_lr, divisor] = chance if math.isnan(acc) else acc
+    best = max(grid, key=lambda k: grid[k])
+    print(
+        f"{name} seed {seed}: (c) best of this seed's grid max {best[0]:.3g} / {best[1]} "
+        f"-> {grid[best]:.4f}",
+        flush=True,
+    )
+    return SeedResult(full, rt, default, verified, grid)
+
+
+def _bounds(o: Outcome) -> str:
+    if o.base_lr is None or o.max_lr is None:
+        return "no bounds"
+    return f"base {o.base_lr:.3g} max {o.max_lr:.3g}"
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _pct(values: Sequence[float]) -> str:
+    mean, sd = _stats(values)
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+
+def _compute(iterations: float, full_run: float) -> str:
+    return f"{iterations:,.0f} ({iterations / full_run:.2f})"
+
+
+@dataclass
+class Row:
+    """One workload's line of the table."""
+
+    workload: str
+    optimizer: str
+    default: list[float]
+    verified: list[float] | None
+    oracle: list[float]
+    oracle_point: tuple[float, int]
+    compute_default: float
+    compute_verified: float | None
+    compute_oracle: float
+    full_run: float
+    notes: list[str]
+
+    @property
+    def gap(self) -> float | None:
+        """(b) minus (c), in accuracy points."""
+        if self.verified is None:
+            return None
+        return 100 * (statistics.mean(self.verified) - statistics.mean(self.oracle))
+
+    @property
+    def compute_ratio(self) -> float | None:
+        if self.compute_verified is None:
+            return None
+        return self.compute_verified / self.compute_oracle
+
+    @property
+    def meets_target(self) -> bool | None:
+        gap, ratio = self.gap, self.compute_ratio
+        if gap is None or ratio is None:
+            return None
+        return gap >= -1.0 and ratio <= 0.10
+
+
+def summarise(name: str, case: Case, seeds: list[SeedResult]) -> Row:
+    """Mean and spread over seeds; the oracle's grid point by mean accuracy."""
+    grid_points = list(seeds[0].grid)
+    point = max(grid_points, key=lambda k: statistics.mean(s.grid[k] for s in seeds))
+    full = statistics.mean(s.full_run for s in seeds)
+    notes = []
+    misses = [s.default.note for s in seeds if s.default.note]
+    if misses:
+        notes.append(f"(a) {len(misses)}/{len(seeds)} seeds {misses[0]}")
+    have_verified = all(s.verified is not None for s in seeds)
+    if have_verified:
+        misses = [s.verified.note for s in seeds if s.verified is not None and s.verified.note]
+        if misses:
+            notes.append(f"(b) {len(misses)}/{len(seeds)} seeds {misses[0]}")
+    return Row(
+        workload=name,
+        optimizer=case.setup.optimizer,
+        default=[s.default.accuracy for s in seeds],
+        verified=[s.verified.accuracy for s in seeds if s.verified is not None]
+        if have_verified
+        else None,
+        oracle=[s.grid[point] for s in seeds],
+        oracle_point=point,
+        compute_default=statistics.mean(s.default.iterations for s in seeds),
+        compute_verified=statistics.mean(
+            s.verified.iterations for s in seeds if s.verified is not None
+        )
+        if have_verified
+        else None,
+        compute_oracle=len(grid_points) * full,
+        full_run=full,
+        notes=notes,
+    )
+
+
+def table(rows: list[Row], seeds: int) -> str:
+    """The markdown table: accuracy in % (mean ± std over seeds), compute per seed."""
+    lines = [
+        f"Final validation accuracy, % (mean ± std over {seeds} seed(s)); compute per seed in "
+        "training iterations (multiples of one full run).",
+        "",
+        "| workload | opt. | (a) default | (b) verified | (c) oracle | oracle max_lr / d "
+        "| (b) − (c), points | compute (a) | compute (b) | compute (c) | (b) / (c) | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gap, ratio, met = r.gap, r.compute_ratio, r.meets_target
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.workload,
+                    r.optimizer,
+                    _pct(r.default),
+                    "n/a" if r.verified is None else _pct(r.verified),
+                    _pct(r.oracle),
+                    f"{r.oracle_point[0]:.3g} / {r.oracle_point[1]}",
+                    "n/a" if gap is None else f"{gap:+.1f}",
+                    _compute(r.compute_default, r.full_run),
+                    "n/a"
+                    if r.compute_verified is None
+                    else _compute(r.compute_verified, r.full_run),
+                    _compute(r.compute_oracle, r.full_run),
+                    "n/a" if ratio is None else f"{100 * ratio:.1f} %",
+                    "n/a" if met is None else ("met" if met else "**missed**"),
+                ]
+            )
+            + " |"
+        )
+    notes = [f"- {r.workload}: {n}" for r in rows for n in r.notes]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        epilog="--quick: 1 seed on " + " and ".join(QUICK_WORKLOADS) + ".",
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=None,
+        help="workload names (default: every registered one: " + ", ".join(CASES) + ")",
+    )
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 workloads")
+    parser.add_argument("--range-steps", type=int, default=300, help="range-test steps (300)")
+    parser.add_argument(
+        "--epochs-per-half-cycle", type=float, default=2, help="step_size in epochs (2)"
+    )
+    parser.add_argument(
+        "--budget-runs",
+        type=float,
+        default=None,
+        help="verification budget in full runs (default: clr.verify's)",
+    )
+    parser.add_argument("--output", default=None, help="also write the table (markdown) here")
+    args = parser.parse_args(argv)
+    names: list[str] = args.workloads or sorted(set(list_workloads()) | set(CASES))
+    seeds: int = args.seeds
+    if args.quick:
+        names, seeds = list(QUICK_WORKLOADS), 1
+    unknown = sorted(set(names) - set(list_workloads()))
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(unknown)}")
+    verify = _verify_module()
+    if verify is None:
+        print("clr.verify is not in this checkout: (b) verified bounds are left out", flush=True)
+    torch.set_num_threads(1)
+
+    t0 = time.perf_counter()
+    rows = []
+    for name in names:
+        case = case_for(name)
+        results = [
+            run_seed(
+                case,
+                seed,
+                range_steps=args.range_steps,
+                epochs_per_half_cycle=args.epochs_per_half_cycle,
+                verify=verify,
+                budget_runs=args.budget_runs,
+            )
+            for seed in range(seeds)
+        ]
+        rows.append(summarise(name, case, results))
+    text = table(rows, seeds)
+    print(f"\n{text}\n\n({time.perf_counter() - t0:.0f} s)")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
