@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -139,9 +141,36 @@ def _outcome(acc: float, chance: float, iterations: int, base_lr: float, max_lr:
     return Outcome(acc, iterations, base_lr, max_lr)
 
 
-def _train(case: Case, seed: int, base_lr: float, max_lr: float, step: int, stop: int) -> float:
-    acc = train_clr(case.setup, seed, base_lr, max_lr, step, stop)
-    return math.nan if acc is None else acc
+class Trainings:
+    """Runs :func:`bench._training.train_clr`, remembering results in an optional JSON file.
+
+    The grid is most of the bench's compute and does not change when the
+    verification does: with ``--cache`` a rerun trains only what it has not
+    trained before. A key holds everything a training depends on but the code;
+    delete the file after changing a model or the training loop.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.results: dict[str, float | None] = {}
+        if path is not None and os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                self.results = json.load(fh)
+
+    def __call__(
+        self, case: Case, seed: int, base_lr: float, max_lr: float, step: int, stop: int
+    ) -> float:
+        """Final validation accuracy, NaN when the training diverged."""
+        key = f"{case.setup!r}|seed={seed}|{base_lr!r}|{max_lr!r}|{step}|{stop}"
+        if key not in self.results:
+            self.results[key] = train_clr(case.setup, seed, base_lr, max_lr, step, stop)
+            if self.path is not None:
+                tmp = f"{self.path}.tmp"
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    json.dump(self.results, fh)
+                os.replace(tmp, self.path)
+        acc = self.results[key]
+        return math.nan if acc is None else acc
 
 
 def run_verified(
@@ -176,6 +205,7 @@ def run_seed(
     epochs_per_half_cycle: float,
     verify: Any | None,
     budget_runs: float | None,
+    train: Trainings,
 ) -> SeedResult:
     """Range test, then (a), (b) and every grid point of (c) on one seed."""
     name = case.setup.workload
@@ -200,7 +230,7 @@ def run_seed(
         assert suggestions.step_size == step
         assert suggestions.stop_iteration == full
         d = suggestions.default
-        acc = _train(case, seed, d.base_lr, d.max_lr, step, full)
+        acc = train(case, seed, d.base_lr, d.max_lr, step, full)
         default = _outcome(acc, chance, rt + full, d.base_lr, d.max_lr)
     print(
         f"{name} seed {seed}: range test {rt} steps, full run {full} it; "
@@ -214,7 +244,7 @@ def run_seed(
         (base_lr, max_lr), spent = run_verified(
             verify, case, seed, suggestions, verdict, full_run=full, budget_runs=budget_runs
         )
-        acc = _train(case, seed, base_lr, max_lr, step, full)
+        acc = train(case, seed, base_lr, max_lr, step, full)
         verified = _outcome(acc, chance, rt + spent + full, base_lr, max_lr)
         print(
             f"{name} seed {seed}: (b) {_bounds(verified)} after {spent} it of verification "
@@ -225,7 +255,7 @@ def run_seed(
     grid: dict[tuple[float, int], float] = {}
     for max_lr in case.grid:
         for divisor in BASE_DIVISORS:
-            acc = _train(case, seed, max_lr / divisor, max_lr, step, full)
+            acc = train(case, seed, max_lr / divisor, max_lr, step, full)
             grid[max_lr, divisor] = chance if math.isnan(acc) else acc
     best = max(grid, key=lambda k: grid[k])
     print(
@@ -397,6 +427,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="verification budget in full runs (default: clr.verify's)",
     )
     parser.add_argument("--output", default=None, help="also write the table (markdown) here")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="JSON file of finished trainings, read and extended (a rerun skips them)",
+    )
     args = parser.parse_args(argv)
     names: list[str] = args.workloads or sorted(set(list_workloads()) | set(CASES))
     seeds: int = args.seeds
@@ -409,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if verify is None:
         print("clr.verify is not in this checkout: (b) verified bounds are left out", flush=True)
     torch.set_num_threads(1)
+    train = Trainings(args.cache)
 
     t0 = time.perf_counter()
     rows = []
@@ -422,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 epochs_per_half_cycle=args.epochs_per_half_cycle,
                 verify=verify,
                 budget_runs=args.budget_runs,
+                train=train,
             )
             for seed in range(seeds)
         ]
