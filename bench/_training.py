@@ -40,8 +40,12 @@ class Setup:
 
     def make_optimizer(self, model: torch.nn.Module, lr: float) -> Optimizer:
         """The optimizer over ``model``'s parameters at learning rate ``lr``."""
+        return self.optimizer_for(model.parameters(), lr)
+
+    def optimizer_for(self, params: Iterable[torch.nn.Parameter], lr: float) -> Optimizer:
+        """The optimizer over ``params`` at learning rate ``lr`` (a ``clr.verify`` factory)."""
         return make_optimizer(
-            self.optimizer, model.parameters(), lr=lr, momentum=0.9, weight_decay=self.weight_decay
+            self.optimizer, params, lr=lr, momentum=0.9, weight_decay=self.weight_decay
         )
 
 

@@ -51,7 +51,14 @@ import torch
 
 from bench import _models
 from bench._training import Setup, chance_accuracy, run_range_test, train_clr
-from clr import SuggestionError, Suggestions, recommend_step_size, suggest_all, total_iterations
+from clr import (
+    RangeTestResult,
+    SuggestionError,
+    Suggestions,
+    recommend_step_size,
+    suggest_all,
+    total_iterations,
+)
 from clr.workloads import list_workloads
 
 CYCLES = 4
@@ -113,6 +120,7 @@ class Outcome:
     base_lr: float | None = None
     max_lr: float | None = None
     note: str = ""
+    source: str = ""
 
 
 @dataclass
@@ -123,6 +131,7 @@ class SeedResult:
     range_test_steps: int
     default: Outcome
     verified: Outcome | None
+    verification_iterations: int | None
     grid: dict[tuple[float, int], float] = field(default_factory=dict)
 
 
@@ -177,24 +186,27 @@ def run_verified(
     verify: Any,
     case: Case,
     seed: int,
+    result: RangeTestResult,
     suggestions: Suggestions | None,
-    verdict: Any,
     *,
     full_run: int,
     budget_runs: float | None,
-) -> tuple[tuple[float, float], int]:
-    """``((base_lr, max_lr), iterations spent)`` of :func:`clr.verify.verify_bounds`."""
-
-    def build(build_seed: int) -> Any:
-        work = case.setup.build(build_seed)
-        return work, case.setup.make_optimizer(work.model, case.start_lr)
-
-    kwargs: dict[str, Any] = {"full_run_iterations": full_run, "seed": seed}
+) -> Any:
+    """:func:`clr.verify.verify_bounds` on the range test's curve and suggestions."""
+    verdict = importlib.import_module("clr.suggest").curve_verdict(result)
+    kwargs: dict[str, Any] = {}
     if budget_runs is not None:
         kwargs["budget_runs"] = budget_runs
-    verification = verify.verify_bounds(build, suggestions, verdict, **kwargs)
-    base_lr, max_lr = verification.winner
-    return (float(base_lr), float(max_lr)), int(verification.iterations)
+    verification = verify.verify_bounds(
+        case.setup.build,
+        suggestions,
+        verdict,
+        full_run_iterations=full_run,
+        seed=seed,
+        optimizer=case.setup.optimizer_for,
+        **kwargs,
+    )
+    return verification
 
 
 def run_seed(
@@ -238,17 +250,18 @@ def run_seed(
         flush=True,
     )
 
-    verified = None
+    verified = spent = None
     if verify is not None:
-        verdict = verify.curve_verdict(result) if hasattr(verify, "curve_verdict") else None
-        (base_lr, max_lr), spent = run_verified(
-            verify, case, seed, suggestions, verdict, full_run=full, budget_runs=budget_runs
+        verification = run_verified(
+            verify, case, seed, result, suggestions, full_run=full, budget_runs=budget_runs
         )
-        acc = train(case, seed, base_lr, max_lr, step, full)
-        verified = _outcome(acc, chance, rt + spent + full, base_lr, max_lr)
+        winner, spent = verification.winner, int(verification.iterations_spent)
+        acc = train(case, seed, winner.base_lr, winner.max_lr, step, full)
+        verified = _outcome(acc, chance, rt + spent + full, winner.base_lr, winner.max_lr)
+        verified.source = winner.source
         print(
-            f"{name} seed {seed}: (b) {_bounds(verified)} after {spent} it of verification "
-            f"-> {verified.accuracy:.4f} {verified.note}",
+            f"{name} seed {seed}: (b) {_bounds(verified)} ({winner.source}) after {spent} it "
+            f"of verification -> {verified.accuracy:.4f} {verified.note}",
             flush=True,
         )
 
@@ -263,7 +276,7 @@ def run_seed(
         f"-> {grid[best]:.4f}",
         flush=True,
     )
-    return SeedResult(full, rt, default, verified, grid)
+    return SeedResult(full, rt, default, verified, spent, grid)
 
 
 def _bounds(o: Outcome) -> str:
@@ -275,126 +288,152 @@ def _bounds(o: Outcome) -> str:
 # --------------------------------------------------------------------------- table
 
 
-def _stats(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def _mean(values: Sequence[float]) -> float:
+    return statistics.mean(values)
 
 
 def _pct(values: Sequence[float]) -> str:
-    mean, sd = _stats(values)
-    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * _mean(values):.1f} ± {100 * sd:.1f}"
 
 
-def _compute(iterations: float, full_run: float) -> str:
+def _runs(iterations: float, full_run: float) -> str:
     return f"{iterations:,.0f} ({iterations / full_run:.2f})"
+
+
+def _counted(labels: Sequence[str]) -> str:
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 @dataclass
 class Row:
-    """One workload's line of the table."""
+    """One workload over its seeds."""
 
     workload: str
     optimizer: str
-    default: list[float]
-    verified: list[float] | None
-    oracle: list[float]
+    seeds: list[SeedResult]
     oracle_point: tuple[float, int]
-    compute_default: float
-    compute_verified: float | None
-    compute_oracle: float
-    full_run: float
-    notes: list[str]
+
+    @property
+    def full_run(self) -> float:
+        return _mean([s.full_run for s in self.seeds])
+
+    @property
+    def default(self) -> list[float]:
+        return [s.default.accuracy for s in self.seeds]
+
+    @property
+    def verified(self) -> list[float] | None:
+        outcomes = [s.verified for s in self.seeds]
+        return None if None in outcomes else [o.accuracy for o in outcomes if o is not None]
+
+    @property
+    def oracle(self) -> list[float]:
+        return [s.grid[self.oracle_point] for s in self.seeds]
+
+    @property
+    def compute_default(self) -> float:
+        return _mean([s.default.iterations for s in self.seeds])
+
+    @property
+    def compute_verified(self) -> float | None:
+        outcomes = [s.verified for s in self.seeds]
+        return None if None in outcomes else _mean([o.iterations for o in outcomes if o])
+
+    @property
+    def compute_oracle(self) -> float:
+        return len(self.seeds[0].grid) * self.full_run
 
     @property
     def gap(self) -> float | None:
         """(b) minus (c), in accuracy points."""
-        if self.verified is None:
-            return None
-        return 100 * (statistics.mean(self.verified) - statistics.mean(self.oracle))
+        verified = self.verified
+        return None if verified is None else 100 * (_mean(verified) - _mean(self.oracle))
 
     @property
     def compute_ratio(self) -> float | None:
-        if self.compute_verified is None:
-            return None
-        return self.compute_verified / self.compute_oracle
+        """(b)'s compute over (c)'s."""
+        verified = self.compute_verified
+        return None if verified is None else verified / self.compute_oracle
 
     @property
     def meets_target(self) -> bool | None:
         gap, ratio = self.gap, self.compute_ratio
-        if gap is None or ratio is None:
-            return None
-        return gap >= -1.0 and ratio <= 0.10
+        return None if gap is None or ratio is None else gap >= -1.0 and ratio <= 0.10
+
+    def notes(self) -> list[str]:
+        n = len(self.seeds)
+        notes = []
+        misses = [s.default.note for s in self.seeds if s.default.note]
+        if misses:
+            notes.append(f"(a) {_counted(misses)} of {n} seeds")
+        verified = [s.verified for s in self.seeds if s.verified is not None]
+        if verified:
+            notes.append(f"(b) winners: {_counted([o.source for o in verified])}")
+            misses = [o.note for o in verified if o.note]
+            if misses:
+                notes.append(f"(b) {_counted(misses)} of {n} seeds")
+        return notes
 
 
 def summarise(name: str, case: Case, seeds: list[SeedResult]) -> Row:
-    """Mean and spread over seeds; the oracle's grid point by mean accuracy."""
-    grid_points = list(seeds[0].grid)
-    point = max(grid_points, key=lambda k: statistics.mean(s.grid[k] for s in seeds))
-    full = statistics.mean(s.full_run for s in seeds)
-    notes = []
-    misses = [s.default.note for s in seeds if s.default.note]
-    if misses:
-        notes.append(f"(a) {len(misses)}/{len(seeds)} seeds {misses[0]}")
-    have_verified = all(s.verified is not None for s in seeds)
-    if have_verified:
-        misses = [s.verified.note for s in seeds if s.verified is not None and s.verified.note]
-        if misses:
-            notes.append(f"(b) {len(misses)}/{len(seeds)} seeds {misses[0]}")
-    return Row(
-        workload=name,
-        optimizer=case.setup.optimizer,
-        default=[s.default.accuracy for s in seeds],
-        verified=[s.verified.accuracy for s in seeds if s.verified is not None]
-        if have_verified
-        else None,
-        oracle=[s.grid[point] for s in seeds],
-        oracle_point=point,
-        compute_default=statistics.mean(s.default.iterations for s in seeds),
-        compute_verified=statistics.mean(
-            s.verified.iterations for s in seeds if s.verified is not None
-        )
-        if have_verified
-        else None,
-        compute_oracle=len(grid_points) * full,
-        full_run=full,
-        notes=notes,
-    )
+    """One workload's row; the oracle's grid point is the best by mean accuracy over seeds."""
+    point = max(seeds[0].grid, key=lambda k: _mean([s.grid[k] for s in seeds]))
+    return Row(name, case.setup.optimizer, seeds, point)
 
 
 def table(rows: list[Row], seeds: int) -> str:
-    """The markdown table: accuracy in % (mean ± std over seeds), compute per seed."""
+    """Two markdown tables: accuracy against the target, then the compute each method used."""
     lines = [
-        f"Final validation accuracy, % (mean ± std over {seeds} seed(s)); compute per seed in "
-        "training iterations (multiples of one full run).",
+        f"Final validation accuracy, % (mean ± std over {seeds} seed(s)); (b) / (c) is "
+        "the compute of (b) over (c)'s; target: (b) − (c) >= −1 point at (b) / (c) <= 10 %.",
         "",
-        "| workload | opt. | (a) default | (b) verified | (c) oracle | oracle max_lr / d "
-        "| (b) − (c), points | compute (a) | compute (b) | compute (c) | (b) / (c) | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | optimizer | (a) default | (b) verified | (c) oracle | oracle max_lr / d "
+        "| (b) − (c), points | (b) / (c) | target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gap, ratio, met = r.gap, r.compute_ratio, r.meets_target
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r.workload,
-                    r.optimizer,
-                    _pct(r.default),
-                    "n/a" if r.verified is None else _pct(r.verified),
-                    _pct(r.oracle),
-                    f"{r.oracle_point[0]:.3g} / {r.oracle_point[1]}",
-                    "n/a" if gap is None else f"{gap:+.1f}",
-                    _compute(r.compute_default, r.full_run),
-                    "n/a"
-                    if r.compute_verified is None
-                    else _compute(r.compute_verified, r.full_run),
-                    _compute(r.compute_oracle, r.full_run),
-                    "n/a" if ratio is None else f"{100 * ratio:.1f} %",
-                    "n/a" if met is None else ("met" if met else "**missed**"),
-                ]
-            )
-            + " |"
-        )
-    notes = [f"- {r.workload}: {n}" for r in rows for n in r.notes]
+        verified = r.verified
+        cells = [
+            r.workload,
+            r.optimizer,
+            _pct(r.default),
+            "n/a" if verified is None else _pct(verified),
+            _pct(r.oracle),
+            f"{r.oracle_point[0]:.3g} / {r.oracle_point[1]}",
+            "n/a" if gap is None else f"{gap:+.1f}",
+            "n/a" if ratio is None else f"{100 * ratio:.1f} %",
+            "n/a" if met is None else ("met" if met else "**missed**"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Compute per seed, training iterations (in full runs); means over seeds. (a) = range "
+        "test + final training (the range test alone when it gave no bounds); (b) = range "
+        "test + verification + final training; (c) = every grid point's full training.",
+        "",
+        "| workload | full run | range test | verification | (a) | (b) | (c) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        full = r.full_run
+        spent = [s.verification_iterations for s in r.seeds]
+        compute = r.compute_verified
+        cells = [
+            r.workload,
+            f"{full:,.0f}",
+            _runs(_mean([s.range_test_steps for s in r.seeds]), full),
+            "n/a" if None in spent else _runs(_mean([v for v in spent if v is not None]), full),
+            _runs(r.compute_default, full),
+            "n/a" if compute is None else _runs(compute, full),
+            _runs(r.compute_oracle, full),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {r.workload}: {n}" for r in rows for n in r.notes()]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
