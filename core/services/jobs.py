@@ -985,7 +985,8 @@ def _bounds_of(job: Job) -> Bounds:
     if status != JobStatus.SUCCEEDED or job.result is None:
         raise JobConflict(f"job {job.id} is {status}; it has no bounds")
     outcome = RangeTestOutcome.model_validate(job.result)
-    if outcome.suggestions is None:
+    suggestions = outcome.bounds()
+    if suggestions is None:
         raise JobConflict(
             f"the range test of job {job.id} found no bounds: {outcome.no_bounds_reason}"
         )
@@ -993,7 +994,7 @@ def _bounds_of(job: Job) -> Bounds:
         job_id=job.id,
         config_key=job.config_key,
         finished_at=job.finished_at,
-        suggestions=outcome.suggestions,
+        suggestions=suggestions,
     )
 
 
