@@ -27,7 +27,7 @@ FLAT = CurveVerdict(False, "the loss never moved", (1e-7, 10.0), None)
 
 
 def verify_spec(**overrides: Any) -> dict[str, Any]:
-    return spec_data(verify=True, verify_iterations=200, **overrides)
+    return spec_data(verify=True, verify_iterations=400, **overrides)
 
 
 def planned(spec: dict[str, Any], *, verdict: CurveVerdict = FLAT) -> RangeTestOutcome:
@@ -109,7 +109,7 @@ def test_the_plan_is_declared_before_anything_runs_and_fits_its_budget() -> None
     assert doc is not None
     assert doc.status == "running"
     assert not doc.informative
-    assert doc.budget_iterations == int(1.5 * 200)
+    assert doc.budget_iterations == int(1.5 * 400)
     assert sum(r.size * r.iterations for r in doc.rounds) <= doc.budget_iterations
     assert [r.size for r in doc.rounds] == sorted((r.size for r in doc.rounds), reverse=True)
     assert all(c.source.startswith("ladder:") for c in doc.candidates)
