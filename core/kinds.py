@@ -64,7 +64,13 @@ class JobKind:
         spec: the spec class (validated once, at submit).
         result: the result class (``jobs.result``).
         result_view: how ``GET /<noun>/{id}`` shows the result (default: ``result``).
-        runner: ``module:function`` the worker calls to run one claimed attempt.
+        runner: ``module:function`` the worker calls to run one claimed attempt;
+            None for a kind no worker runs (a sweep: its work is its children's).
+        advance: ``module:function`` (torch-free: the API imports it) that moves a
+            parent job on, called with a :class:`~core.services.parents.Family`
+            whenever one of its children ends (and at submit, for a kind without
+            a runner; after its worker's part, for one whose runner finishes with
+            ``wait=True``). None for a kind that has no children.
         series: the series its jobs append (``GET /jobs/{id}/series/{name}``).
         resumable: a new attempt resumes from the job's last checkpoint, keeping
             the series points written before it (False: it starts over).
@@ -79,22 +85,31 @@ class JobKind:
     title: str
     spec: type[JobSpec]
     result: type[JobResult]
-    runner: str
+    runner: str | None
     series: tuple[SeriesSpec, ...] = ()
     resumable: bool = False
     time_limit_setting: str = "job_time_limit_s"
     result_view: type[BaseModel] | None = None
     prepare: Prepare | None = None
+    advance: str | None = None
     # not part of the kind's identity: a dict is unhashable, and the API caches the
     # schemas it derives per kind
     examples: tuple[dict[str, Any], ...] = field(default=(), hash=False, compare=False)
 
     def __post_init__(self) -> None:
-        if ":" not in self.runner:
-            raise ValueError(f"runner must be 'module:function', got {self.runner!r}")
+        for name, value in (("runner", self.runner), ("advance", self.advance)):
+            if value is not None and ":" not in value:
+                raise ValueError(f"{name} must be 'module:function', got {value!r}")
+        if self.runner is None and self.advance is None:
+            raise ValueError(f"kind {self.name!r} has neither a runner nor an advance step")
         names = [s.name for s in self.series]
         if len(set(names)) != len(names):
             raise ValueError(f"kind {self.name!r} declares a series twice: {names}")
+
+    @property
+    def worker_run(self) -> bool:
+        """Whether workers run jobs of this kind (False: the service moves them on)."""
+        return self.runner is not None
 
     @property
     def task_name(self) -> str:
@@ -170,6 +185,7 @@ RANGE_TEST = register_kind(
         result=RangeTestOutcome,
         result_view=RangeTestResultView,
         runner="worker.kinds.range_test:run",
+        advance="core.verification:advance",
         series=(CURVE,),
         resumable=False,
         examples=(
@@ -184,7 +200,8 @@ RANGE_TEST = register_kind(
         ),
     )
 )
-"""The LR range test: sweeps the LR and finds bounds; a new attempt starts over."""
+"""The LR range test: sweeps the LR and finds bounds; a new attempt starts over. With
+``verify`` it then proves its bounds with child trainings (:mod:`core.verification`)."""
 
 # The other built-in kinds register themselves (their modules import this one).
 import core.training  # noqa: E402, F401

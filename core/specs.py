@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -381,6 +382,10 @@ class WorkloadSpec(JobSpec):
         )
 
 
+DEFAULT_VERIFY_BUDGET = 1.5
+"""A verification's default compute, in full training runs (see :mod:`core.verification`)."""
+
+
 class RangeTestSpec(WorkloadSpec):
     """An LR range test: sweep the LR over ``num_iter`` mini-batches of a workload.
 
@@ -391,6 +396,16 @@ class RangeTestSpec(WorkloadSpec):
         smoothing: EMA factor of the smoothed loss, in [0, 1).
         diverge_th: stop once the smoothed loss exceeds this multiple of the best.
         metric: what the suggested bounds read: ``loss`` or ``accuracy``.
+        verify: after the curve, prove the bounds by training: short runs from
+            the same initialisation at a few candidate bound pairs, kept by
+            validation loss with successive halving (child training jobs;
+            :mod:`core.verification`). The result's ``verification`` holds
+            the winner and the evidence.
+        verify_budget: the verification's whole compute, in full training runs
+            (declared up front, never exceeded).
+        verify_iterations: the length of the full training run the budget is
+            counted in (default: the suggestion's ``stop_iteration``, 4 cycles
+            of its ``step_size``).
     """
 
     kind: ClassVar[str] = "range_test"
@@ -410,6 +425,9 @@ class RangeTestSpec(WorkloadSpec):
     smoothing: UnitInterval = 0.95
     diverge_th: FiniteFloat = Field(default=5.0, gt=1)
     metric: Literal["loss", "accuracy"] = "loss"
+    verify: bool = False
+    verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
+    verify_iterations: StrictInt | None = Field(default=None, ge=2, le=1_000_000)
 
     @field_validator("end_lr")
     @classmethod
@@ -513,6 +531,77 @@ class RangeTestSummary(BaseModel):
     diverge_th: float
 
 
+VERIFIED_METHOD = "verified"
+"""The method name of a verified winner among a range test's suggestions."""
+
+DEFAULT_BOUNDS_CYCLES = 4
+"""Cycles of a full training run (the paper's advice)."""
+
+
+class CandidateDoc(BaseModel):
+    """One bound pair a verification tried, and how it did in each round it ran."""
+
+    index: int
+    base_lr: float
+    max_lr: float
+    source: str = Field(description="where it came from: a method's name, or 'ladder:1e-2'")
+    val_loss: list[float | None] = Field(
+        default_factory=list, description="its validation loss after each round it ran"
+    )
+    val_accuracy: list[float | None] = Field(default_factory=list)
+    jobs: list[uuid.UUID] = Field(default_factory=list, description="its training per round")
+    failed: str | None = Field(default=None, description="why its last run failed, if it did")
+
+
+class VerificationRoundDoc(BaseModel):
+    """One round of successive halving: which candidates ran, for how long."""
+
+    round: int
+    size: int = Field(description="candidates the plan gives this round")
+    iterations: int = Field(description="training iterations of each candidate this round")
+    candidates: list[int] = Field(
+        default_factory=list,
+        description="indexes into the verification's candidates (empty until it starts)",
+    )
+
+
+class VerifiedBoundsDoc(BaseModel):
+    """The bound pair that trained best."""
+
+    base_lr: float
+    max_lr: float
+    source: str
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+class VerificationDoc(BaseModel):
+    """Bounds proven by training (:mod:`core.verification`): the plan, the evidence and
+    the winner.
+
+    ``status`` is ``running`` while candidates train, then ``succeeded`` (a
+    winner), ``failed`` (no candidate finished: ``reason``) or ``cancelled``.
+    ``budget_iterations`` is declared before any candidate runs;
+    ``spent_iterations`` never exceeds it.
+    """
+
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    informative: bool = Field(description="whether the curve itself located the bounds")
+    full_run_iterations: int
+    budget_runs: float
+    budget_iterations: int
+    spent_iterations: int = 0
+    candidates: list[CandidateDoc] = Field(default_factory=list)
+    rounds: list[VerificationRoundDoc] = Field(default_factory=list)
+    winner: VerifiedBoundsDoc | None = None
+    reason: str | None = None
+
+    @property
+    def spent_runs(self) -> float:
+        """Compute spent, in full training runs."""
+        return self.spent_iterations / max(1, self.full_run_iterations)
+
+
 class RangeTestOutcome(JobResult):
     """A finished range test: its summary and either bounds or why there are none."""
 
@@ -521,12 +610,64 @@ class RangeTestOutcome(JobResult):
     summary: RangeTestSummary
     suggestions: SuggestionsDoc | None = None
     no_bounds_reason: str | None = None
+    verification: VerificationDoc | None = None
 
     @model_validator(mode="after")
     def _bounds_or_reason(self) -> RangeTestOutcome:
         if (self.suggestions is None) == (self.no_bounds_reason is None):
             raise ValueError("give either suggestions or no_bounds_reason, not both or neither")
         return self
+
+    def bounds(self) -> SuggestionsDoc | None:
+        """The suggestions to use: with a verified winner, it comes first as method
+        ``verified`` and is the default; the curve's own suggestions follow. None
+        when there are no bounds at all."""
+        verification = self.verification
+        winner = None if verification is None else verification.winner
+        if winner is None or verification is None:
+            return self.suggestions
+        plan = self.suggestions.default if self.suggestions is not None else None
+        spent = verification.spent_runs
+        loss = "?" if winner.val_loss is None else f"{winner.val_loss:.4g}"
+        verified = SuggestionDoc(
+            method=VERIFIED_METHOD,
+            base_lr=winner.base_lr,
+            max_lr=winner.max_lr,
+            rationale=(
+                f"proven by training: of {len(verification.candidates)} candidate pairs, "
+                f"{winner.source}'s trained to the lowest validation loss ({loss}) in "
+                f"{len(verification.rounds)} round(s) of successive halving, spending "
+                f"{spent:.2f} of {verification.budget_runs:g} full runs"
+            ),
+            evidence={"source": winner.source, "val_loss": winner.val_loss},
+            step_size=None if plan is None else plan.step_size,
+            stop_iteration=None if plan is None else plan.stop_iteration,
+            cycles=None if plan is None else plan.cycles,
+        )
+        if self.suggestions is None:
+            reason = self.no_bounds_reason or "the curve gave no bounds"
+            return SuggestionsDoc(
+                default_method=VERIFIED_METHOD,
+                default=verified,
+                items=[verified],
+                confidence=0.0,
+                noise=0.0,
+                warnings=[
+                    f"the curve alone gave no bounds ({reason}); these were found by "
+                    "training a coarse LR ladder"
+                ],
+                step_size=verification.full_run_iterations // (2 * DEFAULT_BOUNDS_CYCLES),
+                stop_iteration=verification.full_run_iterations,
+                cycles=DEFAULT_BOUNDS_CYCLES,
+            )
+        doc = self.suggestions
+        return doc.model_copy(
+            update={
+                "default_method": VERIFIED_METHOD,
+                "default": verified,
+                "items": [verified, *doc.items],
+            }
+        )
 
     @classmethod
     def from_clr(
@@ -558,3 +699,4 @@ class RangeTestResultView(BaseModel):
 
     summary: RangeTestSummary
     no_bounds_reason: str | None = None
+    verification: VerificationDoc | None = None

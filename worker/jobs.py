@@ -285,12 +285,20 @@ class JobContext:
             fail_job(session, job_id=self.job_id, attempt=self.attempt, reason=reason)
         return "failed"
 
-    def finish(self, result: JobResult) -> str:
+    def finish(self, result: JobResult, *, wait: bool = False) -> str:
         """The job succeeded with ``result``: ``succeeded``, or ``stale`` if another
-        attempt took over."""
+        attempt took over.
+
+        With ``wait``, this worker's part is done and the job waits on the
+        children its kind's advance step creates (``waiting``).
+        """
         with self.transaction() as session:
-            done = finish_job(session, job_id=self.job_id, attempt=self.attempt, result=result)
-        return "succeeded" if done is not None else "stale"
+            done = finish_job(
+                session, job_id=self.job_id, attempt=self.attempt, result=result, wait=wait
+            )
+        if done is None:
+            return "stale"
+        return "waiting" if wait else "succeeded"
 
     def stopped(self) -> str:
         """The run stopped because :meth:`should_stop` said so: ``cancelled`` or ``stale``."""
@@ -307,7 +315,13 @@ Runner = Callable[[JobContext], str]
 
 
 def load_runner(kind: JobKind) -> Runner:
-    """Import the kind's runner (``module:function``)."""
+    """Import the kind's runner (``module:function``).
+
+    Raises:
+        CannotRun: no worker runs jobs of this kind (a message for one is a bug).
+    """
+    if kind.runner is None:
+        raise CannotRun(f"{kind.title} jobs are not run by workers")
     module_name, _, function = kind.runner.partition(":")
     runner: Runner = getattr(importlib.import_module(module_name), function)
     return runner

@@ -66,6 +66,8 @@ def run_job_task(job_id: str) -> str:
 
 
 for _kind in all_kinds():
+    if not _kind.worker_run:
+        continue  # the service moves such jobs on itself: no task, no queue
     shared_task(name=_kind.task_name, base=JobTask)(run_job_task)
 
 

@@ -57,7 +57,17 @@ class JobReadBase(BaseModel):
     parent_id: uuid.UUID | None = Field(
         default=None, description="The job that created this one (a sweep's trainings)"
     )
+    role: dict[str, Any] | None = Field(
+        default=None,
+        description='What the job is to its parent, e.g. `{"grid": 0, "policy": '
+        '"triangular", "seed": 1}` (null for a job without a parent)',
+    )
     status: JobStatus
+    waiting: bool = Field(
+        default=False,
+        description="Running, with no worker holding it: it waits on its children (a sweep; "
+        "a range test verifying its bounds); `GET /jobs?parent={id}` lists them",
+    )
     spec: dict[str, Any]
     attempt: int
     max_attempts: int

@@ -80,7 +80,11 @@ class Job(TimestampMixin, Base):
     resumable kind published (``{"artifact", "progress", "series"}``): the next
     attempt resumes there, keeping those points.
 
-    ``parent_id`` is the job that created this one, if any (a sweep's trainings).
+    ``parent_id`` is the job that created this one, if any (a sweep's trainings),
+    and ``role`` what it is to that parent (``{"policy": "triangular", "seed": 1}``).
+    A parent is ``running`` with ``waiting`` set while no worker holds it and it
+    waits on its children (:mod:`core.services.parents`): heartbeats and time
+    limits do not apply to it then.
 
     ``queue`` is where its messages go (set from the spec's device preference);
     ``enqueued_at`` is when its last message went out and ``sends`` how many went
@@ -112,6 +116,8 @@ class Job(TimestampMixin, Base):
     attempt: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     max_attempts: Mapped[int]
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
+    waiting: Mapped[bool] = mapped_column(default=False, server_default=false())
+    role: Mapped[dict[str, Any] | None]
     worker: Mapped[str | None] = mapped_column(String(255))
     device: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
@@ -148,6 +154,8 @@ class Job(TimestampMixin, Base):
         Index("ix_jobs_parent_id_created_at", "parent_id", "created_at"),
         # the reconciler: running jobs by heartbeat, queued jobs by last send
         Index("ix_jobs_status_heartbeat_at", "status", "heartbeat_at"),
+        # the reconciler: parents waiting on their children
+        Index("ix_jobs_waiting_status", "waiting", "status"),
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
         # a queued job's position: the queued jobs of its queue ahead of it
         Index("ix_jobs_status_queue_queued_at", "status", "queue", "queued_at"),

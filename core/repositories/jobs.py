@@ -234,7 +234,11 @@ class JobRepository:
         """Running jobs whose last heartbeat is older than ``cutoff``."""
         stmt = (
             select(Job)
-            .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
+            .where(
+                Job.status == JobStatus.RUNNING,
+                Job.waiting.is_(False),
+                Job.heartbeat_at < cutoff,
+            )
             .order_by(Job.heartbeat_at, Job.id)
             .limit(limit)
         )
@@ -246,6 +250,7 @@ class JobRepository:
             select(Job)
             .where(
                 Job.status == JobStatus.RUNNING,
+                Job.waiting.is_(False),
                 Job.kind == kind,
                 Job.started_at < started_before,
             )
@@ -585,6 +590,71 @@ class JobRepository:
             },
         )
 
+    # ------------------------------------------------------------------ parents
+
+    def lock(self, job_id: uuid.UUID) -> Job | None:
+        """A job by id with its row locked until the transaction ends (``FOR UPDATE``)."""
+        stmt = (
+            select(Job)
+            .where(Job.id == job_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return self.session.scalars(stmt).one_or_none()
+
+    def children(self, parent_id: uuid.UUID) -> list[Job]:
+        """A job's children, oldest first."""
+        stmt = select(Job).where(Job.parent_id == parent_id).order_by(Job.created_at, Job.id)
+        return list(self.session.scalars(stmt))
+
+    def waiting_parents(self, *, limit: int) -> list[uuid.UUID]:
+        """Running jobs that wait on their children, the least recently moved first."""
+        stmt = select(Job.id).where(*_waiting()).order_by(Job.updated_at, Job.id).limit(limit)
+        return list(self.session.scalars(stmt))
+
+    def wait(
+        self, job_id: uuid.UUID, attempt: int, *, result: dict[str, Any] | None, now: datetime
+    ) -> Job | None:
+        """The running ``attempt``'s worker is done; the job waits on its children.
+
+        It stays ``running`` with ``waiting`` set and ``result`` stored; no worker
+        holds it any more, so heartbeats and time limits no longer apply.
+        """
+        return self._transition(
+            job_id,
+            _running(attempt),
+            {
+                "waiting": True,
+                "result": result,
+                "worker": None,
+                "heartbeat_at": None,
+                "updated_at": now,
+            },
+        )
+
+    def update_waiting(self, job_id: uuid.UUID, values: dict[str, Any], *, now: datetime) -> None:
+        """Set ``values`` (a partial result, progress) on a job that waits on its children."""
+        self.session.execute(
+            update(Job).where(Job.id == job_id, *_waiting()).values(**values, updated_at=now)
+        )
+
+    def settle(
+        self,
+        job_id: uuid.UUID,
+        *,
+        status: JobStatus,
+        now: datetime,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Job | None:
+        """A waiting job ends: ``status`` with its ``result`` and ``error``."""
+        values: dict[str, Any] = {"status": status, "waiting": False, "finished_at": now}
+        if result is not None:
+            values["result"] = result
+        if error is not None:
+            values["error"] = error
+        return self._transition(job_id, _waiting(), {**values, "updated_at": now})
+
     def note_worker_lost(self, job_id: uuid.UUID, *, worker: str, note: str, now: datetime) -> bool:
         """Put ``note`` in ``error`` of the job if it is running on ``worker``.
 
@@ -612,4 +682,9 @@ class ReportGuard:
 
 
 def _running(attempt: int) -> list[ColumnElement[bool]]:
-    return [Job.attempt == attempt, Job.status == JobStatus.RUNNING]
+    # a waiting job is running but no worker holds it: a worker's write is refused
+    return [Job.attempt == attempt, Job.status == JobStatus.RUNNING, Job.waiting.is_(False)]
+
+
+def _waiting() -> list[ColumnElement[bool]]:
+    return [Job.status == JobStatus.RUNNING, Job.waiting.is_(True)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ from core.kinds import JobKind, all_kinds, get_kind
 from core.models import Job, JobStatus, Team
 from core.repositories import JobRepository, ResendRule
 from core.series import SeriesPoints, decode_values
+from core.services.parents import advance_after_commit, advance_parent
 from core.services.workers import fetched_before, live_workers, prune_workers
 from core.settings import Settings
 from core.specs import (
@@ -202,6 +204,7 @@ class ReconcileReport:
     timed_out: list[uuid.UUID]
     pruned_workers: int = 0
     pruned_artifacts: int = 0
+    advanced: list[uuid.UUID] = dataclasses.field(default_factory=list)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -377,6 +380,7 @@ def submit_job(
     settings: Settings,
     idempotency_key: str | None = None,
     parent: Job | None = None,
+    role: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> Submission:
     """Queue a job for ``team``; its message leaves after the commit.
@@ -384,7 +388,12 @@ def submit_job(
     The kind's ``prepare`` step (:class:`~core.kinds.JobKind`) runs after the
     spec is validated, in this transaction: a training's ``bounds_from`` becomes
     the bounds of the range test it names. ``parent`` makes the job a child of
-    another (a sweep's trainings).
+    another (a sweep's trainings) and ``role`` says what it is to it; a child
+    does not count against the team's cap of active jobs (its parent did).
+
+    A job of a kind no worker runs (a sweep) starts ``running`` and ``waiting``
+    at once, and its kind's advance step creates its first children in this
+    transaction (:mod:`core.services.parents`).
 
     With an ``idempotency_key``, a retry of the same request (same kind and, once
     normalised, the same spec) returns the job the first one created, even when
@@ -426,12 +435,16 @@ def submit_job(
         parsed = job_kind.prepare(session, team, parsed)
     spec_json = parsed.model_dump(mode="json")
     _check_estimate(parsed, settings, kind=job_kind)
-    _check_active_jobs(repo, team=team, settings=settings)
+    if parent is None:
+        _check_active_jobs(repo, team=team, settings=settings)
+    by_worker = job_kind.worker_run
     job = Job(
         team_id=team.id,
         parent_id=None if parent is None else parent.id,
+        role=None if role is None else dict(role),
         kind=kind,
-        status=JobStatus.QUEUED,
+        status=JobStatus.QUEUED if by_worker else JobStatus.RUNNING,
+        waiting=not by_worker,
         spec=spec_json,
         config_key=parsed.config_key(),
         workload=parsed.workload_name(),
@@ -444,7 +457,8 @@ def submit_job(
         series_points={},
         total=parsed.total_steps(),
         queued_at=now,
-        enqueued_at=now,
+        enqueued_at=now if by_worker else None,
+        started_at=None if by_worker else now,
         created_at=now,
         updated_at=now,
     )
@@ -460,7 +474,8 @@ def submit_job(
             if existing is None:
                 raise
             return Submission(_replay(existing, request_hash, idempotency_key), created=False)
-    enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
+    if by_worker:
+        enqueue_after_commit(session, job.id, job.kind, device=job.requested_device)
     logger.info(
         "job.submitted job_id=%s kind=%s team_id=%s config_key=%s",
         job.id,
@@ -468,6 +483,8 @@ def submit_job(
         team.id,
         job.config_key,
     )
+    if not by_worker:
+        advance_parent(session, parent_id=job.id, settings=settings, now=now)
     return Submission(job, created=True)
 
 
@@ -640,9 +657,14 @@ def finish_job(
     job_id: uuid.UUID,
     attempt: int,
     result: JobResult | Mapping[str, Any],
+    wait: bool = False,
     now: datetime | None = None,
 ) -> Job | None:
     """Mark ``attempt`` succeeded with its result; None (nothing changed) if stale.
+
+    With ``wait``, the worker's part is done but the job is not: it stays
+    ``running``, waiting on the children its kind's advance step creates now
+    (a range test verifying its bounds; :mod:`core.services.parents`).
 
     Raises:
         pydantic.ValidationError: ``result`` is not a valid result of the job's kind.
@@ -654,13 +676,23 @@ def finish_job(
         return None
     result_cls = get_kind(job.kind).result
     doc = result if isinstance(result, result_cls) else result_cls.model_validate(result)
-    finished = repo.finish(job_id, attempt, result=doc.to_json_dict(), now=_now(now))
+    now = _now(now)
+    if wait:
+        waiting = repo.wait(job_id, attempt, result=doc.to_json_dict(), now=now)
+        if waiting is None:
+            logger.info("job.wait_refused job_id=%s attempt=%d", job_id, attempt)
+            return None
+        logger.info("job.waiting job_id=%s attempt=%d", job_id, attempt)
+        advance_parent(session, parent_id=job_id, now=now)
+        return waiting
+    finished = repo.finish(job_id, attempt, result=doc.to_json_dict(), now=now)
     if finished is None:
         logger.info(
             "job.finish_refused job_id=%s attempt=%d status=%s", job_id, attempt, job.status
         )
         return None
     logger.info("job.succeeded job_id=%s attempt=%d", job_id, attempt)
+    _ended(session, finished)
     return finished
 
 
@@ -683,6 +715,7 @@ def fail_job(
         logger.info("job.fail_refused job_id=%s attempt=%d", job_id, attempt)
         return None
     logger.info("job.failed job_id=%s attempt=%d reason=%s", job_id, attempt, reason[:200])
+    _ended(session, failed)
     return failed
 
 
@@ -717,7 +750,14 @@ def acknowledge_cancel(
         logger.info("job.cancel_ack_refused job_id=%s attempt=%d", job_id, attempt)
         return None
     logger.info("job.cancelled job_id=%s attempt=%d by=worker", job_id, attempt)
+    _ended(session, job)
     return job
+
+
+def _ended(session: Session, job: Job) -> None:
+    """``job`` reached a final status: its parent moves on after this commits."""
+    if job.parent_id is not None:
+        advance_after_commit(session, job.parent_id)
 
 
 # --------------------------------------------------------------------------- team side
@@ -763,10 +803,15 @@ def cancel_job(
         job = repo.cancel_queued(job_id, team_id=team.id, now=now)
         if job is not None:
             logger.info("job.cancelled job_id=%s by=team status_was=queued", job_id)
+            _ended(session, job)
             return job
         job = repo.request_cancel_running(job_id, team_id=team.id, now=now)
         if job is not None:
             logger.info("job.cancel_requested job_id=%s attempt=%d", job_id, job.attempt)
+            if job.waiting:
+                # its children stop now; it is cancelled once none is active
+                advance_parent(session, parent_id=job.id, now=now)
+                session.refresh(job)
             return job
         current = get_job(session, team=team, job_id=job_id)
         if current.finished:
@@ -940,7 +985,8 @@ def _bounds_of(job: Job) -> Bounds:
     if status != JobStatus.SUCCEEDED or job.result is None:
         raise JobConflict(f"job {job.id} is {status}; it has no bounds")
     outcome = RangeTestOutcome.model_validate(job.result)
-    if outcome.suggestions is None:
+    suggestions = outcome.bounds()
+    if suggestions is None:
         raise JobConflict(
             f"the range test of job {job.id} found no bounds: {outcome.no_bounds_reason}"
         )
@@ -948,7 +994,7 @@ def _bounds_of(job: Job) -> Bounds:
         job_id=job.id,
         config_key=job.config_key,
         finished_at=job.finished_at,
-        suggestions=outcome.suggestions,
+        suggestions=suggestions,
     )
 
 
@@ -1099,6 +1145,9 @@ def reconcile(
     - A running job whose attempt started more than its kind's time limit (plus
       one heartbeat timeout of grace) ago fails, even if its worker is still alive.
     - Workers silent for ``worker_prune_after_s`` leave the registry.
+    - Parents waiting on their children move on (after this pass commits), in
+      case a child's end was committed by a process that died before its
+      parent's advance.
     - Artifacts a killed writer left half-written go after
       :data:`ORPHAN_ARTIFACT_AGE_S` (looked for every :data:`ARTIFACT_PRUNE_INTERVAL_S`).
 
@@ -1133,6 +1182,7 @@ def reconcile(
         last_text = "never" if last is None else last.isoformat()
         if job.cancel_requested:
             if repo.mark_cancelled(job.id, attempt, now=now, heartbeat_before=heartbeat_cutoff):
+                _ended(session, job)
                 cancelled.append(job.id)
                 logger.info("job.cancelled job_id=%s attempt=%d by=reconciler", job.id, attempt)
         elif attempt < job.max_attempts:
@@ -1155,6 +1205,7 @@ def reconcile(
             if repo.fail(
                 job.id, attempt, reason=reason, now=now, heartbeat_before=heartbeat_cutoff
             ):
+                _ended(session, job)
                 failed.append(job.id)
                 logger.warning("job.lost job_id=%s attempt=%d reason=%s", job.id, attempt, reason)
 
@@ -1170,8 +1221,15 @@ def reconcile(
                 f"{'?' if started is None else started.isoformat()}"
             )
             if repo.fail(job.id, attempt, reason=reason, now=now):
+                _ended(session, job)
                 timed_out.append(job.id)
                 logger.warning("job.timed_out job_id=%s attempt=%d", job.id, attempt)
+
+    # parents move on after this pass commits, each in a transaction of its own;
+    # this picks up one whose advance was lost with its process
+    advanced = repo.waiting_parents(limit=limit)
+    for parent_id in advanced:
+        advance_after_commit(session, parent_id)
 
     return ReconcileReport(
         resent=[job_id for job_id, _ in resent],
@@ -1181,6 +1239,7 @@ def reconcile(
         timed_out=timed_out,
         pruned_workers=prune_workers(session, settings=settings, now=now),
         pruned_artifacts=_prune_artifacts(session, settings=settings, now=now),
+        advanced=advanced,
     )
 
 

@@ -188,7 +188,6 @@ def _uuid_param(engine: Engine, value: uuid.UUID) -> str:
     return value.hex if engine.dialect.name == "sqlite" else str(value)
 
 
-SERIES_REVISION = "5c1e8d2f4a60"
 BEFORE_SERIES = "1efce9cb9542"
 OLD_KEYS = ("lrs", "losses", "smoothed_losses", "accuracies")
 
@@ -261,7 +260,8 @@ def test_series_migration_turns_curve_chunks_into_curve_series_and_back(
             ],
         )
 
-    command.upgrade(config, SERIES_REVISION)
+    # to head: the ORM models read below have the later migrations' columns too
+    command.upgrade(config, "head")
     assert "curve_chunks" not in tables(empty_engine)
     with Session(empty_engine) as session:
         stored = session.scalars(select(SeriesChunk).order_by(SeriesChunk.start)).all()
