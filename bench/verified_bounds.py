@@ -36,7 +36,6 @@ training is 16 epochs.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -44,8 +43,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -55,10 +53,13 @@ from clr import (
     RangeTestResult,
     SuggestionError,
     Suggestions,
+    VerificationError,
     recommend_step_size,
     suggest_all,
     total_iterations,
 )
+from clr.suggest import curve_verdict
+from clr.verify import DEFAULT_BUDGET_RUNS, Verification, verify_bounds
 from clr.workloads import list_workloads
 
 CYCLES = 4
@@ -130,17 +131,13 @@ class SeedResult:
     full_run: int
     range_test_steps: int
     default: Outcome
-    verified: Outcome | None
-    verification_iterations: int | None
+    verified: Outcome
+    verification: Verification | None
     grid: dict[tuple[float, int], float] = field(default_factory=dict)
 
-
-def _verify_module() -> Any | None:
-    """:mod:`clr.verify`, or ``None`` in a checkout that does not have it yet."""
-    try:
-        return importlib.import_module("clr.verify")
-    except ModuleNotFoundError:
-        return None
+    @property
+    def verification_iterations(self) -> int:
+        return 0 if self.verification is None else self.verification.iterations_spent
 
 
 def _outcome(acc: float, chance: float, iterations: int, base_lr: float, max_lr: float) -> Outcome:
@@ -183,30 +180,24 @@ class Trainings:
 
 
 def run_verified(
-    verify: Any,
     case: Case,
     seed: int,
     result: RangeTestResult,
     suggestions: Suggestions | None,
     *,
     full_run: int,
-    budget_runs: float | None,
-) -> Any:
+    budget_runs: float,
+) -> Verification:
     """:func:`clr.verify.verify_bounds` on the range test's curve and suggestions."""
-    verdict = importlib.import_module("clr.suggest").curve_verdict(result)
-    kwargs: dict[str, Any] = {}
-    if budget_runs is not None:
-        kwargs["budget_runs"] = budget_runs
-    verification = verify.verify_bounds(
+    return verify_bounds(
         case.setup.build,
         suggestions,
-        verdict,
+        curve_verdict(result),
         full_run_iterations=full_run,
         seed=seed,
+        budget_runs=budget_runs,
         optimizer=case.setup.optimizer_for,
-        **kwargs,
     )
-    return verification
 
 
 def run_seed(
@@ -215,8 +206,7 @@ def run_seed(
     *,
     range_steps: int,
     epochs_per_half_cycle: float,
-    verify: Any | None,
-    budget_runs: float | None,
+    budget_runs: float,
     train: Trainings,
 ) -> SeedResult:
     """Range test, then (a), (b) and every grid point of (c) on one seed."""
@@ -250,12 +240,18 @@ def run_seed(
         flush=True,
     )
 
-    verified = spent = None
-    if verify is not None:
+    verification: Verification | None
+    try:
         verification = run_verified(
-            verify, case, seed, result, suggestions, full_run=full, budget_runs=budget_runs
+            case, seed, result, suggestions, full_run=full, budget_runs=budget_runs
         )
-        winner, spent = verification.winner, int(verification.iterations_spent)
+    except VerificationError as exc:
+        # what the service does: the verification fails and the suggestion stands
+        verification = None
+        verified = replace(default, source="refused, so the default")
+        print(f"{name} seed {seed}: (b) verification refused: {exc}", flush=True)
+    else:
+        winner, spent = verification.winner, verification.iterations_spent
         acc = train(case, seed, winner.base_lr, winner.max_lr, step, full)
         verified = _outcome(acc, chance, rt + spent + full, winner.base_lr, winner.max_lr)
         verified.source = winner.source
@@ -276,7 +272,7 @@ def run_seed(
         f"-> {grid[best]:.4f}",
         flush=True,
     )
-    return SeedResult(full, rt, default, verified, spent, grid)
+    return SeedResult(full, rt, default, verified, verification, grid)
 
 
 def _bounds(o: Outcome) -> str:
@@ -326,9 +322,8 @@ class Row:
         return [s.default.accuracy for s in self.seeds]
 
     @property
-    def verified(self) -> list[float] | None:
-        outcomes = [s.verified for s in self.seeds]
-        return None if None in outcomes else [o.accuracy for o in outcomes if o is not None]
+    def verified(self) -> list[float]:
+        return [s.verified.accuracy for s in self.seeds]
 
     @property
     def oracle(self) -> list[float]:
@@ -339,30 +334,26 @@ class Row:
         return _mean([s.default.iterations for s in self.seeds])
 
     @property
-    def compute_verified(self) -> float | None:
-        outcomes = [s.verified for s in self.seeds]
-        return None if None in outcomes else _mean([o.iterations for o in outcomes if o])
+    def compute_verified(self) -> float:
+        return _mean([s.verified.iterations for s in self.seeds])
 
     @property
     def compute_oracle(self) -> float:
         return len(self.seeds[0].grid) * self.full_run
 
     @property
-    def gap(self) -> float | None:
+    def gap(self) -> float:
         """(b) minus (c), in accuracy points."""
-        verified = self.verified
-        return None if verified is None else 100 * (_mean(verified) - _mean(self.oracle))
+        return 100 * (_mean(self.verified) - _mean(self.oracle))
 
     @property
-    def compute_ratio(self) -> float | None:
+    def compute_ratio(self) -> float:
         """(b)'s compute over (c)'s."""
-        verified = self.compute_verified
-        return None if verified is None else verified / self.compute_oracle
+        return self.compute_verified / self.compute_oracle
 
     @property
-    def meets_target(self) -> bool | None:
-        gap, ratio = self.gap, self.compute_ratio
-        return None if gap is None or ratio is None else gap >= -1.0 and ratio <= 0.10
+    def meets_target(self) -> bool:
+        return self.gap >= -1.0 and self.compute_ratio <= 0.10
 
     def notes(self) -> list[str]:
         n = len(self.seeds)
@@ -370,12 +361,11 @@ class Row:
         misses = [s.default.note for s in self.seeds if s.default.note]
         if misses:
             notes.append(f"(a) {_counted(misses)} of {n} seeds")
-        verified = [s.verified for s in self.seeds if s.verified is not None]
-        if verified:
-            notes.append(f"(b) winners: {_counted([o.source for o in verified])}")
-            misses = [o.note for o in verified if o.note]
-            if misses:
-                notes.append(f"(b) {_counted(misses)} of {n} seeds")
+        verified = [s.verified for s in self.seeds]
+        notes.append(f"(b) winners: {_counted([o.source for o in verified])}")
+        misses = [o.note for o in verified if o.note]
+        if misses:
+            notes.append(f"(b) {_counted(misses)} of {n} seeds")
         return notes
 
 
@@ -396,18 +386,16 @@ def table(rows: list[Row], seeds: int) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        gap, ratio, met = r.gap, r.compute_ratio, r.meets_target
-        verified = r.verified
         cells = [
             r.workload,
             r.optimizer,
             _pct(r.default),
-            "n/a" if verified is None else _pct(verified),
+            _pct(r.verified),
             _pct(r.oracle),
             f"{r.oracle_point[0]:.3g} / {r.oracle_point[1]}",
-            "n/a" if gap is None else f"{gap:+.1f}",
-            "n/a" if ratio is None else f"{100 * ratio:.1f} %",
-            "n/a" if met is None else ("met" if met else "**missed**"),
+            f"{r.gap:+.1f}",
+            f"{100 * r.compute_ratio:.1f} %",
+            "met" if r.meets_target else "**missed**",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -421,15 +409,13 @@ def table(rows: list[Row], seeds: int) -> str:
     ]
     for r in rows:
         full = r.full_run
-        spent = [s.verification_iterations for s in r.seeds]
-        compute = r.compute_verified
         cells = [
             r.workload,
             f"{full:,.0f}",
             _runs(_mean([s.range_test_steps for s in r.seeds]), full),
-            "n/a" if None in spent else _runs(_mean([v for v in spent if v is not None]), full),
+            _runs(_mean([s.verification_iterations for s in r.seeds]), full),
             _runs(r.compute_default, full),
-            "n/a" if compute is None else _runs(compute, full),
+            _runs(r.compute_verified, full),
             _runs(r.compute_oracle, full),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -462,8 +448,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--budget-runs",
         type=float,
-        default=None,
-        help="verification budget in full runs (default: clr.verify's)",
+        default=DEFAULT_BUDGET_RUNS,
+        help=f"verification budget in full runs (default {DEFAULT_BUDGET_RUNS}, clr.verify's)",
     )
     parser.add_argument("--output", default=None, help="also write the table (markdown) here")
     parser.add_argument(
@@ -479,9 +465,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = sorted(set(names) - set(list_workloads()))
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)}")
-    verify = _verify_module()
-    if verify is None:
-        print("clr.verify is not in this checkout: (b) verified bounds are left out", flush=True)
     torch.set_num_threads(1)
     train = Trainings(args.cache)
 
@@ -495,7 +478,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 seed,
                 range_steps=args.range_steps,
                 epochs_per_half_cycle=args.epochs_per_half_cycle,
-                verify=verify,
                 budget_runs=args.budget_runs,
                 train=train,
             )
