@@ -9,7 +9,10 @@ cycle 4, the suggestion's ``stop_iteration``) from three sets of bounds:
     (the share of the commonest validation label), as does a diverged training.
 (b) **verified**: :func:`clr.verify.verify_bounds` after the same range test:
     short trainings from the same initial weights at a few candidate bound pairs,
-    kept by validation loss with successive halving, within a declared budget.
+    kept by validation loss with successive halving, within a declared budget
+    (``--budget-runs``, clr.verify's default 1.5 full runs). A verification the
+    budget refuses (``VerificationError``) leaves the default suggestion, as the
+    service does.
 (c) **oracle**: the best of a 13-point ``max_lr`` grid (a third of a decade
     apart) times two ``base_lr = max_lr / d`` ratios, ``d`` in (4, 10): 26 full
     trainings per seed. ``d = 4`` is the default rule's ratio (max_fraction),
@@ -255,9 +258,10 @@ def run_seed(
         acc = train(case, seed, winner.base_lr, winner.max_lr, step, full)
         verified = _outcome(acc, chance, rt + spent + full, winner.base_lr, winner.max_lr)
         verified.source = winner.source
+        tried = ", ".join(f"{c.source} {c.max_lr:.3g}" for c in verification.candidates)
         print(
-            f"{name} seed {seed}: (b) {_bounds(verified)} ({winner.source}) after {spent} it "
-            f"of verification -> {verified.accuracy:.4f} {verified.note}",
+            f"{name} seed {seed}: (b) {_bounds(verified)} ({winner.source}) of [{tried}] after "
+            f"{spent} it of verification -> {verified.accuracy:.4f} {verified.note}",
             flush=True,
         )
 
@@ -363,6 +367,13 @@ class Row:
             notes.append(f"(a) {_counted(misses)} of {n} seeds")
         verified = [s.verified for s in self.seeds]
         notes.append(f"(b) winners: {_counted([o.source for o in verified])}")
+        top = [
+            s.verification.winner.max_lr >= max(c.max_lr for c in s.verification.candidates)
+            for s in self.seeds
+            if s.verification is not None
+        ]
+        if any(top):
+            notes.append(f"(b) the winner had the highest max_lr tried on {sum(top)} of {n} seeds")
         misses = [o.note for o in verified if o.note]
         if misses:
             notes.append(f"(b) {_counted(misses)} of {n} seeds")
