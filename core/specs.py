@@ -425,7 +425,7 @@ class RangeTestSpec(WorkloadSpec):
     smoothing: UnitInterval = 0.95
     diverge_th: FiniteFloat = Field(default=5.0, gt=1)
     metric: Literal["loss", "accuracy"] = "loss"
-    verify: bool = False
+    verify: bool = Field(default=False, strict=True)
     verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
     verify_iterations: StrictInt | None = Field(default=None, ge=2, le=1_000_000)
 

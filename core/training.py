@@ -247,7 +247,7 @@ class TrainingSpec(WorkloadSpec):
     cycles: StrictInt | None = Field(default=None, ge=1, le=1000)
     iterations: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
     epochs: StrictInt | None = Field(default=None, ge=1, le=100_000)
-    whole_cycles: bool = True
+    whole_cycles: bool = Field(default=True, strict=True)
     snapshots: StrictInt | None = Field(default=None, ge=0, le=MAX_SNAPSHOTS)
 
     @field_validator("bounds_source")

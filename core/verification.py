@@ -35,10 +35,10 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from clr.verify import Candidate, plan_halving, select_survivors
-
 from clr.exceptions import VerificationError
 from clr.policies import recommend_step_size
+from clr.verify import Candidate, plan_halving, select_survivors
+from core.errors import DomainError
 from core.models import Job, JobStatus
 from core.specs import (
     DEFAULT_BOUNDS_CYCLES,
@@ -177,8 +177,8 @@ def advance(family: Family) -> None:
         if family.cancelling:
             _end(family, outcome, doc, "cancelled", "cancelled before any candidate ran")
             return
-        _start_round(family, spec, doc, 0, list(range(len(doc.candidates))))
-        family.update(result=outcome.model_copy(update={"verification": doc}))
+        if _start_round(family, outcome, spec, doc, 0, list(range(len(doc.candidates)))):
+            family.update(result=outcome.model_copy(update={"verification": doc}))
         return
     doc = _record(doc, runs)
     round_ = doc.rounds[current]
@@ -189,26 +189,38 @@ def advance(family: Family) -> None:
     if not finished:
         family.update(result=outcome.model_copy(update={"verification": doc}))
         return
-    losses = {i: doc.candidates[i].val_loss[-1] for i in round_.candidates}
-    pairs = [Candidate(c.base_lr, c.max_lr, c.source) for c in doc.candidates]
-    if current + 1 < len(doc.rounds):
-        keep = doc.rounds[current + 1].size
-        survivors = select_survivors(losses, keep, candidates=pairs)
-        _start_round(family, spec, doc, current + 1, survivors)
-        family.update(result=outcome.model_copy(update={"verification": doc}))
-        return
-    (best,) = select_survivors(losses, 1, candidates=pairs)
-    winner = doc.candidates[best]
-    if winner.val_loss[-1] is None:
+    # a candidate without a validation loss (failed, diverged) goes no further: with
+    # the same seed it would fail again, so training it on is compute for nothing
+    losses = {
+        i: loss for i in round_.candidates if (loss := doc.candidates[i].val_loss[-1]) is not None
+    }
+    if not losses:
+        last = doc.candidates[round_.candidates[-1]].failed if round_.candidates else None
         _end(
             family,
             outcome,
             doc,
             "failed",
-            f"no candidate of the last round finished with a validation loss "
-            f"(last: {winner.failed}); the bounds are the curve's suggestions",
+            f"no candidate of round {current} finished with a validation loss "
+            f"(last: {last}); the bounds are the curve's suggestions",
         )
         return
+    pairs = [Candidate(c.base_lr, c.max_lr, c.source) for c in doc.candidates]
+    if current + 1 < len(doc.rounds) and len(losses) > 1:
+        keep = min(doc.rounds[current + 1].size, len(losses))
+        survivors = select_survivors(losses, keep, candidates=pairs)
+        if _start_round(family, outcome, spec, doc, current + 1, survivors):
+            family.update(result=outcome.model_copy(update={"verification": doc}))
+        return
+    (best,) = select_survivors(losses, 1, candidates=pairs)
+    winner = doc.candidates[best]
+    if current + 1 < len(doc.rounds):
+        doc = doc.model_copy(
+            update={
+                "reason": f"the only candidate of round {current} with a validation loss: "
+                "it wins without the later rounds"
+            }
+        )
     doc = doc.model_copy(
         update={
             "status": "succeeded",
@@ -234,16 +246,38 @@ def advance(family: Family) -> None:
 
 
 def _start_round(
-    family: Family, spec: RangeTestSpec, doc: VerificationDoc, index: int, members: list[int]
-) -> None:
+    family: Family,
+    outcome: RangeTestOutcome,
+    spec: RangeTestSpec,
+    doc: VerificationDoc,
+    index: int,
+    members: list[int],
+) -> bool:
+    """Submit round ``index``'s candidates; False (the verification ended failed, the
+    range test keeps its curve's suggestions) if the service refuses one of them,
+    e.g. a training over the caps on a job's run time or memory."""
     round_ = doc.rounds[index]
-    round_.candidates = sorted(members)
-    for i in round_.candidates:
-        family.submit(
-            "training",
-            candidate_training(spec, doc.candidates[i], round_.iterations),
-            role={"stage": "verify", "round": index, "candidate": i},
+    try:
+        with family.session.begin_nested():
+            for i in sorted(members):
+                family.submit(
+                    "training",
+                    candidate_training(spec, doc.candidates[i], round_.iterations),
+                    role={"stage": "verify", "round": index, "candidate": i},
+                )
+    except DomainError as exc:
+        family.children = [c for c in family.children if c in family.session]
+        _end(
+            family,
+            outcome,
+            doc,
+            "failed",
+            f"the candidates of round {index} ({round_.iterations} iterations each) were "
+            f"refused: {exc}; the bounds are the curve's suggestions",
         )
+        return False
+    round_.candidates = sorted(members)
+    return True
 
 
 def _record(doc: VerificationDoc, runs: Mapping[int, Mapping[int, Job]]) -> VerificationDoc:

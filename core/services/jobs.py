@@ -388,8 +388,9 @@ def submit_job(
     The kind's ``prepare`` step (:class:`~core.kinds.JobKind`) runs after the
     spec is validated, in this transaction: a training's ``bounds_from`` becomes
     the bounds of the range test it names. ``parent`` makes the job a child of
-    another (a sweep's trainings) and ``role`` says what it is to it; a child
-    does not count against the team's cap of active jobs (its parent did).
+    another (a sweep's trainings) and ``role`` says what it is to it; the team's
+    cap of active jobs never refuses a child (its parent was checked), though
+    children count among the team's active jobs at its next submit.
 
     A job of a kind no worker runs (a sweep) starts ``running`` and ``waiting``
     at once, and its kind's advance step creates its first children in this

@@ -15,7 +15,7 @@ from core.db import session_scope
 from core.models import Job, JobStatus, Team
 from core.repositories import JobRepository
 from core.services import cancel_job, claim_job, fail_job, finish_job, get_bounds, submit_job
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from core.specs import RangeTestOutcome, RangeTestSpec, VerificationDoc
 from core.verification import candidate_training, plan_verification
 from tests.builders import make_outcome, make_team, spec_data
@@ -213,3 +213,75 @@ def test_a_budget_too_small_for_the_first_round_says_so_and_ends_at_once() -> No
     assert doc.reason is not None
     assert "budget_runs" in doc.reason
     assert doc.rounds == []
+
+
+def test_a_round_whose_every_candidate_failed_ends_the_verification_at_once(
+    committed: sessionmaker[Session], settings: Settings
+) -> None:
+    outcome = planned(verify_spec())
+    job = start(committed, settings, outcome)
+    for child in candidates_running(committed, job.id):
+        finish_candidate(committed, child, None, fail=True)
+    # no further round trains candidates that all failed (compute for nothing)
+    assert candidates_running(committed, job.id) == []
+    final = reread(committed, job.id)
+    assert final.status == JobStatus.SUCCEEDED
+    doc = verification_of(final)
+    assert doc.status == "failed"
+    assert doc.winner is None
+    assert doc.reason is not None
+    assert "Diverged" in doc.reason
+    # the bounds are the curve's own
+    bounds = RangeTestOutcome.model_validate(final.result).bounds()
+    assert bounds is not None
+    assert bounds.default_method != "verified"
+
+
+def test_a_failed_candidate_does_not_go_on_and_a_lone_survivor_wins(
+    committed: sessionmaker[Session], settings: Settings
+) -> None:
+    outcome = planned(verify_spec())
+    job = start(committed, settings, outcome)
+    doc = outcome.verification
+    assert doc is not None
+    first = candidates_running(committed, job.id)
+    for child in first:
+        index = (child.role or {})["candidate"]
+        finish_candidate(committed, child, 0.7 if index == 2 else None, fail=index != 2)
+    assert candidates_running(committed, job.id) == []
+    verified = verification_of(reread(committed, job.id))
+    assert verified.status == "succeeded"
+    assert verified.winner is not None
+    assert verified.winner.max_lr == doc.candidates[2].max_lr
+    assert verified.winner.val_loss == pytest.approx(0.7)
+    assert [r.candidates for r in verified.rounds[1:]] == [[]] * (len(verified.rounds) - 1)
+
+
+def test_a_candidate_the_caps_refuse_ends_the_verification_not_the_range_test(
+    committed: sessionmaker[Session], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcome = planned(verify_spec())
+    with session_scope(committed) as session:
+        team = make_team(session)
+        job = submit_job(
+            session, team=team, kind="range_test", spec=verify_spec(), settings=settings
+        ).job
+    with session_scope(committed) as session:
+        assert claim_job(session, job_id=job.id, worker="w-1") is not None
+    # the candidates' trainings are over the service's cap on a job's run time
+    monkeypatch.setenv("CLR_MAX_JOB_SECONDS", "0.000001")
+    get_settings.cache_clear()
+    try:
+        with session_scope(committed) as session:
+            finish_job(session, job_id=job.id, attempt=1, result=outcome, wait=True)
+    finally:
+        monkeypatch.delenv("CLR_MAX_JOB_SECONDS")
+        get_settings.cache_clear()
+    final = reread(committed, job.id)
+    assert final.status == JobStatus.SUCCEEDED, final.error
+    assert candidates_running(committed, job.id) == []
+    doc = verification_of(final)
+    assert doc.status == "failed"
+    assert doc.reason is not None
+    assert "CLR_MAX_JOB_SECONDS" in doc.reason
+    assert RangeTestOutcome.model_validate(final.result).suggestions is not None
