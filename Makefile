@@ -56,6 +56,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.overhead
 	$(PY) -m bench.scheduler_step
 	$(PY) -m bench.suggestion_quality
+	$(PY) -m bench.verified_bounds
 	$(PY) -m bench.series_storage
 	$(PY) -m bench.train_overhead
 	$(PY) -m bench.artifacts

@@ -19,42 +19,8 @@ import time
 
 import torch
 
-from clr import METHODS, CyclicLR, RangeTest, SuggestionError, make_optimizer, suggest_all
-from clr.workloads import WorkloadInstance, build_workload
-
-
-def evaluate(work: WorkloadInstance) -> float:
-    model = work.model
-    model.eval()
-    correct, total = 0.0, 0
-    with torch.no_grad():
-        for xb, yb in work.val_loader:
-            correct += float((model(xb).argmax(1) == yb).sum())
-            total += int(yb.numel())
-    model.train()
-    return correct / total
-
-
-def train_clr(
-    name: str, seed: int, base_lr: float, max_lr: float, step_size: int, stop: int
-) -> float:
-    work = build_workload(name, seed=seed)
-    opt = make_optimizer("sgd", work.model.parameters(), lr=base_lr, momentum=0.9)
-    sched = CyclicLR(
-        opt, base_lr=base_lr, max_lr=max_lr, step_size_up=step_size, mode="triangular2"
-    )
-    step = 0
-    while step < stop:
-        for xb, yb in work.train_loader:
-            opt.zero_grad(set_to_none=True)
-            loss = work.loss_fn(work.model(xb), yb)
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            sched.step()
-            step += 1
-            if step == stop:
-                break
-    return evaluate(work) if torch.isfinite(loss) else 0.0
+from bench._training import Setup, run_range_test, train_clr
+from clr import METHODS, SuggestionError, suggest_all
 
 
 def main() -> None:
@@ -74,10 +40,9 @@ def main() -> None:
     t0 = time.perf_counter()
     for name in args.workloads:
         for seed in range(args.seeds):
-            work = build_workload(name, seed=seed)
-            opt = make_optimizer("sgd", work.model.parameters(), lr=1e-5, momentum=0.9)
-            result = RangeTest(work.model, opt, work.loss_fn, metric_fn=work.metric_fn).run(
-                work.train_loader, start_lr=1e-5, end_lr=10.0, num_iter=args.num_iter
+            setup = Setup(name)
+            result, work = run_range_test(
+                setup, seed, start_lr=1e-5, end_lr=10.0, num_iter=args.num_iter
             )
             try:
                 bounds = suggest_all(result, iters_per_epoch=work.iters_per_epoch)
@@ -94,8 +59,9 @@ def main() -> None:
                     continue
                 s = bounds.get(method)
                 acc = train_clr(
-                    name, seed, s.base_lr, s.max_lr, bounds.step_size, bounds.stop_iteration
+                    setup, seed, s.base_lr, s.max_lr, bounds.step_size, bounds.stop_iteration
                 )
+                acc = 0.0 if acc is None else acc  # a diverged run scores 0
                 scores[name][method].append(acc)
                 print(
                     f"{name} seed {seed} {method:>12}: base {s.base_lr:.3g} max {s.max_lr:.3g}"

@@ -19,7 +19,8 @@ Example:
     >>> result = RangeTest(w.model, opt, w.loss_fn).run(w.train_loader, num_iter=100)
 
 Training with the bounds a range test suggests is :class:`Trainer` (:mod:`clr.train`);
-the schedule math alone, without torch, is :mod:`clr.policies`.
+the schedule math alone, without torch, is :mod:`clr.policies`; proving bounds by
+short training runs, when a curve shows too little, is :mod:`clr.verify`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from clr.exceptions import (
     ScheduleError,
     SuggestionError,
     UnknownWorkload,
+    VerificationError,
     WorkloadError,
 )
 
@@ -73,8 +75,10 @@ if TYPE_CHECKING:
         DEFAULT_METHOD,
         METHODS,
         Curve,
+        CurveVerdict,
         Suggestion,
         Suggestions,
+        curve_verdict,
         smooth_losses,
         suggest,
         suggest_all,
@@ -86,6 +90,17 @@ if TYPE_CHECKING:
         Trainer,
         TrainProgress,
         TrainResult,
+    )
+    from clr.verify import (
+        Candidate,
+        CandidateResult,
+        HalvingPlan,
+        Verification,
+        VerificationRound,
+        candidates_for,
+        plan_halving,
+        select_survivors,
+        verify_bounds,
     )
 
 # The names below are imported on first use (PEP 562), so ``import clr`` and
@@ -132,6 +147,8 @@ _LAZY: dict[str, str] = {
     "DEFAULT_METHOD": "clr.suggest",
     "METHODS": "clr.suggest",
     "Curve": "clr.suggest",
+    "CurveVerdict": "clr.suggest",
+    "curve_verdict": "clr.suggest",
     "Suggestion": "clr.suggest",
     "Suggestions": "clr.suggest",
     "smooth_losses": "clr.suggest",
@@ -143,6 +160,15 @@ _LAZY: dict[str, str] = {
     "TrainProgress": "clr.train",
     "TrainResult": "clr.train",
     "Trainer": "clr.train",
+    "Candidate": "clr.verify",
+    "CandidateResult": "clr.verify",
+    "HalvingPlan": "clr.verify",
+    "Verification": "clr.verify",
+    "VerificationRound": "clr.verify",
+    "candidates_for": "clr.verify",
+    "plan_halving": "clr.verify",
+    "select_survivors": "clr.verify",
+    "verify_bounds": "clr.verify",
 }
 
 
@@ -170,17 +196,21 @@ __all__ = [
     "SCALE_FNS",
     "SHAPES",
     "CLRError",
+    "Candidate",
+    "CandidateResult",
     "Checkpoint",
     "ConstantSchedule",
     "CosineWarmRestartsSchedule",
     "Curve",
     "CurveTooShort",
+    "CurveVerdict",
     "CyclicLR",
     "CyclicSchedule",
     "EnsembleMetrics",
     "EpochRecord",
     "ExponentialDecaySchedule",
     "FlatCurve",
+    "HalvingPlan",
     "InvalidWorkloadParams",
     "MonotoneCurve",
     "NonFiniteCurve",
@@ -202,15 +232,21 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "UnknownWorkload",
+    "Verification",
+    "VerificationError",
+    "VerificationRound",
     "WorkloadError",
     "__version__",
+    "candidates_for",
     "create_scheduler",
+    "curve_verdict",
     "cycle_at",
     "cycle_end",
     "cycle_ends",
     "cycle_length",
     "make_optimizer",
     "make_schedule",
+    "plan_halving",
     "plot_range_test",
     "plot_schedule",
     "plot_sweep",
@@ -220,9 +256,11 @@ __all__ = [
     "register_scale_fn",
     "render",
     "schedule_length",
+    "select_survivors",
     "smooth_losses",
     "suggest",
     "suggest_all",
     "sweep_lrs",
     "total_iterations",
+    "verify_bounds",
 ]

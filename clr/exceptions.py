@@ -10,6 +10,7 @@ The tree::
     │   ├── NonFiniteCurve            no finite loss in the curve
     │   ├── FlatCurve                 the loss never improves: no descent in the range
     │   └── MonotoneCurve             the loss still falls at end_lr: no upper bound found
+    ├── VerificationError (ValueError) bounds cannot be verified: the budget is too small
     └── WorkloadError (ValueError)    unknown workload, unknown or ill-typed parameter
         ├── UnknownWorkload
         └── InvalidWorkloadParams     carries ``errors``: [{"field", "reason"}]
@@ -31,6 +32,7 @@ __all__ = [
     "ScheduleError",
     "SuggestionError",
     "UnknownWorkload",
+    "VerificationError",
     "WorkloadError",
 ]
 
@@ -65,6 +67,14 @@ class FlatCurve(SuggestionError):
 
 class MonotoneCurve(SuggestionError):
     """The loss still falls at the end of the range, so no upper bound was seen."""
+
+
+class VerificationError(CLRError, ValueError):
+    """Candidate bounds cannot be verified as asked: the budget cannot train them.
+
+    Raised by :func:`clr.verify.plan_halving` before anything trains; the
+    message says how many iterations the budget gives and what would fit.
+    """
 
 
 class WorkloadError(CLRError, ValueError):

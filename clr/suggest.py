@@ -67,8 +67,10 @@ __all__ = [
     "NOISE_WARN_THRESHOLD",
     "Curve",
     "CurveLike",
+    "CurveVerdict",
     "Suggestion",
     "Suggestions",
+    "curve_verdict",
     "suggest",
     "smooth_losses",
     "suggest_all",
@@ -109,8 +111,22 @@ _RAGGED_MIN = 0.05  # ... and at least 5 % relative standard deviation
 _BASE_DIVISOR = 4.0  # base_lr = max_lr / 4 for the rules that only find max_lr
 _DISAGREE_WARN = 0.5  # confidence below this adds a "methods disagree" warning
 _SPREAD_FREE = 0.5  # decades of spread expected between the rules' readings
-_NOISY_DROP_CONFIDENCE = 0.25  # confidence cap when the drop is smaller than the noise
+_NOISY_DROP_CONFIDENCE = 0.25  # confidence cap when the drop is within the noise
+# A move of the smoothed loss is noise unless it exceeds this many times the raw
+# loss's step noise: on pure noise the lag-free smoothing still dips and bumps by
+# about one step's noise (less averaging at the curve's ends, few points per window
+# on a 100-step sweep), so a single noise width let pure noise pass as a descent.
+_NOISE_MOVES = 2.0
+_NOISE_HIGH = 3.0  # ... and "lower start_lr" needs a move beyond three of them
 _HIGH_LR = 1.0  # a flat curve up to this LR needs more steps per LR, not a higher end_lr
+# A loss that can fall to 0 (cross-entropy, squared error) has its whole start level
+# to fall by; a model that learns within a range test drops it by a third or more
+# (the built-in workloads: 2.3 -> 0.3 and lower). A drop below a tenth of it, with
+# no rise of the accuracy beyond its noise to back it, is a model that barely
+# learns at this many steps per LR: its bounds are a guess (issue 12's CNN: 1.386
+# -> 1.35, 2.6 %, with flat accuracy, once got confidence 0.65).
+_SMALL_DROP = 0.10
+_ACC_RISE_NOISE = 2.0  # an accuracy rise counts when above this many times its step noise
 # Robust sigma from second differences: e_i - (e_{i-1} + e_{i+1}) / 2 has standard
 # deviation sigma * sqrt(1.5) for independent noise, and median|N(0, s)| = s / 1.4826.
 _ROUGH_SCALE = 1.4826 / math.sqrt(1.5)
@@ -190,8 +206,11 @@ class Suggestions:
             bottoms out, falling to 0 as they spread over 1.5 decades, scaled down
             by the fraction of rules that failed (see :func:`suggest_all`). When
             the loss drops by less than its noise (relative drop below
-            ``noise``) the curve may show nothing but noise: confidence is then
-            at most 0.25, times ``drop / noise``, and a warning says so.
+            twice ``noise``) the curve may show nothing but noise: confidence is
+            then at most 0.25, times ``drop / (2 * noise)``, and a warning says so. When
+            it drops by less than 10 % of its start level and the accuracy (when
+            recorded) does not rise beyond twice its step noise, confidence is
+            at most ``0.25 * drop / 10 %``, with a warning.
         noise: robust relative standard deviation of the raw loss about its
             trend over the descending part of the curve (0.05 means 5 %).
         warnings: sentences for a person, each with what to do about it.
@@ -201,6 +220,12 @@ class Suggestions:
             where the learning rate is back at ``base_lr``.
         cycles: the number of cycles ``stop_iteration`` covers.
         failed: rule name -> why it gave no bounds.
+        informative: ``False`` when the curve shows too little to trust any
+            bounds and ``confidence`` was capped for it: the loss falls by less
+            than its noise, or by less than 10 % of its start level with no rise
+            of the accuracy beyond its own noise to back it (a warning says
+            which, with the numbers). Such bounds are a guess; verify them by
+            training (:mod:`clr.verify`).
     """
 
     items: list[Suggestion]
@@ -212,6 +237,7 @@ class Suggestions:
     stop_iteration: int | None = None
     cycles: int | None = None
     failed: dict[str, str] = field(default_factory=dict)
+    informative: bool = True
 
     def get(self, method: str) -> Suggestion:
         """The suggestion of one rule.
@@ -246,6 +272,7 @@ class Suggestions:
             "stop_iteration": self.stop_iteration,
             "cycles": self.cycles,
             "failed": dict(self.failed),
+            "informative": bool(self.informative),
         }
 
 
@@ -646,7 +673,10 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
     :data:`_FLAT_REL_DROP` of the start level (too few steps per LR, or, for a
     sweep that ended normally below an LR of 1, too low an ``end_lr``); and
     flat, then worse, up to a divergence (too few steps per LR: a higher
-    ``end_lr`` cannot help a curve that diverged or stopped).
+    ``end_lr`` cannot help a curve that diverged or stopped). For the loss a
+    move counts only when it is also larger than the raw loss's noise: a dip
+    or a rise of the smoothed loss within that noise says nothing about where
+    the range starts.
     """
     scale = max(abs(sig.start), 1e-12)
     what = "no descent" if sig.name == "loss" else "no rise in accuracy"
@@ -654,11 +684,18 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
     stop = p.stop_phrase()  # says why the curve ends early, the cut included
     head = f"{what} found between {p.lr_span}"
     level = sig.shown(sig.start)
+    # the least relative move that is not noise
+    flat = max(_FLAT_REL_DROP, _NOISE_MOVES * p.noise) if sig.name == "loss" else _FLAT_REL_DROP
+    by_noise = flat > _FLAT_REL_DROP
+    # "the range starts too high" is the one claim that sends the user the other
+    # way, so it needs a move beyond three noise widths, not two: the start level
+    # is the median of a few points at the curve's edge, where smoothing averages least
+    high = max(_FLAT_REL_DROP, _NOISE_HIGH * p.noise) if sig.name == "loss" else _FLAT_REL_DROP
     # > 0 where the signal is worse than its start level, in units of that level
     excess = (sig.smooth - sig.start) / scale
     mid = p.n // 2
-    if sig.i_best < sig.k and (rel >= _FLAT_REL_DROP or excess[mid] >= _FLAT_REL_DROP):
-        if excess[mid] >= _FLAT_REL_DROP:
+    if sig.i_best < sig.k and (rel >= high or excess[mid] >= high):
+        if excess[mid] >= high:
             how = (
                 f"is already {excess[mid]:.1%} {worse_word} its start level {level:.4g} at "
                 f"lr {p.lrs[mid]:.3g}, halfway through the sweep"
@@ -675,10 +712,10 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
     worse_after = (
         f", then gets worse, to {excess[i_worst]:.1%} {worse_word} its start level at "
         f"lr {p.lrs[i_worst]:.3g}"
-        if i_worst > sig.i_best and excess[i_worst] >= _FLAT_REL_DROP
+        if i_worst > sig.i_best and excess[i_worst] >= flat
         else ""
     )
-    if (sig.smooth[0] - sig.best) / scale >= _FLAT_REL_DROP:
+    if (sig.smooth[0] - sig.best) / scale >= high:
         # it did improve, but from its very first points: the start level (their
         # median) is already near the best
         facts = (
@@ -693,12 +730,17 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
             + ": it improves from the first points on, so the range starts too high: "
             "lower start_lr"
         )
-    moved = np.nonzero(np.abs(excess) >= _FLAT_REL_DROP)[0]
+    moved = np.nonzero(np.abs(excess) >= flat)[0]
     if moved.size == 0:
+        band = (
+            f"by more than twice the raw {sig.name}'s noise (2 x {p.noise:.1%} = {flat:.1%}) "
+            "from its start level"
+            if by_noise
+            else f"by {_FLAT_REL_DROP:.0%} of its start level"
+        )
         facts = (
-            f"the smoothed {sig.name} never moves by {_FLAT_REL_DROP:.0%} of its start level "
-            f"{level:.4g} in {p.n} steps (at most {rel:.1%} {better_word} and "
-            f"{max(0.0, float(excess.max())):.1%} {worse_word} it)"
+            f"the smoothed {sig.name} never moves {band} {level:.4g} in {p.n} steps (at most "
+            f"{rel:.1%} {better_word} and {max(0.0, float(excess.max())):.1%} {worse_word} it)"
         )
         advice = _more_steps(p)
         if stop is None and p.lrs[-1] < _HIGH_LR:
@@ -706,9 +748,14 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
         elif p.stop_reason == "cancelled":
             advice += "; run the test to the end"
         return f"{head}: {facts}" + (f"; {stop}" if stop else "") + f": {advice}"
-    j = int(moved[0])  # where it first gets 2 % worse (it does not get 2 % better)
+    j = int(moved[0])  # where it first gets worse by that much (it does not get better)
+    band = (
+        f"twice the raw {sig.name}'s noise (2 x {p.noise:.1%} = {flat:.1%})"
+        if by_noise
+        else f"{_FLAT_REL_DROP:.0%}"
+    )
     facts = (
-        f"the smoothed {sig.name} stays within {_FLAT_REL_DROP:.0%} of its start level "
+        f"the smoothed {sig.name} stays within {band} of its start level "
         f"{level:.4g} for the first {j} of {p.n} steps (up to lr {p.lrs[j]:.3g}), then gets "
         f"worse, to {excess[i_worst]:.1%} {worse_word} it at lr {p.lrs[i_worst]:.3g}"
     )
@@ -748,6 +795,66 @@ def _is_monotone(p: _Prepared, sig: _Signal) -> bool:
     return sig.i_best >= p.n - tail and risen < _END_RISE_FRACTION * sig.drop
 
 
+@dataclass(frozen=True)
+class _AccuracyRise:
+    """How far the recorded accuracy rose over the sweep, against its own step noise."""
+
+    start: float  # level before the sweep's effect: median of the first 5 % (smoothed)
+    best: float  # highest smoothed accuracy
+    noise: float  # robust standard deviation of one step's accuracy about its trend
+
+    @property
+    def rise(self) -> float:
+        return self.best - self.start
+
+    @property
+    def rose(self) -> bool:
+        return self.rise > _ACC_RISE_NOISE * self.noise
+
+
+def _accuracy_rise(p: _Prepared) -> _AccuracyRise | None:
+    """The accuracy's rise and step noise, or ``None`` when no usable accuracy was recorded."""
+    acc = p.accuracy
+    if acc is None or p.n < 3:
+        return None
+    raw = -acc.raw  # stored as minus the accuracy (lower is better)
+    second = np.abs(raw[1:-1] - 0.5 * (raw[:-2] + raw[2:]))
+    return _AccuracyRise(-acc.start, -acc.best, float(np.median(second)) * _ROUGH_SCALE)
+
+
+def _rel_drop(sig: _Signal) -> float:
+    return sig.drop / max(abs(sig.start), 1e-12)
+
+
+def _small_drop(p: _Prepared) -> bool:
+    """True when the loss falls by less than :data:`_SMALL_DROP` and no accuracy rise backs it."""
+    acc = _accuracy_rise(p)
+    return _rel_drop(p.loss) < _SMALL_DROP and not (acc is not None and acc.rose)
+
+
+def _end_advice(p: _Prepared, sig: _Signal) -> str:
+    """What to do about a curve still improving at the end of a sweep that ran to ``end_lr``.
+
+    ``raise end_lr``, unless the loss's whole drop is within its noise, or is
+    small (:func:`_small_drop`) on a sweep that already reached an LR of 1:
+    such a curve needs more steps per LR, not more LR.
+    """
+    if sig.name != "loss":
+        return "raise end_lr"
+    rel = _rel_drop(sig)
+    if rel < _NOISE_MOVES * p.noise:
+        return (
+            f"its {rel:.1%} drop is within twice the raw loss's noise ({p.noise:.1%}), so the "
+            f"curve may show nothing but noise: {_more_steps(p)}"
+        )
+    if _small_drop(p) and p.lrs[-1] >= _HIGH_LR:
+        return (
+            f"it fell only {rel:.1%} below its start level {sig.start:.4g} up to lr "
+            f"{p.lrs[-1]:.3g}: {_more_steps(p)}"
+        )
+    return "raise end_lr"
+
+
 def _monotone_error(p: _Prepared, sig: _Signal) -> MonotoneCurve:
     tail = max(3, p.n // 20)
     # how much of its total improvement the curve made over those last points: it
@@ -769,7 +876,7 @@ def _monotone_error(p: _Prepared, sig: _Signal) -> MonotoneCurve:
         f"{change} {made:.1%} of its total {whole}, and it has not turned"
     )
     if stop is None:
-        return MonotoneCurve(f"{verb} at end_lr={p.lrs[-1]:.3g} ({best}): raise end_lr")
+        return MonotoneCurve(f"{verb} at end_lr={p.lrs[-1]:.3g} ({best}): {_end_advice(p, sig)}")
     # the sweep ended early: end_lr was not what limited it
     advice = (
         "run the test to the end"
@@ -1240,6 +1347,27 @@ def _cancelled_warning(p: _Prepared) -> str:
     )
 
 
+def _small_drop_warning(p: _Prepared, confidence: float) -> str:
+    """The warning for a loss that falls by less than :data:`_SMALL_DROP`, with its numbers."""
+    sig = p.loss
+    acc = _accuracy_rise(p)
+    if acc is None:
+        backing = "and no accuracy was recorded to back it"
+    else:
+        backing = (
+            f"and the accuracy does not rise beyond its noise (from {acc.start:.3g} to at most "
+            f"{acc.best:.3g}, {acc.rise:+.3g}, within {_ACC_RISE_NOISE:g} x its step noise "
+            f"{acc.noise:.3g})"
+        )
+    return (
+        f"the smoothed loss falls only {_rel_drop(sig):.1%} below its start level "
+        f"{sig.start:.4g} (to {sig.best:.4g} at lr {p.lrs[sig.i_best]:.3g}), less than "
+        f"{_SMALL_DROP:.0%} of it, {backing}: the model barely learns in this test, so the "
+        f"bounds are a guess (confidence {confidence:.2f}): {_more_steps(p)}, or verify the "
+        "bounds by training (clr.verify)"
+    )
+
+
 def suggest_all(
     result: CurveLike,
     *,
@@ -1306,15 +1434,23 @@ def suggest_all(
             f"the raw loss scatters by {p.noise:.0%} about its trend {noise_where}; "
             "use a larger batch"
         )
-    rel_drop = p.loss.drop / max(abs(p.loss.start), 1e-12)
-    if rel_drop < p.noise and done[default_name].evidence.get("signal", "loss") == "loss":
-        confidence = min(confidence, _NOISY_DROP_CONFIDENCE) * rel_drop / p.noise
+    rel_drop = _rel_drop(p.loss)
+    informative = True
+    noise_drop = _NOISE_MOVES * p.noise
+    if rel_drop < noise_drop and done[default_name].evidence.get("signal", "loss") == "loss":
+        confidence = min(confidence, _NOISY_DROP_CONFIDENCE) * rel_drop / noise_drop
+        informative = False
         warnings.append(
             f"the smoothed loss falls only {rel_drop:.1%} below its start level "
-            f"{p.loss.start:.4g}, less than the raw loss's noise ({p.noise:.1%} {noise_where}): "
-            f"the bounds may be reading noise (confidence {confidence:.2f}); use a larger "
-            "batch or more steps per LR"
+            f"{p.loss.start:.4g}, less than twice the raw loss's noise ({p.noise:.1%} "
+            f"{noise_where}): "
+            f"the bounds may be reading noise (confidence {confidence:.2f}): use a larger "
+            f"batch, or {_more_steps(p)}"
         )
+    elif _small_drop(p):
+        confidence = min(confidence, _NOISY_DROP_CONFIDENCE * rel_drop / _SMALL_DROP)
+        informative = False
+        warnings.append(_small_drop_warning(p, confidence))
     if use_accuracy and p.accuracy is None:
         warnings.append(
             "use_accuracy=True but the curve has no usable accuracies: the paper and "
@@ -1342,4 +1478,155 @@ def suggest_all(
         stop_iteration=stop,
         cycles=n_cycles,
         failed={m: str(e) for m, e in errors.items()},
+        informative=informative,
     )
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+@dataclass(frozen=True)
+class CurveVerdict:
+    """Whether a range-test curve shows enough to read bounds from, and what LRs it covers.
+
+    What a caller decides on before trusting suggested bounds (see
+    :mod:`clr.verify`, which adds a coarse LR ladder when ``informative`` is
+    ``False``). Given even when :func:`suggest_all` raises.
+
+    Attributes:
+        informative: ``True`` when the rules gave bounds and the loss falls
+            beyond twice its noise and by 10 % of its start level or more (or
+            less, with the accuracy rising beyond its noise): the
+            :attr:`Suggestions.informative` of :func:`suggest_all`, and
+            ``False`` when it raised.
+        reason: one sentence with the numbers: how far the loss fell, or the
+            warning or error that says why the curve tells nothing.
+        lr_range: ``(lo, hi)``: the first and last LR of the curve's usable
+            part (up to its first non-finite loss or unusable point), or
+            ``None`` when no point is usable.
+        diverged_at: the LR at which the loss diverged: the first of the
+            points at its end that lie above twice the start level (the level
+            at which :func:`smooth_losses` clips blow-ups), else the point
+            where the test stopped on a divergence or a non-finite loss;
+            ``None`` when it did neither.
+    """
+
+    informative: bool
+    reason: str
+    lr_range: tuple[float, float] | None
+    diverged_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (``lr_range`` as a two-item list or ``None``)."""
+        return {
+            "informative": bool(self.informative),
+            "reason": self.reason,
+            "lr_range": None if self.lr_range is None else [float(v) for v in self.lr_range],
+            "diverged_at": None if self.diverged_at is None else float(self.diverged_at),
+        }
+
+
+def _usable_prefix(raw: _Raw) -> int:
+    """How many points from the start have a positive finite LR and a finite loss."""
+    ok = np.isfinite(raw.lrs) & (raw.lrs > 0) & np.isfinite(raw.losses)
+    if raw.smoothed is not None:
+        ok &= np.isfinite(raw.smoothed)
+    bad = np.nonzero(~ok)[0]
+    return int(bad[0]) if bad.size else int(ok.shape[0])
+
+
+def _diverged_at(raw: _Raw, m: int) -> float | None:
+    """See :attr:`CurveVerdict.diverged_at`; ``m`` is the usable prefix's length."""
+    n = raw.lrs.shape[0]
+    cut_by_loss = m < n and not math.isfinite(float(raw.losses[m]))
+    stopped = raw.stop_reason in ("diverged", "non_finite") or cut_by_loss
+    if m == 0:
+        first = float(raw.lrs[0]) if n else math.nan
+        return first if stopped and math.isfinite(first) and first > 0 else None
+    losses = raw.losses[:m]
+    level = float(np.median(losses[: max(1, m // 20)]))
+    cap = level + max(abs(level), level - float(np.min(losses)))
+    above = losses > cap
+    if above[-1]:
+        below = np.nonzero(~above)[0]
+        return float(raw.lrs[int(below[-1]) + 1 if below.size else 0])
+    if not stopped:
+        return None
+    at = float(raw.lrs[m]) if cut_by_loss else math.nan
+    return at if math.isfinite(at) and at > 0 else float(raw.lrs[m - 1])
+
+
+def _informative_reason(p: _Prepared) -> str:
+    sig = p.loss
+    rel = _rel_drop(sig)
+    acc = _accuracy_rise(p)
+    fell = (
+        f"the smoothed loss falls {rel:.1%} below its start level {sig.start:.4g} (to "
+        f"{sig.best:.4g} at lr {p.lrs[sig.i_best]:.3g}), beyond twice the raw loss's noise "
+        f"({p.noise:.1%})"
+    )
+    if rel >= _SMALL_DROP or acc is None:
+        return f"{fell} and by {_SMALL_DROP:.0%} of its start level or more"
+    return (
+        f"{fell}, and the accuracy rises beyond its noise (from {acc.start:.3g} to "
+        f"{acc.best:.3g}, more than {_ACC_RISE_NOISE:g} x its step noise {acc.noise:.3g})"
+    )
+
+
+_UNINFORMATIVE_WARNINGS = ("the smoothed loss falls only ",)
+
+
+def curve_verdict(curve: CurveLike, *, use_accuracy: bool = False) -> CurveVerdict:
+    """Tell an informative range-test curve from one that shows nothing to read bounds from.
+
+    A curve is uninformative when no rule can read it (:func:`suggest_all`
+    raises: the loss never moves, the curve is too short or not finite), or
+    when its suggestions are a guess (:attr:`Suggestions.informative`: the
+    loss falls by less than twice its noise, or by less than 10 % of its
+    start level with no accuracy rise beyond its noise to back it). Such a
+    curve says the model needs more steps per LR than the test gave; it says
+    nothing about where good bounds lie, which a short training at a few LRs
+    can (:func:`clr.verify.candidates_for` then adds a coarse ladder).
+
+    Args:
+        curve: a :class:`~clr._result.RangeTestResult`, its ``to_dict()``, or a
+            :class:`Curve`.
+        use_accuracy: passed to :func:`suggest_all`.
+
+    Returns:
+        The :class:`CurveVerdict`.
+
+    Raises:
+        TypeError: ``curve`` is none of the accepted types.
+        ValueError: arrays that are not one-dimensional or differ in length.
+
+    Example:
+        >>> import numpy as np
+        >>> flat = Curve(np.logspace(-7, 1, 100), np.full(100, 0.693))
+        >>> v = curve_verdict(flat)
+        >>> v.informative, v.diverged_at, "more steps per LR" in v.reason
+        (False, None, True)
+    """
+    raw = _extract(curve)
+    for label, arr in (
+        ("losses", raw.losses),
+        ("smoothed_losses", raw.smoothed),
+        ("accuracies", raw.accuracies),
+    ):
+        if arr is not None and arr.shape[0] != raw.lrs.shape[0]:
+            raise ValueError(
+                f"lrs and {label} must have the same length, got {raw.lrs.shape[0]} and "
+                f"{arr.shape[0]}"
+            )
+    m = _usable_prefix(raw)
+    lr_range = (float(raw.lrs[0]), float(raw.lrs[m - 1])) if m else None
+    diverged_at = _diverged_at(raw, m)
+    try:
+        p = _prepare(curve)
+        s = suggest_all(curve, use_accuracy=use_accuracy)
+    except SuggestionError as exc:
+        return CurveVerdict(False, str(exc), lr_range, diverged_at)
+    if s.informative:
+        return CurveVerdict(True, _informative_reason(p), lr_range, diverged_at)
+    why = next(w for w in s.warnings if w.startswith(_UNINFORMATIVE_WARNINGS))
+    return CurveVerdict(False, why, lr_range, diverged_at)

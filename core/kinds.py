@@ -185,6 +185,7 @@ RANGE_TEST = register_kind(
         result=RangeTestOutcome,
         result_view=RangeTestResultView,
         runner="worker.kinds.range_test:run",
+        advance="core.verification:advance",
         series=(CURVE,),
         resumable=False,
         examples=(
@@ -199,7 +200,8 @@ RANGE_TEST = register_kind(
         ),
     )
 )
-"""The LR range test: sweeps the LR and finds bounds; a new attempt starts over."""
+"""The LR range test: sweeps the LR and finds bounds; a new attempt starts over. With
+``verify`` it then proves its bounds with child trainings (:mod:`core.verification`)."""
 
 # The other built-in kinds register themselves (their modules import this one).
 import core.sweeps  # noqa: E402, F401

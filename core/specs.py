@@ -531,6 +531,13 @@ class RangeTestSummary(BaseModel):
     diverge_th: float
 
 
+VERIFIED_METHOD = "verified"
+"""The method name of a verified winner among a range test's suggestions."""
+
+DEFAULT_BOUNDS_CYCLES = 4
+"""Cycles of a full training run (the paper's advice)."""
+
+
 class CandidateDoc(BaseModel):
     """One bound pair a verification tried, and how it did in each round it ran."""
 
@@ -550,8 +557,12 @@ class VerificationRoundDoc(BaseModel):
     """One round of successive halving: which candidates ran, for how long."""
 
     round: int
+    size: int = Field(description="candidates the plan gives this round")
     iterations: int = Field(description="training iterations of each candidate this round")
-    candidates: list[int] = Field(description="indexes into the verification's candidates")
+    candidates: list[int] = Field(
+        default_factory=list,
+        description="indexes into the verification's candidates (empty until it starts)",
+    )
 
 
 class VerifiedBoundsDoc(BaseModel):
@@ -606,6 +617,57 @@ class RangeTestOutcome(JobResult):
         if (self.suggestions is None) == (self.no_bounds_reason is None):
             raise ValueError("give either suggestions or no_bounds_reason, not both or neither")
         return self
+
+    def bounds(self) -> SuggestionsDoc | None:
+        """The suggestions to use: with a verified winner, it comes first as method
+        ``verified`` and is the default; the curve's own suggestions follow. None
+        when there are no bounds at all."""
+        verification = self.verification
+        winner = None if verification is None else verification.winner
+        if winner is None or verification is None:
+            return self.suggestions
+        plan = self.suggestions.default if self.suggestions is not None else None
+        spent = verification.spent_runs
+        loss = "?" if winner.val_loss is None else f"{winner.val_loss:.4g}"
+        verified = SuggestionDoc(
+            method=VERIFIED_METHOD,
+            base_lr=winner.base_lr,
+            max_lr=winner.max_lr,
+            rationale=(
+                f"proven by training: of {len(verification.candidates)} candidate pairs, "
+                f"{winner.source}'s trained to the lowest validation loss ({loss}) in "
+                f"{len(verification.rounds)} round(s) of successive halving, spending "
+                f"{spent:.2f} of {verification.budget_runs:g} full runs"
+            ),
+            evidence={"source": winner.source, "val_loss": winner.val_loss},
+            step_size=None if plan is None else plan.step_size,
+            stop_iteration=None if plan is None else plan.stop_iteration,
+            cycles=None if plan is None else plan.cycles,
+        )
+        if self.suggestions is None:
+            reason = self.no_bounds_reason or "the curve gave no bounds"
+            return SuggestionsDoc(
+                default_method=VERIFIED_METHOD,
+                default=verified,
+                items=[verified],
+                confidence=0.0,
+                noise=0.0,
+                warnings=[
+                    f"the curve alone gave no bounds ({reason}); these were found by "
+                    "training a coarse LR ladder"
+                ],
+                step_size=verification.full_run_iterations // (2 * DEFAULT_BOUNDS_CYCLES),
+                stop_iteration=verification.full_run_iterations,
+                cycles=DEFAULT_BOUNDS_CYCLES,
+            )
+        doc = self.suggestions
+        return doc.model_copy(
+            update={
+                "default_method": VERIFIED_METHOD,
+                "default": verified,
+                "items": [verified, *doc.items],
+            }
+        )
 
     @classmethod
     def from_clr(

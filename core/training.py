@@ -198,14 +198,17 @@ _POLICY_ARGUMENTS: dict[str, tuple[str, ...]] = {
 class BoundsFrom(BaseModel):
     """Take the bounds from one of the team's finished range tests.
 
-    ``method`` picks one suggestion rule (``clr.METHODS``); default: the test's
-    default suggestion.
+    ``method`` picks one suggestion rule (``clr.METHODS``, or ``verified``: the
+    pair the test's verification proved by training); default: the test's default
+    suggestion, which is the verified pair when there is one.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     range_test: uuid.UUID
-    method: Literal["paper", "steepest", "valley", "min_div_10", "max_fraction"] | None = None
+    method: (
+        Literal["verified", "paper", "steepest", "valley", "min_div_10", "max_fraction"] | None
+    ) = None
 
 
 class BoundsSource(BaseModel):
@@ -244,7 +247,7 @@ class TrainingSpec(WorkloadSpec):
     cycles: StrictInt | None = Field(default=None, ge=1, le=1000)
     iterations: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
     epochs: StrictInt | None = Field(default=None, ge=1, le=100_000)
-    whole_cycles: bool = True
+    whole_cycles: bool = Field(default=True, strict=True)
     snapshots: StrictInt | None = Field(default=None, ge=0, le=MAX_SNAPSHOTS)
 
     @field_validator("bounds_source")
@@ -509,9 +512,9 @@ def prepare_training(session: Session, team: Team, spec: JobSpec) -> JobSpec:
                 "bounds are for another setup",
             )
     outcome = RangeTestOutcome.model_validate(job.result)
-    if outcome.suggestions is None:
+    suggestions = outcome.bounds()
+    if suggestions is None:
         raise _refused(field, f"range test {job.id} found no bounds: {outcome.no_bounds_reason}")
-    suggestions = outcome.suggestions
     method = source.method or suggestions.default_method
     chosen = next((s for s in suggestions.items if s.method == method), None)
     if chosen is None:

@@ -16,6 +16,7 @@ from typing import Any
 from clr import METHODS
 from clr.workloads import list_workloads
 from core.errors import InvalidInput
+from core.specs import VERIFIED_METHOD
 
 __all__ = [
     "CONTROL_CHARACTERS",
@@ -118,15 +119,16 @@ def method_enum(schema: dict[str, Any]) -> None:
 
     Declared only: :func:`check_method` refuses any other name.
     """
-    _set_enum(schema, list(METHODS))
+    _set_enum(schema, [VERIFIED_METHOD, *METHODS])
 
 
 def check_method(method: str | None) -> None:
     """Refuse a suggestion method ``clr`` does not have, naming ``method``.
 
     Raises:
-        InvalidInput: ``method`` is not one of :data:`clr.METHODS`.
+        InvalidInput: ``method`` is not one of :data:`clr.METHODS` or ``verified``.
     """
-    if method is not None and method not in METHODS:
-        reason = f"unknown method {method!r}; methods: {', '.join(METHODS)}"
+    known = (VERIFIED_METHOD, *METHODS)
+    if method is not None and method not in known:
+        reason = f"unknown method {method!r}; methods: {', '.join(known)}"
         raise InvalidInput(f"method {reason}", errors=[{"field": "method", "reason": reason}])

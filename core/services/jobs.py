@@ -388,8 +388,9 @@ def submit_job(
     The kind's ``prepare`` step (:class:`~core.kinds.JobKind`) runs after the
     spec is validated, in this transaction: a training's ``bounds_from`` becomes
     the bounds of the range test it names. ``parent`` makes the job a child of
-    another (a sweep's trainings) and ``role`` says what it is to it; a child
-    does not count against the team's cap of active jobs (its parent did).
+    another (a sweep's trainings) and ``role`` says what it is to it; the team's
+    cap of active jobs never refuses a child (its parent was checked), though
+    children count among the team's active jobs at its next submit.
 
     A job of a kind no worker runs (a sweep) starts ``running`` and ``waiting``
     at once, and its kind's advance step creates its first children in this
@@ -1014,7 +1015,8 @@ def _bounds_of(job: Job) -> Bounds:
     if status != JobStatus.SUCCEEDED or job.result is None:
         raise JobConflict(f"job {job.id} is {status}; it has no bounds")
     outcome = RangeTestOutcome.model_validate(job.result)
-    if outcome.suggestions is None:
+    suggestions = outcome.bounds()
+    if suggestions is None:
         raise JobConflict(
             f"the range test of job {job.id} found no bounds: {outcome.no_bounds_reason}"
         )
@@ -1022,7 +1024,7 @@ def _bounds_of(job: Job) -> Bounds:
         job_id=job.id,
         config_key=job.config_key,
         finished_at=job.finished_at,
-        suggestions=outcome.suggestions,
+        suggestions=suggestions,
     )
 
 

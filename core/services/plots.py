@@ -166,6 +166,7 @@ def load_range_test_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> 
     else:
         shown = Curve(lrs, losses, smoothed=smoothed, accuracies=accuracies)
         title += f" ({status}: {points} of {series.total} steps)"
+    bounds = None if outcome is None else outcome.bounds()
     return RangeTestPlot(
         job_id=job.id,
         status=status,
@@ -173,9 +174,7 @@ def load_range_test_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> 
         points=points,
         final=final,
         curve=shown,
-        suggestions=None
-        if outcome is None or outcome.suggestions is None
-        else _suggestions(outcome.suggestions),
+        suggestions=None if bounds is None else _suggestions(bounds),
         title=title,
     )
 

@@ -265,4 +265,6 @@ class TestMethod:
         )
         response = client.get(url, params=query, headers=caller.headers)
         assert response.status_code == 422
-        assert fields(response)["method"].startswith("unknown method 'vibes'; methods: paper")
+        assert fields(response)["method"].startswith(
+            "unknown method 'vibes'; methods: verified, paper"
+        )

@@ -222,7 +222,8 @@ class TestGetOne:
 
         range_read = client.get(f"/jobs/{range_test.id}", headers=caller.headers).json()
         assert range_read["kind"] == "range_test"
-        # the range test's result view: its summary, the bounds live at /bounds
+        # the range test's result view: its summary (and verification), the bounds live
+        # at /bounds
         assert set(range_read["result"]) == {"summary", "no_bounds_reason", "verification"}
         assert range_read["result"]["summary"]["stop_reason"] == "diverged"
         own = client.get(f"/range-tests/{range_test.id}", headers=caller.headers).json()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from clr import RangeTest, RangeTestProgress, SuggestionError, make_optimizer, suggest_all
+from clr.suggest import curve_verdict
 from clr.workloads import build_workload
 from core.kinds import CURVE
 from core.series import SeriesPoints
 from core.specs import RangeTestOutcome, RangeTestSpec
+from core.verification import plan_verification
 from worker.jobs import CannotRun, JobContext, run_device
 
 __all__ = ["curve_points", "run"]
@@ -71,6 +73,12 @@ def run(ctx: JobContext) -> str:
         )
     except SuggestionError as exc:
         no_bounds_reason = str(exc)
-    return ctx.finish(
-        RangeTestOutcome.from_clr(result, suggestions, no_bounds_reason=no_bounds_reason)
+    outcome = RangeTestOutcome.from_clr(result, suggestions, no_bounds_reason=no_bounds_reason)
+    if not spec.verify:
+        return ctx.finish(outcome)
+    # the candidates train as child jobs while this job waits (core.verification)
+    verification = plan_verification(
+        spec, suggestions, curve_verdict(result), iters_per_epoch=built.iters_per_epoch
     )
+    outcome = outcome.model_copy(update={"verification": verification})
+    return ctx.finish(outcome, wait=verification.status == "running")

@@ -1,0 +1,803 @@
+"""Bounds proven by training: short CLR runs at a few candidate bound pairs, best kept.
+
+An LR range test reads bounds off how the training loss moves while the LR
+rises (Smith 2015, "Cyclical Learning Rates for Training Neural Networks",
+arXiv 1506.01186, §3.3). When the model needs more steps per LR than the test
+gives, the curve shows nothing (:func:`clr.suggest.curve_verdict` tells), and
+every rule's reading of it is a guess. Training settles it: a few short runs of
+one triangular cycle each, from the same initialisation, at candidate bound
+pairs, compared by validation loss, with successive halving (Jamieson and
+Talwalkar 2016, "Non-stochastic Best Arm Identification and Hyperparameter
+Optimization", arXiv 1502.07943) spending most of the budget on the candidates
+that stay in front.
+
+The planning here is plain Python (no torch): :func:`candidates_for` picks the
+pairs, :func:`plan_halving` the rounds within a declared budget, and
+:func:`select_survivors` who goes on. :func:`verify_bounds` runs that plan in
+this process with :class:`~clr.Trainer`; a service runs the same plan with each
+candidate as a training job of its own and puts the results together with
+:meth:`Verification.from_rounds`.
+
+Example::
+
+    suggestions = suggest_all(result)            # may raise: then pass None
+    verdict = curve_verdict(result)
+    v = verify_bounds(
+        lambda seed: build_workload("digits_mlp", seed=seed),
+        suggestions, verdict, full_run_iterations=704, seed=0,
+    )
+    v.winner.base_lr, v.winner.max_lr, v.runs_spent   # within v.budget_runs
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+from clr.exceptions import VerificationError
+from clr.suggest import CurveVerdict, Suggestions
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torch.optim import Optimizer
+
+__all__ = [
+    "DEFAULT_BUDGET_RUNS",
+    "DEFAULT_MIN_ITERATIONS",
+    "LADDER_DIVISOR",
+    "LADDER_HIGH",
+    "LADDER_LOW",
+    "SAME_MAX_LR_DECADES",
+    "Candidate",
+    "CandidateResult",
+    "HalvingPlan",
+    "OptimizerFactory",
+    "TrainingSetup",
+    "Verification",
+    "VerificationRound",
+    "candidates_for",
+    "plan_halving",
+    "select_survivors",
+    "verify_bounds",
+]
+
+DEFAULT_BUDGET_RUNS = 1.5
+"""Verification's compute cap, in full training runs (one full CLR run costs 1.0).
+
+Why 1.5: the issue's yardstick is a brute-force grid of 13 LRs over two
+settings, about 26 full runs, and verified bounds must cost at most 10 % of it:
+2.6 runs for the whole answer. The answer includes the final training with the
+winner (1.0 run, as the grid's own winner run is part of its 26) and the range
+test (a few hundred steps: about 0.1 of a run), which leaves 2.6 - 1.0 - 0.1 =
+1.5 runs for verification. More would make verification cost more than the
+training it picks bounds for, times one and a half; much less would give the
+first round of 8 candidates under 1/16 of a run each, too short for one cycle
+to separate them on the built-in workloads. (Measured: BENCH NUMBERS TO COME,
+``python -m bench.verified_bounds``.)
+"""
+
+DEFAULT_MIN_ITERATIONS = 20
+"""Fewest iterations a first-round candidate gets (one cycle of 10 up, 10 down).
+
+Below that a run's validation loss tells more about the initialisation than
+about the bounds; :func:`plan_halving` refuses such a plan rather than run it.
+"""
+
+LADDER_LOW = 1e-4
+"""Lowest ``max_lr`` of the coarse ladder: one rung per decade from here."""
+
+LADDER_HIGH = 10.0
+"""Highest ``max_lr`` of the ladder, when the range test did not diverge lower."""
+
+LADDER_DIVISOR = 4.0
+"""``base_lr = max_lr / 4`` on the ladder: the ratio of the default method.
+
+``max_fraction`` (``clr.suggest.DEFAULT_METHOD``, chosen by measurement) sets
+``base_lr = max_lr / 4`` (Smith 2015 §3.3: a third or a quarter of ``max_lr``);
+the ladder uses the same ratio, so a rung and a suggestion differ in
+``max_lr`` only and are compared on that.
+"""
+
+SAME_MAX_LR_DECADES = 0.15
+"""Two pairs whose ``max_lr`` are closer than this (in ``log10``) count as one."""
+
+_NEIGHBOUR_FACTORS: tuple[tuple[float, str], ...] = (
+    (3.0, "x3"),
+    (1 / 3.0, "/3"),
+    (10.0, "x10"),
+    (0.1, "/10"),
+)
+_MIN_CANDIDATES = 4  # fewer than this: add neighbours of the first, so there is a choice
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One pair of CLR bounds to try.
+
+    Attributes:
+        base_lr: lower bound of the cycle.
+        max_lr: upper bound of the cycle.
+        source: where it came from: a method of :data:`clr.suggest.METHODS`
+            (``"paper"``, ``"steepest"``, ...), a ladder rung (``"ladder:0.01"``)
+            or a neighbour of the first candidate (``"neighbour:x3"``,
+            ``"neighbour:/3"``, ``"neighbour:x10"``, ``"neighbour:/10"``).
+    """
+
+    base_lr: float
+    max_lr: float
+    source: str
+
+    def __post_init__(self) -> None:
+        for name in ("base_lr", "max_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not self.base_lr < self.max_lr:
+            raise ValueError(
+                f"base_lr must be below max_lr, got base_lr={self.base_lr!r} and "
+                f"max_lr={self.max_lr!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {"base_lr": float(self.base_lr), "max_lr": float(self.max_lr), "source": self.source}
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(math.log10(a) - math.log10(b)) < SAME_MAX_LR_DECADES
+
+
+def _ladder(verdict: CurveVerdict) -> list[float]:
+    """One ``max_lr`` per decade from :data:`LADDER_LOW`, strictly below the divergence.
+
+    Without a divergence the ladder runs up to :data:`LADDER_HIGH` however far
+    the range test went: a test that never diverged says nothing about what
+    lies above it. With one at ``d``, only rungs below ``d`` (a cycle that
+    peaks where a quick ramp already blew up wastes its run); when even
+    :data:`LADDER_LOW` is not below it, the decade under ``d``.
+    """
+    decades = [
+        10.0**k for k in range(round(math.log10(LADDER_LOW)), 1 + round(math.log10(LADDER_HIGH)))
+    ]
+    ceiling = verdict.diverged_at
+    if ceiling is None:
+        return decades
+    rungs = [r for r in decades if r < ceiling]
+    return rungs or [10.0 ** (math.ceil(math.log10(ceiling)) - 1)]
+
+
+def _thin(values: list[float], keep: int) -> list[float]:
+    """``keep`` of ``values`` spread evenly, both ends included."""
+    if keep <= 0:
+        return []
+    if keep >= len(values):
+        return values
+    if keep == 1:
+        return [values[-1]]
+    step = (len(values) - 1) / (keep - 1)
+    return [values[round(i * step)] for i in range(keep)]
+
+
+def candidates_for(
+    suggestions: Suggestions | None, verdict: CurveVerdict, *, max_candidates: int = 8
+) -> list[Candidate]:
+    """The bound pairs worth a short training run, for a curve and its suggestions.
+
+    In this order, each skipped when its ``max_lr`` is within
+    :data:`SAME_MAX_LR_DECADES` of one already taken (so the default method's
+    pair is kept over a later method's):
+
+    1. the default method's pair, then every other method's, when there are
+       ``suggestions``;
+    2. when the curve is uninformative (``verdict.informative`` is ``False``)
+       or there are no suggestions, a coarse ladder: ``max_lr`` one per decade
+       from 1e-4 up to 10, strictly below ``verdict.diverged_at`` when the test
+       diverged, ``base_lr = max_lr / 4`` (:data:`LADDER_DIVISOR`); placed
+       right after the default pair, before the other methods, thinned
+       evenly when it would not fit in ``max_candidates``;
+    3. while there are fewer than 4, neighbours of the first candidate:
+       ``max_lr`` x3, /3, x10, /10 (same ``base_lr`` ratio), each only below
+       the divergence, so that there is something to compare.
+
+    Args:
+        suggestions: :func:`~clr.suggest_all`'s answer, or ``None`` when it
+            raised (the curve gave no bounds).
+        verdict: :func:`~clr.suggest.curve_verdict` of the same curve.
+        max_candidates: at most this many pairs are returned.
+
+    Returns:
+        Between 1 and ``max_candidates`` candidates, the default method's
+        pair first when there is one.
+
+    Raises:
+        ValueError: ``max_candidates`` below 1.
+
+    Example:
+        >>> from clr.suggest import CurveVerdict
+        >>> flat = CurveVerdict(False, "the loss never moved", (1e-7, 10.0), None)
+        >>> [c.source for c in candidates_for(None, flat)]
+        ['ladder:0.0001', 'ladder:0.001', 'ladder:0.01', 'ladder:0.1', 'ladder:1', 'ladder:10']
+    """
+    if isinstance(max_candidates, bool) or not isinstance(max_candidates, int):
+        raise ValueError(f"max_candidates must be an integer >= 1, got {max_candidates!r}")
+    if max_candidates < 1:
+        raise ValueError(f"max_candidates must be an integer >= 1, got {max_candidates!r}")
+    taken: list[Candidate] = []
+
+    def add(candidate: Candidate) -> None:
+        if len(taken) < max_candidates and not any(
+            _close(candidate.max_lr, c.max_lr) for c in taken
+        ):
+            taken.append(candidate)
+
+    suggested = (
+        []
+        if suggestions is None
+        else [suggestions.default] + [s for s in suggestions.items if s is not suggestions.default]
+    )
+    suggested_pairs = [Candidate(s.base_lr, s.max_lr, s.method) for s in suggested]
+    if suggested_pairs:
+        add(suggested_pairs[0])
+    if suggestions is None or not verdict.informative:
+        rungs = [r for r in _ladder(verdict) if not any(_close(r, c.max_lr) for c in taken)]
+        for rung in _thin(rungs, max_candidates - len(taken)):
+            add(Candidate(rung / LADDER_DIVISOR, rung, f"ladder:{rung:g}"))
+    for pair in suggested_pairs[1:]:
+        add(pair)
+    if taken and len(taken) < _MIN_CANDIDATES:
+        first = taken[0]
+        ratio = first.max_lr / first.base_lr
+        for factor, name in _NEIGHBOUR_FACTORS:
+            if len(taken) >= _MIN_CANDIDATES:
+                break
+            mx = first.max_lr * factor
+            if verdict.diverged_at is not None and mx >= verdict.diverged_at:
+                continue
+            add(Candidate(mx / ratio, mx, f"neighbour:{name}"))
+    return taken
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class HalvingPlan:
+    """Successive-halving rounds within a declared compute budget.
+
+    Every candidate of a round trains from the same initialisation for the
+    round's iterations (one triangular cycle, ``step_size_up = iterations //
+    2``); the best ``1 / eta`` of them (rounded up) go on to the next round,
+    which trains each ``eta`` times longer. After the last round one is left,
+    and it is not trained again: it is the winner.
+
+    Attributes:
+        rounds: ``(candidates, iterations)`` per round: how many candidates
+            train, and for how many iterations each.
+        full_run_iterations: iterations of the full training the bounds are
+            for (the unit of ``budget_runs``).
+        budget_runs: the cap, in full runs.
+        eta: the halving factor.
+    """
+
+    rounds: tuple[tuple[int, int], ...]
+    full_run_iterations: int
+    budget_runs: float
+    eta: int
+
+    @property
+    def total_iterations(self) -> int:
+        """Iterations the plan spends: the sum over rounds of candidates x iterations."""
+        return sum(n * iters for n, iters in self.rounds)
+
+    @property
+    def budget_iterations(self) -> int:
+        """The cap in iterations: ``floor(budget_runs * full_run_iterations)``."""
+        return math.floor(self.budget_runs * self.full_run_iterations)
+
+    @property
+    def total_runs(self) -> float:
+        """:attr:`total_iterations` in full runs."""
+        return self.total_iterations / self.full_run_iterations
+
+    def keep(self, round_index: int) -> int:
+        """How many candidates of round ``round_index`` go on (1 after the last: the winner)."""
+        if not 0 <= round_index < len(self.rounds):
+            raise IndexError(f"round_index must be in [0, {len(self.rounds)}), got {round_index}")
+        nxt = round_index + 1
+        return self.rounds[nxt][0] if nxt < len(self.rounds) else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the rounds, the totals and the budget."""
+        return {
+            "rounds": [{"candidates": n, "iterations": i} for n, i in self.rounds],
+            "total_iterations": self.total_iterations,
+            "budget_iterations": self.budget_iterations,
+            "total_runs": self.total_runs,
+            "budget_runs": float(self.budget_runs),
+            "full_run_iterations": self.full_run_iterations,
+            "eta": self.eta,
+        }
+
+
+def _int_arg(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def plan_halving(
+    n_candidates: int,
+    *,
+    full_run_iterations: int,
+    budget_runs: float = DEFAULT_BUDGET_RUNS,
+    eta: int = 2,
+    min_iterations: int = DEFAULT_MIN_ITERATIONS,
+) -> HalvingPlan:
+    """Successive-halving rounds for ``n_candidates`` within ``budget_runs`` full runs.
+
+    Round sizes: ``n, ceil(n / eta), ceil(n / eta**2), ...`` down to the last
+    round with more than one candidate (a lone survivor is not trained: it is
+    the winner). Round ``r`` trains each of its candidates for ``i0 * eta**r``
+    iterations, capped at ``full_run_iterations`` (a short run longer than the
+    real one tells nothing more), where ``i0`` is the largest even number with
+    ``sum(n_r * i0 * eta**r) <= budget_runs * full_run_iterations``: each
+    round costs about the same, later rounds on fewer candidates for longer.
+    Every round's iterations are even, so one triangular cycle of
+    ``step_size_up = iterations // 2`` fills it exactly.
+
+    Args:
+        n_candidates: how many pairs to compare (1: nothing to train).
+        full_run_iterations: iterations of the full training the bounds are for.
+        budget_runs: the cap on the plan's iterations, in full runs
+            (:data:`DEFAULT_BUDGET_RUNS`, 1.5, says why).
+        eta: each round keeps ``ceil(1 / eta)`` of its candidates and trains
+            them ``eta`` times longer.
+        min_iterations: fewest iterations of a first-round run.
+
+    Returns:
+        The :class:`HalvingPlan`; ``total_iterations <= budget_iterations``.
+
+    Raises:
+        VerificationError: (a ``ValueError``) the budget cannot give each
+            first-round candidate ``min_iterations``; the message says how
+            many it could and what would fit.
+        ValueError: an argument out of range, naming it.
+
+    Example:
+        >>> plan = plan_halving(8, full_run_iterations=704)
+        >>> plan.rounds, plan.total_iterations, plan.budget_iterations
+        (((8, 44), (4, 88), (2, 176)), 1056, 1056)
+    """
+    n = _int_arg("n_candidates", n_candidates, 1)
+    full = _int_arg("full_run_iterations", full_run_iterations, 1)
+    eta = _int_arg("eta", eta, 2)
+    min_iters = _int_arg("min_iterations", min_iterations, 2)
+    if (
+        isinstance(budget_runs, bool)
+        or not isinstance(budget_runs, int | float)
+        or not (math.isfinite(budget_runs) and budget_runs > 0)
+    ):
+        raise ValueError(f"budget_runs must be a positive finite number, got {budget_runs!r}")
+    sizes: list[int] = []
+    size = n
+    while size > 1:
+        sizes.append(size)
+        size = math.ceil(size / eta)
+    budget = math.floor(budget_runs * full)
+    if not sizes:
+        return HalvingPlan((), full, float(budget_runs), eta)
+    cap = full - full % 2 if full >= 2 else 2
+    weight = sum(s * eta**r for r, s in enumerate(sizes))
+    first = 2 * (budget // (2 * weight))
+    if cap < min_iters:
+        raise VerificationError(
+            f"full_run_iterations={full} is below min_iterations={min_iters}: a short run "
+            "cannot be shorter than the real one"
+        )
+    if first < min_iters:
+        raise VerificationError(
+            f"budget_runs={budget_runs:g} of full_run_iterations={full} ({budget} iterations) "
+            f"gives each of the {n} candidates {first} iterations in the first of "
+            f"{len(sizes)} rounds, below min_iterations={min_iters}: it needs budget_runs >= "
+            f"{min_iters * weight / full:.3g}, or fewer candidates"
+            + _fewer_hint(budget, eta, min_iters, n)
+        )
+    rounds = tuple((s, min(first * eta**r, cap)) for r, s in enumerate(sizes))
+    return HalvingPlan(rounds, full, float(budget_runs), eta)
+
+
+def _fewer_hint(budget: int, eta: int, min_iters: int, n: int) -> str:
+    """`` (at most k fit)``: the most candidates this budget can take, when any can."""
+    for k in range(n - 1, 1, -1):
+        sizes, size = [], k
+        while size > 1:
+            sizes.append(size)
+            size = math.ceil(size / eta)
+        weight = sum(s * eta**r for r, s in enumerate(sizes))
+        if 2 * (budget // (2 * weight)) >= min_iters:
+            return f" (at most {k} fit)"
+    return ""
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _loss_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def select_survivors(
+    results: Mapping[int, float | None],
+    keep: int,
+    *,
+    candidates: Sequence[Candidate] | None = None,
+) -> list[int]:
+    """The ``keep`` candidates with the lowest validation loss, best first.
+
+    A ``None``, NaN or infinite loss (a run that diverged, or a job that gave
+    no result) sorts after every finite one. Ties, and the order among the
+    non-finite, go to the lower ``max_lr`` when ``candidates`` is given (the
+    safer pair), then to the lower index.
+
+    Args:
+        results: candidate index -> final validation loss (or ``None``).
+        keep: how many to return (all of them, when there are fewer).
+        candidates: the pairs the indices refer to, for the tie-break.
+
+    Returns:
+        Candidate indices, best first.
+
+    Raises:
+        ValueError: ``keep`` below 1, or an index with no candidate.
+
+    Example:
+        >>> select_survivors({0: 0.9, 1: float("nan"), 2: 0.4, 3: None}, 2)
+        [2, 0]
+    """
+    keep = _int_arg("keep", keep, 1)
+    if candidates is not None:
+        missing = [i for i in results if not 0 <= i < len(candidates)]
+        if missing:
+            raise ValueError(
+                f"results name candidates {missing} but there are {len(candidates)} candidates"
+            )
+
+    def order(index: int) -> tuple[bool, float, float, int]:
+        loss = _loss_or_none(results[index])
+        max_lr = candidates[index].max_lr if candidates is not None else 0.0
+        return (loss is None, 0.0 if loss is None else loss, max_lr, index)
+
+    return sorted(results, key=order)[:keep]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's short run in one round.
+
+    Attributes:
+        candidate: index into :attr:`Verification.candidates`.
+        iterations: iterations it actually trained (fewer than planned when
+            it stopped on a non-finite loss).
+        val_loss: final validation loss, ``None`` when the run diverged or
+            gave no finite value.
+        val_accuracy: final validation metric, when the workload has one.
+    """
+
+    candidate: int
+    iterations: int
+    val_loss: float | None
+    val_accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (non-finite values as ``None``)."""
+        return {
+            "candidate": self.candidate,
+            "iterations": self.iterations,
+            "val_loss": _loss_or_none(self.val_loss),
+            "val_accuracy": _loss_or_none(self.val_accuracy),
+        }
+
+
+@dataclass(frozen=True)
+class VerificationRound:
+    """One round of successive halving: who trained, how it went, who went on.
+
+    Attributes:
+        iterations: iterations planned for each candidate of the round.
+        results: one :class:`CandidateResult` per candidate trained.
+        kept: indices of the candidates that went on (the winner, after the
+            last round), best first.
+    """
+
+    iterations: int
+    results: tuple[CandidateResult, ...]
+    kept: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {
+            "iterations": self.iterations,
+            "results": [r.to_dict() for r in self.results],
+            "kept": list(self.kept),
+        }
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verified bounds and the evidence for them.
+
+    Attributes:
+        winner: the pair with the lowest validation loss in the last round
+            (the only candidate, when there was one).
+        winner_index: its index in ``candidates``.
+        candidates: every pair compared.
+        rounds: the rounds as run.
+        plan: the plan they followed (its budget declared before any run).
+        iterations_spent: iterations actually trained, all runs together.
+        warnings: sentences for a person (no finite loss in the last round, ...).
+    """
+
+    winner: Candidate
+    winner_index: int
+    candidates: tuple[Candidate, ...]
+    rounds: tuple[VerificationRound, ...]
+    plan: HalvingPlan
+    iterations_spent: int
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def runs_spent(self) -> float:
+        """:attr:`iterations_spent` in full training runs."""
+        return self.iterations_spent / self.plan.full_run_iterations
+
+    @property
+    def budget_iterations(self) -> int:
+        """The declared cap, in iterations."""
+        return self.plan.budget_iterations
+
+    @property
+    def budget_runs(self) -> float:
+        """The declared cap, in full runs."""
+        return self.plan.budget_runs
+
+    @classmethod
+    def from_rounds(
+        cls,
+        candidates: Sequence[Candidate],
+        plan: HalvingPlan,
+        rounds: Sequence[Sequence[CandidateResult]],
+    ) -> Verification:
+        """Put the results of a plan's rounds together (how a service that ran them does it).
+
+        Each round keeps :meth:`HalvingPlan.keep` of its candidates by
+        :func:`select_survivors`; the winner is the best of the last round, or
+        the only candidate when the plan had no round.
+
+        Args:
+            candidates: the pairs, as :func:`candidates_for` gave them.
+            plan: the plan the rounds followed.
+            rounds: per round, the result of every candidate trained in it.
+
+        Returns:
+            The :class:`Verification`.
+
+        Raises:
+            ValueError: no candidates, more rounds than the plan has, or a
+                result naming a candidate that does not exist.
+        """
+        if not candidates:
+            raise ValueError("candidates must not be empty")
+        if len(rounds) > len(plan.rounds):
+            raise ValueError(f"got {len(rounds)} rounds for a plan of {len(plan.rounds)}")
+        done: list[VerificationRound] = []
+        warnings: list[str] = []
+        winner_index = 0
+        for r, results in enumerate(rounds):
+            losses = {res.candidate: res.val_loss for res in results}
+            kept = select_survivors(losses, plan.keep(r), candidates=candidates)
+            done.append(VerificationRound(plan.rounds[r][1], tuple(results), tuple(kept)))
+            if kept:
+                winner_index = kept[0]
+        if (
+            done
+            and done[-1].results
+            and all(_loss_or_none(res.val_loss) is None for res in done[-1].results)
+        ):
+            warnings.append(
+                f"no candidate of the last round ({len(done[-1].results)} of them) ended with a "
+                "finite validation loss: every one diverged; the winner is the one with the "
+                "lowest max_lr: lower the bounds or check the model"
+            )
+        return cls(
+            winner=candidates[winner_index],
+            winner_index=winner_index,
+            candidates=tuple(candidates),
+            rounds=tuple(done),
+            plan=plan,
+            iterations_spent=sum(res.iterations for results in rounds for res in results),
+            warnings=tuple(warnings),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: winner, candidates, rounds, compute spent and budget."""
+        return {
+            "winner": self.winner.to_dict(),
+            "winner_index": self.winner_index,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "rounds": [r.to_dict() for r in self.rounds],
+            "plan": self.plan.to_dict(),
+            "iterations_spent": self.iterations_spent,
+            "runs_spent": self.runs_spent,
+            "budget_iterations": self.budget_iterations,
+            "budget_runs": float(self.budget_runs),
+            "warnings": list(self.warnings),
+        }
+
+
+# --------------------------------------------------------------------------- local runner
+
+
+class TrainingSetup(Protocol):
+    """What ``build(seed)`` returns: a :class:`~clr.workloads.WorkloadInstance` has it all."""
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def train_loader(self) -> Iterable[Any]: ...
+
+    @property
+    def val_loader(self) -> Iterable[Any]: ...
+
+    @property
+    def loss_fn(self) -> Callable[[Any, Any], Tensor]: ...
+
+    @property
+    def metric_fn(self) -> Callable[[Any, Any], Tensor] | None: ...
+
+
+OptimizerFactory: TypeAlias = "Callable[[Iterable[nn.Parameter], float], Optimizer]"
+"""``factory(parameters, lr) -> Optimizer``; the default is SGD with momentum 0.9."""
+
+
+def _sgd(params: Iterable[nn.Parameter], lr: float) -> Optimizer:
+    from clr.optim import make_optimizer
+
+    return make_optimizer("sgd", params, lr=lr, momentum=0.9)
+
+
+def _train_one(
+    build: Callable[[int], TrainingSetup],
+    seed: int,
+    initial: Mapping[str, Tensor],
+    candidate: Candidate,
+    index: int,
+    iterations: int,
+    optimizer: OptimizerFactory,
+) -> CandidateResult:
+    from clr.schedules import create_scheduler
+    from clr.train import Trainer, TrainProgress
+
+    setup = build(seed)
+    setup.model.load_state_dict(initial)
+    opt = optimizer(setup.model.parameters(), candidate.base_lr)
+    sched = create_scheduler(
+        opt,
+        "triangular",
+        base_lr=candidate.base_lr,
+        max_lr=candidate.max_lr,
+        step_size_up=max(1, iterations // 2),
+    )
+    blew_up = False
+
+    def watch(progress: TrainProgress) -> None:
+        nonlocal blew_up
+        blew_up = blew_up or not all(math.isfinite(v) for v in progress.losses)
+
+    trainer = Trainer(setup.model, opt, setup.loss_fn, metric_fn=setup.metric_fn, scheduler=sched)
+    result = trainer.run(
+        setup.train_loader,
+        val_loader=setup.val_loader,
+        iterations=iterations,
+        callback=watch,
+        should_stop=lambda: blew_up,
+        keep_traces=False,
+    )
+    loss = None if blew_up else _loss_or_none(result.val_loss)
+    return CandidateResult(index, result.iterations, loss, _loss_or_none(result.val_accuracy))
+
+
+def verify_bounds(
+    build: Callable[[int], TrainingSetup],
+    suggestions: Suggestions | None,
+    verdict: CurveVerdict,
+    *,
+    full_run_iterations: int,
+    seed: int = 0,
+    budget_runs: float = DEFAULT_BUDGET_RUNS,
+    eta: int = 2,
+    min_iterations: int = DEFAULT_MIN_ITERATIONS,
+    max_candidates: int = 8,
+    candidates: Sequence[Candidate] | None = None,
+    optimizer: OptimizerFactory | None = None,
+    callback: Callable[[int, CandidateResult], None] | None = None,
+) -> Verification:
+    """Train short CLR runs at candidate bounds in this process and keep the best.
+
+    The candidates (:func:`candidates_for`, unless given) and the plan
+    (:func:`plan_halving`) are fixed before anything trains, so the compute is
+    declared up front: ``plan.total_iterations <= budget_runs *
+    full_run_iterations``. Every run starts from the same initialisation: the
+    weights of ``build(seed)``'s model, loaded into each fresh ``build(seed)``
+    (which also gives each the same data order), and trains one triangular
+    cycle (``step_size_up = iterations // 2``) with :class:`~clr.Trainer`; its
+    final validation loss ranks it. A run whose training loss turns NaN or
+    infinite stops there and ranks last.
+
+    Args:
+        build: ``build(seed)`` returns a fresh model with its loaders, loss
+            and metric (a :class:`~clr.workloads.WorkloadInstance`, e.g.
+            ``lambda s: build_workload("digits_mlp", seed=s)``).
+        suggestions: the range test's suggestions, ``None`` when it gave none.
+        verdict: :func:`~clr.suggest.curve_verdict` of the same curve.
+        full_run_iterations: iterations of the full training the bounds are for.
+        seed: the seed every run is built with.
+        budget_runs: compute cap in full runs (see :data:`DEFAULT_BUDGET_RUNS`).
+        eta: halving factor.
+        min_iterations: fewest iterations of a first-round run.
+        max_candidates: passed to :func:`candidates_for`.
+        candidates: compare these pairs instead of :func:`candidates_for`'s.
+        optimizer: ``factory(parameters, lr)``; SGD with momentum 0.9 by default.
+        callback: called with ``(round_index, result)`` after each run.
+
+    Returns:
+        The :class:`Verification`: winner, every run's validation loss and
+        accuracy, the compute spent and the budget.
+
+    Raises:
+        VerificationError: the budget is too small for the candidates (before
+            anything trains).
+        ValueError: bad arguments, naming them.
+    """
+    pairs = (
+        list(candidates)
+        if candidates is not None
+        else candidates_for(suggestions, verdict, max_candidates=max_candidates)
+    )
+    if not pairs:
+        raise ValueError("candidates must not be empty")
+    plan = plan_halving(
+        len(pairs),
+        full_run_iterations=full_run_iterations,
+        budget_runs=budget_runs,
+        eta=eta,
+        min_iterations=min_iterations,
+    )
+    factory = optimizer if optimizer is not None else _sgd
+    initial = {k: v.detach().clone() for k, v in build(seed).model.state_dict().items()}
+    rounds: list[list[CandidateResult]] = []
+    alive = list(range(len(pairs)))
+    for r, (_, iterations) in enumerate(plan.rounds):
+        results = []
+        for index in alive:
+            res = _train_one(build, seed, initial, pairs[index], index, iterations, factory)
+            results.append(res)
+            if callback is not None:
+                callback(r, res)
+        rounds.append(results)
+        losses = {res.candidate: res.val_loss for res in results}
+        alive = select_survivors(losses, plan.keep(r), candidates=pairs)
+    return Verification.from_rounds(pairs, plan, rounds)

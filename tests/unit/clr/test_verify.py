@@ -1,0 +1,514 @@
+"""clr.verify: candidate bounds, the successive-halving plan, selection, and a local run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from clr import (
+    Candidate,
+    CandidateResult,
+    HalvingPlan,
+    Verification,
+    VerificationError,
+    candidates_for,
+    plan_halving,
+    select_survivors,
+    verify_bounds,
+)
+from clr.suggest import Curve, CurveVerdict, Suggestion, Suggestions, curve_verdict, suggest_all
+from clr.workloads import WorkloadInstance, build_workload
+
+verify_mod = importlib.import_module("clr.verify")
+
+FLAT = CurveVerdict(False, "the loss never moved", (1e-7, 10.0), None)
+INFORMATIVE = CurveVerdict(True, "the loss fell", (1e-6, 3.0), None)
+
+
+def suggestions_of(*pairs: tuple[str, float, float]) -> Suggestions:
+    """Suggestions whose items are ``(method, base_lr, max_lr)``, the first the default."""
+    items = [Suggestion(m, base, mx, f"{m} says so") for m, base, mx in pairs]
+    return Suggestions(items=items, default=items[0], confidence=0.9, noise=0.02)
+
+
+def decades(candidates: list[Candidate]) -> list[float]:
+    return [math.log10(c.max_lr) for c in candidates]
+
+
+class TestTorchFree:
+    def test_planning_loads_no_torch(self):
+        code = (
+            "import json, sys\n"
+            "import clr\n"
+            "from clr.verify import candidates_for, plan_halving, select_survivors\n"
+            "from clr.suggest import CurveVerdict\n"
+            "v = CurveVerdict(False, 'flat', (1e-7, 10.0), 5.0)\n"
+            "c = candidates_for(None, v)\n"
+            "p = plan_halving(len(c), full_run_iterations=1000)\n"
+            "s = select_survivors({0: 1.0, 1: None, 2: 0.5}, 2, candidates=c)\n"
+            "torch = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+            "print(json.dumps({'n': len(c), 'rounds': [list(r) for r in p.rounds], 's': s,"
+            " 'torch': torch}))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {
+            "n": 5,
+            "rounds": [[5, 78], [3, 156], [2, 312]],  # 78 * (5 + 3 * 2 + 2 * 4) <= 1500
+            "s": [2, 0],
+            "torch": [],
+        }
+
+    def test_docstring_examples(self):
+        result = doctest.testmod(verify_mod, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0
+        assert result.attempted >= 5
+
+
+class TestCandidate:
+    @pytest.mark.parametrize(
+        ("base", "mx", "match"),
+        [
+            (0.0, 0.1, "base_lr must be a positive finite number, got 0.0"),
+            (0.01, math.nan, "max_lr must be a positive finite number, got nan"),
+            (0.1, 0.1, "base_lr must be below max_lr, got base_lr=0.1 and max_lr=0.1"),
+            (True, 0.1, "base_lr must be a positive finite number, got True"),
+        ],
+    )
+    def test_rejects_impossible_bounds(self, base, mx, match):
+        with pytest.raises(ValueError, match=re_escape(match)):
+            Candidate(base, mx, "paper")
+
+    def test_to_dict(self):
+        assert Candidate(0.025, 0.1, "ladder:0.1").to_dict() == {
+            "base_lr": 0.025,
+            "max_lr": 0.1,
+            "source": "ladder:0.1",
+        }
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return "^" + re.escape(text) + "$"
+
+
+class TestCandidatesFor:
+    def test_informative_curve_takes_each_method_once_default_first(self):
+        s = suggestions_of(
+            ("max_fraction", 0.075, 0.3),
+            ("paper", 0.01, 0.3),  # same max_lr as the default: one candidate
+            ("steepest", 0.005, 0.02),
+            ("valley", 0.006, 0.025),  # 0.097 decades from steepest: the same
+            ("min_div_10", 0.0075, 0.03),  # 0.18 decades from steepest: a new one
+        )
+        got = candidates_for(s, INFORMATIVE)
+        assert [c.source for c in got] == ["max_fraction", "steepest", "min_div_10", "neighbour:x3"]
+        assert got[0] == Candidate(0.075, 0.3, "max_fraction")
+        assert got[3].max_lr == pytest.approx(0.9)
+        assert got[3].base_lr == pytest.approx(0.9 / 4)
+        # every pair is at least 0.15 decades from every other
+        d = decades(got)
+        assert min(abs(a - b) for i, a in enumerate(d) for b in d[i + 1 :]) >= 0.15
+
+    def test_a_lone_pair_gets_neighbours_to_compare_with(self):
+        got = candidates_for(suggestions_of(("max_fraction", 0.025, 0.1)), INFORMATIVE)
+        assert [c.source for c in got] == [
+            "max_fraction",
+            "neighbour:x3",
+            "neighbour:/3",
+            "neighbour:x10",
+        ]
+        assert [c.max_lr for c in got] == pytest.approx([0.1, 0.3, 0.1 / 3, 1.0])
+        assert all(c.max_lr / c.base_lr == pytest.approx(4.0) for c in got)
+
+    def test_uninformative_curve_adds_a_ladder_of_decades(self):
+        s = suggestions_of(("max_fraction", 2.5e-7, 1e-6), ("steepest", 2.5e-8, 1e-7))
+        got = candidates_for(s, FLAT)
+        assert [c.source for c in got] == [
+            "max_fraction",
+            "ladder:0.0001",
+            "ladder:0.001",
+            "ladder:0.01",
+            "ladder:0.1",
+            "ladder:1",
+            "ladder:10",
+            "steepest",
+        ]
+        for c in got[1:7]:
+            assert c.base_lr == pytest.approx(c.max_lr / 4)
+
+    def test_no_suggestions_means_a_ladder_alone(self):
+        verdict = CurveVerdict(True, "", (1e-5, 1.0), None)  # e.g. every rule failed
+        got = candidates_for(None, verdict)
+        assert decades(got) == pytest.approx([-4, -3, -2, -1, 0, 1])
+
+    @pytest.mark.parametrize(
+        ("diverged_at", "top"),
+        [(5.0, 1.0), (1.0, 0.1), (0.0999, 0.01), (3e-4, 1e-4), (5e-5, 1e-5)],
+    )
+    def test_the_ladder_stays_below_the_divergence(self, diverged_at, top):
+        verdict = CurveVerdict(False, "flat, then diverged", (1e-7, diverged_at), diverged_at)
+        got = candidates_for(None, verdict)
+        assert max(c.max_lr for c in got) < diverged_at
+        ladder = [c for c in got if c.source.startswith("ladder:")]
+        assert max(c.max_lr for c in ladder) == pytest.approx(top)
+
+    def test_neighbours_above_the_divergence_are_skipped(self):
+        verdict = CurveVerdict(True, "", (1e-6, 0.5), 0.5)
+        got = candidates_for(suggestions_of(("max_fraction", 0.05, 0.2)), verdict)
+        assert all(c.max_lr < 0.5 for c in got)
+        assert [c.source for c in got] == [
+            "max_fraction",
+            "neighbour:/3",
+            "neighbour:/10",
+        ]
+
+    def test_max_candidates_thins_the_ladder_evenly(self):
+        got = candidates_for(suggestions_of(("max_fraction", 0.075, 0.3)), FLAT, max_candidates=4)
+        assert [c.source for c in got] == [
+            "max_fraction",
+            "ladder:0.0001",
+            "ladder:0.01",
+            "ladder:10",
+        ]
+        assert len(candidates_for(None, FLAT, max_candidates=1)) == 1
+
+    def test_a_rung_that_repeats_a_suggestion_is_dropped(self):
+        got = candidates_for(suggestions_of(("max_fraction", 0.025, 0.11)), FLAT)
+        assert [c.source for c in got].count("ladder:0.1") == 0
+        assert len(got) == 6
+
+    @pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+    def test_bad_max_candidates(self, bad):
+        with pytest.raises(ValueError, match="max_candidates must be an integer >= 1"):
+            candidates_for(None, FLAT, max_candidates=bad)
+
+    def test_from_a_real_flat_curve(self):
+        # the GRU of issue 12: flat from 1e-7 to 5, where it blew up; no rule answers
+        lrs = np.logspace(-7, 1, 100)
+        k = int(np.searchsorted(lrs, 5.0))
+        losses = 0.693 * (1 + 0.01 * np.random.default_rng(0).standard_normal(k + 2))
+        losses[k:] = [9.0, 60.0]
+        curve = Curve(lrs[: k + 2], losses)
+        verdict = curve_verdict(curve)
+        assert not verdict.informative
+        assert verdict.diverged_at == pytest.approx(lrs[k])
+        got = candidates_for(None, verdict)
+        assert decades(got) == pytest.approx([-4, -3, -2, -1, 0])
+
+
+class TestPlanHalving:
+    @pytest.mark.parametrize("n", range(1, 13))
+    @pytest.mark.parametrize("eta", [2, 3])
+    @pytest.mark.parametrize("budget_runs", [1.0, 1.5, 3.0])
+    def test_budget_is_never_exceeded_and_rounds_shrink(self, n, eta, budget_runs):
+        full = 1000
+        try:
+            plan = plan_halving(n, full_run_iterations=full, budget_runs=budget_runs, eta=eta)
+        except VerificationError:
+            # only when the first round cannot give each candidate 20 iterations
+            sizes, size = [], n
+            while size > 1:
+                sizes.append(size)
+                size = math.ceil(size / eta)
+            weight = sum(c * eta**r for r, c in enumerate(sizes))
+            assert weight * 20 > math.floor(budget_runs * full)
+            return
+        assert plan.total_iterations <= plan.budget_iterations == math.floor(budget_runs * full)
+        assert plan.total_iterations == sum(c * i for c, i in plan.rounds)
+        if n == 1:
+            assert plan.rounds == ()
+            return
+        sizes = [c for c, _ in plan.rounds]
+        assert sizes[0] == n
+        for a, b in zip(sizes, sizes[1:], strict=False):
+            assert b == math.ceil(a / eta)
+        assert sizes[-1] > 1  # the lone survivor is not trained
+        assert math.ceil(sizes[-1] / eta) == 1
+        iters = [i for _, i in plan.rounds]
+        assert all(i % 2 == 0 and i >= 20 for i in iters)
+        assert all(i <= full for i in iters)
+        for a, b in zip(iters, iters[1:], strict=False):
+            assert b == min(a * eta, full)
+        # the first round is as long as the budget allows (the next even step would not fit)
+        weight = sum(c * eta**r for r, c in enumerate(sizes))
+        if iters[-1] < full:
+            assert (iters[0] + 2) * weight > plan.budget_iterations
+
+    def test_the_default_plan_of_eight(self):
+        plan = plan_halving(8, full_run_iterations=704)
+        assert plan.rounds == ((8, 44), (4, 88), (2, 176))
+        assert plan.total_iterations == plan.budget_iterations == 1056
+        assert plan.total_runs == pytest.approx(1.5)
+        assert [plan.keep(r) for r in range(3)] == [4, 2, 1]
+        assert plan.to_dict() == {
+            "rounds": [
+                {"candidates": 8, "iterations": 44},
+                {"candidates": 4, "iterations": 88},
+                {"candidates": 2, "iterations": 176},
+            ],
+            "total_iterations": 1056,
+            "budget_iterations": 1056,
+            "total_runs": 1.5,
+            "budget_runs": 1.5,
+            "full_run_iterations": 704,
+            "eta": 2,
+        }
+
+    def test_a_round_is_never_longer_than_the_full_run(self):
+        plan = plan_halving(2, full_run_iterations=100, budget_runs=10.0)
+        assert plan.rounds == ((2, 100),)
+
+    def test_a_tiny_budget_is_refused_before_anything_runs(self):
+        with pytest.raises(VerificationError) as info:
+            plan_halving(8, full_run_iterations=100)
+        assert str(info.value) == (
+            "budget_runs=1.5 of full_run_iterations=100 (150 iterations) gives each of the 8 "
+            "candidates 6 iterations in the first of 3 rounds, below min_iterations=20: it needs "
+            "budget_runs >= 4.8, or fewer candidates (at most 3 fit)"
+        )
+        assert isinstance(info.value, ValueError)
+        # ... and the hint is right: 3 fit, 4 do not
+        plan_halving(3, full_run_iterations=100)
+        with pytest.raises(VerificationError):
+            plan_halving(4, full_run_iterations=100)
+        plan_halving(8, full_run_iterations=100, budget_runs=4.8)
+
+    def test_a_full_run_shorter_than_min_iterations(self):
+        with pytest.raises(VerificationError, match="full_run_iterations=10 is below"):
+            plan_halving(2, full_run_iterations=10, budget_runs=100.0)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"n_candidates": 0}, "n_candidates must be an integer >= 1, got 0"),
+            ({"full_run_iterations": 0}, "full_run_iterations must be an integer >= 1, got 0"),
+            ({"eta": 1}, "eta must be an integer >= 2, got 1"),
+            ({"budget_runs": 0.0}, "budget_runs must be a positive finite number, got 0.0"),
+            ({"budget_runs": math.inf}, "budget_runs must be a positive finite number, got inf"),
+            ({"min_iterations": 1}, "min_iterations must be an integer >= 2, got 1"),
+        ],
+    )
+    def test_bad_arguments_name_themselves(self, kwargs, match):
+        args = {"n_candidates": 4, "full_run_iterations": 1000} | kwargs
+        n = args.pop("n_candidates")
+        with pytest.raises(ValueError, match=re_escape(match)):
+            plan_halving(n, **args)
+
+    def test_keep_rejects_a_round_outside_the_plan(self):
+        with pytest.raises(IndexError, match=r"round_index must be in \[0, 3\), got 3"):
+            plan_halving(8, full_run_iterations=704).keep(3)
+
+
+class TestSelectSurvivors:
+    def test_lowest_loss_first_non_finite_last(self):
+        results = {0: 0.9, 1: math.nan, 2: 0.4, 3: None, 4: math.inf, 5: 0.5}
+        assert select_survivors(results, 3) == [2, 5, 0]
+        assert select_survivors(results, 6) == [2, 5, 0, 1, 3, 4]
+        assert select_survivors(results, 10) == [2, 5, 0, 1, 3, 4]
+
+    def test_ties_go_to_the_lower_max_lr(self):
+        cands = [
+            Candidate(0.25, 1.0, "ladder:1"),
+            Candidate(0.0025, 0.01, "ladder:0.01"),
+            Candidate(0.025, 0.1, "ladder:0.1"),
+        ]
+        assert select_survivors({0: 0.5, 1: 0.5, 2: 0.5}, 2, candidates=cands) == [1, 2]
+        # among the diverged too
+        assert select_survivors({0: None, 2: math.nan}, 1, candidates=cands) == [2]
+        # without candidates: the lower index
+        assert select_survivors({2: 0.5, 0: 0.5}, 1) == [0]
+
+    def test_bad_arguments(self):
+        with pytest.raises(ValueError, match="keep must be an integer >= 1, got 0"):
+            select_survivors({0: 1.0}, 0)
+        with pytest.raises(ValueError, match=r"results name candidates \[5\]"):
+            select_survivors({5: 1.0}, 1, candidates=[Candidate(0.1, 1.0, "x")])
+
+
+class TestVerificationFromRounds:
+    def test_winner_is_the_best_of_the_last_round_and_compute_adds_up(self):
+        cands = [Candidate(m / 4, m, f"ladder:{m:g}") for m in (1e-3, 1e-2, 1e-1, 1.0)]
+        plan = plan_halving(4, full_run_iterations=200)
+        assert plan.rounds == ((4, 36), (2, 72))  # 36 * (4 + 2 * 2) <= 300
+        v = Verification.from_rounds(
+            cands,
+            plan,
+            [
+                [
+                    CandidateResult(0, 36, 1.3, 0.3),
+                    CandidateResult(1, 36, 0.9, 0.6),
+                    CandidateResult(2, 36, 0.7, 0.7),
+                    CandidateResult(3, 12, None, None),  # stopped when its loss blew up
+                ],
+                [CandidateResult(2, 72, 0.35, 0.9), CandidateResult(1, 72, 0.3, 0.92)],
+            ],
+        )
+        assert [r.kept for r in v.rounds] == [(2, 1), (1,)]
+        assert v.winner == cands[1]
+        assert v.winner_index == 1
+        assert v.iterations_spent == 36 * 3 + 12 + 72 * 2
+        assert v.runs_spent == pytest.approx(264 / 200)
+        assert v.iterations_spent <= v.budget_iterations == 300
+        assert v.warnings == ()
+        data = json.loads(json.dumps(v.to_dict()))
+        assert data["winner"] == cands[1].to_dict()
+        assert data["rounds"][0]["results"][3] == {
+            "candidate": 3,
+            "iterations": 12,
+            "val_loss": None,
+            "val_accuracy": None,
+        }
+        assert data["budget_runs"] == 1.5
+        assert data["iterations_spent"] == 264
+
+    def test_one_candidate_needs_no_training(self):
+        cand = Candidate(0.025, 0.1, "max_fraction")
+        v = Verification.from_rounds([cand], plan_halving(1, full_run_iterations=100), [])
+        assert (v.winner, v.iterations_spent, v.rounds) == (cand, 0, ())
+
+    def test_all_diverged_says_so(self):
+        cands = [Candidate(2.5, 10.0, "ladder:10"), Candidate(0.25, 1.0, "ladder:1")]
+        plan = plan_halving(2, full_run_iterations=100)
+        v = Verification.from_rounds(
+            cands, plan, [[CandidateResult(0, 8, None), CandidateResult(1, 20, math.nan)]]
+        )
+        assert v.winner == cands[1]  # the lower max_lr
+        [w] = v.warnings
+        assert w.startswith("no candidate of the last round (2 of them) ended with a finite")
+
+    def test_more_rounds_than_planned(self):
+        plan = plan_halving(2, full_run_iterations=100)
+        with pytest.raises(ValueError, match="got 2 rounds for a plan of 1"):
+            Verification.from_rounds([Candidate(0.1, 1.0, "x")] * 2, plan, [[], []])
+
+
+# --------------------------------------------------------------------------- local run
+
+# synthetic_mlp at this size: 16 batches an epoch; with SGD (momentum 0.9) one
+# triangular cycle trains it at max_lr 0.1, barely moves it at 1e-3 and below, and
+# blows up at 10 (and, given 56 iterations, at 1)
+SYNTH = {
+    "n_samples": 512,
+    "n_features": 16,
+    "n_classes": 4,
+    "width": 32,
+    "depth": 1,
+    "batch_size": 32,
+}
+
+
+def build(seed: int) -> WorkloadInstance:
+    return build_workload("synthetic_mlp", SYNTH, seed=seed)
+
+
+class TestVerifyBounds:
+    def test_a_flat_curve_is_settled_by_training(self):
+        seen: list[tuple[int, CandidateResult]] = []
+        v = verify_bounds(
+            build,
+            None,
+            FLAT,
+            full_run_iterations=200,
+            seed=0,
+            min_iterations=10,
+            callback=lambda r, res: seen.append((r, res)),
+        )
+        assert [c.source for c in v.candidates] == [
+            "ladder:0.0001",
+            "ladder:0.001",
+            "ladder:0.01",
+            "ladder:0.1",
+            "ladder:1",
+            "ladder:10",
+        ]
+        assert v.plan.rounds == ((6, 14), (3, 28), (2, 56))
+        # the winner has the lowest validation loss of the last round ...
+        last = v.rounds[-1].results
+        best = min(last, key=lambda r: r.val_loss if r.val_loss is not None else math.inf)
+        assert v.winner_index == best.candidate
+        assert v.winner.max_lr == pytest.approx(0.1)  # ... and it is the LR that trains
+        assert best.val_accuracy is not None
+        assert best.val_accuracy > 0.8
+        # every round kept the best of its own by validation loss
+        for rnd in v.rounds:
+            finite = sorted(
+                (r.val_loss, r.candidate) for r in rnd.results if r.val_loss is not None
+            )
+            assert rnd.kept[0] == finite[0][1]
+        # the 10 rung blew up and stopped early, ranked last
+        [ten] = [r for r in v.rounds[0].results if r.candidate == 5]
+        assert ten.val_loss is None or ten.val_loss > 10
+        # compute: what was declared, never more
+        assert v.iterations_spent == sum(r.iterations for _, r in seen)
+        assert v.iterations_spent <= v.plan.total_iterations <= v.budget_iterations == 300
+        assert v.runs_spent <= 1.5
+        assert len(seen) == 6 + 3 + 2
+
+    def test_every_candidate_starts_from_the_same_weights(self):
+        calls: list[torch.Tensor] = []
+
+        def counting_build(seed: int) -> WorkloadInstance:
+            inst = build(seed + len(calls))  # a build that does not repeat its init
+            calls.append(inst.model[1].weight)
+            return inst
+
+        def first_weights(params, lr):
+            return torch.optim.SGD(params, lr=lr)
+
+        cands = [Candidate(1e-9, 2e-9, "a"), Candidate(2e-9, 4e-9, "b")]
+        v = verify_bounds(
+            counting_build,
+            None,
+            FLAT,
+            full_run_iterations=40,
+            seed=0,
+            candidates=cands,
+            optimizer=first_weights,
+        )
+        # LRs of 1e-9 leave the weights where they started: both runs began from the
+        # first build's init, loaded into their own (differently seeded) build
+        assert len(calls) == 3
+        assert torch.allclose(calls[1], calls[0].detach(), atol=1e-6)
+        assert torch.allclose(calls[2], calls[0].detach(), atol=1e-6)
+        losses = [r.val_loss for r in v.rounds[0].results]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+    def test_a_budget_too_small_trains_nothing(self):
+        calls: list[int] = []
+
+        def counting_build(seed: int) -> WorkloadInstance:
+            calls.append(seed)
+            return build(seed)
+
+        with pytest.raises(VerificationError, match="below min_iterations=20"):
+            verify_bounds(counting_build, None, FLAT, full_run_iterations=100)
+        assert calls == []
+
+    def test_suggestions_from_a_real_range_test_are_verified(self):
+        from clr import RangeTest, make_optimizer
+
+        w = build(0)
+        opt = make_optimizer("sgd", w.model.parameters(), lr=1e-5, momentum=0.9)
+        result = RangeTest(w.model, opt, w.loss_fn, metric_fn=w.metric_fn).run(
+            w.train_loader, start_lr=1e-5, end_lr=10.0, num_iter=100
+        )
+        s = suggest_all(result)
+        verdict = curve_verdict(result)
+        assert verdict.informative
+        v = verify_bounds(build, s, verdict, full_run_iterations=300, seed=0, min_iterations=10)
+        assert v.candidates[0].source == s.default.method
+        assert all(c.source.split(":")[0] != "ladder" for c in v.candidates)
+        assert v.iterations_spent <= v.budget_iterations
+        assert isinstance(v.plan, HalvingPlan)
