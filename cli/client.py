@@ -787,6 +787,8 @@ def print_sweep(job: dict[str, Any], console: Console) -> None:
             console.print(f"{point['label']}: [yellow]no bounds[/] ({reason})")
             continue
         source = "verified" if bounds["verified"] else f"range test's {bounds['method']}"
+        if bounds.get("not_verified"):
+            source += f"; not verified: {bounds['not_verified']}"
         console.print(
             f"{point['label']}: bounds {bounds['base_lr']:.3g} to {bounds['max_lr']:.3g} "
             f"({source}), fixed lr {bounds['fixed_lr']:.3g} ({bounds['fixed_lr_from']}), "

@@ -482,6 +482,9 @@ class SweepBounds(BaseModel):
             ``geometric_mean``).
         range_test: the range test job.
         verified: the bounds were proven by short trainings.
+        not_verified: why not, when the sweep asked for verified bounds (the
+            verification's reason: its budget too small for a first round, no
+            candidate finished, ...); the bounds are then the suggestion's.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -496,6 +499,7 @@ class SweepBounds(BaseModel):
     fixed_lr_from: str
     range_test: uuid.UUID | None = None
     verified: bool = False
+    not_verified: str | None = None
 
 
 def _budget(spec: SweepSpec, recommended: int) -> tuple[int, int]:
@@ -1106,6 +1110,14 @@ def _verified(outcome: RangeTestOutcome) -> tuple[float, float] | None:
     return verification.winner.base_lr, verification.winner.max_lr
 
 
+def _not_verified(outcome: RangeTestOutcome) -> str:
+    """Why a range test asked to verify its bounds proved none."""
+    verification = outcome.verification
+    if verification is None:
+        return "the range test did not verify its bounds"
+    return verification.reason or f"its verification {verification.status}"
+
+
 def _submit_all(
     family: Family, kind: str, children: Sequence[tuple[dict[str, Any], dict[str, Any]]]
 ) -> str | None:
@@ -1180,6 +1192,8 @@ def _plan(family: Family, spec: SweepSpec) -> _Plan:
         except NoBounds as exc:
             plan.no_bounds[point.index] = str(exc)
             continue
+        if spec.verify and not bounds.verified:
+            bounds = bounds.model_copy(update={"not_verified": _not_verified(outcome)})
         plan.bounds[point.index] = bounds
         if point.index in trained:
             plan.planned += per_point

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from core.db import session_scope
 from core.models import Job, JobStatus
+from core.specs import RangeTestOutcome
 from core.sweeps import SweepResult
 from tests.faults.conftest import Cluster, claimed_ids
 from tests.faults.test_worker_killed import parent_pid
@@ -71,9 +72,12 @@ EXPECTED_ROLES = {(0, "range_test", None, None)} | {
 
 
 def assert_every_child_once(cluster: Cluster, kids: list[Job]) -> None:
-    """Five children, one per role, each succeeded once (one ``job.succeeded`` line)."""
+    """Five children, one per role, each succeeded once (one ``job.succeeded`` line; a
+    range test that verified its bounds succeeds in an advance step, in a worker or
+    the reaper)."""
     assert Counter(role_key(k) for k in kids) == Counter(EXPECTED_ROLES)
-    logs = "".join(cluster.worker_logs())
+    reaper = [] if cluster.reaper is None else [cluster.reaper.log()]
+    logs = "".join([*cluster.worker_logs(), *reaper])
     for kid in kids:
         assert kid.status == JobStatus.SUCCEEDED, (role_key(kid), kid.error)
         assert logs.count(f"job.succeeded job_id={kid.id}") == 1
@@ -105,7 +109,9 @@ def test_a_sweeps_children_fan_out_over_two_workers_and_fill_its_table(
     cluster: Cluster,
 ) -> None:
     cluster.start(workers=2)
-    sweep_id = submit_sweep(cluster, sweep_body(step_size=22))
+    # with its range test's bounds verified by short trainings (its own children; these
+    # 88-iteration trainings need more than the default 1.5 runs for a first round of 20)
+    sweep_id = submit_sweep(cluster, sweep_body(step_size=22, verify=True, verify_budget=3.0))
 
     [sweep] = cluster.wait_finished([sweep_id])
 
@@ -115,6 +121,17 @@ def test_a_sweeps_children_fan_out_over_two_workers_and_fill_its_table(
     (point,) = result.points
     assert point.bounds is not None
     assert (point.bounds.step_size, point.bounds.iterations) == (22, 88)
+    (test,) = [k for k in kids if k.kind == "range_test"]
+    verification = RangeTestOutcome.model_validate(test.result).verification
+    assert verification is not None
+    assert verification.full_run_iterations == 88  # counted in the sweep's trainings
+    candidates = children(cluster, test.id)
+    assert candidates, verification.reason
+    assert all(c.status == JobStatus.SUCCEEDED for c in candidates)
+    winner = verification.winner
+    assert winner is not None, verification.reason
+    assert (point.bounds.verified, point.bounds.not_verified) == (True, None)
+    assert (point.bounds.base_lr, point.bounds.max_lr) == (winner.base_lr, winner.max_lr)
     # both workers ran some of its trainings
     claims = [set(claimed_ids(log)) for log in cluster.worker_logs()]
     trainings = {str(k.id) for k in kids if k.kind == "training"}

@@ -242,6 +242,7 @@ class TestStart:
             False,
         )
         assert point.range_test == test.id
+        assert point.bounds.not_verified is None  # none asked for
         job = reread(committed, sweep.id)
         assert (job.progress, job.total, job.status) == (1, 5, JobStatus.RUNNING)
 
@@ -274,6 +275,31 @@ class TestStart:
             if (c.role or {})["policy"] == "triangular2"
         ]
         assert {(s.base_lr, s.max_lr) for s in cyclic} == {(0.05, 0.5)}
+
+    def test_a_verification_without_a_winner_says_why_and_the_suggestion_stays(
+        self, committed: sessionmaker[Session], settings: Settings
+    ) -> None:
+        sweep, _ = submit_sweep(committed, settings, verify=True)
+        (test,) = children_of(committed, sweep.id)
+        reason = "the budget fits 1 iteration per candidate in the first of 2 rounds"
+        outcome = make_outcome(base_lr=0.02, max_lr=0.2).model_copy(
+            update={
+                "verification": VerificationDoc(
+                    status="failed",
+                    informative=True,
+                    full_run_iterations=40,
+                    budget_runs=1.5,
+                    budget_iterations=60,
+                    reason=reason,
+                )
+            }
+        )
+        run_range_test(committed, test, outcome)
+        (point,) = result_of(committed, sweep.id).points
+        assert point.bounds is not None
+        assert (point.bounds.base_lr, point.bounds.max_lr) == (0.02, 0.2)
+        assert (point.bounds.verified, point.bounds.not_verified) == (False, reason)
+        assert len(trainings(children_of(committed, sweep.id))) == 4
 
 
 class TestTable:
