@@ -140,9 +140,11 @@ class TestSubmitJob:
 
     def test_unknown_kind_is_refused(self, session: Session, settings: Settings) -> None:
         with pytest.raises(InvalidJobSpec) as info:
-            submit_job(session, team=make_team(session), kind="sweep", spec={}, settings=settings)
+            submit_job(session, team=make_team(session), kind="sweeps", spec={}, settings=settings)
         assert info.value.errors[0]["field"] == "kind"
-        assert "unknown job kind 'sweep'; known kinds: range_test" in info.value.detail
+        assert "unknown job kind 'sweeps'; known kinds: range_test, sweep, training" in (
+            info.value.detail
+        )
 
 
 class TestIdempotency:
