@@ -49,7 +49,10 @@ __all__ = [
     "LADDER_DIVISOR",
     "LADDER_HIGH",
     "LADDER_LOW",
+    "LADDER_TOP_RUNGS",
+    "PLATEAU_TOLERANCE",
     "SAME_MAX_LR_DECADES",
+    "TIE_TOLERANCE",
     "Candidate",
     "CandidateResult",
     "HalvingPlan",
@@ -63,19 +66,29 @@ __all__ = [
     "verify_bounds",
 ]
 
-DEFAULT_BUDGET_RUNS = 1.5
+DEFAULT_BUDGET_RUNS = 1.0
 """Verification's compute cap, in full training runs (one full CLR run costs 1.0).
 
-Why 1.5: the issue's yardstick is a brute-force grid of 13 LRs over two
+Why 1.0: the issue's yardstick is a brute-force grid of 13 LRs over two
 settings, about 26 full runs, and verified bounds must cost at most 10 % of it:
-2.6 runs for the whole answer. The answer includes the final training with the
-winner (1.0 run, as the grid's own winner run is part of its 26) and the range
-test (a few hundred steps: about 0.1 of a run), which leaves 2.6 - 1.0 - 0.1 =
-1.5 runs for verification. More would make verification cost more than the
-training it picks bounds for, times one and a half; much less would give the
-first round of 8 candidates under 1/16 of a run each, too short for one cycle
-to separate them on the built-in workloads. (Measured: BENCH NUMBERS TO COME,
-``python -m bench.verified_bounds``.)
+2.6 runs for the whole answer. That answer is the range test, the verification
+and the final training with the winner (1.0 run, as the grid's own winner run
+is part of its 26). A budget of 1.0 leaves up to 0.6 run for the range test: a
+300-step test is about 0.1 of a training of a few thousand iterations, and
+0.2-0.4 of the bench's 256-512-iteration ones at its 100 steps. The issue allows
+up to 1.5, which leaves only 0.1 run for the range test (the bench's first
+run, with 1.5 and 300-step tests, cost 11.7-14.1 % of the grid).
+
+Measured (``python -m bench.verified_bounds --seeds 5``, docs/verified_bounds.md):
+with 1.0, range tests of 100 steps and 4 candidates (two halving rounds of
+4 x 1/8 and 2 x 1/4 run), range test + verification + final training cost
+2.18-2.39 full runs, 8.4-9.2 % of the grid, on all seven workloads, and came
+within 1 accuracy point of the grid's best on four of them (digits_cnn,
+digits_mlp, mnist1d_mlp, and gru_recall, where the default suggestion trains to
+chance and verification to 100 %). With 1.5 and 300-step tests the first bench
+run cost 11.7-14.1 %. At 1.0 a first round of 4 candidates gets 1/8 of a full
+run each (20 iterations or more once a full run is 160), which is why
+:func:`candidates_for` returns at most 4 by default.
 """
 
 DEFAULT_MIN_ITERATIONS = 20
@@ -103,13 +116,44 @@ the ladder uses the same ratio, so a rung and a suggestion differ in
 SAME_MAX_LR_DECADES = 0.15
 """Two pairs whose ``max_lr`` are closer than this (in ``log10``) count as one."""
 
+LADDER_TOP_RUNGS = 3
+"""An uninformative curve's ladder keeps only its top rungs: this many decades below the ceiling.
+
+A model on a plateau leaves it sooner at a higher LR, and a verification of
+about one full run cannot show a low-LR candidate leaving it at all: on the
+bench's GRU a fixed LR of 1 first moves the loss after 109-128 steps, 0.1 after
+239-260. So the budget goes to fewer, longer runs at the rungs just below the
+divergence (or below :data:`LADDER_HIGH`).
+"""
+
+TIE_TOLERANCE = 0.01
+"""Validation losses within this fraction of the round's best count as a tie.
+
+On a plateau every candidate ends at the same loss give or take noise (the
+bench's GRU: 2.080-2.083 against ln 8 = 2.079, 0.1 % apart), and ranking that
+noise drops the candidates that would train. Ties go to the higher ``max_lr``
+when the curve was uninformative and to the lower one otherwise
+(:func:`select_survivors`).
+"""
+
+PLATEAU_TOLERANCE = 0.10
+"""On an uninformative curve, losses within this fraction of the best count as a tie.
+
+The same 10 % drop :func:`clr.suggest.curve_verdict` asks of a range-test curve
+before it calls it informative: a short run that did not beat the others by as
+much has not shown that it left the plateau. On the bench's GRU the lowest
+rung's noise (2.080) and the top rung's overshoot (2.106, LR 1 early in its
+cycle) are 1.2 % apart, and the top rung is the one that trains.
+"""
+
 _NEIGHBOUR_FACTORS: tuple[tuple[float, str], ...] = (
     (3.0, "x3"),
     (1 / 3.0, "/3"),
     (10.0, "x10"),
     (0.1, "/10"),
 )
-_MIN_CANDIDATES = 4  # fewer than this: add neighbours of the first, so there is a choice
+_MIN_CANDIDATES = 3  # fewer than this: add neighbours of the first, so there is a choice
+_DEEP_DIVISOR = 10.0  # the deep variant of the default pair: base_lr = max_lr / 10
 
 
 # --------------------------------------------------------------------------- candidates
@@ -173,36 +217,36 @@ def _ladder(verdict: CurveVerdict) -> list[float]:
     return rungs or [10.0 ** (math.ceil(math.log10(ceiling)) - 1)]
 
 
-def _thin(values: list[float], keep: int) -> list[float]:
-    """``keep`` of ``values`` spread evenly, both ends included."""
-    if keep <= 0:
-        return []
-    if keep >= len(values):
-        return values
-    if keep == 1:
-        return [values[-1]]
-    step = (len(values) - 1) / (keep - 1)
-    return [values[round(i * step)] for i in range(keep)]
+def _same_pair(a: Candidate, b: Candidate) -> bool:
+    return _close(a.max_lr, b.max_lr) and _close(a.base_lr, b.base_lr)
 
 
 def candidates_for(
-    suggestions: Suggestions | None, verdict: CurveVerdict, *, max_candidates: int = 8
+    suggestions: Suggestions | None, verdict: CurveVerdict, *, max_candidates: int = 4
 ) -> list[Candidate]:
     """The bound pairs worth a short training run, for a curve and its suggestions.
 
-    In this order, each skipped when its ``max_lr`` is within
-    :data:`SAME_MAX_LR_DECADES` of one already taken (so the default method's
-    pair is kept over a later method's):
+    In this order, each skipped when both its bounds are within
+    :data:`SAME_MAX_LR_DECADES` of a pair already taken, and only while fewer
+    than ``max_candidates`` are taken:
 
-    1. the default method's pair, then every other method's, when there are
-       ``suggestions``;
-    2. when the curve is uninformative (``verdict.informative`` is ``False``)
-       or there are no suggestions, a coarse ladder: ``max_lr`` one per decade
-       from 1e-4 up to 10, strictly below ``verdict.diverged_at`` when the test
-       diverged, ``base_lr = max_lr / 4`` (:data:`LADDER_DIVISOR`); placed
-       right after the default pair, before the other methods, thinned
-       evenly when it would not fit in ``max_candidates``;
-    3. while there are fewer than 4, neighbours of the first candidate:
+    1. the default method's pair, when there are ``suggestions``;
+    2. when the curve is informative, around that pair: ``max_lr`` x3 (only
+       below ``verdict.diverged_at``) and /3, both with the default's
+       ``base_lr`` ratio, and the default ``max_lr`` with ``base_lr = max_lr /
+       10`` (a cycle twice as deep in log LR); then every other method's pair.
+       Measured on the bench (docs/verified_bounds.md), the grid's best
+       ``max_lr`` lies from a quarter of to 4.6 times the default's, and on two
+       of seven workloads it prefers ``base_lr = max_lr / 10``; the rules' own
+       pairs all sit at or below the default, so they alone never explore
+       above it;
+    3. when the curve is uninformative (``verdict.informative`` is ``False``)
+       or there are no suggestions, the top :data:`LADDER_TOP_RUNGS` rungs of a
+       coarse ladder: ``max_lr`` one per decade up to 10, strictly below
+       ``verdict.diverged_at`` when the test diverged, ``base_lr = max_lr / 4``
+       (:data:`LADDER_DIVISOR`); the highest kept when not all fit. The other
+       methods' pairs are left out: on such a curve they read noise;
+    4. while there are fewer than 3, neighbours of the first candidate:
        ``max_lr`` x3, /3, x10, /10 (same ``base_lr`` ratio), each only below
        the divergence, so that there is something to compare.
 
@@ -210,7 +254,10 @@ def candidates_for(
         suggestions: :func:`~clr.suggest_all`'s answer, or ``None`` when it
             raised (the curve gave no bounds).
         verdict: :func:`~clr.suggest.curve_verdict` of the same curve.
-        max_candidates: at most this many pairs are returned.
+        max_candidates: at most this many pairs are returned. The default, 4,
+            is what :data:`DEFAULT_BUDGET_RUNS` can train for 20 iterations or
+            more each in the first round of successive halving when a full run
+            is 160 iterations or longer.
 
     Returns:
         Between 1 and ``max_candidates`` candidates, the default method's
@@ -223,18 +270,20 @@ def candidates_for(
         >>> from clr.suggest import CurveVerdict
         >>> flat = CurveVerdict(False, "the loss never moved", (1e-7, 10.0), None)
         >>> [c.source for c in candidates_for(None, flat)]
-        ['ladder:0.0001', 'ladder:0.001', 'ladder:0.01', 'ladder:0.1', 'ladder:1', 'ladder:10']
+        ['ladder:0.1', 'ladder:1', 'ladder:10']
     """
     if isinstance(max_candidates, bool) or not isinstance(max_candidates, int):
         raise ValueError(f"max_candidates must be an integer >= 1, got {max_candidates!r}")
     if max_candidates < 1:
         raise ValueError(f"max_candidates must be an integer >= 1, got {max_candidates!r}")
     taken: list[Candidate] = []
+    ceiling = verdict.diverged_at
+
+    def below(max_lr: float) -> bool:
+        return ceiling is None or max_lr < ceiling
 
     def add(candidate: Candidate) -> None:
-        if len(taken) < max_candidates and not any(
-            _close(candidate.max_lr, c.max_lr) for c in taken
-        ):
+        if len(taken) < max_candidates and not any(_same_pair(candidate, c) for c in taken):
             taken.append(candidate)
 
     suggested = (
@@ -245,12 +294,26 @@ def candidates_for(
     suggested_pairs = [Candidate(s.base_lr, s.max_lr, s.method) for s in suggested]
     if suggested_pairs:
         add(suggested_pairs[0])
-    if suggestions is None or not verdict.informative:
-        rungs = [r for r in _ladder(verdict) if not any(_close(r, c.max_lr) for c in taken)]
-        for rung in _thin(rungs, max_candidates - len(taken)):
+    if suggestions is not None and verdict.informative:
+        first = suggested_pairs[0]
+        ratio = first.max_lr / first.base_lr
+        for factor, name in _NEIGHBOUR_FACTORS[:2]:
+            mx = first.max_lr * factor
+            if below(mx):
+                add(Candidate(mx / ratio, mx, f"neighbour:{name}"))
+        if ratio < _DEEP_DIVISOR:
+            add(Candidate(first.max_lr / _DEEP_DIVISOR, first.max_lr, "neighbour:base/10"))
+        for pair in suggested_pairs[1:]:
+            add(pair)
+    else:
+        rungs = [
+            r
+            for r in _ladder(verdict)[-LADDER_TOP_RUNGS:]
+            if not any(_close(r, c.max_lr) for c in taken)
+        ]
+        room = max(0, max_candidates - len(taken))
+        for rung in rungs[len(rungs) - room :] if room < len(rungs) else rungs:
             add(Candidate(rung / LADDER_DIVISOR, rung, f"ladder:{rung:g}"))
-    for pair in suggested_pairs[1:]:
-        add(pair)
     if taken and len(taken) < _MIN_CANDIDATES:
         first = taken[0]
         ratio = first.max_lr / first.base_lr
@@ -258,9 +321,8 @@ def candidates_for(
             if len(taken) >= _MIN_CANDIDATES:
                 break
             mx = first.max_lr * factor
-            if verdict.diverged_at is not None and mx >= verdict.diverged_at:
-                continue
-            add(Candidate(mx / ratio, mx, f"neighbour:{name}"))
+            if below(mx):
+                add(Candidate(mx / ratio, mx, f"neighbour:{name}"))
     return taken
 
 
@@ -356,7 +418,7 @@ def plan_halving(
         n_candidates: how many pairs to compare (1: nothing to train).
         full_run_iterations: iterations of the full training the bounds are for.
         budget_runs: the cap on the plan's iterations, in full runs
-            (:data:`DEFAULT_BUDGET_RUNS`, 1.5, says why).
+            (:data:`DEFAULT_BUDGET_RUNS`, 1.0, says why).
         eta: each round keeps ``ceil(1 / eta)`` of its candidates and trains
             them ``eta`` times longer.
         min_iterations: fewest iterations of a first-round run.
@@ -371,9 +433,9 @@ def plan_halving(
         ValueError: an argument out of range, naming it.
 
     Example:
-        >>> plan = plan_halving(8, full_run_iterations=704)
+        >>> plan = plan_halving(4, full_run_iterations=704)
         >>> plan.rounds, plan.total_iterations, plan.budget_iterations
-        (((8, 44), (4, 88), (2, 176)), 1056, 1056)
+        (((4, 88), (2, 176)), 704, 704)
     """
     n = _int_arg("n_candidates", n_candidates, 1)
     full = _int_arg("full_run_iterations", full_run_iterations, 1)
@@ -441,41 +503,72 @@ def select_survivors(
     keep: int,
     *,
     candidates: Sequence[Candidate] | None = None,
+    informative: bool = True,
+    tolerance: float | None = None,
 ) -> list[int]:
     """The ``keep`` candidates with the lowest validation loss, best first.
 
-    A ``None``, NaN or infinite loss (a run that diverged, or a job that gave
-    no result) sorts after every finite one. Ties, and the order among the
-    non-finite, go to the lower ``max_lr`` when ``candidates`` is given (the
-    safer pair), then to the lower index.
+    Losses within ``tolerance`` (a fraction of the best loss's size) of the
+    best are a tie: noise cannot tell them apart. When ``candidates`` is given,
+    the tied go first by ``max_lr``: the higher first when the curve was not
+    ``informative`` (a model on a plateau leaves it sooner at a higher LR, and
+    a round in which no candidate moved says nothing else), the lower first
+    otherwise (the safer pair); then the rest by loss (equal losses the same
+    way). A ``None``, NaN or
+    infinite loss (a run that diverged, or a job that gave no result) sorts
+    after every finite one, lower ``max_lr`` first. Remaining ties go to the
+    lower index.
 
     Args:
         results: candidate index -> final validation loss (or ``None``).
         keep: how many to return (all of them, when there are fewer).
         candidates: the pairs the indices refer to, for the tie-break.
+        informative: whether the range-test curve was informative
+            (:attr:`clr.suggest.CurveVerdict.informative`): which way ties go.
+        tolerance: how close to the best a loss counts as a tie, as a
+            fraction of the best; by default :data:`TIE_TOLERANCE` when
+            ``informative`` and :data:`PLATEAU_TOLERANCE` when not; 0 for
+            exact ties only.
 
     Returns:
         Candidate indices, best first.
 
     Raises:
-        ValueError: ``keep`` below 1, or an index with no candidate.
+        ValueError: ``keep`` below 1, ``tolerance`` negative, or an index with
+            no candidate.
 
     Example:
         >>> select_survivors({0: 0.9, 1: float("nan"), 2: 0.4, 3: None}, 2)
         [2, 0]
     """
     keep = _int_arg("keep", keep, 1)
+    if tolerance is None:
+        tolerance = TIE_TOLERANCE if informative else PLATEAU_TOLERANCE
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not (math.isfinite(tolerance) and tolerance >= 0)
+    ):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     if candidates is not None:
         missing = [i for i in results if not 0 <= i < len(candidates)]
         if missing:
             raise ValueError(
                 f"results name candidates {missing} but there are {len(candidates)} candidates"
             )
+    losses = {i: _loss_or_none(v) for i, v in results.items()}
+    finite = [v for v in losses.values() if v is not None]
+    best = min(finite) if finite else None
+    toward = 1.0 if informative else -1.0
 
-    def order(index: int) -> tuple[bool, float, float, int]:
-        loss = _loss_or_none(results[index])
+    def order(index: int) -> tuple[int, float, float, int]:
+        loss = losses[index]
         max_lr = candidates[index].max_lr if candidates is not None else 0.0
-        return (loss is None, 0.0 if loss is None else loss, max_lr, index)
+        if loss is None:
+            return (2, 0.0, max_lr, index)
+        if best is not None and loss - best <= tolerance * abs(best):
+            return (0, 0.0, toward * max_lr, index)
+        return (1, loss, toward * max_lr, index)
 
     return sorted(results, key=order)[:keep]
 
@@ -579,6 +672,8 @@ class Verification:
         candidates: Sequence[Candidate],
         plan: HalvingPlan,
         rounds: Sequence[Sequence[CandidateResult]],
+        *,
+        informative: bool = True,
     ) -> Verification:
         """Put the results of a plan's rounds together (how a service that ran them does it).
 
@@ -590,6 +685,8 @@ class Verification:
             candidates: the pairs, as :func:`candidates_for` gave them.
             plan: the plan the rounds followed.
             rounds: per round, the result of every candidate trained in it.
+            informative: whether the curve was informative (how
+                :func:`select_survivors` breaks ties).
 
         Returns:
             The :class:`Verification`.
@@ -607,7 +704,9 @@ class Verification:
         winner_index = 0
         for r, results in enumerate(rounds):
             losses = {res.candidate: res.val_loss for res in results}
-            kept = select_survivors(losses, plan.keep(r), candidates=candidates)
+            kept = select_survivors(
+                losses, plan.keep(r), candidates=candidates, informative=informative
+            )
             done.append(VerificationRound(plan.rounds[r][1], tuple(results), tuple(kept)))
             if kept:
                 winner_index = kept[0]
@@ -730,7 +829,7 @@ def verify_bounds(
     budget_runs: float = DEFAULT_BUDGET_RUNS,
     eta: int = 2,
     min_iterations: int = DEFAULT_MIN_ITERATIONS,
-    max_candidates: int = 8,
+    max_candidates: int = 4,
     candidates: Sequence[Candidate] | None = None,
     optimizer: OptimizerFactory | None = None,
     callback: Callable[[int, CandidateResult], None] | None = None,
@@ -787,6 +886,7 @@ def verify_bounds(
         min_iterations=min_iterations,
     )
     factory = optimizer if optimizer is not None else _sgd
+    informative = suggestions is not None and verdict.informative
     initial = {k: v.detach().clone() for k, v in build(seed).model.state_dict().items()}
     rounds: list[list[CandidateResult]] = []
     alive = list(range(len(pairs)))
@@ -799,5 +899,5 @@ def verify_bounds(
                 callback(r, res)
         rounds.append(results)
         losses = {res.candidate: res.val_loss for res in results}
-        alive = select_survivors(losses, plan.keep(r), candidates=pairs)
-    return Verification.from_rounds(pairs, plan, rounds)
+        alive = select_survivors(losses, plan.keep(r), candidates=pairs, informative=informative)
+    return Verification.from_rounds(pairs, plan, rounds, informative=informative)

@@ -382,7 +382,7 @@ class WorkloadSpec(JobSpec):
         )
 
 
-DEFAULT_VERIFY_BUDGET = 1.5
+DEFAULT_VERIFY_BUDGET = 1.0
 """A verification's default compute, in full training runs (see :mod:`core.verification`)."""
 
 

@@ -208,11 +208,11 @@ def advance(family: Family) -> None:
     pairs = [Candidate(c.base_lr, c.max_lr, c.source) for c in doc.candidates]
     if current + 1 < len(doc.rounds) and len(losses) > 1:
         keep = min(doc.rounds[current + 1].size, len(losses))
-        survivors = select_survivors(losses, keep, candidates=pairs)
+        survivors = select_survivors(losses, keep, candidates=pairs, informative=doc.informative)
         if _start_round(family, outcome, spec, doc, current + 1, survivors):
             family.update(result=outcome.model_copy(update={"verification": doc}))
         return
-    (best,) = select_survivors(losses, 1, candidates=pairs)
+    (best,) = select_survivors(losses, 1, candidates=pairs, informative=doc.informative)
     winner = doc.candidates[best]
     if current + 1 < len(doc.rounds):
         doc = doc.model_copy(

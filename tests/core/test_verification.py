@@ -109,7 +109,7 @@ def test_the_plan_is_declared_before_anything_runs_and_fits_its_budget() -> None
     assert doc is not None
     assert doc.status == "running"
     assert not doc.informative
-    assert doc.budget_iterations == int(1.5 * 400)
+    assert doc.budget_iterations == int(1.0 * 400)
     assert sum(r.size * r.iterations for r in doc.rounds) <= doc.budget_iterations
     assert [r.size for r in doc.rounds] == sorted((r.size for r in doc.rounds), reverse=True)
     assert all(c.source.startswith("ladder:") for c in doc.candidates)
@@ -138,7 +138,7 @@ def test_rounds_halve_to_the_lowest_validation_loss_which_becomes_the_bounds(
     doc = outcome.verification
     assert doc is not None
     job = start(committed, settings, outcome)
-    best = 3  # the ladder's fourth rung trains best
+    best = 1  # the middle rung trains best, by more than the plateau's 10 % tolerance
     for round_ in doc.rounds:
         running = candidates_running(committed, job.id)
         assert len(running) == round_.size

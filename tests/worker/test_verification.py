@@ -1,14 +1,14 @@
 """Verified bounds end to end: a real worker runs the range test, then its candidates
 as child trainings, and the range test ends with the pair that trains best.
 
-The model is ``synthetic_mlp`` at a size whose right LR is known (measured in
-``tests/unit/clr/test_verify.py``): one triangular cycle with ``max_lr`` 0.1
-trains it to ~0.98 accuracy, 1e-3 and below barely move it, 1 and 10 blow up.
+The model is ``synthetic_mlp`` at a size whose right LRs are known (measured in
+``tests/unit/clr/test_verify.py``): one triangular cycle with ``max_lr`` 0.1 to
+0.4 trains it to 0.9 accuracy and more, 1e-3 and below barely move it, and 1
+and 10 blow up.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
@@ -64,8 +64,10 @@ def test_a_verified_range_test_ends_with_the_lr_that_trains_the_model(
     assert doc is not None
     assert doc.status == "succeeded", doc.reason
     assert doc.winner is not None
-    # within half a decade of the LR known to train it
-    assert abs(math.log10(doc.winner.max_lr / 0.1)) <= 0.5, doc.model_dump()
+    # among the LRs known to train it, neither too low to move it nor where it blows up
+    assert 0.03 <= doc.winner.max_lr < 1.0, doc.model_dump()
+    assert doc.winner.val_accuracy is not None
+    assert doc.winner.val_accuracy >= 0.8, doc.model_dump()
     assert 0 < doc.spent_iterations <= doc.budget_iterations
     with session_scope(db) as session:
         children = JobRepository(session).children(job.id)
