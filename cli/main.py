@@ -972,7 +972,7 @@ def sweep_command(
     ] = True,
     verify_budget: Annotated[
         float | None,
-        typer.Option(help="Verification's compute cap, in full trainings (default: 1.5)."),
+        typer.Option(help="Verification's compute cap, in full trainings (default: 1.0)."),
     ] = None,
     num_iter: NumIterOpt = 300,
     start_lr: StartLrOpt = 1e-5,

@@ -41,6 +41,7 @@ from core.errors import DomainError
 from core.kinds import RANGE_TEST, JobKind, register_kind
 from core.models import Job, JobStatus
 from core.specs import (
+    DEFAULT_VERIFY_BUDGET,
     STORED,
     FiniteFloat,
     JobEstimate,
@@ -245,7 +246,7 @@ class SweepSpec(WorkloadSpec):
     fixed_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
     range_test: RangeTestOptions = Field(default_factory=RangeTestOptions)
     verify: bool = Field(default=True, strict=True)
-    verify_budget: FiniteFloat = Field(default=1.5, gt=0, le=10)
+    verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
     grid: SweepGrid | None = None
 
     @field_validator("seeds")

@@ -98,7 +98,7 @@ class TestSpecDefaults:
         assert spec.policies == list(POLICIES)
         assert spec.seeds == [0, 1, 2]
         assert spec.verify is True
-        assert spec.verify_budget == 1.5
+        assert spec.verify_budget == RangeTestSpec.model_fields["verify_budget"].default
 
     def test_the_range_tests_seed_is_the_first_seed(self) -> None:
         assert sweep(seeds=[7, 3]).seed == 7

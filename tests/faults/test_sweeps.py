@@ -110,7 +110,7 @@ def test_a_sweeps_children_fan_out_over_two_workers_and_fill_its_table(
 ) -> None:
     cluster.start(workers=2)
     # with its range test's bounds verified by short trainings (its own children; these
-    # 88-iteration trainings need more than the default 1.5 runs for a first round of 20)
+    # 88-iteration trainings need more than the default 1.0 run for a first round of 20)
     sweep_id = submit_sweep(cluster, sweep_body(step_size=22, verify=True, verify_budget=3.0))
 
     [sweep] = cluster.wait_finished([sweep_id])
