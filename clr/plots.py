@@ -917,7 +917,8 @@ def plot_sweep(
             list(handles.values()),
             list(handles),
             loc="outside lower center",
-            ncols=min(5, len(handles)),
+            # as many columns as the figure's width holds (about 2 inches each)
+            ncols=min(len(handles), max(2, int(fig.get_figwidth() // 2.0))),
             fontsize="small",
             frameon=False,
         )
