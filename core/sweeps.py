@@ -221,7 +221,7 @@ class SweepSpec(WorkloadSpec):
             paper: 3 get most of the way, 4 or more do better).
         step_size: iterations per half cycle (default: the range test's
             recommendation, 4 epochs; see :func:`choose_bounds`).
-        iterations: the budget in iterations, instead of ``cycles`` (default
+        iterations: the budget in iterations (at least 2), instead of ``cycles`` (default
             ``cycles * 2 * step_size``). With ``whole_cycles`` it must hold
             whole cycles; without ``step_size`` the step size is then the
             divisor of ``iterations / 2`` nearest the recommendation.
@@ -241,7 +241,7 @@ class SweepSpec(WorkloadSpec):
     policies: list[Policy] = Field(default_factory=lambda: list(POLICIES))  # type: ignore[arg-type]
     cycles: StrictInt | None = Field(default=None, ge=1, le=1000)
     step_size: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    iterations: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
+    iterations: StrictInt | None = Field(default=None, ge=2, le=MAX_ITERATIONS)
     whole_cycles: bool = Field(default=True, strict=True)
     fixed_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
     range_test: RangeTestOptions = Field(default_factory=RangeTestOptions)

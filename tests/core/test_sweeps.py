@@ -150,6 +150,11 @@ class TestSpecRefusals:
     def test_odd_iterations_hold_no_whole_cycles(self) -> None:
         assert [e["field"] for e in refused(iterations=701)] == ["iterations"]
 
+    def test_a_single_iteration_names_iterations(self) -> None:
+        # its range test (verify_iterations >= 2) would be refused after the 202
+        errors = refused(iterations=1, whole_cycles=False)
+        assert [e["field"] for e in errors] == ["iterations"]
+
     def test_cycles_and_iterations_are_one_or_the_other(self) -> None:
         assert [e["field"] for e in refused(cycles=3, iterations=600)] == ["iterations"]
 
