@@ -356,6 +356,17 @@ def plot_route(plot: Path) -> str:
     return f"plot{suffix}"
 
 
+def _post_json(
+    client: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> httpx.Response:
+    """POST ``body`` as JSON. A NaN or an infinity (``--fixed-lr nan``) goes out as
+    such, so that the API's 422 names its field: httpx's ``json=`` refuses to encode
+    them and the command ended in a traceback."""
+    return client.post(
+        url, content=json.dumps(body), headers={**headers, "Content-Type": "application/json"}
+    )
+
+
 def _cancel(
     client: httpx.Client,
     collection: str,
@@ -368,7 +379,7 @@ def _cancel(
     """Cancel the job a stopped command submitted, wait for it to stop; the exit code."""
     code = exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
     if job is None:
-        job = check(client.post(collection, json=body, headers=headers)).json()
+        job = check(_post_json(client, collection, body, headers)).json()
     response = client.post(f"{collection}/{job['id']}/cancel")
     if response.status_code != 409:  # 409: it finished meanwhile
         check(response)
@@ -428,7 +439,7 @@ def _run_range_test(
     headers = {"Idempotency-Key": uuid.uuid4().hex}
     job: dict[str, Any] | None = None
     try:
-        job = check(client.post("/range-tests", json=body, headers=headers)).json()
+        job = check(_post_json(client, "/range-tests", body, headers)).json()
         console.print(f"range test {job['id']} {job['status']}")
         if not wait:
             print(job["id"])
@@ -630,7 +641,7 @@ def run_training(
     headers = {"Idempotency-Key": uuid.uuid4().hex}
     job: dict[str, Any] | None = None
     try:
-        job = check(client.post("/trainings", json=body, headers=headers)).json()
+        job = check(_post_json(client, "/trainings", body, headers)).json()
         source = job["spec"].get("bounds_source")
         bounds = (
             f"; bounds {source['base_lr']:.3g} to {source['max_lr']:.3g} from range test "
@@ -870,7 +881,7 @@ def run_sweep(
     headers = {"Idempotency-Key": uuid.uuid4().hex}
     job: dict[str, Any] | None = None
     try:
-        job = check(client.post("/sweeps", json=body, headers=headers)).json()
+        job = check(_post_json(client, "/sweeps", body, headers)).json()
         result = job.get("result") or {}
         console.print(
             f"sweep {job['id']} {job['status']}: {len(result.get('points') or [])} grid "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import httpx
 import pytest
@@ -47,6 +48,18 @@ class TestRunSubmission:
             run_submission(client, body, quiet(), plot=None, output=None, wait=False)
         assert caught.value.status == 422
         assert "start_lr must be below end_lr" in caught.value.detail
+
+    def test_a_non_finite_number_is_the_apis_422_naming_it(
+        self, client: TestClient, caller: Caller
+    ) -> None:
+        # `clr-sweep submit --start-lr nan` crashed with a traceback while encoding the body
+        client.headers.update(caller.headers)
+        with pytest.raises(ApiError) as caught:
+            run_submission(
+                client, spec_data(start_lr=math.inf), quiet(), plot=None, output=None, wait=False
+            )
+        assert caught.value.status == 422
+        assert "start_lr" in caught.value.detail
 
     def test_a_bad_token_is_a_401(self, client: TestClient) -> None:
         client.headers["Authorization"] = "Bearer clr_nope"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import signal
 import uuid
 import xml.etree.ElementTree as ET
@@ -15,7 +16,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy.orm import Session
 
-from cli.client import Interrupted, run_sweep
+from cli.client import ApiError, Interrupted, run_sweep
 from core.models import Job, JobStatus
 from core.series import SeriesPoints
 from core.services import claim_job, fail_job, finish_job, report_progress
@@ -382,6 +383,23 @@ class TestSweepCommandClient:
         saved = json.loads(output.read_text())
         assert saved["job"]["status"] == "succeeded"
         assert saved["job"]["result"]["complete"] is True
+
+    def test_a_non_finite_option_is_the_apis_422_naming_it(
+        self, client: TestClient, caller: Caller
+    ) -> None:
+        # `clr-sweep sweep --fixed-lr nan` crashed with a traceback while encoding the body
+        client.headers.update(caller.headers)
+        with pytest.raises(ApiError) as caught:
+            run_sweep(
+                client,
+                sweep_body(fixed_lr=math.nan),
+                Console(file=io.StringIO(), width=160),
+                plot=None,
+                output=None,
+                wait=False,
+            )
+        assert caught.value.status == 422
+        assert "fixed_lr" in caught.value.detail
 
     def test_interrupted_it_cancels_the_sweep_and_its_children(
         self, client: TestClient, caller: Caller, session: Session
