@@ -856,9 +856,9 @@ def print_sweep(job: dict[str, Any], console: Console) -> None:
             if role.get("stage") == "range_test"
             else f"{role.get('policy')} seed {role.get('seed')}"
         )
-        console.print(
-            f"[yellow]failed:[/] grid point {role.get('grid')} {what}: {failure['reason']}"
-        )
+        reason = str(failure["reason"])
+        label = "cancelled" if reason == "the job was cancelled" else "failed"
+        console.print(f"[yellow]{label}:[/] grid point {role.get('grid')} {what}: {reason}")
 
 
 def run_sweep(

@@ -694,6 +694,16 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
     # > 0 where the signal is worse than its start level, in units of that level
     excess = (sig.smooth - sig.start) / scale
     mid = p.n // 2
+    blown = _blown_up_at_once(p, sig)
+    if blown is not None:
+        first, i_up = float(sig.raw[0]), blown
+        return (
+            f"{head}: the loss blows up at once, from {first:.4g} at lr {p.lrs[0]:.3g} to "
+            f"{float(sig.raw[i_up]):.4g} at lr {p.lrs[i_up]:.3g} (step {i_up}), and is never "
+            "below its first value after that"
+            + (f"; {stop}" if stop else "")
+            + ": the range starts too high: lower start_lr"
+        )
     if sig.i_best < sig.k and (rel >= high or excess[mid] >= high):
         if excess[mid] >= high:
             how = (
@@ -760,6 +770,26 @@ def _flat_reason(p: _Prepared, sig: _Signal, rel: float) -> str:
         f"worse, to {excess[i_worst]:.1%} {worse_word} it at lr {p.lrs[i_worst]:.3g}"
     )
     return f"{head}: {facts}" + (f"; {stop}" if stop else "") + f": {_more_steps(p)}"
+
+
+_BLOWN_UP_FACTOR = 2.0  # a raw loss this many times its first value has blown up
+_BLOWN_UP_EARLY = 0.25  # ... "at once": within this first fraction of the curve
+
+
+def _blown_up_at_once(p: _Prepared, sig: _Signal) -> int | None:
+    """The step at which the raw loss blew up, when it did so within the first quarter
+    of the curve and never came back below its first value (the range starts where the
+    model already diverges); None otherwise."""
+    if sig.name != "loss" or p.n < 3:
+        return None
+    raw = sig.raw
+    first = float(raw[0])
+    if first <= 0 or float(np.min(raw[1:])) < first:
+        return None
+    up = np.nonzero(raw > _BLOWN_UP_FACTOR * first)[0]
+    if not up.size or up[0] > max(1, int(_BLOWN_UP_EARLY * p.n)):
+        return None
+    return int(up[0])
 
 
 @dataclass(frozen=True)

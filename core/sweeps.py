@@ -973,7 +973,9 @@ def build_result(
     for run in runs:
         counts[run.status] = counts.get(run.status, 0) + 1
     failures = [
-        ChildFailure(job_id=r.job_id, role=dict(r.role), reason=r.error or f"the job {r.status}")
+        ChildFailure(
+            job_id=r.job_id, role=dict(r.role), reason=r.error or f"the job was {r.status}"
+        )
         for r in runs
         if r.status in ("failed", "cancelled")
     ]

@@ -1585,3 +1585,16 @@ class TestCurveVerdict:
             data
         )
         assert data["informative"] is True
+
+
+def test_a_loss_that_blows_up_at_the_first_steps_says_lower_start_lr() -> None:
+    # a range test started at lr 100 on the digits MLP: the first step's loss is the
+    # initial one, the next ones explode and never come back below it
+    losses = [2.35, 192.7, 5807.0, 16362.0, 86.1, 95.1, 109.2, 148.1, 201.0, 301.0]
+    curve = Curve(np.geomspace(100, 123, len(losses)), np.asarray(losses))
+    with pytest.raises(FlatCurve) as caught:
+        suggest_all(curve)
+    message = str(caught.value)
+    assert "blows up at once, from 2.35 at lr 100" in message
+    assert message.endswith("lower start_lr")
+    assert "num_iter" not in message
