@@ -415,6 +415,33 @@ def run_submission(
     return done.code
 
 
+def _print_verification(doc: dict[str, Any] | None, console: Console) -> None:
+    """One line per round of a range test's verification, and how it ended."""
+    if not doc:
+        return
+    candidates = doc.get("candidates") or []
+    spent = doc.get("spent_iterations", 0) / max(1, doc.get("full_run_iterations") or 1)
+    console.print(
+        f"verification {doc['status']}: {len(candidates)} candidate pairs, "
+        f"{len(doc.get('rounds') or [])} round(s), {spent:.2f} of "
+        f"{doc.get('budget_runs')} full runs spent"
+        + (f" ({doc['reason']})" if doc.get("reason") else "")
+    )
+    for round_ in doc.get("rounds") or []:
+        losses = []
+        for index in round_.get("candidates") or []:
+            candidate = candidates[index]
+            ran = candidate.get("val_loss") or []
+            position = round_.get("round") or 0
+            loss = ran[position] if position < len(ran) else None
+            shown = "failed" if loss is None else f"{loss:.4g}"
+            losses.append(f"{candidate['source']} {candidate['max_lr']:.3g}: {shown}")
+        console.print(
+            f"  round {round_.get('round')} ({round_.get('iterations')} iterations each): "
+            + ("; ".join(losses) or "not run")
+        )
+
+
 @dataclass(frozen=True)
 class _Done:
     """How a followed range test ended: the exit code, the job and its bounds."""
@@ -457,6 +484,7 @@ def _run_range_test(
             f"({summary.get('steps_run')} steps in {summary.get('seconds', 0):.2f} s on "
             f"{job['device']})"
         )
+    _print_verification((job.get("result") or {}).get("verification"), console)
     bounds = None
     response = client.get(f"/range-tests/{job['id']}/bounds")
     if response.is_success:

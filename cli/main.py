@@ -621,6 +621,17 @@ def submit_command(
     metric: Annotated[str, typer.Option(help="What the bounds read: loss or accuracy.")] = "loss",
     seed: SeedOpt = 0,
     device: ServiceDeviceOpt = "auto",
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Then prove the bounds by short trainings of a few candidate pairs "
+            "(child jobs); the best by validation loss becomes the bounds."
+        ),
+    ] = False,
+    verify_budget: Annotated[
+        float | None,
+        typer.Option(help="Verification's compute cap, in full trainings (default: 1.0)."),
+    ] = None,
     plot: PlotOpt = None,
     output: Annotated[Path | None, typer.Option(help="Write the job and bounds as JSON.")] = None,
     url: UrlOpt = "http://127.0.0.1:8000",
@@ -651,6 +662,10 @@ def submit_command(
         "seed": seed,
         "device": device,
     }
+    if verify:
+        body["verify"] = True
+    if verify_budget is not None:
+        body["verify_budget"] = verify_budget
     _run_through_service(
         lambda client: run_submission(client, body, console, plot=plot, output=output, wait=wait),
         url=url,
