@@ -10,7 +10,7 @@ cycle 4, the suggestion's ``stop_iteration``) from three sets of bounds:
 (b) **verified**: :func:`clr.verify.verify_bounds` after the same range test:
     short trainings from the same initial weights at a few candidate bound pairs,
     kept by validation loss with successive halving, within a declared budget
-    (``--budget-runs``, clr.verify's default 1.5 full runs). A verification the
+    (``--budget-runs``, clr.verify's default 1.0 full run). A verification the
     budget refuses (``VerificationError``) leaves the default suggestion, as the
     service does.
 (c) **oracle**: the best of a 13-point ``max_lr`` grid (a third of a decade
