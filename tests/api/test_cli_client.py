@@ -15,6 +15,7 @@ from api.admission import Admission
 from cli.client import (
     ApiError,
     RetryWhenBusy,
+    _print_verification,
     _status_text,
     check,
     follow_job,
@@ -84,6 +85,35 @@ class TestFollowJob:
         final = follow_job(client, job, Console(file=out, width=120), interval_s=0.01)
         assert final["status"] == "cancelled"
         assert "cancelled" in out.getvalue()
+
+
+def test_a_verification_prints_each_rounds_candidates_and_what_was_spent() -> None:
+    doc = {
+        "status": "succeeded",
+        "full_run_iterations": 200,
+        "budget_runs": 1.0,
+        "spent_iterations": 200,
+        "candidates": [
+            {"source": "max_fraction", "max_lr": 0.377, "val_loss": [0.67]},
+            {"source": "neighbour:x3", "max_lr": 1.13, "val_loss": [None]},
+            {"source": "neighbour:/3", "max_lr": 0.126, "val_loss": [0.15, 0.11]},
+        ],
+        "rounds": [
+            {"round": 0, "iterations": 40, "candidates": [0, 1, 2]},
+            {"round": 1, "iterations": 80, "candidates": [2]},
+        ],
+    }
+    out = io.StringIO()
+    _print_verification(doc, Console(file=out, width=200))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "verification succeeded: 3 candidate pairs, 2 round(s), 1.00 of 1.0 full runs spent"
+    )
+    assert lines[1] == (
+        "  round 0 (40 iterations each): max_fraction 0.377: 0.67; neighbour:x3 1.13: failed; "
+        "neighbour:/3 0.126: 0.15"
+    )
+    assert lines[2] == "  round 1 (80 iterations each): neighbour:/3 0.126: 0.11"
 
 
 class TestRetryWhenBusy:
