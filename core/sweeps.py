@@ -1129,6 +1129,8 @@ def _submit_all(
     A refused child (its spec, or its size against the service's caps) is
     refused again on every later call, so its grid point fails the same way
     each time: nothing is half-created, and no later call creates it twice.
+    At the sweep's submit (its range tests) the refusal refuses the sweep
+    itself, naming the reason, and nothing is created.
     """
     before = list(family.children)
     try:
@@ -1136,6 +1138,8 @@ def _submit_all(
             for role, body in children:
                 family.submit(kind, body, role=role)
     except DomainError as exc:
+        if family.at_submit:
+            raise  # the sweep's own request is refused with the child's reason
         family.children[:] = before
         return exc.detail
     return None

@@ -485,7 +485,7 @@ def submit_job(
         job.config_key,
     )
     if not by_worker:
-        advance_parent(session, parent_id=job.id, settings=settings, now=now)
+        advance_parent(session, parent_id=job.id, settings=settings, now=now, at_submit=True)
     return Submission(job, created=True)
 
 

@@ -45,6 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from core.clock import utc_now
+from core.errors import DomainError
 from core.kinds import JobKind, get_kind
 from core.models import Job, JobStatus, Team
 from core.redact import redact
@@ -86,6 +87,10 @@ class Family:
         cancelling: the parent was asked to cancel and none of its children is
             active any more: write the partial result; submit nothing.
         now: this call's time.
+        at_submit: this call is the parent's submit: a child the service refuses
+            (a :class:`~core.errors.DomainError` from :meth:`submit`) should
+            propagate, so the request is refused with its reason and nothing is
+            created.
     """
 
     session: Session
@@ -95,6 +100,7 @@ class Family:
     children: list[Job]
     cancelling: bool = False
     now: datetime = field(default_factory=utc_now)
+    at_submit: bool = False
     ended: bool = False
 
     @property
@@ -251,13 +257,17 @@ def advance_parent(
     parent_id: uuid.UUID,
     settings: Settings | None = None,
     now: datetime | None = None,
+    at_submit: bool = False,
 ) -> Job | None:
     """Move a waiting parent on (see the module docstring); the parent, or None.
 
     Nothing happens to a job that is not waiting. A bug in the kind's advance
     step (any exception but a database failure) fails the parent with the
     reason, after undoing what that call had done; a database failure
-    propagates (the next reconciler pass tries again).
+    propagates (the next reconciler pass tries again). ``at_submit``: this is
+    the parent's submit, where a refusal of the step (a
+    :class:`~core.errors.DomainError`, such as a child over a job cap)
+    propagates too, refusing the submit.
     """
     now = utc_now() if now is None else now
     repo = JobRepository(session)
@@ -287,12 +297,21 @@ def advance_parent(
         children=children,
         cancelling=cancelling,
         now=now,
+        at_submit=at_submit,
     )
     try:
         with session.begin_nested():
             _load(kind)(family)
     except SQLAlchemyError:
         raise
+    except DomainError as exc:
+        if at_submit:
+            raise  # the submit is refused with the child's reason; nothing is created
+        logger.exception("job.advance_refused job_id=%s kind=%s", parent.id, kind.name)
+        cancel_children(session, parent, now=now)
+        family.ended = False
+        family.fail(f"the {kind.title} could not go on: {_describe(exc)}")
+        return parent
     except Exception as exc:  # a bug in the step: the parent fails, saying where
         logger.exception("job.advance_crashed job_id=%s kind=%s", parent.id, kind.name)
         cancel_children(session, parent, now=now)

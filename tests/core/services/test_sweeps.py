@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utc_now
 from core.db import session_scope
+from core.errors import JobTooLarge
 from core.models import Job, JobStatus, Team
 from core.repositories import JobRepository
 from core.series import SeriesPoints
@@ -476,6 +477,31 @@ class TestFailures:
         assert "CLR_MAX_JOB_SECONDS" in done.error
         (point,) = SweepResult.model_validate(done.result).points
         assert point.bounds is not None  # the bounds were found; training them was refused
+
+    def test_a_range_test_over_a_cap_refuses_the_sweep_itself_and_creates_nothing(
+        self, committed: sessionmaker[Session], settings: Settings
+    ) -> None:
+        # the sweep's first children are created by its submit: a refusal there is the
+        # sweep's own 4xx, naming the reason, not a sweep that exists only to fail
+        capped = settings.model_copy(update={"max_job_memory_bytes": 1024})
+        with session_scope(committed) as session:
+            team = make_team(session)
+            team_id = team.id
+        with pytest.raises(JobTooLarge) as caught:
+            submit_capped(committed, team_id, capped)
+        assert "CLR_MAX_JOB_MEMORY_BYTES" in str(caught.value)
+        with session_scope(committed) as session:
+            assert JobRepository(session).list_for_team(team_id, limit=10) == []
+
+
+def submit_capped(factory: sessionmaker[Session], team_id: uuid.UUID, settings: Settings) -> Job:
+    """A sweep submitted in a request's transaction (rolled back when it raises)."""
+    with session_scope(factory) as session:
+        team = session.get(Team, team_id)
+        assert team is not None
+        return submit_job(
+            session, team=team, kind="sweep", spec=sweep_spec(), settings=settings
+        ).job
 
 
 class TestCancel:
