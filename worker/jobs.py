@@ -311,7 +311,8 @@ class JobContext:
 
 Runner = Callable[[JobContext], str]
 """A kind's runner: runs one claimed attempt to its end; what happened (``succeeded``,
-``failed``, ``cancelled`` or ``stale``)."""
+``waiting`` (its children go on: :meth:`JobContext.finish` with ``wait``), ``failed``,
+``cancelled`` or ``stale``)."""
 
 
 def load_runner(kind: JobKind) -> Runner:
@@ -336,7 +337,8 @@ def run_job(
     heartbeat_s: float | None = None,
 ) -> str:
     """Claim and run one job of any kind; what happened: ``skipped``, ``succeeded``,
-    ``failed``, ``cancelled`` or ``stale`` (another attempt took over).
+    ``waiting`` (the worker's part is done, the job's children go on), ``failed``,
+    ``cancelled`` or ``stale`` (another attempt took over).
 
     Besides the progress reports, a :class:`Heartbeats` thread beats every
     ``heartbeat_s`` (default ``interval_s``) while the job runs.
