@@ -55,7 +55,13 @@ if TYPE_CHECKING:
     from clr.suggest import CurveVerdict, Suggestions
     from core.services.parents import Family
 
-__all__ = ["advance", "candidate_training", "plan_verification"]
+__all__ = [
+    "advance",
+    "candidate_training",
+    "full_run_iterations",
+    "longest_candidate",
+    "plan_verification",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +86,8 @@ def plan_verification(
     if full is None and suggestions is not None:
         full = suggestions.stop_iteration
     if full is None:
-        per_epoch = iters_per_epoch or 1
-        full = DEFAULT_BOUNDS_CYCLES * 2 * recommend_step_size(per_epoch)
+        full = full_run_iterations(spec, iters_per_epoch or 1)
+    assert full is not None
     candidates = candidates_for(suggestions, verdict)
     doc = VerificationDoc(
         status="running",
@@ -115,6 +121,31 @@ def plan_verification(
         for r, (size, iterations) in enumerate(plan.rounds)
     ]
     return doc.model_copy(update={"rounds": rounds})
+
+
+def full_run_iterations(spec: RangeTestSpec, iters_per_epoch: int | None) -> int | None:
+    """The full run a verification's budget counts in, as far as it is known before the
+    curve: ``verify_iterations``, else 4 cycles of the recommended step size (what the
+    suggestion's ``stop_iteration`` will be); None when the workload cannot tell its
+    epoch length before it is built."""
+    if spec.verify_iterations is not None:
+        return spec.verify_iterations
+    if iters_per_epoch is None:
+        return None
+    return DEFAULT_BOUNDS_CYCLES * 2 * recommend_step_size(iters_per_epoch)
+
+
+def longest_candidate(spec: RangeTestSpec, iters_per_epoch: int | None) -> dict[str, Any] | None:
+    """The training spec of the longest candidate run ``spec``'s verification can
+    submit, known at submit: its last round has at least two candidates within the
+    budget, so none trains longer than half the budget (nor than the full run).
+    None without ``verify``, or when the full run is not known yet."""
+    full = full_run_iterations(spec, iters_per_epoch) if spec.verify else None
+    if full is None:
+        return None
+    longest = max(2, min(full, math.floor(spec.verify_budget * full) // 2))
+    candidate = CandidateDoc(index=0, base_lr=1e-3, max_lr=1e-2, source="any")
+    return candidate_training(spec, candidate, longest)
 
 
 def candidate_training(

@@ -63,6 +63,7 @@ from core.specs import (
     canonical_json,
     field_errors,
 )
+from core.verification import longest_candidate
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -348,6 +349,27 @@ def _check_estimate(spec: JobSpec, settings: Settings, *, kind: JobKind) -> None
         raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
 
 
+def _check_verification(spec: RangeTestSpec, settings: Settings) -> None:
+    """Refuse a range test whose verification's candidate trainings would be over the
+    caps (they would be refused after the curve), naming ``verify_iterations``."""
+    body = longest_candidate(spec, get_workload(spec.workload).iters_per_epoch(spec.params))
+    if body is None:
+        return
+    training = get_kind("training")
+    try:
+        _check_estimate(parse_job_spec(training.name, body), settings, kind=training)
+    except JobTooLarge as exc:
+        reason = (
+            f"its verification would train candidates of up to {body['iterations']} "
+            f"iterations, over a cap ({exc.detail}); lower verify_iterations or "
+            "verify_budget, or set verify to false"
+        )
+        raise JobTooLarge(
+            f"verify_iterations: {reason}",
+            errors=[{"field": "verify_iterations", "reason": reason}],
+        ) from None
+
+
 def _estimated(spec: JobSpec) -> JobEstimate:
     estimate = spec.estimate()
     assert estimate is not None  # only called for specs that have one
@@ -436,6 +458,8 @@ def submit_job(
         parsed = job_kind.prepare(session, team, parsed)
     spec_json = parsed.model_dump(mode="json")
     _check_estimate(parsed, settings, kind=job_kind)
+    if isinstance(parsed, RangeTestSpec):
+        _check_verification(parsed, settings)
     if parent is None:
         _check_active_jobs(repo, team=team, settings=settings)
     by_worker = job_kind.worker_run

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clr.suggest import CurveVerdict
 from core.db import session_scope
+from core.errors import JobTooLarge
 from core.models import Job, JobStatus, Team
 from core.repositories import JobRepository
 from core.services import cancel_job, claim_job, fail_job, finish_job, get_bounds, submit_job
@@ -27,7 +28,7 @@ FLAT = CurveVerdict(False, "the loss never moved", (1e-7, 10.0), None)
 
 
 def verify_spec(**overrides: Any) -> dict[str, Any]:
-    return spec_data(verify=True, verify_iterations=400, **overrides)
+    return spec_data(**{"verify": True, "verify_iterations": 400, **overrides})
 
 
 def planned(spec: dict[str, Any], *, verdict: CurveVerdict = FLAT) -> RangeTestOutcome:
@@ -285,3 +286,27 @@ def test_a_candidate_the_caps_refuse_ends_the_verification_not_the_range_test(
     assert doc.reason is not None
     assert "CLR_MAX_JOB_SECONDS" in doc.reason
     assert RangeTestOutcome.model_validate(final.result).suggestions is not None
+
+
+def test_a_verification_whose_candidates_are_over_a_cap_is_refused_at_submit(
+    committed: sessionmaker[Session], settings: Settings
+) -> None:
+    # the candidates would only be refused after the curve: the submit says so first
+    spec = verify_spec(verify_iterations=100_000)
+    estimate = RangeTestSpec.model_validate(spec).estimate()
+    assert estimate is not None
+    capped = settings.model_copy(
+        update={"max_job_seconds": 2 * estimate.seconds(settings.job_flop_rate)}
+    )
+    with session_scope(committed) as session:
+        team = make_team(session)
+        with pytest.raises(JobTooLarge) as caught:
+            submit_job(session, team=team, kind="range_test", spec=spec, settings=capped)
+        # the same test without verify is fine under that cap
+        plain = submit_job(
+            session, team=team, kind="range_test", spec=spec_data(), settings=capped
+        ).job
+        assert plain.kind == "range_test"
+    assert [e["field"] for e in caught.value.errors] == ["verify_iterations"]
+    assert "up to 50000 iterations" in caught.value.errors[0]["reason"]
+    assert "CLR_MAX_JOB_SECONDS" in caught.value.errors[0]["reason"]
