@@ -106,6 +106,41 @@ def postgres_service(
         drop_database(admin_url, name)
 
 
+@dataclass(frozen=True)
+class CeleryBench:
+    """A scratch service for benchmarks that submit through the real Celery sender:
+    its settings, the benchmark's view of its database, and a scratch folder."""
+
+    settings: Settings
+    db: Db
+    tmp: Path
+
+
+@contextmanager
+def celery_bench(
+    admin_url: str = ADMIN_URL, name: str = BENCH_DATABASE, broker_url: str = BROKER_URL
+) -> Iterator[CeleryBench]:
+    """:func:`postgres_service` with jobs sent to Celery after each commit (workers are
+    the benchmark's to start); everything is removed afterwards."""
+    import tempfile  # noqa: PLC0415 - only the Celery benchmarks need it
+
+    from core.db import set_job_sender  # noqa: PLC0415
+    from worker.celery_app import create_celery  # noqa: PLC0415
+    from worker.sender import CelerySender  # noqa: PLC0415
+
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clr-bench-")))
+        settings = stack.enter_context(postgres_service(admin_url, name, broker_url=broker_url))
+        settings = settings.model_copy(update={"data_dir": tmp})
+        db = Db(settings)
+        stack.callback(db.close)
+        celery = create_celery(settings)
+        previous = set_job_sender(CelerySender(celery))
+        stack.callback(set_job_sender, previous)
+        stack.callback(celery.close)
+        yield CeleryBench(settings, db, tmp)
+
+
 def service_env(settings: Settings) -> dict[str, str]:
     """The environment of a service subprocess that uses ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLR_")}

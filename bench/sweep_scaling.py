@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -54,22 +53,20 @@ from bench._service import (
     MACHINE_NOTE,
     WORKER_READY,
     Db,
+    celery_bench,
     cli,
-    postgres_service,
     service_env,
     start,
     wait_log,
 )
 from core.clock import as_utc
-from core.db import session_scope, set_job_sender
+from core.db import session_scope
 from core.models import Job, JobStatus, Team
 from core.repositories import JobRepository
 from core.services import submit_job
 from core.services.parents import Family
 from core.settings import Settings
 from core.sweeps import SweepSpec, advance
-from worker.celery_app import create_celery
-from worker.sender import CelerySender
 
 console = Console(width=150)
 
@@ -347,26 +344,15 @@ def main() -> None:
     )
     console.print(f"[yellow]{MACHINE_NOTE}[/]")
     runs: list[Run] = []
-    with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clr-bench-")))
-        settings: Settings = stack.enter_context(
-            postgres_service(args.postgres, args.database, broker_url=args.broker)
-        )
-        settings = settings.model_copy(update={"data_dir": tmp})
-        db = Db(settings)
-        stack.callback(db.close)
-        celery = create_celery(settings)
-        previous = set_job_sender(CelerySender(celery))
-        stack.callback(set_job_sender, previous)
-        stack.callback(celery.close)
+    with celery_bench(args.postgres, args.database, broker_url=args.broker) as bench:
         for processes in counts:
             runs.append(
                 measure(
                     processes,
                     repeats=args.repeats,
-                    settings=settings,
-                    db=db,
-                    tmp=tmp,
+                    settings=bench.settings,
+                    db=bench.db,
+                    tmp=bench.tmp,
                     timeout_s=args.timeout,
                     progress=console.print,
                 )

@@ -24,7 +24,6 @@ On a 2-core machine expect the scaling to flatten at 2 processes.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -41,20 +40,18 @@ from bench._service import (
     TINY_SPEC,
     WORKER_READY,
     Db,
+    celery_bench,
     cli,
     median,
-    postgres_service,
     service_env,
     start,
     wait_log,
 )
 from core.clock import as_utc
-from core.db import session_scope, set_job_sender
+from core.db import session_scope
 from core.models import Job, JobStatus, Team
 from core.services import submit_job
 from core.settings import Settings
-from worker.celery_app import create_celery
-from worker.sender import CelerySender
 
 console = Console()
 
@@ -177,26 +174,15 @@ def main() -> None:
     )
     console.print(f"[yellow]{MACHINE_NOTE}[/]")
     runs: list[Run] = []
-    with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clr-bench-")))
-        settings: Settings = stack.enter_context(
-            postgres_service(args.postgres, broker_url=args.broker)
-        )
-        settings = settings.model_copy(update={"data_dir": tmp})
-        db = Db(settings)
-        stack.callback(db.close)
-        celery = create_celery(settings)
-        previous = set_job_sender(CelerySender(celery))
-        stack.callback(set_job_sender, previous)
-        stack.callback(celery.close)
+    with celery_bench(args.postgres, broker_url=args.broker) as bench:
         for processes in counts:
             runs.append(
                 measure(
                     processes,
                     jobs=args.jobs,
-                    settings=settings,
-                    db=db,
-                    tmp=tmp,
+                    settings=bench.settings,
+                    db=bench.db,
+                    tmp=bench.tmp,
                     timeout_s=args.timeout,
                 )
             )
