@@ -24,8 +24,10 @@ from tests.faults.conftest import Cluster, assert_curve_of_final_attempt, claime
 
 pytestmark = pytest.mark.serial
 
-NUM_ITER = 1500
-"""Long enough to be killed mid-run (seconds), short enough to run twice."""
+NUM_ITER = 8000
+"""Long enough to be killed mid-run (seconds: 1,500 steps took only 0.5 s on a quiet
+machine, about one progress report, and the job finished before it was seen running),
+short enough to run twice."""
 
 
 def parent_pid(pid: int) -> int:
