@@ -307,6 +307,22 @@ WORKER_READY = " ready."
 # --------------------------------------------------------------------------- statistics
 
 
+def start_cpu_workers(
+    processes: int, *, settings: Settings, log_dir: Path, stack: ExitStack
+) -> Proc:
+    """``clr-sweep worker --processes N`` on ``settings`` (stopped when ``stack``
+    closes), once every process is ready."""
+    worker = start(
+        f"worker{processes}",
+        cli("worker", "--processes", str(processes)),
+        env=service_env(settings),
+        log_dir=log_dir,
+        stack=stack,
+    )
+    wait_log(worker, WORKER_READY, count=processes)
+    return worker
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) of ``values``, nearest-rank on the sorted data."""
     ordered = sorted(values)

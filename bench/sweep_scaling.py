@@ -51,13 +51,9 @@ from bench._service import (
     BENCH_DATABASE,
     BROKER_URL,
     MACHINE_NOTE,
-    WORKER_READY,
     Db,
     celery_bench,
-    cli,
-    service_env,
-    start,
-    wait_log,
+    start_cpu_workers,
 )
 from core.clock import as_utc
 from core.db import session_scope
@@ -238,14 +234,7 @@ def measure(
 ) -> Run:
     pairs = []
     with ExitStack() as stack:
-        worker = start(
-            f"worker{processes}",
-            cli("worker", "--processes", str(processes)),
-            env=service_env(settings),
-            log_dir=tmp / "logs",
-            stack=stack,
-        )
-        wait_log(worker, WORKER_READY, count=processes)
+        worker = start_cpu_workers(processes, settings=settings, log_dir=tmp / "logs", stack=stack)
         team, _ = db.team_and_token()
         # a 1-cycle sweep first: every process has run a range test, trainings and
         # advance steps (their first-use costs), and is idle again

@@ -38,14 +38,10 @@ from bench._service import (
     BROKER_URL,
     MACHINE_NOTE,
     TINY_SPEC,
-    WORKER_READY,
     Db,
     celery_bench,
-    cli,
     median,
-    service_env,
-    start,
-    wait_log,
+    start_cpu_workers,
 )
 from core.clock import as_utc
 from core.db import session_scope
@@ -104,14 +100,7 @@ def measure(
     processes: int, *, jobs: int, settings: Settings, db: Db, tmp: Path, timeout_s: float
 ) -> Run:
     with ExitStack() as stack:
-        worker = start(
-            f"worker{processes}",
-            cli("worker", "--processes", str(processes)),
-            env=service_env(settings),
-            log_dir=tmp / "logs",
-            stack=stack,
-        )
-        wait_log(worker, WORKER_READY, count=processes)
+        worker = start_cpu_workers(processes, settings=settings, log_dir=tmp / "logs", stack=stack)
         team, _ = db.team_and_token()
         # one job per process first: every process has run one and is idle again
         db.wait_finished(team, submit(db, team, settings, processes), timeout_s=timeout_s)
