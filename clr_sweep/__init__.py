@@ -1,0 +1,1 @@
+"""clr-sweep: the service's Python client and the contracts it shares with the API."""
