@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,15 +19,19 @@ import numpy as np
 import numpy.typing as npt
 
 from clr_sweep import _models
-from clr_sweep.errors import ProtocolError
+from clr_sweep.errors import ProtocolError, Timeout
 
 __all__ = [
     "FINAL_STATUSES",
+    "STREAM_READ_TIMEOUT_S",
     "KIND_NOUNS",
     "Curve",
     "PlotFormat",
     "SeriesPages",
+    "as_status",
     "bounds_query",
+    "check_deadline",
+    "check_download",
     "download_name",
     "dump_spec",
     "events_path",
@@ -41,6 +46,8 @@ KIND_NOUNS = {"range_test": "range-tests", "training": "trainings", "sweep": "sw
 """The path of each job kind's own routes (plots, models, bounds)."""
 
 PlotFormat = Literal["png", "svg"]
+STREAM_READ_TIMEOUT_S = 45.0
+"""Longest silence on an event stream before it counts as broken (the server pings every 15 s)."""
 SERIES_PAGE = 100_000
 """Points asked for per page of a series (the API's largest page)."""
 
@@ -270,3 +277,8 @@ def check_download(digest: hashlib._Hash, size: int, headers: Mapping[str, str])
 def as_status(job: _models.AnyJobRead) -> str:
     status = _models.job_field(job, "status")
     return str(getattr(status, "value", status))
+
+
+def check_deadline(deadline: float | None, job_id: str, timeout: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise Timeout(f"job {job_id} has not finished within {timeout:g} s", timeout=timeout)

@@ -30,11 +30,13 @@ from clr_sweep import _models
 from clr_sweep._base import (
     FINAL_STATUSES,
     KIND_NOUNS,
+    STREAM_READ_TIMEOUT_S,
     Curve,
     PlotFormat,
     SeriesPages,
     as_status,
     bounds_query,
+    check_deadline,
     check_download,
     download_name,
     dump_spec,
@@ -46,13 +48,7 @@ from clr_sweep._base import (
 )
 from clr_sweep._http import IDEMPOTENCY_KEY, RetryPolicy, SyncTransport
 from clr_sweep.config import resolve
-from clr_sweep.errors import (
-    Conflict,
-    ConnectError,
-    ProtocolError,
-    ServiceUnavailable,
-    Timeout,
-)
+from clr_sweep.errors import Conflict, ConnectError, ProtocolError, ServiceUnavailable, Timeout
 from clr_sweep.events import END, STATUS, Event, SSEDecoder
 
 __all__ = ["Client", "JobId", "Progress"]
@@ -62,9 +58,6 @@ JobId = uuid.UUID | str
 
 Progress = Callable[[_models.AnyJobRead], object]
 """Called with the job whenever :meth:`Client.wait` learns something new about it."""
-
-STREAM_READ_TIMEOUT_S = 45.0
-"""Longest silence on an event stream before it counts as broken (the server pings every 15 s)."""
 
 
 class Client:
@@ -359,7 +352,7 @@ class Client:
         job: _models.AnyJobRead | None = None
         try:
             for event in self._stream(job_text, None, retries=2):
-                _check_deadline(deadline, job_text, timeout)
+                check_deadline(deadline, job_text, timeout)
                 if event is None:
                     continue
                 if on_event is not None:
@@ -375,7 +368,7 @@ class Client:
                 if progress is not None:
                     progress(job)
         except (ProtocolError, Timeout, ConnectError, ServiceUnavailable):
-            _check_deadline(deadline, job_text, timeout)
+            check_deadline(deadline, job_text, timeout)
             return self._poll(job_text, progress, poll, deadline, timeout)
         if job is None or as_status(job) not in FINAL_STATUSES:
             job = self.get(job_text)
@@ -400,7 +393,7 @@ class Client:
             last = seen
             if as_status(job) in FINAL_STATUSES:
                 return job
-            _check_deadline(deadline, job_id, timeout)
+            check_deadline(deadline, job_id, timeout)
             self._sleep(poll)
 
     # -- results --------------------------------------------------------------------
@@ -525,11 +518,6 @@ class Client:
         """Whether the service can take jobs: its database and broker reachable
         (``GET /readyz``; a 503 raises ServiceUnavailable after the retries)."""
         return _models.parse_readiness(self._json("GET", "/readyz"))
-
-
-def _check_deadline(deadline: float | None, job_id: str, timeout: float | None) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise Timeout(f"job {job_id} has not finished within {timeout:g} s", timeout=timeout)
 
 
 def _save(chunks: Iterator[bytes], headers: Mapping[str, str], target: Path) -> Path:
