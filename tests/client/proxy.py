@@ -7,7 +7,12 @@ on purpose, per request, as its ``plan`` says:
 - ``"forward"``: relay the request and the upstream's answer;
 - ``"drop"``: relay the request, read the upstream's whole answer (the server did
   the work), then close the client's connection without a byte of it;
-- ``"503"``: answer 503 (problem+json, ``Retry-After``) without asking upstream.
+- ``"503"``: answer 503 (problem+json, ``Retry-After``) without asking upstream;
+- ``"cut:<event>"``: relay the answer (an event stream) up to the end of its first
+  ``<event>`` event, then close the connection mid-stream.
+
+``plan`` applies to the requests in turn; ``rules`` maps a path fragment to the
+action of every request whose path holds it (before the plan is consulted).
 
 Each request handled is recorded (method, path, headers, what was done, the
 upstream's status).
@@ -40,11 +45,15 @@ class Proxy:
     plan: list[str]
     """What to do with each request in turn; once used up, ``forward``."""
     retry_after: str = "2"
+    rules: dict[str, str] = field(default_factory=dict)
     handled: list[Handled] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def next_action(self) -> str:
+    def next_action(self, path: str) -> str:
+        for fragment, action in self.rules.items():
+            if fragment in path:
+                return action
         with self._lock:
             return self.plan.pop(0) if self.plan else "forward"
 
@@ -113,6 +122,14 @@ def _unavailable(retry_after: str) -> bytes:
     return head.encode() + body
 
 
+def _cut_after(answer: bytes, event: str) -> bytes:
+    """``answer`` up to the blank line that ends its first ``event`` event."""
+    start = answer.index(f"event: {event}".encode())
+    ends = [(answer.find(sep, start), len(sep)) for sep in (b"\r\n\r\n", b"\n\n")]
+    end, size = min((e, n) for e, n in ends if e >= 0)
+    return answer[: end + size]
+
+
 def _serve_one(proxy: Proxy, conn: socket.socket) -> None:
     with conn:
         request = _read_request(conn)
@@ -125,12 +142,14 @@ def _serve_one(proxy: Proxy, conn: socket.socket) -> None:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        action = proxy.next_action()
+        action = proxy.next_action(path)
         if action == "503":
             answer, status = _unavailable(proxy.retry_after), None
         else:
             answer = _exchange(proxy.upstream, head, body)
             status = int(answer.split(b" ", 2)[1]) if answer else None
+            if action.startswith("cut:"):
+                answer = _cut_after(answer, action.removeprefix("cut:"))
         # recorded before the client can see an answer (or the closed connection)
         proxy.handled.append(Handled(method, path, headers, action, status))
         if action != "drop":
@@ -138,10 +157,15 @@ def _serve_one(proxy: Proxy, conn: socket.socket) -> None:
 
 
 @contextmanager
-def running_proxy(upstream_url: str, plan: list[str], retry_after: str = "2") -> Iterator[Proxy]:
+def running_proxy(
+    upstream_url: str,
+    plan: list[str] | None = None,
+    retry_after: str = "2",
+    rules: dict[str, str] | None = None,
+) -> Iterator[Proxy]:
     """A :class:`Proxy` to ``upstream_url`` listening on a free local port, while in use."""
     host, port = upstream_url.removeprefix("http://").split(":")
-    proxy = Proxy((host, int(port)), list(plan), retry_after)
+    proxy = Proxy((host, int(port)), list(plan or []), retry_after, dict(rules or {}))
     listener = socket.create_server(("127.0.0.1", 0))
     proxy.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     stop = threading.Event()

@@ -197,3 +197,26 @@ class TestList:
             cancelled = list(client.list(status=["cancelled"], created_after=started))
             assert len(cancelled) == 3
             assert list(client.list(kind="training", created_after=started)) == []
+
+
+class TestSweep:
+    def test_sweep_children_and_plot(self, postgres_server: Server) -> None:
+        spec = {
+            "workload": "digits_mlp",
+            "params": {"width": 8},
+            "policies": ["fixed", "triangular2"],
+            "seeds": [0],
+            "step_size": 5,
+            "cycles": 1,
+            "verify": False,
+            "range_test": {"num_iter": 30, "start_lr": 1e-3, "end_lr": 1.0},
+        }
+        with postgres_server.client() as client:
+            sweep = client.submit_sweep(spec)
+            assert _field(sweep, "kind") == "sweep"
+            final = client.wait(sweep, timeout=WAIT_S)
+            assert _field(final, "status") == "succeeded", _field(final, "error")
+            children = list(client.list(parent=sweep, page_size=1))
+            kinds = sorted(_field(c, "kind") for c in children)
+            assert kinds == ["range_test", "training", "training"]
+            assert client.plot(final).startswith(PNG_MAGIC)

@@ -64,3 +64,34 @@ def test_a_503_that_lasts_past_the_retries_is_service_unavailable(
     # a long Retry-After is capped (RetryPolicy.retry_after_max)
     assert waits == [30.0, 30.0]
     assert len(proxy.handled) == 3
+
+
+def test_a_cut_event_stream_resumes_after_its_last_event(postgres_server: Server) -> None:
+    token = postgres_server.new_token()
+    with Client(postgres_server.url, token) as direct:
+        job = direct.wait(direct.submit_range_test(TINY_RANGE_TEST), timeout=WAIT_S)
+    plan = ["cut:curve"]  # the first stream stops right after its curve event
+    with running_proxy(postgres_server.url, plan) as proxy:
+        with Client(proxy.url, token, retries=3, backoff=0.01) as client:
+            events = list(client.events(job))
+    streams = proxy.requests("GET", f"/jobs/{_id(job)}/events")
+    assert [s.action for s in streams] == ["cut:curve", "forward"]
+    assert "last-event-id" not in streams[0].headers
+    assert streams[1].headers["last-event-id"] == "1:30"
+    curve = [e.data for e in events if e.event == "curve"]
+    assert [(c["start"], c["next_after"]) for c in curve] == [(0, 30)]  # no point twice
+    assert events[-1].event == "end"
+
+
+def test_wait_polls_when_the_event_stream_is_refused(postgres_server: Server) -> None:
+    token = postgres_server.new_token()
+    seen: list[Any] = []
+    with running_proxy(postgres_server.url, retry_after="0", rules={"/events": "503"}) as proxy:
+        with Client(proxy.url, token, retries=1, backoff=0.01) as client:
+            job = client.submit_range_test(TINY_RANGE_TEST)
+            final = client.wait(job, progress=seen.append, poll=0.05, timeout=WAIT_S)
+    status = final["status"] if isinstance(final, dict) else final.status
+    assert getattr(status, "value", status) == "succeeded"
+    assert seen
+    assert proxy.requests("GET", f"/jobs/{_id(job)}/events")  # it tried the stream first
+    assert len(proxy.requests("GET", f"/jobs/{_id(job)}")) >= 1  # then polled
