@@ -313,6 +313,8 @@ class AsyncClient:
                     await _call(on_event, event)
                 if event.event == STATUS:
                     job = event.job
+                    if as_status(job) == "queued":  # where it stands and what it waits for
+                        job = await self.get(job_text)
                 elif event.event == END:
                     break
                 elif job is not None:

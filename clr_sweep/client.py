@@ -359,6 +359,8 @@ class Client:
                     on_event(event)
                 if event.event == STATUS:
                     job = event.job
+                    if as_status(job) == "queued":  # where it stands and what it waits for
+                        job = self.get(job_text)
                 elif event.event == END:
                     break
                 elif job is not None:

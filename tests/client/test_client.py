@@ -145,6 +145,27 @@ class TestCancel:
         assert _field(final, "status") == "cancelled"
 
 
+class TestQueued:
+    def test_wait_tells_a_queued_job_s_place_and_reason(self, postgres_server: Server) -> None:
+        with postgres_server.client() as client:
+            # the one worker is busy with a long test: the tiny one queues behind it
+            long = client.submit_range_test({**TINY_RANGE_TEST, "num_iter": 20_000})
+            tiny = client.submit_range_test(TINY_RANGE_TEST)
+            queued: list[Any] = []
+
+            def progress(job: Any) -> None:
+                if _field(job, "status") == "queued" and not queued:
+                    queued.append(job)
+                    client.cancel(long)  # let it run
+
+            final = client.wait(tiny, progress=progress, timeout=WAIT_S)
+            assert _field(final, "status") == "succeeded"
+            assert queued, "the tiny job was never seen queued"
+            assert _field(queued[0], "queue_position") >= 1
+            assert "jobs.cpu" in _field(queued[0], "waiting_reason")
+            assert _field(client.wait(long, timeout=WAIT_S), "status") == "cancelled"
+
+
 class TestTraining:
     def test_training_series_plot_and_model(self, client: Client, tmp_path: Path) -> None:
         job = client.wait(client.submit_training(TINY_TRAINING), timeout=WAIT_S)
@@ -172,6 +193,10 @@ class TestService:
         names = [_field(w, "name") for w in items]
         assert "digits_mlp" in names
         assert _field(client.health(), "status") == "ok"
+        assert _field(client.ready(), "status") == "ready"
+        raw = client.request("GET", "/jobs", params={"limit": 1})
+        assert raw.status_code == 200
+        assert "items" in raw.json()
 
 
 class TestList:
