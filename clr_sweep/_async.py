@@ -33,6 +33,7 @@ from clr_sweep._base import (
     FINAL_STATUSES,
     KIND_NOUNS,
     STREAM_READ_TIMEOUT_S,
+    STREAM_RETRY_AFTER_MAX_S,
     Curve,
     PlotFormat,
     SeriesPages,
@@ -250,7 +251,13 @@ class AsyncClient:
     async def _stream(
         self, job_id: str, last_event_id: str | None, *, retries: int | None
     ) -> AsyncIterator[Event | None]:
-        policy = self.policy if retries is None else RetryPolicy(retries=retries)
+        policy = self.policy
+        if retries is not None:  # wait's: give up on the stream soon, and poll instead
+            policy = RetryPolicy(
+                retries=retries,
+                backoff=self.policy.backoff,
+                retry_after_max=STREAM_RETRY_AFTER_MAX_S,
+            )
         timeout = httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT_S)
         broken = 0
         while True:
@@ -260,7 +267,7 @@ class AsyncClient:
             decoder = SSEDecoder(last_event_id)
             try:
                 async with self._http.stream(
-                    "GET", events_path(job_id), headers=headers, timeout=timeout
+                    "GET", events_path(job_id), headers=headers, timeout=timeout, policy=policy
                 ) as response:
                     async for line in response.aiter_lines():
                         event = decoder.feed(line)

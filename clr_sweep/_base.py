@@ -24,6 +24,7 @@ from clr_sweep.errors import ProtocolError, Timeout
 __all__ = [
     "FINAL_STATUSES",
     "STREAM_READ_TIMEOUT_S",
+    "STREAM_RETRY_AFTER_MAX_S",
     "KIND_NOUNS",
     "Curve",
     "PlotFormat",
@@ -48,6 +49,8 @@ KIND_NOUNS = {"range_test": "range-tests", "training": "trainings", "sweep": "sw
 PlotFormat = Literal["png", "svg"]
 STREAM_READ_TIMEOUT_S = 45.0
 """Longest silence on an event stream before it counts as broken (the server pings every 15 s)."""
+STREAM_RETRY_AFTER_MAX_S = 5.0
+"""Longest ``Retry-After`` :meth:`~clr_sweep.Client.wait` honours before it polls instead."""
 SERIES_PAGE = 100_000
 """Points asked for per page of a series (the API's largest page)."""
 

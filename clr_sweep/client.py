@@ -31,6 +31,7 @@ from clr_sweep._base import (
     FINAL_STATUSES,
     KIND_NOUNS,
     STREAM_READ_TIMEOUT_S,
+    STREAM_RETRY_AFTER_MAX_S,
     Curve,
     PlotFormat,
     SeriesPages,
@@ -282,7 +283,13 @@ class Client:
     ) -> Iterator[Event | None]:
         """The stream's events, and None for each comment (ping); reconnects after a
         break from the last event id, at most ``retries`` times in a row."""
-        policy = self.policy if retries is None else RetryPolicy(retries=retries)
+        policy = self.policy
+        if retries is not None:  # wait's: give up on the stream soon, and poll instead
+            policy = RetryPolicy(
+                retries=retries,
+                backoff=self.policy.backoff,
+                retry_after_max=STREAM_RETRY_AFTER_MAX_S,
+            )
         timeout = httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT_S)
         broken = 0
         while True:
@@ -292,7 +299,7 @@ class Client:
             decoder = SSEDecoder(last_event_id)
             try:
                 with self._http.stream(
-                    "GET", events_path(job_id), headers=headers, timeout=timeout
+                    "GET", events_path(job_id), headers=headers, timeout=timeout, policy=policy
                 ) as response:
                     for line in response.iter_lines():
                         event = decoder.feed(line)
