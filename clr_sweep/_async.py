@@ -21,7 +21,8 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,7 @@ class AsyncClient:
 
     async def _stream(
         self, job_id: str, last_event_id: str | None, *, retries: int | None
-    ) -> AsyncIterator[Event | None]:
+    ) -> AsyncGenerator[Event | None, None]:
         policy = self.policy
         if retries is not None:  # wait's: give up on the stream soon, and poll instead
             policy = RetryPolicy(
@@ -289,11 +290,13 @@ class AsyncClient:
 
     async def events(
         self, job_id: JobId, *, last_event_id: str | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Follow a job as Server-Sent Events until it ends, resuming a broken stream."""
-        async for event in self._stream(job_id_text(job_id), last_event_id, retries=None):
-            if event is not None:
-                yield event
+        stream = self._stream(job_id_text(job_id), last_event_id, retries=None)
+        async with aclosing(stream):
+            async for event in stream:
+                if event is not None:
+                    yield event
 
     async def wait(
         self,
@@ -312,24 +315,25 @@ class AsyncClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         job: _models.AnyJobRead | None = None
         try:
-            async for event in self._stream(job_text, None, retries=2):
-                check_deadline(deadline, job_text, timeout)
-                if event is None:
-                    continue
-                if on_event is not None:
-                    await _call(on_event, event)
-                if event.event == STATUS:
-                    job = event.job
-                    if as_status(job) == "queued":  # where it stands and what it waits for
-                        job = await self.get(job_text)
-                elif event.event == END:
-                    break
-                elif job is not None:
-                    job = _models.advance(job, event.series)
-                else:
-                    continue
-                if progress is not None:
-                    await _call(progress, job)
+            async with aclosing(self._stream(job_text, None, retries=2)) as stream:
+                async for event in stream:
+                    check_deadline(deadline, job_text, timeout)
+                    if event is None:
+                        continue
+                    if on_event is not None:
+                        await _call(on_event, event)
+                    if event.event == STATUS:
+                        job = event.job
+                        if as_status(job) == "queued":  # where it stands and what it waits for
+                            job = await self.get(job_text)
+                    elif event.event == END:
+                        break
+                    elif job is not None:
+                        job = _models.advance(job, event.series)
+                    else:
+                        continue
+                    if progress is not None:
+                        await _call(progress, job)
         except (ProtocolError, Timeout, ConnectError, ServiceUnavailable):
             check_deadline(deadline, job_text, timeout)
             return await self._poll(job_text, progress, poll, deadline, timeout)

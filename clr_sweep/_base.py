@@ -210,6 +210,9 @@ class SeriesPages:
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.attempt = 0
         self.status = ""
         self.fields: list[str] = []
@@ -223,7 +226,7 @@ class SeriesPages:
     def add(self, page: Mapping[str, Any]) -> None:
         """Take one page (the decoded JSON); :attr:`done` once the last was read."""
         if self.after and page["attempt"] != self.attempt:
-            self.__init__()  # type: ignore[misc]
+            self._reset()
             return
         self.attempt = int(page["attempt"])
         self.status = str(page["status"])

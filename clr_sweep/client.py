@@ -19,7 +19,8 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,7 @@ class Client:
 
     def _stream(
         self, job_id: str, last_event_id: str | None, *, retries: int | None
-    ) -> Iterator[Event | None]:
+    ) -> Generator[Event | None, None, None]:
         """The stream's events, and None for each comment (ping); reconnects after a
         break from the last event id, at most ``retries`` times in a row."""
         policy = self.policy
@@ -320,16 +321,19 @@ class Client:
             self._sleep(policy.delay(broken))
             broken += 1
 
-    def events(self, job_id: JobId, *, last_event_id: str | None = None) -> Iterator[Event]:
+    def events(
+        self, job_id: JobId, *, last_event_id: str | None = None
+    ) -> Generator[Event, None, None]:
         """Follow a job as Server-Sent Events (``GET /jobs/{id}/events``) until it ends.
 
         A broken stream is resumed where it stopped (``Last-Event-ID``), so no point
         is missed or repeated; pass an event's ``last_event_id`` to resume later.
         The last event is ``end``.
         """
-        for event in self._stream(job_id_text(job_id), last_event_id, retries=None):
-            if event is not None:
-                yield event
+        with closing(self._stream(job_id_text(job_id), last_event_id, retries=None)) as stream:
+            for event in stream:
+                if event is not None:
+                    yield event
 
     def wait(
         self,
@@ -358,24 +362,25 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         job: _models.AnyJobRead | None = None
         try:
-            for event in self._stream(job_text, None, retries=2):
-                check_deadline(deadline, job_text, timeout)
-                if event is None:
-                    continue
-                if on_event is not None:
-                    on_event(event)
-                if event.event == STATUS:
-                    job = event.job
-                    if as_status(job) == "queued":  # where it stands and what it waits for
-                        job = self.get(job_text)
-                elif event.event == END:
-                    break
-                elif job is not None:
-                    job = _models.advance(job, event.series)
-                else:
-                    continue
-                if progress is not None:
-                    progress(job)
+            with closing(self._stream(job_text, None, retries=2)) as stream:
+                for event in stream:
+                    check_deadline(deadline, job_text, timeout)
+                    if event is None:
+                        continue
+                    if on_event is not None:
+                        on_event(event)
+                    if event.event == STATUS:
+                        job = event.job
+                        if as_status(job) == "queued":  # where it stands and what it waits for
+                            job = self.get(job_text)
+                    elif event.event == END:
+                        break
+                    elif job is not None:
+                        job = _models.advance(job, event.series)
+                    else:
+                        continue
+                    if progress is not None:
+                        progress(job)
         except (ProtocolError, Timeout, ConnectError, ServiceUnavailable):
             check_deadline(deadline, job_text, timeout)
             return self._poll(job_text, progress, poll, deadline, timeout)
