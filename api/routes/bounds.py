@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.deps import CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, problem
-from api.schemas import BoundsRead
+from api.schemas import BoundsRead, bounds_read
 from api.schemas.text import (
     TEXT_PATTERN,
     check_method,
@@ -258,4 +258,4 @@ def find_bounds(
     if metric is not None:
         spec["metric"] = metric
     bounds = services.find_bounds(session, team=team, spec=spec)
-    return BoundsRead.from_bounds(bounds, method=method)
+    return bounds_read(bounds, method=method)
