@@ -53,6 +53,14 @@ from clr_sweep._base import (
 from clr_sweep._http import IDEMPOTENCY_KEY, AsyncTransport, RetryPolicy
 from clr_sweep.client import JobId
 from clr_sweep.config import resolve
+from clr_sweep.contracts import (
+    RangeTestRead,
+    RangeTestSpec,
+    SweepRead,
+    SweepSpec,
+    TrainingRead,
+    TrainingSpec,
+)
 from clr_sweep.errors import Conflict, ConnectError, ProtocolError, ServiceUnavailable, Timeout
 from clr_sweep.events import END, STATUS, Event, SSEDecoder
 
@@ -140,32 +148,28 @@ class AsyncClient:
                 f"{method} {response.request.url} answered {response.status_code} without JSON"
             ) from exc
 
-    async def _submit(
-        self, noun: str, spec: Any, idempotency_key: str | None
-    ) -> _models.AnyJobRead:
+    async def _submit(self, noun: str, spec: Any, idempotency_key: str | None) -> Any:
         key = idempotency_key or new_idempotency_key()
-        data = await self._json(
-            "POST", f"/{noun}", json=dump_spec(spec), headers={IDEMPOTENCY_KEY: key}
-        )
-        return _models.parse_job(data)
+        body = dump_spec(spec)
+        return await self._json("POST", f"/{noun}", json=body, headers={IDEMPOTENCY_KEY: key})
 
     async def submit_range_test(
-        self, spec: Any, *, idempotency_key: str | None = None
-    ) -> _models.AnyJobRead:
+        self, spec: RangeTestSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> RangeTestRead:
         """Queue a range test (``POST /range-tests``); the job as created."""
-        return await self._submit("range-tests", spec, idempotency_key)
+        return _models.parse_range_test(await self._submit("range-tests", spec, idempotency_key))
 
     async def submit_training(
-        self, spec: Any, *, idempotency_key: str | None = None
-    ) -> _models.AnyJobRead:
+        self, spec: TrainingSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TrainingRead:
         """Queue a training (``POST /trainings``); the job as created."""
-        return await self._submit("trainings", spec, idempotency_key)
+        return _models.parse_training(await self._submit("trainings", spec, idempotency_key))
 
     async def submit_sweep(
-        self, spec: Any, *, idempotency_key: str | None = None
-    ) -> _models.AnyJobRead:
+        self, spec: SweepSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> SweepRead:
         """Queue a sweep (``POST /sweeps``); the job as created."""
-        return await self._submit("sweeps", spec, idempotency_key)
+        return _models.parse_sweep(await self._submit("sweeps", spec, idempotency_key))
 
     async def get(self, job_id: JobId) -> _models.AnyJobRead:
         """A job of any kind (``GET /jobs/{id}``)."""

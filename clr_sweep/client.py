@@ -50,6 +50,14 @@ from clr_sweep._base import (
 )
 from clr_sweep._http import IDEMPOTENCY_KEY, RetryPolicy, SyncTransport
 from clr_sweep.config import resolve
+from clr_sweep.contracts import (
+    RangeTestRead,
+    RangeTestSpec,
+    SweepRead,
+    SweepSpec,
+    TrainingRead,
+    TrainingSpec,
+)
 from clr_sweep.errors import Conflict, ConnectError, ProtocolError, ServiceUnavailable, Timeout
 from clr_sweep.events import END, STATUS, Event, SSEDecoder
 
@@ -154,14 +162,14 @@ class Client:
 
     # -- submit ---------------------------------------------------------------------
 
-    def _submit(self, noun: str, spec: Any, idempotency_key: str | None) -> _models.AnyJobRead:
+    def _submit(self, noun: str, spec: Any, idempotency_key: str | None) -> Any:
         key = idempotency_key or new_idempotency_key()
-        data = self._json("POST", f"/{noun}", json=dump_spec(spec), headers={IDEMPOTENCY_KEY: key})
-        return _models.parse_job(data)
+        body = dump_spec(spec)
+        return self._json("POST", f"/{noun}", json=body, headers={IDEMPOTENCY_KEY: key})
 
     def submit_range_test(
-        self, spec: Any, *, idempotency_key: str | None = None
-    ) -> _models.AnyJobRead:
+        self, spec: RangeTestSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> RangeTestRead:
         """Queue a range test (``POST /range-tests``); the job as created.
 
         Args:
@@ -170,17 +178,19 @@ class Client:
             idempotency_key: the submit's key (default: a fresh one); a repeat with
                 the same key and spec gives the job the first one created.
         """
-        return self._submit("range-tests", spec, idempotency_key)
+        return _models.parse_range_test(self._submit("range-tests", spec, idempotency_key))
 
     def submit_training(
-        self, spec: Any, *, idempotency_key: str | None = None
-    ) -> _models.AnyJobRead:
+        self, spec: TrainingSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TrainingRead:
         """Queue a training (``POST /trainings``); see :meth:`submit_range_test`."""
-        return self._submit("trainings", spec, idempotency_key)
+        return _models.parse_training(self._submit("trainings", spec, idempotency_key))
 
-    def submit_sweep(self, spec: Any, *, idempotency_key: str | None = None) -> _models.AnyJobRead:
+    def submit_sweep(
+        self, spec: SweepSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> SweepRead:
         """Queue a sweep (``POST /sweeps``); see :meth:`submit_range_test`."""
-        return self._submit("sweeps", spec, idempotency_key)
+        return _models.parse_sweep(self._submit("sweeps", spec, idempotency_key))
 
     # -- read -----------------------------------------------------------------------
 

@@ -17,11 +17,6 @@ from tests.client.conftest import TINY_RANGE_TEST, WAIT_S, Server
 pytestmark = pytest.mark.worker
 
 
-def _field(job: Any, name: str) -> Any:
-    value = job[name] if isinstance(job, dict) else getattr(job, name)
-    return getattr(value, "value", value)
-
-
 def _client(server: Server) -> AsyncClient:
     return AsyncClient(server.url, server.new_token(), retries=3, backoff=0.05, timeout=60.0)
 
@@ -37,18 +32,18 @@ def test_submit_wait_bounds_curve_plot_and_list(server: Server) -> None:
                 seen.append(update)
 
             final = await client.wait(job, progress=progress, timeout=WAIT_S)
-            assert _field(final, "status") == "succeeded", _field(final, "error")
-            assert _field(seen[-1], "status") == "succeeded"
+            assert final.status == "succeeded", final.error
+            assert seen[-1].status == "succeeded"
             bounds = await client.bounds(final)
-            assert 0 < _field(bounds, "base_lr") < _field(bounds, "max_lr")
+            assert 0 < bounds.base_lr < bounds.max_lr
             curve = await client.curve(final)
             assert len(curve) == 30
             assert bool(np.all(np.diff(curve.lrs) > 0))
             assert (await client.plot(final, "svg")).lstrip().startswith(b"<")
             events = [e async for e in client.events(final, last_event_id="1:25")]
             assert sum(len(e.data["values"]["lr"]) for e in events if e.event == "curve") == 5
-            listed = [str(_field(j, "id")) async for j in client.list(created_after=started)]
-            assert str(_field(job, "id")) in listed
+            listed = [str(j.id) async for j in client.list(created_after=started)]
+            assert str(job.id) in listed
             with pytest.raises(Conflict):
                 await client.cancel(final)
             with pytest.raises(NotFound):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.worker
 
 
 def _id(job: Any) -> str:
-    return str(job["id"] if isinstance(job, dict) else job.id)
+    return str(job.id)
 
 
 def test_a_submit_whose_answer_was_dropped_is_retried_and_creates_one_job(
@@ -90,8 +90,7 @@ def test_wait_polls_when_the_event_stream_is_refused(postgres_server: Server) ->
         with Client(proxy.url, token, retries=1, backoff=0.01) as client:
             job = client.submit_range_test(TINY_RANGE_TEST)
             final = client.wait(job, progress=seen.append, poll=0.05, timeout=WAIT_S)
-    status = final["status"] if isinstance(final, dict) else final.status
-    assert getattr(status, "value", status) == "succeeded"
+    assert final.status == "succeeded"
     assert seen
     assert proxy.requests("GET", f"/jobs/{_id(job)}/events")  # it tried the stream first
     assert len(proxy.requests("GET", f"/jobs/{_id(job)}")) >= 1  # then polled
