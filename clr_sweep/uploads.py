@@ -201,9 +201,7 @@ class _Uploader:
                     f"points of {name!r} from {start} do not follow the {series.end} gathered"
                 )
             for i in range(size):
-                series.pending.append(
-                    {k: None if c is None else c[i] for k, c in columns.items()}
-                )
+                series.pending.append({k: None if c is None else c[i] for k, c in columns.items()})
 
     def should_stop(self) -> bool:
         """True once the job was cancelled on the service (pass as ``should_stop=``)."""
@@ -371,7 +369,9 @@ def _runs(start: int, rows: list[Row], most: int) -> list[tuple[int, list[Row]]]
     while i < len(rows):
         shape = tuple(v is None for v in rows[i].values())
         j = i + 1
-        while j < len(rows) and j - i < most and tuple(v is None for v in rows[j].values()) == shape:
+        while (
+            j < len(rows) and j - i < most and tuple(v is None for v in rows[j].values()) == shape
+        ):
             j += 1
         out.append((start + i, rows[i:j]))
         i = j
@@ -464,8 +464,17 @@ class TrainingLogger(_Uploader):
                 },
             )
         for record in getattr(progress, "epochs", ()) or ():
-            row = record.to_dict() if hasattr(record, "to_dict") else dict(vars(record))
-            self.log_epoch(**{k: row.get(k) for k in _EPOCH_FIELDS if k in row})
+            row: dict[str, Any] = (
+                record.to_dict() if hasattr(record, "to_dict") else dict(vars(record))
+            )
+            self.log_epoch(
+                int(row["epoch"]),
+                iteration=int(row["iteration"]),
+                train_loss=row["train_loss"],
+                train_accuracy=row.get("train_accuracy"),
+                val_loss=row.get("val_loss"),
+                val_accuracy=row.get("val_accuracy"),
+            )
 
     def log(
         self,
@@ -509,16 +518,6 @@ class TrainingLogger(_Uploader):
                 "val_accuracy": _one("val_accuracy", val_accuracy),
             },
         )
-
-
-_EPOCH_FIELDS = (
-    "epoch",
-    "iteration",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-)
 
 
 def _one(name: str, value: float | None) -> list[float] | None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from clr_sweep.contracts import JobRead, RangeTestRead
 from core.errors import InvalidJobSpec
 from core.series import SeriesSpec
 from core.specs import JobResult, JobSpec, RangeTestOutcome, RangeTestResultView, RangeTestSpec
@@ -66,6 +67,10 @@ class JobKind:
         spec: the spec class (validated once, at submit).
         result: the result class (``jobs.result``).
         result_view: how ``GET /<noun>/{id}`` shows the result (default: ``result``).
+        read: the job's read schema (a :class:`clr_sweep.contracts.JobRead` with
+            ``kind`` fixed and ``result`` typed, such as
+            :class:`~clr_sweep.contracts.RangeTestRead`); None: the API derives
+            one from ``result_view`` (``<Kind>Read``).
         runner: ``module:function`` the worker calls to run one claimed attempt;
             None for a kind no worker runs (a sweep: its work is its children's).
         advance: ``module:function`` (torch-free: the API imports it) that moves a
@@ -92,6 +97,7 @@ class JobKind:
     resumable: bool = False
     time_limit_setting: str = "job_time_limit_s"
     result_view: type[BaseModel] | None = None
+    read: type[JobRead] | None = None
     prepare: Prepare | None = None
     advance: str | None = None
     # not part of the kind's identity: a dict is unhashable, and the API caches the
@@ -211,6 +217,7 @@ RANGE_TEST = register_kind(
         spec=RangeTestSpec,
         result=RangeTestOutcome,
         result_view=RangeTestResultView,
+        read=RangeTestRead,
         runner="worker.kinds.range_test:run",
         advance="core.verification:advance",
         series=(CURVE,),

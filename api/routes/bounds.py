@@ -24,7 +24,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.deps import CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, problem
-from api.schemas import BoundsRead
+from api.schemas import BoundsRead, bounds_read
 from api.schemas.text import (
     TEXT_PATTERN,
     check_method,
@@ -343,4 +343,4 @@ def find_bounds(
         bounds = services.find_client_bounds(session, team=team, spec=spec)
     else:
         bounds = services.find_bounds(session, team=team, spec=spec)
-    return BoundsRead.from_bounds(bounds, method=method)
+    return bounds_read(bounds, method=method)

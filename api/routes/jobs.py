@@ -29,11 +29,12 @@ from api.routes._responses import AUTH, INVALID, NOT_FOUND, Responses, problem
 from api.routes.events import add_event_route
 from api.schemas.jobs import (
     IsoDateTime,
-    JobReadBase,
+    JobRead,
     SeriesRead,
     job_list_model,
     job_read_model,
     job_read_union,
+    series_read,
 )
 from api.schemas.text import (
     CURSOR_PATTERN,
@@ -42,7 +43,7 @@ from api.schemas.text import (
     string_schema,
     workload_enum,
 )
-from api.schemas.uploads import JobFinish, SeriesUpload, SeriesUploadRead
+from clr_sweep.contracts import JobFinish, SeriesUpload, SeriesUploadRead
 from core import services
 from core.kinds import JobKind, all_kinds, get_kind
 from core.models import Job, JobStatus
@@ -81,7 +82,7 @@ CANCEL_RESPONSES = {
 }
 
 
-def read_job(session: SessionDep, job: Job, settings: SettingsDep) -> JobReadBase:
+def read_job(session: SessionDep, job: Job, settings: SettingsDep) -> JobRead:
     """A job as its kind's read schema; a queued one says where it stands and why it waits."""
     wait = services.explain_wait(session, job=job, settings=settings)
     read = job_read_model(get_kind(job.kind)).model_validate(job)
@@ -90,7 +91,7 @@ def read_job(session: SessionDep, job: Job, settings: SettingsDep) -> JobReadBas
     )
 
 
-def _as_read(job: Job) -> JobReadBase:
+def _as_read(job: Job) -> JobRead:
     return job_read_model(get_kind(job.kind)).model_validate(job)
 
 
@@ -170,7 +171,7 @@ def jobs_router() -> APIRouter:
     @router.get("/{job_id}", response_model=read_union, responses={**AUTH, **NOT_FOUND, **INVALID})
     def get_job(
         job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep, settings: SettingsDep
-    ) -> JobReadBase:
+    ) -> JobRead:
         """One of the team's jobs, of any kind."""
         return read_job(session, services.get_job(session, team=team, job_id=job_id), settings)
 
@@ -180,7 +181,7 @@ def jobs_router() -> APIRouter:
         response_model=read_union,
         responses=CANCEL_RESPONSES,
     )
-    def cancel_job(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobReadBase:
+    def cancel_job(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobRead:
         """Cancel a queued job at once, or ask a running one to stop."""
         return _as_read(services.cancel_job(session, team=team, job_id=job_id))
 
@@ -213,7 +214,7 @@ def jobs_router() -> APIRouter:
         )
         if format_ == "csv" or (format_ is None and "text/csv" in (accept or "")):
             return PlainTextResponse(series_csv(series), media_type="text/csv")
-        return SeriesRead.from_slice(series)
+        return series_read(series)
 
     @router.post(
         "/{job_id}/series/{name}",
@@ -275,7 +276,7 @@ def jobs_router() -> APIRouter:
     )
     def finish_job(
         job_id: uuid.UUID, body: JobFinish, session: SessionDep, team: CurrentTeamDep
-    ) -> JobReadBase:
+    ) -> JobRead:
         """End a job the team runs in its own loop: `succeeded` (the service suggests,
         summarises and plots from the uploaded points), `failed` or `cancelled`."""
         job = services.finish_client_job(
@@ -362,7 +363,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
         settings: SettingsDep,
         spec: Any,
         idempotency_key: str | None,
-    ) -> JobReadBase:
+    ) -> JobRead:
         submission = services.submit_job(
             session,
             team=team,
@@ -398,7 +399,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
                 ),
             ),
         ] = None,
-    ) -> JobReadBase:
+    ) -> JobRead:
         return create(request, response, session, team, settings, body, idempotency_key)
 
     create_route.__annotations__["body"] = create_body  # a local class: not a string
@@ -457,7 +458,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
 
     def get_route(
         job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep, settings: SettingsDep
-    ) -> JobReadBase:
+    ) -> JobRead:
         job = services.get_job(session, team=team, job_id=job_id, kind=kind.name)
         return read_job(session, job, settings)
 
@@ -474,7 +475,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
         responses={**AUTH, **NOT_FOUND, **INVALID},
     )
 
-    def cancel_route(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobReadBase:
+    def cancel_route(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobRead:
         job = services.cancel_job(session, team=team, job_id=job_id, kind=kind.name)
         return read_model.model_validate(job)
 

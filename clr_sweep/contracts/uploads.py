@@ -1,4 +1,6 @@
-"""Bodies of the uploads of a job the team runs in its own loop (``"source": "client"``)."""
+"""Bodies of the uploads of a job the team runs in its own loop (``"source": "client"``):
+``POST /jobs/{id}/series/{name}`` (:class:`SeriesUpload`, answered with
+:class:`SeriesUploadRead`) and ``POST /jobs/{id}/finish`` (:class:`JobFinish`)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.models import JobStatus
-from core.series import MAX_POINTS_PER_REPORT
+from clr_sweep.contracts.reads import JobStatus
 
-__all__ = ["JobFinish", "SeriesUpload", "SeriesUploadRead"]
+__all__ = ["MAX_POINTS_PER_UPLOAD", "JobFinish", "SeriesUpload", "SeriesUploadRead"]
 
 MAX_POINT_INDEX = 2**31 - 1
+"""The largest point index (the database's integer columns)."""
+
+MAX_POINTS_PER_UPLOAD = 100_000
+"""Most points one upload may carry (the service's cap of one report)."""
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -28,7 +33,7 @@ class SeriesUpload(BaseModel):
     start: int = Field(ge=0, le=MAX_POINT_INDEX, description="Index of the first point")
     values: dict[
         Annotated[str, Field(max_length=64)],
-        Annotated[list[Number], Field(max_length=MAX_POINTS_PER_REPORT)] | None,
+        Annotated[list[Number], Field(max_length=MAX_POINTS_PER_UPLOAD)] | None,
     ] = Field(max_length=16, description='`{"lr": [...], "loss": [...], ...}`')
 
 
