@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader, TensorDataset
 import clr
 from clr_sweep import Client, Conflict
 from clr_sweep.uploads import optimizer_spec, range_test_uploader, training_logger
-from tests.client.conftest import Server
 
 BATCH = 32
 
@@ -38,9 +37,7 @@ def tiny_problem(seed: int = 0) -> tuple[nn.Module, DataLoader[Any]]:
     return model, loader
 
 
-def test_a_range_test_run_in_the_teams_loop_gets_the_services_bounds(
-    server: Server, client: Client
-) -> None:
+def test_a_range_test_run_in_the_teams_loop_gets_the_services_bounds(client: Client) -> None:
     model, loader = tiny_problem()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     run = uuid.uuid4().hex[:8]  # the embedded service's team is shared between tests
