@@ -53,6 +53,9 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pydantic import TypeAdapter
+
+from clr_sweep.contracts import AnyJobRead
 from clr_sweep.errors import ClientError, Conflict
 
 if TYPE_CHECKING:
@@ -82,6 +85,14 @@ MAX_POINTS_PER_UPLOAD = 400
 _MAX_ERROR = 10_000
 
 Row = dict[str, float | None]
+
+_JOB: TypeAdapter[Any] = TypeAdapter(AnyJobRead)
+
+
+def _job(data: Any) -> Any:
+    """An answer's job as the contracts read it (``RangeTestRead``, ``TrainingRead``)."""
+    return _JOB.validate_python(data)
+
 
 _OPTIMIZER_NAMES = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw"}
 
@@ -171,8 +182,9 @@ class _Uploader:
         if flush_interval <= 0 or keepalive <= 0 or max_points < 1:
             raise ValueError("flush_interval and keepalive must be > 0, max_points >= 1")
         self.client = client
-        self.job: dict[str, Any] = dict(job)
-        self.job_id = uuid.UUID(str(job["id"]))
+        self.job: Any = _job(job)
+        """The job as the service last showed it (a ``RangeTestRead`` or ``TrainingRead``)."""
+        self.job_id: uuid.UUID = self.job.id
         self.flush_interval = flush_interval
         self.keepalive = keepalive
         self.max_points = max_points
@@ -282,9 +294,9 @@ class _Uploader:
         status: str = "succeeded",
         error: str | None = None,
         **how: Any,
-    ) -> dict[str, Any]:
+    ) -> Any:
         """Send what is left and end the job as ``status`` (``succeeded``, ``failed`` or
-        ``cancelled``); the job as the service shows it now.
+        ``cancelled``); the job as the service shows it now (:attr:`job`).
 
         ``result``: the ``clr`` result of the run (its ``stop_reason``,
         ``stop_detail``, ``seconds`` and ``device`` are sent); ``how`` gives them
@@ -315,9 +327,11 @@ class _Uploader:
             if value is not None:
                 body[name] = float(value) if name == "seconds" else str(value)
         try:
-            self.job = self.client.request(
-                "POST", f"/jobs/{self.job_id}/finish", json=body, idempotency_key=True
-            ).json()
+            self.job = _job(
+                self.client.request(
+                    "POST", f"/jobs/{self.job_id}/finish", json=body, idempotency_key=True
+                ).json()
+            )
         except Conflict as exc:
             if not exc.type.endswith(":cancelled"):
                 raise
@@ -325,8 +339,8 @@ class _Uploader:
             return self._reread()
         return self.job
 
-    def _reread(self) -> dict[str, Any]:
-        self.job = self.client.request("GET", f"/jobs/{self.job_id}").json()
+    def _reread(self) -> Any:
+        self.job = _job(self.client.request("GET", f"/jobs/{self.job_id}").json())
         return self.job
 
     def close(self) -> None:
@@ -397,7 +411,7 @@ class RangeTestUploader(_Uploader):
 
     def __init__(self, client: Client, job: Mapping[str, Any], **options: Any) -> None:
         super().__init__(client, job, series=("curve",), **options)
-        self.smoothing = float(job.get("spec", {}).get("smoothing", 0.95))
+        self.smoothing = float(self.job.spec.get("smoothing", 0.95))
         self._avg = 0.0
 
     def __call__(self, progress: Any) -> None:

@@ -154,7 +154,7 @@ def test_a_cancel_on_the_service_stops_the_loop(client: Client) -> None:
             upload.flush()
             steps += 1
             assert steps < 1000, "the uploader never saw the cancel"
-    assert upload.job["status"] == "cancelled"
+    assert upload.job.status == "cancelled"
     assert at(client.get(upload.job_id), "status") == "cancelled"
     assert len(client.curve(upload.job_id)) == 10
 
