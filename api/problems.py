@@ -83,6 +83,11 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=all_headers, media_type=PROBLEM_JSON)
 
 
+BODY_TAGS = frozenset({"service", "client"})
+"""Tags of request bodies that are one of several specs (``POST /range-tests`` takes the
+service's spec or a client's, by ``source``): pydantic puts them in the location."""
+
+
 def validation_field(loc: Sequence[str | int]) -> str:
     """Pydantic's ``loc`` as a dotted field name without its source (``params.width``).
 
@@ -95,6 +100,8 @@ def validation_field(loc: Sequence[str | int]) -> str:
             return str(source)
         if source != "body":
             return str(parts[0])  # a parameter's name; list indexes mean nothing to a caller
+        if len(parts) > 1 and parts[0] in BODY_TAGS:
+            parts.pop(0)
     return ".".join(str(p) for p in parts) or "body"
 
 

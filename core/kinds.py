@@ -43,7 +43,9 @@ __all__ = [
     "JobKind",
     "Prepare",
     "all_kinds",
+    "client_spec",
     "get_kind",
+    "register_client_spec",
     "register_kind",
     "registered_kind",
     "unregister_kind",
@@ -126,12 +128,37 @@ class JobKind:
         """How long one attempt may run under ``settings``."""
         return int(getattr(settings, self.time_limit_setting))
 
+    @property
+    def client_spec(self) -> type[JobSpec] | None:
+        """The spec of a job of this kind the team runs in its own loop and uploads
+        (``"source": "client"``; :mod:`core.client_specs`), if the kind has one."""
+        return _CLIENT_SPECS.get(self.name)
+
+    def spec_class(self, data: object) -> type[JobSpec]:
+        """The spec class ``data`` (a request body or a stored spec) is validated with:
+        the client spec when it says ``"source": "client"`` and the kind has one."""
+        source = data.get("source") if isinstance(data, dict) else getattr(data, "source", None)
+        client = self.client_spec
+        return client if source == "client" and client is not None else self.spec
+
     def series_spec(self, name: str) -> SeriesSpec | None:
         """The series called ``name``, if the kind has one."""
         return next((s for s in self.series if s.name == name), None)
 
 
 _REGISTRY: dict[str, JobKind] = {}
+_CLIENT_SPECS: dict[str, type[JobSpec]] = {}
+
+
+def register_client_spec(spec: type[JobSpec]) -> type[JobSpec]:
+    """Let jobs of ``spec.kind`` be run in the team's own loop, with this spec."""
+    _CLIENT_SPECS[spec.kind] = spec
+    return spec
+
+
+def client_spec(kind: str) -> type[JobSpec] | None:
+    """The client spec of the kind called ``kind``, if it has one."""
+    return _CLIENT_SPECS.get(kind)
 
 
 def register_kind(kind: JobKind) -> JobKind:
@@ -211,5 +238,7 @@ RANGE_TEST = register_kind(
 ``verify`` it then proves its bounds with child trainings (:mod:`core.verification`)."""
 
 # The other built-in kinds register themselves (their modules import this one).
+# the specs of the jobs teams run in their own loop (range tests, trainings)
+import core.client_specs  # noqa: E402, F401, I001
 import core.sweeps  # noqa: E402, F401
 import core.training  # noqa: E402, F401

@@ -11,6 +11,8 @@ and reads the answers into the same classes the API answers with.
 - :mod:`~clr_sweep.contracts.reads`: response bodies (:class:`JobRead` per kind,
   :data:`AnyJobRead`, pages, series, curves, bounds, workloads, health).
 - :mod:`~clr_sweep.contracts.problems`: the ``application/problem+json`` error body.
+- :mod:`~clr_sweep.contracts.uploads`: the uploads and finish of a job the team
+  runs in its own loop (``"source": "client"``).
 """
 
 from clr_sweep.contracts._validation import (
@@ -73,11 +75,15 @@ from clr_sweep.contracts.specs import (
     MAX_LR,
     MAX_SEEDS,
     MAX_SNAPSHOTS,
+    MAX_TAGS,
     MAX_TRAININGS,
     POLICY_ARGUMENTS,
     POLICY_NAMES,
     BoundsFrom,
     BoundsSource,
+    ClientConfiguration,
+    ClientRangeTestSpec,
+    ClientTrainingSpec,
     OptimizerSpec,
     Policy,
     RangeTestOptions,
@@ -88,6 +94,7 @@ from clr_sweep.contracts.specs import (
     TrainingSpec,
     WorkloadSpec,
 )
+from clr_sweep.contracts.uploads import JobFinish, SeriesUpload, SeriesUploadRead
 
 __all__ = [
     "DEFAULT_BOUNDS_CYCLES",
@@ -99,6 +106,7 @@ __all__ = [
     "MAX_LR",
     "MAX_SEEDS",
     "MAX_SNAPSHOTS",
+    "MAX_TAGS",
     "MAX_TRAININGS",
     "POLICY_ARGUMENTS",
     "POLICY_NAMES",
@@ -109,6 +117,12 @@ __all__ = [
     "BoundsRead",
     "BoundsSource",
     "CandidateDoc",
+    "JobFinish",
+    "SeriesUpload",
+    "SeriesUploadRead",
+    "ClientConfiguration",
+    "ClientRangeTestSpec",
+    "ClientTrainingSpec",
     "ChildFailure",
     "CurveRead",
     "EpochRecord",

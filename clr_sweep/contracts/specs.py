@@ -13,9 +13,10 @@ names its field, as pydantic locates it (``optimizer.momentum``).
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -51,8 +52,12 @@ __all__ = [
     "MAX_TRAININGS",
     "POLICY_ARGUMENTS",
     "POLICY_NAMES",
+    "MAX_TAGS",
     "BoundsFrom",
     "BoundsSource",
+    "ClientConfiguration",
+    "ClientRangeTestSpec",
+    "ClientTrainingSpec",
     "OptimizerSpec",
     "Policy",
     "RangeTestOptions",
@@ -276,6 +281,11 @@ class RangeTestSpec(RangeTestOptions, WorkloadSpec):
 
     kind: ClassVar[str] = "range_test"
 
+    source: Literal["service"] = Field(
+        default="service",
+        exclude=True,
+        description='`service`: a worker runs it (`"client"`: see `ClientRangeTestSpec`)',
+    )
     verify: bool = Field(default=False, strict=True)
     verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
     verify_iterations: StrictInt | None = Field(default=None, ge=2, le=1_000_000)
@@ -429,6 +439,11 @@ class TrainingSpec(WorkloadSpec):
 
     kind: ClassVar[str] = "training"
 
+    source: Literal["service"] = Field(
+        default="service",
+        exclude=True,
+        description='`service`: a worker runs it (`"client"`: see `ClientTrainingSpec`)',
+    )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     bounds_from: BoundsFrom | None = None
     bounds_source: BoundsSource | None = None
@@ -662,3 +677,105 @@ class SweepSpec(WorkloadSpec):
     def children_per_point(self) -> int:
         """The sweep's own children per grid point: a range test and the trainings."""
         return 1 + len(self.policies) * len(self.seeds)
+
+
+# --------------------------------------------------------------------------- client runs
+
+MAX_TAGS = 16
+"""Most tags one client configuration may have."""
+
+_MAX_TAG_KEY = 64
+_MAX_TAG_TEXT = 256
+_TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+TagValue = Annotated[str, Field(max_length=_MAX_TAG_TEXT)] | StrictInt | FiniteFloat
+"""A tag's value: text, or a finite number (booleans are not accepted)."""
+
+_ConfigText = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class ClientConfiguration(BaseModel):
+    """A job the team runs in its own loop and uploads (``"source": "client"``): what
+    it trains, by the team's own names; no worker runs it.
+
+    Attributes:
+        source: ``client``.
+        model: the model's name (``resnet-tiny``), 1 to 128 characters.
+        dataset: the dataset's name (``cifar10``), 1 to 128 characters.
+        batch_size: training samples per step.
+        optimizer: the optimizer and its hyperparameters, as a workload's.
+        tags: up to 16 more things that tell configurations apart
+            (``{"run": "a", "width": 128}``): names of letters, digits, ``_``,
+            ``.`` and ``-``; values text (up to 256 characters) or numbers.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["client"]
+    model: _ConfigText
+    dataset: _ConfigText
+    batch_size: StrictInt = Field(ge=1, le=1_000_000)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    tags: dict[str, TagValue] = Field(default_factory=dict)
+
+    @field_validator("model", "dataset")
+    @classmethod
+    def _plain_text(cls, value: str, info: ValidationInfo) -> str:
+        if _CONTROL.search(value):
+            raise ValueError(f"{info.field_name} must not contain control characters")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _small_tags(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags, got {len(value)}")
+        problems = []
+        for key, item in value.items():
+            if not 1 <= len(key) <= _MAX_TAG_KEY or not _TAG_KEY.match(key):
+                problems.append(
+                    {
+                        "field": key[:_MAX_TAG_KEY],
+                        "reason": f"a tag's name is 1 to {_MAX_TAG_KEY} letters, digits, "
+                        "'_', '.' or '-' (not starting with '.' or '-')",
+                    }
+                )
+            elif isinstance(item, str) and _CONTROL.search(item):
+                problems.append({"field": key, "reason": "must not contain control characters"})
+        if problems:
+            raise_located("tags", problems, value)
+        return value
+
+
+class ClientRangeTestSpec(RangeTestOptions, ClientConfiguration):
+    """A range test the team runs in its own loop (``clr.RangeTest``) and uploads.
+
+    Attributes (besides :class:`ClientConfiguration`'s and :class:`RangeTestOptions`'):
+        iters_per_epoch: the team's epoch length in batches, from which the
+            suggestions' ``step_size`` (4 epochs a half cycle) and stop iteration
+            follow (left out: none is suggested).
+    """
+
+    kind: ClassVar[str] = "range_test"
+
+    iters_per_epoch: StrictInt | None = Field(default=None, ge=1, le=10_000_000)
+
+
+class ClientTrainingSpec(ClientConfiguration):
+    """A training the team runs in its own loop and logs (its LR/momentum trace and
+    metrics), shown next to the service's.
+
+    Attributes (besides :class:`ClientConfiguration`'s):
+        iterations: the run's planned length in optimizer steps.
+        schedule: the ``clr`` schedule it follows, if it follows one (its cycle
+            ends are drawn and counted; give ``step_size_up`` for the cyclic
+            policies, there being no workload to derive it from).
+        range_test: the range test whose bounds it uses, if any (shown as is).
+    """
+
+    kind: ClassVar[str] = "training"
+
+    iterations: StrictInt = Field(ge=1, le=MAX_ITERATIONS)
+    schedule: ScheduleSpec | None = None
+    range_test: Annotated[str, Field(max_length=64)] | None = None
