@@ -286,6 +286,43 @@ class TestUpload:
         assert series["points"] == 10
 
 
+class TestHeartbeat:
+    def test_a_heartbeat_keeps_a_silent_client_alive(
+        self, client: TestClient, caller: Caller, session: Session, api_settings: Settings
+    ) -> None:
+        job = create(client, caller)
+        stored = session.get(Job, uuid.UUID(job["id"]))
+        assert stored is not None
+        stored.heartbeat_at = T0  # long ago
+        session.commit()
+        beat = client.post(f"/jobs/{job['id']}/heartbeat", headers=caller.headers)
+        assert beat.status_code == 200, beat.text
+        assert beat.json()["status"] == "running"
+        beaten = session.get(Job, uuid.UUID(job["id"]))
+        assert beaten is not None
+        assert beaten.heartbeat_at is not None
+        assert beaten.heartbeat_at > T0
+        report = reconcile(
+            session, settings=api_settings, now=beaten.heartbeat_at + timedelta(seconds=30)
+        )
+        assert report.failed == []
+
+    def test_only_a_running_client_job_takes_a_heartbeat(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        service_job = make_job(session, team=caller.team)
+        refused = client.post(f"/jobs/{service_job.id}/heartbeat", headers=caller.headers)
+        assert refused.status_code == 409
+        assert problem(refused)["type"].endswith("not-a-client-job")
+        job = create(client, caller)
+        client.post(f"/jobs/{job['id']}/cancel", headers=caller.headers)
+        cancelled = client.post(f"/jobs/{job['id']}/heartbeat", headers=caller.headers)
+        assert cancelled.status_code == 409
+        assert problem(cancelled)["type"].endswith(":cancelled")
+        other = make_caller(session)
+        assert client.post(f"/jobs/{job['id']}/heartbeat", headers=other.headers).status_code == 404
+
+
 class TestFinish:
     def test_a_finished_curve_gets_every_methods_bounds_and_a_plot(
         self, client: TestClient, caller: Caller
