@@ -18,15 +18,16 @@ RUN groupadd --system clr \
 ARG TORCH_VERSION=2.13.0
 RUN pip install "torch==${TORCH_VERSION}"
 
-# The dependencies alone, from pyproject.toml: this layer is rebuilt only when they
-# change, not on every source edit.
+# The dependencies alone, from pyproject.toml (the client's and the `service` extra's):
+# this layer is rebuilt only when they change, not on every source edit.
 WORKDIR /src
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['service']))" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 COPY clr/ clr/
+COPY clr_sweep/ clr_sweep/
 COPY cli/ cli/
 COPY core/ core/
 COPY api/ api/

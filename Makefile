@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The local CPU wheel first, so nothing below pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[service,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -48,7 +48,7 @@ migrate: $(STAMP)
 	$(VENV)/bin/alembic upgrade head
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -e '.[service,bench]'
 	touch $(BENCH_STAMP)
 
 ## bench: the measurements (ratios within one run); long, not part of the tests
