@@ -15,6 +15,7 @@ follows its job cancels it; while ``wait`` follows one it only stops watching.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -59,6 +60,10 @@ __all__ = [
     "workloads_command",
 ]
 
+DEFAULT_RETRIES = 5
+"""Retries of a request the service refused for now (``clr-sweep --retries``)."""
+retries = DEFAULT_RETRIES
+"""The current command's (the root callback sets it)."""
 CANCEL_WAIT_S = 15.0
 """How long an interrupted ``submit`` waits for its cancelled job to stop."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -88,31 +93,17 @@ KINDS = {
 
 def _local_token(url: str | None) -> str | None:
     """The token ``clr-sweep serve`` keeps in its data folder, for a service on this
-    machine when no token is given anywhere (argument, CLR_TOKEN, config file)."""
-    if os.environ.get("CLR_TOKEN") or _configured("token"):
-        return None
-    url = url or os.environ.get("CLR_URL") or _configured("url")
-    if url and urlsplit(str(url)).hostname not in LOCAL_HOSTS:
+    machine when the client finds no token (argument, CLR_TOKEN, the config file's)."""
+    from clr_sweep.config import resolve
+
+    resolved, token = resolve(url, None)
+    if token is not None or urlsplit(resolved).hostname not in LOCAL_HOSTS:
         return None
     path = Path(os.environ.get("CLR_DATA_DIR") or ".clr-sweep") / "token"
     try:
         return path.read_text().strip() or None
     except OSError:
         return None
-
-
-def _configured(key: str) -> Any:
-    """``key`` of the client's config file (``clr-sweep login``), or None."""
-    from clr_sweep import config
-
-    load = getattr(config, "load_config", None)
-    if load is None:
-        return None
-    try:
-        found = load()
-    except Exception:  # an unreadable config file is the client's to report
-        return None
-    return found.get(key) if isinstance(found, dict) else getattr(found, key, None)
 
 
 def _embedded_data_dir() -> Path:
@@ -139,13 +130,13 @@ def connect(
 
     if embedded:
         with start_embedded(_embedded_data_dir(), out) as service:
-            client = Client(url=service.url, token=service.token)
+            client = Client(url=service.url, token=service.token, retries=retries)
             try:
                 yield client
             finally:
                 client.close()
         return
-    client = Client(url=url, token=token or _local_token(url))
+    client = Client(url=url, token=token or _local_token(url), retries=retries)
     try:
         yield client
     finally:
@@ -185,7 +176,7 @@ def with_bounds(client: Any, job: dict[str, Any]) -> dict[str, Any]:
 
 def _write_plot(client: Any, job: dict[str, Any], path: Path, out: Output) -> None:
     fmt = path.suffix.lower().lstrip(".")
-    path.write_bytes(client.plot(str(job["id"]), fmt=fmt))
+    path.write_bytes(client.plot(str(job["id"]), fmt, kind=job["kind"]))
     out.print(f"plot written to {path}")
 
 
@@ -254,6 +245,27 @@ def _cancel_submitted(
     return job
 
 
+def _non_finite(value: Any, path: str = "") -> list[str]:
+    """The dotted names of the NaN or infinite numbers in a request body."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path or "body"]
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in _non_finite(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in _non_finite(v, f"{path}.{i}")]
+    return []
+
+
+def check_finite(body: dict[str, Any]) -> None:
+    """Refuse a NaN or an infinity as the API would (JSON has neither, so the client
+    cannot send one): invalid input naming the field."""
+    fields = _non_finite(body)
+    if fields:
+        errors = [{"field": f, "reason": "must be a finite number"} for f in fields]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        raise CommandError(ExitCode.INVALID, detail, status=None, errors=errors)
+
+
 class Stopped(Exception):
     """A signal stopped the command; ``job`` is the job as it was left."""
 
@@ -277,6 +289,7 @@ def submit_and_follow(
     Raises:
         Stopped: a signal while following it; the job was cancelled.
     """
+    check_finite(body)
     key = uuid.uuid4().hex
     submit_fn = getattr(client, f"submit_{kind.name}")
 
@@ -362,7 +375,7 @@ def list_jobs(
         if kind is not None:
             filters["kind"] = kind.name
         if status:
-            filters["status"] = status if len(status) > 1 else status[0]
+            filters["status"] = status
         if workload is not None:
             filters["workload"] = workload
         if parent is not None:
@@ -490,7 +503,7 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
                 job = as_doc(client.get(job_id))
                 _check_kind(job, kind)
                 fmt = path.suffix.lower().lstrip(".")
-                data = client.plot(job_id, fmt=fmt)
+                data = client.plot(job_id, fmt, kind=kind.name)
             path.write_bytes(data)
             out.print(f"plot written to {path}")
             out.emit({"id": job_id, "kind": kind.name, "path": str(path), "format": fmt,
@@ -668,7 +681,7 @@ def login_command(
         if check:
             from clr_sweep import Client
 
-            client = Client(url=url, token=token)
+            client = Client(url=url, token=token, retries=retries)
             try:
                 next(iter(client.list(limit=1)), None)  # a request that needs the token
             finally:

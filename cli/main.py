@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+import cli.jobs
 from cli.exit_codes import EPILOG, ExitCode
 from cli.jobs import jobs_app, login_command, workloads_command
 from cli.local import need_service_extra
@@ -73,8 +74,18 @@ def root(
             help="Print the version and exit.",
         ),
     ] = False,
+    retries: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Retries of a request the service cannot take now (unreachable, 503, "
+            "or 429: the team's cap of active jobs), honouring its Retry-After; "
+            "0 fails at once (exit code 6 or 9).",
+        ),
+    ] = cli.jobs.DEFAULT_RETRIES,
 ) -> None:
     """Find good learning rates (LR range test) and train with Cyclical Learning Rates."""
+    cli.jobs.retries = retries
 
 
 app.add_typer(range_test_app, name="range-test")

@@ -103,6 +103,8 @@ def _field_errors(exc: Any) -> list[dict[str, str]]:
         doc = as_doc(item)
         if isinstance(doc, dict):
             found.append({"field": str(doc.get("field")), "reason": str(doc.get("reason"))})
+        elif hasattr(item, "field"):  # the client's FieldError
+            found.append({"field": str(item.field), "reason": str(getattr(item, "reason", ""))})
     return found
 
 
@@ -134,15 +136,15 @@ def to_command_error(exc: BaseException) -> CommandError | None:
     """The :class:`CommandError` of a client exception (None: not one of the client's)."""
     import clr_sweep
 
-    if isinstance(exc, clr_sweep.ConnectError):
+    if isinstance(exc, (clr_sweep.ConnectError, clr_sweep.Timeout)):
         url = getattr(exc, "url", None)
-        where = f" at {url}" if url and str(url) not in str(exc) else ""
-        return CommandError(
-            ExitCode.UNREACHABLE,
-            f"{exc}{where}; start one with `clr-sweep serve` (or pass --url/--token, "
-            "`clr-sweep login`), or run this command with --embedded",
-            url=None if url is None else str(url),
-        )
+        message = str(exc)
+        if url and str(url) not in message:
+            message += f" ({url})"
+        if "clr-sweep serve" not in message:
+            message += "; start one with `clr-sweep serve`, or run the command with --embedded"
+        message += " (another service: --url and --token, or `clr-sweep login URL`)"
+        return CommandError(ExitCode.UNREACHABLE, message, url=None if url is None else str(url))
     if isinstance(exc, clr_sweep.ProblemError):
         status = getattr(exc, "status", None)
         code = _problem_code(status)

@@ -371,7 +371,9 @@ def _range_test_first(
         code = ExitCode.JOB_FAILED if job["status"] == "failed" else ExitCode.JOB_CANCELLED
         raise typer.Exit(int(code))
     if plot is not None:
-        plot.write_bytes(client.plot(str(job["id"]), fmt=plot.suffix.lower().lstrip(".")))
+        plot.write_bytes(
+            client.plot(str(job["id"]), plot.suffix.lower().lstrip("."), kind=job["kind"])
+        )
         out.print(f"plot written to {plot}")
     if job["result"].get("bounds") is None:
         raise CommandError(

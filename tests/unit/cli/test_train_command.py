@@ -117,7 +117,8 @@ class TestTrainingSubmitCommand:
 
     def test_an_unreachable_service_names_the_url_and_what_to_do(self):
         url = f"http://127.0.0.1:{closed_port()}"
-        result = self.invoke("--url", url, "--token", "clr_" + "x" * 43, "--base-lr", "0.01")
+        argv = ["--retries", "0", "training", "submit", "--url", url, "--token", "clr_" + "x" * 43]
+        result = runner.invoke(app, [*argv, "--base-lr", "0.01"])
         assert result.exit_code == ExitCode.UNREACHABLE
         assert url in result.stderr
         assert "clr-sweep serve" in result.stderr
