@@ -46,8 +46,8 @@ class ExitCode(IntEnum):
 
 def _epilog() -> str:
     rows = [f"{code.value:>3}  {code.name.lower().replace('_', ' ')}" for code in ExitCode]
-    # click rewraps an epilog unless a paragraph starts with \b
-    return "Exit codes:\n\n\b\n" + "\n".join(rows) + "\n\nDetails: docs/cli.md"
+    # typer's rich help keeps the lines as they are
+    return "Exit codes:\n" + "\n".join(rows) + "\nDetails: docs/cli.md"
 
 
 EPILOG = _epilog()

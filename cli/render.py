@@ -279,14 +279,17 @@ def print_sweep(job: dict[str, Any], out: Output) -> None:
 
 
 def _when(text: str | None) -> str:
-    return "-" if not text else text.replace("T", " ")[:19]
+    return "-" if not text else text.replace("T", " ")[5:16]
 
 
 def print_jobs(jobs: list[dict[str, Any]], out: Output, *, title: str) -> None:
-    """A table of jobs, newest first: id, kind, status, workload, progress, created, error."""
-    table = Table(title=title)
+    """A table of jobs, newest first (id, kind, status, workload, progress, created),
+    then the error of each that failed."""
+    from rich import box
+
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("id", no_wrap=True, min_width=36)  # whole, to copy into `show`
-    for column in ("kind", "status", "workload", "progress", "created", "error"):
+    for column in ("kind", "status", "workload", "progress", "created"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         table.add_row(
@@ -296,8 +299,11 @@ def print_jobs(jobs: list[dict[str, Any]], out: Output, *, title: str) -> None:
             str((job.get("spec") or {}).get("workload") or "-"),
             f"{job.get('progress', 0)}/{job.get('total', 0)}",
             _when(job.get("created_at")),
-            job.get("error") or "",
         )
-    out.print(table)
     if not jobs:
         out.print("no jobs")
+        return
+    out.print(table)
+    for job in jobs:
+        if job.get("error"):
+            out.print(f"{job['id']} {job['status']}: {job['error']}", soft_wrap=True)

@@ -221,6 +221,28 @@ class TestEmbedded:
         assert holders == []
         assert secret.decode() not in done.stdout + done.stderr
 
+    def test_submit_embedded_json_is_one_document_on_stdout(self, tmp_path: Path) -> None:
+        data_dir = tmp_path / "data"
+        env = {**os.environ, "CLR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+        for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_URL"):
+            env.pop(key, None)
+        argv = ["range-test", "submit", "--embedded", "-p", "width=16", "--num-iter", "100"]
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *argv, "--device", "cpu", "--json"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S * 2,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        job = json.loads(done.stdout)  # the whole of stdout
+        assert (job["kind"], job["status"]) == ("range_test", "succeeded")
+        assert job["result"]["bounds"]["job_id"] == job["id"]
+        assert "starting the embedded service" in done.stderr
+        assert _processes_with_env("CLR_DATA_DIR", str(data_dir)) == []
+
 
 class TestProduction:
     @pytest.fixture

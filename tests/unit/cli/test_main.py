@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -237,3 +239,16 @@ class TestTopLevel:
 
         walk(command, "")
         assert missing == []
+
+
+def test_the_client_commands_import_no_service_package() -> None:
+    # `pip install clr-sweep` (no service extra) runs every command that talks to a service
+    code = (
+        "import sys, typer.main, cli.main; typer.main.get_command(cli.main.app); "
+        "heavy = ('torch', 'sqlalchemy', 'core', 'api', 'worker', 'fastapi', 'celery', 'clr'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stderr
