@@ -103,6 +103,15 @@ def range_test_callback(
     bounds, or manage the service's range tests (the commands below)."""
     if ctx.invoked_subcommand is None:
         _local(options, json_)
+    elif options != RangeTestOptions() or json_:
+        # `range-test --num-iter 50 submit` would drop the option without a word
+        out = Output(json_)
+        with handled(out):
+            raise typer.BadParameter(
+                f"options go after the command: `clr-sweep range-test "
+                f"{ctx.invoked_subcommand} --option ...`",
+                param_hint=ctx.invoked_subcommand,
+            )
 
 
 @range_test_app.command("run", epilog=EPILOG)

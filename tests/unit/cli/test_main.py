@@ -109,6 +109,11 @@ class TestLocalRangeTest:
         assert "range test" not in result.output  # refused before any sweep ran
         assert result.stdout == ""
 
+    def test_options_before_a_subcommand_are_refused_not_dropped(self):
+        result = runner.invoke(app, ["range-test", "--num-iter", "50", "submit"])
+        assert result.exit_code == ExitCode.INVALID
+        assert "options go after the command: `clr-sweep range-test submit" in result.stderr
+
     def test_a_malformed_param_is_invalid(self):
         result = runner.invoke(app, ["range-test", "-p", "width", "--json"])
         assert result.exit_code == ExitCode.INVALID
