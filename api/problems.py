@@ -22,7 +22,6 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -30,6 +29,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.admission import Overloaded
+from clr_sweep.contracts import FieldErrorDoc, Problem
 from core.errors import DomainError, FieldError
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "PROBLEM_JSON",
     "BodySizeLimitMiddleware",
-    "FieldErrorRead",
+    "FieldErrorDoc",
     "Problem",
     "allowed_methods",
     "install_problem_handlers",
@@ -56,23 +56,6 @@ DATABASE_RETRY_AFTER_S = 5
 """``Retry-After`` of the 503 while the database is unreachable (a restart takes seconds)."""
 
 logger = logging.getLogger(__name__)
-
-
-class FieldErrorRead(BaseModel):
-    """One rejected input and why."""
-
-    field: str
-    reason: str
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem document (the body of every 4xx and 503)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[FieldErrorRead] = []
 
 
 def problem_response(
@@ -100,6 +83,11 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=all_headers, media_type=PROBLEM_JSON)
 
 
+BODY_TAGS = frozenset({"service", "client"})
+"""Tags of request bodies that are one of several specs (``POST /range-tests`` takes the
+service's spec or a client's, by ``source``): pydantic puts them in the location."""
+
+
 def validation_field(loc: Sequence[str | int]) -> str:
     """Pydantic's ``loc`` as a dotted field name without its source (``params.width``).
 
@@ -112,6 +100,8 @@ def validation_field(loc: Sequence[str | int]) -> str:
             return str(source)
         if source != "body":
             return str(parts[0])  # a parameter's name; list indexes mean nothing to a caller
+        if len(parts) > 1 and parts[0] in BODY_TAGS:
+            parts.pop(0)
     return ".".join(str(p) for p in parts) or "body"
 
 

@@ -14,6 +14,7 @@ Example::
         print(client.bounds(job.id).max_lr)
 """
 
+from clr_sweep._async import AsyncClient
 from clr_sweep._base import Curve
 from clr_sweep._http import RetryPolicy
 from clr_sweep.client import Client
@@ -34,6 +35,7 @@ from clr_sweep.errors import (
 from clr_sweep.events import Event
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "ClientError",
     "Conflict",

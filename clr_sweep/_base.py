@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,15 +19,20 @@ import numpy as np
 import numpy.typing as npt
 
 from clr_sweep import _models
-from clr_sweep.errors import ProtocolError
+from clr_sweep.errors import ProtocolError, Timeout
 
 __all__ = [
     "FINAL_STATUSES",
+    "STREAM_READ_TIMEOUT_S",
+    "STREAM_RETRY_AFTER_MAX_S",
     "KIND_NOUNS",
     "Curve",
     "PlotFormat",
     "SeriesPages",
+    "as_status",
     "bounds_query",
+    "check_deadline",
+    "check_download",
     "download_name",
     "dump_spec",
     "events_path",
@@ -41,6 +47,10 @@ KIND_NOUNS = {"range_test": "range-tests", "training": "trainings", "sweep": "sw
 """The path of each job kind's own routes (plots, models, bounds)."""
 
 PlotFormat = Literal["png", "svg"]
+STREAM_READ_TIMEOUT_S = 45.0
+"""Longest silence on an event stream before it counts as broken (the server pings every 15 s)."""
+STREAM_RETRY_AFTER_MAX_S = 5.0
+"""Longest ``Retry-After`` :meth:`~clr_sweep.Client.wait` honours before it polls instead."""
 SERIES_PAGE = 100_000
 """Points asked for per page of a series (the API's largest page)."""
 
@@ -200,6 +210,9 @@ class SeriesPages:
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.attempt = 0
         self.status = ""
         self.fields: list[str] = []
@@ -213,7 +226,7 @@ class SeriesPages:
     def add(self, page: Mapping[str, Any]) -> None:
         """Take one page (the decoded JSON); :attr:`done` once the last was read."""
         if self.after and page["attempt"] != self.attempt:
-            self.__init__()  # type: ignore[misc]
+            self._reset()
             return
         self.attempt = int(page["attempt"])
         self.status = str(page["status"])
@@ -270,3 +283,8 @@ def check_download(digest: hashlib._Hash, size: int, headers: Mapping[str, str])
 def as_status(job: _models.AnyJobRead) -> str:
     status = _models.job_field(job, "status")
     return str(getattr(status, "value", status))
+
+
+def check_deadline(deadline: float | None, job_id: str, timeout: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise Timeout(f"job {job_id} has not finished within {timeout:g} s", timeout=timeout)

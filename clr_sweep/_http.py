@@ -253,8 +253,10 @@ class SyncTransport:
         headers: Mapping[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
         content: bytes | None = None,
+        policy: RetryPolicy | None = None,
     ) -> Iterator[httpx.Response]:
-        """The answer with its body not read yet; an error answer raises (after the retries)."""
+        """The answer with its body not read yet; an error answer raises (after the retries,
+        by ``policy``, default the transport's)."""
         request = self.http.build_request(
             method,
             path,
@@ -264,18 +266,19 @@ class SyncTransport:
             timeout=timeout or self.timeout,
             content=content,
         )
+        policy = policy or self.policy
         retry = 0
         while True:
             wait: float | None = None
             try:
                 response = self.http.send(request, stream=True)
             except httpx.TransportError as exc:
-                if retry >= self.policy.retries or not self.policy.retry_error(request, exc):
+                if retry >= policy.retries or not policy.retry_error(request, exc):
                     raise _convert(exc, request, _timeout_seconds(self.timeout)) from exc
-                wait = self.policy.delay(retry)
+                wait = policy.delay(retry)
             else:
-                if retry < self.policy.retries and self.policy.retry_response(request, response):
-                    wait = self.policy.delay(retry, retry_after_seconds(response))
+                if retry < policy.retries and policy.retry_response(request, response):
+                    wait = policy.delay(retry, retry_after_seconds(response))
                     response.close()
                 else:
                     try:
@@ -356,8 +359,10 @@ class AsyncTransport:
         headers: Mapping[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
         content: bytes | None = None,
+        policy: RetryPolicy | None = None,
     ) -> AsyncIterator[httpx.Response]:
-        """The answer with its body not read yet; an error answer raises (after the retries)."""
+        """The answer with its body not read yet; an error answer raises (after the retries,
+        by ``policy``, default the transport's)."""
         request = self.http.build_request(
             method,
             path,
@@ -367,18 +372,19 @@ class AsyncTransport:
             timeout=timeout or self.timeout,
             content=content,
         )
+        policy = policy or self.policy
         retry = 0
         while True:
             wait: float | None = None
             try:
                 response = await self.http.send(request, stream=True)
             except httpx.TransportError as exc:
-                if retry >= self.policy.retries or not self.policy.retry_error(request, exc):
+                if retry >= policy.retries or not policy.retry_error(request, exc):
                     raise _convert(exc, request, _timeout_seconds(self.timeout)) from exc
-                wait = self.policy.delay(retry)
+                wait = policy.delay(retry)
             else:
-                if retry < self.policy.retries and self.policy.retry_response(request, response):
-                    wait = self.policy.delay(retry, retry_after_seconds(response))
+                if retry < policy.retries and policy.retry_response(request, response):
+                    wait = policy.delay(retry, retry_after_seconds(response))
                     await response.aclose()
                 else:
                     try:

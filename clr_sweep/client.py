@@ -19,7 +19,8 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,14 @@ from clr_sweep import _models
 from clr_sweep._base import (
     FINAL_STATUSES,
     KIND_NOUNS,
+    STREAM_READ_TIMEOUT_S,
+    STREAM_RETRY_AFTER_MAX_S,
     Curve,
     PlotFormat,
     SeriesPages,
     as_status,
     bounds_query,
+    check_deadline,
     check_download,
     download_name,
     dump_spec,
@@ -46,13 +50,15 @@ from clr_sweep._base import (
 )
 from clr_sweep._http import IDEMPOTENCY_KEY, RetryPolicy, SyncTransport
 from clr_sweep.config import resolve
-from clr_sweep.errors import (
-    Conflict,
-    ConnectError,
-    ProtocolError,
-    ServiceUnavailable,
-    Timeout,
+from clr_sweep.contracts import (
+    RangeTestRead,
+    RangeTestSpec,
+    SweepRead,
+    SweepSpec,
+    TrainingRead,
+    TrainingSpec,
 )
+from clr_sweep.errors import Conflict, ConnectError, ProtocolError, ServiceUnavailable, Timeout
 from clr_sweep.events import END, STATUS, Event, SSEDecoder
 
 __all__ = ["Client", "JobId", "Progress"]
@@ -62,9 +68,6 @@ JobId = uuid.UUID | str
 
 Progress = Callable[[_models.AnyJobRead], object]
 """Called with the job whenever :meth:`Client.wait` learns something new about it."""
-
-STREAM_READ_TIMEOUT_S = 45.0
-"""Longest silence on an event stream before it counts as broken (the server pings every 15 s)."""
 
 
 class Client:
@@ -159,14 +162,14 @@ class Client:
 
     # -- submit ---------------------------------------------------------------------
 
-    def _submit(self, noun: str, spec: Any, idempotency_key: str | None) -> _models.AnyJobRead:
+    def _submit(self, noun: str, spec: Any, idempotency_key: str | None) -> Any:
         key = idempotency_key or new_idempotency_key()
-        data = self._json("POST", f"/{noun}", json=dump_spec(spec), headers={IDEMPOTENCY_KEY: key})
-        return _models.parse_job(data)
+        body = dump_spec(spec)
+        return self._json("POST", f"/{noun}", json=body, headers={IDEMPOTENCY_KEY: key})
 
     def submit_range_test(
-        self, spec: Any, *, idempotency_key: str | None = None
-    ) -> _models.AnyJobRead:
+        self, spec: RangeTestSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> RangeTestRead:
         """Queue a range test (``POST /range-tests``); the job as created.
 
         Args:
@@ -175,17 +178,19 @@ class Client:
             idempotency_key: the submit's key (default: a fresh one); a repeat with
                 the same key and spec gives the job the first one created.
         """
-        return self._submit("range-tests", spec, idempotency_key)
+        return _models.parse_range_test(self._submit("range-tests", spec, idempotency_key))
 
     def submit_training(
-        self, spec: Any, *, idempotency_key: str | None = None
-    ) -> _models.AnyJobRead:
+        self, spec: TrainingSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TrainingRead:
         """Queue a training (``POST /trainings``); see :meth:`submit_range_test`."""
-        return self._submit("trainings", spec, idempotency_key)
+        return _models.parse_training(self._submit("trainings", spec, idempotency_key))
 
-    def submit_sweep(self, spec: Any, *, idempotency_key: str | None = None) -> _models.AnyJobRead:
+    def submit_sweep(
+        self, spec: SweepSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> SweepRead:
         """Queue a sweep (``POST /sweeps``); see :meth:`submit_range_test`."""
-        return self._submit("sweeps", spec, idempotency_key)
+        return _models.parse_sweep(self._submit("sweeps", spec, idempotency_key))
 
     # -- read -----------------------------------------------------------------------
 
@@ -286,10 +291,16 @@ class Client:
 
     def _stream(
         self, job_id: str, last_event_id: str | None, *, retries: int | None
-    ) -> Iterator[Event | None]:
+    ) -> Generator[Event | None, None, None]:
         """The stream's events, and None for each comment (ping); reconnects after a
         break from the last event id, at most ``retries`` times in a row."""
-        policy = self.policy if retries is None else RetryPolicy(retries=retries)
+        policy = self.policy
+        if retries is not None:  # wait's: give up on the stream soon, and poll instead
+            policy = RetryPolicy(
+                retries=retries,
+                backoff=self.policy.backoff,
+                retry_after_max=STREAM_RETRY_AFTER_MAX_S,
+            )
         timeout = httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT_S)
         broken = 0
         while True:
@@ -299,7 +310,7 @@ class Client:
             decoder = SSEDecoder(last_event_id)
             try:
                 with self._http.stream(
-                    "GET", events_path(job_id), headers=headers, timeout=timeout
+                    "GET", events_path(job_id), headers=headers, timeout=timeout, policy=policy
                 ) as response:
                     for line in response.iter_lines():
                         event = decoder.feed(line)
@@ -320,16 +331,19 @@ class Client:
             self._sleep(policy.delay(broken))
             broken += 1
 
-    def events(self, job_id: JobId, *, last_event_id: str | None = None) -> Iterator[Event]:
+    def events(
+        self, job_id: JobId, *, last_event_id: str | None = None
+    ) -> Generator[Event, None, None]:
         """Follow a job as Server-Sent Events (``GET /jobs/{id}/events``) until it ends.
 
         A broken stream is resumed where it stopped (``Last-Event-ID``), so no point
         is missed or repeated; pass an event's ``last_event_id`` to resume later.
         The last event is ``end``.
         """
-        for event in self._stream(job_id_text(job_id), last_event_id, retries=None):
-            if event is not None:
-                yield event
+        with closing(self._stream(job_id_text(job_id), last_event_id, retries=None)) as stream:
+            for event in stream:
+                if event is not None:
+                    yield event
 
     def wait(
         self,
@@ -358,24 +372,27 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         job: _models.AnyJobRead | None = None
         try:
-            for event in self._stream(job_text, None, retries=2):
-                _check_deadline(deadline, job_text, timeout)
-                if event is None:
-                    continue
-                if on_event is not None:
-                    on_event(event)
-                if event.event == STATUS:
-                    job = event.job
-                elif event.event == END:
-                    break
-                elif job is not None:
-                    job = _models.advance(job, event.series)
-                else:
-                    continue
-                if progress is not None:
-                    progress(job)
+            with closing(self._stream(job_text, None, retries=2)) as stream:
+                for event in stream:
+                    check_deadline(deadline, job_text, timeout)
+                    if event is None:
+                        continue
+                    if on_event is not None:
+                        on_event(event)
+                    if event.event == STATUS:
+                        job = event.job
+                        if as_status(job) == "queued":  # where it stands and what it waits for
+                            job = self.get(job_text)
+                    elif event.event == END:
+                        break
+                    elif job is not None:
+                        job = _models.advance(job, event.series)
+                    else:
+                        continue
+                    if progress is not None:
+                        progress(job)
         except (ProtocolError, Timeout, ConnectError, ServiceUnavailable):
-            _check_deadline(deadline, job_text, timeout)
+            check_deadline(deadline, job_text, timeout)
             return self._poll(job_text, progress, poll, deadline, timeout)
         if job is None or as_status(job) not in FINAL_STATUSES:
             job = self.get(job_text)
@@ -400,7 +417,7 @@ class Client:
             last = seen
             if as_status(job) in FINAL_STATUSES:
                 return job
-            _check_deadline(deadline, job_id, timeout)
+            check_deadline(deadline, job_id, timeout)
             self._sleep(poll)
 
     # -- results --------------------------------------------------------------------
@@ -525,11 +542,6 @@ class Client:
         """Whether the service can take jobs: its database and broker reachable
         (``GET /readyz``; a 503 raises ServiceUnavailable after the retries)."""
         return _models.parse_readiness(self._json("GET", "/readyz"))
-
-
-def _check_deadline(deadline: float | None, job_id: str, timeout: float | None) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise Timeout(f"job {job_id} has not finished within {timeout:g} s", timeout=timeout)
 
 
 def _save(chunks: Iterator[bytes], headers: Mapping[str, str], target: Path) -> Path:

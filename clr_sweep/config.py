@@ -172,7 +172,10 @@ def resolve(url: str | None = None, token: str | None = None) -> tuple[str, str 
         if token is None and config.token is not None and config.url is not None:
             if _same_url(url or DEFAULT_URL, config.url):
                 token = config.token
-    return (url or DEFAULT_URL).rstrip("/"), token
+    url = (url or DEFAULT_URL).strip().rstrip("/")
+    if not url.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"the service URL must start with http:// or https://, got {url!r}")
+    return url, token
 
 
 def _same_url(a: str, b: str) -> bool:

@@ -40,10 +40,12 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidInput",
     "InvalidJobSpec",
+    "JobCancelled",
     "JobConflict",
     "JobNotFound",
     "JobTooLarge",
     "NoBoundsForConfiguration",
+    "NotAClientJob",
     "NotFound",
     "NotReady",
     "TeamNameTaken",
@@ -52,6 +54,7 @@ __all__ = [
     "TooManyActiveJobs",
     "TooManyRequests",
     "Unauthorized",
+    "UploadConflict",
 ]
 
 
@@ -175,6 +178,27 @@ class JobConflict(Conflict):
 
     title = "Job conflict"
     code = "job-conflict"
+
+
+class NotAClientJob(JobConflict):
+    """The job is run by the service's workers: it takes no uploads from a team."""
+
+    title = "Not a client job"
+    code = "not-a-client-job"
+
+
+class JobCancelled(JobConflict):
+    """The job was cancelled: its client should stop sending."""
+
+    title = "Job cancelled"
+    code = "cancelled"
+
+
+class UploadConflict(JobConflict):
+    """Uploaded points leave a gap after the stored ones, or differ from them."""
+
+    title = "Upload conflict"
+    code = "upload-conflict"
 
 
 class NotReady(Conflict):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from clr_sweep.contracts import JobRead, RangeTestRead
 from core.errors import InvalidJobSpec
 from core.series import SeriesSpec
 from core.specs import JobResult, JobSpec, RangeTestOutcome, RangeTestResultView, RangeTestSpec
@@ -42,7 +43,9 @@ __all__ = [
     "JobKind",
     "Prepare",
     "all_kinds",
+    "client_spec",
     "get_kind",
+    "register_client_spec",
     "register_kind",
     "registered_kind",
     "unregister_kind",
@@ -64,6 +67,10 @@ class JobKind:
         spec: the spec class (validated once, at submit).
         result: the result class (``jobs.result``).
         result_view: how ``GET /<noun>/{id}`` shows the result (default: ``result``).
+        read: the job's read schema (a :class:`clr_sweep.contracts.JobRead` with
+            ``kind`` fixed and ``result`` typed, such as
+            :class:`~clr_sweep.contracts.RangeTestRead`); None: the API derives
+            one from ``result_view`` (``<Kind>Read``).
         runner: ``module:function`` the worker calls to run one claimed attempt;
             None for a kind no worker runs (a sweep: its work is its children's).
         advance: ``module:function`` (torch-free: the API imports it) that moves a
@@ -90,6 +97,7 @@ class JobKind:
     resumable: bool = False
     time_limit_setting: str = "job_time_limit_s"
     result_view: type[BaseModel] | None = None
+    read: type[JobRead] | None = None
     prepare: Prepare | None = None
     advance: str | None = None
     # not part of the kind's identity: a dict is unhashable, and the API caches the
@@ -120,12 +128,37 @@ class JobKind:
         """How long one attempt may run under ``settings``."""
         return int(getattr(settings, self.time_limit_setting))
 
+    @property
+    def client_spec(self) -> type[JobSpec] | None:
+        """The spec of a job of this kind the team runs in its own loop and uploads
+        (``"source": "client"``; :mod:`core.client_specs`), if the kind has one."""
+        return _CLIENT_SPECS.get(self.name)
+
+    def spec_class(self, data: object) -> type[JobSpec]:
+        """The spec class ``data`` (a request body or a stored spec) is validated with:
+        the client spec when it says ``"source": "client"`` and the kind has one."""
+        source = data.get("source") if isinstance(data, dict) else getattr(data, "source", None)
+        client = self.client_spec
+        return client if source == "client" and client is not None else self.spec
+
     def series_spec(self, name: str) -> SeriesSpec | None:
         """The series called ``name``, if the kind has one."""
         return next((s for s in self.series if s.name == name), None)
 
 
 _REGISTRY: dict[str, JobKind] = {}
+_CLIENT_SPECS: dict[str, type[JobSpec]] = {}
+
+
+def register_client_spec(spec: type[JobSpec]) -> type[JobSpec]:
+    """Let jobs of ``spec.kind`` be run in the team's own loop, with this spec."""
+    _CLIENT_SPECS[spec.kind] = spec
+    return spec
+
+
+def client_spec(kind: str) -> type[JobSpec] | None:
+    """The client spec of the kind called ``kind``, if it has one."""
+    return _CLIENT_SPECS.get(kind)
 
 
 def register_kind(kind: JobKind) -> JobKind:
@@ -184,6 +217,7 @@ RANGE_TEST = register_kind(
         spec=RangeTestSpec,
         result=RangeTestOutcome,
         result_view=RangeTestResultView,
+        read=RangeTestRead,
         runner="worker.kinds.range_test:run",
         advance="core.verification:advance",
         series=(CURVE,),
@@ -204,5 +238,7 @@ RANGE_TEST = register_kind(
 ``verify`` it then proves its bounds with child trainings (:mod:`core.verification`)."""
 
 # The other built-in kinds register themselves (their modules import this one).
+# the specs of the jobs teams run in their own loop (range tests, trainings)
+import core.client_specs  # noqa: E402, F401, I001
 import core.sweeps  # noqa: E402, F401
 import core.training  # noqa: E402, F401

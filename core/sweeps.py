@@ -30,38 +30,36 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from clr.exceptions import InvalidWorkloadParams
 from clr.policies import POLICIES, recommend_step_size
 from clr.workloads import get_workload
+from clr_sweep import contracts
+from clr_sweep.contracts import (
+    MAX_GRID_POINTS,
+    MAX_SEEDS,
+    MAX_TRAININGS,
+    ChildFailure,
+    GridPointResult,
+    OptimizerSpec,
+    PolicyCurve,
+    RangeTestOptions,
+    Spread,
+    SweepBounds,
+    SweepGrid,
+    SweepRead,
+    SweepResult,
+    SweepTableRow,
+)
+from clr_sweep.contracts._validation import canonical_json, located
 from core.errors import DomainError
 from core.kinds import RANGE_TEST, JobKind, register_kind
 from core.models import Job, JobStatus
-from core.specs import (
-    DEFAULT_VERIFY_BUDGET,
-    STORED,
-    FiniteFloat,
-    JobEstimate,
-    JobResult,
-    OptimizerSpec,
-    RangeTestOutcome,
-    StrictInt,
-    UnitInterval,
-    WorkloadSpec,
-    _raise_located,
-    canonical_json,
-)
-from core.training import (
-    DEFAULT_CYCLES,
-    EPOCHS,
-    MAX_ITERATIONS,
-    MAX_LR,
-    TRAINING,
-    TrainingOutcome,
-)
+from core.specs import STORED, JobEstimate, RangeTestOutcome, WorkloadSpec
+from core.training import EPOCHS, MAX_ITERATIONS, TRAINING, TrainingOutcome
 
 if TYPE_CHECKING:
     from core.services.parents import Family
@@ -96,218 +94,29 @@ __all__ = [
     "training_specs",
 ]
 
-MAX_GRID_POINTS = 16
-"""Most grid points a sweep may have (each runs its own range test and trainings)."""
-
-MAX_SEEDS = 10
-"""Most seeds per policy."""
-
-MAX_TRAININGS = 1000
-"""Most trainings one sweep may create (grid points x policies x seeds)."""
-
 _REACHED_TOLERANCE = 1e-9
 """An accuracy this close below the target counts as reaching it (a mean of equal
 values may differ from them in the last bit)."""
 
-Policy = Literal[
-    "fixed", "step", "exp", "triangular", "triangular2", "exp_range", "one_cycle", "cosine_restarts"
-]
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _located(field: str, reason: str) -> ValidationError:
     """A pydantic error located at ``field`` (dotted), for a validator to raise."""
-    try:
-        _raise_located("SweepSpec", [{"field": field, "reason": reason}], {})
-    except ValidationError as exc:
-        return exc
-    raise AssertionError("unreachable")
+    return located("SweepSpec", field, reason)
 
 
 # --------------------------------------------------------------------------- the spec
 
 
-class RangeTestOptions(BaseModel):
-    """How each grid point's range test runs (:class:`~core.specs.RangeTestSpec`'s
-    fields and defaults; the workload, optimizer and seed come from the sweep)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    start_lr: FiniteFloat = Field(default=1e-5, gt=0)
-    end_lr: FiniteFloat = Field(default=10.0, gt=0)
-    num_iter: StrictInt = Field(default=300, ge=2, le=100_000)
-    sweep: Literal["exp", "linear"] = "exp"
-    smoothing: UnitInterval = 0.95
-    diverge_th: FiniteFloat = Field(default=5.0, gt=1)
-    metric: Literal["loss", "accuracy"] = "loss"
+class SweepSpec(contracts.SweepSpec, WorkloadSpec):
+    """A sweep (:class:`clr_sweep.contracts.SweepSpec`) checked against its workload:
+    the grid's batch sizes are the workload's, and a step size can be recommended
+    (4 epochs, :func:`choose_bounds`) when none is given."""
 
     @model_validator(mode="after")
-    def _range_increases(self) -> RangeTestOptions:
-        if self.end_lr <= self.start_lr:
-            raise _located("end_lr", "start_lr must be below end_lr")
-        return self
-
-
-class SweepGrid(BaseModel):
-    """The configurations a sweep compares: the cartesian product of the lists given.
-
-    A list given replaces the sweep's own value (a stored spec holds its
-    ``batch_size`` and ``optimizer`` filled in, so giving both cannot be refused).
-
-    Attributes:
-        batch_size: batch sizes (default: the sweep's ``batch_size``).
-        optimizer: optimizers with their hyperparameters (default: the sweep's).
-        weight_decay: weight decays, each replacing the optimizer's own.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: list[StrictInt] | None = None
-    optimizer: list[OptimizerSpec] | None = None
-    weight_decay: list[FiniteFloat] | None = None
-
-    @field_validator("batch_size", "weight_decay")
-    @classmethod
-    def _distinct_values(cls, value: list[Any] | None) -> list[Any] | None:
-        if value is None:
-            return value
-        if not value:
-            raise ValueError("give at least one value, or leave it out")
-        _refuse_repeats(value)
-        return value
-
-    @field_validator("weight_decay")
-    @classmethod
-    def _weight_decay_range(cls, value: list[float] | None) -> list[float] | None:
-        for i, wd in enumerate(value or ()):
-            if not 0 <= wd <= 1:
-                _raise_located("grid", [{"field": str(i), "reason": "must be in [0, 1]"}], {})
-        return value
-
-    @field_validator("optimizer")
-    @classmethod
-    def _distinct_optimizers(cls, value: list[OptimizerSpec] | None) -> list[OptimizerSpec] | None:
-        if value is None:
-            return value
-        if not value:
-            raise ValueError("give at least one optimizer, or leave it out")
-        _refuse_repeats([canonical_json(o.effective()) for o in value])
-        return value
-
-    def size(self) -> int:
-        """How many grid points the lists make."""
-        return math.prod(len(v) for v in (self.batch_size, self.optimizer, self.weight_decay) if v)
-
-
-def _refuse_repeats(values: Sequence[Any]) -> None:
-    seen: set[Any] = set()
-    for i, v in enumerate(values):
-        if v in seen:
-            _raise_located("list", [{"field": str(i), "reason": f"{v!r} is given twice"}], {})
-        seen.add(v)
-
-
-class SweepSpec(WorkloadSpec):
-    """A sweep: every policy x seed trained at the same budget, per grid point.
-
-    Attributes (besides :class:`~core.specs.WorkloadSpec`'s):
-        seeds: the trainings' seeds, 1 to 10 distinct (default ``[0, 1, 2]``).
-            The inherited ``seed`` is the range tests' seed: ``seeds[0]`` unless
-            given (every grid point's range test uses it, so the points differ
-            only in their configuration).
-        policies: the policies compared (default: all of :data:`clr.policies.POLICIES`,
-            the paper's table plus one-cycle and SGDR), distinct, at least one.
-        cycles: the budget in CLR cycles of ``2 * step_size`` (default 4; the
-            paper: 3 get most of the way, 4 or more do better).
-        step_size: iterations per half cycle (default: the range test's
-            recommendation, 4 epochs; see :func:`choose_bounds`).
-        iterations: the budget in iterations (at least 2), instead of ``cycles`` (default
-            ``cycles * 2 * step_size``). With ``whole_cycles`` it must hold
-            whole cycles; without ``step_size`` the step size is then the
-            divisor of ``iterations / 2`` nearest the recommendation.
-        whole_cycles: the budget ends on a cycle end (the paper stops where the
-            LR is back at ``base_lr``).
-        fixed_lr: the fixed policy's LR (default: see :func:`choose_bounds`).
-        range_test: how each grid point's range test runs.
-        verify: the range tests verify their bounds by short trainings.
-        verify_budget: verification's compute cap, in full training runs.
-        grid: batch sizes, optimizers and weight decays to compare (their
-            product, at most :data:`MAX_GRID_POINTS` points).
-    """
-
-    kind: ClassVar[str] = "sweep"
-
-    seeds: list[StrictInt] = Field(default_factory=lambda: [0, 1, 2])
-    policies: list[Policy] = Field(default_factory=lambda: list(POLICIES))  # type: ignore[arg-type]
-    cycles: StrictInt | None = Field(default=None, ge=1, le=1000)
-    step_size: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    iterations: StrictInt | None = Field(default=None, ge=2, le=MAX_ITERATIONS)
-    whole_cycles: bool = Field(default=True, strict=True)
-    fixed_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
-    range_test: RangeTestOptions = Field(default_factory=RangeTestOptions)
-    verify: bool = Field(default=True, strict=True)
-    verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
-    grid: SweepGrid | None = None
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: list[int]) -> list[int]:
-        if not value:
-            raise ValueError("give at least one seed")
-        if len(value) > MAX_SEEDS:
-            raise ValueError(f"give at most {MAX_SEEDS} seeds, got {len(value)}")
-        for i, seed in enumerate(value):
-            if not 0 <= seed <= 2**32 - 1:
-                _raise_located("seeds", [{"field": str(i), "reason": "must be in [0, 2**32)"}], {})
-        _refuse_repeats(value)
-        return value
-
-    @field_validator("policies")
-    @classmethod
-    def _policies(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError(f"give at least one policy to compare, from {list(POLICIES)}")
-        _refuse_repeats(value)
-        return value
-
-    @model_validator(mode="after")
-    def _sweep(self) -> SweepSpec:
-        if "seed" not in self.model_fields_set:
-            self.seed = self.seeds[0]
-        self._check_grid()
-        self._check_budget()
-        return self
-
-    def _check_budget(self) -> None:
-        if self.cycles is not None and self.iterations is not None:
-            raise _located("iterations", "give cycles or iterations, not both")
-        if self.iterations is not None and self.whole_cycles:
-            if self.step_size is not None and self.iterations % (2 * self.step_size):
-                whole = 2 * self.step_size
-                below, above = (
-                    self.iterations // whole * whole,
-                    (self.iterations // whole + 1) * whole,
-                )
-                nearby = " or ".join(str(n) for n in (below, above) if n > 0)
-                raise _located(
-                    "iterations",
-                    f"iterations={self.iterations} is not whole cycles of 2 * step_size = {whole} "
-                    f"iterations; give {nearby}, or whole_cycles=false",
-                )
-            if self.iterations % 2:
-                raise _located(
-                    "iterations",
-                    f"iterations={self.iterations} is odd: it holds no whole cycles of "
-                    "2 * step_size; give an even number, or whole_cycles=false",
-                )
-        if self.step_size is not None and self.iterations is None:
-            total = self.budget_cycles() * 2 * self.step_size
-            if total > MAX_ITERATIONS:
-                raise _located(
-                    "cycles" if self.cycles is not None else "step_size",
-                    f"{self.budget_cycles()} cycles of 2 * {self.step_size} iterations are "
-                    f"{total}, over {MAX_ITERATIONS} (the most a training may run)",
-                )
+    def _sweep_workload(self) -> SweepSpec:
+        self._check_grid_batch_sizes()
         if self.step_size is None:
             for point in grid_points(self):
                 if _iters_per_epoch(self, point) is None:
@@ -316,45 +125,24 @@ class SweepSpec(WorkloadSpec):
                         f"workload {self.workload!r} cannot tell its epoch length before it is "
                         "built, so no step size can be recommended; give step_size or iterations",
                     )
+        return self
 
-    def _check_grid(self) -> None:
+    def _check_grid_batch_sizes(self) -> None:
         grid = self.grid
-        if grid is None:
+        if grid is None or grid.batch_size is None:
             return
-        if grid.size() > MAX_GRID_POINTS:
+        param = next(
+            (p for p in get_workload(self.workload).params if p.name == "batch_size"), None
+        )
+        if param is None:
             raise _located(
-                "grid",
-                f"the grid has {grid.size()} points, over {MAX_GRID_POINTS} (each runs a range "
-                "test and every policy and seed); give fewer values",
+                "grid.batch_size", f"workload {self.workload!r} has no batch_size parameter"
             )
-        trainings = grid.size() * len(self.policies) * len(self.seeds)
-        if trainings > MAX_TRAININGS:
-            raise _located(
-                "grid",
-                f"{grid.size()} grid points x {len(self.policies)} policies x {len(self.seeds)} "
-                f"seeds are {trainings} trainings, over {MAX_TRAININGS}; give fewer values",
-            )
-        if grid.batch_size is not None:
-            param = next(
-                (p for p in get_workload(self.workload).params if p.name == "batch_size"), None
-            )
-            if param is None:
-                raise _located(
-                    "grid.batch_size", f"workload {self.workload!r} has no batch_size parameter"
-                )
-            for i, size in enumerate(grid.batch_size):
-                try:
-                    param.validate(size)
-                except InvalidWorkloadParams as exc:
-                    raise _located(f"grid.batch_size.{i}", exc.errors[0]["reason"]) from None
-
-    def budget_cycles(self) -> int:
-        """The cycles the budget asks for when it is not given in iterations."""
-        return DEFAULT_CYCLES if self.cycles is None else self.cycles
-
-    def children_per_point(self) -> int:
-        """The sweep's own children per grid point: a range test and the trainings."""
-        return 1 + len(self.policies) * len(self.seeds)
+        for i, size in enumerate(grid.batch_size):
+            try:
+                param.validate(size)
+            except InvalidWorkloadParams as exc:
+                raise _located(f"grid.batch_size.{i}", exc.errors[0]["reason"]) from None
 
     def total_steps(self) -> int:
         """Progress counts finished children: one range test and the trainings per point."""
@@ -465,42 +253,6 @@ def range_test_spec(spec: SweepSpec, point: GridPoint) -> dict[str, Any]:
 
 class NoBounds(ValueError):
     """A grid point's range test gave nothing to train with (the message says why)."""
-
-
-class SweepBounds(BaseModel):
-    """What a grid point's trainings use, and where it came from.
-
-    Attributes:
-        base_lr, max_lr: the CLR bounds.
-        step_size: iterations per half cycle.
-        fixed_lr: the fixed policy's LR.
-        iterations: every training's budget.
-        cycles: that budget in cycles of ``2 * step_size`` (fractional when
-            ``whole_cycles`` is false).
-        method: the suggestion rule the bounds are from (``verified`` when they
-            are the verification's winner).
-        fixed_lr_from: how ``fixed_lr`` was chosen (``given``, ``steepest`` or
-            ``geometric_mean``).
-        range_test: the range test job.
-        verified: the bounds were proven by short trainings.
-        not_verified: why not, when the sweep asked for verified bounds (the
-            verification's reason: its budget too small for a first round, no
-            candidate finished, ...); the bounds are then the suggestion's.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_lr: float
-    max_lr: float
-    step_size: int
-    fixed_lr: float
-    iterations: int
-    cycles: float
-    method: str
-    fixed_lr_from: str
-    range_test: uuid.UUID | None = None
-    verified: bool = False
-    not_verified: str | None = None
 
 
 def _budget(spec: SweepSpec, recommended: int) -> tuple[int, int]:
@@ -730,14 +482,6 @@ class ChildRun:
         return None
 
 
-class Spread(BaseModel):
-    """A mean over seeds with its sample standard deviation (None for one seed)."""
-
-    mean: float
-    std: float | None
-    n: int
-
-
 def _stdev(values: Sequence[float]) -> float:
     """The sample standard deviation in floats (:func:`statistics.stdev` computes in
     exact fractions: a tenth of a sweep's advance step went there)."""
@@ -750,56 +494,6 @@ def _spread(values: Sequence[float]) -> Spread | None:
         return None
     std = _stdev(values) if len(values) > 1 else None
     return Spread(mean=statistics.fmean(values), std=std, n=len(values))
-
-
-class SweepTableRow(BaseModel):
-    """One policy at one grid point: the paper's table row.
-
-    Attributes:
-        grid, label, policy: which row.
-        seeds: the trainings the row has when all are created.
-        counts: its trainings by status.
-        succeeded, failed: trainings that succeeded and that failed (or were
-            cancelled).
-        final_val_accuracy, best_val_accuracy: over the succeeded seeds.
-        fixed_accuracy: the target: the fixed policy's final mean accuracy at this
-            grid point (None while it is unknown or ``fixed`` is not compared).
-        iterations_to_fixed: over the succeeded seeds that reached the target,
-            the first epoch-end iteration at which each did (fixed's own row uses
-            its own mean, which its weaker seeds may never reach).
-        reached_fixed: how many succeeded seeds reached it.
-        ratio_to_fixed: ``iterations_to_fixed.mean`` over the fixed row's (the
-            paper's 0.36x for triangular2 on CIFAR-10).
-    """
-
-    grid: int
-    label: str
-    policy: str
-    seeds: int
-    counts: dict[str, int]
-    succeeded: int
-    failed: int
-    final_val_accuracy: Spread | None = None
-    best_val_accuracy: Spread | None = None
-    fixed_accuracy: float | None = None
-    iterations_to_fixed: Spread | None = None
-    reached_fixed: int = 0
-    ratio_to_fixed: float | None = None
-
-
-class PolicyCurve(BaseModel):
-    """Validation accuracy against iteration for one policy at one grid point:
-    the mean over the seeds that have a value at each epoch end, their sample
-    standard deviation (0 where one seed has) and how many they are; plus the
-    policy's cycle ends."""
-
-    grid: int
-    policy: str
-    iteration: list[int]
-    mean: list[float]
-    std: list[float]
-    n: list[int]
-    cycle_ends: list[int] = Field(default_factory=list)
 
 
 class SweepTable(BaseModel):
@@ -901,53 +595,6 @@ def build_table(spec: SweepSpec, runs: Sequence[ChildRun]) -> SweepTable:
                 row.ratio_to_fixed = row.iterations_to_fixed.mean / base.mean
         rows += point_rows
     return SweepTable(rows=rows, curves=curves)
-
-
-class ChildFailure(BaseModel):
-    """A child that did not give what the sweep needed, and why."""
-
-    job_id: uuid.UUID | None
-    role: dict[str, Any]
-    reason: str
-
-
-class GridPointResult(BaseModel):
-    """One grid point: its configuration, its range test and the bounds it gave."""
-
-    index: int
-    label: str
-    batch_size: int | None
-    optimizer: dict[str, Any]
-    weight_decay: float
-    range_test: uuid.UUID | None = None
-    range_test_status: str | None = None
-    bounds: SweepBounds | None = None
-    no_bounds_reason: str | None = None
-
-
-class SweepResult(JobResult):
-    """A sweep's result: complete once it has finished, partial while it runs.
-
-    Attributes:
-        complete: every child has finished (the table will not change any more).
-        children: children the sweep creates when every grid point has bounds.
-        counts: the children created so far by status (range tests included).
-        points: the grid points with their range tests and bounds.
-        table: the paper's table (:class:`SweepTableRow` per grid point and policy).
-        curves: validation accuracy against iteration per grid point and policy.
-        failures: the children that failed or were cancelled, and the grid
-            points whose range test gave no bounds.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    complete: bool = False
-    children: int
-    counts: dict[str, int]
-    points: list[GridPointResult]
-    table: list[SweepTableRow]
-    curves: list[PolicyCurve]
-    failures: list[ChildFailure]
 
 
 def build_result(
@@ -1282,6 +929,7 @@ SWEEP = register_kind(
         title="sweep",
         spec=SweepSpec,
         result=SweepResult,
+        read=SweepRead,
         runner=None,
         advance="core.sweeps:advance",
         examples=(

@@ -18,18 +18,9 @@ Validation is torch-free (the API validates specs): the schedule is built with
 from __future__ import annotations
 
 import hashlib
-import uuid
-from typing import Any, ClassVar, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import ValidationError, model_validator
 from sqlalchemy.orm import Session
 
 from clr.exceptions import ScheduleError
@@ -41,6 +32,21 @@ from clr.policies import (
     schedule_length,
 )
 from clr.workloads import get_workload
+from clr_sweep import contracts
+from clr_sweep.contracts import (
+    DEFAULT_CYCLES,
+    DEFAULT_SNAPSHOTS,
+    MAX_ITERATIONS,
+    MAX_LR,
+    MAX_SNAPSHOTS,
+    BoundsFrom,
+    BoundsSource,
+    EpochRecord,
+    ScheduleSpec,
+    TrainingOutcome,
+    TrainingRead,
+)
+from clr_sweep.contracts._validation import canonical_json, located
 from core.errors import InvalidJobSpec, NotReady
 from core.kinds import JobKind, register_kind
 from core.models import JobStatus, Team
@@ -48,23 +54,22 @@ from core.repositories import JobRepository
 from core.series import SeriesSpec
 from core.specs import (
     STORED,
-    FiniteFloat,
     JobEstimate,
-    JobResult,
     JobSpec,
     RangeTestOutcome,
     RangeTestSpec,
-    StrictInt,
     WorkloadSpec,
-    _raise_located,
-    canonical_json,
     field_errors,
 )
 
 __all__ = [
     "DEFAULT_CYCLES",
+    "DEFAULT_SNAPSHOTS",
     "EPOCHS",
     "ITERATIONS",
+    "MAX_ITERATIONS",
+    "MAX_LR",
+    "MAX_SNAPSHOTS",
     "TRAINING",
     "BoundsFrom",
     "BoundsSource",
@@ -75,206 +80,25 @@ __all__ = [
     "prepare_training",
 ]
 
-DEFAULT_CYCLES = 4
-"""Cycles a cyclic training runs when no length is given (the paper: 3 get most of
-the way, 4 or more do better)."""
-
-MAX_ITERATIONS = 1_000_000
-"""Longest training in iterations (its series are read whole to draw its plot: a million
-iterations are ~3 million numbers)."""
-
 MAX_CYCLES = 10_000
 """Most cycles (checkpoints) one training may have: each cycle end writes a checkpoint."""
 
-MAX_LR = 1e3
-"""Largest learning rate a schedule may give (far above any that trains)."""
-
-MAX_SNAPSHOTS = 10
-"""Most cycle-end snapshots a snapshot ensemble averages."""
-
-DEFAULT_SNAPSHOTS = 3
-"""Snapshots of the ensemble by default (capped at the run's cycle ends)."""
-
 _FLOAT_BYTES = 4
-_POLICY = Literal[
-    "fixed", "step", "exp", "triangular", "triangular2", "exp_range", "one_cycle", "cosine_restarts"
-]
 
 
-class ScheduleSpec(BaseModel):
-    """A ``clr`` schedule by policy, with :func:`clr.policies.make_schedule`'s arguments.
+class TrainingSpec(contracts.TrainingSpec, WorkloadSpec):
+    """A CLR training (:class:`clr_sweep.contracts.TrainingSpec`) with its schedule and
+    length resolved by :mod:`clr.policies` for its workload.
 
-    Which arguments a policy takes: ``fixed``, ``step`` and ``exp`` take ``lr``
-    (``step`` also ``step_size`` and ``gamma``, ``exp`` ``gamma``);
-    ``triangular``, ``triangular2`` and ``exp_range`` take ``base_lr``,
-    ``max_lr``, ``step_size_up`` (default: 4 epochs' worth, the paper's 2 to 10),
-    ``step_size_down``, ``gamma`` (``exp_range``), ``shape`` and, to cycle
-    momentum inversely, ``base_momentum`` and ``max_momentum``; ``one_cycle``
-    takes ``max_lr``, ``total_steps`` (default: the run's length),
-    ``pct_start``, ``anneal_strategy``, ``div_factor``, ``final_div_factor``,
-    ``three_phase``, ``base_momentum`` and ``max_momentum``;
-    ``cosine_restarts`` (SGDR) takes ``max_lr``, ``T_0``, ``T_mult``,
-    ``eta_min`` and ``decay``. An argument the policy does not take is refused.
+    Without ``bounds_from`` the schedule is built and its length resolved at
+    validation, each error named by its field; with it, once
+    :func:`prepare_training` filled the bounds in.
     """
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    policy: _POLICY = "triangular"
-    lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
-    base_lr: FiniteFloat | None = Field(default=None, ge=0, le=MAX_LR)
-    max_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
-    step_size_up: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    step_size_down: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    step_size: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    gamma: FiniteFloat | None = Field(default=None, gt=0, le=1)
-    shape: Literal["triangle", "sine", "parabolic"] | None = None
-    base_momentum: FiniteFloat | None = Field(default=None, ge=0, lt=1)
-    max_momentum: FiniteFloat | None = Field(default=None, ge=0, lt=1)
-    total_steps: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    pct_start: FiniteFloat | None = Field(default=None, gt=0, lt=1)
-    anneal_strategy: Literal["cos", "linear"] | None = None
-    div_factor: FiniteFloat | None = Field(default=None, ge=1, le=1e6)
-    final_div_factor: FiniteFloat | None = Field(default=None, ge=1, le=1e9)
-    three_phase: bool | None = None
-    T_0: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)  # noqa: N815
-    T_mult: StrictInt | None = Field(default=None, ge=1, le=100)  # noqa: N815
-    eta_min: FiniteFloat | None = Field(default=None, ge=0, le=MAX_LR)
-    decay: FiniteFloat | None = Field(default=None, gt=0, le=1)
-
-    @property
-    def cyclic(self) -> bool:
-        """Whether the policy runs in cycles (a length may be given in cycles)."""
-        return self.policy in CYCLIC_POLICIES
-
-    def arguments(self) -> dict[str, Any]:
-        """The arguments given, as :func:`clr.policies.make_schedule` takes them."""
-        return {k: v for k, v in self.model_dump(exclude={"policy"}).items() if v is not None}
-
-    @model_validator(mode="after")
-    def _only_arguments_of_the_policy(self) -> ScheduleSpec:
-        taken = _POLICY_ARGUMENTS[self.policy]
-        extra = sorted(set(self.arguments()) - set(taken))
-        if extra:
-            raise _located(
-                extra[0], f"policy {self.policy!r} takes no {extra[0]}; it takes {', '.join(taken)}"
-            )
-        if self.eta_min is not None and self.max_lr is not None and self.eta_min > self.max_lr:
-            raise _located("eta_min", "eta_min must be <= max_lr (SGDR anneals down to it)")
-        return self
-
-
-_CYCLIC_ARGUMENTS = (
-    "base_lr",
-    "max_lr",
-    "step_size_up",
-    "step_size_down",
-    "gamma",
-    "shape",
-    "base_momentum",
-    "max_momentum",
-)
-_POLICY_ARGUMENTS: dict[str, tuple[str, ...]] = {
-    "fixed": ("lr",),
-    "step": ("lr", "step_size", "gamma"),
-    "exp": ("lr", "gamma"),
-    "triangular": _CYCLIC_ARGUMENTS,
-    "triangular2": _CYCLIC_ARGUMENTS,
-    "exp_range": _CYCLIC_ARGUMENTS,
-    "one_cycle": (
-        "max_lr",
-        "total_steps",
-        "pct_start",
-        "anneal_strategy",
-        "div_factor",
-        "final_div_factor",
-        "three_phase",
-        "base_momentum",
-        "max_momentum",
-    ),
-    "cosine_restarts": ("max_lr", "T_0", "T_mult", "eta_min", "decay"),
-}
-
-
-class BoundsFrom(BaseModel):
-    """Take the bounds from one of the team's finished range tests.
-
-    ``method`` picks one suggestion rule (``clr.METHODS``, or ``verified``: the
-    pair the test's verification proved by training); default: the test's default
-    suggestion, which is the verified pair when there is one.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    range_test: uuid.UUID
-    method: (
-        Literal["verified", "paper", "steepest", "valley", "min_div_10", "max_fraction"] | None
-    ) = None
-
-
-class BoundsSource(BaseModel):
-    """Where a training's bounds came from (filled in at submit from ``bounds_from``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    range_test: uuid.UUID
-    method: str
-    base_lr: float
-    max_lr: float
-    step_size: int | None = None
-
-
-class TrainingSpec(WorkloadSpec):
-    """A CLR training: a workload trained with a schedule for a length.
-
-    Attributes (besides :class:`~core.specs.WorkloadSpec`'s):
-        schedule: the policy and its arguments (:class:`ScheduleSpec`).
-        bounds_from: take ``base_lr``/``max_lr`` (and ``step_size_up``) from a
-            finished range test instead of giving them.
-        bounds_source: where the bounds came from (set at submit; read only).
-        cycles, iterations, epochs: the length, at most one (default: 4 cycles
-            for the cyclic policies; the others need iterations or epochs).
-        whole_cycles: refuse a cyclic length that ends mid-cycle (the paper
-            stops where the LR is back at ``base_lr``).
-        snapshots: cycle-end snapshots the snapshot ensemble averages (default:
-            up to 3; 0: none).
-    """
-
-    kind: ClassVar[str] = "training"
-
-    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    bounds_from: BoundsFrom | None = None
-    bounds_source: BoundsSource | None = None
-    cycles: StrictInt | None = Field(default=None, ge=1, le=1000)
-    iterations: StrictInt | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
-    epochs: StrictInt | None = Field(default=None, ge=1, le=100_000)
-    whole_cycles: bool = Field(default=True, strict=True)
-    snapshots: StrictInt | None = Field(default=None, ge=0, le=MAX_SNAPSHOTS)
-
-    @field_validator("bounds_source")
-    @classmethod
-    def _bounds_source_is_read_only(
-        cls, value: BoundsSource | None, info: ValidationInfo
-    ) -> BoundsSource | None:
-        # set by prepare_training (and read back from stored specs), never by a request
-        if value is not None and not (info.context or {}).get(STORED):
-            raise ValueError(
-                "is set by the service from bounds_from; give bounds_from or the bounds"
-            )
-        return value
 
     @model_validator(mode="after")
     def _schedule_and_length(self) -> TrainingSpec:
-        if self.bounds_from is not None:
-            given = [
-                f for f in ("lr", "base_lr", "max_lr") if getattr(self.schedule, f) is not None
-            ]
-            if given:
-                raise _located(
-                    f"schedule.{given[0]}",
-                    "give the bounds or bounds_from, not both",
-                )
-            return self  # the schedule is checked once prepare_training filled them in
-        self.iteration_count()
+        if self.bounds_from is None:  # else once prepare_training filled the bounds in
+            self.iteration_count()
         return self
 
     def schedule_arguments(self) -> dict[str, Any]:
@@ -301,7 +125,7 @@ class TrainingSpec(WorkloadSpec):
             cycles is None
             and self.iterations is None
             and self.epochs is None
-            and self.schedule.cyclic
+            and self.schedule.policy in CYCLIC_POLICIES
             and self.schedule.policy != "one_cycle"
         ):
             cycles = DEFAULT_CYCLES
@@ -409,50 +233,7 @@ def _schedule_field(message: str) -> str:
 
 def _located(field: str, reason: str) -> ValidationError:
     """A pydantic error located at ``field`` (dotted), for a validator to raise."""
-    try:
-        _raise_located("TrainingSpec", [{"field": field, "reason": reason}], {})
-    except ValidationError as exc:
-        return exc
-    raise AssertionError("unreachable")
-
-
-class EpochRecord(BaseModel):
-    """One epoch's losses and accuracies (the ``epochs`` series' point)."""
-
-    epoch: int
-    iteration: int
-    train_loss: float
-    train_accuracy: float | None = None
-    val_loss: float | None = None
-    val_accuracy: float | None = None
-
-
-class TrainingOutcome(JobResult):
-    """A finished training: how it went, its final and best metrics and its artifacts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stop_reason: str
-    iterations: int
-    epochs: int
-    cycles: int
-    cycle_ends: list[int]
-    seconds: float
-    device: str
-    policy: str
-    schedule: dict[str, Any]
-    final_train_loss: float | None
-    final_val_loss: float | None
-    final_val_accuracy: float | None
-    best_val_accuracy: float | None
-    best_val_iteration: int | None
-    ensemble_val_loss: float | None = None
-    ensemble_val_accuracy: float | None = None
-    ensemble_size: int = 0
-    resumed_from: int | None = Field(
-        default=None, description="The iteration the last attempt resumed from, if it did"
-    )
-    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+    return located("TrainingSpec", field, reason)
 
 
 ITERATIONS = SeriesSpec(
@@ -560,6 +341,7 @@ TRAINING = register_kind(
         title="training",
         spec=TrainingSpec,
         result=TrainingOutcome,
+        read=TrainingRead,
         runner="worker.kinds.training:run",
         series=(ITERATIONS, EPOCHS),
         resumable=True,

@@ -3,7 +3,11 @@
 A configuration is what decides which bounds suit a job (see
 :meth:`core.specs.RangeTestSpec.configuration`): the workload, its params (the
 batch size among them), the optimizer with its hyperparameters, and the metric
-the bounds read. Each may be given as JSON (``params={"width":128}``,
+the bounds read. A range test the team ran in its own loop (``"source":
+"client"``) is found by its own names instead: ``model``, ``dataset``,
+``batch_size``, the optimizer, the metric and its ``tags``
+(``tags.run=a`` or ``tags={"run":"a"}``; compared as text, numbers by value).
+Each may be given as JSON (``params={"width":128}``,
 ``optimizer={"name":"adam"}``) or spelled out (``params.width=128``,
 ``optimizer=adam``, ``optimizer.momentum=0.9``); omitted ones take their
 defaults. Any other query parameter is refused, naming it: a lookup that
@@ -20,7 +24,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.deps import CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, problem
-from api.schemas import BoundsRead
+from api.schemas import BoundsRead, bounds_read
 from api.schemas.text import (
     TEXT_PATTERN,
     check_method,
@@ -40,7 +44,19 @@ MAX_JSON_DEPTH = 4
 """Deepest nesting of ``params`` / ``optimizer`` JSON (``betas`` is a list in an object: 2)."""
 
 _OPTIMIZER_FIELDS = tuple(name for name in OptimizerSpec.model_fields if name != "name")
-_DECLARED = frozenset({"workload", "params", "optimizer", "batch_size", "metric", "method"})
+_DECLARED = frozenset(
+    {
+        "workload",
+        "params",
+        "optimizer",
+        "batch_size",
+        "metric",
+        "method",
+        "model",
+        "dataset",
+        "tags",
+    }
+)
 
 router = APIRouter(tags=["bounds"])
 
@@ -129,9 +145,12 @@ def _configuration(
     *,
     params_json: dict[str, Any] | None,
     optimizer_text: str | None,
+    tags_json: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Params and optimizer from their JSON forms and the ``params.x`` / ``optimizer.x`` keys."""
+    """Params, optimizer and tags from their JSON forms and the ``params.x`` /
+    ``optimizer.x`` / ``tags.x`` keys."""
     params: dict[str, Any] = dict(params_json or {})
+    tags: dict[str, Any] = dict(tags_json or {})
     optimizer: dict[str, Any] = {}
     if optimizer_text is not None:
         if optimizer_text.lstrip().startswith(("{", "[")):
@@ -154,6 +173,10 @@ def _configuration(
             if name in params:
                 problems.add(key, "is also given in params; give it once")
             params[name] = _scalar(value)
+        elif prefix == "tags" and name:
+            if name in tags:
+                problems.add(key, "is also given in tags; give it once")
+            tags[name] = value  # compared as text (numbers by value)
         elif prefix == "optimizer" and name in ("name", *_OPTIMIZER_FIELDS):
             if name in optimizer:
                 problems.add(key, "is also given in optimizer; give it once")
@@ -168,13 +191,16 @@ def _configuration(
             problems.add(
                 key,
                 "unknown query parameter; expected workload, params or params.<name>, "
-                "batch_size, optimizer or optimizer.<name>, metric, method",
+                "batch_size, optimizer or optimizer.<name>, metric, method (or, for a "
+                "range test run in the team's own loop, model, dataset, tags or tags.<name>)",
             )
     spec: dict[str, Any] = {}
     if params:
         spec["params"] = params
     if optimizer:
         spec["optimizer"] = optimizer
+    if tags:
+        spec["tags"] = tags
     return spec
 
 
@@ -213,9 +239,41 @@ def find_bounds(
     session: SessionDep,
     team: CurrentTeamDep,
     workload: Annotated[
-        str,
-        Query(max_length=64, json_schema_extra=workload_enum),
-    ],
+        str | None,
+        Query(
+            max_length=64,
+            json_schema_extra=workload_enum,
+            description="A registered workload (or give `model` instead)",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=TEXT_PATTERN,
+            description="The model of a range test the team ran in its own loop "
+            '(`"source": "client"`), instead of `workload`',
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=TEXT_PATTERN,
+            description="With `model`: the dataset it was tested on",
+        ),
+    ] = None,
+    tags: Annotated[
+        str | None,
+        Query(
+            max_length=8192,
+            pattern=TEXT_PATTERN,
+            description='With `model`: its tags as a JSON object (`{"run": "a"}`), or '
+            "spelled out as `tags.<name>=<value>`",
+        ),
+    ] = None,
     params: Annotated[
         str | None,
         Query(
@@ -239,23 +297,50 @@ def find_bounds(
         Query(max_length=64, json_schema_extra=method_enum),
     ] = None,
 ) -> BoundsRead:
-    """The bounds of the team's latest successful range test of this configuration."""
+    """The bounds of the team's latest successful range test of this configuration: a
+    workload's, or (with `model`) one the team ran in its own loop."""
     check_method(method)
     problems = _Problems()
     params_json = _json_object(problems, "params", params)
-    spec: dict[str, Any] = {
-        "workload": workload,
-        **_configuration(
-            problems,
-            request.query_params.multi_items(),
-            params_json=params_json,
-            optimizer_text=optimizer,
-        ),
-    }
+    tags_json = _json_object(problems, "tags", tags)
+    spec: dict[str, Any] = _configuration(
+        problems,
+        request.query_params.multi_items(),
+        params_json=params_json,
+        optimizer_text=optimizer,
+        tags_json=tags_json,
+    )
+    client = model is not None
+    if client and workload is not None:
+        problems.add("model", "give workload or model, not both")
+    elif not client and workload is None:
+        problems.add(
+            "workload",
+            "give workload (a registered workload) or model (a range test run in the "
+            "team's own loop, with dataset and batch_size)",
+        )
+    if client:
+        if "params" in spec:
+            problems.add(
+                "params", "a configuration run in the team's own loop has tags, not params"
+            )
+        spec.update(model=model)
+        if dataset is not None:
+            spec["dataset"] = dataset
+    else:
+        for name, value in (("dataset", dataset), ("tags", spec.get("tags"))):
+            if value is not None:
+                problems.add(
+                    name, "applies to a range test run in the team's own loop (with model)"
+                )
+        spec["workload"] = workload
     problems.raise_any()
     if batch_size is not None:
         spec["batch_size"] = batch_size
     if metric is not None:
         spec["metric"] = metric
-    bounds = services.find_bounds(session, team=team, spec=spec)
-    return BoundsRead.from_bounds(bounds, method=method)
+    if client:
+        bounds = services.find_client_bounds(session, team=team, spec=spec)
+    else:
+        bounds = services.find_bounds(session, team=team, spec=spec)
+    return bounds_read(bounds, method=method)

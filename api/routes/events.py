@@ -58,7 +58,7 @@ from api.admission import Overloaded
 from api.deps import CurrentTeamDep, SessionDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.schemas.events import StreamEnd
-from api.schemas.jobs import SeriesRead, job_read_model
+from api.schemas.jobs import job_read_model, series_read
 from api.schemas.text import string_schema
 from core import services
 from core.db import make_session_factory
@@ -348,7 +348,7 @@ class _Feed:
                     ServerSentEvent(
                         event=piece.name,
                         id=self.event_id(piece.attempt),
-                        data=SeriesRead.from_slice(piece),
+                        data=series_read(piece),
                     )
                 )
         self.attempt = job.attempt  # what the client has is now this attempt's

@@ -22,18 +22,19 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Discriminator, Tag
 
 from api.deps import CurrentTeamDep, SessionDep, SettingsDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, Responses, problem
 from api.routes.events import add_event_route
 from api.schemas.jobs import (
     IsoDateTime,
-    JobReadBase,
+    JobRead,
     SeriesRead,
     job_list_model,
     job_read_model,
     job_read_union,
+    series_read,
 )
 from api.schemas.text import (
     CURSOR_PATTERN,
@@ -42,6 +43,7 @@ from api.schemas.text import (
     string_schema,
     workload_enum,
 )
+from clr_sweep.contracts import JobFinish, SeriesUpload, SeriesUploadRead
 from core import services
 from core.kinds import JobKind, all_kinds, get_kind
 from core.models import Job, JobStatus
@@ -80,7 +82,7 @@ CANCEL_RESPONSES = {
 }
 
 
-def read_job(session: SessionDep, job: Job, settings: SettingsDep) -> JobReadBase:
+def read_job(session: SessionDep, job: Job, settings: SettingsDep) -> JobRead:
     """A job as its kind's read schema; a queued one says where it stands and why it waits."""
     wait = services.explain_wait(session, job=job, settings=settings)
     read = job_read_model(get_kind(job.kind)).model_validate(job)
@@ -89,7 +91,7 @@ def read_job(session: SessionDep, job: Job, settings: SettingsDep) -> JobReadBas
     )
 
 
-def _as_read(job: Job) -> JobReadBase:
+def _as_read(job: Job) -> JobRead:
     return job_read_model(get_kind(job.kind)).model_validate(job)
 
 
@@ -169,7 +171,7 @@ def jobs_router() -> APIRouter:
     @router.get("/{job_id}", response_model=read_union, responses={**AUTH, **NOT_FOUND, **INVALID})
     def get_job(
         job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep, settings: SettingsDep
-    ) -> JobReadBase:
+    ) -> JobRead:
         """One of the team's jobs, of any kind."""
         return read_job(session, services.get_job(session, team=team, job_id=job_id), settings)
 
@@ -179,7 +181,7 @@ def jobs_router() -> APIRouter:
         response_model=read_union,
         responses=CANCEL_RESPONSES,
     )
-    def cancel_job(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobReadBase:
+    def cancel_job(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobRead:
         """Cancel a queued job at once, or ask a running one to stop."""
         return _as_read(services.cancel_job(session, team=team, job_id=job_id))
 
@@ -212,14 +214,92 @@ def jobs_router() -> APIRouter:
         )
         if format_ == "csv" or (format_ is None and "text/csv" in (accept or "")):
             return PlainTextResponse(series_csv(series), media_type="text/csv")
-        return SeriesRead.from_slice(series)
+        return series_read(series)
+
+    @router.post(
+        "/{job_id}/series/{name}",
+        response_model=SeriesUploadRead,
+        responses={
+            **AUTH,
+            **NOT_FOUND,
+            **problem(
+                409,
+                "The job is not one the team runs itself, was cancelled (stop sending) or "
+                "finished, or the points leave a gap or differ from those stored (the detail "
+                "names the index expected next)",
+            ),
+            **problem(400, "The body is not valid JSON"),
+            **problem(413, "The body is over 64 KiB: send fewer points at a time"),
+            **INVALID,
+        },
+    )
+    def upload_series(
+        job_id: uuid.UUID,
+        name: Annotated[str, Path(max_length=64, pattern=NAME_PATTERN)],
+        body: SeriesUpload,
+        session: SessionDep,
+        team: CurrentTeamDep,
+    ) -> SeriesUploadRead:
+        """Append points to a series of a job the team runs in its own loop (`"source":
+        "client"`); also its heartbeat. A repeat of stored points changes nothing."""
+        upload = services.upload_points(
+            session, team=team, job_id=job_id, name=name, start=body.start, values=body.values
+        )
+        job = upload.job
+        return SeriesUploadRead(
+            job_id=job.id,
+            name=upload.name,
+            start=upload.start,
+            stored=upload.stored,
+            points=upload.points,
+            duplicate=upload.duplicate,
+            status=JobStatus(job.status),
+            progress=job.progress,
+            total=job.total,
+        )
+
+    @router.post(
+        "/{job_id}/finish",
+        response_model=read_union,
+        responses={
+            **AUTH,
+            **NOT_FOUND,
+            **problem(
+                409,
+                "The job is not one the team runs itself, or already ended another way, or "
+                "a range test has no curve point to suggest from",
+            ),
+            **problem(400, "The body is not valid JSON"),
+            **problem(413, "The body is over 64 KiB"),
+            **INVALID,
+        },
+    )
+    def finish_job(
+        job_id: uuid.UUID, body: JobFinish, session: SessionDep, team: CurrentTeamDep
+    ) -> JobRead:
+        """End a job the team runs in its own loop: `succeeded` (the service suggests,
+        summarises and plots from the uploaded points), `failed` or `cancelled`."""
+        job = services.finish_client_job(
+            session,
+            team=team,
+            job_id=job_id,
+            status=body.status,
+            error=body.error,
+            stop_reason=body.stop_reason,
+            stop_detail=body.stop_detail,
+            seconds=body.seconds,
+            device=body.device,
+        )
+        return _as_read(job)
 
     add_event_route(router, "/{job_id}/events", kind=None, title="job of any kind")
     return router
 
 
-def _create_body(kind: JobKind) -> type[JobSpec]:
-    """The body of ``POST /<noun>``: the kind's spec, with its examples in the schema."""
+def _create_body(kind: JobKind) -> Any:
+    """The body of ``POST /<noun>``: the kind's spec, with its examples in the schema;
+    for a kind a team may run in its own loop, either that or its client spec
+    (``"source": "client"``)."""
 
     def schema_extra(schema: dict[str, Any]) -> None:
         if kind.examples:
@@ -236,7 +316,32 @@ def _create_body(kind: JobKind) -> type[JobSpec]:
         "model_config": ConfigDict(extra="forbid", json_schema_extra=schema_extra),
     }
     body: type[JobSpec] = type(name, (kind.spec,), namespace)
-    return body
+    client = kind.client_spec
+    if client is None:
+        return body
+    client_doc = (
+        f"The body of `POST /{kind.noun}` for a {kind.title} the team runs in its own loop "
+        "and uploads: its configuration by name; no worker runs it."
+    )
+    client_body: type[JobSpec] = type(
+        "Client" + name,
+        (client,),
+        {
+            "__doc__": client_doc,
+            "__module__": client.__module__,
+            "model_config": ConfigDict(extra="forbid"),
+        },
+    )
+    return Annotated[
+        Annotated[body, Tag("service")] | Annotated[client_body, Tag("client")],
+        Discriminator(_source),
+    ]
+
+
+def _source(value: Any) -> str:
+    """Which spec a create body is: ``client`` when it says so, else ``service``."""
+    source = value.get("source") if isinstance(value, dict) else getattr(value, "source", None)
+    return "client" if source == "client" else "service"
 
 
 def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRouter:
@@ -247,7 +352,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
     router = APIRouter(prefix=f"/{kind.noun}", tags=[f"{kind.title}s"])
     read_model = job_read_model(kind)
     page_model = job_list_model(read_model, f"{read_model.__name__[:-4]}List")
-    create_body = body if body is not None else _create_body(kind)
+    create_body: Any = body if body is not None else _create_body(kind)
     get_name = f"get_{kind.name}"
 
     def create(
@@ -258,7 +363,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
         settings: SettingsDep,
         spec: Any,
         idempotency_key: str | None,
-    ) -> JobReadBase:
+    ) -> JobRead:
         submission = services.submit_job(
             session,
             team=team,
@@ -274,7 +379,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
         return read_model.model_validate(submission.job)
 
     def create_route(
-        body: create_body,  # type: ignore[valid-type]
+        body: create_body,
         request: Request,
         response: Response,
         session: SessionDep,
@@ -294,7 +399,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
                 ),
             ),
         ] = None,
-    ) -> JobReadBase:
+    ) -> JobRead:
         return create(request, response, session, team, settings, body, idempotency_key)
 
     create_route.__annotations__["body"] = create_body  # a local class: not a string
@@ -353,7 +458,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
 
     def get_route(
         job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep, settings: SettingsDep
-    ) -> JobReadBase:
+    ) -> JobRead:
         job = services.get_job(session, team=team, job_id=job_id, kind=kind.name)
         return read_job(session, job, settings)
 
@@ -370,7 +475,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
         responses={**AUTH, **NOT_FOUND, **INVALID},
     )
 
-    def cancel_route(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobReadBase:
+    def cancel_route(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobRead:
         job = services.cancel_job(session, team=team, job_id=job_id, kind=kind.name)
         return read_model.model_validate(job)
 

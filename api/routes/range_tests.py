@@ -16,7 +16,7 @@ from api.deps import CurrentTeamDep, SessionDep
 from api.routes._plots import add_plot_routes
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.routes.jobs import MAX_POINT_INDEX, series_csv
-from api.schemas import BoundsRead, CurveRead
+from api.schemas import BoundsRead, CurveRead, bounds_read, curve_read
 from api.schemas.text import check_method, method_enum
 from core import services
 from core.kinds import RANGE_TEST
@@ -54,7 +54,7 @@ def read_curve(
     wants_csv = format_ == "csv" or (format_ is None and "text/csv" in (accept or ""))
     if wants_csv:
         return PlainTextResponse(series_csv(curve), media_type="text/csv")
-    return CurveRead.from_series(curve)
+    return curve_read(curve)
 
 
 @router.get(
@@ -79,7 +79,7 @@ def get_bounds(
     """The suggested bounds of a finished range test, ``method`` (or the default) first."""
     check_method(method)
     bounds = services.get_bounds(session, team=team, job_id=job_id)
-    return BoundsRead.from_bounds(bounds, method=method)
+    return bounds_read(bounds, method=method)
 
 
 add_plot_routes(

@@ -1,9 +1,15 @@
-"""Request and response bodies of the API."""
+"""Request and response bodies of the API.
 
-from api.schemas.bounds import BoundsRead, SuggestionRead
+The bodies themselves are :mod:`clr_sweep.contracts`' (shared with the client);
+this package adds what needs the service: the read schemas of kinds registered
+without one, the conversions from the services' results, and the OpenAPI
+enums read from the registries (:mod:`api.schemas.text`).
+"""
+
+from api.schemas.bounds import BoundsRead, SuggestionRead, bounds_read
 from api.schemas.health import Health, Readiness
-from api.schemas.jobs import IsoDateTime, JobReadBase, SeriesRead
-from api.schemas.range_tests import CurveRead, RangeTestList, RangeTestRead
+from api.schemas.jobs import IsoDateTime, JobRead, SeriesRead, series_read
+from api.schemas.range_tests import CurveRead, RangeTestList, RangeTestRead, curve_read
 from api.schemas.workloads import WorkloadList, WorkloadRead
 
 __all__ = [
@@ -11,7 +17,7 @@ __all__ = [
     "CurveRead",
     "Health",
     "IsoDateTime",
-    "JobReadBase",
+    "JobRead",
     "RangeTestList",
     "RangeTestRead",
     "Readiness",
@@ -19,4 +25,7 @@ __all__ = [
     "SuggestionRead",
     "WorkloadList",
     "WorkloadRead",
+    "bounds_read",
+    "curve_read",
+    "series_read",
 ]

@@ -1,20 +1,5 @@
-"""Liveness and readiness bodies."""
+"""Liveness and readiness bodies (:mod:`clr_sweep.contracts`')."""
 
-from __future__ import annotations
-
-from pydantic import BaseModel
+from clr_sweep.contracts import Health, Readiness
 
 __all__ = ["Health", "Readiness"]
-
-
-class Health(BaseModel):
-    """The process is alive."""
-
-    status: str
-
-
-class Readiness(BaseModel):
-    """The database is reachable and migrated to ``revision`` (the head)."""
-
-    status: str
-    revision: str

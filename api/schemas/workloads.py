@@ -1,24 +1,5 @@
-"""Registered workloads and their parameters."""
+"""Registered workloads and their parameters (:mod:`clr_sweep.contracts`' bodies)."""
 
-from __future__ import annotations
-
-from typing import Any
-
-from pydantic import BaseModel
+from clr_sweep.contracts import WorkloadList, WorkloadRead
 
 __all__ = ["WorkloadList", "WorkloadRead"]
-
-
-class WorkloadRead(BaseModel):
-    """A workload a range test can run, with its parameters as a JSON schema."""
-
-    name: str
-    description: str
-    task: str
-    params: dict[str, Any]
-
-
-class WorkloadList(BaseModel):
-    """Every registered workload, by name."""
-
-    items: list[WorkloadRead]

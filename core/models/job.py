@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from clr_sweep.contracts import JobStatus
 from core.clock import utc_now
 from core.models.base import Base, TimestampMixin
 from core.models.team import Team
@@ -31,26 +31,8 @@ from core.queues import JOBS_QUEUE, queue_for
 
 __all__ = ["FINISHED_STATUSES", "Job", "JobStatus", "SeriesChunk"]
 
-
-class JobStatus(enum.StrEnum):
-    """Where a job is: ``queued → running → succeeded | failed | cancelled``.
-
-    A running job whose worker vanished goes back to ``queued`` (a new attempt).
-    """
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        """Whether nothing more will happen to a job in this status."""
-        return self in FINISHED_STATUSES
-
-
-FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+FINISHED_STATUSES = frozenset(s for s in JobStatus if s.finished)
+"""The statuses nothing more happens to a job in (:attr:`JobStatus.finished`)."""
 
 _STATUS_VALUES = ", ".join(f"'{s.value}'" for s in JobStatus)
 

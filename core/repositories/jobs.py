@@ -178,6 +178,25 @@ class JobRepository:
         )
         return list(self.session.scalars(stmt))
 
+    def latest_succeeded_without_workload(
+        self, team_id: uuid.UUID, kind: str, *, limit: int
+    ) -> list[Job]:
+        """The team's most recently finished successful jobs of ``kind`` that ran no
+        registered workload (those the team ran in its own loop)."""
+        stmt = (
+            select(Job)
+            .where(
+                Job.team_id == team_id,
+                Job.workload.is_(None),
+                Job.parent_id.is_(None),
+                Job.kind == kind,
+                Job.status == JobStatus.SUCCEEDED,
+            )
+            .order_by(Job.finished_at.desc(), Job.id.desc())
+            .limit(limit)
+        )
+        return list(self.session.scalars(stmt))
+
     def count_active_for_team(self, team_id: uuid.UUID, *, lock_team: bool = False) -> int:
         """How many of the team's jobs are queued or running.
 

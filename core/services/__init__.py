@@ -4,6 +4,12 @@ Each takes the session first and keyword-only arguments, flushes when it needs
 ids and never commits; the caller's unit of work does.
 """
 
+from core.services.client_jobs import (
+    Upload,
+    find_client_bounds,
+    finish_client_job,
+    upload_points,
+)
 from core.services.follow import JobUpdate, poll_job
 from core.services.jobs import (
     Bounds,
@@ -70,6 +76,10 @@ from core.services.workers import (
 )
 
 __all__ = [
+    "Upload",
+    "find_client_bounds",
+    "finish_client_job",
+    "upload_points",
     "Bounds",
     "IssuedToken",
     "JobAck",

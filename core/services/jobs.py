@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from clr.exceptions import InvalidWorkloadParams, UnknownWorkload
 from clr.workloads import get_workload
 from core.artifacts import prune_orphans
+from core.client_specs import CLIENT_WORKER, is_client_spec
 from core.clock import as_utc, utc_now
 from core.db import enqueue_after_commit
 from core.errors import (
@@ -227,8 +228,8 @@ def parse_job_spec(
     Raises:
         InvalidJobSpec: the kind is unknown, or one ``{"field", "reason"}`` per problem.
     """
-    spec_cls = get_kind(kind).spec
     data = spec.model_dump() if isinstance(spec, BaseModel) else dict(spec)
+    spec_cls = get_kind(kind).spec_class(data)
     try:
         return spec_cls.model_validate(data, context={STORED: True} if stored else None)
     except ValidationError as exc:
@@ -454,15 +455,17 @@ def submit_job(
         existing = repo.find_by_idempotency_key(team.id, idempotency_key)
         if existing is not None:
             return Submission(_replay(existing, request_hash, idempotency_key), created=False)
-    if job_kind.prepare is not None:
+    on_client = is_client_spec(parsed)
+    if job_kind.prepare is not None and not on_client:
         parsed = job_kind.prepare(session, team, parsed)
     spec_json = parsed.model_dump(mode="json")
-    _check_estimate(parsed, settings, kind=job_kind)
+    if not on_client:
+        _check_estimate(parsed, settings, kind=job_kind)
     if isinstance(parsed, RangeTestSpec):
         _check_verification(parsed, settings)
     if parent is None:
         _check_active_jobs(repo, team=team, settings=settings)
-    by_worker = job_kind.worker_run
+    by_worker = job_kind.worker_run and not on_client
     job = Job(
         team_id=team.id,
         parent_id=None if parent is None else parent.id,
@@ -487,6 +490,15 @@ def submit_job(
         created_at=now,
         updated_at=now,
     )
+    if on_client:
+        # the team's own process runs it: running from now on, one attempt, its
+        # uploads are its heartbeats (core.client_specs)
+        job.waiting = False
+        job.attempt = 1
+        job.max_attempts = 1
+        job.worker = CLIENT_WORKER
+        job.device = CLIENT_WORKER
+        job.heartbeat_at = now
     if idempotency_key is None:
         repo.add(job)  # nothing to race on: no savepoint (two round trips fewer)
     else:
@@ -508,7 +520,7 @@ def submit_job(
         team.id,
         job.config_key,
     )
-    if not by_worker:
+    if not by_worker and not on_client:
         advance_parent(session, parent_id=job.id, settings=settings, now=now, at_submit=True)
     return Submission(job, created=True)
 
@@ -831,6 +843,13 @@ def cancel_job(
             _ended(session, job)
             return job
         job = repo.request_cancel_running(job_id, team_id=team.id, now=now)
+        if job is not None and is_client_spec(job.spec):
+            # no worker to stop: cancelled at once; the client's next upload is refused
+            cancelled = repo.mark_cancelled(job.id, job.attempt, now=now)
+            if cancelled is not None:
+                logger.info("job.cancelled job_id=%s by=team status_was=running", job_id)
+                _ended(session, cancelled)
+                return cancelled
         if job is not None:
             logger.info("job.cancel_requested job_id=%s attempt=%d", job_id, job.attempt)
             if job.waiting:
@@ -1030,7 +1049,8 @@ def _slice(
     )
 
 
-def _bounds_of(job: Job) -> Bounds:
+def bounds_of(job: Job) -> Bounds:
+    """The bounds of a range test already read (no team check)."""
     if job.kind != RangeTestSpec.kind:
         raise JobConflict(f"job {job.id} is of kind {job.kind!r}; only range tests have bounds")
     status = JobStatus(job.status)
@@ -1061,7 +1081,7 @@ def get_bounds(session: Session, *, team: Team, job_id: uuid.UUID) -> Bounds:
         JobConflict: the job failed or was cancelled, or its curve gave no bounds
             (the message says why).
     """
-    return _bounds_of(get_job(session, team=team, job_id=job_id, kind=RangeTestSpec.kind))
+    return bounds_of(get_job(session, team=team, job_id=job_id, kind=RangeTestSpec.kind))
 
 
 def find_bounds(session: Session, *, team: Team, spec: RangeTestSpec | Mapping[str, Any]) -> Bounds:
@@ -1104,7 +1124,7 @@ def find_bounds(session: Session, *, team: Team, spec: RangeTestSpec | Mapping[s
                 f"no successful range test of this configuration; {known}",
                 configurations=others,
             )
-    return _bounds_of(job)
+    return bounds_of(job)
 
 
 MAX_LISTED_CONFIGURATIONS = 5
@@ -1234,7 +1254,21 @@ def reconcile(
     for job in repo.stale_running(heartbeat_cutoff, limit=limit):
         attempt, worker, last = job.attempt, job.worker, job.heartbeat_at
         last_text = "never" if last is None else last.isoformat()
-        if job.cancel_requested:
+        if is_client_spec(job.spec):
+            silent = (now - as_utc(last)).total_seconds() if last is not None else None
+            reason = (
+                f"the client stopped sending: no upload for {silent:.0f} s "
+                f"(heartbeat timeout {settings.heartbeat_timeout_s:g} s)"
+                if silent is not None
+                else "the client stopped sending"
+            )
+            if repo.fail(
+                job.id, attempt, reason=reason, now=now, heartbeat_before=heartbeat_cutoff
+            ):
+                _ended(session, job)
+                failed.append(job.id)
+                logger.warning("job.client_lost job_id=%s reason=%s", job.id, reason)
+        elif job.cancel_requested:
             if repo.mark_cancelled(job.id, attempt, now=now, heartbeat_before=heartbeat_cutoff):
                 _ended(session, job)
                 cancelled.append(job.id)
@@ -1268,6 +1302,8 @@ def reconcile(
         limit_s = job_kind.time_limit_s(settings)
         limit_cutoff = now - timedelta(seconds=limit_s + settings.heartbeat_timeout_s)
         for job in repo.overdue_running(limit_cutoff, kind=job_kind.name, limit=limit):
+            if is_client_spec(job.spec):
+                continue  # the team's process runs it, for as long as it sends
             attempt, started = job.attempt, job.started_at
             reason = (
                 f"ran past the time limit of {limit_s} s "

@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 from clr import RangeTestResult
 from clr.plots import plot_range_test, plot_sweep, plot_training, render
 from clr.suggest import Curve, Suggestion, Suggestions
+from core.client_specs import ClientTrainingSpec, is_client_spec
 from core.errors import JobConflict, NotReady
-from core.models import JobStatus, Team
-from core.services.jobs import get_job, read_series
-from core.specs import STORED, RangeTestOutcome, RangeTestSpec, SuggestionDoc, SuggestionsDoc
+from core.models import Job, JobStatus, Team
+from core.services.jobs import get_job, parse_job_spec, read_series
+from core.specs import RangeTestOutcome, RangeTestSpec, SuggestionDoc, SuggestionsDoc
 from core.sweeps import SWEEP, SweepResult, sweep_plot_panels
 from core.training import TrainingOutcome, TrainingSpec
 
@@ -151,7 +152,7 @@ def load_range_test_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> 
         else None
     )
     points = len(lrs)
-    title = f"LR range test: {job.workload or job.kind}"
+    title = f"LR range test: {_subject(job)}"
     shown: RangeTestResult | Curve
     if outcome is not None:
         shown = RangeTestResult.from_dict(
@@ -177,6 +178,19 @@ def load_range_test_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> 
         suggestions=None if bounds is None else _suggestions(bounds),
         title=title,
     )
+
+
+def _subject(job: Job) -> str:
+    """What a job trains, for a title: its workload, or a client job's model and dataset."""
+    spec = job.spec or {}
+    if is_client_spec(spec):
+        return f"{spec.get('model')} on {spec.get('dataset')} (client)"
+    return job.workload or job.kind
+
+
+def _policy(spec: TrainingSpec | ClientTrainingSpec) -> str:
+    schedule = spec.schedule
+    return "own schedule" if schedule is None else schedule.policy
 
 
 def render_range_test_plot(plot: RangeTestPlot, *, format: str) -> bytes:
@@ -273,7 +287,8 @@ def load_training_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> Tr
         if final:
             raise JobConflict(f"training {job.id} is {status} and stored no iterations to plot")
         raise NotReady(f"training {job.id} is {status} and has no iterations yet; try again soon")
-    spec = TrainingSpec.model_validate(job.spec, context={STORED: True})
+    spec = parse_job_spec(job.kind, job.spec, stored=True)
+    assert isinstance(spec, TrainingSpec | ClientTrainingSpec)
     outcome = (
         TrainingOutcome.model_validate(job.result)
         if status == JobStatus.SUCCEEDED and job.result
@@ -304,7 +319,7 @@ def load_training_plot(session: Session, *, team: Team, job_id: uuid.UUID) -> Tr
         checkpoints=saved,
         resumed_at=resumed,
         total=job.total,
-        title=f"CLR training: {job.workload or job.kind} ({spec.schedule.policy})",
+        title=f"CLR training: {_subject(job)} ({_policy(spec)})",
         subtitle=_training_subtitle(status, outcome, len(lrs), job.total, epochs.size),
     )
 

@@ -54,6 +54,22 @@ SCRIPT = textwrap.dedent(
         plot = client.get(f"/range-tests/{job_id}/plot.png", headers=auth)
         answers["plot"] = plot.status_code
         answers["plot_is_png"] = plot.content.startswith(b"\\x89PNG")
+        # a curve run in the team's own loop: the API suggests its bounds itself
+        own = client.post(
+            "/range-tests",
+            json={"source": "client", "model": "m", "dataset": "d", "batch_size": 8,
+                  "start_lr": 1e-4, "end_lr": 1.0, "num_iter": 100},
+            headers=auth,
+        ).json()["id"]
+        lrs = [1e-4 * 1e4 ** (i / 99) for i in range(100)]
+        losses = [2.0 - 1.5 * i / 60 if i < 60 else 0.5 + (i - 60) ** 2 / 100 for i in range(100)]
+        values = {"lr": lrs, "loss": losses, "smoothed_loss": losses}
+        answers["upload"] = client.post(
+            f"/jobs/{own}/series/curve", json={"start": 0, "values": values}, headers=auth
+        ).status_code
+        answers["finish"] = client.post(
+            f"/jobs/{own}/finish", json={"status": "succeeded"}, headers=auth
+        ).json()["status"]
     torch = sorted(name for name in sys.modules if name.split(".")[0] == "torch")
     print(json.dumps({"answers": answers, "torch": torch[:5]}))
     """
@@ -109,6 +125,8 @@ def test_the_api_answers_every_kind_of_request_without_importing_torch(
         "bounds": 200,
         "plot": 200,
         "plot_is_png": True,
+        "upload": 200,
+        "finish": "succeeded",
     }
     assert report["torch"] == [], f"the API imported torch: {report['torch']}"
 

@@ -20,6 +20,14 @@ from clr_sweep import (
     NotFound,
     Unauthorized,
 )
+from clr_sweep.contracts import (
+    BoundsRead,
+    JobList,
+    JobStatus,
+    RangeTestRead,
+    RangeTestSpec,
+    SeriesRead,
+)
 from tests.client.conftest import TINY_RANGE_TEST, TINY_TRAINING, WAIT_S, Server
 
 pytestmark = pytest.mark.worker
@@ -27,56 +35,78 @@ pytestmark = pytest.mark.worker
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _field(job: Any, name: str) -> Any:
-    value = job[name] if isinstance(job, dict) else getattr(job, name)
-    return getattr(value, "value", value)
-
-
 class TestRangeTest:
     def test_submit_wait_with_progress_then_bounds_curve_series_and_plots(
         self, client: Client
     ) -> None:
         submitted = client.submit_range_test(TINY_RANGE_TEST)
-        assert _field(submitted, "status") == "queued"
+        assert submitted.status == "queued"
         seen: list[Any] = []
         events: list[Event] = []
-        job = client.wait(_field(submitted, "id"), progress=seen.append, on_event=events.append)
-        assert _field(job, "status") == "succeeded", _field(job, "error")
+        job = client.wait(submitted.id, progress=seen.append, on_event=events.append)
+        assert job.status == "succeeded", job.error
         assert seen, "the progress callback was never called"
-        assert _field(seen[-1], "status") == "succeeded"
-        progress = [_field(j, "progress") for j in seen]
+        assert seen[-1].status == "succeeded"
+        progress = [j.progress for j in seen]
         assert progress == sorted(progress)
         assert events[-1].event == "end"
         assert any(e.event == "curve" for e in events)
 
-        steps = _field(job, "progress")
+        steps = job.progress
         bounds = client.bounds(submitted)
-        assert str(_field(bounds, "job_id")) == str(_field(job, "id"))
-        assert 0 < _field(bounds, "base_lr") < _field(bounds, "max_lr")
+        assert str(bounds.job_id) == str(job.id)
+        assert 0 < bounds.base_lr < bounds.max_lr
 
-        curve = client.curve(_field(job, "id"))
+        curve = client.curve(job.id)
         assert len(curve) == steps == 30
         assert curve.lrs.dtype == np.float64
         assert bool(np.all(np.diff(curve.lrs) > 0))
         assert curve.losses.shape == curve.smoothed_losses.shape == (steps,)
-        series = client.series(_field(job, "id"), "curve")
+        series = client.series(job.id, "curve")
         assert np.array_equal(series["lr"], curve.lrs)
         assert np.array_equal(series["smoothed_loss"], curve.smoothed_losses)
 
-        png = client.plot(_field(job, "id"))
+        png = client.plot(job.id)
         assert png.startswith(PNG_MAGIC)
-        svg = client.plot(_field(job, "id"), "svg", kind="range_test")
+        svg = client.plot(job.id, "svg", kind="range_test")
         assert b"<svg" in svg[:500]
 
+    def test_a_spec_model_is_sent_without_its_unset_fields_and_answers_are_typed(
+        self, client: Client
+    ) -> None:
+        spec = RangeTestSpec(
+            workload="digits_mlp", params={"width": 16}, num_iter=30, start_lr=1e-3, end_lr=1.0
+        )
+        submitted = client.submit_range_test(spec)
+        assert isinstance(submitted, RangeTestRead)
+        assert submitted.status is JobStatus.QUEUED
+        # unset fields took the server's defaults
+        assert submitted.spec["smoothing"] == RangeTestSpec.model_fields["smoothing"].default
+        job = client.wait(submitted.id)
+        assert isinstance(job, RangeTestRead)
+        assert job.result is not None
+        assert job.result.summary.steps_run == 30
+        again = client.get(job.id)
+        assert isinstance(again, RangeTestRead)
+        assert again.finished_at == job.finished_at
+        listed = client.list_page(page_size=1)
+        assert isinstance(listed, JobList)
+        bounds = client.bounds(job.id)
+        assert isinstance(bounds, BoundsRead)
+        assert bounds.suggestions[0].method == bounds.method
+        series_events = [e for e in client.events(job.id) if e.event == "curve"]
+        assert isinstance(series_events[0].series, SeriesRead)
+        assert series_events[0].series.values["lr"] is not None
+
     def test_events_resume_after_the_last_event_id(self, client: Client) -> None:
-        job = client.wait(_field(client.submit_range_test(TINY_RANGE_TEST), "id"))
-        events = list(client.events(_field(job, "id")))
+        job = client.wait(client.submit_range_test(TINY_RANGE_TEST).id)
+        events = list(client.events(job.id))
         assert [e.event for e in events][0] == "status"
         assert events[-1].event == "end"
         curve = [e for e in events if e.event == "curve"]
         assert sum(len(e.data["values"]["lr"]) for e in curve) == 30
         # resumed after 10 points: only the 20 after them come again
-        resumed = list(client.events(_field(job, "id"), last_event_id=f"1:{10}"))
+        resumed = list(client.events(job.id, last_event_id=f"1:{10}"))
         points = [e.data for e in resumed if e.event == "curve"]
         assert points[0]["start"] == 10
         assert sum(len(p["values"]["lr"]) for p in points) == 20
@@ -85,11 +115,11 @@ class TestRangeTest:
     def test_find_bounds_by_configuration(self, client: Client) -> None:
         # a configuration no other test runs, so the latest of it is this test's
         spec = {**TINY_RANGE_TEST, "params": {"width": 24}}
-        job = client.wait(_field(client.submit_range_test(spec), "id"))
+        job = client.wait(client.submit_range_test(spec).id)
         found = client.find_bounds(workload="digits_mlp", params={"width": 24})
-        assert str(_field(found, "job_id")) == str(_field(job, "id"))
+        assert str(found.job_id) == str(job.id)
         by_name = client.find_bounds(workload="digits_mlp", **{"params.width": 24})
-        assert _field(by_name, "max_lr") == _field(found, "max_lr")
+        assert by_name.max_lr == found.max_lr
 
 
 class TestErrors:
@@ -109,7 +139,7 @@ class TestErrors:
         assert "num_iter" in str(caught.value)
 
     def test_cancelling_a_finished_job_is_a_conflict(self, client: Client) -> None:
-        job = client.wait(_field(client.submit_range_test(TINY_RANGE_TEST), "id"))
+        job = client.wait(client.submit_range_test(TINY_RANGE_TEST).id)
         with pytest.raises(Conflict) as caught:
             client.cancel(job)
         assert caught.value.status == 409
@@ -140,18 +170,39 @@ class TestCancel:
         long = {**TINY_RANGE_TEST, "num_iter": 20_000}
         job = client.submit_range_test(long)
         cancelled = client.cancel(job)
-        assert _field(cancelled, "cancel_requested") or _field(cancelled, "status") == "cancelled"
+        assert cancelled.cancel_requested or cancelled.status == "cancelled"
         final = client.wait(job, timeout=WAIT_S)
-        assert _field(final, "status") == "cancelled"
+        assert final.status == "cancelled"
+
+
+class TestQueued:
+    def test_wait_tells_a_queued_job_s_place_and_reason(self, postgres_server: Server) -> None:
+        with postgres_server.client() as client:
+            # the one worker is busy with a long test: the tiny one queues behind it
+            long = client.submit_range_test({**TINY_RANGE_TEST, "num_iter": 20_000})
+            tiny = client.submit_range_test(TINY_RANGE_TEST)
+            queued: list[Any] = []
+
+            def progress(job: Any) -> None:
+                if job.status == "queued" and not queued:
+                    queued.append(job)
+                    client.cancel(long)  # let it run
+
+            final = client.wait(tiny, progress=progress, timeout=WAIT_S)
+            assert final.status == "succeeded"
+            assert queued, "the tiny job was never seen queued"
+            assert queued[0].queue_position >= 1
+            assert "jobs.cpu" in queued[0].waiting_reason
+            assert client.wait(long, timeout=WAIT_S).status == "cancelled"
 
 
 class TestTraining:
     def test_training_series_plot_and_model(self, client: Client, tmp_path: Path) -> None:
         job = client.wait(client.submit_training(TINY_TRAINING), timeout=WAIT_S)
-        assert _field(job, "status") == "succeeded", _field(job, "error")
+        assert job.status == "succeeded", job.error
         iterations = client.series(job, "iterations")
         assert {"lr", "loss"} <= set(iterations)
-        assert iterations["lr"].shape == (_field(job, "total"),)
+        assert iterations["lr"].shape == (job.total,)
         assert client.plot(job, "png").startswith(PNG_MAGIC)
         path = client.download_model(job, tmp_path)
         assert path.parent == tmp_path
@@ -168,10 +219,13 @@ class TestTraining:
 class TestService:
     def test_workloads_and_health(self, client: Client) -> None:
         workloads = client.workloads()
-        items = workloads["items"] if isinstance(workloads, dict) else workloads.items
-        names = [_field(w, "name") for w in items]
+        names = [w.name for w in workloads.items]
         assert "digits_mlp" in names
-        assert _field(client.health(), "status") == "ok"
+        assert client.health().status == "ok"
+        assert client.ready().status == "ready"
+        raw = client.request("GET", "/jobs", params={"limit": 1})
+        assert raw.status_code == 200
+        assert "items" in raw.json()
 
 
 class TestList:
@@ -181,19 +235,43 @@ class TestList:
             ids = []
             for _ in range(3):
                 job = client.submit_range_test({**TINY_RANGE_TEST, "num_iter": 20_000})
-                ids.append(str(_field(job, "id")))
+                ids.append(str(job.id))
                 client.cancel(job)
             for job_id in ids:
                 client.wait(job_id, timeout=WAIT_S)
             listed = [
-                str(_field(j, "id"))
+                str(j.id)
                 for j in client.list(kind="range_test", created_after=started, page_size=2)
             ]
             assert listed == ids[::-1]
             first = list(client.list(created_after=started, page_size=1, limit=2))
-            assert [str(_field(j, "id")) for j in first] == ids[::-1][:2]
+            assert [str(j.id) for j in first] == ids[::-1][:2]
             page = client.list_page(created_after=started, page_size=2)
-            assert page["next_cursor"] if isinstance(page, dict) else page.next_cursor
+            assert page.next_cursor is not None
+            assert len(page.items) == 2
             cancelled = list(client.list(status=["cancelled"], created_after=started))
             assert len(cancelled) == 3
             assert list(client.list(kind="training", created_after=started)) == []
+
+
+class TestSweep:
+    def test_sweep_children_and_plot(self, postgres_server: Server) -> None:
+        spec = {
+            "workload": "digits_mlp",
+            "params": {"width": 8},
+            "policies": ["fixed", "triangular2"],
+            "seeds": [0],
+            "step_size": 5,
+            "cycles": 1,
+            "verify": False,
+            "range_test": {"num_iter": 30, "start_lr": 1e-3, "end_lr": 1.0},
+        }
+        with postgres_server.client() as client:
+            sweep = client.submit_sweep(spec)
+            assert sweep.kind == "sweep"
+            final = client.wait(sweep, timeout=WAIT_S)
+            assert final.status == "succeeded", final.error
+            children = list(client.list(parent=sweep, page_size=1))
+            kinds = sorted(c.kind for c in children)
+            assert kinds == ["range_test", "training", "training"]
+            assert client.plot(final).startswith(PNG_MAGIC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clr_sweep import RetryPolicy, login, logout
+from clr_sweep import Client, RetryPolicy, Timeout, login, logout
 from clr_sweep._http import retry_after_seconds
 from clr_sweep.config import ConfigError, config_path, load_config, resolve
 from clr_sweep.errors import (
@@ -56,6 +57,22 @@ def test_importing_the_client_loads_no_service_package() -> None:
     loaded = set(json.loads(done.stdout))
     assert "clr_sweep" in loaded
     assert sorted(loaded & set(FORBIDDEN)) == []
+
+
+def test_a_server_that_never_answers_is_a_timeout() -> None:
+    # a listening socket nobody accepts from: the connection is made, no answer comes
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with Client(url, "token", timeout=0.2, retries=1, backoff=0.01) as client:
+            with pytest.raises(Timeout) as caught:
+                client.health()
+    assert caught.value.url == f"{url}/healthz"
+    assert "no answer within 0.2 s" in str(caught.value)
+
+
+def test_a_url_without_its_scheme_is_refused() -> None:
+    with pytest.raises(ConfigError, match="must start with http:// or https://"):
+        Client("localhost:8000", "token")
 
 
 class TestConfig:

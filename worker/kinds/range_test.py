@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from clr import RangeTest, RangeTestProgress, SuggestionError, make_optimizer, suggest_all
+from clr import RangeTest, RangeTestProgress, make_optimizer
 from clr.suggest import curve_verdict
 from clr.workloads import build_workload
 from core.kinds import CURVE
+from core.range_tests import assess_range_test
 from core.series import SeriesPoints
-from core.specs import RangeTestOutcome, RangeTestSpec
+from core.specs import RangeTestSpec
 from core.verification import plan_verification
 from worker.jobs import CannotRun, JobContext, run_device
 
@@ -65,15 +66,8 @@ def run(ctx: JobContext) -> str:
     )
     if result.stop_reason == "cancelled":
         return ctx.stopped()
-    suggestions = None
-    no_bounds_reason = None
-    try:
-        suggestions = suggest_all(
-            result, iters_per_epoch=built.iters_per_epoch, use_accuracy=spec.metric == "accuracy"
-        )
-    except SuggestionError as exc:
-        no_bounds_reason = str(exc)
-    outcome = RangeTestOutcome.from_clr(result, suggestions, no_bounds_reason=no_bounds_reason)
+    assessed = assess_range_test(result, iters_per_epoch=built.iters_per_epoch, metric=spec.metric)
+    outcome, suggestions = assessed.outcome, assessed.suggestions
     if not spec.verify:
         return ctx.finish(outcome)
     # the candidates train as child jobs while this job waits (core.verification)

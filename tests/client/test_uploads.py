@@ -1,0 +1,181 @@
+"""Bring your own curve, end to end: a real ``clr.RangeTest`` and a plain training loop
+on a tiny model defined here (no registered workload) stream their points through
+:mod:`clr_sweep.uploads` to a real service, which suggests, plots and finds them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import clr
+from clr_sweep import Client, Conflict
+from clr_sweep.uploads import optimizer_spec, range_test_uploader, training_logger
+
+BATCH = 32
+
+
+def at(value: Any, *path: str) -> Any:
+    """A field of an answer, whether the client gives models or dicts."""
+    for name in path:
+        value = value[name] if isinstance(value, dict) else getattr(value, name)
+    return value
+
+
+def tiny_problem(seed: int = 0) -> tuple[nn.Module, DataLoader[Any]]:
+    """A two-layer MLP and a loader of generated, linearly separable data."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(512, 8, generator=generator)
+    y = (x @ torch.randn(8, generator=generator) > 0).long()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True, generator=generator)
+    return model, loader
+
+
+def test_a_range_test_run_in_the_teams_loop_gets_the_services_bounds(client: Client) -> None:
+    model, loader = tiny_problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    run = uuid.uuid4().hex[:8]  # the embedded service's team is shared between tests
+    settings = {"start_lr": 1e-4, "end_lr": 10.0, "num_iter": 120}
+    with range_test_uploader(
+        client,
+        model="tiny-mlp",
+        dataset="generated",
+        batch_size=BATCH,
+        optimizer=optimizer,
+        tags={"run": run, "width": 16},
+        iters_per_epoch=len(loader),
+        flush_interval=0.05,
+        max_points=25,  # several uploads even for a short test
+        **settings,
+    ) as upload:
+        result = clr.RangeTest(model, optimizer, nn.CrossEntropyLoss()).run(
+            loader, callback=upload, should_stop=upload.should_stop, **settings
+        )
+        upload.finish(result)
+    job = client.get(upload.job_id)
+    assert at(job, "status") == "succeeded", at(job, "error")
+    assert at(job, "spec")["source"] == "client"
+    assert at(job, "result", "summary", "steps_run") == result.steps_run
+    assert at(job, "result", "summary", "stop_reason") == result.stop_reason
+    curve = client.curve(upload.job_id)
+    assert curve.lrs.tolist() == pytest.approx(result.lrs.tolist(), rel=1e-12)
+    assert curve.losses.tolist() == pytest.approx(result.losses.tolist(), rel=1e-12)
+    bounds = client.bounds(upload.job_id)
+    expected = clr.suggest_all(result, iters_per_epoch=len(loader))
+    assert at(bounds, "default_method") == expected.default.method
+    assert at(bounds, "max_lr") == pytest.approx(expected.default.max_lr)
+    found = client.find_bounds(
+        model="tiny-mlp",
+        dataset="generated",
+        batch_size=BATCH,
+        optimizer=optimizer_spec(optimizer),
+        tags={"run": run, "width": 16},
+    )
+    assert str(at(found, "job_id")) == str(upload.job_id)
+    assert client.plot(upload.job_id).startswith(b"\x89PNG")
+
+
+def test_a_training_logged_from_a_plain_loop_shows_as_a_training(client: Client) -> None:
+    model, loader = tiny_problem(1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scheduler = clr.CyclicLR(
+        optimizer, base_lr=0.01, max_lr=0.2, step_size_up=8, mode="triangular2"
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    epochs = 2
+    iterations = epochs * len(loader)
+    schedule = {"policy": "triangular2", "base_lr": 0.01, "max_lr": 0.2, "step_size_up": 8}
+    with training_logger(
+        client,
+        model="tiny-mlp",
+        dataset="generated",
+        batch_size=BATCH,
+        optimizer=optimizer,
+        iterations=iterations,
+        schedule=schedule,
+        flush_interval=0.05,
+    ) as log:
+        step = 0
+        for epoch in range(1, epochs + 1):
+            total = 0.0
+            for x, y in loader:
+                lr = optimizer.param_groups[0]["lr"]
+                loss = loss_fn(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                log.log(
+                    step, lr=lr, momentum=optimizer.param_groups[0]["momentum"], loss=loss.item()
+                )
+                total += loss.item()
+                step += 1
+            with torch.no_grad():
+                x_all, y_all = loader.dataset.tensors  # type: ignore[attr-defined]
+                accuracy = (model(x_all).argmax(1) == y_all).float().mean().item()
+            log.log_epoch(
+                epoch, iteration=step, train_loss=total / len(loader), val_accuracy=accuracy
+            )
+    job = client.get(log.job_id)
+    assert at(job, "kind") == "training"
+    assert at(job, "status") == "succeeded", at(job, "error")
+    outcome = at(job, "result")
+    assert (at(outcome, "iterations"), at(outcome, "epochs")) == (iterations, epochs)
+    assert at(outcome, "cycles") == iterations // 16
+    assert at(outcome, "final_val_accuracy") == pytest.approx(accuracy)
+    lrs = client.series(log.job_id, "iterations")["lr"]
+    assert len(lrs) == iterations
+    assert lrs[8] == pytest.approx(0.2)  # the top of the first cycle
+    assert client.plot(log.job_id).startswith(b"\x89PNG")
+
+
+def test_a_cancel_on_the_service_stops_the_loop(client: Client) -> None:
+    with range_test_uploader(
+        client,
+        model="tiny-mlp",
+        dataset="generated",
+        batch_size=BATCH,
+        num_iter=1000,
+        flush_interval=0.05,
+    ) as upload:
+        for i in range(10):
+            upload.add(1e-4 * 1.01**i, 2.0)
+        upload.flush()
+        client.cancel(upload.job_id)
+        steps = 10
+        while not upload.should_stop():
+            upload.add(1e-4 * 1.01**steps, 2.0)
+            upload.flush()
+            steps += 1
+            assert steps < 1000, "the uploader never saw the cancel"
+    assert upload.job.status == "cancelled"
+    assert at(client.get(upload.job_id), "status") == "cancelled"
+    assert len(client.curve(upload.job_id)) == 10
+
+
+def test_a_loop_that_raises_fails_its_job_with_the_error_and_keeps_its_points(
+    client: Client,
+) -> None:
+    with pytest.raises(RuntimeError, match="out of memory"):  # noqa: PT012
+        with range_test_uploader(
+            client, model="tiny-mlp", dataset="generated", batch_size=BATCH, num_iter=100
+        ) as upload:
+            for i in range(7):
+                upload.add(1e-4 * 1.1**i, 2.0 - i / 10)
+            raise RuntimeError("CUDA out of memory")
+    job = client.get(upload.job_id)
+    assert at(job, "status") == "failed"
+    assert at(job, "error") == "RuntimeError: CUDA out of memory"
+    assert len(client.curve(upload.job_id)) == 7
+    with pytest.raises(Conflict, match="failed"):
+        client.request(
+            "POST",
+            f"/jobs/{upload.job_id}/series/curve",
+            json={"start": 7, "values": {"lr": [1.0], "loss": [1.0], "smoothed_loss": [1.0]}},
+        )
