@@ -348,6 +348,18 @@ def stopped(out: Output, exc: Stopped) -> None:
 
 ServiceArgs = dict[str, Any]
 
+
+def job_id_arg(value: str) -> str:
+    """The ``ID`` argument as a job id; else an invalid-input error naming it (exit 2)."""
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        reason = f"not a job id (a UUID): {value[:64]!r}"
+        raise CommandError(
+            ExitCode.INVALID, f"ID: {reason}", errors=[{"field": "ID", "reason": reason}]
+        ) from None
+
+
 JobIdArg = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
 WaitOpt = Annotated[
     bool, typer.Option(help="Follow the job to its end (--no-wait: print it queued).")
@@ -428,13 +440,15 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
         json_: JsonOpt = False,
     ) -> None:
         out = Output(json_)
-        with handled(out), connect(out, url=url, token=token) as client:
-            job = as_doc(client.get(job_id))
-            _check_kind(job, kind)
-            job = with_bounds(client, job)
-            if not out.json:
-                print_job(job, out)
-            out.emit(job)
+        with handled(out):
+            job_id = job_id_arg(job_id)
+            with connect(out, url=url, token=token) as client:
+                job = as_doc(client.get(job_id))
+                _check_kind(job, kind)
+                job = with_bounds(client, job)
+                if not out.json:
+                    print_job(job, out)
+                out.emit(job)
 
     show_command.__doc__ = (
         f"Show a {kind.title}: its status (a queued one: what it waits for) and result"
@@ -457,6 +471,7 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         out = Output(json_)
         with handled(out):
+            job_id = job_id_arg(job_id)
             check_plot_suffix(plot)
             with connect(out, url=url, token=token) as client:
                 job = as_doc(client.get(job_id))
@@ -497,6 +512,7 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         out = Output(json_)
         with handled(out):
+            job_id = job_id_arg(job_id)
             path = output or Path(f"{kind.command}-{job_id}.png")
             check_plot_suffix(path, "--output")
             with connect(out, url=url, token=token) as client:
@@ -519,13 +535,15 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
         json_: JsonOpt = False,
     ) -> None:
         out = Output(json_)
-        with handled(out), connect(out, url=url, token=token) as client:
-            job = as_doc(client.get(job_id))
-            _check_kind(job, kind)
-            job = as_doc(client.cancel(job_id))
-            state = "cancelled" if job["status"] == "cancelled" else "cancel requested"
-            out.print(f"{kind.title} {job_id}: {state}")
-            out.emit(job)
+        with handled(out):
+            job_id = job_id_arg(job_id)
+            with connect(out, url=url, token=token) as client:
+                job = as_doc(client.get(job_id))
+                _check_kind(job, kind)
+                job = as_doc(client.cancel(job_id))
+                state = "cancelled" if job["status"] == "cancelled" else "cancel requested"
+                out.print(f"{kind.title} {job_id}: {state}")
+                out.emit(job)
 
     cancel_command.__doc__ = (
         f"Cancel a {kind.title}: a queued one at once, a running one at its next step"
@@ -549,11 +567,13 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
         """Print a finished range test's suggested bounds (every method's) and the code to
         train with them."""
         out = Output(json_)
-        with handled(out), connect(out, url=url, token=token) as client:
-            bounds = as_doc(client.bounds(job_id, method=method))
-            if not out.json:
-                print_bounds(bounds, out, title=f"Suggested CLR bounds of {job_id}")
-            out.emit(bounds)
+        with handled(out):
+            job_id = job_id_arg(job_id)
+            with connect(out, url=url, token=token) as client:
+                bounds = as_doc(client.bounds(job_id, method=method))
+                if not out.json:
+                    print_bounds(bounds, out, title=f"Suggested CLR bounds of {job_id}")
+                out.emit(bounds)
 
 
 # --------------------------------------------------------------------------- jobs list

@@ -161,6 +161,10 @@ def to_command_error(exc: BaseException) -> CommandError | None:
             instance=getattr(exc, "instance", None),
             errors=_field_errors(exc),
         )
+    from clr_sweep.config import ConfigError
+
+    if isinstance(exc, ConfigError):  # the service's URL, or the config file: a bad setting
+        return CommandError(ExitCode.INVALID, str(exc))
     if isinstance(exc, clr_sweep.ClientError):
         return CommandError(ExitCode.ERROR, str(exc))
     return None
