@@ -68,6 +68,7 @@ __all__ = [
     "FINISH_STATUSES",
     "Upload",
     "client_bounds_query",
+    "client_heartbeat",
     "find_client_bounds",
     "finish_client_job",
     "upload_points",
@@ -237,6 +238,29 @@ def upload_points(
     if not added:
         logger.info("job.upload_duplicate job_id=%s series=%s start=%d", job.id, name, start)
     return Upload(job=job, name=name, start=start, stored=added, points=counts.get(name, 0))
+
+
+def client_heartbeat(
+    session: Session, *, team: Team, job_id: uuid.UUID, now: datetime | None = None
+) -> Job:
+    """The team's process running a client job is alive, with nothing new to upload (a
+    long evaluation pass, a slow first batch): refreshes its heartbeat.
+
+    Raises:
+        JobNotFound: no such job for this team.
+        NotAClientJob: the service's workers run the job (409).
+        JobCancelled: the job was cancelled (409): stop.
+        JobConflict: the job already finished (409).
+    """
+    now = utc_now() if now is None else as_utc(now)
+    job = _client_job(session, team=team, job_id=job_id)
+    _refuse_finished(job)
+    if JobRepository(session).guard_report(job.id, job.attempt, now=now) is None:
+        session.refresh(job)
+        _refuse_finished(job)
+        raise JobConflict(f"job {job.id} is {job.status}; it takes no heartbeat")
+    session.refresh(job)
+    return job
 
 
 def finish_client_job(
