@@ -15,6 +15,7 @@ follows its job cancels it; while ``wait`` follows one it only stops watching.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -37,7 +38,7 @@ from cli.options import (
     UrlOpt,
     check_plot_suffix,
 )
-from cli.output import CommandError, Output, as_doc, handled
+from cli.output import CommandError, Output, as_doc, handled, json_safe
 from cli.render import (
     TITLES,
     print_bounds,
@@ -147,16 +148,13 @@ def connect(
 
 
 def _check_kind(job: dict[str, Any], kind: Kind | None) -> None:
-    if kind is not None and job.get("kind") != kind.name:
-        other = TITLES.get(str(job.get("kind")), str(job.get("kind")))
-        raise CommandError(
-            ExitCode.NOT_FOUND,
-            f"job {job.get('id')} is a {other}, not a {kind.title}: "
-            f"`clr-sweep {KINDS[str(job.get('kind'))].command} ...` reads it"
-            if job.get("kind") in KINDS
-            else f"job {job.get('id')} is a {other}, not a {kind.title}",
-            status=404,
-        )
+    if kind is None or job.get("kind") == kind.name:
+        return
+    name = str(job.get("kind"))
+    message = f"job {job.get('id')} is a {TITLES.get(name, name)}, not a {kind.title}"
+    if name in KINDS:
+        message += f": `clr-sweep {KINDS[name].command} ...` reads it"
+    raise CommandError(ExitCode.NOT_FOUND, message, status=404)
 
 
 def with_bounds(client: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -183,10 +181,6 @@ def _write_plot(client: Any, job: dict[str, Any], path: Path, out: Output) -> No
 def _write_output(doc: dict[str, Any], path: Path | None, out: Output) -> None:
     if path is None:
         return
-    import json
-
-    from cli.output import json_safe
-
     path.write_text(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
     out.print(f"result written to {path}")
 
@@ -346,9 +340,6 @@ def stopped(out: Output, exc: Stopped) -> None:
     raise typer.Exit(exc.code)
 
 
-ServiceArgs = dict[str, Any]
-
-
 def job_id_arg(value: str) -> str:
     """The ``ID`` argument as a job id; else an invalid-input error naming it (exit 2)."""
     try:
@@ -361,9 +352,6 @@ def job_id_arg(value: str) -> str:
 
 
 JobIdArg = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
-WaitOpt = Annotated[
-    bool, typer.Option(help="Follow the job to its end (--no-wait: print it queued).")
-]
 
 
 def _list_options_doc(kind: Kind | None) -> str:

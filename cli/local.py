@@ -49,8 +49,11 @@ def invalid_spec(exc: Any) -> CommandError:
     return CommandError(ExitCode.INVALID, detail, status=None, errors=errors)
 
 
-def bounds_document(suggestions: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``clr.Suggestions.to_dict()`` as the API's ``BoundsRead`` (the default first)."""
+def bounds_document(
+    suggestions: dict[str, Any] | None, *, config_key: str | None = None
+) -> dict[str, Any] | None:
+    """``clr.Suggestions.to_dict()`` as the API's ``BoundsRead`` (the default first; no
+    ``job_id``: the local test is no job)."""
     if suggestions is None:
         return None
     default = suggestions["default"]
@@ -58,7 +61,7 @@ def bounds_document(suggestions: dict[str, Any] | None) -> dict[str, Any] | None
     keys = ("method", "base_lr", "max_lr", "rationale", "evidence")
     return {
         "job_id": None,
-        "config_key": None,
+        "config_key": config_key,
         "finished_at": datetime.now(UTC).isoformat(),
         "method": default["method"],
         "default_method": suggestions["default_method"],
@@ -161,7 +164,7 @@ def run_local(options: RangeTestOptions, out: Output) -> dict[str, Any]:
             "summary": stored["summary"],
             "no_bounds_reason": stored["no_bounds_reason"],
             "verification": None,
-            "bounds": bounds_document(stored["suggestions"]),
+            "bounds": bounds_document(stored["suggestions"], config_key=spec.config_key()),
         },
     }
     if options.plot is not None:

@@ -182,8 +182,10 @@ def handled(out: Output) -> Iterator[None]:
         where = f"{hint}: " if hint else ""
         errors = [{"field": hint, "reason": exc.message}] if hint else []
         out.fail(CommandError(ExitCode.INVALID, f"{where}{exc.message}", errors=errors))
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+    except (typer.Exit, typer.Abort):
         raise
+    except KeyboardInterrupt:  # outside a job's follow (which handles its own): nothing to undo
+        out.fail(CommandError(ExitCode.INTERRUPTED, "interrupted"))
     except Exception as exc:
         error = to_command_error(exc)
         if error is None:
