@@ -25,6 +25,8 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_serializer,
     model_validator,
@@ -687,7 +689,22 @@ _MAX_TAG_TEXT = 256
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-TagValue = Annotated[str, Field(max_length=_MAX_TAG_TEXT)] | StrictInt | FiniteFloat
+
+def _one_tag_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One reason for a bad tag value, located at the tag (not one per union member)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise ValueError(
+            f"a tag's value is text of at most {_MAX_TAG_TEXT} characters or a finite "
+            "number (not a boolean, null, list or object)"
+        ) from None
+
+
+TagValue = Annotated[
+    Annotated[str, Field(max_length=_MAX_TAG_TEXT)] | StrictInt | FiniteFloat,
+    WrapValidator(_one_tag_error),
+]
 """A tag's value: text, or a finite number (booleans are not accepted)."""
 
 _ConfigText = Annotated[str, Field(min_length=1, max_length=128)]

@@ -5,6 +5,7 @@ a 422 naming the field; the points before stay."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tests.api.conftest import Caller, TestClient
 from tests.api.test_client_jobs import (
     N,
+    client_spec,
     create,
     measured_curve,
     part,
@@ -65,3 +67,22 @@ def test_a_training_the_team_logs_is_refused_naming_the_field(
     response = client.post("/trainings", json=training_spec(**overrides), headers=caller.headers)
     assert response.status_code == 422, response.text
     assert [e["field"] for e in problem(response)["errors"]] == [field]
+
+
+@pytest.mark.parametrize("value", [True, None, [1], {"a": 1}, "x" * 300])
+def test_a_bad_tag_value_is_one_error_naming_the_tag(
+    client: TestClient, caller: Caller, value: Any
+) -> None:
+    spec = client_spec(tags={"run": value})
+    response = client.post("/range-tests", json=spec, headers=caller.headers)
+    assert response.status_code == 422, response.text
+    errors = problem(response)["errors"]
+    assert [e["field"] for e in errors] == ["tags.run"]  # not tags.run.constrained-str, ...
+    assert "text of at most 256 characters or a finite number" in errors[0]["reason"]
+    found = client.get(
+        "/bounds",
+        params={"model": "m", "dataset": "d", "batch_size": 8, "tags": json.dumps({"run": value})},
+        headers=caller.headers,
+    )
+    assert found.status_code == 422, found.text
+    assert "tags.run" in [e["field"] for e in problem(found)["errors"]]
