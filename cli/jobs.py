@@ -38,7 +38,7 @@ from cli.options import (
     UrlOpt,
     check_plot_suffix,
 )
-from cli.output import CommandError, Output, as_doc, handled, json_safe
+from cli.output import CommandError, Output, as_doc, handled, json_safe, markup_safe
 from cli.render import (
     TITLES,
     print_bounds,
@@ -187,6 +187,7 @@ def _write_output(doc: dict[str, Any], path: Path | None, out: Output) -> None:
 
 def print_job(job: dict[str, Any], out: Output) -> None:
     """A job for a person: its status line, then its kind's report."""
+    job = markup_safe(job)
     title = TITLES.get(job["kind"], job["kind"])
     line = f"{title} {job['id']} {status_text(job)}"
     if job.get("total"):
@@ -297,7 +298,11 @@ def submit_and_follow(
                 job = as_doc(submit())
                 assert job is not None
                 text = announce(job) if announce else ""
-                out.print(f"{kind.title} {job['id']} {status_text(job)}{text}", soft_wrap=True)
+                shown = markup_safe(job)
+                out.print(
+                    f"{kind.title} {shown['id']} {status_text(shown)}{markup_safe(text)}",
+                    soft_wrap=True,
+                )
                 if wait:
                     job = follow(client, job, out)
             except (Interrupted, KeyboardInterrupt) as exc:
@@ -329,7 +334,8 @@ def finish(
     code = outcome_code(job)
     if code is not ExitCode.OK:
         if out.json:  # a person reads print_job's line; stderr still says why
-            out.print(f"[red]{job['status']}:[/] {job.get('error') or 'no reason given'}")
+            reason = markup_safe(job.get("error") or "no reason given")
+            out.print(f"[red]{job['status']}:[/] {reason}")
         raise typer.Exit(int(code))
 
 
@@ -560,7 +566,9 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
             with connect(out, url=url, token=token) as client:
                 bounds = as_doc(client.bounds(job_id, method=method))
                 if not out.json:
-                    print_bounds(bounds, out, title=f"Suggested CLR bounds of {job_id}")
+                    print_bounds(
+                        markup_safe(bounds), out, title=f"Suggested CLR bounds of {job_id}"
+                    )
                 out.emit(bounds)
 
 
