@@ -118,7 +118,7 @@ def list_query(
     kind: str | None,
     status: str | Iterable[str] | None,
     workload: str | None,
-    parent: uuid.UUID | str | None,
+    parent: Any,
     created_after: datetime | str | None,
     page_size: int,
 ) -> list[tuple[str, str]]:

@@ -51,6 +51,7 @@ from clr_sweep._base import (
 from clr_sweep._http import IDEMPOTENCY_KEY, RetryPolicy, SyncTransport
 from clr_sweep.config import resolve
 from clr_sweep.contracts import (
+    JobRead,
     RangeTestRead,
     RangeTestSpec,
     SweepRead,
@@ -63,8 +64,8 @@ from clr_sweep.events import END, STATUS, Event, SSEDecoder
 
 __all__ = ["Client", "JobId", "Progress"]
 
-JobId = uuid.UUID | str
-"""A job's id (a parsed job is accepted too wherever a JobId is)."""
+JobId = uuid.UUID | str | JobRead
+"""A job's id: a UUID, its text, or a job read before (its ``id``)."""
 
 Progress = Callable[[_models.AnyJobRead], object]
 """Called with the job whenever :meth:`Client.wait` learns something new about it."""

@@ -293,8 +293,6 @@ class RangeTestSpec(RangeTestOptions, WorkloadSpec):
 
 # --------------------------------------------------------------------------- trainings
 
-_POLICY = Policy
-
 
 class ScheduleSpec(BaseModel):
     """A ``clr`` schedule by policy, with :func:`clr.policies.make_schedule`'s arguments.
@@ -314,7 +312,7 @@ class ScheduleSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    policy: _POLICY = "triangular"
+    policy: Policy = "triangular"
     lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
     base_lr: FiniteFloat | None = Field(default=None, ge=0, le=MAX_LR)
     max_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
