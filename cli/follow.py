@@ -24,7 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cli.output import Output, as_doc
+from cli.output import Output, as_doc, markup_safe
 from cli.render import counts_text, status_text
 
 __all__ = ["FINAL_STATUSES", "LOSS_WINDOW", "POLL_INTERVAL_S", "follow"]
@@ -136,9 +136,9 @@ def follow(
             str(job["id"]),
             total=job.get("total") or None,
             completed=job.get("progress", 0),
-            status=status_text(job),
-            detail=detail(job),
-            where=_where(job),
+            status=status_text(markup_safe(job)),
+            detail=detail(markup_safe(job)),
+            where=_where(markup_safe(job)),
         )
         while job["status"] not in FINAL_STATUSES:
             sleep(interval_s)
@@ -147,8 +147,8 @@ def follow(
                 task,
                 completed=job.get("progress", 0),
                 total=job.get("total") or None,
-                status=status_text(job),
-                detail=detail(job),
-                where=_where(job),
+                status=status_text(markup_safe(job)),
+                detail=detail(markup_safe(job)),
+                where=_where(markup_safe(job)),
             )
     return job

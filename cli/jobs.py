@@ -38,7 +38,7 @@ from cli.options import (
     UrlOpt,
     check_plot_suffix,
 )
-from cli.output import CommandError, Output, as_doc, handled, json_safe
+from cli.output import CommandError, Output, as_doc, handled, json_safe, markup_safe
 from cli.render import (
     TITLES,
     print_bounds,
@@ -187,6 +187,7 @@ def _write_output(doc: dict[str, Any], path: Path | None, out: Output) -> None:
 
 def print_job(job: dict[str, Any], out: Output) -> None:
     """A job for a person: its status line, then its kind's report."""
+    job = markup_safe(job)
     title = TITLES.get(job["kind"], job["kind"])
     line = f"{title} {job['id']} {status_text(job)}"
     if job.get("total"):
@@ -297,7 +298,11 @@ def submit_and_follow(
                 job = as_doc(submit())
                 assert job is not None
                 text = announce(job) if announce else ""
-                out.print(f"{kind.title} {job['id']} {status_text(job)}{text}", soft_wrap=True)
+                shown = markup_safe(job)
+                out.print(
+                    f"{kind.title} {shown['id']} {status_text(shown)}{markup_safe(text)}",
+                    soft_wrap=True,
+                )
                 if wait:
                     job = follow(client, job, out)
             except (Interrupted, KeyboardInterrupt) as exc:
@@ -329,7 +334,8 @@ def finish(
     code = outcome_code(job)
     if code is not ExitCode.OK:
         if out.json:  # a person reads print_job's line; stderr still says why
-            out.print(f"[red]{job['status']}:[/] {job.get('error') or 'no reason given'}")
+            reason = markup_safe(job.get("error") or "no reason given")
+            out.print(f"[red]{job['status']}:[/] {reason}")
         raise typer.Exit(int(code))
 
 
@@ -338,6 +344,17 @@ def stopped(out: Output, exc: Stopped) -> None:
     if exc.job is not None:
         out.emit(exc.job)
     raise typer.Exit(exc.code)
+
+
+def job_id_arg(value: str) -> str:
+    """The ``ID`` argument as a job id; else an invalid-input error naming it (exit 2)."""
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        reason = f"not a job id (a UUID): {value[:64]!r}"
+        raise CommandError(
+            ExitCode.INVALID, f"ID: {reason}", errors=[{"field": "ID", "reason": reason}]
+        ) from None
 
 
 JobIdArg = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
@@ -417,13 +434,15 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
         json_: JsonOpt = False,
     ) -> None:
         out = Output(json_)
-        with handled(out), connect(out, url=url, token=token) as client:
-            job = as_doc(client.get(job_id))
-            _check_kind(job, kind)
-            job = with_bounds(client, job)
-            if not out.json:
-                print_job(job, out)
-            out.emit(job)
+        with handled(out):
+            job_id = job_id_arg(job_id)
+            with connect(out, url=url, token=token) as client:
+                job = as_doc(client.get(job_id))
+                _check_kind(job, kind)
+                job = with_bounds(client, job)
+                if not out.json:
+                    print_job(job, out)
+                out.emit(job)
 
     show_command.__doc__ = (
         f"Show a {kind.title}: its status (a queued one: what it waits for) and result"
@@ -446,6 +465,7 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         out = Output(json_)
         with handled(out):
+            job_id = job_id_arg(job_id)
             check_plot_suffix(plot)
             with connect(out, url=url, token=token) as client:
                 job = as_doc(client.get(job_id))
@@ -486,6 +506,7 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         out = Output(json_)
         with handled(out):
+            job_id = job_id_arg(job_id)
             path = output or Path(f"{kind.command}-{job_id}.png")
             check_plot_suffix(path, "--output")
             with connect(out, url=url, token=token) as client:
@@ -508,13 +529,15 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
         json_: JsonOpt = False,
     ) -> None:
         out = Output(json_)
-        with handled(out), connect(out, url=url, token=token) as client:
-            job = as_doc(client.get(job_id))
-            _check_kind(job, kind)
-            job = as_doc(client.cancel(job_id))
-            state = "cancelled" if job["status"] == "cancelled" else "cancel requested"
-            out.print(f"{kind.title} {job_id}: {state}")
-            out.emit(job)
+        with handled(out):
+            job_id = job_id_arg(job_id)
+            with connect(out, url=url, token=token) as client:
+                job = as_doc(client.get(job_id))
+                _check_kind(job, kind)
+                job = as_doc(client.cancel(job_id))
+                state = "cancelled" if job["status"] == "cancelled" else "cancel requested"
+                out.print(f"{kind.title} {job_id}: {state}")
+                out.emit(job)
 
     cancel_command.__doc__ = (
         f"Cancel a {kind.title}: a queued one at once, a running one at its next step"
@@ -538,11 +561,15 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
         """Print a finished range test's suggested bounds (every method's) and the code to
         train with them."""
         out = Output(json_)
-        with handled(out), connect(out, url=url, token=token) as client:
-            bounds = as_doc(client.bounds(job_id, method=method))
-            if not out.json:
-                print_bounds(bounds, out, title=f"Suggested CLR bounds of {job_id}")
-            out.emit(bounds)
+        with handled(out):
+            job_id = job_id_arg(job_id)
+            with connect(out, url=url, token=token) as client:
+                bounds = as_doc(client.bounds(job_id, method=method))
+                if not out.json:
+                    print_bounds(
+                        markup_safe(bounds), out, title=f"Suggested CLR bounds of {job_id}"
+                    )
+                out.emit(bounds)
 
 
 # --------------------------------------------------------------------------- jobs list

@@ -17,6 +17,7 @@ missing.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -530,4 +531,35 @@ def serve_command(
 
 def main() -> None:
     """Entry point of the ``clr-sweep`` console script."""
-    app()
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    # --json: a command line typer itself refuses (an unknown option, a value out of
+    # range) still answers the one JSON error document on stdout, as every command does
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("Aborted!\n")
+        sys.exit(1)
+    except Exception as exc:
+        # typer's (vendored) click.ClickException: a usage error, a bad parameter
+        if not (callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code")):
+            raise
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)  # type: ignore[arg-type]  # stderr, as without --json
+        sys.stdout.write(json.dumps({"error": _usage_error(exc)}, indent=2) + "\n")
+        sys.exit(int(exc.exit_code))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Any) -> dict[str, Any]:
+    """``--json``'s error document of a command line typer refused (exit 2: invalid)."""
+    code = ExitCode.INVALID if exc.exit_code == ExitCode.INVALID else ExitCode.ERROR
+    message = exc.format_message()
+    doc: dict[str, Any] = {"code": int(code), "name": code.name.lower(), "message": message}
+    param = getattr(exc, "param", None)
+    opts = getattr(param, "opts", None)
+    if opts:
+        doc["errors"] = [{"field": max(opts, key=len), "reason": message}]
+    return doc

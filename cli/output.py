@@ -22,7 +22,7 @@ from rich.console import Console
 
 from cli.exit_codes import ExitCode
 
-__all__ = ["CommandError", "Output", "as_doc", "handled", "json_safe"]
+__all__ = ["CommandError", "Output", "as_doc", "handled", "json_safe", "markup_safe"]
 
 
 def as_doc(value: Any) -> Any:
@@ -30,6 +30,21 @@ def as_doc(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json")
+    return value
+
+
+def markup_safe(value: Any) -> Any:
+    """``value`` (a job, bounds: the service's data) with every text escaped for rich, so
+    a ``[`` in a name or an error (``"[/]"``, ``"[link=...]"``) prints as it is instead
+    of being read as markup (or failing as bad markup). Escape once, right before drawing."""
+    from rich.markup import escape
+
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {k: markup_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [markup_safe(v) for v in value]
     return value
 
 
@@ -83,7 +98,7 @@ class Output:
 
     def fail(self, error: CommandError) -> NoReturn:
         """Print ``error`` (stderr; and ``{"error": ...}`` on stdout with ``--json``) and exit."""
-        self.errors.print(f"[red]error:[/] {error.message}", soft_wrap=True)
+        self.errors.print(f"[red]error:[/] {markup_safe(error.message)}", soft_wrap=True)
         self.emit(
             {
                 "error": {
@@ -161,6 +176,10 @@ def to_command_error(exc: BaseException) -> CommandError | None:
             instance=getattr(exc, "instance", None),
             errors=_field_errors(exc),
         )
+    from clr_sweep.config import ConfigError
+
+    if isinstance(exc, ConfigError):  # the service's URL, or the config file: a bad setting
+        return CommandError(ExitCode.INVALID, str(exc))
     if isinstance(exc, clr_sweep.ClientError):
         return CommandError(ExitCode.ERROR, str(exc))
     return None

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from cli.output import Output
+from cli.output import Output, markup_safe
 
 __all__ = [
     "counts_text",
@@ -285,6 +285,7 @@ def _when(text: str | None) -> str:
 def print_jobs(jobs: list[dict[str, Any]], out: Output, *, title: str) -> None:
     """A table of jobs, newest first (id, kind, status, workload, progress, created),
     then the error of each that failed."""
+    jobs = markup_safe(jobs)
     from rich import box
 
     table = Table(title=title, box=box.SIMPLE_HEAD)

@@ -38,7 +38,7 @@ from cli.options import (
     optimizer_spec,
     with_options,
 )
-from cli.output import CommandError, Output, handled
+from cli.output import CommandError, Output, handled, markup_safe
 from cli.render import print_bounds
 
 __all__ = [
@@ -86,7 +86,9 @@ def _local(options: RangeTestOptions, json_: bool) -> None:
             )
             bounds = doc["result"]["bounds"]
             if bounds is not None:
-                print_bounds(bounds, out, title=f"Suggested CLR bounds for {options.workload}")
+                print_bounds(
+                    markup_safe(bounds), out, title=f"Suggested CLR bounds for {options.workload}"
+                )
             else:
                 out.print(f"[yellow]no bounds:[/] {doc['result']['no_bounds_reason']}")
             if options.plot is not None:

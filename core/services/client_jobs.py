@@ -146,6 +146,22 @@ def _check_points(
         raise InvalidInput(reason, errors=[{"field": field, "reason": reason}]) from None
 
 
+def _check_range_test_points(job: Job, points: SeriesPoints) -> None:
+    """A range test's curve: positive LRs, and no more points than its ``num_iter``."""
+    lrs = points.values.get("lr") or []
+    for i, lr in enumerate(lrs):
+        if not lr > 0:
+            reason = f"a range test's lr must be positive, got {lr:g}"
+            raise InvalidInput(reason, errors=[{"field": f"values.lr.{i}", "reason": reason}])
+    end = points.start + points.size
+    if end > job.total:
+        reason = (
+            f"the range test has num_iter={job.total}: points 0 to {job.total - 1}, "
+            f"not up to {end - 1}"
+        )
+        raise InvalidInput(reason, errors=[{"field": "values", "reason": reason}])
+
+
 def _same(stored: Mapping[str, list[float] | None], given: SeriesPoints, size: int) -> bool:
     """Whether the first ``size`` points of ``given`` equal the ``stored`` ones."""
     for name, column in given.values.items():
@@ -192,6 +208,8 @@ def upload_points(
         reason = f"{kind.title} jobs have no series {name!r}; their series: {known}"
         raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
     points = _check_points(spec, start, values)
+    if job.kind == RANGE_TEST.name:
+        _check_range_test_points(job, points)
     repo = JobRepository(session)
     guard = repo.guard_report(job.id, job.attempt, now=now)  # locks the row: one at a time
     if guard is None:
