@@ -16,7 +16,13 @@ picks parts):
   (``add(lr, loss.item())`` against the same loop reading ``loss.item()``).
   Every repeat resets the model and optimizer; the order alternates; a ratio
   is the median of the per-repeat ratios. The loop's time excludes creating the
-  job and finishing it (both printed). Target: with / bare <= 1.05.
+  job and finishing it (both printed). Target: with / bare <= 1.05. Beside the
+  wall time: the client process's CPU (both threads), the loop thread's own CPU
+  and the service's CPU meanwhile (it shares this machine). Controls: the bare
+  loop measured twice ("bare again": the noise floor), and for the range test an
+  uploader that sends nothing before the finish ("gathered only") and one that
+  sends to an in-process transport answering at once ("no-op transport": the
+  client's own sending, without the network and the service).
 - ``uploads``: ``POST /jobs/{id}/series/curve`` through the uploader
   (``flush``: uploads of ``MAX_POINTS_PER_UPLOAD`` points, one after another)
   for a 300- and a 3,000-point synthetic curve: points accepted per second;
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import math
 import os
@@ -51,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,16 +334,24 @@ class Setup:
 
 @dataclass
 class Timed:
-    """One run: the loop's wall and process-CPU seconds; creating and finishing the job."""
+    """One run: the loop's wall, process-CPU and loop-thread-CPU seconds, the service's
+    CPU meanwhile; creating and finishing the job (outside the loop)."""
 
     wall: float
     cpu: float
+    thread_cpu: float
+    service_cpu: float
+    gc_s: float
+    full_gcs: int
     create: float = 0.0
     finish: float = 0.0
-    service_cpu: float = 0.0
 
 
 Variant = Callable[[], Timed]
+NewUpload = Callable[[], RangeTestUploader]
+"""Creates a job and its uploader for one run."""
+
+NOOP_URL = "http://noop.invalid"
 
 
 def _uploader(client: Client, setup: Setup, steps: int, **options: Any) -> RangeTestUploader:
@@ -354,19 +369,107 @@ def _uploader(client: Client, setup: Setup, steps: int, **options: Any) -> Range
     )
 
 
+def noop_client(job: Mapping[str, Any]) -> Client:
+    """A client whose requests an in-process transport answers at once (``job`` for a
+    finish): the uploader's own sending cost, without the network and the service."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        request.read()
+        if request.url.path.endswith("/finish"):
+            return httpx.Response(200, json=job)
+        return httpx.Response(200, json={"stored": 0})
+
+    return Client(NOOP_URL, "clr_" + "x" * 43, transport=httpx.MockTransport(answer))
+
+
+def upload_factories(client: Client, setup: Setup, steps: int) -> dict[str, NewUpload]:
+    """The uploader's variants: the real one, one that sends nothing before the finish,
+    and one that sends to an in-process no-op transport."""
+    # a job as the service shows it, for the no-op transport's uploaders
+    probe = _uploader(client, setup, steps, flush_interval=3600.0, keepalive=3600.0)
+    job = probe.job.model_dump(mode="json")
+    probe.finish(status="cancelled")
+    noop = noop_client(job)
+    return {
+        "service": lambda: _uploader(client, setup, steps),
+        "gathered only": lambda: _uploader(
+            client, setup, steps, flush_interval=3600.0, keepalive=3600.0
+        ),
+        "no-op transport": lambda: RangeTestUploader(noop, job),
+    }
+
+
+class GcWatch:
+    """Time spent in the garbage collector, and full (generation 2) collections, so far."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        if info["generation"] == 2:
+            self.full += 1
+
+
+GC = GcWatch()
+gc.callbacks.append(GC)
+
+
+class _Clock:
+    """Reads the loop's clocks: wall, process CPU, this thread's CPU, the service's CPU."""
+
+    def __init__(self, service_pid: int) -> None:
+        self.service_pid = service_pid
+        self.service = tree_cpu_s(service_pid)
+        self.gc_s, self.full_gcs = GC.seconds, GC.full
+        self.wall, self.cpu, self.thread = (
+            time.perf_counter(),
+            time.process_time(),
+            time.thread_time(),
+        )
+
+    def stop(self, create: float) -> Timed:
+        wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
+        return Timed(
+            wall - self.wall,
+            cpu - self.cpu,
+            thread - self.thread,
+            tree_cpu_s(self.service_pid) - self.service,
+            GC.seconds - self.gc_s,
+            GC.full - self.full_gcs,
+            create,
+        )
+
+
+def _finish(upload: RangeTestUploader | None, timed: Timed, result: Any = None) -> Timed:
+    if upload is not None:
+        t0 = time.perf_counter()
+        if result is None:
+            job = upload.finish(seconds=timed.wall, stop_reason="completed")
+        else:
+            job = upload.finish(result)
+        timed.finish = time.perf_counter() - t0
+        assert job.status == "succeeded" or upload.client.url == NOOP_URL, job
+    return timed
+
+
 def range_test_variant(
-    setup: Setup, steps: int, client: Client | None, service_pid: int
+    setup: Setup, steps: int, new_upload: NewUpload | None, service_pid: int
 ) -> Variant:
-    """``clr.RangeTest.run`` over the sweep, with the uploader as its callback or none."""
+    """``clr.RangeTest.run`` over the sweep, with an uploader as its callback or none."""
     tester = RangeTest(setup.model, setup.opt, setup.loss_fn)
 
     def run() -> Timed:
         setup.reset()
         t0 = time.perf_counter()
-        upload = None if client is None else _uploader(client, setup, steps)
+        upload = None if new_upload is None else new_upload()
         create = time.perf_counter() - t0
-        service0 = tree_cpu_s(service_pid)
-        wall0, cpu0 = time.perf_counter(), time.process_time()
+        clock = _Clock(service_pid)
         result = tester.run(
             setup.batches,
             start_lr=START_LR,
@@ -376,21 +479,15 @@ def range_test_variant(
             callback=upload,
             should_stop=None if upload is None else upload.should_stop,
         )
-        timed = Timed(time.perf_counter() - wall0, time.process_time() - cpu0, create)
-        timed.service_cpu = tree_cpu_s(service_pid) - service0
+        timed = clock.stop(create)
         assert result.steps_run == steps, result.stop_detail
-        if upload is not None:
-            t0 = time.perf_counter()
-            job = upload.finish(result)
-            timed.finish = time.perf_counter() - t0
-            assert job.status == "succeeded", job
-        return timed
+        return _finish(upload, timed, result)
 
     return run
 
 
 def plain_loop_variant(
-    setup: Setup, steps: int, client: Client | None, service_pid: int
+    setup: Setup, steps: int, new_upload: NewUpload | None, service_pid: int
 ) -> Variant:
     """A hand-written loop that reads each step's loss; ``upload.add(lr, loss)`` or not."""
     model, loss_fn, opt, batches = setup.model, setup.loss_fn, setup.opt, setup.batches
@@ -399,10 +496,9 @@ def plain_loop_variant(
     def run() -> Timed:
         setup.reset()
         t0 = time.perf_counter()
-        upload = None if client is None else _uploader(client, setup, steps)
+        upload = None if new_upload is None else new_upload()
         create = time.perf_counter() - t0
-        service0 = tree_cpu_s(service_pid)
-        wall0, cpu0 = time.perf_counter(), time.process_time()
+        clock = _Clock(service_pid)
         done = 0
         while done < steps:
             for xb, yb in batches:
@@ -418,56 +514,83 @@ def plain_loop_variant(
                 done += 1
                 if done == steps:
                     break
-        timed = Timed(time.perf_counter() - wall0, time.process_time() - cpu0, create)
-        timed.service_cpu = tree_cpu_s(service_pid) - service0
-        if upload is not None:
-            t0 = time.perf_counter()
-            upload.finish(seconds=timed.wall, stop_reason="completed")
-            timed.finish = time.perf_counter() - t0
-        return timed
+        return _finish(upload, clock.stop(create))
 
     return run
+
+
+def _paired(with_: Sequence[float], bare: Sequence[float]) -> float:
+    return statistics.median(w / b for w, b in zip(with_, bare, strict=True))
+
+
+def _run_variants(variants: Mapping[str, Variant], repeats: int) -> dict[str, list[Timed]]:
+    """Every variant ``repeats`` times, the order reversed every other repeat (ABC, CBA)."""
+    for run in variants.values():  # warm-up
+        run()
+    times: dict[str, list[Timed]] = {name: [] for name in variants}
+    names = list(variants)
+    for i in range(repeats):
+        for name in names if i % 2 == 0 else names[::-1]:
+            times[name].append(variants[name]())
+    return times
 
 
 def bench_loop(svc: Service, args: argparse.Namespace) -> None:
     print(
         f"== loop ({svc.mode}): MLP 64-{args.width}-{args.width}-10 on generated data, batch 64,"
         f" CPU, {torch.get_num_threads()} torch thread(s), {args.steps} steps,"
-        f" {args.repeats} alternating repeats"
+        f" {args.repeats} alternating repeats; ratios: medians of the per-repeat ratios"
     )
     setup = Setup(args.width, 64)
     with Client(svc.url, svc.token) as client:
-        for label, make in (
-            ("clr.RangeTest + callback", range_test_variant),
-            ("plain loop + add()", plain_loop_variant),
-        ):
+        factories = upload_factories(client, setup, args.steps)
+        kinds: dict[str, tuple[Callable[..., Variant], Sequence[str]]] = {
+            "clr.RangeTest, the uploader as callback": (range_test_variant, list(factories)),
+            "plain loop, add(lr, loss.item())": (plain_loop_variant, ["service"]),
+        }
+        for label, (make, which) in kinds.items():
+            # "bare again": the same bare loop, measured as a variant: the noise floor
             variants = {
                 "bare": make(setup, args.steps, None, svc.pid),
-                "with": make(setup, args.steps, client, svc.pid),
+                "bare again": make(setup, args.steps, None, svc.pid),
             }
-            for run in variants.values():  # warm-up
-                run()
-            times: dict[str, list[Timed]] = {name: [] for name in variants}
-            names = list(variants)
-            for i in range(args.repeats):
-                for name in names if i % 2 == 0 else names[::-1]:
-                    times[name].append(variants[name]())
-            bare, with_ = times["bare"], times["with"]
-            print(_ratio_line(label, [t.wall for t in with_], [t.wall for t in bare]))
-            cpu_paired = statistics.median(w.cpu / b.cpu for w, b in zip(with_, bare, strict=True))
-            cpu_per_step = (median([t.cpu for t in with_]) - median([t.cpu for t in bare])) / (
-                args.steps
+            for name in which:
+                variants[name] = make(setup, args.steps, factories[name], svc.pid)
+            times = _run_variants(variants, args.repeats)
+            bare = times["bare"]
+            print(
+                f"{label}: bare {median([t.wall for t in bare]) * 1e3:.0f} ms"
+                f" ({median([t.wall for t in bare]) / args.steps * 1e6:.0f} us a step),"
+                f" in the GC {sum(t.gc_s for t in bare) / len(bare) * 1e3:.1f} ms a run on average,"
+                f" {sum(t.full_gcs for t in bare)} full collections in {len(bare)} runs"
             )
             print(
-                f"  client CPU (process, both threads) with / bare {cpu_paired:.3f}"
-                f" ({cpu_per_step * 1e6:+.1f} us a step);"
-                f" create {median([t.create for t in with_]) * 1e3:.1f} ms,"
-                f" finish {median([t.finish for t in with_]) * 1e3:.1f} ms (outside the loop)"
+                f"  {'uploader':<16} {'wall':>6} {'CPU':>6} {'loop thread CPU':>16}"
+                f" {'CPU us/step':>12} {'service CPU ms':>15} {'GC ms':>6} {'full GCs':>8}"
+                "  per-repeat wall ratios"
             )
+            for name in ["bare again", *which]:
+                runs = times[name]
+                extra = (median([t.cpu for t in runs]) - median([t.cpu for t in bare])) / args.steps
+                service_cpu = (
+                    median([t.service_cpu for t in runs]),
+                    median([t.service_cpu for t in bare]),
+                )
+                walls = [t.wall / b.wall for t, b in zip(runs, bare, strict=True)]
+                print(
+                    f"  {name:<16} {_paired([t.wall for t in runs], [t.wall for t in bare]):6.3f}"
+                    f" {_paired([t.cpu for t in runs], [t.cpu for t in bare]):6.3f}"
+                    f" {_paired([t.thread_cpu for t in runs], [t.thread_cpu for t in bare]):16.3f}"
+                    f" {extra * 1e6:+12.1f}"
+                    f" {service_cpu[0] * 1e3:7.0f} ({service_cpu[1] * 1e3:.0f})"
+                    f" {sum(t.gc_s for t in runs) / len(runs) * 1e3:6.1f}"
+                    f" {sum(t.full_gcs for t in runs):8d}"
+                    f"  {' '.join(f'{r:.2f}' for r in sorted(walls))}"
+                )
+            real = times[which[0]]
             print(
-                f"  the service's CPU during the loop (same machine): bare"
-                f" {median([t.service_cpu for t in bare]) * 1e3:.0f} ms, with"
-                f" {median([t.service_cpu for t in with_]) * 1e3:.0f} ms"
+                f"  creating the job {median([t.create for t in real]) * 1e3:.1f} ms,"
+                f" finishing it {median([t.finish for t in real]) * 1e3:.1f} ms (outside the loop)"
             )
 
 
