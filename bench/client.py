@@ -14,11 +14,12 @@ picks parts):
   points to a real service: as ``clr.RangeTest.run``'s ``callback`` (against
   the same ``RangeTest.run`` without one) and fed by hand from a plain loop
   (``add(lr, loss.item())`` against the same loop reading ``loss.item()``).
-  Every repeat resets the model and optimizer; the order alternates; a ratio
-  is the median of the per-repeat ratios. The loop's time excludes creating the
-  job and finishing it (both printed). Target: with / bare <= 1.05. Beside the
-  wall time: the client process's CPU (both threads), the loop thread's own CPU
-  and the service's CPU meanwhile (it shares this machine). Controls: the bare
+  Every repeat resets the model and optimizer; the variants run in a new random
+  order each repeat; a ratio is the median of the per-repeat ratios. The loop's
+  time excludes creating the job and finishing it (both printed). Target:
+  with / bare <= 1.05. Beside the wall time: the client process's CPU (both
+  threads), the loop thread's own CPU, the service's CPU meanwhile (it shares
+  this machine) and the garbage collector's time and full collections. Controls: the bare
   loop measured twice ("bare again": the noise floor), and for the range test an
   uploader that sends nothing before the finish ("gathered only") and one that
   sends to an in-process transport answering at once ("no-op transport": the
@@ -52,6 +53,7 @@ import gc
 import json
 import math
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -524,13 +526,16 @@ def _paired(with_: Sequence[float], bare: Sequence[float]) -> float:
 
 
 def _run_variants(variants: Mapping[str, Variant], repeats: int) -> dict[str, list[Timed]]:
-    """Every variant ``repeats`` times, the order reversed every other repeat (ABC, CBA)."""
+    """Every variant ``repeats`` times, in a new random order each repeat (so no variant
+    keeps a place, nor a neighbour: what ran just before a run can slow it)."""
     for run in variants.values():  # warm-up
         run()
     times: dict[str, list[Timed]] = {name: [] for name in variants}
     names = list(variants)
-    for i in range(repeats):
-        for name in names if i % 2 == 0 else names[::-1]:
+    order = random.Random(0)
+    for _ in range(repeats):
+        order.shuffle(names)
+        for name in names:
             times[name].append(variants[name]())
     return times
 
@@ -539,7 +544,7 @@ def bench_loop(svc: Service, args: argparse.Namespace) -> None:
     print(
         f"== loop ({svc.mode}): MLP 64-{args.width}-{args.width}-10 on generated data, batch 64,"
         f" CPU, {torch.get_num_threads()} torch thread(s), {args.steps} steps,"
-        f" {args.repeats} alternating repeats; ratios: medians of the per-repeat ratios"
+        f" {args.repeats} repeats in random order; ratios: medians of the per-repeat ratios"
     )
     setup = Setup(args.width, 64)
     with Client(svc.url, svc.token) as client:
