@@ -22,7 +22,7 @@ venv: $(STAMP)
 ## the suggested bounds, then trains the MLP with CLR between them (4 cycles), prints how it ended
 ## and writes both plots the API draws; then stops the service
 run: $(STAMP)
-	$(VENV)/bin/clr-sweep train --embedded --range-test --workload digits_mlp --range-test-plot range_test.png --plot training.png --output training.json
+	$(VENV)/bin/clr-sweep training submit --embedded --range-test --workload digits_mlp --range-test-plot range_test.png --plot training.png --output training.json
 
 ## test: the test suite (what .ci/run runs)
 test: $(STAMP)

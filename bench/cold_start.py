@@ -1,4 +1,4 @@
-"""Cold start: ``clr-sweep submit --embedded`` against ``clr-sweep range-test``.
+"""Cold start: ``clr-sweep range-test submit --embedded`` against ``clr-sweep range-test``.
 
 The README's run path (which then trains with the bounds it found) starts the
 embedded service (API, worker, reaper), submits a range test through the API,
@@ -18,7 +18,8 @@ read from the command's own output and the service's logs:
 
     python -m bench.cold_start [--repeats 3] [--baseline PATH]
 
-``--baseline`` also runs ``submit --embedded`` from another checkout (the "before"
+``--baseline`` also runs ``range-test submit --embedded`` (``submit --embedded``
+before the command line's groups) from another checkout (the "before"
 of a change, e.g. ``git archive <commit> | tar -x -C /tmp/base``) in the same
 rotation, so before and after are measured under the same machine load.
 """
@@ -58,9 +59,11 @@ def run(command: str, folder: Path, repo: Path = REPO_ROOT) -> tuple[float, dict
     folder.mkdir()
     data_dir = folder / ".clr-sweep"
     embedded = command != "in-process"
-    argv = ["submit", "--embedded", *SPEC] if embedded else ["range-test", *SPEC]
+    # a checkout from before the command groups spells the service's range test `submit`
+    submit = ["range-test", "submit"] if (repo / "cli" / "submit.py").exists() else ["submit"]
+    argv = [*submit, "--embedded", *SPEC] if embedded else ["range-test", *SPEC]
     env = {**os.environ, "CLR_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-    for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_API_URL"):
+    for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_URL", "CLR_API_URL"):
         env.pop(key, None)
     start_wall, start = time.time(), time.perf_counter()
     process = subprocess.Popen(

@@ -42,8 +42,11 @@ from clr_sweep._base import (
     bounds_query,
     check_deadline,
     check_download,
+    check_event_stream,
+    check_plot,
     download_name,
     dump_spec,
+    empty_streams_error,
     events_path,
     job_id_text,
     list_query,
@@ -270,10 +273,12 @@ class AsyncClient:
             if last_event_id:
                 headers["Last-Event-ID"] = last_event_id
             decoder = SSEDecoder(last_event_id)
+            events = 0
             try:
                 async with self._http.stream(
                     "GET", events_path(job_id), headers=headers, timeout=timeout, policy=policy
                 ) as response:
+                    check_event_stream(response)
                     async for line in response.aiter_lines():
                         event = decoder.feed(line)
                         if event is None:
@@ -281,6 +286,7 @@ class AsyncClient:
                                 yield None
                             continue
                         broken = 0
+                        events += 1
                         last_event_id = event.last_event_id
                         yield event
                         if event.event == END:
@@ -288,6 +294,9 @@ class AsyncClient:
             except (ProtocolError, Timeout):
                 if broken >= policy.retries:
                     raise
+            else:  # the server ended it before `end`: resume, unless it never brings one
+                if events == 0 and broken >= policy.retries:
+                    raise empty_streams_error(job_id, broken + 1)
             last_event_id = decoder.last_event_id
             await asyncio.sleep(policy.delay(broken))
             broken += 1
@@ -424,7 +433,7 @@ class AsyncClient:
         noun = KIND_NOUNS.get(kind)
         if noun is None:
             raise ValueError(f"no plot for jobs of kind {kind!r}")
-        return (await self._http.request("GET", f"/{noun}/{job_text}/plot.{fmt}")).content
+        return check_plot(await self._http.request("GET", f"/{noun}/{job_text}/plot.{fmt}"), fmt)
 
     async def download_model(
         self, job_id: JobId, path: str | os.PathLike[str], *, snapshot: int | None = None

@@ -33,8 +33,11 @@ __all__ = [
     "bounds_query",
     "check_deadline",
     "check_download",
+    "check_event_stream",
+    "check_plot",
     "download_name",
     "dump_spec",
+    "empty_streams_error",
     "events_path",
     "job_id_text",
     "list_query",
@@ -55,6 +58,44 @@ SERIES_PAGE = 100_000
 """Points asked for per page of a series (the API's largest page)."""
 
 FloatArray = npt.NDArray[np.float64]
+
+
+def check_event_stream(response: Any) -> None:
+    """Refuse an answer to ``GET /jobs/{id}/events`` that is not an event stream (a
+    proxy's page, a server of something else): it would never bring an event.
+
+    Raises:
+        ProtocolError: its content type is not ``text/event-stream``.
+    """
+    content_type = str(response.headers.get("content-type", ""))
+    if not content_type.lower().startswith("text/event-stream"):
+        raise ProtocolError(
+            f"GET {response.request.url} answered {response.status_code} "
+            f"with {content_type or 'no content type'}, not an event stream"
+        )
+
+
+def empty_streams_error(job_id: str, times: int) -> ProtocolError:
+    """A job's event stream that keeps ending before its first event."""
+    return ProtocolError(
+        f"the event stream of job {job_id} ended {times} times in a row without an event"
+    )
+
+
+def check_plot(response: Any, fmt: str) -> bytes:
+    """A plot's bytes, once the answer is one (``image/png``, ``image/svg+xml``).
+
+    Raises:
+        ProtocolError: the answer is not an image (a proxy's page, a JSON document).
+    """
+    content_type = str(response.headers.get("content-type", "")).lower()
+    expected = "image/png" if fmt == "png" else "image/svg+xml"
+    if not content_type.startswith(expected):
+        raise ProtocolError(
+            f"GET {response.request.url} answered {response.status_code} "
+            f"with {content_type or 'no content type'}, not {expected}"
+        )
+    return bytes(response.content)
 
 
 def user_agent() -> str:
@@ -118,7 +159,7 @@ def list_query(
     kind: str | None,
     status: str | Iterable[str] | None,
     workload: str | None,
-    parent: uuid.UUID | str | None,
+    parent: Any,
     created_after: datetime | str | None,
     page_size: int,
 ) -> list[tuple[str, str]]:
@@ -224,7 +265,20 @@ class SeriesPages:
         return {"after": self.after, "limit": SERIES_PAGE}
 
     def add(self, page: Mapping[str, Any]) -> None:
-        """Take one page (the decoded JSON); :attr:`done` once the last was read."""
+        """Take one page (the decoded JSON); :attr:`done` once the last was read.
+
+        Raises:
+            ProtocolError: the page is not one of the API's series pages.
+        """
+        try:
+            self._add(page)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProtocolError(
+                f"the service's series page does not fit this client ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); is the client older than the service?"
+            ) from None
+
+    def _add(self, page: Mapping[str, Any]) -> None:
         if self.after and page["attempt"] != self.attempt:
             self._reset()
             return

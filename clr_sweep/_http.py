@@ -178,6 +178,10 @@ def raise_for_problem(response: httpx.Response, *, attempts: int = 1) -> None:
         retry_after=retry_after_seconds(response),
     )
     error.attempts = attempts
+    if response.status_code == 401 and "Authorization" not in response.request.headers:
+        error.args = (
+            f"{error}; no token was sent: pass token=, set CLR_TOKEN, or run `clr-sweep login URL`",
+        )
     raise error
 
 

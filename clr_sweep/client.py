@@ -40,8 +40,11 @@ from clr_sweep._base import (
     bounds_query,
     check_deadline,
     check_download,
+    check_event_stream,
+    check_plot,
     download_name,
     dump_spec,
+    empty_streams_error,
     events_path,
     job_id_text,
     list_query,
@@ -51,6 +54,7 @@ from clr_sweep._base import (
 from clr_sweep._http import IDEMPOTENCY_KEY, RetryPolicy, SyncTransport
 from clr_sweep.config import resolve
 from clr_sweep.contracts import (
+    JobRead,
     RangeTestRead,
     RangeTestSpec,
     SweepRead,
@@ -63,8 +67,8 @@ from clr_sweep.events import END, STATUS, Event, SSEDecoder
 
 __all__ = ["Client", "JobId", "Progress"]
 
-JobId = uuid.UUID | str
-"""A job's id (a parsed job is accepted too wherever a JobId is)."""
+JobId = uuid.UUID | str | JobRead
+"""A job's id: a UUID, its text, or a job read before (its ``id``)."""
 
 Progress = Callable[[_models.AnyJobRead], object]
 """Called with the job whenever :meth:`Client.wait` learns something new about it."""
@@ -308,10 +312,12 @@ class Client:
             if last_event_id:
                 headers["Last-Event-ID"] = last_event_id
             decoder = SSEDecoder(last_event_id)
+            events = 0
             try:
                 with self._http.stream(
                     "GET", events_path(job_id), headers=headers, timeout=timeout, policy=policy
                 ) as response:
+                    check_event_stream(response)
                     for line in response.iter_lines():
                         event = decoder.feed(line)
                         if event is None:
@@ -319,6 +325,7 @@ class Client:
                                 yield None
                             continue
                         broken = 0
+                        events += 1
                         last_event_id = event.last_event_id
                         yield event
                         if event.event == END:
@@ -326,6 +333,9 @@ class Client:
             except (ProtocolError, Timeout):
                 if broken >= policy.retries:
                     raise
+            else:  # the server ended it before `end`: resume, unless it never brings one
+                if events == 0 and broken >= policy.retries:
+                    raise empty_streams_error(job_id, broken + 1)
             # the server closed the stream before `end`, or it broke: resume it
             last_event_id = decoder.last_event_id
             self._sleep(policy.delay(broken))
@@ -496,7 +506,7 @@ class Client:
         noun = KIND_NOUNS.get(kind)
         if noun is None:
             raise ValueError(f"no plot for jobs of kind {kind!r}")
-        return self._http.request("GET", f"/{noun}/{job_text}/plot.{fmt}").content
+        return check_plot(self._http.request("GET", f"/{noun}/{job_text}/plot.{fmt}"), fmt)
 
     def download_model(
         self, job_id: JobId, path: str | os.PathLike[str], *, snapshot: int | None = None

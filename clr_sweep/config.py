@@ -26,6 +26,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from clr_sweep.errors import ClientError
 
@@ -174,7 +175,17 @@ def resolve(url: str | None = None, token: str | None = None) -> tuple[str, str 
                 token = config.token
     url = (url or DEFAULT_URL).strip().rstrip("/")
     if not url.lower().startswith(("http://", "https://")):
-        raise ConfigError(f"the service URL must start with http:// or https://, got {url!r}")
+        example = "" if ":/" in url else f" (e.g. http://{url[:200]})"
+        raise ConfigError(
+            f"the service URL must start with http:// or https://, got {url[:200]!r}{example}"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as exc:
+        raise ConfigError(f"the service URL {url[:200]!r} is not a URL: {exc}") from None
+    if not parts.hostname:
+        raise ConfigError(f"the service URL {url[:200]!r} names no host")
     return url, token
 
 

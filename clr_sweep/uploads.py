@@ -30,9 +30,9 @@ The uploader is the range test's ``callback`` (it reads the chunks
 :class:`clr.Trainer`'s ``callback`` or fed with :meth:`TrainingLogger.log` and
 :meth:`TrainingLogger.log_epoch` from a plain loop. Points are gathered and
 sent by a background thread every ``flush_interval`` seconds (and at the end),
-in uploads of at most ``max_points``; while nothing new comes the last point is
-sent again every ``keepalive`` seconds, so a long validation pass does not look
-like a dead client (the service fails a client job that stays silent for its
+in uploads of at most ``max_points``; while nothing new comes a heartbeat is
+sent every ``keepalive`` seconds, so a long validation pass does not look like a
+dead client (the service fails a client job that stays silent for its
 heartbeat timeout, 60 s by default). Leaving the ``with`` block finishes the
 job: ``succeeded``, or ``failed`` with the exception's text when the block
 raised (``cancelled`` on ``KeyboardInterrupt``). When the job is cancelled on
@@ -76,8 +76,8 @@ DEFAULT_FLUSH_INTERVAL_S = 0.25
 """How often gathered points are sent."""
 
 DEFAULT_KEEPALIVE_S = 15.0
-"""How long the uploader stays silent before it sends its last point again (a
-heartbeat: the service's timeout is 60 s by default)."""
+"""How long the uploader stays silent before it sends a heartbeat (the service's
+timeout is 60 s by default)."""
 
 MAX_POINTS_PER_UPLOAD = 400
 """Most points one upload carries (a request body is at most 64 KiB)."""
@@ -156,7 +156,6 @@ class _Series:
         self.name = name
         self.sent = 0  # points the service confirmed
         self.pending: list[Row] = []
-        self.last: tuple[int, Row] | None = None  # the last point sent (for keepalives)
 
     @property
     def end(self) -> int:
@@ -258,16 +257,20 @@ class _Uploader:
                     with self._lock:
                         del series.pending[: len(run)]
                         series.sent = run_start + len(run)
-                        series.last = (run_start + len(run) - 1, run[-1])
 
     def _keepalive(self) -> None:
-        """Send the last point again: a heartbeat that stores nothing."""
+        """Tell the service the run is alive while it has nothing new to send."""
         with self._send_lock:
-            for series in self._series.values():
-                if series.last is not None and not self.cancelled:
-                    index, row = series.last
-                    self._send(series, index, [row])
+            if self.cancelled:
+                return
+            try:
+                self.client.request("POST", f"/jobs/{self.job_id}/heartbeat", idempotency_key=True)
+            except Conflict as exc:
+                if exc.type.endswith(":cancelled"):
+                    self.cancelled = True
                     return
+                raise
+            self._last_send = time.monotonic()
 
     def _send(self, series: _Series, start: int, rows: list[Row]) -> None:
         values = {k: [r[k] for r in rows] if rows[0][k] is not None else None for k in rows[0]}

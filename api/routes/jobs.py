@@ -259,6 +259,24 @@ def jobs_router() -> APIRouter:
         )
 
     @router.post(
+        "/{job_id}/heartbeat",
+        response_model=read_union,
+        responses={
+            **AUTH,
+            **NOT_FOUND,
+            **problem(
+                409,
+                "The job is not one the team runs itself, was cancelled (stop) or finished",
+            ),
+            **INVALID,
+        },
+    )
+    def heartbeat(job_id: uuid.UUID, session: SessionDep, team: CurrentTeamDep) -> JobRead:
+        """A job the team runs in its own loop is alive with nothing new to upload (every
+        upload is a heartbeat too): the reaper fails one silent for the heartbeat timeout."""
+        return _as_read(services.client_heartbeat(session, team=team, job_id=job_id))
+
+    @router.post(
         "/{job_id}/finish",
         response_model=read_union,
         responses={

@@ -25,6 +25,8 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_serializer,
     model_validator,
@@ -293,8 +295,6 @@ class RangeTestSpec(RangeTestOptions, WorkloadSpec):
 
 # --------------------------------------------------------------------------- trainings
 
-_POLICY = Policy
-
 
 class ScheduleSpec(BaseModel):
     """A ``clr`` schedule by policy, with :func:`clr.policies.make_schedule`'s arguments.
@@ -314,7 +314,7 @@ class ScheduleSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    policy: _POLICY = "triangular"
+    policy: Policy = "triangular"
     lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
     base_lr: FiniteFloat | None = Field(default=None, ge=0, le=MAX_LR)
     max_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
@@ -689,7 +689,22 @@ _MAX_TAG_TEXT = 256
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-TagValue = Annotated[str, Field(max_length=_MAX_TAG_TEXT)] | StrictInt | FiniteFloat
+
+def _one_tag_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One reason for a bad tag value, located at the tag (not one per union member)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise ValueError(
+            f"a tag's value is text of at most {_MAX_TAG_TEXT} characters or a finite "
+            "number (not a boolean, null, list or object)"
+        ) from None
+
+
+TagValue = Annotated[
+    Annotated[str, Field(max_length=_MAX_TAG_TEXT)] | StrictInt | FiniteFloat,
+    WrapValidator(_one_tag_error),
+]
 """A tag's value: text, or a finite number (booleans are not accepted)."""
 
 _ConfigText = Annotated[str, Field(min_length=1, max_length=128)]
@@ -762,6 +777,10 @@ class ClientRangeTestSpec(RangeTestOptions, ClientConfiguration):
     iters_per_epoch: StrictInt | None = Field(default=None, ge=1, le=10_000_000)
 
 
+_STEP_SIZE_POLICIES = frozenset({"triangular", "triangular2", "exp_range"})
+"""The cyclic policies whose half cycle is ``step_size_up``."""
+
+
 class ClientTrainingSpec(ClientConfiguration):
     """A training the team runs in its own loop and logs (its LR/momentum trace and
     metrics), shown next to the service's.
@@ -779,3 +798,26 @@ class ClientTrainingSpec(ClientConfiguration):
     iterations: StrictInt = Field(ge=1, le=MAX_ITERATIONS)
     schedule: ScheduleSpec | None = None
     range_test: Annotated[str, Field(max_length=64)] | None = None
+
+    @field_validator("range_test")
+    @classmethod
+    def _plain_range_test(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("range_test must not contain control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _cycle_length_given(self) -> ClientTrainingSpec:
+        schedule = self.schedule
+        if (
+            schedule is not None
+            and schedule.policy in _STEP_SIZE_POLICIES
+            and schedule.step_size_up is None
+        ):
+            raise located(
+                "ClientTrainingSpec",
+                "schedule.step_size_up",
+                f"a {schedule.policy} schedule run in the team's own loop needs step_size_up "
+                "(no workload gives its epoch length)",
+            )
+        return self

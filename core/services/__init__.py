@@ -6,6 +6,7 @@ ids and never commits; the caller's unit of work does.
 
 from core.services.client_jobs import (
     Upload,
+    client_heartbeat,
     find_client_bounds,
     finish_client_job,
     upload_points,
@@ -77,6 +78,7 @@ from core.services.workers import (
 
 __all__ = [
     "Upload",
+    "client_heartbeat",
     "find_client_bounds",
     "finish_client_job",
     "upload_points",

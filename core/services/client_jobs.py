@@ -68,6 +68,7 @@ __all__ = [
     "FINISH_STATUSES",
     "Upload",
     "client_bounds_query",
+    "client_heartbeat",
     "find_client_bounds",
     "finish_client_job",
     "upload_points",
@@ -145,6 +146,22 @@ def _check_points(
         raise InvalidInput(reason, errors=[{"field": field, "reason": reason}]) from None
 
 
+def _check_range_test_points(job: Job, points: SeriesPoints) -> None:
+    """A range test's curve: positive LRs, and no more points than its ``num_iter``."""
+    lrs = points.values.get("lr") or []
+    for i, lr in enumerate(lrs):
+        if not lr > 0:
+            reason = f"a range test's lr must be positive, got {lr:g}"
+            raise InvalidInput(reason, errors=[{"field": f"values.lr.{i}", "reason": reason}])
+    end = points.start + points.size
+    if end > job.total:
+        reason = (
+            f"the range test has num_iter={job.total}: points 0 to {job.total - 1}, "
+            f"not up to {end - 1}"
+        )
+        raise InvalidInput(reason, errors=[{"field": "values", "reason": reason}])
+
+
 def _same(stored: Mapping[str, list[float] | None], given: SeriesPoints, size: int) -> bool:
     """Whether the first ``size`` points of ``given`` equal the ``stored`` ones."""
     for name, column in given.values.items():
@@ -191,6 +208,8 @@ def upload_points(
         reason = f"{kind.title} jobs have no series {name!r}; their series: {known}"
         raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
     points = _check_points(spec, start, values)
+    if job.kind == RANGE_TEST.name:
+        _check_range_test_points(job, points)
     repo = JobRepository(session)
     guard = repo.guard_report(job.id, job.attempt, now=now)  # locks the row: one at a time
     if guard is None:
@@ -237,6 +256,29 @@ def upload_points(
     if not added:
         logger.info("job.upload_duplicate job_id=%s series=%s start=%d", job.id, name, start)
     return Upload(job=job, name=name, start=start, stored=added, points=counts.get(name, 0))
+
+
+def client_heartbeat(
+    session: Session, *, team: Team, job_id: uuid.UUID, now: datetime | None = None
+) -> Job:
+    """The team's process running a client job is alive, with nothing new to upload (a
+    long evaluation pass, a slow first batch): refreshes its heartbeat.
+
+    Raises:
+        JobNotFound: no such job for this team.
+        NotAClientJob: the service's workers run the job (409).
+        JobCancelled: the job was cancelled (409): stop.
+        JobConflict: the job already finished (409).
+    """
+    now = utc_now() if now is None else as_utc(now)
+    job = _client_job(session, team=team, job_id=job_id)
+    _refuse_finished(job)
+    if JobRepository(session).guard_report(job.id, job.attempt, now=now) is None:
+        session.refresh(job)
+        _refuse_finished(job)
+        raise JobConflict(f"job {job.id} is {job.status}; it takes no heartbeat")
+    session.refresh(job)
+    return job
 
 
 def finish_client_job(

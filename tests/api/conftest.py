@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi import FastAPI
@@ -40,6 +40,25 @@ if TYPE_CHECKING:
     from tests.api.sse import Live
 
 Sent = list[tuple[uuid.UUID, str]]
+
+
+class JobsOf:
+    """The two reads ``cli.follow.follow`` makes of a ``clr_sweep.Client`` (a job by id,
+    and a raw request), answered by the in-process app: the command's progress bar and
+    tables on the real API's documents without a server process."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def get(self, job_id: str) -> Any:
+        response = self.client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.client.request(method, path, **kwargs)
+        assert response.is_success, response.text
+        return response
 
 
 @dataclass

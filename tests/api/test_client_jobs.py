@@ -21,6 +21,7 @@ from core.models import Job
 from core.services import reconcile
 from core.settings import Settings
 from tests.api.conftest import Caller, Sent, TestClient, make_caller
+from tests.api.sse import EventReader, Live
 from tests.builders import T0, make_job
 
 PROBLEM_JSON = "application/problem+json"
@@ -140,6 +141,25 @@ class TestCreate:
         assert response.status_code == 422, response.text
         fields = [e["field"] for e in problem(response)["errors"]]
         assert any(f == field or f.startswith(field) for f in fields), fields
+
+    def test_a_retried_create_with_its_idempotency_key_gives_the_same_job(
+        self, client: TestClient, caller: Caller
+    ) -> None:
+        headers = {**caller.headers, "Idempotency-Key": "byoc-1"}
+        first = client.post("/range-tests", json=client_spec(), headers=headers)
+        again = client.post("/range-tests", json=client_spec(), headers=headers)
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert again.json()["id"] == first.json()["id"]
+        other = client.post("/range-tests", json=client_spec(model="other"), headers=headers)
+        assert other.status_code == 422
+        assert problem(other)["errors"][0]["field"] == "Idempotency-Key"
+
+    def test_a_service_spec_may_say_its_source(self, client: TestClient, caller: Caller) -> None:
+        body = {"workload": "digits_mlp", "num_iter": 50, "source": "service"}
+        response = client.post("/range-tests", json=body, headers=caller.headers)
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "queued"
+        assert "source" not in response.json()["spec"]  # a workload's: run by the service
 
     def test_a_client_job_counts_against_the_teams_cap_of_active_jobs(
         self, client: TestClient, caller: Caller, api_settings: Settings
@@ -283,6 +303,43 @@ class TestUpload:
         assert "stop sending" in body["detail"]
         series = client.get(f"/jobs/{job['id']}/series/curve", headers=caller.headers).json()
         assert series["points"] == 10
+
+
+class TestHeartbeat:
+    def test_a_heartbeat_keeps_a_silent_client_alive(
+        self, client: TestClient, caller: Caller, session: Session, api_settings: Settings
+    ) -> None:
+        job = create(client, caller)
+        stored = session.get(Job, uuid.UUID(job["id"]))
+        assert stored is not None
+        stored.heartbeat_at = T0  # long ago
+        session.commit()
+        beat = client.post(f"/jobs/{job['id']}/heartbeat", headers=caller.headers)
+        assert beat.status_code == 200, beat.text
+        assert beat.json()["status"] == "running"
+        beaten = session.get(Job, uuid.UUID(job["id"]))
+        assert beaten is not None
+        assert beaten.heartbeat_at is not None
+        assert beaten.heartbeat_at > T0
+        report = reconcile(
+            session, settings=api_settings, now=beaten.heartbeat_at + timedelta(seconds=30)
+        )
+        assert report.failed == []
+
+    def test_only_a_running_client_job_takes_a_heartbeat(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        service_job = make_job(session, team=caller.team)
+        refused = client.post(f"/jobs/{service_job.id}/heartbeat", headers=caller.headers)
+        assert refused.status_code == 409
+        assert problem(refused)["type"].endswith("not-a-client-job")
+        job = create(client, caller)
+        client.post(f"/jobs/{job['id']}/cancel", headers=caller.headers)
+        cancelled = client.post(f"/jobs/{job['id']}/heartbeat", headers=caller.headers)
+        assert cancelled.status_code == 409
+        assert problem(cancelled)["type"].endswith(":cancelled")
+        other = make_caller(session)
+        assert client.post(f"/jobs/{job['id']}/heartbeat", headers=other.headers).status_code == 404
 
 
 class TestFinish:
@@ -580,3 +637,44 @@ class TestTraining:
         response = client.post("/trainings", json=bad, headers=caller.headers)
         assert response.status_code == 422
         assert problem(response)["errors"][0]["field"].startswith("schedule")
+
+
+class TestEvents:
+    def test_the_event_stream_follows_a_client_job_until_it_is_finished(self, live: Live) -> None:
+        created = live.client.post("/range-tests", json=client_spec(), headers=live.headers)
+        assert created.status_code == 202
+        job_id = created.json()["id"]
+        curve = measured_curve()
+
+        def send(lo: int, hi: int) -> None:
+            response = live.client.post(
+                f"/jobs/{job_id}/series/curve",
+                json={"start": lo, "values": part(curve, lo, hi)},
+                headers=live.headers,
+            )
+            assert response.status_code == 200, response.text
+
+        send(0, 120)
+        with live.stream(uuid.UUID(job_id)) as response:
+            events = EventReader(response)
+            status = events.events(1)[0]
+            assert (status.event, status.data["status"], status.data["worker"]) == (
+                "status",
+                "running",
+                "client",
+            )
+            first = events.events(1)[0]
+            assert (first.event, first.data["start"], first.id) == ("curve", 0, "1:120")
+            assert first.data["values"]["lr"] == curve["lr"][:120]
+            send(120, N)
+            second = events.events(1)[0]
+            assert (second.event, second.data["start"], second.id) == ("curve", 120, f"1:{N}")
+            finished = live.client.post(
+                f"/jobs/{job_id}/finish", json={"status": "succeeded"}, headers=live.headers
+            )
+            assert finished.status_code == 200
+            final, end = events.events(2)
+            assert (final.event, final.data["status"]) == ("status", "succeeded")
+            assert final.data["result"]["summary"]["steps_run"] == N
+            assert (end.event, end.data["status"], end.data["progress"]) == ("end", "succeeded", N)
+            events.assert_closed()

@@ -1,7 +1,8 @@
 """The OpenAPI document's bodies are the contracts' classes, so API and client cannot drift.
 
 For every registered kind, the body of ``POST /<noun>`` has exactly the fields
-of the kind's contract spec, and ``GET /<noun>/{id}`` answers the contract's
+of the kind's contract spec (and of its client spec, for a kind a team may run in
+its own loop), and ``GET /<noun>/{id}`` answers the contract's
 read class; every component named like a contract class has exactly that
 class's fields. The workload enum is the one thing the API adds (the contract
 cannot know the registry).
@@ -41,14 +42,25 @@ def properties(model: type[BaseModel]) -> set[str]:
     return {field.alias or name for name, field in model.model_fields.items()}
 
 
-@pytest.mark.parametrize("kind", all_kinds(), ids=lambda k: k.name)
-def test_a_kinds_request_body_has_the_contracts_fields(kind: JobKind) -> None:
+def request_bodies(kind: JobKind) -> dict[str, dict[str, Any]]:
+    """The components ``POST /<noun>`` accepts, by name (one, or one per ``source``)."""
     content = DOC["paths"][f"/{kind.noun}"]["post"]["requestBody"]["content"]
-    body = component(content["application/json"]["schema"]["$ref"])
-    contract = contract_of(kind.spec)
-    assert set(body["properties"]) == properties(contract)
-    assert body["properties"]["workload"]["enum"] == list_workloads()
-    assert "enum" not in contract.model_json_schema()["properties"]["workload"]
+    schema = content["application/json"]["schema"]
+    refs = [s["$ref"] for s in schema.get("oneOf", [schema])]
+    return {ref.rsplit("/", 1)[-1]: component(ref) for ref in refs}
+
+
+@pytest.mark.parametrize("kind", all_kinds(), ids=lambda k: k.name)
+def test_a_kinds_request_bodies_have_the_contracts_fields(kind: JobKind) -> None:
+    specs = [kind.spec] if kind.client_spec is None else [kind.spec, kind.client_spec]
+    bodies = request_bodies(kind)
+    assert len(bodies) == len(specs)
+    for spec, (name, body) in zip(specs, bodies.items(), strict=True):
+        contract = contract_of(spec)
+        assert set(body["properties"]) == properties(contract), name
+    service = next(iter(bodies.values()))
+    assert service["properties"]["workload"]["enum"] == list_workloads()
+    assert "enum" not in contract_of(kind.spec).model_json_schema()["properties"]["workload"]
 
 
 @pytest.mark.parametrize("kind", all_kinds(), ids=lambda k: k.name)

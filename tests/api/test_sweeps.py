@@ -4,19 +4,17 @@ children through ``/jobs?parent=``, refusals naming the field, cancel, the plot.
 from __future__ import annotations
 
 import io
-import json
-import math
-import signal
 import uuid
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 from sqlalchemy.orm import Session
 
-from cli.client import ApiError, Interrupted, run_sweep
+from cli.follow import follow
+from cli.jobs import print_job
+from cli.output import Output
 from core.models import Job, JobStatus
 from core.series import SeriesPoints
 from core.services import claim_job, fail_job, finish_job, report_progress
@@ -30,7 +28,7 @@ from core.sweeps import (
     build_result,
 )
 from core.training import EPOCHS, TrainingOutcome, TrainingSpec
-from tests.api.conftest import Caller, Sent, TestClient
+from tests.api.conftest import Caller, JobsOf, Sent, TestClient
 from tests.api.sse import EventReader, Live
 from tests.builders import make_job, make_outcome
 
@@ -346,29 +344,24 @@ def training_result(child: Job, accuracies: list[float]) -> TrainingOutcome:
     )
 
 
-class TestSweepCommandClient:
-    """``clr-sweep sweep``'s client half against the real app (in-process, real database)."""
+class TestSweepAsTheCommandShowsIt:
+    """``clr-sweep sweep wait``'s bar and the paper's table on the real app's documents
+    (in-process, real database; the command itself: tests/service/test_sweep_flow.py)."""
 
-    def test_follows_a_sweep_prints_its_table_and_writes_plot_and_json(
-        self, client: TestClient, caller: Caller, session: Session, tmp_path: Path
+    def test_follows_a_sweep_and_prints_its_table(
+        self, client: TestClient, caller: Caller, session: Session
     ) -> None:
         client.headers.update(caller.headers)
         workers = FakeWorkers(session, fail={"triangular2/1"})
-        out = io.StringIO()
-        plot, output = tmp_path / "sweep.svg", tmp_path / "sweep.json"
-        code = run_sweep(
-            client,
-            sweep_body(),
-            Console(file=out, width=160),
-            plot=plot,
-            output=output,
-            wait=True,
-            interval_s=0,
-            sleep=workers,
-        )
-        text = out.getvalue()
-        assert code == 0, text
+        job = submit(client, caller).json()
+        out = Output()
+        out.console = Console(file=io.StringIO(), width=160)
+        final = follow(JobsOf(client), job, out, interval_s=0, sleep=workers)
+        print_job(final, out)
+        text = out.console.file.getvalue()  # type: ignore[attr-defined]
         assert workers.polls == 2  # the range test, then the four trainings
+        assert final["status"] == "succeeded"
+        assert "4 succeeded, 1 failed" in text  # the bar's counts
         assert "bounds 0.02 to 0.2 (range test's max_fraction)" in text
         assert "step_size 10, 40 iterations (2 cycles)" in text
         # fixed: 0.85 ± 0.0707 over two seeds, reached by seed 1 at 40; triangular2:
@@ -379,53 +372,7 @@ class TestSweepCommandClient:
         assert "0.50x" in text
         assert "1/2 (1 failed)" in text
         assert "failed: grid point 0 triangular2 seed 1: diverged" in text
-        assert "svg" in plot.read_text()[:200]
-        saved = json.loads(output.read_text())
-        assert saved["job"]["status"] == "succeeded"
-        assert saved["job"]["result"]["complete"] is True
-
-    def test_a_non_finite_option_is_the_apis_422_naming_it(
-        self, client: TestClient, caller: Caller
-    ) -> None:
-        # `clr-sweep sweep --fixed-lr nan` crashed with a traceback while encoding the body
-        client.headers.update(caller.headers)
-        with pytest.raises(ApiError) as caught:
-            run_sweep(
-                client,
-                sweep_body(fixed_lr=math.nan),
-                Console(file=io.StringIO(), width=160),
-                plot=None,
-                output=None,
-                wait=False,
-            )
-        assert caught.value.status == 422
-        assert "fixed_lr" in caught.value.detail
-
-    def test_interrupted_it_cancels_the_sweep_and_its_children(
-        self, client: TestClient, caller: Caller, session: Session
-    ) -> None:
-        client.headers.update(caller.headers)
-
-        def interrupt(_seconds: float) -> None:
-            raise Interrupted(signal.SIGTERM)
-
-        out = io.StringIO()
-        code = run_sweep(
-            client,
-            sweep_body(),
-            Console(file=out, width=160),
-            plot=None,
-            output=None,
-            wait=True,
-            interval_s=0,
-            sleep=interrupt,
-        )
-        assert code == 128 + signal.SIGTERM
-        sweep = session.query(Job).filter(Job.kind == "sweep").one()
-        assert sweep.status == JobStatus.CANCELLED
-        children = session.query(Job).filter(Job.parent_id == sweep.id).all()
-        assert [c.status for c in children] == [JobStatus.CANCELLED]
-        assert f"job {sweep.id} cancelled" in out.getvalue()
+        assert final["result"]["complete"] is True
 
 
 class TestSweepEvents:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import signal
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,7 +16,9 @@ from rich.console import Console
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from cli.client import run_range_test_then_training, run_training
+from cli.follow import follow
+from cli.jobs import print_job
+from cli.output import Output
 from core.artifacts import open_artifact_writer
 from core.db import session_scope
 from core.models import Job, JobStatus
@@ -26,8 +26,8 @@ from core.series import SeriesPoints
 from core.services import claim_job, fail_job, finish_job, record_checkpoint, report_progress
 from core.settings import Settings
 from core.training import EPOCHS, ITERATIONS
-from tests.api.conftest import Caller, Sent, TestClient, make_caller
-from tests.builders import curve, make_job, make_outcome, make_points
+from tests.api.conftest import Caller, JobsOf, Sent, TestClient, make_caller
+from tests.builders import make_job, make_outcome
 
 PROBLEM_JSON = "application/problem+json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -591,164 +591,33 @@ class FakeWorker:
         self.done = end
 
 
-class TestTrainCommandClient:
-    """``clr-sweep train``'s client half against the real app (in-process, real database)."""
+class TestTrainingAsTheCommandShowsIt:
+    """``clr-sweep training wait``'s progress bar and final table on the real app's
+    documents (in-process, real database; the command against a real service:
+    tests/service/test_cli.py)."""
 
-    def test_follows_a_training_prints_how_it_ended_and_writes_plot_and_json(
-        self, client: TestClient, caller: Caller, session: Session, tmp_path: Path
+    def test_the_bar_shows_epoch_lr_loss_and_accuracy_then_the_table(
+        self, client: TestClient, caller: Caller, session: Session
     ) -> None:
         client.headers.update(caller.headers)
-        out = io.StringIO()
         worker = FakeWorker(session, steps=[40, 90, 120])
-        plot, output = tmp_path / "training.png", tmp_path / "training.json"
-        code = run_training(
-            client,
-            training_body(),
-            Console(file=out, width=140),
-            plot=plot,
-            output=output,
-            wait=True,
-            interval_s=0,
-            sleep=worker,
-        )
-        text = out.getvalue()
-        assert code == 0, text
+        job = submit(client, caller).json()
+        out = Output()
+        out.console = Console(file=io.StringIO(), width=140)
+        final = follow(JobsOf(client), job, out, interval_s=0, sleep=worker)
+        print_job(final, out)
+        text = out.console.file.getvalue()  # type: ignore[attr-defined]
         assert worker.polls == 5  # claimed, three reports, finished
-        assert "120 iterations" in text
+        assert final["status"] == "succeeded"
+        assert "120/120" in text
         assert "epoch 4" in text
         assert "val acc 0.750" in text  # the last epoch's, as the bar showed it
         assert "final val accuracy" in text
         assert "0.9100" in text
         assert "0.9300 (2 snapshots)" in text
         assert "0.9200 (iteration 90)" in text
-        assert plot.read_bytes().startswith(PNG_MAGIC)
-        saved = json.loads(output.read_text())
-        assert saved["job"]["id"] == str(worker.job_id)
-        assert saved["job"]["status"] == "succeeded"
 
-    def test_a_range_test_then_a_training_with_its_bounds(
-        self, client: TestClient, caller: Caller, session: Session, tmp_path: Path
-    ) -> None:
-        client.headers.update(caller.headers)
-        trainer = FakeWorker(session, steps=[40, 90])
-        polls: list[str] = []
-
-        def worker(seconds: float) -> None:
-            # the range test first: claimed, then its curve and bounds; then the training
-            range_test = session.query(Job).filter(Job.kind == "range_test").one()
-            if range_test.status == JobStatus.QUEUED:
-                polls.append("range test claimed")
-                assert claim_job(session, job_id=range_test.id, worker="gpu0", device="cpu")
-            elif range_test.status == JobStatus.RUNNING:
-                polls.append("range test finished")
-                attempt = range_test.attempt
-                report_progress(
-                    session, job_id=range_test.id, attempt=attempt, **curve(make_points(0, 50))
-                )
-                bounds = make_outcome(base_lr=0.02, max_lr=0.2)
-                finish_job(session, job_id=range_test.id, attempt=attempt, result=bounds)
-            else:
-                polls.append("training")
-                trainer(seconds)
-
-        range_body = {k: v for k, v in training_body().items() if k in ("workload", "params")}
-        body = training_body(schedule={"policy": "triangular2"})
-        out = io.StringIO()
-        output = tmp_path / "run.json"
-        code = run_range_test_then_training(
-            client,
-            range_body,
-            body,
-            Console(file=out, width=160),
-            method=None,
-            range_test_plot=tmp_path / "range_test.svg",
-            plot=None,
-            output=output,
-            interval_s=0,
-            sleep=worker,
-        )
-        text = out.getvalue()
-        assert code == 0, text
-        assert polls[:2] == ["range test claimed", "range test finished"]
-        assert "Suggested CLR bounds for digits_mlp" in text
-        assert "bounds 0.02 to 0.2 from range test" in text
-        assert "0.9300 (2 snapshots)" in text
-        assert (tmp_path / "range_test.svg").read_text().lstrip().startswith("<")
-        saved = json.loads(output.read_text())
-        assert saved["job"]["spec"]["bounds_source"]["range_test"] == saved["range_test"]["id"]
-        assert saved["job"]["spec"]["schedule"]["max_lr"] == 0.2
-        assert saved["bounds"]["default_method"] == "max_fraction"
-
-    def test_no_training_when_the_range_test_found_no_bounds(
-        self, client: TestClient, caller: Caller, session: Session
-    ) -> None:
-        client.headers.update(caller.headers)
-
-        def worker(_seconds: float) -> None:
-            range_test = session.query(Job).filter(Job.kind == "range_test").one()
-            if range_test.status == JobStatus.QUEUED:
-                assert claim_job(session, job_id=range_test.id, worker="gpu0", device="cpu")
-                return
-            outcome = make_outcome().model_copy(
-                update={"suggestions": None, "no_bounds_reason": "the loss never fell"}
-            )
-            finish_job(session, job_id=range_test.id, attempt=range_test.attempt, result=outcome)
-
-        out = io.StringIO()
-        code = run_range_test_then_training(
-            client,
-            {"workload": "digits_mlp", "params": {"width": 16}},
-            training_body(schedule={"policy": "triangular"}),
-            Console(file=out, width=160),
-            method=None,
-            range_test_plot=None,
-            plot=None,
-            output=None,
-            interval_s=0,
-            sleep=worker,
-        )
-        assert code == 1
-        assert "the loss never fell" in out.getvalue()
-        assert client.get("/trainings").json()["items"] == []
-
-    def test_bounds_from_a_range_test_are_announced(
-        self, client: TestClient, caller: Caller, session: Session, capsys: Any
-    ) -> None:
-        client.headers.update(caller.headers)
-        range_test = finished_range_test(session, caller)
-        body = training_body(schedule={"policy": "triangular"})
-        body["bounds_from"] = {"range_test": str(range_test.id)}
-        out = io.StringIO()
-        code = run_training(
-            client, body, Console(file=out, width=200), plot=None, output=None, wait=False
-        )
-        assert code == 0
-        job_id = capsys.readouterr().out.strip()
-        assert client.get(f"/trainings/{job_id}").json()["status"] == "queued"
-        assert f"bounds 0.02 to 0.2 from range test {range_test.id}" in out.getvalue()
-
-    def test_an_interrupted_training_is_cancelled(self, client: TestClient, caller: Caller) -> None:
-        client.headers.update(caller.headers)
-
-        def interrupted(_seconds: float) -> None:
-            raise KeyboardInterrupt
-
-        out = io.StringIO()
-        code = run_training(
-            client,
-            training_body(),
-            Console(file=out, width=140),
-            plot=None,
-            output=None,
-            wait=True,
-            sleep=interrupted,
-        )
-        assert code == 128 + signal.SIGINT
-        listed = client.get("/trainings").json()["items"]
-        assert [j["status"] for j in listed] == ["cancelled"]
-        assert "cancel requested" in out.getvalue()
-
-    def test_a_failed_training_exits_1_with_its_reason(
+    def test_a_failed_training_shows_its_reason(
         self, client: TestClient, caller: Caller, session: Session
     ) -> None:
         client.headers.update(caller.headers)
@@ -760,18 +629,13 @@ class TestTrainCommandClient:
             else:
                 fail_job(session, job_id=worker.job_id, attempt=worker.attempt, reason="boom")
 
-        out = io.StringIO()
-        code = run_training(
-            client,
-            training_body(),
-            Console(file=out, width=140),
-            plot=None,
-            output=None,
-            wait=True,
-            sleep=fail,
-        )
-        assert code == 1
-        assert "failed: boom" in out.getvalue()
+        job = submit(client, caller).json()
+        out = Output()
+        out.console = Console(file=io.StringIO(), width=140)
+        final = follow(JobsOf(client), job, out, interval_s=0, sleep=fail)
+        print_job(final, out)
+        assert final["status"] == "failed"
+        assert "failed: boom" in out.console.file.getvalue()  # type: ignore[attr-defined]
 
 
 class CommittedService:

@@ -1,9 +1,11 @@
 """Client tests: :class:`clr_sweep.Client` against the real service, two ways.
 
-- ``postgres``: the production commands as processes (``python -m cli api`` and
-  ``python -m cli worker --processes 1``) on a PostgreSQL database and a Redis
-  database index of this xdist worker's own; each test acts as a new team, so it
-  sees only its own jobs.
+- ``postgres``: the production commands as processes (``python -m cli api``,
+  ``python -m cli worker --processes 1`` and ``python -m cli reaper``) on a
+  PostgreSQL database and a Redis database index of this xdist worker's own; each
+  test acts as a new team, so it sees only its own jobs. The reaper re-sends a
+  queued job's message after 3 s of an idle worker, as in production: a Redis index
+  another run on this machine empties loses no job.
 - ``embedded``: ``python -m cli serve`` (SQLite, kombu's filesystem transport) in a
   temporary data folder, acting as its local team (tests share it: they filter
   what they list).
@@ -35,6 +37,8 @@ from tests.worker.conftest import REDIS_HOST, REDIS_PORT, require_redis
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_S = 180.0
 """A service's start (torch, the digits) on a loaded two-core machine."""
+MAX_REDIS_DB = 15
+"""Redis's last database index (16 databases by default)."""
 WAIT_S = 180.0
 """Longest a test waits for a tiny job."""
 
@@ -154,6 +158,11 @@ def postgres_server(worker_id: str, tmp_path_factory: pytest.TempPathFactory) ->
     base = int(os.environ.get("CLR_TEST_REDIS_DB_BASE", "1"))
     # past the worker tier's (base..base+2) and the service flows' (base+3, base+4)
     index = base + 5 + (0 if worker_id == "master" else int(worker_id.removeprefix("gw")))
+    if index > MAX_REDIS_DB:
+        pytest.fail(
+            f"CLR_TEST_REDIS_DB_BASE={base} puts the client tests on Redis database {index}, "
+            f"past the last one ({MAX_REDIS_DB}); use a base of at most {MAX_REDIS_DB - 6}"
+        )
     broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
     flush = redis.Redis.from_url(broker)
     flush.flushdb()
@@ -167,6 +176,7 @@ def postgres_server(worker_id: str, tmp_path_factory: pytest.TempPathFactory) ->
         "OMP_NUM_THREADS": "1",
         "CUDA_VISIBLE_DEVICES": "",
         "PYTHONUNBUFFERED": "1",
+        "CLR_QUEUED_RESEND_AFTER_S": "3",
     }
     engine = create_db_engine(url)
     factory = sessionmaker(engine, expire_on_commit=False)
@@ -177,16 +187,17 @@ def postgres_server(worker_id: str, tmp_path_factory: pytest.TempPathFactory) ->
             return create_token(session, team=team, name="tests").secret
 
     port = free_port()
-    api_log, worker_log = logs / "api.log", logs / "worker.log"
+    api_log, worker_log, reaper_log = logs / "api.log", logs / "worker.log", logs / "reaper.log"
     processes = [
         _start(["api", "--host", "127.0.0.1", "--port", str(port)], env, api_log),
         _start(["worker", "--processes", "1"], env, worker_log),
+        _start(["reaper"], env, reaper_log),
     ]
     server = Server(
         "postgres",
         f"http://127.0.0.1:{port}",
         processes,
-        [api_log, worker_log, *sorted(data_dir.rglob("*.log"))],
+        [api_log, worker_log, reaper_log],
         new_token,
         shared_team=False,
     )
@@ -228,6 +239,18 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
         for client in server.clients:
             client.close()
         _stop([process])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[pytest.TestReport]:
+    """A failed test's report carries its services' log tails."""
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        servers = {id(v): v for v in funcargs.values() if isinstance(v, Server)}
+        for server in servers.values():
+            report.sections.append((f"{server.name} service logs", server.tails()))
+    return report
 
 
 @pytest.fixture(params=["postgres", "embedded"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from clr_sweep import (
     Invalid,
     NotFound,
     Unauthorized,
+    login,
 )
 from clr_sweep.contracts import (
     BoundsRead,
@@ -152,6 +154,27 @@ class TestErrors:
         ):
             client.get(uuid.uuid4())
         assert caught.value.status == 401
+
+    def test_no_token_is_unauthorized_and_says_how_to_give_one(self, server: Server) -> None:
+        with Client(server.url, retries=0) as client, pytest.raises(Unauthorized) as caught:
+            client.list_page()
+        assert caught.value.status == 401
+        assert "CLR_TOKEN" in str(caught.value)
+
+    def test_the_config_file_authenticates(
+        self, server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        for name in ("CLR_URL", "CLR_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("CLR_CONFIG", str(tmp_path / "clr" / "config.toml"))
+        path = login(server.url, server.new_token())
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with Client() as client:
+            assert client.url == server.url
+            assert client.list_page(page_size=1).items is not None
+        login(server.url, "clr_wrong")
+        with Client() as client, pytest.raises(Unauthorized):
+            client.list_page()
 
     def test_a_closed_port_names_the_url_and_how_to_start_a_service(self) -> None:
         url = f"http://127.0.0.1:{free_port()}"

@@ -179,3 +179,32 @@ def test_a_loop_that_raises_fails_its_job_with_the_error_and_keeps_its_points(
             f"/jobs/{upload.job_id}/series/curve",
             json={"start": 7, "values": {"lr": [1.0], "loss": [1.0], "smoothed_loss": [1.0]}},
         )
+
+
+def test_a_clr_trainer_run_is_logged_through_its_callback(client: Client) -> None:
+    model, loader = tiny_problem(2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    cycle = {"base_lr": 0.01, "max_lr": 0.2, "step_size_up": 8}
+    scheduler = clr.create_scheduler(optimizer, "triangular", **cycle)
+    trainer = clr.Trainer(model, optimizer, nn.CrossEntropyLoss(), scheduler=scheduler)
+    iterations = 2 * len(loader)
+    with training_logger(
+        client,
+        model="tiny-mlp",
+        dataset="generated",
+        batch_size=BATCH,
+        optimizer=optimizer,
+        iterations=iterations,
+        schedule={"policy": "triangular", **cycle},
+    ) as log:
+        result = trainer.run(loader, val_loader=loader, iterations=iterations, callback=log)
+        log.finish(result)
+    assert log.job.status == "succeeded"
+    outcome = log.job.result
+    assert (outcome.iterations, outcome.epochs) == (iterations, len(result.epochs))
+    assert outcome.stop_reason == result.stop_reason
+    assert outcome.device == result.device
+    assert outcome.final_val_accuracy == pytest.approx(result.epochs[-1].val_accuracy)
+    series = client.series(log.job_id, "iterations")
+    assert series["lr"].tolist() == pytest.approx(list(result.lrs))
+    assert series["momentum"].tolist() == pytest.approx(list(result.momenta))

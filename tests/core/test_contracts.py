@@ -34,6 +34,10 @@ def test_every_kinds_spec_subclasses_its_contract_and_adds_no_field(kind: JobKin
     assert contract.__name__ == kind.spec.__name__
     assert getattr(contracts, contract.__name__) is contract
     assert list(kind.spec.model_fields) == list(contract.model_fields)
+    if kind.client_spec is not None:  # the spec of a job the team runs in its own loop
+        client = contract_of(kind.client_spec)
+        assert getattr(contracts, client.__name__) is client
+        assert list(kind.client_spec.model_fields) == list(client.model_fields)
 
 
 @pytest.mark.parametrize("kind", all_kinds(), ids=lambda k: k.name)

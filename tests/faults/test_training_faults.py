@@ -395,7 +395,7 @@ def embedded(tmp_path: Path) -> Iterator[Embedded]:
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_API_URL"):
+    for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_URL"):
         env.pop(key, None)
     port = free_port()
     service = start_service(

@@ -1,7 +1,7 @@
 """The whole flow through the real commands: HTTP in, a worker process, bounds out.
 
 - Embedded: ``clr-sweep serve`` (SQLite + kombu's filesystem transport, no servers),
-  and ``clr-sweep submit --embedded`` end to end (the README's run command, which chains
+  and ``clr-sweep range-test submit --embedded`` end to end (the README's run command, which chains
   a training, is tests/service/test_training_flow.py).
 - Production: the docker-compose services' own commands (``tests/deploy/commands.py``)
   as processes on PostgreSQL and Redis: migrate, api, worker, reaper.
@@ -177,10 +177,10 @@ class TestEmbedded:
     def test_submit_embedded_runs_a_range_test_end_to_end(self, tmp_path: Path) -> None:
         data_dir = tmp_path / "data"
         env = {**os.environ, "CLR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
-        for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_API_URL"):
+        for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_URL"):
             env.pop(key, None)
         plot, output = tmp_path / "curve.svg", tmp_path / "result.json"
-        argv = ["submit", "--embedded", "-p", "width=16", "--num-iter", "100"]
+        argv = ["range-test", "submit", "--embedded", "-p", "width=16", "--num-iter", "100"]
         done = subprocess.run(
             [sys.executable, "-m", "cli", *argv, "--plot", str(plot), "--output", str(output)],
             cwd=REPO_ROOT,
@@ -194,10 +194,12 @@ class TestEmbedded:
         assert "Suggested CLR bounds for digits_mlp" in done.stdout
         assert "(default)" in done.stdout
         result = json.loads(output.read_text())
-        assert result["job"]["status"] == "succeeded"
-        default = result["bounds"]["suggestions"][0]
-        assert default["method"] == result["bounds"]["default_method"]
+        assert result["status"] == "succeeded"
+        bounds = result["result"]["bounds"]
+        default = bounds["suggestions"][0]
+        assert default["method"] == bounds["default_method"]
         assert f"{default['max_lr']:.3g}" in done.stdout
+        assert f"max_lr={default['max_lr']:.4g}, step_size_up={bounds['step_size']}" in done.stdout
         assert plot.read_text().lstrip().startswith(("<?xml", "<svg"))
         assert _processes_with_env("CLR_DATA_DIR", str(data_dir)) == []
         # the data folder is the user's alone: it holds every job, curve and the token
@@ -218,6 +220,28 @@ class TestEmbedded:
         ]
         assert holders == []
         assert secret.decode() not in done.stdout + done.stderr
+
+    def test_submit_embedded_json_is_one_document_on_stdout(self, tmp_path: Path) -> None:
+        data_dir = tmp_path / "data"
+        env = {**os.environ, "CLR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+        for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_URL"):
+            env.pop(key, None)
+        argv = ["range-test", "submit", "--embedded", "-p", "width=16", "--num-iter", "100"]
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *argv, "--device", "cpu", "--json"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S * 2,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        job = json.loads(done.stdout)  # the whole of stdout
+        assert (job["kind"], job["status"]) == ("range_test", "succeeded")
+        assert job["result"]["bounds"]["job_id"] == job["id"]
+        assert "starting the embedded service" in done.stderr
+        assert _processes_with_env("CLR_DATA_DIR", str(data_dir)) == []
 
 
 class TestProduction:

@@ -34,7 +34,7 @@ GONE_DEADLINE_S = 120.0
 
 def _env(data_dir: Path) -> dict[str, str]:
     env = {**os.environ, "CLR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
-    for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_API_URL"):
+    for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_URL"):
         env.pop(key, None)
     return env
 
@@ -158,7 +158,7 @@ class TestSubmitStoppedBySignal:
         data_dir = tmp_path / "data"
         out = tmp_path / "submit.out"
         # a sweep that never diverges and would run for minutes
-        argv = ["submit", "--embedded", "-p", "width=16", "--num-iter", "20000"]
+        argv = ["range-test", "submit", "--embedded", "-p", "width=16", "--num-iter", "20000"]
         argv += ["--start-lr", "1e-5", "--end-lr", "1e-4", "--device", "cpu"]
         with out.open("wb") as sink:
             submit = subprocess.Popen(

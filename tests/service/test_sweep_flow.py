@@ -1,4 +1,4 @@
-"""``clr-sweep sweep --embedded`` end to end: the embedded service (SQLite, the
+"""``clr-sweep sweep submit --embedded`` end to end: the embedded service (SQLite, the
 filesystem broker, its worker and reaper) runs a tiny sweep's range test and
 trainings, and the command prints the table and writes the plot and the JSON."""
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_sweep_embedded_prints_the_table_and_writes_plot_and_json(tmp_path: Path) -> None:
     data_dir = tmp_path / ".clr-sweep"
     plot, output = tmp_path / "sweep.png", tmp_path / "sweep.json"
-    argv = ["sweep", "--embedded", "-p", "width=16", "--policies", "fixed,triangular2"]
+    argv = ["sweep", "submit", "--embedded", "-p", "width=16", "--policies", "fixed,triangular2"]
     argv += ["--seeds", "0,1", "--step-size", "22", "--cycles", "2", "--no-verify"]
     argv += ["--num-iter", "100", "--start-lr", "1e-4", "--end-lr", "1"]
     argv += ["--plot", str(plot), "--output", str(output)]
@@ -39,7 +39,7 @@ def test_sweep_embedded_prints_the_table_and_writes_plot_and_json(tmp_path: Path
     assert "step_size 22, 88 iterations (2 cycles)" in out
     assert "triangular2" in out
     assert plot.read_bytes().startswith(PNG_MAGIC)
-    sweep = json.loads(output.read_text())["job"]
+    sweep = json.loads(output.read_text())
     assert (sweep["status"], sweep["progress"], sweep["total"]) == ("succeeded", 5, 5)
     result = sweep["result"]
     assert result["complete"]

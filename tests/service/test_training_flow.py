@@ -28,7 +28,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def embedded_env(data_dir: Path) -> dict[str, str]:
     env = {**os.environ, "CLR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_API_URL"):
+    for key in ("CLR_DATABASE_URL", "CLR_BROKER_URL", "CLR_TOKEN", "CLR_URL"):
         env.pop(key, None)
     return env
 
@@ -45,7 +45,7 @@ def make_run_argv() -> list[str]:
 class TestRangeTestThenTraining:
     def test_the_readme_run_command_trains_with_the_bounds_it_found(self, tmp_path: Path) -> None:
         argv = make_run_argv()
-        assert argv[:3] == ["train", "--embedded", "--range-test"]
+        assert argv[:4] == ["training", "submit", "--embedded", "--range-test"]
         data_dir = tmp_path / ".clr-sweep"
         done = subprocess.run(
             [sys.executable, "-m", "cli", *argv],
@@ -62,11 +62,12 @@ class TestRangeTestThenTraining:
         assert "final val accuracy" in out
         assert (tmp_path / "range_test.png").read_bytes().startswith(PNG_MAGIC)
         assert (tmp_path / "training.png").read_bytes().startswith(PNG_MAGIC)
-        saved = json.loads((tmp_path / "training.json").read_text())
-        training, range_test = saved["job"], saved["range_test"]
+        assert 'mode="triangular2")' in out  # the code to use the range test's bounds
+        training = json.loads((tmp_path / "training.json").read_text())
+        range_test = training["range_test"]
         assert range_test["status"] == training["status"] == "succeeded"
         source = training["spec"]["bounds_source"]
-        default = saved["bounds"]["suggestions"][0]
+        default = range_test["result"]["bounds"]["suggestions"][0]
         assert source["range_test"] == range_test["id"]
         assert (source["base_lr"], source["max_lr"]) == (default["base_lr"], default["max_lr"])
         result = training["result"]
@@ -87,7 +88,7 @@ class TestRangeTestThenTraining:
             service.wait_ready()
             token = (data_dir / TOKEN_FILE).read_text().strip()
             output = tmp_path / "training.json"
-            argv = ["train", "--url", service.url, "--token", token, "-p", "width=16"]
+            argv = ["training", "submit", "--url", service.url, "--token", token, "-p", "width=16"]
             argv += ["--base-lr", "0.02", "--max-lr", "0.2", "--step-size", "22", "--cycles", "2"]
             done = subprocess.run(
                 [sys.executable, "-m", "cli", *argv, "--snapshots", "2", "--output", str(output)],
@@ -99,7 +100,7 @@ class TestRangeTestThenTraining:
                 check=False,
             )
             assert done.returncode == 0, done.stdout + done.stderr + service.log_tails()
-            job = json.loads(output.read_text())["job"]
+            job = json.loads(output.read_text())
             headers = {"Authorization": f"Bearer {token}"}
             with httpx.Client(base_url=service.url, headers=headers, timeout=30) as client:
                 model = client.get(f"/trainings/{job['id']}/model")

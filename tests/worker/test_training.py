@@ -11,6 +11,7 @@ bit: both run on the CPU with one thread).
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from typing import Any
 
@@ -139,6 +140,19 @@ def load_artifact(
         return torch.load(reader, weights_only=True)
 
 
+def stored_artifacts(
+    db: sessionmaker[Session], job_id: uuid.UUID, *, until: set[str], timeout: float = 30.0
+) -> set[str]:
+    """The job's artifact names once they are ``until`` (or, after ``timeout`` s, as they are)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(db) as session:
+            names = {a.name for a in list_artifacts(session, job_id)}
+        if names == until or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
+
+
 def assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
     assert list(got) == list(want)
     different = [name for name in want if not torch.equal(got[name], want[name])]
@@ -182,7 +196,6 @@ class TestTrainingRun:
         with session_scope(db) as session:
             steps = read_series(session, team=team, job_id=job_id, name="iterations")
             epochs = read_series(session, team=team, job_id=job_id, name="epochs")
-            stored = {a.name for a in list_artifacts(session, job_id)}
         assert steps.size == steps.points == iterations
         for field in ("lr", "momentum", "loss"):
             column = steps.column(field)
@@ -197,8 +210,13 @@ class TestTrainingRun:
         val_accuracy = epochs.column("val_accuracy")
         assert val_accuracy is not None
         assert val_accuracy[-1] == outcome.final_val_accuracy
-        # the checkpoint served only a resume: deleted once the weights are kept
-        assert stored == {"model", "snapshot-1", "snapshot-2"}
+        # the checkpoint served only a resume: deleted once the weights are kept (just
+        # after the job is marked succeeded: a stale attempt must not delete it first)
+        assert stored_artifacts(db, job_id, until={"model", "snapshot-1", "snapshot-2"}) == {
+            "model",
+            "snapshot-1",
+            "snapshot-2",
+        }
 
         # the final weights and snapshots: those of the same training run here
         reference, weights = run_in_process(spec)

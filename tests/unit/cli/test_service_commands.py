@@ -3,12 +3,14 @@ SQLite database (and the API on it)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app, console
+from cli.exit_codes import ExitCode
+from cli.main import app
 from cli.service import build_api
 from core.db import make_engine, make_session_factory, session_scope
 from core.migrate import is_at_head
@@ -21,7 +23,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch) -> Settings:
-    monkeypatch.setattr(console, "width", 160)  # whole table rows, one per line
+    monkeypatch.setenv("COLUMNS", "160")  # whole table rows, one per line
     monkeypatch.setenv("CLR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("CLR_DATABASE_URL", raising=False)
     get_settings.cache_clear()
@@ -45,8 +47,13 @@ class TestServiceCommands:
         assert created.exit_code == 0, created.output
         issued = runner.invoke(app, ["token", "create", "--team", "vision"])
         assert issued.exit_code == 0, issued.output
-        secret = issued.output.strip().splitlines()[-1]
+        secret = issued.stdout.strip().splitlines()[-1]
         assert secret.startswith("clr_")
+        as_json = runner.invoke(app, ["token", "create", "--team", "vision", "--json"])
+        doc = json.loads(as_json.stdout)
+        assert (doc["team"], doc["name"]) == ("vision", "cli")
+        assert doc["secret"].startswith("clr_")
+        assert doc["secret"] != secret
         engine = make_engine(settings)
         try:
             with session_scope(make_session_factory(engine)) as session:
@@ -55,18 +62,19 @@ class TestServiceCommands:
             engine.dispose()
 
     @pytest.mark.usefixtures("settings")
-    def test_a_taken_team_name_exits_2_with_the_reason(self):
+    def test_a_taken_team_name_is_a_conflict_with_the_reason(self):
         assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
         assert runner.invoke(app, ["team", "create", "vision"]).exit_code == 0
-        again = runner.invoke(app, ["team", "create", "vision"])
-        assert again.exit_code == 2
-        assert "already exists" in again.output
+        again = runner.invoke(app, ["team", "create", "vision", "--json"])
+        assert again.exit_code == ExitCode.CONFLICT
+        assert "already exists" in again.stderr
+        assert json.loads(again.stdout)["error"]["status"] == 409
 
     @pytest.mark.usefixtures("settings")
-    def test_a_token_for_an_unknown_team_exits_2(self):
+    def test_a_token_for_an_unknown_team_is_not_found(self):
         assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
         result = runner.invoke(app, ["token", "create", "--team", "nobody"])
-        assert result.exit_code == 2
+        assert result.exit_code == ExitCode.NOT_FOUND
         assert "no team named 'nobody'" in result.output
 
 
@@ -83,6 +91,10 @@ class TestTokenListAndRevoke:
         listed = runner.invoke(app, ["token", "list", "--team", "vision"])
         assert listed.exit_code == 0, listed.output
         assert secret not in listed.output
+        as_json = runner.invoke(app, ["token", "list", "--team", "vision", "--json"])
+        (item,) = json.loads(as_json.stdout)["items"]
+        assert (item["name"], item["revoked_at"]) == ("ci", None)
+        assert secret.startswith(item["prefix"])
         assert secret[:8] in listed.output
         (row,) = [line for line in listed.output.splitlines() if " ci " in line]
         token_id = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", row)
@@ -109,8 +121,8 @@ class TestTokenListAndRevoke:
         token_id = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", listed.output)
         assert token_id is not None
         other = runner.invoke(app, ["token", "revoke", token_id[0], "--team", "audio"])
-        assert other.exit_code == 2
+        assert other.exit_code == ExitCode.NOT_FOUND
         assert "not found" in other.output
         malformed = runner.invoke(app, ["token", "revoke", "nope", "--team", "vision"])
-        assert malformed.exit_code == 2
+        assert malformed.exit_code == ExitCode.INVALID
         assert "not a token id" in malformed.output

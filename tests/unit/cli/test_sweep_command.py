@@ -1,6 +1,5 @@
-"""``clr-sweep sweep``: its options as a ``POST /sweeps`` body, and what it refuses before
-it talks to any service. (Following a sweep against the real app:
-``tests/api/test_sweeps.py``; through the embedded service: ``tests/service/``.)"""
+"""``clr-sweep sweep submit``: its options as a ``POST /sweeps`` body, and what it refuses
+before it talks to any service. (Through the embedded service: ``tests/service/``.)"""
 
 from __future__ import annotations
 
@@ -9,7 +8,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import _sweep_body, app
+from cli.exit_codes import ExitCode
+from cli.main import app
+from cli.submit import sweep_body
 from core.sweeps import SweepSpec, grid_points
 
 runner = CliRunner()
@@ -17,12 +18,13 @@ runner = CliRunner()
 
 def body(**options: Any) -> dict[str, Any]:
     defaults: dict[str, Any] = {
-        "workload": "digits_mlp",
-        "params": {"width": 16},
-        "optimizer": "sgd",
+        "workload": {
+            "workload": "digits_mlp",
+            "params": {"width": 16},
+            "optimizer": {"name": "sgd", "weight_decay": 0.0, "momentum": 0.9},
+        },
         "momentum": 0.9,
         "weight_decay": 0.0,
-        "batch_size": None,
         "device": "cpu",
         "seeds": None,
         "policies": None,
@@ -40,7 +42,7 @@ def body(**options: Any) -> dict[str, Any]:
         "grid_optimizer": None,
         "grid_weight_decay": None,
     }
-    return _sweep_body(**(defaults | options))
+    return sweep_body(**(defaults | options))
 
 
 class TestSweepBody:
@@ -78,22 +80,14 @@ class TestSweepBody:
         ],
     )
     def test_a_bad_list_names_its_option(self, option: str, value: str, hint: str) -> None:
-        result = runner.invoke(app, ["sweep", f"--{option.replace('_', '-')}", value])
-        assert result.exit_code == 2
+        result = runner.invoke(app, ["sweep", "submit", f"--{option.replace('_', '-')}", value])
+        assert result.exit_code == ExitCode.INVALID
         assert hint in result.output
         assert "not a" in result.output
 
 
-class TestSweepCommand:
+class TestSweepSubmitCommand:
     def test_a_plot_suffix_other_than_png_or_svg_is_refused_first(self, tmp_path):
-        result = runner.invoke(app, ["sweep", "--plot", str(tmp_path / "s.jpg")])
-        assert result.exit_code == 2
+        result = runner.invoke(app, ["sweep", "submit", "--plot", str(tmp_path / "s.jpg")])
+        assert result.exit_code == ExitCode.INVALID
         assert ".png or .svg" in result.output
-
-    def test_without_a_token_it_says_how_to_get_one(self, tmp_path, monkeypatch):
-        monkeypatch.setenv("CLR_DATA_DIR", str(tmp_path))
-        monkeypatch.delenv("CLR_TOKEN", raising=False)
-        result = runner.invoke(app, ["sweep", "--policies", "fixed"])
-        assert result.exit_code == 2
-        assert "no token" in result.output
-        assert "--embedded" in result.output

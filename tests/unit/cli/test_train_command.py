@@ -1,9 +1,9 @@
-"""``clr-sweep train``: its options as a ``POST /trainings`` body, and what it refuses
-before it talks to any service. (Following a training against the real app:
-``tests/api/test_trainings.py``.)"""
+"""``clr-sweep training submit``: its options as a ``POST /trainings`` body, and what it
+refuses before it talks to any service. (Against a real service: ``tests/service/test_cli.py``.)"""
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 from typing import Any
@@ -11,20 +11,26 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import _training_body, app
+from cli.exit_codes import ExitCode
+from cli.main import app
+from cli.submit import training_body
 from core.training import TrainingSpec
 
 runner = CliRunner()
 
 
 def body(**options: Any) -> dict[str, Any]:
-    defaults: dict[str, Any] = {
+    workload: dict[str, Any] = {
         "workload": "digits_mlp",
         "params": {"width": 16},
-        "optimizer": "sgd",
-        "momentum": 0.9,
-        "weight_decay": 0.0,
-        "batch_size": None,
+        "optimizer": {"name": "sgd", "weight_decay": 0.0, "momentum": 0.9},
+    }
+    if options.pop("batch_size", None) is not None:
+        workload["batch_size"] = 32
+    if options.pop("optimizer", None) == "adam":
+        workload["optimizer"] = {"name": "adam", "weight_decay": 0.0}
+    defaults: dict[str, Any] = {
+        "workload": workload,
         "seed": 0,
         "device": "cpu",
         "policy": "triangular",
@@ -42,7 +48,7 @@ def body(**options: Any) -> dict[str, Any]:
         "from_range_test": None,
         "method": None,
     }
-    return _training_body(**(defaults | options))
+    return training_body(**(defaults | options))
 
 
 def closed_port() -> int:
@@ -89,47 +95,50 @@ class TestTrainingBody:
         assert data["schedule"]["base_momentum"] == 0.85
 
 
-class TestTrainCommand:
+class TestTrainingSubmitCommand:
     @pytest.fixture(autouse=True)
     def data_dir(self, tmp_path, monkeypatch):
         monkeypatch.setenv("CLR_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.delenv("CLR_TOKEN", raising=False)
-        monkeypatch.delenv("CLR_API_URL", raising=False)
+        monkeypatch.delenv("CLR_URL", raising=False)
 
-    def test_a_method_without_a_range_test_exits_2(self):
-        result = runner.invoke(app, ["train", "--method", "valley"])
-        assert result.exit_code == 2
-        assert "needs --from-range-test" in result.output
+    def invoke(self, *argv: str) -> Any:
+        return runner.invoke(app, ["training", "submit", *argv])
+
+    def test_a_method_without_a_range_test_is_invalid(self):
+        result = self.invoke("--method", "valley")
+        assert result.exit_code == ExitCode.INVALID
+        assert "--method: needs --from-range-test or --range-test" in result.stderr
 
     def test_a_plot_suffix_other_than_png_or_svg_is_refused_first(self, tmp_path):
-        result = runner.invoke(app, ["train", "--plot", str(tmp_path / "t.jpg")])
-        assert result.exit_code == 2
-        assert ".png or .svg" in result.output
+        result = self.invoke("--plot", str(tmp_path / "t.jpg"))
+        assert result.exit_code == ExitCode.INVALID
+        assert ".png or .svg" in result.stderr
 
-    def test_without_a_token_it_says_how_to_get_one(self):
-        result = runner.invoke(app, ["train", "--base-lr", "0.01", "--max-lr", "0.1"])
-        assert result.exit_code == 2
-        assert "no token" in result.output
-        assert "--embedded" in result.output
-
-    def test_an_unreachable_service_exits_1_saying_so(self):
+    def test_an_unreachable_service_names_the_url_and_what_to_do(self):
         url = f"http://127.0.0.1:{closed_port()}"
-        result = runner.invoke(
-            app, ["train", "--url", url, "--token", "clr_" + "x" * 40, "--base-lr", "0.01"]
-        )
-        assert result.exit_code == 1
-        assert "error:" in result.output
+        argv = ["--retries", "0", "training", "submit", "--url", url, "--token", "clr_" + "x" * 43]
+        result = runner.invoke(app, [*argv, "--base-lr", "0.01"])
+        assert result.exit_code == ExitCode.UNREACHABLE
+        assert url in result.stderr
+        assert "clr-sweep serve" in result.stderr
+        assert "--embedded" in result.stderr
 
     def test_a_range_test_now_and_a_finished_one_are_exclusive(self):
         source = str(uuid.uuid4())
-        result = runner.invoke(app, ["train", "--range-test", "--from-range-test", source])
-        assert result.exit_code == 2
-        assert "not both" in result.output
+        result = self.invoke("--range-test", "--from-range-test", source)
+        assert result.exit_code == ExitCode.INVALID
+        assert "not both" in result.stderr
 
     def test_a_range_test_plot_needs_a_range_test(self, tmp_path):
-        result = runner.invoke(app, ["train", "--range-test-plot", str(tmp_path / "r.png")])
-        assert result.exit_code == 2
-        assert "needs --range-test" in result.output
-        bad = runner.invoke(app, ["train", "--range-test", "--range-test-plot", "r.gif"])
-        assert bad.exit_code == 2
-        assert ".png or .svg" in bad.output
+        result = self.invoke("--range-test-plot", str(tmp_path / "r.png"))
+        assert result.exit_code == ExitCode.INVALID
+        assert "needs --range-test" in result.stderr
+        bad = self.invoke("--range-test", "--range-test-plot", "r.gif")
+        assert bad.exit_code == ExitCode.INVALID
+        assert ".png or .svg" in bad.stderr
+
+    def test_embedded_needs_wait(self):
+        result = self.invoke("--embedded", "--no-wait", "--json")
+        assert result.exit_code == ExitCode.INVALID
+        assert json.loads(result.stdout)["error"]["errors"][0]["field"] == "--embedded"
