@@ -770,6 +770,8 @@ def _heavy_imported(argv: Sequence[str], env: dict[str, str]) -> list[str]:
 
 def bench_cli(svc: Service, args: argparse.Namespace) -> None:
     repo = args.cli_repo or REPO_ROOT
+    with Client(svc.url, svc.token) as client:
+        _ensure_jobs(client, 50)  # what `jobs list` shows: a full first page
     base = _cli_argv()
     env = _env(repo, CLR_URL=svc.url, CLR_TOKEN=svc.token)
     commands: dict[str, list[str]] = {
