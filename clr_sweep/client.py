@@ -384,7 +384,7 @@ class Client:
         try:
             with closing(self._stream(job_text, None, retries=2)) as stream:
                 for event in stream:
-                    check_deadline(deadline, job_text, timeout)
+                    check_deadline(deadline, job_text, timeout, job)
                     if event is None:
                         continue
                     if on_event is not None:
@@ -402,7 +402,7 @@ class Client:
                     if progress is not None:
                         progress(job)
         except (ProtocolError, Timeout, ConnectError, ServiceUnavailable):
-            check_deadline(deadline, job_text, timeout)
+            check_deadline(deadline, job_text, timeout, job)
             return self._poll(job_text, progress, poll, deadline, timeout)
         if job is None or as_status(job) not in FINAL_STATUSES:
             job = self.get(job_text)
@@ -427,7 +427,7 @@ class Client:
             last = seen
             if as_status(job) in FINAL_STATUSES:
                 return job
-            check_deadline(deadline, job_id, timeout)
+            check_deadline(deadline, job_id, timeout, job)
             self._sleep(poll)
 
     # -- results --------------------------------------------------------------------
