@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -64,6 +64,9 @@ from clr_sweep.contracts import (
 )
 from clr_sweep.errors import Conflict, ConnectError, ProtocolError, ServiceUnavailable, Timeout
 from clr_sweep.events import END, STATUS, Event, SSEDecoder
+
+if TYPE_CHECKING:
+    from clr_sweep.uploads import RangeTestUploader, TrainingLogger
 
 __all__ = ["Client", "JobId", "Progress"]
 
@@ -537,6 +540,22 @@ class Client:
                     raise
                 self._sleep(self.policy.delay(attempt))
         raise AssertionError("unreachable")
+
+    # -- the team's own loop ----------------------------------------------------------
+
+    def range_test_uploader(self, **configuration: Any) -> RangeTestUploader:
+        """Create a client range test and return its uploader, a ``clr.RangeTest`` callback
+        (:func:`clr_sweep.uploads.range_test_uploader`, with this client)."""
+        from clr_sweep.uploads import range_test_uploader
+
+        return range_test_uploader(self, **configuration)
+
+    def training_logger(self, **configuration: Any) -> TrainingLogger:
+        """Create a client training and return its logger, a ``clr.Trainer`` callback
+        (:func:`clr_sweep.uploads.training_logger`, with this client)."""
+        from clr_sweep.uploads import training_logger
+
+        return training_logger(self, **configuration)
 
     # -- the service ----------------------------------------------------------------
 
