@@ -32,6 +32,8 @@ __all__ = ["FINAL_STATUSES", "LOSS_WINDOW", "POLL_INTERVAL_S", "follow"]
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 POLL_INTERVAL_S = 0.25
 """How often a followed job is read: a finished job is seen within this."""
+SWEEP_POLL_INTERVAL_S = 0.5
+"""How often a followed sweep is read (its result holds the table so far: bigger)."""
 LOSS_WINDOW = 20
 """Iterations a training's loss on the bar averages (one batch's loss is noise)."""
 
@@ -108,15 +110,18 @@ def follow(
     job: dict[str, Any],
     out: Output,
     *,
-    interval_s: float = POLL_INTERVAL_S,
+    interval_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Read the job until it finishes, drawing its progress bar; the final job (a dict).
+    ``interval_s``: between two reads (default: by kind).
 
     Ctrl-C (or :class:`~cli.embedded.Interrupted`) propagates: the caller cancels
     a job it submitted, or only stops watching one it did not.
     """
     detail = _Detail(client, job)
+    if interval_s is None:
+        interval_s = SWEEP_POLL_INTERVAL_S if job["kind"] == "sweep" else POLL_INTERVAL_S
     with Progress(
         TextColumn("[bold]{task.fields[status]}[/]"),
         BarColumn(bar_width=20 if job["kind"] == "training" else 30),

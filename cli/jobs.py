@@ -37,6 +37,7 @@ from cli.options import (
     TokenOpt,
     UrlOpt,
     check_plot_suffix,
+    parse_params,
 )
 from cli.output import CommandError, Output, as_doc, handled, json_safe, markup_safe
 from cli.render import (
@@ -68,6 +69,8 @@ retries = DEFAULT_RETRIES
 CANCEL_WAIT_S = 15.0
 """How long an interrupted ``submit`` waits for its cancelled job to stop."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+CONFIG = "Configuration (without JOB_ID)"
+"""The help panel of ``range-test bounds``' configuration options."""
 
 
 @dataclass(frozen=True)
@@ -549,27 +552,136 @@ def add_job_commands(app: typer.Typer, kind: Kind) -> None:
 
     @app.command("bounds", epilog=EPILOG)
     def bounds_command(
-        job_id: JobIdArg,
+        job_id: Annotated[
+            str | None,
+            typer.Argument(
+                help="A finished range test's id; or, without it, the configuration below.",
+                show_default=False,
+            ),
+        ] = None,
         method: Annotated[
             str | None,
             typer.Option(help="The method to put first (default: the range test's default)."),
+        ] = None,
+        workload: Annotated[
+            str | None,
+            typer.Option(help="A registered workload's configuration.", rich_help_panel=CONFIG),
+        ] = None,
+        param: Annotated[
+            list[str],
+            typer.Option(
+                "--param", "-p", help="Its parameter NAME=VALUE (repeat).", rich_help_panel=CONFIG
+            ),
+        ] = [],  # noqa: B006 - typer reads the default, never mutates it
+        model: Annotated[
+            str | None,
+            typer.Option(
+                help="Or the model of a range test run in the team's own loop.",
+                rich_help_panel=CONFIG,
+            ),
+        ] = None,
+        dataset: Annotated[
+            str | None, typer.Option(help="Its dataset.", rich_help_panel=CONFIG)
+        ] = None,
+        tag: Annotated[
+            list[str],
+            typer.Option(help="Its tag NAME=VALUE (repeat).", rich_help_panel=CONFIG),
+        ] = [],  # noqa: B006 - typer reads the default, never mutates it
+        batch_size: Annotated[
+            int | None, typer.Option(help="Samples per step.", rich_help_panel=CONFIG)
+        ] = None,
+        optimizer: Annotated[
+            str | None,
+            typer.Option(help="sgd, adam or adamw (default: sgd).", rich_help_panel=CONFIG),
+        ] = None,
+        momentum: Annotated[
+            float | None, typer.Option(help="SGD momentum (default: 0.9).", rich_help_panel=CONFIG)
+        ] = None,
+        weight_decay: Annotated[
+            float | None, typer.Option(help="Weight decay (default: 0).", rich_help_panel=CONFIG)
+        ] = None,
+        metric: Annotated[
+            str | None,
+            typer.Option(help="loss or accuracy (default: loss).", rich_help_panel=CONFIG),
         ] = None,
         url: UrlOpt = None,
         token: TokenOpt = None,
         json_: JsonOpt = False,
     ) -> None:
         """Print a finished range test's suggested bounds (every method's) and the code to
-        train with them."""
+        train with them: by its id, or the latest of a configuration (`GET /bounds`)."""
         out = Output(json_)
         with handled(out):
-            job_id = job_id_arg(job_id)
+            configuration = _configuration(
+                workload=workload,
+                params=param,
+                model=model,
+                dataset=dataset,
+                tags=tag,
+                batch_size=batch_size,
+                optimizer=optimizer,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                metric=metric,
+            )
+            if job_id is not None and configuration:
+                raise typer.BadParameter(
+                    f"give a range test's id or its configuration "
+                    f"({', '.join('--' + k.replace('_', '-') for k in configuration)}), "
+                    "not both",
+                    param_hint="JOB_ID",
+                )
+            if job_id is None and not ({"workload", "model"} & set(configuration)):
+                raise typer.BadParameter(
+                    "give a range test's id, or a configuration: --workload (and its "
+                    "--param), or --model (and --dataset, --tag) of a test run in your loop",
+                    param_hint="JOB_ID",
+                )
             with connect(out, url=url, token=token) as client:
-                bounds = as_doc(client.bounds(job_id, method=method))
-                if not out.json:
-                    print_bounds(
-                        markup_safe(bounds), out, title=f"Suggested CLR bounds of {job_id}"
-                    )
-                out.emit(bounds)
+                if job_id is not None:
+                    job_id = job_id_arg(job_id)
+                    bounds = as_doc(client.bounds(job_id, method=method))
+                else:
+                    bounds = as_doc(client.find_bounds(method=method, **configuration))
+            if not out.json:
+                what = job_id or bounds.get("config_key") or "the configuration"
+                print_bounds(markup_safe(bounds), out, title=f"Suggested CLR bounds of {what}")
+            out.emit(bounds)
+
+
+def _configuration(
+    *,
+    workload: str | None,
+    params: list[str],
+    model: str | None,
+    dataset: str | None,
+    tags: list[str],
+    batch_size: int | None,
+    optimizer: str | None,
+    momentum: float | None,
+    weight_decay: float | None,
+    metric: str | None,
+) -> dict[str, Any]:
+    """``Client.find_bounds``' arguments of ``range-test bounds``' options (unset: left out,
+    so the service's defaults apply and its errors name the fields)."""
+    given: dict[str, Any] = {
+        "workload": workload,
+        "model": model,
+        "dataset": dataset,
+        "batch_size": batch_size,
+        "metric": metric,
+    }
+    found = {k: v for k, v in given.items() if v is not None}
+    if params:
+        found["params"] = parse_params(params)
+    if tags:
+        found["tags"] = {k: str(v) for k, v in parse_params(tags, hint="--tag").items()}
+    hyper = {"momentum": momentum, "weight_decay": weight_decay}
+    if optimizer is not None or any(v is not None for v in hyper.values()):
+        found["optimizer"] = {"name": optimizer or "sgd"} | {
+            k: v for k, v in hyper.items() if v is not None
+        }
+    return found
 
 
 # --------------------------------------------------------------------------- jobs list

@@ -71,13 +71,13 @@ JsonOpt = Annotated[
 ]
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
+def parse_params(pairs: list[str], *, hint: str = "--param") -> dict[str, Any]:
     """``NAME=VALUE`` pairs (``--param``); a value is JSON when it parses, text otherwise."""
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
+            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint=hint)
         try:
             params[key] = json.loads(raw)
         except json.JSONDecodeError:

@@ -142,6 +142,25 @@ class TestCreate:
         fields = [e["field"] for e in problem(response)["errors"]]
         assert any(f == field or f.startswith(field) for f in fields), fields
 
+    def test_a_retried_create_with_its_idempotency_key_gives_the_same_job(
+        self, client: TestClient, caller: Caller
+    ) -> None:
+        headers = {**caller.headers, "Idempotency-Key": "byoc-1"}
+        first = client.post("/range-tests", json=client_spec(), headers=headers)
+        again = client.post("/range-tests", json=client_spec(), headers=headers)
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert again.json()["id"] == first.json()["id"]
+        other = client.post("/range-tests", json=client_spec(model="other"), headers=headers)
+        assert other.status_code == 422
+        assert problem(other)["errors"][0]["field"] == "Idempotency-Key"
+
+    def test_a_service_spec_may_say_its_source(self, client: TestClient, caller: Caller) -> None:
+        body = {"workload": "digits_mlp", "num_iter": 50, "source": "service"}
+        response = client.post("/range-tests", json=body, headers=caller.headers)
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "queued"
+        assert "source" not in response.json()["spec"]  # a workload's: run by the service
+
     def test_a_client_job_counts_against_the_teams_cap_of_active_jobs(
         self, client: TestClient, caller: Caller, api_settings: Settings
     ) -> None:

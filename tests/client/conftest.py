@@ -37,6 +37,8 @@ from tests.worker.conftest import REDIS_HOST, REDIS_PORT, require_redis
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_S = 180.0
 """A service's start (torch, the digits) on a loaded two-core machine."""
+MAX_REDIS_DB = 15
+"""Redis's last database index (16 databases by default)."""
 WAIT_S = 180.0
 """Longest a test waits for a tiny job."""
 
@@ -156,6 +158,11 @@ def postgres_server(worker_id: str, tmp_path_factory: pytest.TempPathFactory) ->
     base = int(os.environ.get("CLR_TEST_REDIS_DB_BASE", "1"))
     # past the worker tier's (base..base+2) and the service flows' (base+3, base+4)
     index = base + 5 + (0 if worker_id == "master" else int(worker_id.removeprefix("gw")))
+    if index > MAX_REDIS_DB:
+        pytest.fail(
+            f"CLR_TEST_REDIS_DB_BASE={base} puts the client tests on Redis database {index}, "
+            f"past the last one ({MAX_REDIS_DB}); use a base of at most {MAX_REDIS_DB - 6}"
+        )
     broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
     flush = redis.Redis.from_url(broker)
     flush.flushdb()

@@ -193,6 +193,13 @@ class TestRangeTest:
         assert document(steepest)["method"] == "steepest"
         assert document(steepest)["suggestions"][0]["method"] == "steepest"
 
+        # by configuration: the latest range test of the workload and its params
+        found = cli("range-test", "bounds", "--workload", "digits_mlp", "-p", "width=16", "--json")
+        assert found.exit_code == ExitCode.OK, found.output
+        assert document(found) == bounds
+        none = cli("range-test", "bounds", "--workload", "digits_mlp", "-p", "width=32", "--json")
+        assert none.exit_code == ExitCode.NOT_FOUND, none.output
+
         png = tmp_path / "curve.png"
         plotted = cli("range-test", "plot", job_id, "-o", str(png), "--json")
         assert plotted.exit_code == ExitCode.OK, plotted.output
@@ -265,6 +272,80 @@ class TestTraining:
         assert job["status"] == "failed"
         assert "diverged" in job["error"]
         assert "diverged" in failed.stderr
+
+
+class TestBringYourOwnCurve:
+    def test_bounds_by_the_model_dataset_and_tags_of_a_range_test_run_in_a_loop(
+        self, api: Api, token: str, cli: Callable[..., Result]
+    ) -> None:
+        import torch
+        from torch import nn
+        from torch.utils.data import DataLoader, TensorDataset
+
+        import clr
+        from clr_sweep import Client
+        from clr_sweep.uploads import range_test_uploader
+
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(512, 8, generator=generator)
+        y = (x @ torch.randn(8, generator=generator) > 0).long()
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=generator)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        settings = {"start_lr": 1e-4, "end_lr": 10.0, "num_iter": 120}
+        with (
+            Client(url=api.url, token=token) as client,
+            range_test_uploader(
+                client,
+                model="tiny-mlp",
+                dataset="generated",
+                batch_size=32,
+                optimizer=optimizer,
+                tags={"run": "cli"},
+                iters_per_epoch=len(loader),
+                **settings,
+            ) as upload,
+        ):
+            result = clr.RangeTest(model, optimizer, nn.CrossEntropyLoss()).run(
+                loader, callback=upload, should_stop=upload.should_stop, **settings
+            )
+            upload.finish(result)
+        argv = ["range-test", "bounds", "--model", "tiny-mlp", "--dataset", "generated"]
+        argv += ["--batch-size", "32", "--optimizer", "sgd", "--tag", "run=cli"]
+        found = cli(*argv, "--json")
+        assert found.exit_code == ExitCode.OK, found.output
+        assert document(found)["job_id"] == str(upload.job_id)
+        other = cli(*argv[:-1], "run=other", "--json")
+        assert other.exit_code == ExitCode.NOT_FOUND, other.output
+
+
+class TestSweep:
+    def test_submit_wait_children_show_and_plot(
+        self, cli: Callable[..., Result], tmp_path: Path
+    ) -> None:
+        queued = cli(
+            "sweep", "submit", *TINY, "--policies", "fixed,triangular2", "--seeds", "0",
+            "--step-size", "11", "--cycles", "1", "--no-verify", "--num-iter", "100",
+            "--start-lr", "1e-4", "--end-lr", "1", "--no-wait", "--json",
+        )  # fmt: skip
+        assert queued.exit_code == ExitCode.OK, queued.output
+        sweep_id = document(queued)["id"]
+        waited = cli("sweep", "wait", sweep_id, "--json")
+        assert waited.exit_code == ExitCode.OK, waited.output
+        sweep = document(waited)
+        assert (sweep["status"], sweep["progress"], sweep["total"]) == ("succeeded", 3, 3)
+        children = document(cli("jobs", "list", "--parent", sweep_id, "--json"))["items"]
+        assert sorted(c["kind"] for c in children) == ["range_test", "training", "training"]
+        trainings = document(cli("training", "list", "--parent", sweep_id, "--json"))["items"]
+        assert len(trainings) == 2
+        shown = cli("sweep", "show", sweep_id)
+        assert shown.exit_code == ExitCode.OK, shown.output
+        assert "Sweep of digits_mlp" in shown.stdout
+        assert "step_size 11, 22 iterations (1 cycles)" in shown.stdout
+        plot = tmp_path / "sweep.svg"
+        assert cli("sweep", "plot", sweep_id, "-o", str(plot)).exit_code == ExitCode.OK
+        assert plot.read_text().lstrip().startswith(("<?xml", "<svg"))
 
 
 class TestErrors:

@@ -151,6 +151,20 @@ class TestSharedOptions:
         assert body["optimizer"] == {"name": "sgd", "weight_decay": 0.0, "momentum": 0.9}
 
 
+class TestBoundsArguments:
+    def test_an_id_or_a_configuration_not_both_and_not_neither(self):
+        job_id = "7f0c3a52-52a5-4e58-9d9b-0b6b2f0e1c11"
+        both = runner.invoke(app, ["range-test", "bounds", job_id, "--workload", "digits_mlp"])
+        assert both.exit_code == ExitCode.INVALID
+        assert "not both" in both.stderr
+        neither = runner.invoke(app, ["range-test", "bounds", "--metric", "loss", "--json"])
+        assert neither.exit_code == ExitCode.INVALID
+        assert "--workload" in json.loads(neither.stdout)["error"]["message"]
+        tag = runner.invoke(app, ["range-test", "bounds", "--model", "m", "--tag", "x"])
+        assert tag.exit_code == ExitCode.INVALID
+        assert "--tag: expected NAME=VALUE" in tag.stderr
+
+
 class TestSchedule:
     @pytest.mark.parametrize(
         "policy", ["fixed", "step", "exp", "one_cycle", "cosine_restarts", "triangular"]
