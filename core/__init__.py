@@ -7,3 +7,7 @@ imports clr, SQLAlchemy and pydantic; never a web framework or a task queue
 (an import-linter contract enforces it): a job leaves through the pluggable
 sender in :mod:`core.db`.
 """
+
+# Every kind registers on import, and core.training, core.sweeps and core.kinds import one
+# another: loading the registry first lets any of them be imported first.
+import core.kinds  # noqa: E402, F401
