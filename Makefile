@@ -66,6 +66,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.submit_latency
 	$(PY) -m bench.worker_scaling
 	$(PY) -m bench.sweep_scaling
+	$(PY) -m bench.client
 	$(PY) -m bench.duplicates
 	$(PY) -m bench.cold_start
 

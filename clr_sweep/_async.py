@@ -330,7 +330,7 @@ class AsyncClient:
         try:
             async with aclosing(self._stream(job_text, None, retries=2)) as stream:
                 async for event in stream:
-                    check_deadline(deadline, job_text, timeout)
+                    check_deadline(deadline, job_text, timeout, job)
                     if event is None:
                         continue
                     if on_event is not None:
@@ -348,7 +348,7 @@ class AsyncClient:
                     if progress is not None:
                         await _call(progress, job)
         except (ProtocolError, Timeout, ConnectError, ServiceUnavailable):
-            check_deadline(deadline, job_text, timeout)
+            check_deadline(deadline, job_text, timeout, job)
             return await self._poll(job_text, progress, poll, deadline, timeout)
         if job is None or as_status(job) not in FINAL_STATUSES:
             job = await self.get(job_text)
@@ -373,7 +373,7 @@ class AsyncClient:
             last = seen
             if as_status(job) in FINAL_STATUSES:
                 return job
-            check_deadline(deadline, job_id, timeout)
+            check_deadline(deadline, job_id, timeout, job)
             await asyncio.sleep(poll)
 
     async def bounds(self, job_id: JobId, method: str | None = None) -> _models.BoundsRead:

@@ -339,6 +339,12 @@ def as_status(job: _models.AnyJobRead) -> str:
     return str(getattr(status, "value", status))
 
 
-def check_deadline(deadline: float | None, job_id: str, timeout: float | None) -> None:
+def check_deadline(
+    deadline: float | None, job_id: str, timeout: float | None, job: Any = None
+) -> None:
+    """Raise :class:`Timeout` once ``deadline`` passed, naming the job and its last status."""
     if deadline is not None and time.monotonic() > deadline:
-        raise Timeout(f"job {job_id} has not finished within {timeout:g} s", timeout=timeout)
+        status = "" if job is None else f" (still {as_status(job)})"
+        raise Timeout(
+            f"job {job_id} has not finished within {timeout:g} s{status}", timeout=timeout
+        )

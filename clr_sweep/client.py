@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -64,6 +64,9 @@ from clr_sweep.contracts import (
 )
 from clr_sweep.errors import Conflict, ConnectError, ProtocolError, ServiceUnavailable, Timeout
 from clr_sweep.events import END, STATUS, Event, SSEDecoder
+
+if TYPE_CHECKING:
+    from clr_sweep.uploads import RangeTestUploader, TrainingLogger
 
 __all__ = ["Client", "JobId", "Progress"]
 
@@ -384,7 +387,7 @@ class Client:
         try:
             with closing(self._stream(job_text, None, retries=2)) as stream:
                 for event in stream:
-                    check_deadline(deadline, job_text, timeout)
+                    check_deadline(deadline, job_text, timeout, job)
                     if event is None:
                         continue
                     if on_event is not None:
@@ -402,7 +405,7 @@ class Client:
                     if progress is not None:
                         progress(job)
         except (ProtocolError, Timeout, ConnectError, ServiceUnavailable):
-            check_deadline(deadline, job_text, timeout)
+            check_deadline(deadline, job_text, timeout, job)
             return self._poll(job_text, progress, poll, deadline, timeout)
         if job is None or as_status(job) not in FINAL_STATUSES:
             job = self.get(job_text)
@@ -427,7 +430,7 @@ class Client:
             last = seen
             if as_status(job) in FINAL_STATUSES:
                 return job
-            check_deadline(deadline, job_id, timeout)
+            check_deadline(deadline, job_id, timeout, job)
             self._sleep(poll)
 
     # -- results --------------------------------------------------------------------
@@ -537,6 +540,22 @@ class Client:
                     raise
                 self._sleep(self.policy.delay(attempt))
         raise AssertionError("unreachable")
+
+    # -- the team's own loop ----------------------------------------------------------
+
+    def range_test_uploader(self, **configuration: Any) -> RangeTestUploader:
+        """Create a client range test and return its uploader, a ``clr.RangeTest`` callback
+        (:func:`clr_sweep.uploads.range_test_uploader`, with this client)."""
+        from clr_sweep.uploads import range_test_uploader
+
+        return range_test_uploader(self, **configuration)
+
+    def training_logger(self, **configuration: Any) -> TrainingLogger:
+        """Create a client training and return its logger, a ``clr.Trainer`` callback
+        (:func:`clr_sweep.uploads.training_logger`, with this client)."""
+        from clr_sweep.uploads import training_logger
+
+        return training_logger(self, **configuration)
 
     # -- the service ----------------------------------------------------------------
 

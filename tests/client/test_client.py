@@ -45,7 +45,9 @@ class TestRangeTest:
         assert submitted.status == "queued"
         seen: list[Any] = []
         events: list[Event] = []
-        job = client.wait(submitted.id, progress=seen.append, on_event=events.append)
+        job = client.wait(
+            submitted.id, progress=seen.append, on_event=events.append, timeout=WAIT_S
+        )
         assert job.status == "succeeded", job.error
         assert seen, "the progress callback was never called"
         assert seen[-1].status == "succeeded"
@@ -84,7 +86,7 @@ class TestRangeTest:
         assert submitted.status is JobStatus.QUEUED
         # unset fields took the server's defaults
         assert submitted.spec["smoothing"] == RangeTestSpec.model_fields["smoothing"].default
-        job = client.wait(submitted.id)
+        job = client.wait(submitted.id, timeout=WAIT_S)
         assert isinstance(job, RangeTestRead)
         assert job.result is not None
         assert job.result.summary.steps_run == 30
@@ -101,7 +103,7 @@ class TestRangeTest:
         assert series_events[0].series.values["lr"] is not None
 
     def test_events_resume_after_the_last_event_id(self, client: Client) -> None:
-        job = client.wait(client.submit_range_test(TINY_RANGE_TEST).id)
+        job = client.wait(client.submit_range_test(TINY_RANGE_TEST).id, timeout=WAIT_S)
         events = list(client.events(job.id))
         assert [e.event for e in events][0] == "status"
         assert events[-1].event == "end"
@@ -117,7 +119,7 @@ class TestRangeTest:
     def test_find_bounds_by_configuration(self, client: Client) -> None:
         # a configuration no other test runs, so the latest of it is this test's
         spec = {**TINY_RANGE_TEST, "params": {"width": 24}}
-        job = client.wait(client.submit_range_test(spec).id)
+        job = client.wait(client.submit_range_test(spec).id, timeout=WAIT_S)
         found = client.find_bounds(workload="digits_mlp", params={"width": 24})
         assert str(found.job_id) == str(job.id)
         by_name = client.find_bounds(workload="digits_mlp", **{"params.width": 24})
@@ -141,7 +143,7 @@ class TestErrors:
         assert "num_iter" in str(caught.value)
 
     def test_cancelling_a_finished_job_is_a_conflict(self, client: Client) -> None:
-        job = client.wait(client.submit_range_test(TINY_RANGE_TEST).id)
+        job = client.wait(client.submit_range_test(TINY_RANGE_TEST).id, timeout=WAIT_S)
         with pytest.raises(Conflict) as caught:
             client.cancel(job)
         assert caught.value.status == 409

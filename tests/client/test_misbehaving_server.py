@@ -103,7 +103,7 @@ def test_wait_on_a_server_that_never_streams_is_a_protocol_error(
 ) -> None:
     with fake_server(answer) as fake, _client(fake.url) as client:
         with pytest.raises(ProtocolError):
-            client.wait(JOB, poll=0.001)
+            client.wait(JOB, poll=0.001, timeout=60)
         assert fake.count(f"/jobs/{JOB}/events") == 3  # then it polls, and the poll fails
 
 

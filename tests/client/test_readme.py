@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import threading
 from pathlib import Path
 
 import pytest
 
-from tests.client.conftest import Server
+from tests.client.conftest import WAIT_S, Server
 
 pytestmark = pytest.mark.worker
 
@@ -34,8 +35,22 @@ def test_the_readme_client_example_runs(embedded_server: Server, tmp_path: Path)
     code = code.replace("http://127.0.0.1:8000", embedded_server.url)
     code = code.replace('".clr-sweep/token"', repr(str(token_file)))
     out = io.StringIO()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
+        except BaseException as exc:  # re-raised in the test's thread
+            failure.append(exc)
+
+    # the example waits without a timeout: a lost job fails the test instead of hanging it
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(WAIT_S)
+    assert not thread.is_alive(), f"the README example did not finish in {WAIT_S:g} s"
+    if failure:
+        raise failure[0]
     printed = out.getvalue()
     # the last line of progress: finished (a test may stop early when the loss diverges)
     assert re.search(r"^succeeded \d+/300$", printed, flags=re.M), printed
