@@ -39,6 +39,10 @@ raised (``cancelled`` on ``KeyboardInterrupt``). When the job is cancelled on
 the service (``clr-sweep range-test cancel``), :meth:`should_stop` turns True:
 pass it as ``should_stop=`` and the loop stops.
 
+After a crash, :func:`resume` (``Client.resume_upload``) attaches a new process to the
+job while it is still running: the uploader starts from the points the service has,
+and a loop that starts over is not sent again what is stored.
+
 This module imports neither torch nor ``clr``: it reads their objects by their
 attributes.
 """
