@@ -39,6 +39,10 @@ class ExitCode(IntEnum):
     BUSY = 9
     """The service is overloaded or at the team's cap of active jobs (503/429, still
     refused after the client's retries): try again later."""
+    NEEDS_SERVICE = 10
+    """The command runs the library or the service here (a local range test, ``schedule``,
+    ``serve``, ``--embedded``) and this install lacks them: ``pip install
+    'clr-sweep[service]'``."""
     INTERRUPTED = 128 + signal.SIGINT
     """Ctrl-C (SIGINT): a job the command submitted was cancelled; ``wait`` on an
     existing job only stops watching it. SIGTERM exits 143 and SIGHUP 129 the same way."""

@@ -31,7 +31,7 @@ def need_service_extra(what: str) -> None:
         import core.specs  # noqa: F401
     except ImportError as exc:
         raise CommandError(
-            ExitCode.ERROR,
+            ExitCode.NEEDS_SERVICE,
             f"{what} needs the service extra ({exc.name} is missing): "
             "pip install 'clr-sweep[service]'",
         ) from exc

@@ -557,6 +557,15 @@ class Client:
 
         return training_logger(self, **configuration)
 
+    def resume_upload(
+        self, job_id: str | uuid.UUID, **options: Any
+    ) -> RangeTestUploader | TrainingLogger:
+        """Attach to a running client job whose process died: its uploader or logger,
+        continuing from the points the service has (:func:`clr_sweep.uploads.resume`)."""
+        from clr_sweep.uploads import resume
+
+        return resume(self, job_id, **options)
+
     # -- the service ----------------------------------------------------------------
 
     def workloads(self) -> _models.WorkloadList:

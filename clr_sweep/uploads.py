@@ -39,6 +39,10 @@ raised (``cancelled`` on ``KeyboardInterrupt``). When the job is cancelled on
 the service (``clr-sweep range-test cancel``), :meth:`should_stop` turns True:
 pass it as ``should_stop=`` and the loop stops.
 
+After a crash, :func:`resume` (``Client.resume_upload``) attaches a new process to the
+job while it is still running: the uploader starts from the points the service has,
+and a loop that starts over is not sent again what is stored.
+
 This module imports neither torch nor ``clr``: it reads their objects by their
 attributes.
 """
@@ -67,8 +71,10 @@ __all__ = [
     "MAX_POINTS_PER_UPLOAD",
     "RangeTestUploader",
     "TrainingLogger",
+    "JobFinished",
     "optimizer_spec",
     "range_test_uploader",
+    "resume",
     "training_logger",
 ]
 
@@ -152,9 +158,10 @@ def _floats(values: Any) -> list[float] | None:
 class _Series:
     """One series' points: those the service has, and those waiting to be sent."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, stored: int = 0) -> None:
         self.name = name
-        self.sent = 0  # points the service confirmed
+        self.sent = stored  # points the service confirmed
+        self.stored = stored  # points the service had when the uploader attached
         self.pending: list[Row] = []
 
     @property
@@ -190,7 +197,8 @@ class _Uploader:
         self.cancelled = False
         self.finished = False
         self.error: BaseException | None = None
-        self._series = {name: _Series(name) for name in series}
+        counts = dict(getattr(self.job, "series_points", None) or {})
+        self._series = {name: _Series(name, int(counts.get(name, 0))) for name in series}
         self._lock = threading.Lock()  # the buffers
         self._send_lock = threading.Lock()  # one upload at a time, in order
         self._last_send = time.monotonic()
@@ -207,11 +215,15 @@ class _Uploader:
         size = next((len(c) for c in columns.values() if c is not None), 0)
         with self._lock:
             series = self._series[name]
-            if start is not None and start != series.end:
+            skip = 0
+            if start is not None and start < series.end <= series.stored:
+                # a resumed loop re-sending points the service has: skip them
+                skip = min(size, series.end - start)
+            elif start is not None and start != series.end:
                 raise ValueError(
                     f"points of {name!r} from {start} do not follow the {series.end} gathered"
                 )
-            for i in range(size):
+            for i in range(skip, size):
                 series.pending.append({k: None if c is None else c[i] for k, c in columns.items()})
 
     def should_stop(self) -> bool:
@@ -414,8 +426,6 @@ class RangeTestUploader(_Uploader):
 
     def __init__(self, client: Client, job: Mapping[str, Any], **options: Any) -> None:
         super().__init__(client, job, series=("curve",), **options)
-        self.smoothing = float(self.job.spec.get("smoothing", 0.95))
-        self._avg = 0.0
 
     def __call__(self, progress: Any) -> None:
         """Gather one chunk of a ``clr`` range test (``callback=uploader``)."""
@@ -437,21 +447,19 @@ class RangeTestUploader(_Uploader):
         *,
         smoothed_loss: float | None = None,
         accuracy: float | None = None,
+        step: int | None = None,
     ) -> None:
-        """Gather one step of a plain loop; ``smoothed_loss`` defaults to the bias-corrected
-        moving average of the losses with the test's ``smoothing``."""
-        loss_value = _number("loss", loss)
-        if smoothed_loss is None:
-            step = self.points["curve"] + 1
-            self._avg = self.smoothing * self._avg + (1 - self.smoothing) * loss_value
-            smoothed_loss = self._avg / (1 - self.smoothing**step)
+        """Gather one step of a plain loop; without ``smoothed_loss`` the service computes
+        it (the bias-corrected moving average of the losses with the test's ``smoothing``,
+        as ``clr.RangeTest`` does). ``step`` (0 first) is the point's index: a resumed
+        loop that starts over passes it, and the steps the service has are skipped."""
         self._add(
             "curve",
-            None,
+            step,
             {
                 "lr": [_number("lr", lr)],
-                "loss": [loss_value],
-                "smoothed_loss": [float(smoothed_loss)],
+                "loss": [_number("loss", loss)],
+                "smoothed_loss": None if smoothed_loss is None else [float(smoothed_loss)],
                 "accuracy": None if accuracy is None else [float(accuracy)],
             },
         )
@@ -467,6 +475,13 @@ class TrainingLogger(_Uploader):
 
     def __init__(self, client: Client, job: Mapping[str, Any], **options: Any) -> None:
         super().__init__(client, job, series=("iterations", "epochs"), **options)
+        self._last_epoch: float | None = None  # the last stored epoch's number (resumed)
+        stored = self._series["epochs"].stored
+        if stored:
+            last = self.client.request(
+                "GET", f"/jobs/{self.job_id}/series/epochs", params={"after": stored - 1}
+            ).json()
+            self._last_epoch = (last["values"].get("epoch") or [None])[0]
 
     def __call__(self, progress: Any) -> None:
         """Gather one chunk of a ``clr.Trainer`` run (``callback=logger``)."""
@@ -522,7 +537,14 @@ class TrainingLogger(_Uploader):
         val_loss: float | None = None,
         val_accuracy: float | None = None,
     ) -> None:
-        """Log an epoch's end: its train loss (and accuracy) and validation results."""
+        """Log an epoch's end: its train loss (and accuracy) and validation results. A
+        resumed loop that starts over re-logs epochs the service has: those numbered up to
+        its last stored one are skipped."""
+        if self._last_epoch is not None:
+            with self._lock:
+                series = self._series["epochs"]
+                if series.end <= series.stored and epoch <= self._last_epoch:
+                    return
         self._add(
             "epochs",
             None,
@@ -611,6 +633,62 @@ def range_test_uploader(
     return RangeTestUploader(
         client, job, flush_interval=flush_interval, keepalive=keepalive, max_points=max_points
     )
+
+
+class JobFinished(ClientError):
+    """The job ended (``job.status``): it takes no more uploads, so nothing can attach to it."""
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        why = f": {job.error}" if getattr(job, "error", None) else ""
+        super().__init__(
+            f"{job.kind.replace('_', ' ')} {job.id} is {job.status}{why}; it takes no more "
+            "uploads "
+            "(create a new job to run the test again)"
+        )
+
+
+def resume(
+    client: Client,
+    job_id: str | uuid.UUID,
+    *,
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
+    keepalive: float = DEFAULT_KEEPALIVE_S,
+    max_points: int = MAX_POINTS_PER_UPLOAD,
+) -> RangeTestUploader | TrainingLogger:
+    """Attach to a client job that is still running, after the process that fed it died:
+    a :class:`RangeTestUploader` for a range test, a :class:`TrainingLogger` for a training.
+
+    It reads the job's stored points (``series_points``) and continues from there. The
+    loop may start over from step 0: points at indexes the service already has are
+    skipped (not sent; the stored ones stay), a training's epochs numbered up to the last
+    stored one too; or it may start at :attr:`~_Uploader.points` (what the service has).
+    Resume before the service's heartbeat timeout (60 s by default): a job silent for
+    longer was failed, and cannot be resumed.
+
+    Raises:
+        JobFinished: the job already ended (succeeded, failed or cancelled).
+        ValueError: the job is not one the team runs itself (``"source": "client"``).
+        clr_sweep.NotFound: no such job.
+    """
+    job = _job(client.request("GET", f"/jobs/{job_id}").json())
+    if (job.spec or {}).get("source") != "client":
+        raise ValueError(
+            f"{job.kind.replace('_', ' ')} {job.id} is run by the service's workers; only a "
+            "job created with "
+            '"source": "client" takes uploads'
+        )
+    if job.status.finished:
+        raise JobFinished(job)
+    options: dict[str, Any] = {
+        "flush_interval": flush_interval,
+        "keepalive": keepalive,
+        "max_points": max_points,
+    }
+    data = job.model_dump(mode="json")
+    if job.kind == "training":
+        return TrainingLogger(client, data, **options)
+    return RangeTestUploader(client, data, **options)
 
 
 def training_logger(

@@ -19,14 +19,17 @@ MAX_POINT_INDEX = 2**31 - 1
 MAX_POINTS_PER_UPLOAD = 100_000
 """Most points one upload may carry (the service's cap of one report)."""
 
-Number = Annotated[float, Field(allow_inf_nan=False)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A finite JSON number (``true`` or ``"1"`` is not one)."""
 
 
 class SeriesUpload(BaseModel):
     """Points ``start`` on of one series of a client job: ``values`` maps each of the
     series' fields to its values (all the same length; an optional field may be
-    null or left out). A body is at most 64 KiB: send long runs in several uploads
-    (the Python client's uploaders do)."""
+    null or left out; a range test's ``smoothed_loss`` left out is computed by the
+    service: the range test's debiased moving average, continued from the stored points).
+    A body is at most 64 KiB: send long runs in several uploads (the Python client's
+    uploaders do)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -62,7 +62,7 @@ from core.services.jobs import (
     series_of,
 )
 from core.specs import JobResult, OptimizerSpec
-from core.training import TrainingOutcome
+from core.training import TRAINING, TrainingOutcome
 
 __all__ = [
     "FINISH_STATUSES",
@@ -146,25 +146,90 @@ def _check_points(
         raise InvalidInput(reason, errors=[{"field": field, "reason": reason}]) from None
 
 
-def _check_range_test_points(job: Job, points: SeriesPoints) -> None:
-    """A range test's curve: positive LRs, and no more points than its ``num_iter``."""
-    lrs = points.values.get("lr") or []
-    for i, lr in enumerate(lrs):
-        if not lr > 0:
-            reason = f"a range test's lr must be positive, got {lr:g}"
-            raise InvalidInput(reason, errors=[{"field": f"values.lr.{i}", "reason": reason}])
+def _refuse(field: str, reason: str) -> InvalidInput:
+    return InvalidInput(reason, errors=[{"field": field, "reason": reason}])
+
+
+def _check_end(job: Job, points: SeriesPoints, setting: str) -> None:
+    """No more points than the job's planned steps (``setting``: their spec field)."""
     end = points.start + points.size
     if end > job.total:
-        reason = (
-            f"the range test has num_iter={job.total}: points 0 to {job.total - 1}, "
-            f"not up to {end - 1}"
+        raise _refuse(
+            "values",
+            f"the {get_kind(job.kind).title.lower()} has {setting}={job.total}: points 0 to "
+            f"{job.total - 1}, not up to {end - 1}",
         )
-        raise InvalidInput(reason, errors=[{"field": "values", "reason": reason}])
 
 
-def _same(stored: Mapping[str, list[float] | None], given: SeriesPoints, size: int) -> bool:
-    """Whether the first ``size`` points of ``given`` equal the ``stored`` ones."""
+def _check_accuracies(points: SeriesPoints, names: Sequence[str]) -> None:
+    for name in names:
+        for i, value in enumerate(points.values.get(name) or []):
+            if not 0 <= value <= 1:
+                reason = f"an accuracy is a fraction in [0, 1], got {value:g}"
+                raise _refuse(f"values.{name}.{i}", reason)
+
+
+def _check_range_test_points(job: Job, points: SeriesPoints) -> None:
+    """A range test's curve: positive LRs, accuracies in [0, 1], and no more points than
+    its ``num_iter``."""
+    for i, lr in enumerate(points.values.get("lr") or []):
+        if not lr > 0:
+            raise _refuse(f"values.lr.{i}", f"a range test's lr must be positive, got {lr:g}")
+    _check_accuracies(points, ("accuracy",))
+    _check_end(job, points, "num_iter")
+
+
+def _check_training_points(job: Job, points: SeriesPoints) -> None:
+    """A training's points: no more iterations than its ``iterations``; epochs with
+    whole, non-negative numbers, an iteration within the run and accuracies in [0, 1]."""
+    if points.name == "iterations":
+        _check_end(job, points, "iterations")
+        return
+    for name in ("epoch", "iteration"):
+        for i, value in enumerate(points.values.get(name) or []):
+            if value < 0 or not value.is_integer():
+                raise _refuse(
+                    f"values.{name}.{i}", f"{name} must be a whole number >= 0, got {value:g}"
+                )
+    for i, value in enumerate(points.values.get("iteration") or []):
+        if value > job.total:
+            reason = f"the training has iterations={job.total}: iteration {value:g} is past it"
+            raise _refuse(f"values.iteration.{i}", reason)
+    _check_accuracies(points, ("train_accuracy", "val_accuracy"))
+
+
+def _smooth(
+    session: Session, job: Job, points: SeriesPoints, have: int, smoothing: float
+) -> SeriesPoints:
+    """``points`` (from ``have``, the stored count, on) with their ``smoothed_loss``: the
+    range test's debiased moving average of the losses (as :class:`clr.RangeTest` computes
+    it), continued from the last stored point's."""
+    beta = smoothing
+    avg = 0.0
+    if have:
+        last = series_of(session, job, "curve", after=have - 1, limit=1).values
+        smoothed = (last.get("smoothed_loss") or [0.0])[0]
+        avg = smoothed * (1 - beta**have)  # the undebiased average after ``have`` points
+    out: list[float] = []
+    for i, loss in enumerate(points.values.get("loss") or []):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (points.start + i + 1)))
+    return SeriesPoints(
+        name=points.name, start=points.start, values={**points.values, "smoothed_loss": out}
+    )
+
+
+def _same(
+    stored: Mapping[str, list[float] | None],
+    given: SeriesPoints,
+    size: int,
+    skip: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether the first ``size`` points of ``given`` equal the ``stored`` ones (but for the
+    fields ``skip``: those the service computes when they are not given)."""
     for name, column in given.values.items():
+        if name in skip:
+            continue
         have = stored.get(name)
         if column is None or have is None:
             if (column is None) != (have is None):
@@ -207,9 +272,15 @@ def upload_points(
         known = ", ".join(s.name for s in kind.series)
         reason = f"{kind.title} jobs have no series {name!r}; their series: {known}"
         raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
+    derived: frozenset[str] = frozenset()
+    if job.kind == RANGE_TEST.name and values.get("smoothed_loss") is None:
+        derived = frozenset({"smoothed_loss"})  # the service computes it
+        spec = replace(spec, optional=spec.optional | derived)
     points = _check_points(spec, start, values)
     if job.kind == RANGE_TEST.name:
         _check_range_test_points(job, points)
+    elif job.kind == TRAINING.name:
+        _check_training_points(job, points)
     repo = JobRepository(session)
     guard = repo.guard_report(job.id, job.attempt, now=now)  # locks the row: one at a time
     if guard is None:
@@ -229,7 +300,7 @@ def upload_points(
     if points.start < have:
         overlap = min(end, have) - points.start
         stored = series_of(session, job, name, after=points.start, limit=overlap).values
-        if not _same(stored, points, overlap):
+        if not _same(stored, points, overlap, derived):
             reason = f"expected {have}: the series has {have} points"
             raise UploadConflict(
                 f"points {points.start} to {points.start + overlap - 1} of series {name!r} "
@@ -239,6 +310,10 @@ def upload_points(
         points = points.slice(overlap) if end > have else points.slice(0, 0)
     runs: list[tuple[SeriesPoints, tuple[str, ...]]] = []
     added = 0
+    if points.size and derived:
+        parsed = parse_job_spec(job.kind, job.spec, stored=True)
+        assert isinstance(parsed, ClientRangeTestSpec)
+        points = _smooth(session, job, points, have, parsed.smoothing)
     if points.size:
         runs.append((points, spec.fields))
         added = points.size
@@ -413,6 +488,12 @@ def _training_result(
     iterations = series_of(session, job, "iterations", after=0)
     epochs = series_of(session, job, "epochs", after=0)
     done = iterations.size
+    if not done:
+        raise JobConflict(
+            f"training {job.id} has no iteration points: upload them before finishing it as "
+            "succeeded, or finish it as failed",
+            errors=[{"field": "status", "reason": "no iteration points were uploaded"}],
+        )
     rows = [
         {name: (None if col is None else col[i]) for name, col in epochs.values.items()}
         for i in range(epochs.size)

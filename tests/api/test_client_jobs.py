@@ -241,7 +241,7 @@ class TestUpload:
     @pytest.mark.parametrize(
         ("values", "field"),
         [
-            ({"lr": [0.1], "loss": [1.0]}, "values.smoothed_loss"),
+            ({"lr": [0.1], "smoothed_loss": [1.0]}, "values.loss"),
             ({"lr": [0.1], "loss": [1.0, 2.0], "smoothed_loss": [1.0]}, "values.loss"),
             ({"lr": [0.1], "loss": [1.0], "smoothed_loss": [1.0], "nope": [1.0]}, "values"),
             ({"lr": [], "loss": [], "smoothed_loss": []}, "values"),

@@ -14,7 +14,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import clr
 from clr_sweep import Client, Conflict
-from clr_sweep.uploads import optimizer_spec, range_test_uploader, training_logger
+from clr_sweep.uploads import (
+    JobFinished,
+    RangeTestUploader,
+    TrainingLogger,
+    optimizer_spec,
+    range_test_uploader,
+    resume,
+    training_logger,
+)
 
 BATCH = 32
 
@@ -208,3 +216,88 @@ def test_a_clr_trainer_run_is_logged_through_its_callback(client: Client) -> Non
     series = client.series(log.job_id, "iterations")
     assert series["lr"].tolist() == pytest.approx(list(result.lrs))
     assert series["momentum"].tolist() == pytest.approx(list(result.momenta))
+
+
+def smoothed(losses: list[float], beta: float = 0.95) -> list[float]:
+    """clr.RangeTest's bias-corrected moving average of ``losses``."""
+    out, avg = [], 0.0
+    for i, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def test_a_killed_range_test_resumes_from_python_and_skips_what_the_service_has(
+    client: Client,
+) -> None:
+    n = 60
+    lrs = [1e-4 * 1.15**i for i in range(n)]
+    losses = [2.0 - i / 50 + 0.01 * (i % 3) for i in range(n)]
+    first = range_test_uploader(
+        client,
+        model="tiny-mlp",
+        dataset="generated",
+        batch_size=BATCH,
+        tags={"run": uuid.uuid4().hex[:8]},
+        start_lr=1e-4,
+        end_lr=1e-4 * 1.15 ** (n - 1),
+        num_iter=n,
+        flush_interval=0.05,
+        max_points=10,
+    )
+    for i in range(25):
+        first.add(lrs[i], losses[i])  # the service computes the smoothed loss
+    first.flush()
+    first.close()  # the process dies: no finish
+    with client.resume_upload(first.job_id, flush_interval=0.05, max_points=10) as upload:
+        assert isinstance(upload, RangeTestUploader)
+        assert upload.points == {"curve": 25}
+        for i in range(n):  # the loop starts over; what the service has is not sent again
+            loss = losses[i] + (1.0 if i < 25 else 0.0)  # a changed value would be a 409
+            upload.add(lrs[i], loss, step=i)
+    job = client.get(first.job_id)
+    assert at(job, "status") == "succeeded", at(job, "error")
+    curve = client.series(first.job_id, "curve")
+    assert curve["loss"].tolist() == pytest.approx(losses)
+    assert curve["smoothed_loss"].tolist() == pytest.approx(smoothed(losses), rel=1e-9)
+    with pytest.raises(JobFinished, match="succeeded"):
+        resume(client, first.job_id)
+
+
+def test_a_killed_training_resumes_from_the_stored_count(client: Client) -> None:
+    first = training_logger(
+        client,
+        model="tiny-mlp",
+        dataset="generated",
+        batch_size=BATCH,
+        iterations=20,
+        tags={"run": uuid.uuid4().hex[:8]},
+        flush_interval=0.05,
+    )
+    for i in range(10):
+        first.log(i, lr=0.01, loss=2.0 - i / 10)
+    first.log_epoch(1, iteration=10, train_loss=1.5, val_accuracy=0.5)
+    first.flush()
+    first.close()
+    log = resume(client, str(first.job_id))
+    assert isinstance(log, TrainingLogger)
+    with log:
+        start = log.points["iterations"]
+        assert start == 10
+        log.log_epoch(1, iteration=10, train_loss=1.5, val_accuracy=0.5)  # re-logged: skipped
+        for i in range(start, 20):
+            log.log(i, lr=0.01, loss=2.0 - i / 10)
+        log.log_epoch(2, iteration=20, train_loss=1.0, val_accuracy=0.6)
+    job = client.get(first.job_id)
+    assert at(job, "status") == "succeeded", at(job, "error")
+    assert (at(job, "result", "iterations"), at(job, "result", "epochs")) == (20, 2)
+    assert client.series(first.job_id, "epochs")["epoch"].tolist() == [1.0, 2.0]
+
+
+def test_a_failed_job_cannot_be_resumed(client: Client) -> None:
+    upload = range_test_uploader(
+        client, model="tiny-mlp", dataset="generated", batch_size=BATCH, num_iter=10
+    )
+    upload.finish(status="failed", error="out of memory")
+    with pytest.raises(JobFinished, match="failed: out of memory"):
+        client.resume_upload(upload.job_id)

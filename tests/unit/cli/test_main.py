@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import typing
+from pathlib import Path
 
 import pytest
 import typer
@@ -271,3 +272,20 @@ def test_the_client_commands_import_no_service_package() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_command_that_needs_the_service_extra_says_so_with_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    # torch missing, as in `pip install clr-sweep`: a documented exit code, not a bug's 1
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.argv = ['clr-sweep', 'schedule', "
+        f"'--plot', {str(tmp_path / 's.png')!r}]; import runpy; "
+        "runpy.run_module('cli', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == ExitCode.NEEDS_SERVICE == 10, done.stderr
+    assert "pip install 'clr-sweep[service]'" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
