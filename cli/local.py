@@ -91,9 +91,8 @@ def run_local(options: RangeTestOptions, out: Output) -> dict[str, Any]:
     need_service_extra("the local range test")
     from pydantic import ValidationError
 
-    from clr import RangeTest, SuggestionError, make_optimizer, plot_range_test, suggest_all
+    from clr import RangeTest, SuggestionError, plot_range_test, suggest_all
     from clr.exceptions import CLRError
-    from clr.workloads import build_workload
     from core.specs import RangeTestOutcome, RangeTestSpec
 
     try:
@@ -103,17 +102,7 @@ def run_local(options: RangeTestOptions, out: Output) -> dict[str, Any]:
     created = datetime.now(UTC)
     try:
         device = _device(spec.device)
-        built = build_workload(spec.workload, spec.params, seed=spec.seed, device=device)
-        optimizer = make_optimizer(
-            spec.optimizer.name,
-            built.model.parameters(),
-            lr=spec.start_lr,
-            momentum=spec.optimizer.momentum,
-            weight_decay=spec.optimizer.weight_decay,
-            nesterov=spec.optimizer.nesterov,
-            betas=spec.optimizer.betas,
-            eps=spec.optimizer.eps,
-        )
+        built, optimizer = spec.build(lr=spec.start_lr, device=device)
         tester = RangeTest(built.model, optimizer, built.loss_fn, metric_fn=built.metric_fn)
         with Progress(
             TextColumn("[bold]range test[/]"),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -58,6 +58,11 @@ from clr_sweep.contracts import (
     canonical_json,
 )
 from clr_sweep.contracts._validation import raise_located as _raise_located
+
+if TYPE_CHECKING:
+    import torch
+
+    from clr.workloads import WorkloadInstance
 from core.errors import FieldError
 
 __all__ = [
@@ -245,6 +250,25 @@ class WorkloadSpec(contracts.WorkloadSpec, JobSpec):
 
     def workload_name(self) -> str | None:
         return self.workload
+
+    def build(self, *, lr: float, device: str) -> tuple[WorkloadInstance, torch.optim.Optimizer]:
+        """The workload built from ``seed`` on ``device``, and the spec's optimizer over its
+        weights at ``lr`` (imports torch: the worker's and the local command's side)."""
+        from clr.optim import make_optimizer
+        from clr.workloads import build_workload
+
+        built = build_workload(self.workload, self.params, seed=self.seed, device=device)
+        optimizer = make_optimizer(
+            self.optimizer.name,
+            built.model.parameters(),
+            lr=lr,
+            momentum=self.optimizer.momentum,
+            weight_decay=self.optimizer.weight_decay,
+            nesterov=self.optimizer.nesterov,
+            betas=self.optimizer.betas,
+            eps=self.optimizer.eps,
+        )
+        return built, optimizer
 
     def workload_estimate(self, *, steps: int, copies: int) -> JobEstimate | None:
         """A run of ``steps`` training steps that keeps ``copies`` more copies of the

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from clr import RangeTest, RangeTestProgress, make_optimizer
+from clr import RangeTest, RangeTestProgress
 from clr.suggest import curve_verdict
-from clr.workloads import build_workload
 from core.kinds import CURVE
 from core.range_tests import assess_range_test
 from core.series import SeriesPoints
@@ -34,19 +33,7 @@ def run(ctx: JobContext) -> str:
     spec = ctx.spec
     if not isinstance(spec, RangeTestSpec):
         raise CannotRun(f"the range-test runner got a {type(spec).__name__}")
-    built = build_workload(
-        spec.workload, spec.params, seed=spec.seed, device=run_device(spec.device)
-    )
-    optimizer = make_optimizer(
-        spec.optimizer.name,
-        built.model.parameters(),
-        lr=spec.start_lr,
-        momentum=spec.optimizer.momentum,
-        weight_decay=spec.optimizer.weight_decay,
-        nesterov=spec.optimizer.nesterov,
-        betas=spec.optimizer.betas,
-        eps=spec.optimizer.eps,
-    )
+    built, optimizer = spec.build(lr=spec.start_lr, device=run_device(spec.device))
     tester = RangeTest(built.model, optimizer, built.loss_fn, metric_fn=built.metric_fn)
 
     def on_progress(progress: RangeTestProgress) -> None:

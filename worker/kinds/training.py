@@ -24,9 +24,8 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
-from clr import create_scheduler, make_optimizer
+from clr import create_scheduler
 from clr.train import Checkpoint, Trainer, TrainProgress, TrainResult
-from clr.workloads import build_workload
 from core.artifacts import delete_artifacts, open_artifact_reader, open_artifact_writer
 from core.db import session_scope
 from core.series import SeriesPoints
@@ -128,18 +127,8 @@ def run(ctx: JobContext) -> str:
         raise CannotRun(f"the training runner got a {type(spec).__name__}")
     policy, schedule_args, iterations = spec.resolved_schedule()
     device = torch.device(run_device(spec.device))
-    built = build_workload(spec.workload, spec.params, seed=spec.seed, device=str(device))
     first_lr = schedule_args.get("lr") or schedule_args.get("base_lr") or 1e-3
-    optimizer = make_optimizer(
-        spec.optimizer.name,
-        built.model.parameters(),
-        lr=first_lr,
-        momentum=spec.optimizer.momentum,
-        weight_decay=spec.optimizer.weight_decay,
-        nesterov=spec.optimizer.nesterov,
-        betas=spec.optimizer.betas,
-        eps=spec.optimizer.eps,
-    )
+    built, optimizer = spec.build(lr=first_lr, device=str(device))
     scheduler = create_scheduler(optimizer, policy, **schedule_args)
     trainer = Trainer(
         built.model, optimizer, built.loss_fn, metric_fn=built.metric_fn, scheduler=scheduler
