@@ -27,23 +27,9 @@ from clr_sweep.errors import (
     problem_error,
 )
 from clr_sweep.events import SSEDecoder
+from tests.unit.contracts.test_import_free import FORBIDDEN
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = (
-    "torch",
-    "sqlalchemy",
-    "clr",
-    "core",
-    "api",
-    "worker",
-    "cli",
-    "fastapi",
-    "starlette",
-    "celery",
-    "kombu",
-    "redis",
-    "matplotlib",
-)
 
 
 def test_importing_the_client_loads_no_service_package() -> None:
