@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 
 from api.admission import Admission, admission_limit
 from api.problems import BodySizeLimitMiddleware, install_problem_handlers
-from api.routes import bounds, docs, health, range_tests, sweeps, trainings, workloads
+from api.routes import bounds, dashboard, docs, health, range_tests, sweeps, trainings, workloads
 from api.routes.events import StreamSlots
 from api.routes.health import ReadinessProbe
 from api.routes.jobs import jobs_router, kind_router
@@ -105,7 +105,10 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware)
     # every kind's routes, derived from the registry, then the kinds' own extras
     routers = [jobs_router(), *(kind_router(kind) for kind in all_kinds())]
-    routers += [m.router for m in (range_tests, trainings, sweeps, bounds, workloads, health, docs)]
+    routers += [
+        m.router
+        for m in (range_tests, trainings, sweeps, bounds, workloads, health, docs, dashboard)
+    ]
     for router in routers:
         for route in router.routes:
             # a route's one-line docstring is its OpenAPI summary

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from pydantic import ConfigDict, Discriminator, Tag
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentTeamDep, SessionDep, SettingsDep
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, Responses, problem
@@ -45,10 +46,13 @@ from api.schemas.text import (
 )
 from clr_sweep.contracts import JobFinish, SeriesUpload, SeriesUploadRead
 from core import services
+from core.downsample import MIN_POINTS, downsample
+from core.errors import InvalidInput
 from core.kinds import JobKind, all_kinds, get_kind
 from core.models import Job, JobStatus
-from core.services import JobPage, SeriesSlice
+from core.services import JobPage
 from core.services.jobs import IDEMPOTENCY_KEY_MAX_LENGTH
+from core.settings import Settings
 from core.specs import JobSpec
 
 __all__ = ["MAX_POINT_INDEX", "jobs_router", "kind_router", "read_job", "series_csv"]
@@ -59,6 +63,9 @@ MAX_POINT_INDEX = 2**31 - 1
 MAX_SERIES_PAGE = 100_000
 """Most points ``GET /jobs/{id}/series/{name}`` returns at once (``?limit=``); a longer
 series is read in pages: pass ``next_after`` as ``after``."""
+
+MAX_DOWNSAMPLED_RANGE = 1_000_000
+"""Most points read for one thinned answer (``?max_points=``): what is sent stays small."""
 
 ACTIVE_CAP: Responses = {
     429: {
@@ -95,18 +102,31 @@ def _as_read(job: Job) -> JobRead:
     return job_read_model(get_kind(job.kind)).model_validate(job)
 
 
-def _page(page: JobPage) -> dict[str, Any]:
-    return {"items": [_as_read(job) for job in page.items], "next_cursor": page.next_cursor}
+def _page(session: Session, page: JobPage, settings: Settings) -> dict[str, Any]:
+    """A page of jobs; the queued ones say where they stand and why they wait."""
+    waits = services.explain_waits(session, jobs=page.items, settings=settings)
+    items = [
+        _as_read(job).model_copy(
+            update={
+                "queue_position": waits[job.id].queue_position,
+                "waiting_reason": waits[job.id].waiting_reason,
+            }
+        )
+        for job in page.items
+    ]
+    return {"items": items, "next_cursor": page.next_cursor}
 
 
-def series_csv(series: SeriesSlice) -> str:
-    """``index,<field>...`` rows of a series slice (an empty cell: no value)."""
+def series_csv(series: SeriesRead) -> str:
+    """``index,<field>...`` rows of a series read (an empty cell: no value)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["index", *series.fields])
     columns = [series.values.get(f) for f in series.fields]
-    for i in range(series.size):
-        writer.writerow([series.start + i, *("" if c is None else repr(c[i]) for c in columns)])
+    indices = series.index or range(series.start, series.next_after)
+    for i, index in enumerate(indices):
+        cells = ("" if c is None or c[i] is None else repr(c[i]) for c in columns)
+        writer.writerow([index, *cells])
     return out.getvalue()
 
 
@@ -138,6 +158,7 @@ def jobs_router() -> APIRouter:
     def list_jobs(
         session: SessionDep,
         team: CurrentTeamDep,
+        settings: SettingsDep,
         limit: LimitQuery = 50,
         cursor: CursorQuery = None,
         kind: str | None = None,
@@ -150,6 +171,7 @@ def jobs_router() -> APIRouter:
         if kind is not None:
             get_kind(kind)  # an unknown kind is a 422 naming the field
         return _page(
+            session,
             services.list_jobs(
                 session,
                 team=team,
@@ -160,7 +182,8 @@ def jobs_router() -> APIRouter:
                 parent_id=parent,
                 limit=limit,
                 cursor=cursor,
-            )
+            ),
+            settings,
         )
 
     list_jobs.__annotations__["kind"] = kind_query
@@ -202,19 +225,48 @@ def jobs_router() -> APIRouter:
         team: CurrentTeamDep,
         after: Annotated[int, Query(ge=0, le=MAX_POINT_INDEX)] = 0,
         limit: Annotated[
-            int, Query(ge=1, le=MAX_SERIES_PAGE, description="At most this many points")
-        ] = MAX_SERIES_PAGE,
+            int | None,
+            Query(
+                ge=1,
+                le=MAX_DOWNSAMPLED_RANGE,
+                description=f"Read at most this many points from `after` on (default and "
+                f"maximum {MAX_SERIES_PAGE:,}; with `max_points`, {MAX_DOWNSAMPLED_RANGE:,})",
+            ),
+        ] = None,
+        max_points: Annotated[
+            int | None,
+            Query(
+                ge=MIN_POINTS,
+                le=MAX_SERIES_PAGE,
+                description="Thin the points read to at most this many for a chart: in "
+                "equal buckets, each field's lowest and highest point (and the first and "
+                "last) are kept; `index` gives each kept point's index",
+            ),
+        ] = None,
         format_: Annotated[Literal["json", "csv"] | None, Query(alias="format")] = None,
         accept: Annotated[str | None, Header()] = None,
     ) -> SeriesRead | Response:
         """A series' points from point ``after`` on (``limit`` at most: ``next_after`` below
-        ``points`` means more follow), as JSON or (``?format=csv``) CSV."""
+        ``points`` means more follow), as JSON or (``?format=csv``) CSV; with
+        ``max_points``, thinned for display keeping each field's extremes."""
+        if limit is None:
+            limit = MAX_SERIES_PAGE if max_points is None else MAX_DOWNSAMPLED_RANGE
+        elif max_points is None and limit > MAX_SERIES_PAGE:
+            reason = f"must be <= {MAX_SERIES_PAGE} without max_points, got {limit}"
+            raise InvalidInput(f"limit {reason}", errors=[{"field": "limit", "reason": reason}])
         series = services.read_series(
             session, team=team, job_id=job_id, name=name, after=after, limit=limit
         )
+        read = series_read(series)
+        thinned = None if max_points is None else downsample(series.values, series.size, max_points)
+        if thinned is not None:
+            positions, values = thinned
+            read = read.model_copy(
+                update={"values": values, "index": [series.start + p for p in positions]}
+            )
         if format_ == "csv" or (format_ is None and "text/csv" in (accept or "")):
-            return PlainTextResponse(series_csv(series), media_type="text/csv")
-        return series_read(series)
+            return PlainTextResponse(series_csv(read), media_type="text/csv")
+        return read
 
     @router.post(
         "/{job_id}/series/{name}",
@@ -446,6 +498,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
     def list_route(
         session: SessionDep,
         team: CurrentTeamDep,
+        settings: SettingsDep,
         limit: LimitQuery = 50,
         cursor: CursorQuery = None,
         status_: StatusQuery = None,
@@ -453,6 +506,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
         created_after: CreatedAfterQuery = None,
     ) -> dict[str, Any]:
         return _page(
+            session,
             services.list_jobs(
                 session,
                 team=team,
@@ -462,7 +516,8 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
                 created_after=created_after,
                 limit=limit,
                 cursor=cursor,
-            )
+            ),
+            settings,
         )
 
     _name(

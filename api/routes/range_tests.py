@@ -16,7 +16,7 @@ from api.deps import CurrentTeamDep, SessionDep
 from api.routes._plots import add_plot_routes
 from api.routes._responses import AUTH, INVALID, NOT_FOUND, problem
 from api.routes.jobs import MAX_POINT_INDEX, series_csv
-from api.schemas import BoundsRead, CurveRead, bounds_read, curve_read
+from api.schemas import BoundsRead, CurveRead, bounds_read, curve_read, series_read
 from api.schemas.text import check_method, method_enum
 from core import services
 from core.kinds import RANGE_TEST
@@ -53,7 +53,7 @@ def read_curve(
     curve = services.read_series(session, team=team, job_id=job_id, name="curve", after=after)
     wants_csv = format_ == "csv" or (format_ is None and "text/csv" in (accept or ""))
     if wants_csv:
-        return PlainTextResponse(series_csv(curve), media_type="text/csv")
+        return PlainTextResponse(series_csv(series_read(curve)), media_type="text/csv")
     return curve_read(curve)
 
 

@@ -46,6 +46,7 @@ from clr_sweep.contracts.reads import (
 from clr_sweep.contracts.results import (
     DEFAULT_BOUNDS_CYCLES,
     VERIFIED_METHOD,
+    BoundsBrief,
     CandidateDoc,
     ChildFailure,
     EpochRecord,
@@ -116,6 +117,7 @@ __all__ = [
     "BoundsFrom",
     "BoundsRead",
     "BoundsSource",
+    "BoundsBrief",
     "CandidateDoc",
     "JobFinish",
     "SeriesUpload",

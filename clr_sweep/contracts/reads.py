@@ -200,6 +200,12 @@ class SeriesRead(BaseModel):
     points: int = Field(description="Points the series has now")
     total: int = Field(description="The job's `total` (units of work when it is done)")
     values: dict[str, list[float] | None]
+    index: list[int] | None = Field(
+        default=None,
+        description="With `max_points`: the index of each point kept (the points are then "
+        "a thinned selection of those from `start` to `next_after`); null: every point "
+        "from `start` on",
+    )
 
 
 class CurveRead(BaseModel):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "DEFAULT_BOUNDS_CYCLES",
     "VERIFIED_METHOD",
+    "BoundsBrief",
     "CandidateDoc",
     "ChildFailure",
     "EpochRecord",
@@ -267,14 +268,44 @@ class RangeTestOutcome(JobResult):
         )
 
 
+class BoundsBrief(BaseModel):
+    """The default suggestion in a line, for lists; every method's is at
+    ``/range-tests/{id}/bounds``."""
+
+    method: str
+    base_lr: float
+    max_lr: float
+    confidence: float
+
+
 class RangeTestResultView(BaseModel):
-    """How a finished range test went; the bounds are at ``/range-tests/{id}/bounds``."""
+    """How a finished range test went; ``bounds`` is the default suggestion in brief,
+    every method's with its evidence is at ``/range-tests/{id}/bounds``."""
 
     model_config = ConfigDict(from_attributes=True)
 
     summary: RangeTestSummary
     no_bounds_reason: str | None = None
     verification: VerificationDoc | None = None
+    bounds: BoundsBrief | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _brief(cls, data: Any) -> Any:
+        """From a stored outcome (which has ``suggestions``), the default's brief."""
+        if not isinstance(data, dict) or "bounds" in data:
+            return data
+        suggestions = data.get("suggestions")
+        if not isinstance(suggestions, dict) or not isinstance(suggestions.get("default"), dict):
+            return data
+        default = suggestions["default"]
+        brief = {
+            "method": default.get("method"),
+            "base_lr": default.get("base_lr"),
+            "max_lr": default.get("max_lr"),
+            "confidence": suggestions.get("confidence"),
+        }
+        return {**data, "bounds": brief}
 
 
 # --------------------------------------------------------------------------- trainings

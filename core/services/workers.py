@@ -35,6 +35,7 @@ __all__ = [
     "WorkerInfo",
     "WorkerView",
     "explain_wait",
+    "explain_waits",
     "fetched_before",
     "job_status",
     "list_workers",
@@ -262,8 +263,23 @@ def explain_wait(
     worker takes jobs.cuda; 2 CPU workers are online`` or ``3 jobs ahead in
     jobs.cpu; 1 worker takes it, busy``. A job no longer queued gets neither.
     """
-    if JobStatus(job.status) != JobStatus.QUEUED:
-        return JobWait(queue_position=None, waiting_reason=None)
-    ahead = JobRepository(session).queued_ahead(job)
+    return explain_waits(session, jobs=[job], settings=settings, now=now)[job.id]
+
+
+def explain_waits(
+    session: Session, *, jobs: Sequence[Job], settings: Settings, now: datetime | None = None
+) -> dict[uuid.UUID, JobWait]:
+    """:func:`explain_wait` of each of ``jobs`` (a page of a listing), reading the live
+    workers once, and only when one of them is queued."""
+    queued = [job for job in jobs if JobStatus(job.status) == JobStatus.QUEUED]
+    waits = {job.id: JobWait(queue_position=None, waiting_reason=None) for job in jobs}
+    if not queued:
+        return waits
+    repository = JobRepository(session)
     workers = live_workers(session, settings=settings, now=now)
-    return JobWait(queue_position=ahead + 1, waiting_reason=_reason(job.queue, ahead, workers))
+    for job in queued:
+        ahead = repository.queued_ahead(job)
+        waits[job.id] = JobWait(
+            queue_position=ahead + 1, waiting_reason=_reason(job.queue, ahead, workers)
+        )
+    return waits

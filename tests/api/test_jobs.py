@@ -222,10 +222,23 @@ class TestGetOne:
 
         range_read = client.get(f"/jobs/{range_test.id}", headers=caller.headers).json()
         assert range_read["kind"] == "range_test"
-        # the range test's result view: its summary (and verification), the bounds live
-        # at /bounds
-        assert set(range_read["result"]) == {"summary", "no_bounds_reason", "verification"}
+        # the range test's result view: its summary (and verification) and the default
+        # bounds in brief; every method's, with their evidence, lives at /bounds
+        assert set(range_read["result"]) == {
+            "summary",
+            "no_bounds_reason",
+            "verification",
+            "bounds",
+        }
         assert range_read["result"]["summary"]["stop_reason"] == "diverged"
+        bounds = client.get(f"/range-tests/{range_test.id}/bounds", headers=caller.headers)
+        brief = range_read["result"]["bounds"]
+        assert brief == {
+            "method": bounds.json()["method"],
+            "base_lr": bounds.json()["base_lr"],
+            "max_lr": bounds.json()["max_lr"],
+            "confidence": bounds.json()["confidence"],
+        }
         own = client.get(f"/range-tests/{range_test.id}", headers=caller.headers).json()
         assert own == range_read
 
