@@ -42,24 +42,43 @@ export function pctTicks(_u, splits) {
 
 /**
  * The splits of a log axis: the powers of ten in range, plus 2x and 5x when
- * the range spans few decades (uPlot's own log splits label every 1..9 x 10^k,
- * which crowds the axis). Use as an axis' `splits`.
+ * the range spans few decades, every 1..9x in a decade or less, and five
+ * values rounded to two digits in a narrow zoom (uPlot's own log splits label
+ * every 1..9 x 10^k, which crowds a wide axis). Use as an axis' `splits`.
  */
 export function logSplits(_u, _axis, min, max) {
   if (!(min > 0) || !(max > min)) return [];
   const lo = Math.floor(Math.log10(min));
   const hi = Math.ceil(Math.log10(max));
-  const steps = hi - lo <= 3 ? [1, 2, 5] : [1];
-  const every = Math.max(1, Math.ceil((hi - lo) / 10));
-  const out = [];
-  for (let e = lo; e <= hi; e += 1) {
-    if ((e - lo) % every) continue;
-    for (const m of steps) {
-      const v = Number((m * 10 ** e).toPrecision(12));
-      if (v >= min * (1 - 1e-9) && v <= max * (1 + 1e-9)) out.push(v);
+  const inRange = (v) => v >= min * (1 - 1e-9) && v <= max * (1 + 1e-9);
+  const make = (steps, every) => {
+    const out = [];
+    for (let e = lo; e <= hi; e += 1) {
+      if ((e - lo) % every) continue;
+      for (const m of steps) {
+        const v = Number((m * 10 ** e).toPrecision(12));
+        if (inRange(v)) out.push(v);
+      }
     }
+    return out;
+  };
+  const decades = Math.log10(max / min);
+  let out = make(decades <= 3 ? [1, 2, 5] : [1], Math.max(1, Math.ceil((hi - lo) / 10)));
+  if (out.length < 3) out = make([1, 2, 3, 4, 5, 6, 7, 8, 9], 1);
+  if (out.length < 3) {
+    const picked = Array.from({length: 5}, (_, i) => Number((min * (max / min) ** (i / 4)).toPrecision(2)));
+    out = [...new Set(picked)].filter(inRange);
   }
   return out;
+}
+
+/**
+ * An axis `filter` that labels every split: with `logSplits` the splits are
+ * already as sparse as the labels need (uPlot's own filter of a horizontal log
+ * axis labels only the powers of ten).
+ */
+export function keepSplits(_u, splits) {
+  return splits;
 }
 
 /**

@@ -11,7 +11,7 @@
 import {h, replace, notice} from '../dom.js';
 import {num, shortId, jobHref} from '../format.js';
 import {
-  PALETTE, alpha, fetchSeries, logSplits, logTicks, lossRange, makeChart, markerPlugin, numTicks,
+  PALETTE, alpha, fetchSeries, keepSplits, logSplits, logTicks, lossRange, makeChart, markerPlugin, numTicks,
   shadePlugin, zoomHooks,
 } from '../charts.js';
 import {batchSize, modelParams, optimizerSettings, paintSwatches, subjectText} from './rangetest.js';
@@ -186,6 +186,7 @@ export async function render(root, {query}, ctx) {
   });
 
   const chartBox = h('div', {class: 'chart ov-chart', 'data-testid': 'overlay-chart'});
+  const zoomNote = h('span', {class: 'rt-zoom'});
   replace(root,
     h('div', {class: 'page-head ov-head'}, h('h1', {}, 'Overlay of range tests'),
       h('span', {class: 'muted'}, `${shown.length} test${shown.length === 1 ? '' : 's'}`),
@@ -193,7 +194,8 @@ export async function render(root, {query}, ctx) {
     ids.length ? null : notice('info', 'Pick range tests to compare: tick them on the ',
       h('a', {href: '#/runs?kind=range_test'}, 'runs page'), ', or add them here.'),
     shown.length ? h('section', {class: 'card ov-chart-card'},
-      h('div', {class: 'chart-title'}, 'Smoothed loss vs learning rate'),
+      h('div', {class: 'rt-chart-note'}, h('strong', {}, 'Smoothed loss vs learning rate'), h('span', {class: 'spacer'}),
+        zoomNote),
       chartBox,
       h('p', {class: 'legend-note'}, 'Each test\u2019s default bounds are shaded in its colour (dashed: base, '
         + 'solid: max). Drag to zoom, double-click to reset.')) : null,
@@ -248,10 +250,10 @@ export async function render(root, {query}, ctx) {
         })),
       ],
       axes: [
-        {label: 'learning rate', splits: logSplits, values: logTicks, grid: {stroke: '#eef0f3'}},
+        {label: 'learning rate', splits: logSplits, filter: keepSplits, values: logTicks, grid: {stroke: '#eef0f3'}},
         {label: 'smoothed loss', values: numTicks, grid: {stroke: '#eef0f3'}, size: 60},
       ],
-      cursor: {drag: {x: true, y: false}, focus: {prox: 24}},
+      cursor: {drag: {x: true, y: false}},
       legend: {live: true},
       plugins: [
         shadePlugin((u) => shown.map((t, i) => ({t, i})).filter(({t, i}) => bounds(t) && u.series[i + 1].show !== false)
@@ -264,14 +266,22 @@ export async function render(root, {query}, ctx) {
             {x: b.max_lr, color: t.color, width: 1.6, dash: [1, 0], label: `${t.key} max ${num(b.max_lr)}`},
           ];
         })),
-        zoomHooks({
-          onZoom: (a, b) => chart.setData(data(Math.max(a, lo), Math.min(b, hi))),
-          onReset: () => chart.setData(data(lo, hi)),
-        }),
+        zoomHooks({onZoom: (a, b) => zoom(a, b), onReset: () => zoom(lo, hi)}),
       ],
     }, data(lo, hi));
   } else {
     replace(chartBox, h('p', {class: 'rt-empty'}, 'These tests have no curve points yet.'));
+  }
+
+  /** A new grid over [a, b] (the whole range on a reset), and the note saying so. */
+  function zoom(a, b) {
+    const whole = a <= lo && b >= hi;
+    if (whole) chart.zoomed = false;
+    chart.setData(data(Math.max(a, lo), Math.min(b, hi)));
+    replace(zoomNote, whole ? [] : [
+      h('span', {'data-testid': 'zoom-state'}, `zoomed to ${num(Math.max(a, lo))} \u2013 ${num(Math.min(b, hi))}`),
+      h('button', {type: 'button', class: 'link-button', 'data-testid': 'zoom-reset', onclick: () => zoom(lo, hi)},
+        'Reset zoom')]);
   }
 
   return () => {

@@ -12,7 +12,7 @@
 import {h, replace, facts, notice, badge} from '../dom.js';
 import {duration, jobSeconds, num, pct, shortId, when, age, FINAL} from '../format.js';
 import {
-  alpha, fetchSeries, logSplits, logTicks, lossRange, makeChart, markerPlugin, numTicks, pctTicks,
+  alpha, fetchSeries, keepSplits, logSplits, logTicks, lossRange, makeChart, markerPlugin, numTicks, pctTicks,
   pointsFor, shadePlugin, zoomable,
 } from '../charts.js';
 
@@ -25,6 +25,7 @@ const METHOD_COLORS = {
   min_div_10: '#56B4E9',
   verified: '#7F3C8D',
 };
+const QUEUE_REFRESH_MS = 5000;
 const SPARE_COLORS = ['#E73F74', '#11A579', '#3969AC', '#000000'];
 const CURVE_COLORS = {raw: 'rgba(11, 61, 145, 0.28)', smooth: '#0b3d91', accuracy: 'rgba(127, 60, 141, 0.6)'};
 
@@ -34,19 +35,45 @@ export function methodColor(method, i = 0) {
 
 /**
  * A number as Python's format(x, '.4g') writes it (0.0713, 1e-05, 1.5e+03), so
- * the CyclicLR line is the one the CLI prints, character for character.
+ * the CyclicLR line is the one the CLI prints, character for character: rounded
+ * from the double's exact decimal digits, half to even as Python does
+ * (toPrecision and toFixed round half up).
  */
 export function pyG(x, precision = 4) {
   if (x === 0) return Object.is(x, -0) ? '-0' : '0';
   if (!Number.isFinite(x)) return Number.isNaN(x) ? 'nan' : (x > 0 ? 'inf' : '-inf');
-  const [mantissa, expText] = x.toExponential(precision - 1).split('e');
-  const exp = Number(expText);
-  const strip = (s) => (s.includes('.') ? s.replace(/0+$/, '').replace(/\.$/, '') : s);
-  if (exp < -4 || exp >= precision) {
-    const sign = exp < 0 ? '-' : '+';
-    return `${strip(mantissa)}e${sign}${String(Math.abs(exp)).padStart(2, '0')}`;
+  const sign = x < 0 ? '-' : '';
+  let digits;
+  let exp;
+  const exact = Math.abs(x) < 1e21 ? Math.abs(x).toFixed(100) : null;
+  if (exact === null) {
+    const [m, e] = Math.abs(x).toExponential(precision - 1).split('e');
+    digits = m.replace('.', '');
+    exp = Number(e);
+  } else {
+    // every digit of the double (toFixed(100) is exact for the values a bound takes)
+    const [whole, frac] = exact.split('.');
+    const all = (whole + frac).replace(/^0+/, '');
+    exp = whole === '0' ? -(frac.length - frac.replace(/^0+/, '').length) - 1 : whole.length - 1;
+    const kept = all.slice(0, precision).padEnd(precision, '0');
+    const rest = all.slice(precision);
+    let up = rest[0] > '5' || (rest[0] === '5' && (/[1-9]/.test(rest.slice(1)) || Number(kept.at(-1)) % 2 === 1));
+    if (!rest.length) up = false;
+    digits = up ? String(BigInt(kept) + 1n) : kept;
+    if (digits.length > precision) {
+      digits = digits.slice(0, precision);
+      exp += 1;
+    }
   }
-  return strip(x.toFixed(Math.max(0, precision - 1 - exp)));
+  const strip = (t) => (t.includes('.') ? t.replace(/0+$/, '').replace(/\.$/, '') : t);
+  if (exp < -4 || exp >= precision) {
+    const mantissa = strip(`${digits[0]}.${digits.slice(1)}`);
+    return `${sign}${mantissa}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`;
+  }
+  const text = exp >= 0
+    ? `${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`
+    : `0.${'0'.repeat(-exp - 1)}${digits}`;
+  return sign + strip(text);
 }
 
 /**
@@ -151,6 +178,7 @@ export async function render(root, {match}, ctx) {
   let chart = null;
   let chartHasAcc = false;
   let frame = null;
+  let queueTimer = null;
 
   const head = h('div', {class: 'page-head rt-head'});
   const progress = h('div', {class: 'rt-progress'});
@@ -213,7 +241,7 @@ export async function render(root, {match}, ctx) {
         spanGaps: true, value: (_u, v) => (v === null || v === undefined ? '–' : pct(v))},
     ];
     const axes = [
-      {label: 'learning rate', splits: logSplits, values: logTicks, grid: {stroke: '#eef0f3'}},
+      {label: 'learning rate', splits: logSplits, filter: keepSplits, values: logTicks, grid: {stroke: '#eef0f3'}},
       {label: 'loss', values: numTicks, grid: {stroke: '#eef0f3'}, size: 60},
     ];
     if (chartHasAcc) {
@@ -232,7 +260,7 @@ export async function render(root, {match}, ctx) {
       },
       series,
       axes,
-      cursor: {drag: {x: true, y: false}, focus: {prox: 24}},
+      cursor: {drag: {x: true, y: false}},
       legend: {live: true},
       plugins: [
         shadePlugin(shaded),
@@ -255,19 +283,27 @@ export async function render(root, {match}, ctx) {
     return hi > lo ? [lo, hi] : [lo / 2, hi * 2];
   }
 
+  /** After a zoom, the zoomed range read again (thinned tests: at full resolution); a reset the whole. */
   async function reload(after, limit) {
-    if (!curve.thinned) return; // every point is drawn: uPlot's own zoom shows them
     try {
       if (limit === null) {
         zoomData = null;
-      } else {
+        chart?.setData(chartData());
+      } else if (curve.thinned) {
         const read = await fetchSeries(ctx.api, id, 'curve', {maxPoints: pointsFor(chartBox), after, limit, signal});
         zoomData = toArrays(read);
+        zoomData.points = limit;
+        chart?.setData(chartData());
       }
-      chart?.setData(chartData());
     } catch (err) {
       if (err.name !== 'AbortError') ctx.flash(`Could not read the zoomed range: ${err.message}`, 'error');
     }
+    renderNote();
+  }
+
+  function resetZoom() {
+    if (chart) chart.zoomed = false;
+    reload(0, null);
   }
 
   /** Redraw on the next frame (many curve events in a burst draw once). */
@@ -390,8 +426,17 @@ export async function render(root, {match}, ctx) {
     const count = h('span', {'data-testid': 'point-count'}, String(curve.points));
     const parts = [h('strong', {}, 'Loss vs learning rate'), ' ',
       h('span', {class: 'muted'}, '(', count, curve.points === 1 ? ' point' : ' points',
-        state.live ? ' received' : '', curve.thinned && !zoomData ? `, ${curve.lr.length} drawn` : '', ')')];
+        state.live ? ' received' : '', curve.thinned ? `, ${curve.lr.length} drawn` : '', ')')];
     if (state.live) parts.push(' ', h('span', {class: 'live'}, '\u25CF live'));
+    if (chart && chart.zoomed) {
+      const {min, max} = chart.scales.x;
+      parts.push(h('span', {class: 'spacer'}), h('span', {class: 'rt-zoom', 'data-testid': 'zoom-state'},
+        `zoomed to ${num(min)} \u2013 ${num(max)}`,
+        !zoomData ? '' : zoomData.lr.length >= zoomData.points
+          ? ` (${zoomData.lr.length} points, full resolution)`
+          : ` (${zoomData.lr.length} of its ${zoomData.points} points)`),
+      h('button', {type: 'button', class: 'link-button', 'data-testid': 'zoom-reset', onclick: resetZoom}, 'Reset zoom'));
+    }
     replace(chartNote, parts);
   }
 
@@ -637,6 +682,38 @@ export async function render(root, {match}, ctx) {
     chart?.redraw();
   }
 
+  /**
+   * A `status` event's job. Its read carries no queue position or waiting reason
+   * (only GET /jobs/{id} works them out): those stay from the last read while the
+   * job is queued, and are read again every few seconds (`watchQueue`).
+   */
+  function mergeStatus(job) {
+    const queued = job.status === 'queued';
+    state.job = {
+      ...job,
+      waiting_reason: job.waiting_reason ?? (queued ? state.job.waiting_reason : null),
+      queue_position: job.queue_position ?? (queued ? state.job.queue_position : null),
+    };
+    watchQueue();
+  }
+
+  function watchQueue() {
+    clearTimeout(queueTimer);
+    if (state.job.status !== 'queued' || signal.aborted) return;
+    queueTimer = setTimeout(async () => {
+      try {
+        const job = await ctx.api.get(`/range-tests/${id}`, null, {signal});
+        if (job.status === 'queued' && state.job.status === 'queued') {
+          state.job = {...state.job, waiting_reason: job.waiting_reason, queue_position: job.queue_position};
+          renderAlerts();
+        }
+      } catch (err) {
+        if (err.name === 'AbortError') return;
+      }
+      watchQueue();
+    }, QUEUE_REFRESH_MS);
+  }
+
   // ------------------------------------------------------------------ start
 
   if (FINAL.has(state.job.status)) {
@@ -645,6 +722,7 @@ export async function render(root, {match}, ctx) {
     draw();
   } else {
     state.live = true;
+    watchQueue();
     renderAll();
     draw();
     ctx.api.stream(`/jobs/${id}/events`, {
@@ -655,7 +733,7 @@ export async function render(root, {match}, ctx) {
       },
       onEvent: (name, data) => {
         if (name === 'status') {
-          state.job = data;
+          mergeStatus(data);
           renderHead();
           renderAlerts();
           renderFacts();
@@ -682,6 +760,7 @@ export async function render(root, {match}, ctx) {
 
   return () => {
     controller.abort();
+    clearTimeout(queueTimer);
     if (frame) cancelAnimationFrame(frame);
     chart?.destroy();
     chart = null;
