@@ -27,7 +27,7 @@ const METHOD_COLORS = {
 };
 const QUEUE_REFRESH_MS = 5000;
 const SPARE_COLORS = ['#E73F74', '#11A579', '#3969AC', '#000000'];
-const CURVE_COLORS = {raw: 'rgba(11, 61, 145, 0.28)', smooth: '#0b3d91', accuracy: 'rgba(127, 60, 141, 0.6)'};
+const CURVE_COLORS = {raw: 'rgba(11, 61, 145, 0.28)', smooth: '#0b3d91', accuracy: 'rgba(127, 60, 141, 0.45)'};
 
 export function methodColor(method, i = 0) {
   return METHOD_COLORS[method] || SPARE_COLORS[i % SPARE_COLORS.length];
@@ -173,12 +173,13 @@ export async function render(root, {match}, ctx) {
     copied: false,
   };
   // the curve: every point received (live), or the thinned read (finished)
-  const curve = {index: [], lr: [], loss: [], smooth: [], acc: [], thinned: false, points: 0};
+  const curve = {index: [], lr: [], loss: [], smooth: [], acc: [], hasAcc: false, thinned: false, points: 0};
   let zoomData = null; // the zoomed range at full resolution (finished, thinned tests)
   let chart = null;
   let chartHasAcc = false;
   let frame = null;
   let queueTimer = null;
+  let factsAt = 0;
 
   const head = h('div', {class: 'page-head rt-head'});
   const progress = h('div', {class: 'rt-progress'});
@@ -230,7 +231,7 @@ export async function render(root, {match}, ctx) {
 
   function buildChart() {
     chart?.destroy();
-    chartHasAcc = curve.acc.some((v) => v !== null && v !== undefined);
+    chartHasAcc = curve.hasAcc;
     chartBox.replaceChildren();
     const series = [
       {label: 'learning rate', value: (_u, v) => (v === null || v === undefined ? '–' : num(v))},
@@ -316,11 +317,11 @@ export async function render(root, {match}, ctx) {
         return;
       }
       if (state.live) {
-        renderHead();
-        renderFacts();
+        renderProgress();
+        // the facts (steps, time) at most once a second: a text being selected there survives
+        if (Date.now() - factsAt > 1000) renderFacts();
       }
-      const hasAcc = curve.acc.some((v) => v !== null && v !== undefined);
-      if (!chart || hasAcc !== chartHasAcc) buildChart();
+      if (!chart || curve.hasAcc !== chartHasAcc) buildChart();
       else chart.setData(chartData(), !chart.zoomed);
     });
   }
@@ -342,7 +343,8 @@ export async function render(root, {match}, ctx) {
   /** A `curve` event: its points from `start` on (replacing any from there: a new attempt). */
   function addPoints(data) {
     const start = data.start;
-    if (start < curve.lr.length) {
+    const replaced = start < curve.lr.length;
+    if (replaced) {
       for (const key of ['index', 'lr', 'loss', 'smooth', 'acc']) curve[key].length = start;
     }
     const v = data.values || {};
@@ -354,10 +356,15 @@ export async function render(root, {match}, ctx) {
       curve.smooth.push(v.smoothed_loss ? v.smoothed_loss[i] : null);
       curve.acc.push(v.accuracy ? v.accuracy[i] : null);
     }
+    const some = (xs) => (xs || []).some((x) => x !== null && x !== undefined);
+    curve.hasAcc = replaced ? some(curve.acc) : curve.hasAcc || some(v.accuracy);
     curve.points = curve.lr.length;
     // status events come only when the status changes: the progress comes with the points
     state.job = {...state.job, progress: Math.max(data.points ?? curve.points, 0), total: data.total ?? state.job.total};
-    renderNote();
+    // the count alone: the note's Reset zoom button stays put under the mouse
+    const count = chartNote.querySelector('[data-testid=point-count]');
+    if (count && curve.points > 1 && data.start > 1) count.textContent = String(curve.points);
+    else renderNote();
     draw();
   }
 
@@ -385,6 +392,13 @@ export async function render(root, {match}, ctx) {
       h('span', {class: 'spacer'}),
       h('a', {href: `#/overlay?ids=${job.id}`, class: 'rt-link'}, 'Overlay with others'),
       cancel);
+    renderProgress();
+  }
+
+  /** The progress bar alone (redrawn with the points: the head's buttons stay put under the mouse). */
+  function renderProgress() {
+    const job = state.job;
+    const done = FINAL.has(job.status);
     const total = job.total || 0;
     if (!done && total) {
       const bar = h('span');
@@ -491,7 +505,7 @@ export async function render(root, {match}, ctx) {
     } else {
       parts.push(h('section', {class: 'card'}, h('div', {class: 'rt-kicker'}, 'Suggested bounds'),
         h('p', {class: 'muted'}, FINAL.has(job.status)
-          ? `None: the test ${job.status}.`
+          ? `None: the test ${job.status === 'failed' ? 'failed' : 'was cancelled'}.`
           : 'Suggested once the test has finished; the curve fills in live.')));
     }
     replace(side, parts);
@@ -565,7 +579,7 @@ export async function render(root, {match}, ctx) {
           + `${num(v.spent_iterations / Math.max(1, v.full_run_iterations), 2)} of ${num(v.budget_runs, 2)} full runs spent`)),
       candidates.length ? h('table', {class: 'rt-candidates'},
         h('thead', {}, h('tr', {}, ['candidate', 'base_lr', 'max_lr', 'validation loss', 'accuracy', '']
-          .map((c) => h('th', {scope: 'col'}, c)))),
+          .map((c, i) => h('th', {scope: 'col', class: i >= 1 && i <= 4 ? 'num' : null}, c)))),
         h('tbody', {}, candidates.map((c) => h('tr', {class: winner && c.source === winner.source
           && c.max_lr === winner.max_lr ? 'rt-default' : null},
         h('td', {}, c.source), h('td', {class: 'num'}, num(c.base_lr)), h('td', {class: 'num'}, num(c.max_lr)),
@@ -574,6 +588,7 @@ export async function render(root, {match}, ctx) {
   }
 
   function renderFacts() {
+    factsAt = Date.now();
     const job = state.job;
     const spec = job.spec || {};
     const result = job.result || {};
@@ -629,8 +644,10 @@ export async function render(root, {match}, ctx) {
     state.cancelError = null;
     try {
       state.job = await ctx.api.post(`/range-tests/${id}/cancel`);
-      ctx.flash(FINAL.has(state.job.status) ? 'The range test was cancelled.'
-        : 'Cancel requested: the worker stops at its next step.');
+      if (!FINAL.has(state.job.status)) {
+        ctx.flash('Cancel requested: the worker stops at its next step.');
+        state.cancelFlashed = true;
+      }
     } catch (err) {
       state.cancelError = err.message;
     }
@@ -672,7 +689,8 @@ export async function render(root, {match}, ctx) {
   async function loadCurve() {
     const read = await fetchSeries(ctx.api, id, 'curve', {maxPoints: pointsFor(chartBox), signal});
     const arrays = toArrays(read);
-    Object.assign(curve, arrays, {thinned: read.thinned, points: read.points});
+    Object.assign(curve, arrays, {thinned: read.thinned, points: read.points,
+      hasAcc: arrays.acc.some((x) => x !== null && x !== undefined)});
   }
 
   async function loadFinal() {
@@ -748,6 +766,7 @@ export async function render(root, {match}, ctx) {
     }).then(async () => {
       if (signal.aborted) return;
       state.live = false;
+      if (state.cancelFlashed) ctx.flash(''); // the page itself now says how it ended
       state.job = await ctx.api.get(`/range-tests/${id}`, null, {signal});
       await loadFinal();
     }).catch((err) => {
