@@ -2,9 +2,10 @@
 
 The protocol (``text/event-stream``):
 
-- ``status``: the job, as ``GET /jobs/{id}`` gives it. Sent first on every
-  connection (resumed ones too), then whenever its status, attempt, error or
-  ``cancel_requested`` changes. No ``id``.
+- ``status``: the job, as ``GET /jobs/{id}`` gives it (a queued one with its
+  ``queue_position`` and ``waiting_reason``). Sent first on every connection
+  (resumed ones too), then whenever its status, attempt, error,
+  ``cancel_requested`` or why it waits changes. No ``id``.
 - one event per series with new points, named after the series (a range test's
   ``curve``; a training's ``iterations`` and ``epochs``): data as
   ``GET /jobs/{id}/series/{name}?after=N`` gives them (at most
@@ -66,6 +67,7 @@ from core.errors import InvalidInput, JobNotFound
 from core.kinds import get_kind
 from core.models import JobStatus, Team
 from core.services import SeriesSlice
+from core.settings import Settings
 
 __all__ = [
     "LAST_EVENT_ID",
@@ -221,6 +223,7 @@ class _Stream:
     series: tuple[str, ...]
     resume: Resume
     sessions: sessionmaker[Session]
+    settings: Settings
 
 
 def _open_stream(kind: str | None) -> Callable[..., _Stream]:
@@ -255,6 +258,7 @@ def _open_stream(kind: str | None) -> Callable[..., _Stream]:
             series,
             resume,
             make_session_factory(request.app.state.read_engine),
+            request.app.state.settings,
         )
 
     return open_stream
@@ -293,6 +297,15 @@ def _poll_once(stream: _Stream, attempt: int | None, seen: dict[str, int]) -> _P
         except JobNotFound:
             return None
         job = job_read_model(get_kind(update.job.kind)).model_validate(update.job)
+        if job.status == JobStatus.QUEUED:
+            # where it stands and why it waits, as GET /jobs/{id} says
+            wait = services.explain_wait(session, job=update.job, settings=stream.settings)
+            job = job.model_copy(
+                update={
+                    "queue_position": wait.queue_position,
+                    "waiting_reason": wait.waiting_reason,
+                }
+            )
         return _Polled(
             job=job,
             progress=update.job.progress,
@@ -334,7 +347,15 @@ class _Feed:
         job = polled.job
         # a job without series (a sweep) shows its progress through its status events
         progress = None if self.series else job.progress
-        last = (job.status, job.attempt, job.error, job.cancel_requested, progress)
+        last = (
+            job.status,
+            job.attempt,
+            job.error,
+            job.cancel_requested,
+            progress,
+            job.queue_position,
+            job.waiting_reason,
+        )
         changed = last != self._last
         # a new attempt is announced before its points; other changes after them
         status_first = changed and (self._last is None or self._last[1] != job.attempt)

@@ -180,6 +180,28 @@ class TestEventStream:
             assert end.data == ended("cancelled", 0, 0)
             events.assert_closed()
 
+    def test_a_queued_job_says_why_it_waits_and_again_when_that_changes(self, live: Live) -> None:
+        def two_queued(session: Session) -> tuple[uuid.UUID, uuid.UUID]:
+            team = session.get_one(Team, live.team_id)
+            ahead = make_job(session, team=team, queued_at=T0)
+            mine = make_job(session, team=team, queued_at=T0 + timedelta(seconds=1))
+            return ahead.id, mine.id
+
+        ahead, mine = live.write(two_queued)
+        with live.stream(mine) as response:
+            events = EventReader(response)
+            first = events.next()
+            assert (first.event, first.data["status"]) == ("status", "queued")
+            assert first.data["queue_position"] == 2
+            assert (
+                first.data["waiting_reason"] == "no running worker takes jobs; no worker is online"
+            )
+            # the job ahead leaves the queue: the place changes, and a status event says so
+            live.write(lambda s: cancel_job(s, team=s.get_one(Team, live.team_id), job_id=ahead))
+            moved = events.next()
+            assert (moved.event, moved.data["status"]) == ("status", "queued")
+            assert moved.data["queue_position"] == 1
+
     def test_a_long_backlog_comes_in_events_of_1000_points(self, live: Live) -> None:
         job_id = live.running_job(points=2500)
         with live.stream(job_id) as response:
