@@ -48,6 +48,7 @@ export class ChartGroup {
     return {
       sync: {key: this.key, setSeries: false},
       drag: {x: true, y: false, setScale: true},
+      y: false, // a horizontal hair means nothing on the other charts' scales
       ...extra,
     };
   }
@@ -307,7 +308,7 @@ export function bandPlugin(getBands) {
 }
 
 /**
- * Horizontal reference lines with a label at their right end:
+ * Horizontal reference lines with a label at their left end:
  * getLines(u) -> [{y, scale, color, label, dash}].
  */
 export function levelPlugin(getLines) {
@@ -320,7 +321,7 @@ export function levelPlugin(getLines) {
         ctx.save();
         ctx.font = `${11 * pr}px system-ui, sans-serif`;
         ctx.textBaseline = 'bottom';
-        ctx.textAlign = 'right';
+        ctx.textAlign = 'left';
         for (const line of getLines(u) || []) {
           const y = u.valToPos(line.y, line.scale, true);
           if (!Number.isFinite(y) || y < top || y > top + height) continue;
@@ -333,7 +334,7 @@ export function levelPlugin(getLines) {
           ctx.stroke();
           if (line.label) {
             ctx.fillStyle = line.color || '#444';
-            ctx.fillText(line.label, left + width - 4 * pr, y - 2 * pr);
+            ctx.fillText(line.label, left + 4 * pr, y - 2 * pr);
           }
         }
         ctx.restore();
@@ -357,4 +358,9 @@ export function legendValue(fmt, carry = false) {
     }
     return v === null || v === undefined ? '–' : fmt(v);
   };
+}
+
+/** "1 epoch", "2 epochs" (numbers in the browser's locale). */
+export function plural(n, word, many = `${word}s`) {
+  return `${typeof n === 'number' ? n.toLocaleString() : n} ${n === 1 ? word : many}`;
 }

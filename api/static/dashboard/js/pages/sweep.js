@@ -13,7 +13,7 @@
 import {h, replace, facts, notice, badge} from '../dom.js';
 import {age, duration, jobHref, jobSeconds, jobSubject, num, pct, shortId, when, FINAL} from '../format.js';
 import {PALETTE, makeChart, markerPlugin} from '../charts.js';
-import {bandPlugin, legendValue, levelPlugin, mergeX} from '../chart_sync.js';
+import {bandPlugin, legendValue, levelPlugin, mergeX, plural} from '../chart_sync.js';
 
 const CHILDREN_PAGE = 50;
 const CHILDREN_REFRESH_MS = 2500;
@@ -94,7 +94,7 @@ function policyTable(result, policies) {
       h('td', {class: 'num', 'data-col': 'iterations'},
         iterationSpread(row.iterations_to_fixed, row.reached_fixed, row.succeeded)),
       h('td', {class: 'num', 'data-col': 'ratio'}, row.ratio_to_fixed === null || row.ratio_to_fixed === undefined
-        ? h('span', {class: 'muted'}, '–') : `${num(row.ratio_to_fixed, 2)}\u00d7`),
+        ? h('span', {class: 'muted'}, '–') : `${row.ratio_to_fixed.toFixed(2)}\u00d7`),
       h('td', {class: 'num', 'data-col': 'trainings'}, `${row.succeeded}/${row.seeds}`,
         row.failed ? h('span', {class: 'error-text inline'}, ` ${row.failed} failed`) : null,
         running ? h('span', {class: 'muted'}, ` ${running} to go`) : null)));
@@ -167,7 +167,6 @@ function specFacts(job) {
     ['Verify bounds', s.verify ? `yes, budget ${num(s.verify_budget)} runs` : 'no'],
     ['Status', h('span', {}, h('span', {class: ['badge', `status-${job.status}`]}, job.status),
       job.waiting ? h('span', {class: 'muted'}, ' waiting on its children') : null)],
-    ['Attempt', `${job.attempt} of ${job.max_attempts}`],
     ['Created', h('span', {title: when(job.created_at)}, age(job.created_at))],
     ['Duration', duration(jobSeconds(job))],
     ['Job', h('span', {class: 'mono'}, job.id)],
@@ -368,7 +367,8 @@ export async function render(root, {match}, ctx) {
 
   function renderHead() {
     replace(statusBox, badge(job.status));
-    replace(subject, jobSubject(job), policies.length ? ` · ${policies.length} policies × ${(job.spec.seeds || []).length} seeds` : '');
+    replace(subject, jobSubject(job), policies.length
+      ? ` · ${plural(policies.length, 'policy', 'policies')} × ${plural((job.spec.seeds || []).length, 'seed')}` : '');
     const buttons = [];
     if (!FINAL.has(job.status)) {
       buttons.push(h('button', {type: 'button', class: 'danger', 'data-testid': 'cancel',

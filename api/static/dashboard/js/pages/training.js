@@ -16,7 +16,7 @@ import {
 } from '../format.js';
 import {PALETTE, fetchSeries, makeChart, markerPlugin, pointsFor} from '../charts.js';
 import {
-  ChartGroup, legendValue, mergeX, stackedAxes, thinMinMax,
+  ChartGroup, legendValue, mergeX, plural, stackedAxes, thinMinMax,
 } from '../chart_sync.js';
 
 const FIELDS = ['lr', 'momentum', 'loss'];
@@ -201,7 +201,7 @@ function outcomeFacts(job) {
       dataset: {value: r.ensemble_val_accuracy ?? '', size: r.ensemble_size}}, ensemble)],
     ['Final loss', `train ${num(r.final_train_loss)} · val ${num(r.final_val_loss)}`],
     ['Length', h('span', {'data-testid': 'outcome-length'},
-      `${r.iterations.toLocaleString()} iterations · ${r.epochs} epochs · ${r.cycles} cycles`)],
+      `${plural(r.iterations, 'iteration')} · ${plural(r.epochs, 'epoch')} · ${plural(r.cycles, 'cycle')}`)],
     ['Stopped', r.stop_reason],
     ['Time', `${duration(r.seconds)} on ${r.device}`],
   ];
