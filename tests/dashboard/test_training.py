@@ -81,6 +81,8 @@ def test_training_page_charts_outcome_and_model(page: Page, dashboard: Dashboard
     )
 
     # the LR chart is underneath the loss chart, on the same x range, plot areas aligned
+    for chart in ("loss-chart", "lr-chart"):
+        expect(page.get_by_test_id(chart)).to_have_attribute("data-x-max", str(job["total"]))
     loss_over = page.get_by_test_id("loss-chart").locator(".u-over").bounding_box()
     lr_over = page.get_by_test_id("lr-chart").locator(".u-over").bounding_box()
     assert loss_over is not None

@@ -186,6 +186,11 @@ function markRange(u) {
   box.dataset.xMax = String(max);
 }
 
+/** An iteration axis' tick: whole numbers as 100,000, fractions of a zoomed axis as 12.5. */
+export function iterationTick(v) {
+  return Number.isInteger(v) ? v.toLocaleString() : num(v, 4);
+}
+
 /**
  * Axes of a stacked chart: x (iterations) and a left and a right y axis of the
  * same width on every chart, so the plot areas line up. `right` null: an empty
@@ -196,7 +201,7 @@ export function stackedAxes({xLabel = 'iteration', left, right = null, showX = t
     label: showX ? xLabel : null,
     labelSize: showX ? 20 : 0,
     size: showX ? 36 : 8,
-    values: (u, splits) => splits.map((v) => (v === null || !showX ? '' : num(v, 4))),
+    values: (u, splits) => splits.map((v) => (v === null || !showX ? '' : iterationTick(v))),
     ticks: {show: showX},
     grid: {stroke: '#eef0f4'},
   }, {

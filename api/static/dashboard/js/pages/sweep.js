@@ -13,7 +13,7 @@
 import {h, replace, facts, notice, badge} from '../dom.js';
 import {age, duration, jobHref, jobSeconds, jobSubject, num, pct, shortId, when, FINAL} from '../format.js';
 import {PALETTE, makeChart, markerPlugin} from '../charts.js';
-import {bandPlugin, legendValue, levelPlugin, mergeX, plural} from '../chart_sync.js';
+import {bandPlugin, iterationTick, legendValue, levelPlugin, mergeX, plural} from '../chart_sync.js';
 
 const CHILDREN_PAGE = 50;
 const CHILDREN_REFRESH_MS = 2500;
@@ -46,8 +46,9 @@ function accuracySpread(s) {
 
 /** Iterations as "44 ± 3 (2/2 reached)". */
 function iterationSpread(s, reached, succeeded) {
+  if (!s && !succeeded) return h('span', {class: 'muted'}, '–');
   const tally = h('span', {class: 'n'}, ` (${reached}/${succeeded} reached)`);
-  if (!s) return h('span', {class: 'spread'}, h('span', {class: 'muted'}, 'not reached'), succeeded ? tally : null);
+  if (!s) return h('span', {class: 'spread'}, h('span', {class: 'muted'}, 'not reached'), tally);
   return h('span', {class: 'spread'}, Math.round(s.mean).toLocaleString(),
     s.std !== null && s.std !== undefined ? h('span', {class: 'sd'}, ` ± ${Math.round(s.std).toLocaleString()}`) : null,
     tally);
@@ -331,7 +332,7 @@ export async function render(root, {match}, ctx) {
         }}},
         axes: [
           {label: 'iteration', labelSize: 20, size: 36, grid: {stroke: '#eef0f4'},
-            values: (u, splits) => splits.map((v) => (v === null ? '' : num(v, 4)))},
+            values: (u, splits) => splits.map((v) => (v === null ? '' : iterationTick(v)))},
           {scale: 'acc', label: 'validation accuracy', labelSize: 18, size: 64, grid: {stroke: '#eef0f4'},
             values: (u, splits) => splits.map((v) => (v === null ? '' : `${Math.round(v * 100)}%`))},
         ],

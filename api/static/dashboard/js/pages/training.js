@@ -57,6 +57,13 @@ export function plannedCycleEnds(schedule, total) {
   return ends;
 }
 
+/** The policy a training follows (null: a run of the team's own loop that named none). */
+function policyOf(job) {
+  const spec = job.spec || {};
+  if (spec.schedule && spec.schedule.policy) return spec.schedule.policy;
+  return spec.source === 'client' ? null : (job.result && job.result.policy) || null;
+}
+
 /** Points of a series kept in the browser: thinned reads plus live points. */
 class Held {
   constructor(fields) {
@@ -140,8 +147,8 @@ function scheduleFacts(job) {
   const spec = job.spec || {};
   const result = job.result;
   const schedule = (result && result.schedule) || spec.schedule || {};
-  const policy = (result && result.policy) || (spec.schedule && spec.schedule.policy) || '–';
-  const pairs = [['Policy', h('strong', {}, policy)]];
+  const policy = policyOf(job);
+  const pairs = [['Policy', policy ? h('strong', {}, policy) : h('span', {class: 'muted'}, 'not given')]];
   if (schedule.base_lr !== undefined && schedule.base_lr !== null
       && schedule.max_lr !== undefined && schedule.max_lr !== null) {
     pairs.push(['LR bounds', h('span', {class: 'bounds'}, `${num(schedule.base_lr)} – ${num(schedule.max_lr)}`)]);
@@ -152,8 +159,8 @@ function scheduleFacts(job) {
         && schedule.max_lr !== null && schedule.max_lr !== undefined) continue;
     pairs.push([SCHEDULE_LABELS[key] || key, typeof value === 'number' ? num(value, 4) : String(value)]);
   }
-  const length = spec.cycles ? `${spec.cycles} cycles` : spec.iterations ? `${num(spec.iterations, 6)} iterations`
-    : spec.epochs ? `${spec.epochs} epochs` : null;
+  const length = spec.cycles ? plural(spec.cycles, 'cycle') : spec.iterations ? plural(spec.iterations, 'iteration')
+    : spec.epochs ? plural(spec.epochs, 'epoch') : null;
   if (length) {
     const inIterations = job.total && !spec.iterations ? ` (${job.total.toLocaleString()} iterations)` : '';
     pairs.push(['Length', `${length}${inIterations}`]);
@@ -350,14 +357,22 @@ export async function render(root, {match}, ctx) {
   function markers(withLabels) {
     return () => {
       const resumed = job.result && job.result.resumed_from;
-      const out = cycleEnds().map((x, i) => ({
-        x, color: COLOURS.cycle, dash: [4, 4], width: 1, label: withLabels ? `cycle ${i + 1}` : null,
+      const ends = cycleEnds();
+      // labelled while they fit; many cycles are dashed lines only (the text lists them)
+      const labelled = withLabels && ends.length <= 8;
+      const out = ends.map((x, i) => ({
+        x, color: COLOURS.cycle, dash: [4, 4], width: 1, label: labelled ? `cycle ${i + 1}` : null,
       }));
       if (resumed !== null && resumed !== undefined) {
         out.push({x: resumed, color: PALETTE[6], dash: [2, 3], label: withLabels ? 'resumed' : null, row: 1});
       }
       return out;
     };
+  }
+
+  /** Each epoch's point is drawn while they are few enough to tell apart. */
+  function epochPoints() {
+    return epochs.index.length <= 40;
   }
 
   function buildCharts() {
@@ -384,13 +399,13 @@ export async function render(root, {match}, ctx) {
         {label: 'train loss', scale: 'loss', stroke: COLOURS.loss, width: 1, spanGaps: true,
           points: {show: false}, value: legendValue((v) => num(v, 4))},
         {label: 'epoch train loss', scale: 'loss', stroke: COLOURS.epochLoss, width: 2, spanGaps: true,
-          points: {show: true, size: 5}, value: legendValue((v) => num(v, 4), true)},
+          points: {show: epochPoints, size: 5}, value: legendValue((v) => num(v, 4), true)},
         {label: 'val loss', scale: 'loss', stroke: COLOURS.valLoss, width: 2, spanGaps: true,
-          points: {show: true, size: 6}, value: legendValue((v) => num(v, 4), true)},
+          points: {show: epochPoints, size: 6}, value: legendValue((v) => num(v, 4), true)},
         {label: 'val accuracy', scale: 'acc', stroke: COLOURS.valAcc, width: 2, spanGaps: true,
-          points: {show: true, size: 6}, value: legendValue(pct, true)},
+          points: {show: epochPoints, size: 6}, value: legendValue(pct, true)},
         {label: 'train accuracy', scale: 'acc', stroke: COLOURS.trainAcc, width: 1.5, dash: [6, 4],
-          spanGaps: true, points: {show: true, size: 4}, value: legendValue(pct, true)},
+          spanGaps: true, points: {show: epochPoints, size: 4}, value: legendValue(pct, true)},
       ],
     }, lossData()));
     const lrSeries = [
@@ -493,7 +508,8 @@ export async function render(root, {match}, ctx) {
     const planned = !(job.result && Array.isArray(job.result.cycle_ends));
     cycleText.dataset.ends = ends.join(',');
     if (!ends.length) {
-      cycleText.textContent = 'No cycle ends: this schedule has no cycles.';
+      cycleText.textContent = policyOf(job) ? 'No cycle ends: this schedule has no cycles.'
+        : 'No cycle ends to mark: the run named no schedule.';
       return;
     }
     const shown = ends.length > 12 ? [...ends.slice(0, 12).map((e) => e.toLocaleString()), '…'] : ends.map((e) => e.toLocaleString());
@@ -529,7 +545,7 @@ export async function render(root, {match}, ctx) {
   function renderJob() {
     replace(statusBox, badge(job.status));
     replace(subject, jobSubject(job), job.spec && job.spec.source === 'client'
-      ? ' (own loop)' : '', job.result ? ` · ${job.result.policy}` : job.spec?.schedule ? ` · ${job.spec.schedule.policy}` : '');
+      ? ' (own loop)' : '', policyOf(job) ? ` · ${policyOf(job)}` : '');
     replace(notices, statusNotices(job));
     const outcome = outcomeFacts(job);
     replace(outcomeCard, h('h2', {}, 'Outcome'), outcome ? facts(outcome)
