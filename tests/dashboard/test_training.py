@@ -14,7 +14,7 @@ from typing import Any
 from playwright.sync_api import Page, expect
 
 from tests.dashboard.conftest import Dashboard
-from tests.services import TINY_TRAINING, WAIT_S
+from tests.services import TINY_RANGE_TEST, TINY_TRAINING, WAIT_S
 
 TRAINING: dict[str, Any] = {
     **TINY_TRAINING,
@@ -210,3 +210,27 @@ def test_training_page_cancels_a_running_training(page: Page, dashboard: Dashboa
     expect(page.get_by_test_id("cancel")).to_have_count(0)
     assert dashboard.client.get(job_id).status == "cancelled"
     logger.close()
+
+
+def test_training_page_links_the_range_test_its_bounds_came_from(
+    page: Page, dashboard: Dashboard
+) -> None:
+    range_test = dashboard.client.submit_range_test(TINY_RANGE_TEST)
+    assert dashboard.client.wait(range_test.id, timeout=WAIT_S).status == "succeeded"
+    spec = {
+        **TINY_TRAINING,
+        "schedule": {"policy": "triangular"},
+        "bounds_from": {"range_test": str(range_test.id)},
+    }
+    training = dashboard.client.submit_training(spec)
+    assert dashboard.client.wait(training.id, timeout=WAIT_S).status == "succeeded"
+    source = read_job(dashboard, str(training.id))["spec"]["bounds_source"]
+
+    open_training(page, dashboard, str(training.id))
+    bounds = page.get_by_test_id("bounds-source")
+    expect(bounds.locator("a")).to_have_attribute("href", f"#/range-tests/{range_test.id}")
+    expect(bounds).to_contain_text(source["method"])
+    bounds.locator("a").click()
+    expect(page).to_have_url(f"{dashboard.url}/#/range-tests/{range_test.id}")
+    # the range test's page, with the bounds the training took
+    expect(page.get_by_test_id("curve-chart")).to_be_visible()

@@ -153,7 +153,11 @@ function scheduleFacts(job) {
       && schedule.max_lr !== undefined && schedule.max_lr !== null) {
     pairs.push(['LR bounds', h('span', {class: 'bounds'}, `${num(schedule.base_lr)} – ${num(schedule.max_lr)}`)]);
   }
-  for (const [key, value] of Object.entries(schedule)) {
+  // in the order of make_schedule's arguments, the unknown ones last
+  const order = Object.keys(SCHEDULE_LABELS);
+  const keys = Object.keys(schedule).sort((a, b) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99));
+  for (const key of keys) {
+    const value = schedule[key];
     if (key === 'policy' || value === null || value === undefined) continue;
     if ((key === 'base_lr' || key === 'max_lr') && schedule.base_lr !== null && schedule.base_lr !== undefined
         && schedule.max_lr !== null && schedule.max_lr !== undefined) continue;
