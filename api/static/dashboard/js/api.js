@@ -97,13 +97,15 @@ function sleep(ms, signal) {
 
 /**
  * Follow a job's Server-Sent Events through fetch(), resuming with Last-Event-ID
- * after a dropped connection, until the `end` event or `signal` aborts.
+ * after a dropped connection, until the `end` event or `signal` aborts. Start
+ * after `lastEventId` (`<attempt>:<points of each series>`) when the page has
+ * read those points already.
  * `onEvent(name, data, id)` gets each event with its data parsed from JSON.
  * Resolves when the stream ended (`end`), rejects with the ApiError of a refusal
  * other than 429/503 (those are retried after their Retry-After).
  */
-async function stream(path, {onEvent, signal, onState} = {}) {
-  let lastId = null;
+async function stream(path, {onEvent, signal, onState, lastEventId} = {}) {
+  let lastId = lastEventId || null;
   let delay = 500;
   for (;;) {
     const headers = {};

@@ -25,7 +25,6 @@ const METHOD_COLORS = {
   min_div_10: '#56B4E9',
   verified: '#7F3C8D',
 };
-const QUEUE_REFRESH_MS = 5000;
 const SPARE_COLORS = ['#E73F74', '#11A579', '#3969AC', '#000000'];
 const CURVE_COLORS = {raw: 'rgba(11, 61, 145, 0.28)', smooth: '#0b3d91', accuracy: 'rgba(127, 60, 141, 0.45)'};
 
@@ -178,7 +177,6 @@ export async function render(root, {match}, ctx) {
   let chart = null;
   let chartHasAcc = false;
   let frame = null;
-  let queueTimer = null;
   let factsAt = 0;
 
   const head = h('div', {class: 'page-head rt-head'});
@@ -700,36 +698,9 @@ export async function render(root, {match}, ctx) {
     chart?.redraw();
   }
 
-  /**
-   * A `status` event's job. Its read carries no queue position or waiting reason
-   * (only GET /jobs/{id} works them out): those stay from the last read while the
-   * job is queued, and are read again every few seconds (`watchQueue`).
-   */
+  /** A `status` event's job (a queued one with its place and why it waits). */
   function mergeStatus(job) {
-    const queued = job.status === 'queued';
-    state.job = {
-      ...job,
-      waiting_reason: job.waiting_reason ?? (queued ? state.job.waiting_reason : null),
-      queue_position: job.queue_position ?? (queued ? state.job.queue_position : null),
-    };
-    watchQueue();
-  }
-
-  function watchQueue() {
-    clearTimeout(queueTimer);
-    if (state.job.status !== 'queued' || signal.aborted) return;
-    queueTimer = setTimeout(async () => {
-      try {
-        const job = await ctx.api.get(`/range-tests/${id}`, null, {signal});
-        if (job.status === 'queued' && state.job.status === 'queued') {
-          state.job = {...state.job, waiting_reason: job.waiting_reason, queue_position: job.queue_position};
-          renderAlerts();
-        }
-      } catch (err) {
-        if (err.name === 'AbortError') return;
-      }
-      watchQueue();
-    }, QUEUE_REFRESH_MS);
+    state.job = job;
   }
 
   // ------------------------------------------------------------------ start
@@ -740,7 +711,6 @@ export async function render(root, {match}, ctx) {
     draw();
   } else {
     state.live = true;
-    watchQueue();
     renderAll();
     draw();
     ctx.api.stream(`/jobs/${id}/events`, {
@@ -779,7 +749,6 @@ export async function render(root, {match}, ctx) {
 
   return () => {
     controller.abort();
-    clearTimeout(queueTimer);
     if (frame) cancelAnimationFrame(frame);
     chart?.destroy();
     chart = null;

@@ -648,6 +648,8 @@ export async function render(root, {match}, ctx) {
     try {
       await ctx.api.stream(`/jobs/${id}/events`, {
         signal,
+        // only what came after the first read (the stream's ids count each series' points)
+        lastEventId: first.attempt ? `${first.attempt}:${first.nextAfter},${epochRead.nextAfter}` : null,
         onState: (state) => {
           if (stopped) return;
           live.className = state === 'live' ? 'live' : 'live off';
