@@ -62,6 +62,12 @@ export function humanize(name) {
   return [first.charAt(0).toUpperCase() + first.slice(1), ...rest].join(' ');
 }
 
+/** The field's name in the API next to its label, unless the label just spells it out. */
+function apiName(label, name) {
+  const spelled = String(label).toLowerCase().replace(/\s+/g, '_');
+  return spelled === String(name).toLowerCase() ? null : h('code', {class: 'sf-name'}, name);
+}
+
 /** A docstring's first sentence and the rest ('' when it is one sentence). */
 function firstSentence(text) {
   const m = /^([\s\S]+?[.!?])\s+(?=[A-Z`(:])/.exec(text);
@@ -216,9 +222,9 @@ export function schemaForm(schema, options = {}) {
     input.setAttribute('aria-describedby', `${helpId} ${errorId}`);
     if (required) input.setAttribute('aria-required', 'true');
     const error = h('div', {id: errorId, class: 'sf-error', 'data-testid': `error-${path}`, hidden: true});
-    const labelEl = h('label', {for: id, class: 'sf-label'},
+    const labelEl = h('label', {for: id, class: 'sf-label', title: `${path} in the request`},
       label, required ? h('span', {class: 'sf-required', title: 'required'}, ' *') : null,
-      h('code', {class: 'sf-name'}, path.split('.').pop()));
+      apiName(label, path.split('.').pop()));
     const helpEl = h('div', {id: helpId, class: 'sf-help'}, help);
     return {element: h('div', {class: 'sf-field', dataset: {path}}, labelEl, input, helpEl, error), error, label};
   }
@@ -245,11 +251,13 @@ export function schemaForm(schema, options = {}) {
       const empty = required && !nullable ? null
         : h('option', {value: ''}, hasDefault ? `default (${display(schema.default)})` : '–');
       input = h('select', {name: path},
-        empty, values.map((v, i) => h('option', {value: String(i)}, display(v))));
-      read = () => (input.value === '' ? {set: false} : {set: true, value: values[Number(input.value)]});
+        empty, values.map((v) => h('option', {value: display(v)}, display(v))));
+      read = () => {
+        const i = values.findIndex((v) => display(v) === input.value);
+        return i < 0 ? {set: false} : {set: true, value: values[i]};
+      };
       set = (text) => {
-        const i = values.findIndex((v) => display(v) === text);
-        input.value = i < 0 ? '' : String(i);
+        if (values.some((v) => display(v) === text)) input.value = text;
       };
     } else if (type === 'boolean') {
       // a checkbox starts at the default and is sent only when it differs from it
@@ -350,7 +358,7 @@ export function schemaForm(schema, options = {}) {
     const label = opts.title(path, name, schema) || humanize(name);
     const input = h('textarea', {
       name: path, rows: 3, spellcheck: 'false', class: 'sf-json',
-      placeholder: schema.default !== undefined ? JSON.stringify(schema.default) : 'JSON',
+      placeholder: schema.default !== undefined ? JSON.stringify(schema.default) : example(schema),
     });
     const bits = [...helpLine(schema, doc, null)];
     bits.push(bits.length ? ' ' : '', 'As JSON.');
@@ -368,6 +376,15 @@ export function schemaForm(schema, options = {}) {
       input.value = text;
     };
     return {path, kind: 'scalar', element: f.element, input, error: f.error, label: f.label, read, set};
+  }
+
+  // a JSON placeholder: a list of objects as one object with its first field's default
+  function example(schema) {
+    const item = schema.type === 'array' && schema.items ? resolve(schema.items, opts.root) : null;
+    const [name, prop] = Object.entries((item && item.properties) || {})[0] || [];
+    if (!name) return 'JSON';
+    const value = prop.default !== undefined ? prop.default : (prop.enum ? prop.enum[0] : null);
+    return `e.g. ${JSON.stringify([{[name]: value}])}`;
   }
 
   function objectField(path, name, schema, {required, doc, legend}) {
@@ -422,8 +439,8 @@ export function schemaForm(schema, options = {}) {
       element = h('div', {class: 'sf-root'}, error, body);
     } else {
       element = h('fieldset', {class: 'sf-group', 'data-testid': `field-${path}`, name: path, tabindex: '-1'},
-        h('legend', {}, title, required ? h('span', {class: 'sf-required', title: 'required'}, ' *') : null,
-          h('code', {class: 'sf-name'}, name)),
+        h('legend', {title: `${path} in the request`}, title,
+          required ? h('span', {class: 'sf-required', title: 'required'}, ' *') : null, apiName(title, name)),
         intro ? introduction(intro) : null,
         error, body);
     }

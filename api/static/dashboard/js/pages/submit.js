@@ -15,6 +15,9 @@ import {h, replace} from '../dom.js';
 import {age, jobHref, jobSubject, num} from '../format.js';
 import {focusField, humanize, requestBodySchema, schemaForm} from '../forms.js';
 
+// `skip`: fields not shown. The top-level batch_size is the workload's
+// params.batch_size under another name (the API takes either, not both), and
+// every workload has that parameter: one input for it, in the parameters.
 const FORMS = {
   'range-tests': {
     title: 'New range test',
@@ -25,7 +28,7 @@ const FORMS = {
       + 'suggests the bounds (base LR, max LR) of a cyclical schedule from the loss curve.',
     // shown at once, in this order; the rest is under "More settings"
     common: ['workload', 'params', 'num_iter', 'start_lr', 'end_lr', 'optimizer.name'],
-    skip: [],
+    skip: ['batch_size'],
   },
   trainings: {
     title: 'New training',
@@ -36,8 +39,8 @@ const FORMS = {
       + 'them from one of your finished range tests (bounds from).',
     common: ['workload', 'params', 'bounds_from', 'schedule.policy', 'schedule.base_lr', 'schedule.max_lr',
       'schedule.lr', 'schedule.step_size_up', 'cycles', 'iterations', 'epochs', 'optimizer.name'],
-    // set by the service from bounds_from; a request may not give it
-    skip: ['bounds_source'],
+    // bounds_source: set by the service from bounds_from; a request may not give it
+    skip: ['batch_size', 'bounds_source'],
   },
   sweeps: {
     title: 'New sweep',
@@ -48,7 +51,7 @@ const FORMS = {
       + 'every policy trains for the same budget over several seeds, and the sweep tabulates '
       + 'their accuracy and the iterations each needs to reach the fixed policy\u2019s.',
     common: ['workload', 'params', 'policies', 'seeds', 'cycles', 'optimizer.name'],
-    skip: [],
+    skip: ['batch_size'],
   },
 };
 
@@ -104,7 +107,7 @@ function refusal(err, kind) {
   }
 }
 
-/** A list of the team's recent finished range tests under a range-test id input. */
+/** The team's recent finished range tests with bounds, offered under a range-test id input. */
 async function suggestRangeTests(node, ctx) {
   let page;
   try {
@@ -112,10 +115,12 @@ async function suggestRangeTests(node, ctx) {
   } catch (err) {
     return; // only a convenience: the id can still be typed
   }
-  const options = page.items.map((job) => {
-    const b = job.result && job.result.bounds;
-    const bounds = b ? ` ${num(b.base_lr)} – ${num(b.max_lr)} (${b.method})` : ' no bounds';
-    return h('option', {value: job.id}, `${jobSubject(job)}${bounds}, ${age(job.created_at)}`);
+  // a workload's tests with bounds (an own-loop test's model is not a workload)
+  const usable = page.items.filter((job) => job.spec && job.spec.workload && job.result && job.result.bounds);
+  const options = usable.map((job) => {
+    const b = job.result.bounds;
+    return h('option', {value: job.id},
+      `${jobSubject(job)}: ${num(b.base_lr)} – ${num(b.max_lr)} (${b.method}), ${age(job.created_at)}`);
   });
   if (!options.length || !node.input.isConnected) return;
   const list = h('datalist', {id: `${node.input.id}-choices`}, options);
