@@ -69,6 +69,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.client
 	$(PY) -m bench.duplicates
 	$(PY) -m bench.cold_start
+	$(PY) -m bench.dashboard
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .clr-sweep

@@ -5,6 +5,7 @@ after the test (``join_transaction_mode="create_savepoint"``, so the code under
 test may commit). They run once on SQLite and once on PostgreSQL, each migrated
 with Alembic once per xdist worker. Tests that need rows other connections can
 see use ``committed`` instead: real commits, every table emptied afterwards.
+The running service for end-to-end tests comes from the plugin :mod:`tests.services`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 from core.db import create_db_engine, make_session_factory, set_job_sender  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from tests import database  # noqa: E402
+
+pytest_plugins = ["tests.services"]
+"""The running service (``postgres_server``, ``embedded_server``), shared by tests/client and
+tests/dashboard: one set of session services per xdist worker."""
 
 # Two xdist workers share two cores: one torch thread each avoids oversubscription.
 torch.set_num_threads(1)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.schemas.jobs import job_read_model, job_read_union
-from core.kinds import RANGE_TEST, JobKind, all_kinds, get_kind
+from core.kinds import CURVE, RANGE_TEST, JobKind, all_kinds, get_kind
 from core.models import Job, JobStatus, Team
 from core.series import SeriesPoints
 from core.services import claim_job, finish_job, report_progress
@@ -378,6 +378,99 @@ class TestSeries:
         [({"after": -1}, "after"), ({"after": 2**31}, "after"), ({"format": "xml"}, "format")],
     )
     def test_bad_query_names_the_field(
+        self,
+        client: TestClient,
+        caller: Caller,
+        session: Session,
+        query: dict[str, Any],
+        field: str,
+    ) -> None:
+        job = make_job(session, team=caller.team)
+        response = client.get(f"/jobs/{job.id}/series/curve", params=query, headers=caller.headers)
+        assert response.status_code == 422
+        assert field in fields(response)
+
+
+class TestThinnedSeries:
+    """``?max_points=``: a chart's worth of a long series, each field's extremes kept."""
+
+    N = 3000
+
+    def _stored(self, session: Session, caller: Caller) -> tuple[Job, dict[str, list[float]]]:
+        job = make_job(session, team=caller.team, spec=spec_data(num_iter=self.N))
+        values = make_points(0, self.N).values
+        loss = values["loss"]
+        loss[1234] = 99.0  # one diverged step
+        loss[2222] = -1.0
+        points = SeriesPoints.of(CURVE, 0, values)
+        report_progress(
+            session, job_id=job.id, attempt=claimed(session, job), points=[points], progress=self.N
+        )
+        return job, values
+
+    def test_thinned_points_are_real_ones_with_their_index_and_the_extremes(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job, values = self._stored(session, caller)
+        body = client.get(
+            f"/jobs/{job.id}/series/curve", params={"max_points": 200}, headers=caller.headers
+        ).json()
+        index = body["index"]
+        assert len(index) <= 200
+        assert index == sorted(set(index))
+        assert index[0] == 0
+        assert index[-1] == self.N - 1
+        assert (body["start"], body["next_after"], body["points"]) == (0, self.N, self.N)
+        for name in ("lr", "loss", "smoothed_loss", "accuracy"):
+            assert body["values"][name] == [values[name][i] for i in index]
+        assert 1234 in index
+        assert 2222 in index
+        assert max(body["values"]["loss"]) == 99.0
+        assert min(body["values"]["loss"]) == -1.0
+
+    def test_a_zoomed_range_is_thinned_within_it_or_whole_when_it_fits(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job, values = self._stored(session, caller)
+        url = f"/jobs/{job.id}/series/curve"
+        zoomed = client.get(
+            url, params={"after": 1000, "limit": 500, "max_points": 100}, headers=caller.headers
+        ).json()
+        assert zoomed["index"][0] == 1000
+        assert zoomed["index"][-1] == 1499
+        assert (zoomed["start"], zoomed["next_after"]) == (1000, 1500)
+        assert 1234 in zoomed["index"]
+        # a range that fits comes whole: no index
+        whole = client.get(
+            url, params={"after": 1200, "limit": 50, "max_points": 100}, headers=caller.headers
+        ).json()
+        assert whole["index"] is None
+        assert whole["values"]["loss"] == values["loss"][1200:1250]
+        # as CSV, each row keeps its own index
+        rows = list(
+            csv.reader(
+                io.StringIO(
+                    client.get(
+                        url,
+                        params={"max_points": 50, "format": "csv"},
+                        headers=caller.headers,
+                    ).text
+                )
+            )
+        )
+        assert 1 < len(rows) <= 51
+        assert all(float(r[2]) == values["loss"][int(r[0])] for r in rows[1:])
+
+    @pytest.mark.parametrize(
+        ("query", "field"),
+        [
+            ({"max_points": 4}, "max_points"),
+            ({"max_points": 100_001}, "max_points"),
+            ({"limit": 100_001}, "limit"),  # past a page without max_points
+            ({"limit": 1_000_001, "max_points": 100}, "limit"),
+        ],
+    )
+    def test_bad_thinning_names_the_field(
         self,
         client: TestClient,
         caller: Caller,

@@ -42,7 +42,7 @@ def test_a_cuda_job_no_worker_takes_says_so(
     assert body["waiting_reason"] == "no running worker takes jobs.cuda; 2 CPU workers are online"
 
 
-def test_a_running_job_and_list_pages_carry_neither(
+def test_a_running_job_carries_neither(
     client: TestClient, session: Session, caller: Caller
 ) -> None:
     job = make_job(session, team=caller.team, status="running")
@@ -52,6 +52,31 @@ def test_a_running_job_and_list_pages_carry_neither(
 
     assert (body["queue_position"], body["waiting_reason"]) == (None, None)
     assert [(i["queue_position"], i["waiting_reason"]) for i in page["items"]] == [(None, None)]
+
+
+def test_list_pages_say_why_each_queued_job_waits(
+    client: TestClient, session: Session, caller: Caller
+) -> None:
+    now = utc_now()
+    make_worker(session, heartbeat_at=now, queues=worker_queues("cpu"))
+    cpu = spec_data(device="cpu")
+    first = make_job(session, team=caller.team, spec=cpu, queued_at=now - timedelta(minutes=2))
+    second = make_job(session, team=caller.team, spec=cpu, queued_at=now - timedelta(minutes=1))
+    cuda = make_job(session, team=caller.team, spec=spec_data(device="cuda"), queued_at=now)
+    running = make_job(session, team=caller.team, status="running")
+
+    for path in ("/jobs", "/range-tests"):
+        items = client.get(path, headers=caller.headers).json()["items"]
+        waits = {i["id"]: (i["queue_position"], i["waiting_reason"]) for i in items}
+        one = client.get(f"/jobs/{second.id}", headers=caller.headers).json()
+        assert waits[str(second.id)] == (one["queue_position"], one["waiting_reason"])
+        assert waits[str(first.id)][0] == 1
+        assert waits[str(second.id)][0] == 2
+        assert waits[str(cuda.id)] == (
+            1,
+            "no running worker takes jobs.cuda; 1 CPU worker is online",
+        )
+        assert waits[str(running.id)] == (None, None)
 
 
 def test_the_fields_are_in_the_openapi_document(client: TestClient) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clr_sweep import Client
-from tests.client.conftest import Server, embedded_server  # noqa: F401 - the fixture
+from tests.services import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -23,7 +23,7 @@ def _section(text: str, heading: str) -> str:
 
 
 def test_readme_byoc_example_uploads_finds_its_bounds_and_trains(
-    embedded_server: Server,  # noqa: F811 - the fixture imported above
+    embedded_server: Server,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
