@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Request, expect
 
+from cli.render import cyclic_lr_code
 from clr_sweep.errors import Conflict
 from tests.dashboard.conftest import Dashboard, PageErrors
 from tests.services import WAIT_S
@@ -116,6 +117,9 @@ def test_a_range_test_submitted_from_the_form_runs_with_the_values_typed(
     assert job.result is not None
     bounds = job.result.bounds
     assert bounds is not None
+    # the page the form led to shows what the test found: the line to copy
+    found = dashboard.client.request("GET", f"/range-tests/{job_id}/bounds").json()
+    expect(page.get_by_test_id("cyclic-line")).to_have_text(cyclic_lr_code(found))
 
     # a training takes its bounds: the form offers the test, a link can pick it
     _allow_missing_job_page(page_errors, "training")
