@@ -93,6 +93,9 @@ def test_a_range_test_submitted_from_the_form_runs_with_the_values_typed(
     _field(page, "end_lr").fill("1")
     _open_more(page)
     _field(page, "device").select_option(label="cpu")
+    # the body to be sent, as typed, under "The request"
+    _open_more(page, "request")
+    expect(page.get_by_test_id("body-preview")).to_contain_text('"num_iter": 30')
     dashboard.screenshot(page, "submit_range_test")
     page.get_by_test_id("submit").click()
 

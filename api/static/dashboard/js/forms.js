@@ -222,7 +222,7 @@ export function schemaForm(schema, options = {}) {
     input.setAttribute('aria-describedby', `${helpId} ${errorId}`);
     if (required) input.setAttribute('aria-required', 'true');
     const error = h('div', {id: errorId, class: 'sf-error', 'data-testid': `error-${path}`, hidden: true});
-    const labelEl = h('label', {for: id, class: 'sf-label', title: `${path} in the request`},
+    const labelEl = h('label', {id: `${id}-label`, for: id, class: 'sf-label', title: `${path} in the request`},
       label, required ? h('span', {class: 'sf-required', title: 'required'}, ' *') : null,
       apiName(label, path.split('.').pop()));
     const helpEl = h('div', {id: helpId, class: 'sf-help'}, help);
@@ -308,11 +308,12 @@ export function schemaForm(schema, options = {}) {
       type: 'checkbox', name: path, value: display(v), 'data-testid': `field-${path}-${display(v)}`,
       checked: Array.isArray(schema.default) && schema.default.includes(v),
     }));
-    const group = h('div', {class: 'sf-choices', role: 'group', tabindex: '-1'},
+    const group = h('div', {class: 'sf-choices', role: 'group', tabindex: '-1', 'aria-labelledby': 'pending'},
       boxes.map((box, i) => h('label', {class: 'sf-choice'}, box, display(values[i]))));
     const help = [...helpLine(schema, doc, null)];
     if (schema.default === undefined) help.push(help.length ? ' ' : '', 'None ticked: the service\u2019s default.');
     const f = shell(path, label, required, help, group);
+    group.setAttribute('aria-labelledby', `${group.id}-label`);
     f.element.classList.add('sf-span2');
     const initial = () => boxes.map((b) => b.defaultChecked);
     const read = () => {

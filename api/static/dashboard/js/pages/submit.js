@@ -126,7 +126,7 @@ async function suggestRangeTests(node, ctx) {
   const list = h('datalist', {id: `${node.input.id}-choices`}, options);
   node.input.after(list);
   node.input.setAttribute('list', list.id);
-  node.input.placeholder = 'a job id: pick one of your range tests';
+  node.input.placeholder = 'pick one, or paste a job id';
 }
 
 export async function render(root, {match, query}, ctx) {
@@ -190,7 +190,7 @@ export async function render(root, {match, query}, ctx) {
   const formEl = h('form', {class: 'card sf-form', novalidate: true, 'data-testid': 'submit-form'},
     summary,
     form.element,
-    h('details', {class: 'sf-body'},
+    h('details', {class: 'sf-body', 'data-testid': 'request'},
       h('summary', {}, `The request: POST /${noun}`),
       h('p', {class: 'sf-help'}, 'What this form sends (fields left empty are not sent: the service uses its defaults).'),
       preview),
