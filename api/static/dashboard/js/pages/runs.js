@@ -30,10 +30,13 @@ function boundsCell(job) {
   }
   if (job.kind === 'training') {
     const s = (job.spec && job.spec.schedule) || {};
-    if (s.base_lr !== undefined && s.max_lr !== undefined) {
-      return h('span', {class: 'bounds'}, `${num(s.base_lr)} – ${num(s.max_lr)}`,
-        h('span', {class: 'muted'}, ` ${s.policy || ''}`));
+    const policy = h('span', {class: 'muted'}, ` ${s.policy || ''}`);
+    const has = (x) => x !== undefined && x !== null;
+    if (has(s.base_lr) && has(s.max_lr)) {
+      return h('span', {class: 'bounds'}, `${num(s.base_lr)} – ${num(s.max_lr)}`, policy);
     }
+    if (has(s.max_lr)) return h('span', {class: 'bounds'}, `max ${num(s.max_lr)}`, policy);
+    if (has(s.lr)) return h('span', {class: 'bounds'}, `lr ${num(s.lr)}`, policy);
     const from = job.spec && job.spec.bounds_from;
     return from ? h('span', {class: 'muted'}, 'from a range test') : '–';
   }
@@ -59,6 +62,30 @@ function statusCell(job) {
   return parts;
 }
 
+/** What a job is to its parent: a sweep's training or range test, a range test's verification. */
+function parentNote(job) {
+  if (!job.parent_id) return null;
+  const role = job.role || {};
+  if (role.stage === 'verify') {
+    return h('div', {class: 'muted'}, 'verifies ',
+      h('a', {href: `#/range-tests/${job.parent_id}`, class: 'mono'}, shortId(job.parent_id)));
+  }
+  const what = role.policy !== undefined
+    ? `${role.policy}${role.seed !== undefined ? `, seed ${role.seed}` : ''}`
+    : (role.stage === 'range_test' ? 'its range test' : 'part');
+  return h('div', {class: 'muted'}, `${what} of sweep `,
+    h('a', {href: `#/sweeps/${job.parent_id}`, class: 'mono'}, shortId(job.parent_id)));
+}
+
+/** A team's own-loop job: its tags, as text. */
+function tags(job) {
+  const t = job.spec && job.spec.tags;
+  if (!t || typeof t !== 'object') return null;
+  const entries = Object.entries(t);
+  if (!entries.length) return null;
+  return h('div', {class: 'tags'}, entries.map(([k, v]) => h('span', {class: 'tag'}, `${k}=${v}`)));
+}
+
 function row(job, selected, onToggle) {
   const pick = job.kind === 'range_test'
     ? h('input', {type: 'checkbox', 'aria-label': `overlay ${shortId(job.id)}`, checked: selected.has(job.id),
@@ -67,14 +94,16 @@ function row(job, selected, onToggle) {
   return h('tr', {dataset: {id: job.id, kind: job.kind, status: job.status}},
     h('td', {}, pick),
     h('td', {}, h('a', {href: jobHref(job), class: 'mono'}, shortId(job.id))),
-    h('td', {}, KIND_LABEL[job.kind] || job.kind, job.spec && job.spec.source === 'client'
-      ? h('span', {class: 'muted', title: 'run in the team\u2019s own loop'}, ' (own loop)') : null),
-    h('td', {}, jobSubject(job)),
+    h('td', {'data-testid': 'kind'}, KIND_LABEL[job.kind] || job.kind, job.spec && job.spec.source === 'client'
+      ? h('span', {class: 'muted', title: 'run in the team\u2019s own loop'}, ' (own loop)') : null,
+    parentNote(job)),
+    h('td', {'data-testid': 'subject'}, jobSubject(job), tags(job)),
     h('td', {}, statusCell(job)),
-    h('td', {}, boundsCell(job)),
-    h('td', {title: when(job.created_at)}, age(job.created_at)),
-    h('td', {}, duration(jobSeconds(job))),
-    h('td', {}, `${job.attempt}/${job.max_attempts}`));
+    h('td', {'data-testid': 'bounds'}, boundsCell(job)),
+    h('td', {title: when(job.created_at), class: 'nowrap'}, age(job.created_at)),
+    h('td', {class: 'nowrap'}, duration(jobSeconds(job))),
+    // a sweep never holds a worker: it has no attempts of its own
+    h('td', {'data-testid': 'attempts', class: 'nowrap'}, job.kind === 'sweep' ? '–' : `${job.attempt}/${job.max_attempts}`));
 }
 
 function select(name, options, value, label) {

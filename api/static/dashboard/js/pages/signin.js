@@ -1,8 +1,10 @@
-// Sign in with a team token. It is checked against the API (GET /jobs?limit=1)
-// before it is kept, in sessionStorage only.
+// Sign in with a team token. It is checked against the API (GET /jobs?limit=1,
+// the token in that request's Authorization header only) before it is kept, in
+// sessionStorage only. A token the service refuses is never stored, so a wrong
+// paste does not sign anyone out or leave a bad token behind.
 
 import {ApiError, clearToken, setToken} from '../api.js';
-import {h, replace, notice} from '../dom.js';
+import {h, replace} from '../dom.js';
 
 export async function render(root, _params, ctx) {
   const input = h('input', {
@@ -25,25 +27,29 @@ export async function render(root, _params, ctx) {
     event.preventDefault();
     const token = input.value.trim();
     replace(message);
+    input.removeAttribute('aria-invalid');
     if (!token) {
       replace(message, 'Paste a token first.');
       input.focus();
       return;
     }
     button.disabled = true;
-    setToken(token);
+    // signing in again replaces the tab's token, whatever the check says
+    clearToken();
     try {
-      await ctx.api.get('/jobs', {limit: 1});
+      await ctx.api.get('/jobs', {limit: 1}, {headers: {Authorization: `Bearer ${token}`}});
+      setToken(token);
       const next = sessionStorage.getItem('clr-sweep.next') || '#/runs';
       sessionStorage.removeItem('clr-sweep.next');
       ctx.flash('');
       ctx.navigate(next);
     } catch (err) {
-      clearToken();
+      if (!form.isConnected) return;
       const why = err instanceof ApiError && err.status === 401
-        ? `The service refused this token: ${err.message}`
-        : `Could not check the token: ${err.message}`;
+        ? `The service refused this token: ${err.message}.`
+        : `Could not check the token: ${err.message}.`;
       replace(message, why);
+      input.setAttribute('aria-invalid', 'true');
       input.select();
     } finally {
       button.disabled = false;
