@@ -127,8 +127,21 @@ export async function render(root, {query}, ctx) {
   if (!cursor) stack.length = 0;
   const selected = new Set((sessionStorage.getItem('clr-sweep.overlay') || '').split(',').filter(Boolean));
 
+  const base = {...filters};
+  let timer = null;
+  let stopped = false;
+  const controller = new AbortController();
+  const fetchPage = () => ctx.api.get('/jobs', {
+    limit: PAGE_SIZE, cursor, kind: base.kind, status: base.status, workload: base.workload,
+  }, {signal: controller.signal});
+  // the first page and the workloads (for the filter) at once, not one after the other
+  const firstPage = fetchPage();
+  firstPage.catch(() => null); // its error is handled where it is awaited, below
   if (workloadNames === null) {
-    workloadNames = ctx.api.get('/workloads').then((w) => w.items.map((i) => i.name)).catch(() => []);
+    workloadNames = ctx.api.get('/workloads').then((w) => w.items.map((i) => i.name)).catch(() => {
+      workloadNames = null; // asked again on the next visit
+      return [];
+    });
   }
   const names = await workloadNames;
   const form = h('form', {class: 'filters', 'data-testid': 'filters'},
@@ -166,15 +179,8 @@ export async function render(root, {query}, ctx) {
     h('div', {class: 'page-head'}, h('h1', {}, 'Runs'), h('span', {class: 'spacer'}), updated, overlayButton),
     form, table, pager);
 
-  const base = {...filters};
-  let timer = null;
-  let stopped = false;
-  const controller = new AbortController();
-
-  async function load() {
-    const page = await ctx.api.get('/jobs', {
-      limit: PAGE_SIZE, cursor, kind: base.kind, status: base.status, workload: base.workload,
-    }, {signal: controller.signal});
+  async function load(pending = null) {
+    const page = await (pending || fetchPage());
     if (stopped) return;
     if (!page.items.length) {
       replace(body, h('tr', {}, h('td', {colspan: 9, class: 'empty'},
@@ -219,7 +225,7 @@ export async function render(root, {query}, ctx) {
   }
 
   try {
-    await load();
+    await load(firstPage);
   } catch (err) {
     if (err.name === 'AbortError') return null;
     if (err.status === 422) {
