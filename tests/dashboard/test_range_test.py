@@ -14,14 +14,17 @@ import json
 import math
 import random
 import re
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from cli.render import cyclic_lr_code
 from clr_sweep import Client
-from tests.dashboard.conftest import Dashboard
+from core.settings import Settings
+from tests.dashboard.conftest import Dashboard, PageErrors
 from tests.services import TINY_RANGE_TEST, WAIT_S
 
 NUM_ITER = 120
@@ -286,3 +289,67 @@ def test_a_queued_range_test_says_why_it_waits_and_is_cancelled(
     expect(page.get_by_test_id("status")).to_have_text("cancelled")
     expect(page.get_by_test_id("cancel")).to_have_count(0)
     assert client.get(job.id).status == "cancelled"
+
+
+def test_a_flat_curve_says_no_bounds_and_draws(page: Page, dashboard: Dashboard) -> None:
+    client = dashboard.client
+    # every loss the same: the y range is a few ulps wide unless the page widens it
+    # (uPlot's tick search then threw "Invalid array length" and drew no chart)
+    job_id = create_client_range_test(client)
+    lrs = synthetic_curve(NUM_ITER, center=-1.5, diverge=0.2, seed=4)["lr"]
+    upload(client, job_id, {"lr": lrs, "loss": [1.0] * NUM_ITER}, 0, NUM_ITER)
+    finish(client, job_id)
+    dashboard.sign_in(page)
+    page.goto(f"{dashboard.url}/#/range-tests/{job_id}")
+
+    expect(page.get_by_test_id("bounds")).to_have_text("none")
+    expect(page.get_by_test_id("curve-chart").locator(".uplot canvas")).to_have_count(1)
+    expect(page.get_by_test_id("point-count")).to_have_text(str(NUM_ITER))
+
+
+def test_zoom_on_an_unthinned_test_names_the_zoomed_range(page: Page, dashboard: Dashboard) -> None:
+    client = dashboard.client
+    job_id = uploaded_range_test(client, seed=5)  # NUM_ITER points: drawn all, not read again
+    dashboard.sign_in(page)
+    page.goto(f"{dashboard.url}/#/range-tests/{job_id}")
+    expect(page.get_by_test_id("point-count")).to_have_text(str(NUM_ITER))
+
+    over = page.get_by_test_id("curve-chart").locator(".u-over")
+    box = over.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.4, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
+    page.mouse.up()
+    # the middle fifth of 1e-5..10 (log axis): about 1.6e-3..2.5e-2, not the whole range
+    state = page.get_by_test_id("zoom-state")
+    expect(state).to_contain_text("zoomed to")
+    low, high = (float(v) for v in re.findall(r"[0-9.]+(?:e-?[0-9]+)?", state.inner_text())[:2])
+    assert 1e-4 < low < high < 1, state.inner_text()
+
+
+def test_the_team_stream_cap_is_said_and_the_page_recovers(
+    page: Page, page_errors: PageErrors, dashboard: Dashboard
+) -> None:
+    page_errors.allow(r"status of 429")
+    client = dashboard.client
+    job_id = create_client_range_test(client)
+    upload(client, job_id, synthetic_curve(NUM_ITER, center=-1.5, diverge=0.2, seed=6), 0, 10)
+    cap = Settings.model_fields["api_max_streams_per_team"].default
+    headers = {"Authorization": f"Bearer {dashboard.token}"}
+    with httpx.Client(base_url=dashboard.url, headers=headers, timeout=WAIT_S) as http:
+        with ExitStack() as held:
+            # the team's every stream slot taken: the page's stream is refused (429)
+            for _ in range(cap):
+                response = held.enter_context(http.stream("GET", f"/jobs/{job_id}/events"))
+                assert response.status_code == 200
+            dashboard.sign_in(page)
+            page.goto(f"{dashboard.url}/#/range-tests/{job_id}")
+            live = page.get_by_test_id("live")
+            # it says why it is not live (the API's reason), not only "reconnecting"
+            expect(live).to_contain_text("not live")
+            expect(live).to_contain_text(f"{cap} open event streams")
+        # the slots given back: the page retries on its own and follows the job
+        expect(live).to_have_text("\u25cf live")
+        expect(page.get_by_test_id("point-count")).to_have_text("10")

@@ -34,3 +34,18 @@ def test_redoc_renders_offline(page: Page, dashboard: Dashboard, page_errors: Pa
     # the side menu lists the operations, read from /openapi.json
     expect(page.locator("[role=menuitem]").first).to_be_visible()
     dashboard.screenshot(page, "redoc", full_page=False)
+
+
+def test_a_page_whose_code_cannot_be_fetched_says_so_and_loads_on_retry(
+    page: Page, dashboard: Dashboard, page_errors: PageErrors
+) -> None:
+    # the service down or restarting when the user opens a page not loaded yet:
+    # the browser's "Failed to fetch dynamically imported module <url>" is no message
+    page_errors.allow(r"net::ERR_FAILED")
+    dashboard.sign_in(page)
+    page.route("**/js/pages/overlay.js", lambda route: route.abort("failed"))
+    page.goto(f"{dashboard.url}/#/overlay")
+    expect(page.locator("main")).to_contain_text("cannot reach the service")
+    page.unroute("**/js/pages/overlay.js")
+    page.get_by_test_id("retry").click()
+    expect(page.get_by_test_id("overlay-add")).to_be_visible()

@@ -98,8 +98,18 @@ async function route() {
     if (mine !== generation || err.name === 'AbortError') return;
     console.warn(err);
     if (err.status === 401) return; // the unauthorized handler took over
+    if (err.status === undefined && err instanceof TypeError) {
+      // the page's module could not be fetched (the service is down or restarting)
+      replace(main, notice('error', h('strong', {}, 'This page could not be loaded: '),
+        'cannot reach the service. ',
+        h('button', {type: 'button', class: 'retry', 'data-testid': 'retry', onclick: route}, 'Try again')));
+      return;
+    }
+    const retry = err.status === 0 || err.status === 503 || err.status === 502 || err.status === 429;
     replace(main, notice('error', h('strong', {}, 'This page could not be shown: '), err.message,
-      err.status === 404 ? [' ', h('a', {href: '#/runs'}, 'Back to the runs.')] : null));
+      err.status === 404 ? [' ', h('a', {href: '#/runs'}, 'Back to the runs.')] : null,
+      retry ? [' ', h('button', {type: 'button', class: 'retry', 'data-testid': 'retry', onclick: route}, 'Try again')]
+        : null));
   }
 }
 

@@ -111,7 +111,11 @@ export function lossRange(smooth, others = [], i0 = 0, i1 = null) {
   for (let i = i0; i <= iBest; i += 1) if (ok(smooth[i])) headMax = Math.max(headMax, Math.abs(smooth[i]));
   const cap = 1.5 * headMax;
   let top = cap > 0 ? Math.min(hi, cap) : hi;
-  if (top <= lo) top = lo + Math.max(Math.abs(lo), 1) * 0.1;
+  // a flat curve (every loss the same, up to rounding): a span of a few ulps makes
+  // uPlot's tick search allocate without end (RangeError: Invalid array length)
+  if (!(top - lo > Math.max(Math.abs(lo), Math.abs(top), 1e-12) * 1e-9)) {
+    top = lo + Math.max(Math.abs(lo), 1) * 0.1;
+  }
   const margin = 0.05 * (top - lo);
   return [lo - margin, top + margin];
 }
@@ -300,8 +304,10 @@ export function zoomHooks({onZoom, onReset}) {
         const min = u.posToVal(left, 'x');
         const max = u.posToVal(left + width, 'x');
         u.zoomed = true;
-        // after uPlot applied the zoom to the scale (it does so right after this hook)
-        queueMicrotask(() => onZoom?.(min, max, u));
+        // after uPlot applied the zoom to the scale: it sets the scale after this hook
+        // and commits it in a microtask queued after any queued here, so wait a task
+        // (a microtask here saw the old scale: the note said "zoomed to" the whole range)
+        setTimeout(() => onZoom?.(min, max, u), 0);
       }],
     },
   };

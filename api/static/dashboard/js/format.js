@@ -67,3 +67,15 @@ export function jobSubject(job) {
   if (spec.model) return `${spec.model}${spec.dataset ? ` / ${spec.dataset}` : ''}`;
   return '–';
 }
+
+/**
+ * What a page's live tag says about its event stream: `state` is api.stream's
+ * onState ('live' | 'reconnecting'), `err` the refusal that made it reconnect
+ * (a 429 of the team's stream cap, a 503, the service unreachable), so the page
+ * says why it is not live instead of only spinning; it retries on its own.
+ */
+export function liveText(state, err) {
+  if (state === 'live') return '\u25CF live';
+  if (!err) return '\u25CB reconnecting\u2026';
+  return `\u25CB not live (retrying): ${err.message}`;
+}

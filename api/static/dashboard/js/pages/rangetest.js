@@ -10,7 +10,7 @@
 // the range the user zooms to.
 
 import {h, replace, facts, notice, badge} from '../dom.js';
-import {duration, jobSeconds, num, pct, shortId, when, age, FINAL} from '../format.js';
+import {duration, jobSeconds, liveText, num, pct, shortId, when, age, FINAL} from '../format.js';
 import {
   alpha, fetchSeries, keepSplits, logSplits, logTicks, lossRange, makeChart, markerPlugin, numTicks, pctTicks,
   pointsFor, shadePlugin, zoomable,
@@ -378,7 +378,7 @@ export async function render(root, {match}, ctx) {
     }, job.cancel_requested ? 'Cancelling\u2026' : 'Cancel');
     const liveTag = state.live
       ? h('span', {class: ['live', state.streamState === 'reconnecting' ? 'off' : null], 'data-testid': 'live'},
-        state.streamState === 'reconnecting' ? '\u25CB reconnecting\u2026' : '\u25CF live')
+        liveText(state.streamState, state.streamRefusal))
       : null;
     replace(head,
       h('h1', {}, 'Range test ', h('span', {class: 'mono', title: job.id}, shortId(job.id))),
@@ -439,7 +439,7 @@ export async function render(root, {match}, ctx) {
     const parts = [h('strong', {}, 'Loss vs learning rate'), ' ',
       h('span', {class: 'muted'}, '(', count, curve.points === 1 ? ' point' : ' points',
         state.live ? ' received' : '', curve.thinned ? `, ${curve.lr.length} drawn` : '', ')')];
-    if (state.live) parts.push(' ', h('span', {class: 'live'}, '\u25CF live'));
+    if (state.live && state.streamState !== 'reconnecting') parts.push(' ', h('span', {class: 'live'}, '\u25CF live'));
     if (chart && chart.zoomed) {
       const {min, max} = chart.scales.x;
       parts.push(h('span', {class: 'spacer'}), h('span', {class: 'rt-zoom', 'data-testid': 'zoom-state'},
@@ -715,9 +715,11 @@ export async function render(root, {match}, ctx) {
     draw();
     ctx.api.stream(`/jobs/${id}/events`, {
       signal,
-      onState: (s) => {
+      onState: (s, err) => {
         state.streamState = s;
+        state.streamRefusal = err || null;
         renderHead();
+        renderNote();
       },
       onEvent: (name, data) => {
         if (name === 'status') {

@@ -11,7 +11,7 @@
 // few seconds.
 
 import {h, replace, facts, notice, badge} from '../dom.js';
-import {age, duration, jobHref, jobSeconds, jobSubject, num, pct, shortId, when, FINAL} from '../format.js';
+import {age, duration, jobHref, jobSeconds, jobSubject, liveText, num, pct, shortId, when, FINAL} from '../format.js';
 import {PALETTE, makeChart, markerPlugin} from '../charts.js';
 import {bandPlugin, iterationTick, legendValue, levelPlugin, mergeX, plural} from '../chart_sync.js';
 
@@ -500,10 +500,10 @@ export async function render(root, {match}, ctx) {
     try {
       await ctx.api.stream(`/jobs/${id}/events`, {
         signal,
-        onState: (state) => {
+        onState: (state, err) => {
           if (stopped) return;
           live.className = state === 'live' ? 'live' : 'live off';
-          live.textContent = state === 'live' ? '● live' : 'reconnecting…';
+          live.textContent = liveText(state, err);
         },
         onEvent: (name, data) => {
           if (stopped || name !== 'status') return;

@@ -12,7 +12,7 @@
 
 import {h, replace, facts, notice, badge} from '../dom.js';
 import {
-  age, duration, jobSeconds, jobSubject, num, pct, shortId, when, FINAL,
+  age, duration, jobSeconds, jobSubject, liveText, num, pct, shortId, when, FINAL,
 } from '../format.js';
 import {PALETTE, fetchSeries, makeChart, markerPlugin, pointsFor} from '../charts.js';
 import {
@@ -650,10 +650,10 @@ export async function render(root, {match}, ctx) {
         signal,
         // only what came after the first read (the stream's ids count each series' points)
         lastEventId: first.attempt ? `${first.attempt}:${first.nextAfter},${epochRead.nextAfter}` : null,
-        onState: (state) => {
+        onState: (state, err) => {
           if (stopped) return;
           live.className = state === 'live' ? 'live' : 'live off';
-          live.textContent = state === 'live' ? '● live' : 'reconnecting…';
+          live.textContent = liveText(state, err);
         },
         onEvent: (name, data) => {
           if (stopped) return;
