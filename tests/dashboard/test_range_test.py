@@ -187,6 +187,30 @@ def test_points_arrive_live_then_bounds_and_methods(page: Page, dashboard: Dashb
     assert page.evaluate("navigator.clipboard.readText()") == cyclic_lr_code(chosen)
 
 
+def test_a_page_opened_mid_run_reads_the_points_so_far_then_follows(
+    page: Page, dashboard: Dashboard
+) -> None:
+    client = dashboard.client
+    job_id = create_client_range_test(client, num_iter=3000)
+    curve = synthetic_curve(3000, center=-1.3, diverge=0.2, seed=3)
+    upload(client, job_id, curve, 0, 400)
+    upload(client, job_id, curve, 400, 800)
+    upload(client, job_id, curve, 800, 1200)
+    dashboard.sign_in(page)
+    with page.expect_request(lambda r: "/events" in r.url, timeout=WAIT_S * 1000) as stream:
+        page.goto(f"{dashboard.url}/#/range-tests/{job_id}")
+
+    count = page.get_by_test_id("point-count")
+    expect(count).to_have_text("1200")
+    # the stream starts after the points read (thinned to the chart), not from 0
+    assert stream.value.headers.get("last-event-id") == "1:1200"
+    upload(client, job_id, curve, 1200, 1300)
+    expect(count).to_have_text("1300")
+    finish(client, job_id, status="failed", error="stopped by the test")
+    expect(page.get_by_test_id("status")).to_have_text("failed")
+    expect(count).to_have_text("1300")
+
+
 def test_a_worker_run_range_test(page: Page, dashboard: Dashboard) -> None:
     client = dashboard.client
     job = client.submit_range_test(TINY_RANGE_TEST)

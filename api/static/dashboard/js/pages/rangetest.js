@@ -341,9 +341,13 @@ export async function render(root, {match}, ctx) {
   /** A `curve` event: its points from `start` on (replacing any from there: a new attempt). */
   function addPoints(data) {
     const start = data.start;
-    const replaced = start < curve.lr.length;
+    // the points held may begin with a thinned read: compare indices, not counts
+    const end = curve.index.length ? curve.index[curve.index.length - 1] + 1 : 0;
+    const replaced = start < end;
     if (replaced) {
-      for (const key of ['index', 'lr', 'loss', 'smooth', 'acc']) curve[key].length = start;
+      let keep = curve.index.findIndex((i) => i >= start);
+      if (keep < 0) keep = curve.index.length;
+      for (const key of ['index', 'lr', 'loss', 'smooth', 'acc']) curve[key].length = keep;
     }
     const v = data.values || {};
     const n = (v.lr || []).length;
@@ -356,7 +360,7 @@ export async function render(root, {match}, ctx) {
     }
     const some = (xs) => (xs || []).some((x) => x !== null && x !== undefined);
     curve.hasAcc = replaced ? some(curve.acc) : curve.hasAcc || some(v.accuracy);
-    curve.points = curve.lr.length;
+    curve.points = start + n;
     // status events come only when the status changes: the progress comes with the points
     state.job = {...state.job, progress: Math.max(data.points ?? curve.points, 0), total: data.total ?? state.job.total};
     // the count alone: the note's Reset zoom button stays put under the mouse
@@ -684,11 +688,13 @@ export async function render(root, {match}, ctx) {
     }
   }
 
+  /** The curve so far, thinned to the chart's width; the read (its attempt, nextAfter). */
   async function loadCurve() {
     const read = await fetchSeries(ctx.api, id, 'curve', {maxPoints: pointsFor(chartBox), signal});
     const arrays = toArrays(read);
-    Object.assign(curve, arrays, {thinned: read.thinned, points: read.points,
+    Object.assign(curve, arrays, {thinned: read.thinned, points: read.nextAfter,
       hasAcc: arrays.acc.some((x) => x !== null && x !== undefined)});
+    return read;
   }
 
   async function loadFinal() {
@@ -711,10 +717,18 @@ export async function render(root, {match}, ctx) {
     draw();
   } else {
     state.live = true;
+    // the points so far in one thinned read (a long running test is not sent again
+    // point by point), then the stream from right after them
+    let after = null;
+    if (state.job.progress > 0) {
+      const read = await loadCurve();
+      if (read.attempt) after = `${read.attempt}:${read.nextAfter}`;
+    }
     renderAll();
     draw();
     ctx.api.stream(`/jobs/${id}/events`, {
       signal,
+      lastEventId: after,
       onState: (s, err) => {
         state.streamState = s;
         state.streamRefusal = err || null;
