@@ -37,6 +37,7 @@ OWN_LOOP: dict[str, Any] = {
     "model": "own-net",
     "dataset": "own-data",
     "batch_size": 32,
+    "tags": {"width": "64", "note": "<b>not bold</b>"},
     "iterations": 60,
     "schedule": {"policy": "triangular", "base_lr": 0.01, "max_lr": 0.1, "step_size_up": 10},
 }
@@ -177,6 +178,10 @@ def test_training_page_follows_a_training_of_the_teams_own_loop(
     # while it runs, the cycle ends are the schedule's
     expect(page.get_by_test_id("cycle-ends")).to_have_attribute("data-ends", "20,40,60")
     expect(page.get_by_test_id("live")).to_contain_text("live")
+    # the team's own model and its tags (as text)
+    tags = page.get_by_test_id("tags")
+    expect(tags.locator(".tag")).to_have_text(["note=<b>not bold</b>", "width=64"])
+    expect(tags.locator("b")).to_have_count(0)
 
     # points uploaded while the page is open arrive through its event stream
     log(15, 45)

@@ -21,14 +21,14 @@ const MAX_TESTS = PALETTE.length;
 const MAX_POINTS = 4000;
 const KEYS = 'ABCDEFGHIJKL';
 
-/** The ids in `?ids=a,b,c`: well-formed, once each, at most MAX_TESTS. */
+/** The ids in `?ids=a,b,c`: well-formed, once each (the page shows MAX_TESTS at most). */
 function parseIds(query) {
   const ids = [];
   for (const raw of (query.get('ids') || '').split(',')) {
     const s = raw.trim().toLowerCase();
     if (ID.test(s) && !ids.includes(s)) ids.push(s);
   }
-  return ids.slice(0, MAX_TESTS);
+  return ids;
 }
 
 function href(ids) {
@@ -106,7 +106,8 @@ function sortedCurve(read) {
 }
 
 export async function render(root, {query}, ctx) {
-  const ids = parseIds(query);
+  const asked = parseIds(query);
+  const ids = asked.slice(0, MAX_TESTS);
   const controller = new AbortController();
   const {signal} = controller;
   const tests = await Promise.all(ids.map(async (id, i) => {
@@ -191,6 +192,8 @@ export async function render(root, {query}, ctx) {
     h('div', {class: 'page-head ov-head'}, h('h1', {}, 'Overlay of range tests'),
       h('span', {class: 'muted'}, `${shown.length} test${shown.length === 1 ? '' : 's'}`),
       h('span', {class: 'spacer'}), h('label', {class: 'ov-add'}, picker)),
+    asked.length > MAX_TESTS ? notice('warning', `Showing the first ${MAX_TESTS} of the ${asked.length} `
+      + `range tests asked for: one chart has ${MAX_TESTS} colours.`) : null,
     ids.length ? null : notice('info', 'Pick range tests to compare: tick them on the ',
       h('a', {href: '#/runs?kind=range_test'}, 'runs page'), ', or add them here.'),
     shown.length ? h('section', {class: 'card ov-chart-card'},

@@ -179,6 +179,12 @@ function scheduleFacts(job) {
     pairs.push(['Optimizer', bits.join(' · ')]);
   }
   if (spec.batch_size) pairs.push(['Batch size', String(spec.batch_size)]);
+  if (spec.model) pairs.push(['Model', `${spec.model}${spec.dataset ? ` / ${spec.dataset}` : ''}`]);
+  const tags = Object.entries(spec.tags || {});
+  if (tags.length) {
+    pairs.push(['Tags', h('span', {class: 'tags', 'data-testid': 'tags'},
+      tags.map(([k, v]) => h('span', {class: 'tag'}, `${k}=${v}`)))]);
+  }
   const source = spec.bounds_source;
   const from = spec.bounds_from;
   const rangeTest = (source && source.range_test) || (from && from.range_test) || spec.range_test;
