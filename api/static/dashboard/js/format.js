@@ -79,3 +79,15 @@ export function liveText(state, err) {
   if (!err) return '\u25CB reconnecting\u2026';
   return `\u25CB not live (retrying): ${err.message}`;
 }
+
+/**
+ * Show a stream's state in a page's live tag `el`: 'live' and 'reconnecting' (as
+ * liveText says them), 'failed' (the stream was refused for good: `err` says why)
+ * or 'ended' (the job finished: the tag empties).
+ */
+export function showLive(el, state, err = null) {
+  el.className = state === 'live' ? 'live' : 'live off';
+  if (state === 'ended') el.textContent = '';
+  else if (state === 'failed') el.textContent = `not live: ${err ? err.message : ''}`;
+  else el.textContent = liveText(state, err);
+}

@@ -11,7 +11,7 @@
 // few seconds.
 
 import {h, replace, facts, notice, badge} from '../dom.js';
-import {age, duration, jobHref, jobSeconds, jobSubject, liveText, num, pct, shortId, when, FINAL} from '../format.js';
+import {age, duration, jobHref, jobSeconds, jobSubject, showLive, num, pct, shortId, when, FINAL} from '../format.js';
 import {PALETTE, makeChart, markerPlugin} from '../charts.js';
 import {bandPlugin, iterationTick, legendValue, levelPlugin, mergeX, plural} from '../chart_sync.js';
 
@@ -494,16 +494,14 @@ export async function render(root, {match}, ctx) {
   }
 
   async function follow() {
-    live.className = 'live';
-    live.textContent = '● live';
+    showLive(live, 'live');
     timer = setTimeout(refreshChildren, CHILDREN_REFRESH_MS);
     try {
       await ctx.api.stream(`/jobs/${id}/events`, {
         signal,
         onState: (state, err) => {
           if (stopped) return;
-          live.className = state === 'live' ? 'live' : 'live off';
-          live.textContent = liveText(state, err);
+          showLive(live, state, err);
         },
         onEvent: (name, data) => {
           if (stopped || name !== 'status') return;
@@ -519,12 +517,10 @@ export async function render(root, {match}, ctx) {
       await readChildren();
     } catch (err) {
       if (err.name === 'AbortError' || stopped) return;
-      live.className = 'live off';
-      live.textContent = `not live: ${err.message}`;
+      showLive(live, 'failed', err);
       return;
     }
-    live.className = 'live off';
-    live.textContent = '';
+    showLive(live, 'ended');
   }
 
   if (!FINAL.has(job.status)) follow();

@@ -12,7 +12,7 @@
 
 import {h, replace, facts, notice, badge} from '../dom.js';
 import {
-  age, duration, jobSeconds, jobSubject, liveText, num, pct, shortId, when, FINAL,
+  age, duration, jobSeconds, jobSubject, showLive, num, pct, shortId, when, FINAL,
 } from '../format.js';
 import {PALETTE, fetchSeries, makeChart, markerPlugin, pointsFor} from '../charts.js';
 import {
@@ -649,8 +649,7 @@ export async function render(root, {match}, ctx) {
   }
 
   async function follow() {
-    live.className = 'live';
-    live.textContent = '● live';
+    showLive(live, 'live');
     try {
       await ctx.api.stream(`/jobs/${id}/events`, {
         signal,
@@ -658,8 +657,7 @@ export async function render(root, {match}, ctx) {
         lastEventId: first.attempt ? `${first.attempt}:${first.nextAfter},${epochRead.nextAfter}` : null,
         onState: (state, err) => {
           if (stopped) return;
-          live.className = state === 'live' ? 'live' : 'live off';
-          live.textContent = liveText(state, err);
+          showLive(live, state, err);
         },
         onEvent: (name, data) => {
           if (stopped) return;
@@ -688,12 +686,10 @@ export async function render(root, {match}, ctx) {
       renderJob();
     } catch (err) {
       if (err.name === 'AbortError' || stopped) return;
-      live.className = 'live off';
-      live.textContent = `not live: ${err.message}`;
+      showLive(live, 'failed', err);
       return;
     }
-    live.className = 'live off';
-    live.textContent = '';
+    showLive(live, 'ended');
   }
 
   if (!FINAL.has(job.status)) follow();
