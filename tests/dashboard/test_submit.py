@@ -10,7 +10,6 @@ refused form queues nothing.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,6 @@ from clr_sweep.errors import Conflict
 from tests.dashboard.conftest import Dashboard, PageErrors
 from tests.services import WAIT_S
 
-PAGES = Path(__file__).resolve().parents[2] / "api" / "static" / "dashboard" / "js" / "pages"
 JOB_URL = r"#/{noun}/([0-9a-f-]{{36}})$"
 SKIPPED = {
     "range-tests": {"batch_size"},
@@ -39,12 +37,6 @@ def _stop(dashboard: Dashboard, job_id: str) -> None:
         dashboard.client.cancel(job_id)
     except Conflict:
         pass  # it finished first
-
-
-def _allow_missing_job_page(page_errors: PageErrors, module: str) -> None:
-    # the job pages are built separately; until one is there, its import is a 404
-    if not (PAGES / f"{module}.js").exists():
-        page_errors.allow(rf"status of 404 .*pages/{module}\.js")
 
 
 def _open_form(page: Page, dashboard: Dashboard, noun: str) -> None:
@@ -76,9 +68,8 @@ def _job_id(page: Page, noun: str) -> str:
 
 
 def test_a_range_test_submitted_from_the_form_runs_with_the_values_typed(
-    page: Page, dashboard: Dashboard, page_errors: PageErrors
+    page: Page, dashboard: Dashboard
 ) -> None:
-    _allow_missing_job_page(page_errors, "rangetest")
     requests: list[Request] = []
     page.on("request", lambda request: requests.append(request))
     dashboard.sign_in(page)
@@ -125,7 +116,6 @@ def test_a_range_test_submitted_from_the_form_runs_with_the_values_typed(
     expect(page.get_by_test_id("cyclic-line")).to_have_text(cyclic_lr_code(found))
 
     # a training takes its bounds: the form offers the test, a link can pick it
-    _allow_missing_job_page(page_errors, "training")
     page.goto(f"{dashboard.url}/#/submit/trainings?bounds_from.range_test={job_id}")
     expect(_field(page, "bounds_from.range_test")).to_have_value(job_id)
     offered = page.locator(f"datalist option[value='{job_id}']")
@@ -142,10 +132,7 @@ def test_a_range_test_submitted_from_the_form_runs_with_the_values_typed(
     assert training.spec["schedule"]["max_lr"] == bounds.max_lr
 
 
-def test_the_empty_form_with_a_workload_is_a_valid_submit(
-    page: Page, dashboard: Dashboard, page_errors: PageErrors
-) -> None:
-    _allow_missing_job_page(page_errors, "rangetest")
+def test_the_empty_form_with_a_workload_is_a_valid_submit(page: Page, dashboard: Dashboard) -> None:
     requests: list[Request] = []
     page.on("request", lambda request: requests.append(request))
     _open_form(page, dashboard, "range-tests")
@@ -306,10 +293,7 @@ def test_every_field_of_the_request_body_has_an_input(
             expect(params).to_contain_text(schema["description"])
 
 
-def test_a_training_submitted_from_the_form(
-    page: Page, dashboard: Dashboard, page_errors: PageErrors
-) -> None:
-    _allow_missing_job_page(page_errors, "training")
+def test_a_training_submitted_from_the_form(page: Page, dashboard: Dashboard) -> None:
     requests: list[Request] = []
     page.on("request", lambda request: requests.append(request))
     _open_form(page, dashboard, "trainings")
@@ -341,10 +325,7 @@ def test_a_training_submitted_from_the_form(
     assert job.spec["schedule"]["step_size_up"] == 5
 
 
-def test_a_sweep_submitted_from_the_form(
-    page: Page, dashboard: Dashboard, page_errors: PageErrors
-) -> None:
-    _allow_missing_job_page(page_errors, "sweep")
+def test_a_sweep_submitted_from_the_form(page: Page, dashboard: Dashboard) -> None:
     requests: list[Request] = []
     page.on("request", lambda request: requests.append(request))
     _open_form(page, dashboard, "sweeps")
