@@ -329,6 +329,18 @@ class TestDockerfile:
             assert (ROOT / source).exists(), source
             assert not _dockerignored(source), f"{source} is in .dockerignore"
 
+    def test_the_files_the_pages_serve_are_in_the_context(self):
+        from api.routes.dashboard import DASHBOARD_DIR, FILES
+        from api.routes.docs import ASSETS, VENDOR_DIR
+
+        served = [*FILES.values(), DASHBOARD_DIR / "index.html"]
+        served += [VENDOR_DIR / name for name in ASSETS]
+        for path in served:
+            relative = str(path.relative_to(ROOT))
+            assert not _dockerignored(relative), f"{relative} is in .dockerignore"
+        # an image the dashboard might add is kept too
+        assert not _dockerignored("api/static/dashboard/img/logo.svg")
+
     @pytest.mark.parametrize(
         "path",
         [
