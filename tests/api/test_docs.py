@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from api.app import create_app
+from api.routes.dashboard import DASHBOARD_DIR
+from api.routes.dashboard import FILES as DASHBOARD_FILES
 from api.routes.docs import ASSETS, VENDOR_DIR
 from core.settings import Settings
 from tests.api.conftest import TestClient
@@ -193,6 +195,15 @@ def test_the_wheel_ships_the_assets(tmp_path: Path) -> None:
             member = f"api/static/vendor/{name}"
             assert member in names
             assert z.read(member) == (VENDOR_DIR / name).read_bytes()
-        for license_file in ("swagger-ui-dist-5.35.0/LICENSE", "redoc-2.5.4/LICENSE"):
+        for license_file in (
+            "swagger-ui-dist-5.35.0/LICENSE",
+            "redoc-2.5.4/LICENSE",
+            "uplot-1.6.32/LICENSE",
+        ):
             assert f"api/static/vendor/{license_file}" in names
         assert "api/static/vendor/VERSIONS.md" in names
+        # the dashboard: its page and every file it serves
+        for path in [DASHBOARD_DIR / "index.html", *DASHBOARD_FILES.values()]:
+            member = str(path.relative_to(REPO))
+            assert member in names
+            assert z.read(member) == path.read_bytes()
