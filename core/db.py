@@ -52,6 +52,7 @@ __all__ = [
     "make_engine",
     "make_session_factory",
     "pending_jobs",
+    "read_only",
     "session_scope",
     "set_job_sender",
 ]
@@ -169,6 +170,21 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         end_session(session, commit=False)
         raise
     end_session(session, commit=True)
+
+
+def read_only(session: Session) -> None:
+    """Begin ``session``'s next transaction as a reader: ``BEGIN DEFERRED`` on SQLite.
+
+    SQLite's default here is ``BEGIN IMMEDIATE`` (a writer takes the write lock
+    up front, so two writers never deadlock on an upgrade); a unit of work that
+    only reads needs no lock at all, and a long one (a 100,000-point series read
+    and thinned for a chart takes up to a second) would otherwise hold up every
+    upload, heartbeat and worker for as long. Call it first in a unit of work that
+    only reads; a session already in a transaction keeps it. PostgreSQL ignores
+    the option.
+    """
+    if not session.in_transaction():
+        session.connection(execution_options={"sqlite_begin": "DEFERRED"})
 
 
 def end_session(session: Session, *, commit: bool) -> None:

@@ -46,6 +46,7 @@ from api.schemas.text import (
 )
 from clr_sweep.contracts import JobFinish, SeriesUpload, SeriesUploadRead
 from core import services
+from core.db import read_only
 from core.downsample import MIN_POINTS, downsample
 from core.errors import InvalidInput
 from core.kinds import JobKind, all_kinds, get_kind
@@ -168,6 +169,7 @@ def jobs_router() -> APIRouter:
         parent: Annotated[uuid.UUID | None, Query(description="Only this job's children")] = None,
     ) -> dict[str, Any]:
         """The team's jobs of every kind, newest first, a page at a time."""
+        read_only(session)
         if kind is not None:
             get_kind(kind)  # an unknown kind is a 422 naming the field
         return _page(
@@ -249,6 +251,7 @@ def jobs_router() -> APIRouter:
         """A series' points from point ``after`` on (``limit`` at most: ``next_after`` below
         ``points`` means more follow), as JSON or (``?format=csv``) CSV; with
         ``max_points``, thinned for display keeping each field's extremes."""
+        read_only(session)
         if limit is None:
             limit = MAX_SERIES_PAGE if max_points is None else MAX_DOWNSAMPLED_RANGE
         elif max_points is None and limit > MAX_SERIES_PAGE:
@@ -505,6 +508,7 @@ def kind_router(kind: JobKind, *, body: type[JobSpec] | None = None) -> APIRoute
         workload: WorkloadQuery = None,
         created_after: CreatedAfterQuery = None,
     ) -> dict[str, Any]:
+        read_only(session)
         return _page(
             session,
             services.list_jobs(

@@ -19,6 +19,7 @@ from api.routes.jobs import MAX_POINT_INDEX, series_csv
 from api.schemas import BoundsRead, CurveRead, bounds_read, curve_read, series_read
 from api.schemas.text import check_method, method_enum
 from core import services
+from core.db import read_only
 from core.kinds import RANGE_TEST
 
 __all__ = ["router"]
@@ -49,6 +50,7 @@ def read_curve(
     The same points as ``GET /jobs/{id}/series/curve``, with the columns named
     ``lrs``, ``losses``, ``smoothed_losses`` and ``accuracies``.
     """
+    read_only(session)
     services.get_job(session, team=team, job_id=job_id, kind=RANGE_TEST.name)
     curve = services.read_series(session, team=team, job_id=job_id, name="curve", after=after)
     wants_csv = format_ == "csv" or (format_ is None and "text/csv" in (accept or ""))

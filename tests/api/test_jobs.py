@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from api.app import create_app
@@ -460,6 +461,33 @@ class TestThinnedSeries:
         )
         assert 1 < len(rows) <= 51
         assert all(float(r[2]) == values["loss"][int(r[0])] for r in rows[1:])
+
+    def test_long_reads_begin_as_readers(self, live: Live) -> None:
+        # on SQLite a reader's BEGIN DEFERRED takes no write lock: a long read (a big
+        # series thinned) holds up no upload or heartbeat; PostgreSQL ignores it
+        job_id = live.running_job(points=50)
+        modes: list[str] = []
+
+        def on_begin(conn: Any) -> None:
+            modes.append(str(conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")))
+
+        engine = live.app.state.engine
+        event.listen(engine, "begin", on_begin)
+        try:
+            for path in (
+                f"/jobs/{job_id}/series/curve?max_points=16",
+                f"/range-tests/{job_id}/curve",
+                "/jobs",
+                "/range-tests",
+            ):
+                modes.clear()
+                response = live.client.get(path, headers=live.headers)
+                assert response.status_code == 200, response.text
+                # authentication commits its own (writing) transaction first; the
+                # route's work is the last one
+                assert modes[-1] == "DEFERRED", (path, modes)
+        finally:
+            event.remove(engine, "begin", on_begin)
 
     @pytest.mark.parametrize(
         ("query", "field"),

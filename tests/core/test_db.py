@@ -21,7 +21,9 @@ from core.db import (
     enqueue_after_commit,
     get_job_sender,
     make_engine,
+    make_session_factory,
     pending_jobs,
+    read_only,
     session_scope,
     set_job_sender,
 )
@@ -70,6 +72,26 @@ class TestSqliteEngine:
             with engine.begin() as writer, reader.begin() as read:
                 writer.exec_driver_sql("CREATE TABLE t (x INTEGER)")
                 assert read.exec_driver_sql("SELECT 1").scalar() == 1
+        finally:
+            engine.dispose()
+
+    def test_a_read_only_session_leaves_the_write_lock_free(self, tmp_path: Path) -> None:
+        engine = create_db_engine(f"sqlite:///{tmp_path}/x.db", connect_args={"timeout": 0.05})
+        factory = make_session_factory(engine)
+        try:
+            with engine.begin() as setup:
+                setup.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            with factory() as reader, factory() as writer:
+                read_only(reader)
+                assert reader.execute(text("SELECT count(*) FROM t")).scalar() == 0
+                # the reader's transaction is open; a writer still gets the lock
+                writer.execute(text("INSERT INTO t VALUES (1)"))
+                writer.commit()
+                reader.rollback()
+                # without read_only the reader would hold it (BEGIN IMMEDIATE)
+                reader.execute(text("SELECT count(*) FROM t"))
+                with pytest.raises(OperationalError, match="database is locked"):
+                    writer.execute(text("INSERT INTO t VALUES (2)"))
         finally:
             engine.dispose()
 
