@@ -263,7 +263,6 @@ def upload_points(
             from points stored at the same indexes (409, naming the index
             expected next).
     """
-    now = utc_now() if now is None else as_utc(now)
     job = _client_job(session, team=team, job_id=job_id)
     _refuse_finished(job)
     kind = get_kind(job.kind)
@@ -282,6 +281,9 @@ def upload_points(
     elif job.kind == TRAINING.name:
         _check_training_points(job, points)
     repo = JobRepository(session)
+    # the time of the upload once its turn came (SQLite's write lock was waited for at
+    # the first query): the heartbeat it records is not older than the upload
+    now = utc_now() if now is None else as_utc(now)
     guard = repo.guard_report(job.id, job.attempt, now=now)  # locks the row: one at a time
     if guard is None:
         session.refresh(job)
@@ -345,9 +347,9 @@ def client_heartbeat(
         JobCancelled: the job was cancelled (409): stop.
         JobConflict: the job already finished (409).
     """
-    now = utc_now() if now is None else as_utc(now)
     job = _client_job(session, team=team, job_id=job_id)
     _refuse_finished(job)
+    now = utc_now() if now is None else as_utc(now)  # after any wait for SQLite's lock
     if JobRepository(session).guard_report(job.id, job.attempt, now=now) is None:
         session.refresh(job)
         _refuse_finished(job)
