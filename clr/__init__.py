@@ -45,6 +45,15 @@ from clr.exceptions import (
 
 if TYPE_CHECKING:
     from clr._result import RangeTestResult, StopReason
+    from clr.fused import (
+        FusedAdam,
+        FusedAdamW,
+        FusedModel,
+        FusedOptimizer,
+        FusedSGD,
+        make_fused_optimizer,
+        stack_models,
+    )
     from clr.optim import OPTIMIZERS, OptimizerError, make_optimizer
     from clr.plots import plot_range_test, plot_schedule, plot_sweep, plot_training, render
     from clr.policies import (
@@ -109,6 +118,13 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "RangeTestResult": "clr._result",
     "StopReason": "clr._result",
+    "FusedAdam": "clr.fused",
+    "FusedAdamW": "clr.fused",
+    "FusedModel": "clr.fused",
+    "FusedOptimizer": "clr.fused",
+    "FusedSGD": "clr.fused",
+    "make_fused_optimizer": "clr.fused",
+    "stack_models": "clr.fused",
     "OPTIMIZERS": "clr.optim",
     "OptimizerError": "clr.optim",
     "make_optimizer": "clr.optim",
@@ -210,6 +226,11 @@ __all__ = [
     "EpochRecord",
     "ExponentialDecaySchedule",
     "FlatCurve",
+    "FusedAdam",
+    "FusedAdamW",
+    "FusedModel",
+    "FusedOptimizer",
+    "FusedSGD",
     "HalvingPlan",
     "InvalidWorkloadParams",
     "MonotoneCurve",
@@ -244,6 +265,7 @@ __all__ = [
     "cycle_end",
     "cycle_ends",
     "cycle_length",
+    "make_fused_optimizer",
     "make_optimizer",
     "make_schedule",
     "plan_halving",
@@ -258,6 +280,7 @@ __all__ = [
     "schedule_length",
     "select_survivors",
     "smooth_losses",
+    "stack_models",
     "suggest",
     "suggest_all",
     "sweep_lrs",
