@@ -31,20 +31,29 @@ norm or dropout).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, stack_module_state
+from torch.func import functional_call, grad_and_value, stack_module_state
 
+from clr._batch import split_batch, to_device
+from clr._result import RangeTestResult
+from clr.exceptions import RangeTestError
 from clr.optim import OPTIMIZERS, OptimizerError, _check
+from clr.range_test import RangeTestProgress, Sweep, _check_sweep, _Curve, _Cycle, sweep_lrs
 
 __all__ = [
     "FusedAdam",
     "FusedAdamW",
     "FusedModel",
     "FusedOptimizer",
+    "FusedRangeTest",
     "FusedSGD",
     "make_fused_optimizer",
     "stack_models",
@@ -459,3 +468,364 @@ def make_fused_optimizer(
         cls = FusedAdam if name == "adam" else FusedAdamW
         return cls(params, lr, betas=betas, eps=eps, weight_decay=weight_decay)
     raise OptimizerError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
+
+
+# --------------------------------------------------------------------------- range test
+
+
+def _member_values(name: str, value: float | Sequence[float], k: int) -> list[float]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [float(value)] * k
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise RangeTestError(f"{name} must be a number or {k} numbers, got {value!r}")
+    values = list(value)
+    if len(values) != k:
+        raise RangeTestError(f"{name} must be one number or {k} numbers, got {len(values)}")
+    return values
+
+
+def _stack_inputs(values: list[Any], name: str) -> Tensor:
+    if not all(isinstance(v, Tensor) for v in values):
+        raise RangeTestError(f"fused {name} must be tensors (one per member); use batch_fn=")
+    shapes = {tuple(v.shape) for v in values}
+    if len(shapes) > 1:
+        raise RangeTestError(
+            f"the members' {name} must have one shape to be stacked, got {sorted(shapes)} "
+            "(a loader's last partial batch? use drop_last=True)"
+        )
+    return torch.stack(values)
+
+
+class FusedRangeTest:
+    """K LR range tests of one architecture run as one fused loop.
+
+    Each member has its own initial weights (``models[k]``), data order
+    (``loaders[k]``), LR sweep (``start_lr`` / ``end_lr`` may differ per member),
+    optimizer state, smoothed loss and divergence stop, and its
+    :class:`~clr.RangeTestResult` means what ``RangeTest(models[k], optimizer,
+    criterion).run(loaders[k], ...)`` returns for a fresh optimizer made by
+    :func:`clr.make_optimizer` with the same arguments: the same ``lrs`` (from
+    :func:`clr.sweep_lrs`), the same losses to float tolerance (a batched matrix
+    product may round differently from a single one), the same smoothing and
+    stop rules (:class:`clr.range_test._Curve`). A member that diverges or
+    whose loss is not finite is masked: its weights and optimizer state are
+    frozen and its curve ends, while the others go on bit for bit as they would
+    without it; the loop ends when every member has stopped.
+
+    As with :class:`~clr.RangeTest` the losses stay on the device between checks
+    (one host sync per ``check_every`` steps for all members), and the caller's
+    state is left as found: the models are never changed (the fused copy is
+    stacked from them), and the global RNG states and the loaders' epochs
+    (``set_epoch``) are restored after the run.
+
+    Not supported (use :class:`~clr.RangeTest`): AMP, gradient accumulation,
+    several param groups, validation passes. A model ``vmap`` cannot run is
+    refused by :func:`fusable` before running.
+
+    Args:
+        models: K >= 1 models of one architecture (see :class:`FusedModel`).
+        optimizer: ``sgd``, ``adam`` or ``adamw``, as :func:`clr.make_optimizer`.
+        criterion: ``criterion(outputs, targets) -> scalar loss`` for one member
+            (it is vmapped over the members).
+        momentum, weight_decay, nesterov, betas, eps: the optimizer's
+            hyperparameters, as :func:`make_fused_optimizer` (``momentum`` may be
+            K numbers).
+        metric_fn: optional ``metric_fn(outputs, targets) -> 0-dim tensor`` for
+            one member (vmapped), recorded per step without a host sync.
+        batch_fn: turns one loader item into ``(inputs, targets)`` tensors.
+        device: where the stacked weights and batches go; defaults to the
+            device of ``models[0]``'s first parameter.
+        randomness: vmap's randomness (see :class:`FusedModel`); with dropout a
+            member's masks differ from a separate run's, so its curve does too.
+
+    Example:
+        >>> import torch
+        >>> from clr.workloads import build_workload
+        >>> ws = [build_workload("digits_mlp", seed=s) for s in range(4)]
+        >>> test = FusedRangeTest([w.model for w in ws], "sgd", ws[0].loss_fn)
+        >>> results = test.run([w.train_loader for w in ws], num_iter=40)
+        >>> [r.steps_run <= 40 for r in results]
+        [True, True, True, True]
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        optimizer: Literal["sgd", "adam", "adamw"] | str,
+        criterion: LossFn,
+        *,
+        momentum: float | Sequence[float] = 0.9,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        metric_fn: MetricFn | None = None,
+        batch_fn: BatchFn | None = None,
+        device: str | torch.device | None = None,
+        randomness: Literal["different", "same", "error"] = "different",
+    ) -> None:
+        self.models = list(models)
+        if not self.models:
+            raise RangeTestError("models must hold at least one model, got none")
+        if optimizer not in OPTIMIZERS:
+            raise OptimizerError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        self.optimizer = optimizer
+        self.criterion = criterion
+        self.optimizer_kwargs: dict[str, Any] = {
+            "momentum": momentum if isinstance(momentum, int | float) else list(momentum),
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "betas": betas,
+            "eps": eps,
+        }
+        self.metric_fn = metric_fn
+        self.batch_fn: BatchFn = batch_fn or (lambda b: split_batch(b, RangeTestError))
+        if device is None:
+            first = next(self.models[0].parameters(), None)
+            device = first.device if first is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.randomness = randomness
+
+    @property
+    def num_members(self) -> int:
+        """K, the number of members."""
+        return len(self.models)
+
+    def run(
+        self,
+        loaders: Sequence[Iterable[Any]],
+        *,
+        start_lr: float | Sequence[float] = 1e-7,
+        end_lr: float | Sequence[float] = 10.0,
+        num_iter: int = 100,
+        sweep: Sweep = "exp",
+        smoothing: float = 0.95,
+        diverge_th: float = 5.0,
+        min_steps: int | None = None,
+        check_every: int = 8,
+        callback: Callable[[int, RangeTestProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[RangeTestResult]:
+        """Sweep every member's LR at once and return one result per member.
+
+        Args:
+            loaders: K iterables of batches, ``loaders[k]`` feeding member ``k``
+                (each restarted when exhausted); the members' batches must have
+                one shape, so that they stack.
+            start_lr: first LR of the sweep: one for all, or one per member.
+            end_lr: last LR of the sweep: one for all, or one per member.
+            num_iter, sweep, smoothing, diverge_th, min_steps, check_every: as
+                :meth:`clr.RangeTest.run`, for every member.
+            callback: ``callback(k, progress)`` after a check added points to member ``k``.
+            should_stop: polled at every check; ``True`` ends every running member
+                as ``cancelled``.
+
+        Returns:
+            K :class:`~clr.RangeTestResult`\\ s, in the members' order; ``seconds``
+            is the fused loop's wall time (shared by all), and ``metadata`` holds
+            ``{"fused": {"member": k, "members": K}}``.
+
+        Raises:
+            RangeTestError: on impossible arguments, a loader with no batches or
+                batches that do not stack.
+        """
+        k_members = self.num_members
+        loaders = list(loaders)
+        if len(loaders) != k_members:
+            raise RangeTestError(f"loaders must hold {k_members} loaders, got {len(loaders)}")
+        starts = _member_values("start_lr", start_lr, k_members)
+        ends = _member_values("end_lr", end_lr, k_members)
+        for s, e in zip(starts, ends, strict=True):
+            _check_sweep(s, e, num_iter, sweep)
+        if not (0 <= smoothing < 1):
+            raise RangeTestError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        if not (math.isfinite(diverge_th) and diverge_th > 1):
+            raise RangeTestError(f"diverge_th must be a finite number > 1, got {diverge_th!r}")
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise RangeTestError(f"check_every must be an integer >= 1, got {check_every!r}")
+        if min_steps is None:
+            min_steps = max(10, num_iter // 10)
+        lr_lists = [
+            sweep_lrs(s, e, num_iter, sweep).tolist() for s, e in zip(starts, ends, strict=True)
+        ]
+        curves = [_Curve(smoothing, diverge_th, min_steps) for _ in range(k_members)]
+
+        rng = _RngState.take(loaders)
+        try:
+            seconds = self._sweep(loaders, lr_lists, curves, check_every, callback, should_stop)
+        finally:
+            rng.restore()
+
+        results = []
+        for k, curve in enumerate(curves):
+            if curve.stop is None:
+                curve.stop = "completed"
+                curve.detail = f"swept all {len(curve.losses)} steps up to lr={ends[k]:.3g}"
+            results.append(
+                RangeTestResult(
+                    lrs=np.asarray(curve.lrs, dtype=np.float64),
+                    losses=np.asarray(curve.losses, dtype=np.float64),
+                    smoothed_losses=np.asarray(curve.smoothed, dtype=np.float64),
+                    accuracies=np.asarray(curve.accuracies, dtype=np.float64)
+                    if self.metric_fn is not None
+                    else None,
+                    start_lr=starts[k],
+                    end_lr=ends[k],
+                    num_iter=num_iter,
+                    sweep=sweep,
+                    smoothing=smoothing,
+                    diverge_th=diverge_th,
+                    stop_reason=curve.stop,
+                    stop_detail=curve.detail,
+                    device=str(self.device),
+                    seconds=seconds,
+                    metadata={"fused": {"member": k, "members": k_members}},
+                )
+            )
+        return results
+
+    def _sweep(
+        self,
+        loaders: list[Iterable[Any]],
+        lr_lists: list[list[float]],
+        curves: list[_Curve],
+        check_every: int,
+        callback: Callable[[int, RangeTestProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> float:
+        device, criterion, metric_fn, batch_fn = (
+            self.device,
+            self.criterion,
+            self.metric_fn,
+            self.batch_fn,
+        )
+        k_members = self.num_members
+        num_iter = len(lr_lists[0])
+        fused = FusedModel(self.models, randomness=self.randomness).train()
+        params = {n: p.to(device, copy=True) for n, p in fused.params.items()}
+        buffers = {n: b.to(device, copy=True) for n, b in fused.buffers.items()}
+        names = list(params)
+        lr_table = torch.tensor(lr_lists, dtype=torch.float64)  # (K, num_iter), host
+        optimizer = make_fused_optimizer(
+            self.optimizer, [params[n] for n in names], lr=lr_table[:, 0], **self.optimizer_kwargs
+        )
+
+        def member_loss(
+            p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor
+        ) -> tuple[Tensor, Tensor]:
+            outputs = fused.functional_forward(p, b, x)
+            return criterion(outputs, y), outputs
+
+        step_fn = torch.vmap(grad_and_value(member_loss, has_aux=True), randomness=self.randomness)
+        metric = torch.vmap(metric_fn) if metric_fn is not None else None
+
+        batches = [_Cycle(loader, f"loaders[{k}]") for k, loader in enumerate(loaders)]
+        active = [True] * k_members
+        mask: Tensor | None = None  # None while every member runs: no masking cost
+        pending_loss: list[Tensor] = []
+        pending_acc: list[Tensor] = []
+        n = 0
+        checked = 0
+        t0 = time.perf_counter()
+        while n < num_iter and any(active):
+            optimizer.lr = lr_table[:, n]
+            xs, ys = zip(*(batch_fn(next(c)) for c in batches), strict=True)
+            inputs = to_device(_stack_inputs(list(xs), "inputs"), device)
+            targets = to_device(_stack_inputs(list(ys), "targets"), device)
+            grads, (loss, outputs) = step_fn(params, buffers, inputs, targets)
+            optimizer.step([grads[name] for name in names], mask)
+            pending_loss.append(loss.detach())
+            if metric is not None:
+                with torch.no_grad():
+                    pending_acc.append(metric(outputs.detach(), targets))
+            n += 1
+            if n - checked >= check_every or n == num_iter:
+                self._check(
+                    curves, active, pending_loss, pending_acc, lr_lists, checked, t0, callback
+                )
+                checked = n
+                if should_stop is not None and any(active) and should_stop():
+                    for k, curve in enumerate(curves):
+                        if active[k]:
+                            curve.stop = "cancelled"
+                            curve.detail = f"cancelled after {len(curve.losses)} steps"
+                            active[k] = False
+                if not all(active):
+                    mask = torch.tensor(active, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    @staticmethod
+    def _check(
+        curves: list[_Curve],
+        active: list[bool],
+        pending_loss: list[Tensor],
+        pending_acc: list[Tensor],
+        lr_lists: list[list[float]],
+        start: int,
+        t0: float,
+        callback: Callable[[int, RangeTestProgress], None] | None,
+    ) -> None:
+        # The one host sync per chunk, for every member at once.
+        losses = torch.stack(pending_loss).float().t().tolist()  # (K, chunk)
+        accs = torch.stack(pending_acc).float().t().tolist() if pending_acc else None
+        pending_loss.clear()
+        pending_acc.clear()
+        for k, curve in enumerate(curves):
+            if not active[k]:
+                continue
+            lrs = lr_lists[k][start : start + len(losses[k])]
+            kept = curve.extend(lrs, losses[k], accs[k] if accs is not None else None)
+            if curve.stop is not None:
+                active[k] = False
+            if callback is not None and kept:
+                callback(
+                    k,
+                    RangeTestProgress(
+                        step=start + kept,
+                        num_iter=len(lr_lists[k]),
+                        start=start,
+                        lrs=lrs[:kept],
+                        losses=curve.losses[start : start + kept],
+                        smoothed_losses=curve.smoothed[start : start + kept],
+                        accuracies=curve.accuracies[start : start + kept]
+                        if accs is not None
+                        else None,
+                        best_loss=curve.best,
+                        elapsed=time.perf_counter() - t0,
+                    ),
+                )
+
+
+class _RngState:
+    """The global RNG states and the loaders' epochs, put back after a fused run."""
+
+    def __init__(self, loaders: list[Iterable[Any]]) -> None:
+        self.torch_rng = torch.get_rng_state()
+        self.cuda_rng = (
+            torch.cuda.get_rng_state_all()
+            if torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+            else None
+        )
+        self.python_rng = random.getstate()
+        self.numpy_rng = np.random.get_state()  # noqa: NPY002 - the legacy global state users seed
+        self.epochs = [
+            (loader, epoch)
+            for loader in loaders
+            if isinstance(epoch := getattr(loader, "epoch", None), int)
+            and hasattr(loader, "set_epoch")
+        ]
+
+    @classmethod
+    def take(cls, loaders: list[Iterable[Any]]) -> _RngState:
+        return cls(loaders)
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.torch_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        random.setstate(self.python_rng)
+        np.random.set_state(self.numpy_rng)  # noqa: NPY002
+        for loader, epoch in self.epochs:
+            loader.set_epoch(epoch)

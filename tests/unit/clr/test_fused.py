@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from clr.exceptions import RangeTestError
 from clr.fused import (
     FusedAdam,
     FusedAdamW,
     FusedModel,
+    FusedRangeTest,
     FusedSGD,
     make_fused_optimizer,
     stack_models,
 )
-from clr.optim import OptimizerError
+from clr.optim import OptimizerError, make_optimizer
+from clr.range_test import RangeTest
+from clr.workloads import TensorBatches
 
 
 def mlp(seed: int) -> nn.Module:
@@ -144,3 +149,158 @@ def _state(opt) -> list[torch.Tensor]:
     if isinstance(opt, FusedSGD):
         return opt.momentum_buffers
     return [*opt.exp_avgs, *opt.exp_avg_sqs]
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return (outputs.argmax(1) == targets).float().mean()
+
+
+def task(k: int, n: int = 256, batch_size: int = 32) -> tuple[nn.Module, TensorBatches]:
+    """Member ``k``: its own initial weights and its own shuffling generator."""
+    gen = torch.Generator().manual_seed(1234)  # one dataset, K data orders
+    x = torch.randn(n, 8, generator=gen)
+    y = (x[:, :4].sum(1) > 0).long() + (x[:, 4:].sum(1) > 0).long()
+    return mlp(100 + k), TensorBatches(x, y, batch_size, seed=10 + k)
+
+
+def separate(name, k, **run):
+    model, loader = task(k)
+    lr = run.pop("opt_lr", 1e-3)
+    opt_kw = run.pop("opt_kw", {})
+    opt = make_optimizer(name, model.parameters(), lr=lr, **opt_kw)
+    test = RangeTest(model, opt, nn.functional.cross_entropy, metric_fn=accuracy)
+    return test.run(loader, **run)
+
+
+def fused(name, members, opt_kw=None, **run):
+    tasks = [task(k) for k in members]
+    test = FusedRangeTest(
+        [m for m, _ in tasks],
+        name,
+        nn.functional.cross_entropy,
+        metric_fn=accuracy,
+        **(opt_kw or {}),
+    )
+    return test.run([loader for _, loader in tasks], **run)
+
+
+def assert_same_curve(a, b, rtol=1e-5):
+    assert a.stop_reason == b.stop_reason
+    assert a.steps_run == b.steps_run
+    assert a.lrs.tolist() == b.lrs.tolist()
+    np.testing.assert_allclose(a.losses, b.losses, rtol=rtol)
+    np.testing.assert_allclose(a.smoothed_losses, b.smoothed_losses, rtol=rtol)
+    np.testing.assert_allclose(a.accuracies, b.accuracies, rtol=rtol)
+
+
+SWEEP = {"start_lr": 1e-4, "end_lr": 0.3, "num_iter": 40, "check_every": 8}
+
+
+class TestFusedRangeTest:
+    @pytest.mark.parametrize(
+        ("name", "kw"),
+        [
+            ("sgd", {"momentum": 0.9}),
+            ("adam", {}),
+            ("adamw", {"weight_decay": 1e-2}),
+        ],
+    )
+    def test_each_member_equals_its_separate_range_test(self, name, kw):
+        sweep = dict(SWEEP, end_lr=0.3 if name == "sgd" else 0.03)
+        results = fused(name, [0, 1, 2], opt_kw=kw, **sweep)
+        assert [r.metadata["fused"]["member"] for r in results] == [0, 1, 2]
+        for k, result in enumerate(results):
+            assert_same_curve(result, separate(name, k, opt_kw=kw, **sweep))
+        # the members really differ (own weights, own data order)
+        assert results[0].losses[0] != results[1].losses[0]
+
+    def test_per_member_sweeps_and_momenta_equal_separate_runs(self):
+        starts, ends, momenta = [1e-4, 1e-3, 1e-5], [0.1, 0.3, 0.01], [0.9, 0.5, 0.0]
+        results = fused(
+            "sgd",
+            [0, 1, 2],
+            opt_kw={"momentum": momenta},
+            start_lr=starts,
+            end_lr=ends,
+            num_iter=30,
+        )
+        for k, result in enumerate(results):
+            assert result.start_lr == starts[k]
+            assert result.end_lr == ends[k]
+            other = separate(
+                "sgd",
+                k,
+                opt_kw={"momentum": momenta[k]},
+                start_lr=starts[k],
+                end_lr=ends[k],
+                num_iter=30,
+            )
+            assert_same_curve(result, other)
+
+    def test_a_diverged_member_is_masked_and_the_others_are_bit_identical(self):
+        with_it = fused("sgd", [0, 1, 2], start_lr=[1e-4, 1.0, 1e-4], end_lr=[0.1, 1e4, 0.1])
+        without = fused("sgd", [0, 2], start_lr=1e-4, end_lr=0.1)
+        assert with_it[1].stop_reason in ("diverged", "non_finite")
+        assert with_it[1].steps_run < 100
+        alone = separate("sgd", 1, start_lr=1.0, end_lr=1e4)
+        # it stops where it would alone; past lr ~ 10 rounding is amplified, so
+        # only the first points are compared to float tolerance
+        assert (with_it[1].stop_reason, with_it[1].steps_run) == (
+            alone.stop_reason,
+            alone.steps_run,
+        )
+        np.testing.assert_allclose(with_it[1].losses[:8], alone.losses[:8], rtol=1e-5)
+        for a, b in zip([with_it[0], with_it[2]], without, strict=True):
+            assert a.stop_reason == b.stop_reason == "completed"
+            assert a.steps_run == 100
+            for field in ("lrs", "losses", "smoothed_losses", "accuracies"):
+                assert np.array_equal(getattr(a, field), getattr(b, field)), field
+
+    def test_models_rng_and_loader_epochs_are_left_as_found(self):
+        tasks = [task(k) for k in range(2)]
+        before = [{k: v.clone() for k, v in m.state_dict().items()} for m, _ in tasks]
+        torch.manual_seed(7)
+        rng = torch.get_rng_state()
+        test = FusedRangeTest([m for m, _ in tasks], "adam", nn.functional.cross_entropy)
+        test.run([loader for _, loader in tasks], num_iter=20)  # 20 steps: 2+ epochs
+        assert torch.equal(torch.get_rng_state(), rng)
+        assert [loader.epoch for _, loader in tasks] == [0, 0]
+        for (model, _), state in zip(tasks, before, strict=True):
+            for key, value in model.state_dict().items():
+                assert torch.equal(value, state[key])
+
+    def test_callback_and_should_stop(self):
+        seen: list[tuple[int, int]] = []
+        calls = [0]
+
+        def stop() -> bool:
+            calls[0] += 1
+            return calls[0] >= 2
+
+        results = fused(
+            "sgd",
+            [0, 1],
+            num_iter=40,
+            check_every=5,
+            callback=lambda k, p: seen.append((k, p.step)),
+            should_stop=stop,
+        )
+        assert seen == [(0, 5), (1, 5), (0, 10), (1, 10)]
+        assert [r.stop_reason for r in results] == ["cancelled", "cancelled"]
+        assert [r.steps_run for r in results] == [10, 10]
+
+    def test_bad_arguments_name_the_argument(self):
+        tasks = [task(k) for k in range(2)]
+        test = FusedRangeTest([m for m, _ in tasks], "sgd", nn.functional.cross_entropy)
+        loaders = [loader for _, loader in tasks]
+        with pytest.raises(RangeTestError, match="loaders must hold 2"):
+            test.run(loaders[:1])
+        with pytest.raises(RangeTestError, match="end_lr must be one number or 2"):
+            test.run(loaders, end_lr=[1.0, 2.0, 3.0])
+        with pytest.raises(RangeTestError, match="start_lr must be below end_lr"):
+            test.run(loaders, start_lr=[1e-3, 1.0], end_lr=0.1)
+        odd = TensorBatches(torch.randn(64, 8), torch.zeros(64, dtype=torch.long), 16)
+        with pytest.raises(RangeTestError, match="one shape"):
+            test.run([loaders[0], odd])
+        with pytest.raises(OptimizerError, match="optimizer must be one of"):
+            FusedRangeTest([mlp(0)], "lamb", nn.functional.cross_entropy)
