@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         FusedOptimizer,
         FusedRangeTest,
         FusedSGD,
+        fusable,
         make_fused_optimizer,
         stack_models,
     )
@@ -125,6 +126,7 @@ _LAZY: dict[str, str] = {
     "FusedOptimizer": "clr.fused",
     "FusedRangeTest": "clr.fused",
     "FusedSGD": "clr.fused",
+    "fusable": "clr.fused",
     "make_fused_optimizer": "clr.fused",
     "stack_models": "clr.fused",
     "OPTIMIZERS": "clr.optim",
@@ -268,6 +270,7 @@ __all__ = [
     "cycle_end",
     "cycle_ends",
     "cycle_length",
+    "fusable",
     "make_fused_optimizer",
     "make_optimizer",
     "make_schedule",

@@ -55,6 +55,7 @@ __all__ = [
     "FusedOptimizer",
     "FusedRangeTest",
     "FusedSGD",
+    "fusable",
     "make_fused_optimizer",
     "stack_models",
 ]
@@ -829,3 +830,65 @@ class _RngState:
         np.random.set_state(self.numpy_rng)  # noqa: NPY002
         for loader, epoch in self.epochs:
             loader.set_epoch(epoch)
+
+
+# --------------------------------------------------------------------------- fusable
+
+
+def fusable(model: nn.Module, example_inputs: Any) -> tuple[bool, str | None]:
+    """Whether :class:`FusedModel` (``vmap``) can train ``model``, asked before running.
+
+    Batch norm in training mode is refused by name: it writes its running
+    statistics in the forward, which a stacked, read-only buffer cannot take.
+    Anything else is tried: a copy of ``model`` stacked twice runs a vmapped
+    forward and backward on ``example_inputs`` (one member's batch) and any
+    error (an in-place write of a per-member value into a shared tensor, a
+    ``.item()`` or data-dependent branch, an op without a batching rule) is
+    the reason. The model and the global RNG state are left as found.
+
+    Of the built-in workloads, ``digits_mlp``, ``digits_cnn``, ``mnist1d_mlp``,
+    ``mnist1d_cnn`` and ``synthetic_mlp`` all fuse (tested).
+
+    Args:
+        model: the architecture, in the mode it will be trained in.
+        example_inputs: one member's inputs, e.g. a batch of two samples.
+
+    Returns:
+        ``(True, None)``, or ``(False, reason)`` where the reason is a sentence
+        to record with the job that runs unfused.
+
+    Example:
+        >>> import torch
+        >>> fusable(torch.nn.Linear(3, 2), torch.zeros(2, 3))
+        (True, None)
+        >>> ok, reason = fusable(torch.nn.BatchNorm1d(3).train(), torch.zeros(2, 3))
+        >>> ok, reason.startswith("batch norm in training mode")
+        (False, True)
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            return False, (
+                f"batch norm in training mode ({name or 'the model'}: {type(module).__name__}) "
+                "updates its running statistics in the forward, which vmap cannot do on "
+                "stacked buffers"
+            )
+    rng = _RngState([])
+    try:
+        fused = FusedModel([model, model])
+        fused.train(model.training)
+
+        def total(p: dict[str, Tensor], b: dict[str, Tensor], x: Any) -> Tensor:
+            leaves = torch.utils._pytree.tree_leaves(fused.functional_forward(p, b, x))
+            tensors = [t.float().sum() for t in leaves if isinstance(t, Tensor)]
+            return torch.stack(tensors).sum()
+
+        inputs = torch.utils._pytree.tree_map(
+            lambda t: torch.stack([t, t]) if isinstance(t, Tensor) else t, example_inputs
+        )
+        torch.vmap(torch.func.grad(total), in_dims=(0, 0, 0))(fused.params, fused.buffers, inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer, not a crash
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return False, f"vmap cannot run this model: {type(exc).__name__}: {first}".rstrip(": ")
+    finally:
+        rng.restore()
+    return True, None

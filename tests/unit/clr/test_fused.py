@@ -14,12 +14,13 @@ from clr.fused import (
     FusedModel,
     FusedRangeTest,
     FusedSGD,
+    fusable,
     make_fused_optimizer,
     stack_models,
 )
 from clr.optim import OptimizerError, make_optimizer
 from clr.range_test import RangeTest
-from clr.workloads import TensorBatches
+from clr.workloads import TensorBatches, build_workload
 
 
 def mlp(seed: int) -> nn.Module:
@@ -304,3 +305,57 @@ class TestFusedRangeTest:
             test.run([loaders[0], odd])
         with pytest.raises(OptimizerError, match="optimizer must be one of"):
             FusedRangeTest([mlp(0)], "lamb", nn.functional.cross_entropy)
+
+
+class SharedBuffer(nn.Module):
+    """Writes each sample's value into a tensor made inside the forward (in place)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], 3)
+        out += self.linear(x)
+        return out
+
+
+class ItemBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return y if y.sum().item() > 0 else -y
+
+
+class TestFusable:
+    def test_batch_norm_in_training_mode_is_refused_with_its_reason(self):
+        model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
+        ok, reason = fusable(model, torch.randn(2, 4))
+        assert not ok
+        assert reason is not None
+        assert "batch norm in training mode" in reason
+        assert "1: BatchNorm1d" in reason
+        assert fusable(model.eval(), torch.randn(2, 4)) == (True, None)
+
+    def test_an_in_place_write_into_a_shared_tensor_is_refused(self):
+        ok, reason = fusable(SharedBuffer(), torch.randn(2, 4))
+        assert not ok
+        assert reason is not None
+        assert reason.startswith("vmap cannot run this model: RuntimeError")
+
+    def test_item_in_the_forward_is_refused(self):
+        ok, reason = fusable(ItemBranch(), torch.randn(2, 4))
+        assert not ok
+        assert reason is not None
+        assert "item" in reason
+
+    @pytest.mark.parametrize(
+        "name", ["digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn", "synthetic_mlp"]
+    )
+    def test_the_built_in_workloads_fuse(self, name):
+        w = build_workload(name, seed=0)
+        x, _ = next(iter(w.train_loader))
+        assert fusable(w.model, x[:2]) == (True, None)
