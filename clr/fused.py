@@ -329,8 +329,13 @@ class FusedSGD(FusedOptimizer):
         if bool((self.momentum != 0).any()):
             m = self._col(self.momentum, p)
             buf = self.momentum_buffers[i]
-            first = self._col((steps == 1).to(torch.float64), p).bool()
-            new_buf = torch.where(first, d, buf * m + d)
+            first = steps == 1  # a member's first step: its buffer starts as d, like torch's
+            if bool(first.all()):
+                new_buf = d
+            elif bool(first.any()):
+                new_buf = torch.where(self._col(first.to(torch.float64), p).bool(), d, buf * m + d)
+            else:
+                new_buf = buf * m + d
             d = d + m * new_buf if self.nesterov else new_buf
             self._put(buf, new_buf, mask)
         self._put(p, p - self._col(self.lr, p) * d, mask)
