@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -65,12 +65,15 @@ __all__ = [
     "METHODS",
     "MIN_POINTS",
     "NOISE_WARN_THRESHOLD",
+    "SEED_SPREAD_FREE",
+    "SEED_SPREAD_ZERO",
     "Curve",
     "CurveLike",
     "CurveVerdict",
     "Suggestion",
     "Suggestions",
     "curve_verdict",
+    "seed_agreement",
     "suggest",
     "smooth_losses",
     "suggest_all",
@@ -103,6 +106,20 @@ BASE_FRACTION = 0.10
 
 NOISE_WARN_THRESHOLD = 0.2
 """Above this relative noise :func:`suggest_all` warns that the curve cannot be trusted."""
+
+SEED_SPREAD_FREE = 2.0
+"""Seeds agree when their ``max_lr`` varies by at most this factor (max / min).
+
+Smith (2015, §3.3) reads ``max_lr`` off one curve to within a factor of two or so
+(Bengio 2012: the best LR is within a factor of two of the largest that
+converges), so seeds within 2x of each other tell the same story, and agreeing
+seeds raise the confidence; beyond it they lower it (see :func:`seed_agreement`).
+"""
+
+SEED_SPREAD_ZERO = 10.0
+"""At this factor (max / min) of ``max_lr`` across seeds the seeds leave no confidence."""
+
+_SEED_GAIN = 0.5  # agreeing seeds remove at most this share of the remaining doubt
 
 _FLAT_REL_DROP = 0.02  # a drop below 2 % of the start level is no descent
 _END_RISE_FRACTION = 0.05  # after the minimum the curve must rise by 5 % of the drop
@@ -210,7 +227,9 @@ class Suggestions:
             then at most 0.25, times ``drop / (2 * noise)``, and a warning says so. When
             it drops by less than 10 % of its start level and the accuracy (when
             recorded) does not rise beyond twice its step noise, confidence is
-            at most ``0.25 * drop / 10 %``, with a warning.
+            at most ``0.25 * drop / 10 %``, with a warning. Given seeds
+            (``seed_max_lrs``), the rules' agreement is first adjusted by the
+            seeds' (:func:`seed_agreement`).
         noise: robust relative standard deviation of the raw loss about its
             trend over the descending part of the curve (0.05 means 5 %).
         warnings: sentences for a person, each with what to do about it.
@@ -226,6 +245,11 @@ class Suggestions:
             of the accuracy beyond its own noise to back it (a warning says
             which, with the numbers). Such bounds are a guess; verify them by
             training (:mod:`clr.verify`).
+        seeds: how many runs of the same configuration under different seeds
+            ``confidence`` took into account (``seed_max_lrs`` of
+            :func:`suggest_all`), or ``None`` for a single run.
+        seed_spread: ``max / min`` of those runs' ``max_lr`` (1.0 when they
+            agree exactly), or ``None`` for a single run.
     """
 
     items: list[Suggestion]
@@ -238,6 +262,8 @@ class Suggestions:
     cycles: int | None = None
     failed: dict[str, str] = field(default_factory=dict)
     informative: bool = True
+    seeds: int | None = None
+    seed_spread: float | None = None
 
     def get(self, method: str) -> Suggestion:
         """The suggestion of one rule.
@@ -260,8 +286,12 @@ class Suggestions:
         raise KeyError(f"method must be one of {METHODS}, got {method!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (``default`` as a dict, plus its name)."""
-        return {
+        """A JSON-ready dict of every field (``default`` as a dict, plus its name).
+
+        ``seeds`` and ``seed_spread`` appear only when seeds were given, so a
+        single run's dict is what it always was.
+        """
+        data: dict[str, Any] = {
             "default_method": self.default.method,
             "default": self.default.to_dict(),
             "items": [s.to_dict() for s in self.items],
@@ -274,6 +304,10 @@ class Suggestions:
             "failed": dict(self.failed),
             "informative": bool(self.informative),
         }
+        if self.seeds is not None:
+            data["seeds"] = int(self.seeds)
+            data["seed_spread"] = None if self.seed_spread is None else float(self.seed_spread)
+        return data
 
 
 # --------------------------------------------------------------------------- input
@@ -1362,6 +1396,60 @@ def _disagreement(items: list[Suggestion], spread: float, failed: int) -> str:
     )
 
 
+def seed_agreement(max_lrs: npt.ArrayLike, confidence: float) -> tuple[float, str | None]:
+    """Confidence after K runs under different seeds agree (or not) on ``max_lr``.
+
+    The spread is ``r = max / min`` of the seeds' ``max_lr``. Within
+    :data:`SEED_SPREAD_FREE` (2x) the seeds agree: the doubt left, ``1 -
+    confidence``, shrinks by ``0.5 * (1 - log(r) / log(2)) * (1 - 1 / K)`` (up to
+    half of it for many seeds in exact agreement, nothing at 2x or for one seed).
+    Beyond 2x, confidence is multiplied by ``1 - log(r / 2) / log(10 / 2)``,
+    falling to 0 at :data:`SEED_SPREAD_ZERO` (10x), and a warning names the
+    spread: a reading that moves that much with the seed is the seed's, not the
+    configuration's.
+
+    Args:
+        max_lrs: the default method's ``max_lr`` of each seed's run, all positive
+            and finite.
+        confidence: the single-run confidence to adjust, in ``[0, 1]``.
+
+    Returns:
+        ``(confidence, warning)``; the warning is ``None`` when the seeds agree.
+
+    Raises:
+        ValueError: ``max_lrs`` is empty, or holds a value that is not positive
+            and finite.
+
+    Example:
+        >>> c, w = seed_agreement([0.1, 0.31, 0.2, 0.15], 0.8)
+        >>> round(c, 2), w.split(" (")[0]
+        (0.58, 'max_lr varies 3.1x across 4 seeds')
+        >>> c, w = seed_agreement([0.1, 0.1, 0.1, 0.1], 0.8)
+        >>> round(c, 3), w
+        (0.875, None)
+    """
+    lrs = np.asarray(max_lrs, dtype=np.float64).reshape(-1)
+    if lrs.size == 0:
+        raise ValueError("max_lrs must hold at least one value, got none")
+    if not (np.isfinite(lrs).all() and (lrs > 0).all()):
+        raise ValueError(f"max_lrs must be positive and finite, got {lrs.tolist()}")
+    k = int(lrs.size)
+    lo, hi = float(lrs.min()), float(lrs.max())
+    ratio = hi / lo
+    if ratio <= SEED_SPREAD_FREE:
+        tight = 1.0 - math.log(ratio) / math.log(SEED_SPREAD_FREE)
+        gain = _SEED_GAIN * tight * (1.0 - 1.0 / k)
+        return confidence + (1.0 - confidence) * gain, None
+    scale = math.log(SEED_SPREAD_ZERO / SEED_SPREAD_FREE)
+    factor = max(0.0, 1.0 - math.log(ratio / SEED_SPREAD_FREE) / scale)
+    adjusted = confidence * factor
+    return adjusted, (
+        f"max_lr varies {ratio:.1f}x across {k} seeds (from {lo:.3g} to {hi:.3g}), more than "
+        f"{SEED_SPREAD_FREE:g}x: the bounds depend on the seed: use the band across seeds "
+        "(clr.SeedBand), a larger batch or more steps per LR"
+    )
+
+
 def _cancelled_warning(p: _Prepared) -> str:
     stop = p.stop_phrase() or f"the test was cancelled at lr {p.lrs[-1]:.3g}"
     if p.loss.i_base is None:
@@ -1405,6 +1493,7 @@ def suggest_all(
     epochs_per_half_cycle: float = 4,
     cycles: int = 4,
     use_accuracy: bool = False,
+    seed_max_lrs: Sequence[float] | None = None,
 ) -> Suggestions:
     """Run every rule in :data:`METHODS` and say how far to trust the answer.
 
@@ -1418,6 +1507,13 @@ def suggest_all(
         epochs_per_half_cycle: epochs per half cycle.
         cycles: full cycles to train.
         use_accuracy: see :func:`suggest`.
+        seed_max_lrs: the default method's ``max_lr`` from each of K runs of
+            this configuration under different seeds (this curve's run among
+            them; :class:`clr.SeedBand` gathers them). The rules' agreement on
+            this curve is then adjusted by the seeds' (:func:`seed_agreement`):
+            seeds within 2x raise it, a wider spread lowers it and adds a
+            warning naming the spread. The caps for a curve that shows too
+            little still apply after. ``None`` (the default): a single run.
 
     Returns:
         :class:`Suggestions`; rules that raised a
@@ -1457,6 +1553,14 @@ def suggest_all(
                 f"({', '.join(errors)} failed: see failed), so confidence is "
                 f"{confidence:.2f}: check the plot before trusting the default"
             )
+    seeds: int | None = None
+    seed_spread: float | None = None
+    if seed_max_lrs is not None:
+        seed_lrs = [float(v) for v in seed_max_lrs]
+        confidence, seed_warning = seed_agreement(seed_lrs, confidence)
+        seeds, seed_spread = len(seed_lrs), max(seed_lrs) / min(seed_lrs)
+        if seed_warning is not None:
+            warnings.append(seed_warning)
     noise_where = f"between lr {p.lrs[p.noise_span[0]]:.3g} and {p.lrs[p.noise_span[1] - 1]:.3g}"
     if p.noise > NOISE_WARN_THRESHOLD:
         warnings.append(
@@ -1509,6 +1613,8 @@ def suggest_all(
         cycles=n_cycles,
         failed={m: str(e) for m, e in errors.items()},
         informative=informative,
+        seeds=seeds,
+        seed_spread=seed_spread,
     )
 
 
