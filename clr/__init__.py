@@ -57,7 +57,14 @@ if TYPE_CHECKING:
         stack_models,
     )
     from clr.optim import OPTIMIZERS, OptimizerError, make_optimizer
-    from clr.plots import plot_range_test, plot_schedule, plot_sweep, plot_training, render
+    from clr.plots import (
+        plot_range_test,
+        plot_schedule,
+        plot_seed_band,
+        plot_sweep,
+        plot_training,
+        render,
+    )
     from clr.policies import (
         CYCLIC_POLICIES,
         POLICIES,
@@ -82,14 +89,17 @@ if TYPE_CHECKING:
     )
     from clr.range_test import RangeTest, RangeTestProgress, range_test, sweep_lrs
     from clr.schedules import CyclicLR, ScheduledLR, create_scheduler
+    from clr.seed_band import BandStats, MethodSpread, SeedBand, SeedSuggestions
     from clr.suggest import (
         DEFAULT_METHOD,
         METHODS,
+        SEED_SPREAD_FREE,
         Curve,
         CurveVerdict,
         Suggestion,
         Suggestions,
         curve_verdict,
+        seed_agreement,
         smooth_losses,
         suggest,
         suggest_all,
@@ -134,6 +144,7 @@ _LAZY: dict[str, str] = {
     "make_optimizer": "clr.optim",
     "plot_range_test": "clr.plots",
     "plot_schedule": "clr.plots",
+    "plot_seed_band": "clr.plots",
     "plot_sweep": "clr.plots",
     "plot_training": "clr.plots",
     "render": "clr.plots",
@@ -164,7 +175,13 @@ _LAZY: dict[str, str] = {
     "CyclicLR": "clr.schedules",
     "ScheduledLR": "clr.schedules",
     "create_scheduler": "clr.schedules",
+    "BandStats": "clr.seed_band",
+    "MethodSpread": "clr.seed_band",
+    "SeedBand": "clr.seed_band",
+    "SeedSuggestions": "clr.seed_band",
     "DEFAULT_METHOD": "clr.suggest",
+    "SEED_SPREAD_FREE": "clr.suggest",
+    "seed_agreement": "clr.suggest",
     "METHODS": "clr.suggest",
     "Curve": "clr.suggest",
     "CurveVerdict": "clr.suggest",
@@ -214,7 +231,9 @@ __all__ = [
     "OPTIMIZERS",
     "POLICIES",
     "SCALE_FNS",
+    "SEED_SPREAD_FREE",
     "SHAPES",
+    "BandStats",
     "CLRError",
     "Candidate",
     "CandidateResult",
@@ -238,6 +257,7 @@ __all__ = [
     "FusedSGD",
     "HalvingPlan",
     "InvalidWorkloadParams",
+    "MethodSpread",
     "MonotoneCurve",
     "NonFiniteCurve",
     "OneCycleSchedule",
@@ -249,6 +269,8 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "ScheduledLR",
+    "SeedBand",
+    "SeedSuggestions",
     "StepDecaySchedule",
     "StopReason",
     "Suggestion",
@@ -277,6 +299,7 @@ __all__ = [
     "plan_halving",
     "plot_range_test",
     "plot_schedule",
+    "plot_seed_band",
     "plot_sweep",
     "plot_training",
     "range_test",
@@ -284,6 +307,7 @@ __all__ = [
     "register_scale_fn",
     "render",
     "schedule_length",
+    "seed_agreement",
     "select_survivors",
     "smooth_losses",
     "stack_models",

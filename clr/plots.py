@@ -33,12 +33,15 @@ from clr.suggest import Curve, Suggestion, Suggestions, smooth_losses
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from clr.seed_band import SeedBand, SeedSuggestions
+
 __all__ = [
     "FORMATS",
     "SupportsLRAt",
     "SupportsTrainingHistory",
     "plot_range_test",
     "plot_schedule",
+    "plot_seed_band",
     "plot_sweep",
     "plot_training",
     "render",
@@ -278,6 +281,108 @@ def plot_range_test(
     ax.legend(handles, labels, loc="best", fontsize="small")
     fig.suptitle(title if title is not None else "LR range test")
     ax.set_title(subtitle, fontsize="small")
+    _save(fig, path, fmt)
+    return fig
+
+
+def plot_seed_band(
+    band: SeedBand,
+    suggestions: SeedSuggestions | None = None,
+    *,
+    spread: str = "std",
+    path: str | os.PathLike[str] | None = None,
+    format: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The mean smoothed loss of K seeds against learning rate, with their band.
+
+    Each seed's recorded smoothed loss is drawn faintly, the mean over the
+    members still running boldly on a log LR axis (Smith 2015, §3.3), with a
+    shaded band of ``mean ± std`` (or ``min`` to ``max``) up to where fewer than
+    half of the members remain (a dotted line marks that LR). Given
+    ``suggestions`` (:meth:`clr.SeedBand.suggest`), the default bounds across
+    seeds are shaded between ``base_lr_band[0]`` and ``max_lr_band[1]`` with
+    the geometric-mean bounds as solid lines and each bound's band as a darker
+    strip.
+
+    Args:
+        band: a :class:`~clr.SeedBand`.
+        suggestions: its :meth:`~clr.SeedBand.suggest`, or ``None``.
+        spread: ``"std"`` (mean ± one standard deviation) or ``"minmax"``.
+        path: where to save the picture; nothing is written when ``None``.
+        format: ``"png"`` or ``"svg"``; inferred from ``path``'s suffix when ``None``.
+        title: the figure's title (default ``"LR range test, K seeds"``).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` (Agg canvas, not registered with pyplot).
+
+    Raises:
+        ValueError: ``spread`` is neither ``"std"`` nor ``"minmax"``, or
+            ``format`` is not png or svg.
+    """
+    if spread not in ("std", "minmax"):
+        raise ValueError(f"spread must be 'std' or 'minmax', got {spread!r}")
+    fmt = _check_format(format, path)
+    stats = band.smoothed
+    lrs, e = band.lrs, band.end
+    if spread == "std":
+        lo, hi, what = stats.mean - stats.std, stats.mean + stats.std, "mean ± std"
+    else:
+        lo, hi, what = stats.min, stats.max, "min to max"
+
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for k, member in enumerate(band.members):
+        ax.plot(
+            member.lrs,
+            member.smoothed_losses,
+            color="tab:gray",
+            alpha=0.35,
+            linewidth=0.8,
+            label="each seed" if k == 0 else None,
+            gid=f"seed-{k}",
+        )
+    ax.fill_between(
+        lrs[:e], lo[:e], hi[:e], color="tab:blue", alpha=0.2, label=what, gid="seed-band"
+    )
+    ax.plot(lrs, stats.mean, color="tab:blue", linewidth=2.0, label="mean", gid="mean")
+    if band.end_lr is not None:
+        ax.axvline(
+            band.end_lr,
+            color="tab:red",
+            linestyle=":",
+            label=f"fewer than half remain ({band.end_lr:.2g})",
+            gid="band-end",
+        )
+    if suggestions is not None:
+        d = suggestions.default
+        ax.axvspan(
+            suggestions.base_lr_band[0],
+            suggestions.max_lr_band[1],
+            color="tab:green",
+            alpha=0.1,
+            gid=_SPAN_GID,
+            label=f"{d.method}: {d.base_lr:.2g} to {d.max_lr:.2g} "
+            f"(max_lr {suggestions.seed_spread:.1f}x across seeds)",
+        )
+        for name, (a, b) in (
+            ("base", suggestions.base_lr_band),
+            ("max", suggestions.max_lr_band),
+        ):
+            ax.axvspan(a, b, color="tab:green", alpha=0.2, gid=f"{name}-lr-band")
+        for value in (d.base_lr, d.max_lr):
+            ax.axvline(value, color="tab:green", linewidth=1.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("smoothed training loss")
+    if lrs.size:
+        ax.set_ylim(*_y_limits(np.concatenate([lo[:e], hi[:e]]), stats.mean[:e]))
+    ax.grid(True, which="both", alpha=0.2)
+    ax.legend(loc="best", fontsize="small")
+    fig.suptitle(title if title is not None else f"LR range test, {band.num_members} seeds")
+    ax.set_title(
+        f"{band.num_members} seeds; band over {e} of {lrs.shape[0]} steps", fontsize="small"
+    )
     _save(fig, path, fmt)
     return fig
 

@@ -10,6 +10,7 @@ import pytest
 
 from clr._result import RangeTestResult
 from clr.fused import FusedRangeTest
+from clr.plots import plot_seed_band
 from clr.seed_band import BandStats, SeedBand
 from clr.suggest import SEED_SPREAD_FREE, seed_agreement, suggest_all
 from clr.workloads import build_workload
@@ -191,3 +192,30 @@ class TestSeedAgreement:
     def test_bad_max_lrs_are_refused(self, bad):
         with pytest.raises(ValueError, match="max_lrs must"):
             seed_agreement(bad, 0.5)
+
+
+class TestPlotSeedBand:
+    def test_mean_band_seeds_and_bounds_are_drawn(self, tmp_path):
+        results = [curve(m, seed=k) for k, m in enumerate([0.3, 0.2, 0.25])]
+        results[2] = result(results[2].losses[:100])  # one seed stops early
+        band = SeedBand.from_results(results)
+        s = band.suggest()
+        fig = plot_seed_band(band, s, path=tmp_path / "band.png")
+        assert (tmp_path / "band.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        ax = fig.axes[0]
+        assert ax.get_xscale() == "log"
+        lines = {line.get_gid(): line for line in ax.get_lines()}
+        np.testing.assert_array_equal(lines["mean"].get_ydata(), band.smoothed.mean)
+        assert {"seed-0", "seed-1", "seed-2"} <= set(lines)
+        assert len(lines["seed-2"].get_xdata()) == 100
+        (span,) = [p for p in ax.patches if p.get_gid() == "suggested-range"]
+        assert span.get_x() == pytest.approx(s.base_lr_band[0], rel=1e-12)
+        assert span.get_x() + span.get_width() == pytest.approx(s.max_lr_band[1], rel=1e-12)
+        assert any(c.get_gid() == "seed-band" for c in ax.collections)
+
+    def test_bad_spread_is_refused(self):
+        band = SeedBand.from_results([result(np.ones(300))])
+        with pytest.raises(ValueError, match="spread must be"):
+            plot_seed_band(band, spread="iqr")
+        fig = plot_seed_band(band, spread="minmax")
+        assert fig.axes[0].get_xscale() == "log"
