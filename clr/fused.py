@@ -128,6 +128,26 @@ class FusedModel:
         self.template = copy.deepcopy(models[0]).to("meta")
         self._state_keys = list(models[0].state_dict().keys())
         self.training = models[0].training
+        self._plan = _stacked_plan(self.template, set(self.params), set(self.buffers))
+
+    @property
+    def path(self) -> Literal["stacked", "vmap"]:
+        """How the members run: ``"stacked"`` or ``"vmap"``, chosen automatically.
+
+        ``"stacked"``: the model is a plain chain (nested :class:`~torch.nn.Sequential`\\ s)
+        of :class:`~torch.nn.Linear`, elementwise activations (ReLU, GELU, Tanh, ...),
+        :class:`~torch.nn.Flatten`, :class:`~torch.nn.Identity` and
+        :class:`~torch.nn.Dropout` that drops nothing (``p == 0`` or eval mode),
+        with no buffers: it runs as :func:`torch.baddbmm` over the stacked
+        ``(K, out, in)`` weights with ordinary autograd. ``"vmap"``: anything else,
+        by :func:`torch.func.functional_call` under :func:`torch.vmap`. Both give
+        the same outputs and gradients to float tolerance.
+        """
+        if self._plan is None:
+            return "vmap"
+        if self.training and any(op[0] == "dropout" and op[1] > 0 for op in self._plan):
+            return "vmap"
+        return "stacked"
 
     @property
     def device(self) -> torch.device:
@@ -160,8 +180,25 @@ class FusedModel:
         """
         return functional_call(self.template, (dict(params), dict(buffers)), (inputs,))
 
+    def stacked_forward(self, params: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
+        """All members' outputs by batched matrix products over the stacked weights.
+
+        Only for :attr:`path` ``"stacked"`` (a chain of Linear, elementwise
+        activation, Flatten and Identity modules): ordinary autograd, no
+        ``vmap`` and no ``functional_call``.
+
+        Args:
+            params: the stacked parameters (``(K, *shape)`` each), e.g. :attr:`params`.
+            inputs: ``(K, B, ...)``, one batch per member.
+        """
+        if self._plan is None or self.path != "stacked":
+            raise RuntimeError("stacked_forward needs path == 'stacked'; this model runs by vmap")
+        return _run_plan(self._plan, params, inputs)
+
     def __call__(self, inputs: Any) -> Any:
         """All members' outputs for inputs shaped ``(K, B, ...)`` (one batch per member)."""
+        if self.path == "stacked" and isinstance(inputs, Tensor):
+            return self.stacked_forward(self.params, inputs)
         run = torch.vmap(self.functional_forward, randomness=self.randomness)
         return run(self.params, self.buffers, inputs)
 
@@ -184,6 +221,99 @@ class FusedModel:
         module = copy.deepcopy(self.template).to_empty(device=self.device)
         module.load_state_dict(self.member_state_dict(k))
         return module
+
+
+# --------------------------------------------------------------------------- stacked path
+
+# Modules that act elementwise (no parameters, no buffers, no randomness): on
+# stacked activations (K, B, ...) they compute exactly what they compute per member.
+_ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Identity,
+)
+
+# ("linear", weight name, bias name or None) | ("act", module) | ("flatten", start, end)
+# | ("dropout", p): one step of the stacked forward.
+_Op = tuple[Any, ...]
+
+
+def _stacked_plan(
+    template: nn.Module, param_names: set[str], buffer_names: set[str]
+) -> list[_Op] | None:
+    """The stacked forward of a plain chain of modules, or ``None`` (use vmap).
+
+    The chain is ``template`` itself or (nested) :class:`torch.nn.Sequential`\\ s
+    of :class:`~torch.nn.Linear`, elementwise activations, :class:`~torch.nn.Flatten`,
+    :class:`~torch.nn.Dropout` and :class:`~torch.nn.Identity`. Exact types only:
+    a subclass may override ``forward``.
+    """
+    if buffer_names:
+        return None
+    plan: list[_Op] = []
+
+    def walk(module: nn.Module, prefix: str) -> bool:
+        kind = type(module)
+        if kind is nn.Sequential:
+            return all(walk(child, f"{prefix}{name}.") for name, child in module.named_children())
+        if kind is nn.Linear:
+            bias = f"{prefix}bias" if module.bias is not None else None
+            plan.append(("linear", f"{prefix}weight", bias))
+            return True
+        if kind is nn.Flatten:
+            plan.append(("flatten", module.start_dim, module.end_dim))
+            return True
+        if isinstance(module, nn.Dropout) and kind is nn.Dropout:
+            plan.append(("dropout", module.p))
+            return True
+        if kind in _ELEMENTWISE:
+            plan.append(("act", module))
+            return True
+        return False
+
+    if not walk(template, ""):
+        return None
+    used = {name for op in plan if op[0] == "linear" for name in op[1:] if name is not None}
+    if used != param_names:
+        return None  # a parameter the chain does not account for
+    return plan
+
+
+def _run_plan(plan: list[_Op], params: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
+    h = inputs
+    for op in plan:
+        if op[0] == "linear":
+            weight = params[op[1]]  # (K, out, in)
+            lead = h.shape[1:-1]
+            flat = h if h.dim() == 3 else h.reshape(h.shape[0], -1, h.shape[-1])
+            if op[2] is None:
+                out = torch.bmm(flat, weight.transpose(1, 2))
+            else:
+                out = torch.baddbmm(params[op[2]].unsqueeze(1), flat, weight.transpose(1, 2))
+            h = out if h.dim() == 3 else out.reshape(h.shape[0], *lead, out.shape[-1])
+        elif op[0] == "act":
+            h = op[1](h)
+        elif op[0] == "flatten":
+            # a member's dims (B, ...) are the stacked dims (K, B, ...) shifted by one
+            start, end = op[1], op[2]
+            h = h.flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+    return h  # dropout: only on this path when it drops nothing
 
 
 def stack_models(
@@ -250,38 +380,59 @@ class FusedOptimizer:
         """Set the per-member learning rates (one number for all, or K numbers)."""
         self.lr = _per_member("lr", lr, self.num_members, 0.0, None)
 
-    def _col(self, values: Tensor, like: Tensor) -> Tensor:
-        """``values`` (K,) as ``like``'s dtype on its device, shaped to broadcast over it."""
-        return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    def _cols(self, values: Tensor) -> list[Tensor]:
+        """``values`` (K,) on the params' device, one broadcastable view per param."""
+        cache: dict[torch.dtype, Tensor] = {}
+        cols = []
+        for p in self.params:
+            v = cache.get(p.dtype)
+            if v is None:
+                v = cache[p.dtype] = values.to(device=p.device, dtype=p.dtype)
+            cols.append(v.view(-1, *([1] * (p.dim() - 1))))
+        return cols
 
-    def step(self, grads: Sequence[Tensor], active: Tensor | None = None) -> None:
+    def _state(self) -> list[Tensor]:
+        """The per-member state tensors a frozen member keeps (besides its params)."""
+        return []
+
+    def step(
+        self, grads: Sequence[Tensor], active: Tensor | None = None, *, lr: Tensor | None = None
+    ) -> None:
         """Apply one update to every active member.
+
+        The update runs on torch's multi-tensor ``torch._foreach_*`` ops over all
+        the stacked params at once.
 
         Args:
             grads: one gradient per param, same shapes.
             active: (K,) bool, ``None`` for all; members set ``False`` are frozen
-                (weights, state and step count untouched).
+                (weights, state and step count untouched, bit for bit).
+            lr: the per-member LRs of this step as a (K,) tensor already on the
+                params' device (no host-to-device copy); ``None`` uses :attr:`lr`.
         """
+        grads = list(grads)
         if len(grads) != len(self.params):
             raise OptimizerError(f"expected {len(self.params)} gradients, got {len(grads)}")
-        mask = None if active is None else active.to(self.device)
-        # The step count lives on the host: the bias corrections are float64 scalars
-        # per member, like torch's (which reads its step counter with .item()).
-        steps = self.steps + (1.0 if active is None else active.to("cpu", torch.float64))
+        if active is None:
+            # The step count lives on the host: the bias corrections are float64 scalars
+            # per member, like torch's (which reads its step counter with .item()).
+            self.steps = self.steps + 1.0
+            with torch.no_grad():
+                self._update(grads, lr)
+            return
+        mask = active.to(self.device)
+        self.steps = self.steps + active.to("cpu", torch.float64)
+        tensors = [*self.params, *self._state()]
         with torch.no_grad():
-            for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
-                self._update(i, p, g, mask, steps)
-        self.steps = steps
+            # Update every member in place, then put the frozen ones back: their
+            # values (NaN gradients included) never reach what they keep.
+            kept = [t.clone() for t in tensors]
+            self._update(grads, lr)
+            for t, old in zip(tensors, kept, strict=True):
+                t.copy_(torch.where(mask.view(-1, *([1] * (t.dim() - 1))), t, old))
 
-    def _update(self, i: int, p: Tensor, g: Tensor, mask: Tensor | None, steps: Tensor) -> None:
+    def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
         raise NotImplementedError
-
-    @staticmethod
-    def _put(target: Tensor, value: Tensor, mask: Tensor | None) -> None:
-        if mask is None:
-            target.copy_(value)
-        else:
-            target.copy_(torch.where(mask.view(-1, *([1] * (target.dim() - 1))), value, target))
 
 
 class FusedSGD(FusedOptimizer):
@@ -322,23 +473,31 @@ class FusedSGD(FusedOptimizer):
         if nesterov and bool((self.momentum == 0).any()):
             raise OptimizerError("nesterov=True needs momentum > 0")
         self.nesterov = nesterov
+        # Zeros, so that a member's first step ``b = momentum * 0 + d`` is torch's ``b = d``.
         self.momentum_buffers: list[Tensor] = [torch.zeros_like(p) for p in self.params]
+        self._momentum = bool((self.momentum != 0).any())
+        self._momentum_cols = self._cols(self.momentum)
 
-    def _update(self, i: int, p: Tensor, g: Tensor, mask: Tensor | None, steps: Tensor) -> None:
-        d = g.add(p, alpha=self.weight_decay) if self.weight_decay != 0 else g
-        if bool((self.momentum != 0).any()):
-            m = self._col(self.momentum, p)
-            buf = self.momentum_buffers[i]
-            first = steps == 1  # a member's first step: its buffer starts as d, like torch's
-            if bool(first.all()):
-                new_buf = d
-            elif bool(first.any()):
-                new_buf = torch.where(self._col(first.to(torch.float64), p).bool(), d, buf * m + d)
+    def _state(self) -> list[Tensor]:
+        return self.momentum_buffers if self._momentum else []
+
+    def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
+        params = self.params
+        d = (
+            torch._foreach_add(grads, params, alpha=self.weight_decay)
+            if self.weight_decay
+            else grads
+        )
+        if self._momentum:
+            bufs, m = self.momentum_buffers, self._momentum_cols
+            torch._foreach_mul_(bufs, m)
+            torch._foreach_add_(bufs, d)
+            if self.nesterov:
+                d = torch._foreach_add(d, torch._foreach_mul(bufs, m))
             else:
-                new_buf = buf * m + d
-            d = d + m * new_buf if self.nesterov else new_buf
-            self._put(buf, new_buf, mask)
-        self._put(p, p - self._col(self.lr, p) * d, mask)
+                d = bufs
+        step = torch._foreach_mul(d, self._cols(self.lr if lr is None else lr))
+        torch._foreach_sub_(params, step)
 
 
 class FusedAdam(FusedOptimizer):
@@ -382,26 +541,39 @@ class FusedAdam(FusedOptimizer):
         self.weight_decay = _check("weight_decay", weight_decay, 0.0)
         self.exp_avgs: list[Tensor] = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs: list[Tensor] = [torch.zeros_like(p) for p in self.params]
+        self._beta1_weight = self._cols(1 - self.beta1)
 
-    def _update(self, i: int, p: Tensor, g: Tensor, mask: Tensor | None, steps: Tensor) -> None:
-        wd = self.weight_decay
+    def _state(self) -> list[Tensor]:
+        return [*self.exp_avgs, *self.exp_avg_sqs]
+
+    def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
+        del lr  # the step sizes are float64 on the host, from self.lr, like torch's
+        params, wd = self.params, self.weight_decay
+        # A frozen member that never stepped has t = 0 (a division by zero): its
+        # values are computed and then put back by the mask.
+        steps = self.steps
+        coefs = torch.stack(
+            [
+                self.lr / (1 - self.beta1**steps),  # step size
+                (1 - self.beta2**steps) ** 0.5,  # bias_correction2_sqrt
+                1 - self.lr * wd,  # AdamW's decay factor
+            ]
+        )
+        step_size, bias_correction2_sqrt, decay = (self._cols(c) for c in coefs)
         if wd != 0:
             if self.decoupled:
-                p = p * self._col(1 - self.lr * wd, p)
+                torch._foreach_mul_(params, decay)
             else:
-                g = g.add(p, alpha=wd)
-        exp_avg = self.exp_avgs[i].lerp(g, self._col(1 - self.beta1, p))
-        exp_avg_sq = self.exp_avg_sqs[i] * self.beta2 + (1 - self.beta2) * (g * g)
-        # A frozen member that never stepped has t = 0 (a division by zero): its
-        # values are computed and then discarded by the mask.
-        bias_correction1 = 1 - self.beta1**steps
-        step_size = self.lr / bias_correction1
-        bias_correction2_sqrt = (1 - self.beta2**steps) ** 0.5
-        denom = exp_avg_sq.sqrt() / self._col(bias_correction2_sqrt, p) + self.eps
-        new_p = p - self._col(step_size, p) * (exp_avg / denom)
-        self._put(self.exp_avgs[i], exp_avg, mask)
-        self._put(self.exp_avg_sqs[i], exp_avg_sq, mask)
-        self._put(self.params[i], new_p, mask)
+                grads = list(torch._foreach_add(grads, params, alpha=wd))
+        torch._foreach_lerp_(self.exp_avgs, grads, self._beta1_weight)
+        torch._foreach_mul_(self.exp_avg_sqs, self.beta2)
+        torch._foreach_addcmul_(self.exp_avg_sqs, grads, grads, value=1 - self.beta2)
+        denom = torch._foreach_sqrt(self.exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_div(self.exp_avgs, denom)
+        torch._foreach_mul_(update, step_size)
+        torch._foreach_sub_(params, update)
 
 
 class FusedAdamW(FusedAdam):
