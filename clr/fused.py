@@ -180,7 +180,19 @@ class FusedModel:
         """
         return functional_call(self.template, (dict(params), dict(buffers)), (inputs,))
 
-    def stacked_forward(self, params: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
+    def stacked_params(self) -> dict[str, Tensor]:
+        """:attr:`params` with each Linear weight as ``(K, in, out)`` (contiguous copies),
+        the layout :meth:`stacked_forward` takes with ``in_out=True``."""
+        if self._plan is None:
+            raise RuntimeError("stacked_params needs path == 'stacked'; this model runs by vmap")
+        weights = {op[1] for op in self._plan if op[0] == "linear"}
+        return {
+            n: p.transpose(1, 2).contiguous() if n in weights else p for n, p in self.params.items()
+        }
+
+    def stacked_forward(
+        self, params: Mapping[str, Tensor], inputs: Tensor, *, in_out: bool = False
+    ) -> Tensor:
         """All members' outputs by batched matrix products over the stacked weights.
 
         Only for :attr:`path` ``"stacked"`` (a chain of Linear, elementwise
@@ -190,10 +202,12 @@ class FusedModel:
         Args:
             params: the stacked parameters (``(K, *shape)`` each), e.g. :attr:`params`.
             inputs: ``(K, B, ...)``, one batch per member.
+            in_out: the Linear weights in ``params`` are ``(K, in, out)``
+                (:meth:`stacked_params`) rather than ``(K, out, in)``.
         """
         if self._plan is None or self.path != "stacked":
             raise RuntimeError("stacked_forward needs path == 'stacked'; this model runs by vmap")
-        return _run_plan(self._plan, params, inputs)
+        return _run_plan(self._plan, params, inputs, in_out)
 
     def __call__(self, inputs: Any) -> Any:
         """All members' outputs for inputs shaped ``(K, B, ...)`` (one batch per member)."""
@@ -295,17 +309,19 @@ def _stacked_plan(
     return plan
 
 
-def _run_plan(plan: list[_Op], params: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
+def _run_plan(
+    plan: list[_Op], params: Mapping[str, Tensor], inputs: Tensor, in_out: bool
+) -> Tensor:
     h = inputs
     for op in plan:
         if op[0] == "linear":
-            weight = params[op[1]]  # (K, out, in)
+            weight = params[op[1]] if in_out else params[op[1]].transpose(1, 2)  # (K, in, out)
             lead = h.shape[1:-1]
             flat = h if h.dim() == 3 else h.reshape(h.shape[0], -1, h.shape[-1])
             if op[2] is None:
-                out = torch.bmm(flat, weight.transpose(1, 2))
+                out = torch.bmm(flat, weight)
             else:
-                out = torch.baddbmm(params[op[2]].unsqueeze(1), flat, weight.transpose(1, 2))
+                out = torch.baddbmm(params[op[2]].unsqueeze(1), flat, weight)
             h = out if h.dim() == 3 else out.reshape(h.shape[0], *lead, out.shape[-1])
         elif op[0] == "act":
             h = op[1](h)
@@ -496,8 +512,7 @@ class FusedSGD(FusedOptimizer):
                 d = torch._foreach_add(d, torch._foreach_mul(bufs, m))
             else:
                 d = bufs
-        step = torch._foreach_mul(d, self._cols(self.lr if lr is None else lr))
-        torch._foreach_sub_(params, step)
+        torch._foreach_addcmul_(params, d, self._cols(self.lr if lr is None else lr), value=-1)
 
 
 class FusedAdam(FusedOptimizer):
@@ -648,6 +663,52 @@ def make_fused_optimizer(
     raise OptimizerError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
 
 
+# --------------------------------------------------------------------------- batched loss
+
+BatchedLossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _batched_loss(criterion: LossFn) -> BatchedLossFn | None:
+    """``(K, B, C) logits, (K, B) targets -> (K,)`` member losses in one call, or ``None``.
+
+    Known: :func:`torch.nn.functional.cross_entropy`, the built-in workloads'
+    ``cross_entropy`` and a :class:`~torch.nn.CrossEntropyLoss` with its
+    defaults (``reduction="mean"``, no ``weight``, no label smoothing); each
+    member's loss is the mean over its rows that are not ``ignore_index``, as
+    torch's. Anything else is ``None`` (the criterion is vmapped).
+    """
+    from clr.workloads._builtin import cross_entropy
+
+    ignore_index = -100
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        if (
+            type(criterion) is not nn.CrossEntropyLoss
+            or criterion.weight is not None
+            or criterion.label_smoothing != 0
+            or criterion.reduction != "mean"
+        ):
+            return None
+        ignore_index = criterion.ignore_index
+    elif criterion is not nn.functional.cross_entropy and criterion is not cross_entropy:
+        return None
+
+    def loss(logits: Tensor, targets: Tensor) -> Tensor:
+        # logsumexp - the target's logit, by hand: torch's log_softmax is slow on the
+        # CPU for a small class dimension (10), and this is a few elementwise ops.
+        valid = targets != ignore_index
+        index = torch.where(valid, targets, 0).unsqueeze(-1)
+        rows = (torch.logsumexp(logits, -1) - logits.gather(-1, index).squeeze(-1)) * valid
+        return rows.sum(-1) / valid.sum(-1)
+
+    def checked(logits: Tensor, targets: Tensor) -> Tensor:
+        if logits.dim() == 3 and targets.dim() == 2 and not targets.is_floating_point():
+            return loss(logits, targets)
+        losses: Tensor = torch.vmap(criterion)(logits, targets)
+        return losses
+
+    return checked
+
+
 # --------------------------------------------------------------------------- range test
 
 
@@ -763,6 +824,7 @@ class FusedRangeTest:
             device = first.device if first is not None else torch.device("cpu")
         self.device = torch.device(device)
         self.randomness = randomness
+        self.path: Literal["stacked", "vmap"] | None = None
 
     @property
     def num_members(self) -> int:
@@ -857,7 +919,7 @@ class FusedRangeTest:
                     stop_detail=curve.detail,
                     device=str(self.device),
                     seconds=seconds,
-                    metadata={"fused": {"member": k, "members": k_members}},
+                    metadata={"fused": {"member": k, "members": k_members, "path": self.path}},
                 )
             )
         return results
@@ -880,21 +942,34 @@ class FusedRangeTest:
         k_members = self.num_members
         num_iter = len(lr_lists[0])
         fused = FusedModel(self.models, randomness=self.randomness).train()
-        params = {n: p.to(device, copy=True) for n, p in fused.params.items()}
+        # On the stacked path a Linear's weight is kept as (K, in, out), the layout
+        # baddbmm reads and writes its gradient in (no transposed copies per step).
+        source = fused.stacked_params() if fused.path == "stacked" else fused.params
+        params = {n: p.to(device, copy=True) for n, p in source.items()}
         buffers = {n: b.to(device, copy=True) for n, b in fused.buffers.items()}
         names = list(params)
         lr_table = torch.tensor(lr_lists, dtype=torch.float64)  # (K, num_iter), host
         optimizer = make_fused_optimizer(
             self.optimizer, [params[n] for n in names], lr=lr_table[:, 0], **self.optimizer_kwargs
         )
+        # The whole LR table on the device once: a step reads its row, no copy.
+        dtype = params[names[0]].dtype if names else torch.float32
+        lr_rows = lr_table.t().contiguous().to(device, dtype)  # (num_iter, K)
+        self.path = fused.path
+        step_fn: Callable[..., tuple[Any, tuple[Tensor, Tensor]]]
+        if fused.path == "stacked":
+            step_fn = self._stacked_step(fused, params, names)
+        else:
 
-        def member_loss(
-            p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor
-        ) -> tuple[Tensor, Tensor]:
-            outputs = fused.functional_forward(p, b, x)
-            return criterion(outputs, y), outputs
+            def member_loss(
+                p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor
+            ) -> tuple[Tensor, Tensor]:
+                outputs = fused.functional_forward(p, b, x)
+                return criterion(outputs, y), outputs
 
-        step_fn = torch.vmap(grad_and_value(member_loss, has_aux=True), randomness=self.randomness)
+            step_fn = torch.vmap(
+                grad_and_value(member_loss, has_aux=True), randomness=self.randomness
+            )
         metric = torch.vmap(metric_fn) if metric_fn is not None else None
 
         batches = [_Cycle(loader, f"loaders[{k}]") for k, loader in enumerate(loaders)]
@@ -906,12 +981,12 @@ class FusedRangeTest:
         checked = 0
         t0 = time.perf_counter()
         while n < num_iter and any(active):
-            optimizer.lr = lr_table[:, n]
             xs, ys = zip(*(batch_fn(next(c)) for c in batches), strict=True)
             inputs = to_device(_stack_inputs(list(xs), "inputs"), device)
             targets = to_device(_stack_inputs(list(ys), "targets"), device)
             grads, (loss, outputs) = step_fn(params, buffers, inputs, targets)
-            optimizer.step([grads[name] for name in names], mask)
+            optimizer.lr = lr_table[:, n]
+            optimizer.step([grads[name] for name in names], mask, lr=lr_rows[n])
             pending_loss.append(loss.detach())
             if metric is not None:
                 with torch.no_grad():
@@ -933,6 +1008,25 @@ class FusedRangeTest:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
+
+    def _stacked_step(
+        self, fused: FusedModel, params: dict[str, Tensor], names: list[str]
+    ) -> Callable[..., tuple[Any, tuple[Tensor, Tensor]]]:
+        """One step of every member on the stacked path: ordinary autograd over
+        ``baddbmm``\\ s, the (K,) losses from one batched criterion call."""
+        leaves = [params[n].requires_grad_() for n in names]
+        batched = _batched_loss(self.criterion)
+        loss_fn = batched if batched is not None else torch.vmap(self.criterion)
+
+        def step(
+            p: dict[str, Tensor], _b: dict[str, Tensor], x: Tensor, y: Tensor
+        ) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor]]:
+            outputs = fused.stacked_forward(p, x, in_out=True)
+            loss = loss_fn(outputs, y)  # (K,): member k's loss depends on member k only
+            grads = torch.autograd.grad(loss.sum(), leaves)
+            return dict(zip(names, grads, strict=True)), (loss.detach(), outputs.detach())
+
+        return step
 
     @staticmethod
     def _check(
