@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 LossFn = Callable[[Any, Any], Tensor]
+# (inputs, targets, the targets' prepared part) -> (gradients, (K,) losses, outputs)
+_StepFn = Callable[[Any, Any, Any], tuple[list[Tensor], Tensor, Any]]
 MetricFn = Callable[[Any, Any], Tensor]
 BatchFn = Callable[[Any], tuple[Any, Any]]
 PerMember = float | Sequence[float] | Tensor
@@ -665,21 +667,46 @@ def make_fused_optimizer(
 
 # --------------------------------------------------------------------------- batched loss
 
-BatchedLossFn = Callable[[Tensor, Tensor], Tensor]
+
+class _BatchedCrossEntropy:
+    """Cross-entropy of K members at once: ``(K, B, C)`` logits, ``(K, B)`` class
+    indices -> the ``(K,)`` per-member means, each as :func:`torch.nn.functional.cross_entropy`
+    gives it for its member (rows whose target is ``ignore_index`` left out of the mean).
+
+    :meth:`prepare` does the targets' part once for a chunk of steps; a step is
+    then one ``log_softmax`` over the class dimension of the transposed logits
+    (torch's kernel is slow on the CPU over a small last dimension), a gather
+    and a masked mean.
+    """
+
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+
+    def prepare(self, targets: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(index, valid, count)`` for targets shaped ``(..., K, B)``, or ``None``
+        when they are not class indices (then the criterion is vmapped)."""
+        if targets.is_floating_point() or targets.is_complex() or targets.dim() < 2:
+            return None
+        valid = targets != self.ignore_index
+        index = torch.where(valid, targets, 0).unsqueeze(-2)  # (..., K, 1, B)
+        return index, valid, valid.sum(-1)
+
+    def __call__(self, logits: Tensor, prepared: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        index, valid, count = prepared
+        log_probs = torch.log_softmax(logits.transpose(1, 2), 1)  # (K, C, B)
+        picked = log_probs.gather(1, index).squeeze(1)  # (K, B)
+        return -(picked * valid).sum(-1) / count
 
 
-def _batched_loss(criterion: LossFn) -> BatchedLossFn | None:
-    """``(K, B, C) logits, (K, B) targets -> (K,)`` member losses in one call, or ``None``.
+def _batched_loss(criterion: LossFn) -> _BatchedCrossEntropy | None:
+    """The batched form of a known criterion, or ``None`` (the criterion is vmapped).
 
     Known: :func:`torch.nn.functional.cross_entropy`, the built-in workloads'
     ``cross_entropy`` and a :class:`~torch.nn.CrossEntropyLoss` with its
-    defaults (``reduction="mean"``, no ``weight``, no label smoothing); each
-    member's loss is the mean over its rows that are not ``ignore_index``, as
-    torch's. Anything else is ``None`` (the criterion is vmapped).
+    defaults (``reduction="mean"``, no ``weight``, no label smoothing).
     """
     from clr.workloads._builtin import cross_entropy
 
-    ignore_index = -100
     if isinstance(criterion, nn.CrossEntropyLoss):
         if (
             type(criterion) is not nn.CrossEntropyLoss
@@ -688,25 +715,10 @@ def _batched_loss(criterion: LossFn) -> BatchedLossFn | None:
             or criterion.reduction != "mean"
         ):
             return None
-        ignore_index = criterion.ignore_index
-    elif criterion is not nn.functional.cross_entropy and criterion is not cross_entropy:
-        return None
-
-    def loss(logits: Tensor, targets: Tensor) -> Tensor:
-        # logsumexp - the target's logit, by hand: torch's log_softmax is slow on the
-        # CPU for a small class dimension (10), and this is a few elementwise ops.
-        valid = targets != ignore_index
-        index = torch.where(valid, targets, 0).unsqueeze(-1)
-        rows = (torch.logsumexp(logits, -1) - logits.gather(-1, index).squeeze(-1)) * valid
-        return rows.sum(-1) / valid.sum(-1)
-
-    def checked(logits: Tensor, targets: Tensor) -> Tensor:
-        if logits.dim() == 3 and targets.dim() == 2 and not targets.is_floating_point():
-            return loss(logits, targets)
-        losses: Tensor = torch.vmap(criterion)(logits, targets)
-        return losses
-
-    return checked
+        return _BatchedCrossEntropy(criterion.ignore_index)
+    if criterion is nn.functional.cross_entropy or criterion is cross_entropy:
+        return _BatchedCrossEntropy(-100)
+    return None
 
 
 # --------------------------------------------------------------------------- range test
@@ -721,6 +733,13 @@ def _member_values(name: str, value: float | Sequence[float], k: int) -> list[fl
     if len(values) != k:
         raise RangeTestError(f"{name} must be one number or {k} numbers, got {len(values)}")
     return values
+
+
+def _no_preparation(_targets: Tensor) -> None:
+    return None
+
+
+_PREFETCH = 32  # at most this many steps of batches are stacked at once
 
 
 def _stack_inputs(values: list[Any], name: str) -> Tensor:
@@ -956,10 +975,12 @@ class FusedRangeTest:
         dtype = params[names[0]].dtype if names else torch.float32
         lr_rows = lr_table.t().contiguous().to(device, dtype)  # (num_iter, K)
         self.path = fused.path
-        step_fn: Callable[..., tuple[Any, tuple[Tensor, Tensor]]]
+        step_fn: _StepFn
+        prepare: Callable[[Tensor], Any]
         if fused.path == "stacked":
-            step_fn = self._stacked_step(fused, params, names)
+            step_fn, prepare = self._stacked_step(fused, params, names)
         else:
+            prepare = _no_preparation
 
             def member_loss(
                 p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor
@@ -967,9 +988,14 @@ class FusedRangeTest:
                 outputs = fused.functional_forward(p, b, x)
                 return criterion(outputs, y), outputs
 
-            step_fn = torch.vmap(
+            vstep = torch.vmap(
                 grad_and_value(member_loss, has_aux=True), randomness=self.randomness
             )
+
+            def step_fn(x: Any, y: Any, _prepared: Any) -> tuple[list[Tensor], Tensor, Any]:
+                grads, (loss, outputs) = vstep(params, buffers, x, y)
+                return [grads[name] for name in names], loss.detach(), outputs
+
         metric = torch.vmap(metric_fn) if metric_fn is not None else None
 
         batches = [_Cycle(loader, f"loaders[{k}]") for k, loader in enumerate(loaders)]
@@ -979,18 +1005,33 @@ class FusedRangeTest:
         pending_acc: list[Tensor] = []
         n = 0
         checked = 0
+        j = size = 0  # the step within the prefetched chunk, the chunk's steps
+        all_inputs = all_targets = torch.empty(0)
+        prepared: Any = None
         t0 = time.perf_counter()
         while n < num_iter and any(active):
-            xs, ys = zip(*(batch_fn(next(c)) for c in batches), strict=True)
-            inputs = to_device(_stack_inputs(list(xs), "inputs"), device)
-            targets = to_device(_stack_inputs(list(ys), "targets"), device)
-            grads, (loss, outputs) = step_fn(params, buffers, inputs, targets)
+            if j == size:
+                # The batches up to the next check, in the order of a step at a time
+                # (the loaders are read as before), stacked in one call each.
+                size = min(check_every - (n - checked), num_iter - n, _PREFETCH)
+                chunk = [batch_fn(next(c)) for _ in range(size) for c in batches]
+                xs = _stack_inputs([x for x, _ in chunk], "inputs")
+                ys = _stack_inputs([y for _, y in chunk], "targets")
+                all_inputs = to_device(xs, device).view(size, k_members, *xs.shape[1:])
+                all_targets = to_device(ys, device).view(size, k_members, *ys.shape[1:])
+                prepared = prepare(all_targets)
+                j = 0
+            inputs, targets = all_inputs[j], all_targets[j]
+            grads, loss, outputs = step_fn(
+                inputs, targets, None if prepared is None else tuple(t[j] for t in prepared)
+            )
             optimizer.lr = lr_table[:, n]
-            optimizer.step([grads[name] for name in names], mask, lr=lr_rows[n])
-            pending_loss.append(loss.detach())
+            optimizer.step(grads, mask, lr=lr_rows[n])
+            pending_loss.append(loss)
             if metric is not None:
                 with torch.no_grad():
                     pending_acc.append(metric(outputs.detach(), targets))
+            j += 1
             n += 1
             if n - checked >= check_every or n == num_iter:
                 self._check(
@@ -1011,22 +1052,29 @@ class FusedRangeTest:
 
     def _stacked_step(
         self, fused: FusedModel, params: dict[str, Tensor], names: list[str]
-    ) -> Callable[..., tuple[Any, tuple[Tensor, Tensor]]]:
-        """One step of every member on the stacked path: ordinary autograd over
-        ``baddbmm``\\ s, the (K,) losses from one batched criterion call."""
+    ) -> tuple[_StepFn, Callable[[Tensor], Any]]:
+        """One step of every member on the stacked path (ordinary autograd over
+        ``baddbmm``\\ s, the (K,) losses from one batched criterion call), and
+        the targets' preparation for a chunk of steps."""
         leaves = [params[n].requires_grad_() for n in names]
         batched = _batched_loss(self.criterion)
-        loss_fn = batched if batched is not None else torch.vmap(self.criterion)
+        vmapped = torch.vmap(self.criterion)
 
-        def step(
-            p: dict[str, Tensor], _b: dict[str, Tensor], x: Tensor, y: Tensor
-        ) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor]]:
-            outputs = fused.stacked_forward(p, x, in_out=True)
-            loss = loss_fn(outputs, y)  # (K,): member k's loss depends on member k only
+        def prepare(targets: Tensor) -> Any:
+            return batched.prepare(targets) if batched is not None else None
+
+        def step(x: Tensor, y: Tensor, prepared: Any) -> tuple[list[Tensor], Tensor, Tensor]:
+            outputs = fused.stacked_forward(params, x, in_out=True)
+            if batched is not None and prepared is not None and outputs.dim() == 3:
+                loss = batched(outputs, prepared)
+            else:
+                loss = vmapped(outputs, y)
+            # (K,) losses, member k's from member k's weights only: one backward
+            # of their sum is every member's own gradient.
             grads = torch.autograd.grad(loss.sum(), leaves)
-            return dict(zip(names, grads, strict=True)), (loss.detach(), outputs.detach())
+            return list(grads), loss.detach(), outputs.detach()
 
-        return step
+        return step, prepare
 
     @staticmethod
     def _check(
