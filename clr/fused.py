@@ -315,6 +315,7 @@ def _run_plan(
     plan: list[_Op], params: Mapping[str, Tensor], inputs: Tensor, in_out: bool
 ) -> Tensor:
     h = inputs
+    after_linear = False
     for op in plan:
         if op[0] == "linear":
             weight = params[op[1]] if in_out else params[op[1]].transpose(1, 2)  # (K, in, out)
@@ -325,12 +326,18 @@ def _run_plan(
             else:
                 out = torch.baddbmm(params[op[2]].unsqueeze(1), flat, weight)
             h = out if h.dim() == 3 else out.reshape(h.shape[0], *lead, out.shape[-1])
+            after_linear = True
+            continue
         elif op[0] == "act":
-            h = op[1](h)
+            # ReLU in place on a fresh baddbmm output (which no backward reads):
+            # the same values, one activation tensor fewer per layer.
+            fresh = after_linear and h._base is None
+            h = torch.relu_(h) if type(op[1]) is nn.ReLU and fresh else op[1](h)
         elif op[0] == "flatten":
             # a member's dims (B, ...) are the stacked dims (K, B, ...) shifted by one
             start, end = op[1], op[2]
             h = h.flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+        after_linear = False
     return h  # dropout: only on this path when it drops nothing
 
 
@@ -682,14 +689,15 @@ class _BatchedCrossEntropy:
     def __init__(self, ignore_index: int) -> None:
         self.ignore_index = ignore_index
 
-    def prepare(self, targets: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    def prepare(self, targets: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(index, valid, count)`` for targets shaped ``(..., K, B)``, or ``None``
-        when they are not class indices (then the criterion is vmapped)."""
+        when they are not class indices (then the criterion is vmapped); ``valid``
+        and ``count`` in the logits' ``dtype``."""
         if targets.is_floating_point() or targets.is_complex() or targets.dim() < 2:
             return None
         valid = targets != self.ignore_index
         index = torch.where(valid, targets, 0).unsqueeze(-2)  # (..., K, 1, B)
-        return index, valid, valid.sum(-1)
+        return index, valid.to(dtype), valid.sum(-1).to(dtype)
 
     def __call__(self, logits: Tensor, prepared: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         index, valid, count = prepared
@@ -739,7 +747,7 @@ def _no_preparation(_targets: Tensor) -> None:
     return None
 
 
-_PREFETCH = 32  # at most this many steps of batches are stacked at once
+_PREFETCH = 4  # at most this many steps of batches are stacked at once
 
 
 def _stack_inputs(values: list[Any], name: str) -> Tensor:
@@ -1057,11 +1065,12 @@ class FusedRangeTest:
         ``baddbmm``\\ s, the (K,) losses from one batched criterion call), and
         the targets' preparation for a chunk of steps."""
         leaves = [params[n].requires_grad_() for n in names]
+        dtype = leaves[0].dtype if leaves else torch.float32
         batched = _batched_loss(self.criterion)
         vmapped = torch.vmap(self.criterion)
 
         def prepare(targets: Tensor) -> Any:
-            return batched.prepare(targets) if batched is not None else None
+            return batched.prepare(targets, dtype) if batched is not None else None
 
         def step(x: Tensor, y: Tensor, prepared: Any) -> tuple[list[Tensor], Tensor, Tensor]:
             outputs = fused.stacked_forward(params, x, in_out=True)
