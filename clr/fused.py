@@ -77,10 +77,12 @@ class FusedModel:
     """K models of one architecture, stacked along a leading member dimension.
 
     The weights are plain tensors shaped ``(K, *shape)`` (one per parameter and
-    buffer of the architecture); the forward is the architecture's own, run by
-    :func:`torch.func.functional_call` under :func:`torch.vmap`, so a member
-    computes exactly what its model alone would (up to the floating-point order
-    of batched matrix products). Buffers are read, never written: a module that
+    buffer of the architecture). A plain chain of Linear and elementwise modules
+    runs as batched matrix products over the stacked weights (:attr:`path`
+    ``"stacked"``); any other architecture runs its own forward by
+    :func:`torch.func.functional_call` under :func:`torch.vmap` (``"vmap"``). Either
+    way a member computes exactly what its model alone would (up to the
+    floating-point order of batched matrix products). Buffers are read, never written: a module that
     updates its buffers in the forward (batch norm in training mode) cannot be
     fused (see :func:`fusable`).
 
@@ -91,6 +93,8 @@ class FusedModel:
         randomness: vmap's ``randomness``: ``"different"`` (the default) gives each
             member its own dropout masks; ``"same"`` one mask for all; ``"error"``
             refuses random ops.
+        allow_stacked: ``False`` runs every model by vmap, even one that
+            :attr:`path` would run stacked (to compare the two).
 
     Raises:
         ValueError: no models, or models of different architectures.
@@ -110,6 +114,7 @@ class FusedModel:
         models: Sequence[nn.Module],
         *,
         randomness: Literal["different", "same", "error"] = "different",
+        allow_stacked: bool = True,
     ) -> None:
         models = list(models)
         if not models:
@@ -130,7 +135,11 @@ class FusedModel:
         self.template = copy.deepcopy(models[0]).to("meta")
         self._state_keys = list(models[0].state_dict().keys())
         self.training = models[0].training
-        self._plan = _stacked_plan(self.template, set(self.params), set(self.buffers))
+        self._plan = (
+            _stacked_plan(self.template, set(self.params), set(self.buffers))
+            if allow_stacked
+            else None
+        )
 
     @property
     def path(self) -> Literal["stacked", "vmap"]:
@@ -803,6 +812,12 @@ class FusedRangeTest:
             device of ``models[0]``'s first parameter.
         randomness: vmap's randomness (see :class:`FusedModel`); with dropout a
             member's masks differ from a separate run's, so its curve does too.
+        allow_stacked: ``False`` runs the vmap path even for a model the stacked
+            path takes (see :attr:`FusedModel.path`).
+
+    Attributes:
+        path: after :meth:`run`, the path the members ran on, ``"stacked"`` or
+            ``"vmap"`` (also in each result's ``metadata["fused"]["path"]``).
 
     Example:
         >>> import torch
@@ -829,6 +844,7 @@ class FusedRangeTest:
         batch_fn: BatchFn | None = None,
         device: str | torch.device | None = None,
         randomness: Literal["different", "same", "error"] = "different",
+        allow_stacked: bool = True,
     ) -> None:
         self.models = list(models)
         if not self.models:
@@ -851,6 +867,7 @@ class FusedRangeTest:
             device = first.device if first is not None else torch.device("cpu")
         self.device = torch.device(device)
         self.randomness = randomness
+        self.allow_stacked = allow_stacked
         self.path: Literal["stacked", "vmap"] | None = None
 
     @property
@@ -890,7 +907,7 @@ class FusedRangeTest:
         Returns:
             K :class:`~clr.RangeTestResult`\\ s, in the members' order; ``seconds``
             is the fused loop's wall time (shared by all), and ``metadata`` holds
-            ``{"fused": {"member": k, "members": K}}``.
+            ``{"fused": {"member": k, "members": K, "path": "stacked" | "vmap"}}``.
 
         Raises:
             RangeTestError: on impossible arguments, a loader with no batches or
@@ -968,7 +985,9 @@ class FusedRangeTest:
         )
         k_members = self.num_members
         num_iter = len(lr_lists[0])
-        fused = FusedModel(self.models, randomness=self.randomness).train()
+        fused = FusedModel(
+            self.models, randomness=self.randomness, allow_stacked=self.allow_stacked
+        ).train()
         # On the stacked path a Linear's weight is kept as (K, in, out), the layout
         # baddbmm reads and writes its gradient in (no transposed copies per step).
         source = fused.stacked_params() if fused.path == "stacked" else fused.params
