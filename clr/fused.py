@@ -4,17 +4,22 @@ A sweep is many small, similar jobs (one model under several seeds, LRs or
 momenta). Run one at a time, a small model spends most of each step in Python
 and kernel-launch overhead; here K copies of one architecture (any
 initialisations) are stacked along a leading *member* dimension with
-:func:`torch.func.stack_module_state` and run as one model with
-:func:`torch.func.functional_call` under :func:`torch.vmap`, so one step of
-the fused model is one step of every member.
+:func:`torch.func.stack_module_state` and run as one model, so one step of the
+fused model is one step of every member. Two paths, chosen automatically
+(:attr:`FusedModel.path`): a plain chain of Linear and elementwise modules
+runs ``"stacked"``, as :func:`torch.baddbmm` over ``(K, in, out)`` weights with
+ordinary autograd and (for cross-entropy) the K losses from one batched call;
+any other model runs ``"vmap"``, its own forward by
+:func:`torch.func.functional_call` under :func:`torch.vmap`.
 
 * :class:`FusedModel` / :func:`stack_models`: the stacked weights and a
-  vmapped forward, inputs shaped ``(K, B, ...)``; :meth:`FusedModel.member_state_dict`
+  batched forward, inputs shaped ``(K, B, ...)``; :meth:`FusedModel.member_state_dict`
   gives a member back as an ordinary state dict.
 * :class:`FusedSGD`, :class:`FusedAdam`, :class:`FusedAdamW` (built by name with
-  :func:`make_fused_optimizer`): torch.optim's updates written elementwise over
-  the stacked tensors, with a learning rate and momentum per member and a mask
-  that freezes the members that stopped.
+  :func:`make_fused_optimizer`): torch.optim's updates written with torch's
+  multi-tensor ``torch._foreach_*`` ops over the stacked tensors, with a
+  learning rate and momentum per member and a mask that freezes the members
+  that stopped.
 * :class:`FusedRangeTest`: K LR range tests in one loop, each member with its
   own data order and sweep; a member that diverges is masked while the others
   go on, and each member's :class:`~clr.RangeTestResult` means what a separate
@@ -25,7 +30,8 @@ Which built-in workloads fuse (checked by :func:`fusable` on each, in
 ``tests/unit/clr/test_fused.py``): ``digits_mlp``, ``digits_cnn``,
 ``mnist1d_mlp``, ``mnist1d_cnn`` and ``synthetic_mlp`` all do (Linear, Conv,
 ReLU, pooling and flatten have vmap batching rules; none of them has batch
-norm or dropout).
+norm or dropout). ``digits_mlp``, ``mnist1d_mlp`` and ``synthetic_mlp`` take the
+stacked path, the CNNs the vmap path.
 """
 
 from __future__ import annotations
@@ -800,8 +806,11 @@ class FusedRangeTest:
     Args:
         models: K >= 1 models of one architecture (see :class:`FusedModel`).
         optimizer: ``sgd``, ``adam`` or ``adamw``, as :func:`clr.make_optimizer`.
-        criterion: ``criterion(outputs, targets) -> scalar loss`` for one member
-            (it is vmapped over the members).
+        criterion: ``criterion(outputs, targets) -> scalar loss`` for one member.
+            Cross-entropy (:func:`torch.nn.functional.cross_entropy`, the built-in
+            workloads' and a default :class:`~torch.nn.CrossEntropyLoss`) is
+            computed for all members in one call on the stacked path; any other
+            criterion is vmapped over the members.
         momentum, weight_decay, nesterov, betas, eps: the optimizer's
             hyperparameters, as :func:`make_fused_optimizer` (``momentum`` may be
             K numbers).
