@@ -871,6 +871,7 @@ class FusedRangeTest:
         }
         self.metric_fn = metric_fn
         self.batch_fn: BatchFn = batch_fn or (lambda b: split_batch(b, RangeTestError))
+        self._default_batches = batch_fn is None
         if device is None:
             first = next(self.models[0].parameters(), None)
             device = first.device if first is not None else torch.device("cpu")
@@ -1035,6 +1036,7 @@ class FusedRangeTest:
         metric = torch.vmap(metric_fn) if metric_fn is not None else None
 
         batches = [_Cycle(loader, f"loaders[{k}]") for k, loader in enumerate(loaders)]
+        shared = _SharedTensorBatches.take(loaders) if self._default_batches else None
         active = [True] * k_members
         mask: Tensor | None = None  # None while every member runs: no masking cost
         pending_loss: list[Tensor] = []
@@ -1050,9 +1052,12 @@ class FusedRangeTest:
                 # The batches up to the next check, in the order of a step at a time
                 # (the loaders are read as before), stacked in one call each.
                 size = min(check_every - (n - checked), num_iter - n, _PREFETCH)
-                chunk = [batch_fn(next(c)) for _ in range(size) for c in batches]
-                xs = _stack_inputs([x for x, _ in chunk], "inputs")
-                ys = _stack_inputs([y for _, y in chunk], "targets")
+                if shared is not None:
+                    xs, ys = shared.take_chunk(size)
+                else:
+                    chunk = [batch_fn(next(c)) for _ in range(size) for c in batches]
+                    xs = _stack_inputs([x for x, _ in chunk], "inputs")
+                    ys = _stack_inputs([y for _, y in chunk], "targets")
                 all_inputs = to_device(xs, device).view(size, k_members, *xs.shape[1:])
                 all_targets = to_device(ys, device).view(size, k_members, *ys.shape[1:])
                 prepared = prepare(all_targets)
@@ -1153,6 +1158,82 @@ class FusedRangeTest:
                         elapsed=time.perf_counter() - t0,
                     ),
                 )
+
+
+class _SharedTensorBatches:
+    """K :class:`~clr.workloads.TensorBatches` over one dataset, read as one gather.
+
+    When every member's loader is a ``TensorBatches`` over equal ``x`` and ``y``
+    (the built-in workloads under K seeds), member ``k``'s batch is
+    ``x[perm_k[i * B:(i + 1) * B]]`` with its own permutation (its seed and
+    epoch), exactly the rows its loader would slice: a chunk of steps is then
+    one ``index_select`` of all members' rows, instead of K shuffled copies of
+    the dataset per epoch, K slices per step and a stack. The loaders
+    themselves are not advanced (their state is left as found).
+    """
+
+    def __init__(self, loaders: list[Any]) -> None:
+        self.loaders = loaders
+        self.x, self.y = loaders[0].x, loaders[0].y
+        # per member: [epoch, next batch in it, that epoch's permutation]
+        self.state: list[list[Any]] = [[lo.epoch, lo._start_batch, None] for lo in loaders]
+
+    @classmethod
+    def take(cls, loaders: list[Iterable[Any]]) -> _SharedTensorBatches | None:
+        from clr.workloads._batches import TensorBatches
+
+        first = loaders[0]
+        if not all(type(lo) is TensorBatches for lo in loaders):
+            return None
+        assert isinstance(first, TensorBatches)
+        for lo in loaders:
+            assert isinstance(lo, TensorBatches)
+            if (
+                len(lo) == 0
+                or lo.batch_size != first.batch_size
+                or (not lo.drop_last and lo.num_samples % lo.batch_size != 0)
+                or not _same_tensor(lo.x, first.x)
+                or not _same_tensor(lo.y, first.y)
+            ):
+                return None
+        return cls(list(loaders))
+
+    def _rows(self, k: int) -> Tensor:
+        state, loader = self.state[k], self.loaders[k]
+        if state[2] is None or state[1] >= len(loader):
+            if state[2] is not None:
+                state[0], state[1] = state[0] + 1, 0
+            n = loader.num_samples
+            state[2] = (
+                loader._permutation(state[0])
+                if loader.shuffle
+                else torch.arange(n, device=loader.device)
+            )
+        bs = loader.batch_size
+        i = state[1]
+        state[1] = i + 1
+        rows: Tensor = state[2][i * bs : (i + 1) * bs]
+        return rows
+
+    def take_chunk(self, size: int) -> tuple[Tensor, Tensor]:
+        """The next ``size`` steps of every member: ``(size * K * B, ...)`` inputs and targets."""
+        k_members = len(self.loaders)
+        rows = torch.cat([self._rows(k) for _ in range(size) for k in range(k_members)])
+        xs = self.x.index_select(0, rows)
+        ys = self.y.index_select(0, rows)
+        bs = self.loaders[0].batch_size
+        return xs.view(size * k_members, bs, *xs.shape[1:]), ys.view(
+            size * k_members, bs, *ys.shape[1:]
+        )
+
+
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    return a is b or (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and bool(torch.equal(a, b))
+    )
 
 
 class _RngState:
