@@ -1177,6 +1177,8 @@ class _SharedTensorBatches:
         self.x, self.y = loaders[0].x, loaders[0].y
         # per member: [epoch, next batch in it, that epoch's permutation]
         self.state: list[list[Any]] = [[lo.epoch, lo._start_batch, None] for lo in loaders]
+        self._xs: Tensor | None = None
+        self._ys: Tensor | None = None
 
     @classmethod
     def take(cls, loaders: list[Iterable[Any]]) -> _SharedTensorBatches | None:
@@ -1219,8 +1221,14 @@ class _SharedTensorBatches:
         """The next ``size`` steps of every member: ``(size * K * B, ...)`` inputs and targets."""
         k_members = len(self.loaders)
         rows = torch.cat([self._rows(k) for _ in range(size) for k in range(k_members)])
-        xs = self.x.index_select(0, rows)
-        ys = self.y.index_select(0, rows)
+        # Into buffers kept from chunk to chunk (a chunk's steps are done before the
+        # next is read): no fresh allocation, and its page faults, per chunk.
+        if self._xs is None or self._xs.shape[0] < rows.shape[0]:
+            self._xs = self.x.new_empty((rows.shape[0], *self.x.shape[1:]))
+            self._ys = self.y.new_empty((rows.shape[0], *self.y.shape[1:]))
+        assert self._ys is not None
+        xs = torch.index_select(self.x, 0, rows, out=self._xs[: rows.shape[0]])
+        ys = torch.index_select(self.y, 0, rows, out=self._ys[: rows.shape[0]])
         bs = self.loaders[0].batch_size
         return xs.view(size * k_members, bs, *xs.shape[1:]), ys.view(
             size * k_members, bs, *ys.shape[1:]
