@@ -597,7 +597,7 @@ class FusedAdam(FusedOptimizer):
                 (1 - self.beta2**steps) ** 0.5,  # bias_correction2_sqrt
                 1 - self.lr * wd,  # AdamW's decay factor
             ]
-        )
+        ).to(self.device, self.params[0].dtype)  # one host-to-device copy per step
         step_size, bias_correction2_sqrt, decay = (self._cols(c) for c in coefs)
         if wd != 0:
             if self.decoupled:
