@@ -12,6 +12,11 @@ run on one (noisy) machine:
     ratio = (fused member-steps per second) / (separate member-steps per second)
 
 Target: ratio >= 0.5 * K at K = 16 (8x the throughput of one after another).
+"path" is the path the fused members ran on (:attr:`clr.FusedModel.path`):
+``stacked`` (batched matrix products over the stacked weights, ordinary
+autograd) for both MLPs, ``vmap`` otherwise. "ms/step sep" is one member's
+step run alone, "ms/step fused" one step of all K members; "ratio/K" is the
+fused efficiency (target 0.5).
 
     python -m bench.fused [--repeats 3] [--steps 200] [--workloads digits_mlp mnist1d_mlp]
 """
@@ -42,14 +47,14 @@ def separate(works: list[WorkloadInstance], steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def fused(works: list[WorkloadInstance], steps: int) -> float:
+def fused(works: list[WorkloadInstance], steps: int) -> tuple[float, str]:
     t0 = time.perf_counter()
     test = FusedRangeTest([w.model for w in works], "sgd", works[0].loss_fn, momentum=0.9)
     results = test.run(
         [w.train_loader for w in works], start_lr=START_LR, end_lr=END_LR, num_iter=steps
     )
     assert all(r.steps_run == steps for r in results), [r.stop_detail for r in results]
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, str(test.path)
 
 
 def main() -> None:
@@ -59,21 +64,30 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=["digits_mlp", "mnist1d_mlp"])
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps")
-    print(f"{'workload':<12} {'K':>3} {'separate s':>11} {'fused s':>8} {'ratio':>6} {'target':>7}")
+    print(
+        f"{'workload':<12} {'K':>3} {'path':>8} {'separate s':>11} {'fused s':>8} "
+        f"{'ms/step sep':>12} {'ms/step fused':>14} {'ratio':>6} {'ratio/K':>8} {'target':>7}"
+    )
     for name in args.workloads:
         works = [build_workload(name, seed=k) for k in range(max(KS))]
         separate(works[:1], 20)  # warm-up: first-call costs out of the timings
         fused(works[:2], 20)
         for k in KS:
             sep_times, fused_times = [], []
+            path = "-"
             for _ in range(args.repeats):
                 sep_times.append(separate(works[:k], args.steps))
-                fused_times.append(fused(works[:k], args.steps))
+                seconds, path = fused(works[:k], args.steps)
+                fused_times.append(seconds)
             sep, fus = statistics.median(sep_times), statistics.median(fused_times)
             # Both do k * steps member-steps, so the throughput ratio is the time ratio.
             ratio = sep / fus
             target = f"{0.5 * k:.1f}" if k == max(KS) else "-"
-            print(f"{name:<12} {k:>3} {sep:>11.3f} {fus:>8.3f} {ratio:>6.2f} {target:>7}")
+            print(
+                f"{name:<12} {k:>3} {path:>8} {sep:>11.3f} {fus:>8.3f} "
+                f"{1e3 * sep / (k * args.steps):>12.3f} {1e3 * fus / args.steps:>14.3f} "
+                f"{ratio:>6.2f} {ratio / k:>8.2f} {target:>7}"
+            )
 
 
 if __name__ == "__main__":

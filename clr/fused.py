@@ -4,17 +4,22 @@ A sweep is many small, similar jobs (one model under several seeds, LRs or
 momenta). Run one at a time, a small model spends most of each step in Python
 and kernel-launch overhead; here K copies of one architecture (any
 initialisations) are stacked along a leading *member* dimension with
-:func:`torch.func.stack_module_state` and run as one model with
-:func:`torch.func.functional_call` under :func:`torch.vmap`, so one step of
-the fused model is one step of every member.
+:func:`torch.func.stack_module_state` and run as one model, so one step of the
+fused model is one step of every member. Two paths, chosen automatically
+(:attr:`FusedModel.path`): a plain chain of Linear and elementwise modules
+runs ``"stacked"``, as :func:`torch.baddbmm` over ``(K, in, out)`` weights with
+ordinary autograd and (for cross-entropy) the K losses from one batched call;
+any other model runs ``"vmap"``, its own forward by
+:func:`torch.func.functional_call` under :func:`torch.vmap`.
 
 * :class:`FusedModel` / :func:`stack_models`: the stacked weights and a
-  vmapped forward, inputs shaped ``(K, B, ...)``; :meth:`FusedModel.member_state_dict`
+  batched forward, inputs shaped ``(K, B, ...)``; :meth:`FusedModel.member_state_dict`
   gives a member back as an ordinary state dict.
 * :class:`FusedSGD`, :class:`FusedAdam`, :class:`FusedAdamW` (built by name with
-  :func:`make_fused_optimizer`): torch.optim's updates written elementwise over
-  the stacked tensors, with a learning rate and momentum per member and a mask
-  that freezes the members that stopped.
+  :func:`make_fused_optimizer`): torch.optim's updates written with torch's
+  multi-tensor ``torch._foreach_*`` ops over the stacked tensors, with a
+  learning rate and momentum per member and a mask that freezes the members
+  that stopped.
 * :class:`FusedRangeTest`: K LR range tests in one loop, each member with its
   own data order and sweep; a member that diverges is masked while the others
   go on, and each member's :class:`~clr.RangeTestResult` means what a separate
@@ -25,7 +30,8 @@ Which built-in workloads fuse (checked by :func:`fusable` on each, in
 ``tests/unit/clr/test_fused.py``): ``digits_mlp``, ``digits_cnn``,
 ``mnist1d_mlp``, ``mnist1d_cnn`` and ``synthetic_mlp`` all do (Linear, Conv,
 ReLU, pooling and flatten have vmap batching rules; none of them has batch
-norm or dropout).
+norm or dropout). ``digits_mlp``, ``mnist1d_mlp`` and ``synthetic_mlp`` take the
+stacked path, the CNNs the vmap path.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ __all__ = [
 ]
 
 LossFn = Callable[[Any, Any], Tensor]
+# (inputs, targets, the targets' prepared part) -> (gradients, (K,) losses, outputs)
+_StepFn = Callable[[Any, Any, Any], tuple[list[Tensor], Tensor, Any]]
 MetricFn = Callable[[Any, Any], Tensor]
 BatchFn = Callable[[Any], tuple[Any, Any]]
 PerMember = float | Sequence[float] | Tensor
@@ -75,10 +83,12 @@ class FusedModel:
     """K models of one architecture, stacked along a leading member dimension.
 
     The weights are plain tensors shaped ``(K, *shape)`` (one per parameter and
-    buffer of the architecture); the forward is the architecture's own, run by
-    :func:`torch.func.functional_call` under :func:`torch.vmap`, so a member
-    computes exactly what its model alone would (up to the floating-point order
-    of batched matrix products). Buffers are read, never written: a module that
+    buffer of the architecture). A plain chain of Linear and elementwise modules
+    runs as batched matrix products over the stacked weights (:attr:`path`
+    ``"stacked"``); any other architecture runs its own forward by
+    :func:`torch.func.functional_call` under :func:`torch.vmap` (``"vmap"``). Either
+    way a member computes exactly what its model alone would (up to the
+    floating-point order of batched matrix products). Buffers are read, never written: a module that
     updates its buffers in the forward (batch norm in training mode) cannot be
     fused (see :func:`fusable`).
 
@@ -89,6 +99,8 @@ class FusedModel:
         randomness: vmap's ``randomness``: ``"different"`` (the default) gives each
             member its own dropout masks; ``"same"`` one mask for all; ``"error"``
             refuses random ops.
+        allow_stacked: ``False`` runs every model by vmap, even one that
+            :attr:`path` would run stacked (to compare the two).
 
     Raises:
         ValueError: no models, or models of different architectures.
@@ -108,6 +120,7 @@ class FusedModel:
         models: Sequence[nn.Module],
         *,
         randomness: Literal["different", "same", "error"] = "different",
+        allow_stacked: bool = True,
     ) -> None:
         models = list(models)
         if not models:
@@ -128,6 +141,30 @@ class FusedModel:
         self.template = copy.deepcopy(models[0]).to("meta")
         self._state_keys = list(models[0].state_dict().keys())
         self.training = models[0].training
+        self._plan = (
+            _stacked_plan(self.template, set(self.params), set(self.buffers))
+            if allow_stacked
+            else None
+        )
+
+    @property
+    def path(self) -> Literal["stacked", "vmap"]:
+        """How the members run: ``"stacked"`` or ``"vmap"``, chosen automatically.
+
+        ``"stacked"``: the model is a plain chain (nested :class:`~torch.nn.Sequential`\\ s)
+        of :class:`~torch.nn.Linear`, elementwise activations (ReLU, GELU, Tanh, ...),
+        :class:`~torch.nn.Flatten`, :class:`~torch.nn.Identity` and
+        :class:`~torch.nn.Dropout` that drops nothing (``p == 0`` or eval mode),
+        with no buffers: it runs as :func:`torch.baddbmm` over the stacked
+        ``(K, out, in)`` weights with ordinary autograd. ``"vmap"``: anything else,
+        by :func:`torch.func.functional_call` under :func:`torch.vmap`. Both give
+        the same outputs and gradients to float tolerance.
+        """
+        if self._plan is None:
+            return "vmap"
+        if self.training and any(op[0] == "dropout" and op[1] > 0 for op in self._plan):
+            return "vmap"
+        return "stacked"
 
     @property
     def device(self) -> torch.device:
@@ -160,8 +197,39 @@ class FusedModel:
         """
         return functional_call(self.template, (dict(params), dict(buffers)), (inputs,))
 
+    def stacked_params(self) -> dict[str, Tensor]:
+        """:attr:`params` with each Linear weight as ``(K, in, out)`` (contiguous copies),
+        the layout :meth:`stacked_forward` takes with ``in_out=True``."""
+        if self._plan is None:
+            raise RuntimeError("stacked_params needs path == 'stacked'; this model runs by vmap")
+        weights = {op[1] for op in self._plan if op[0] == "linear"}
+        return {
+            n: p.transpose(1, 2).contiguous() if n in weights else p for n, p in self.params.items()
+        }
+
+    def stacked_forward(
+        self, params: Mapping[str, Tensor], inputs: Tensor, *, in_out: bool = False
+    ) -> Tensor:
+        """All members' outputs by batched matrix products over the stacked weights.
+
+        Only for :attr:`path` ``"stacked"`` (a chain of Linear, elementwise
+        activation, Flatten and Identity modules): ordinary autograd, no
+        ``vmap`` and no ``functional_call``.
+
+        Args:
+            params: the stacked parameters (``(K, *shape)`` each), e.g. :attr:`params`.
+            inputs: ``(K, B, ...)``, one batch per member.
+            in_out: the Linear weights in ``params`` are ``(K, in, out)``
+                (:meth:`stacked_params`) rather than ``(K, out, in)``.
+        """
+        if self._plan is None or self.path != "stacked":
+            raise RuntimeError("stacked_forward needs path == 'stacked'; this model runs by vmap")
+        return _run_plan(self._plan, params, inputs, in_out)
+
     def __call__(self, inputs: Any) -> Any:
         """All members' outputs for inputs shaped ``(K, B, ...)`` (one batch per member)."""
+        if self.path == "stacked" and isinstance(inputs, Tensor):
+            return self.stacked_forward(self.params, inputs)
         run = torch.vmap(self.functional_forward, randomness=self.randomness)
         return run(self.params, self.buffers, inputs)
 
@@ -184,6 +252,108 @@ class FusedModel:
         module = copy.deepcopy(self.template).to_empty(device=self.device)
         module.load_state_dict(self.member_state_dict(k))
         return module
+
+
+# --------------------------------------------------------------------------- stacked path
+
+# Modules that act elementwise (no parameters, no buffers, no randomness): on
+# stacked activations (K, B, ...) they compute exactly what they compute per member.
+_ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Identity,
+)
+
+# ("linear", weight name, bias name or None) | ("act", module) | ("flatten", start, end)
+# | ("dropout", p): one step of the stacked forward.
+_Op = tuple[Any, ...]
+
+
+def _stacked_plan(
+    template: nn.Module, param_names: set[str], buffer_names: set[str]
+) -> list[_Op] | None:
+    """The stacked forward of a plain chain of modules, or ``None`` (use vmap).
+
+    The chain is ``template`` itself or (nested) :class:`torch.nn.Sequential`\\ s
+    of :class:`~torch.nn.Linear`, elementwise activations, :class:`~torch.nn.Flatten`,
+    :class:`~torch.nn.Dropout` and :class:`~torch.nn.Identity`. Exact types only:
+    a subclass may override ``forward``.
+    """
+    if buffer_names:
+        return None
+    plan: list[_Op] = []
+
+    def walk(module: nn.Module, prefix: str) -> bool:
+        kind = type(module)
+        if kind is nn.Sequential:
+            return all(walk(child, f"{prefix}{name}.") for name, child in module.named_children())
+        if kind is nn.Linear:
+            bias = f"{prefix}bias" if module.bias is not None else None
+            plan.append(("linear", f"{prefix}weight", bias))
+            return True
+        if kind is nn.Flatten:
+            plan.append(("flatten", module.start_dim, module.end_dim))
+            return True
+        if isinstance(module, nn.Dropout) and kind is nn.Dropout:
+            plan.append(("dropout", module.p))
+            return True
+        if kind in _ELEMENTWISE:
+            plan.append(("act", module))
+            return True
+        return False
+
+    if not walk(template, ""):
+        return None
+    used = {name for op in plan if op[0] == "linear" for name in op[1:] if name is not None}
+    if used != param_names:
+        return None  # a parameter the chain does not account for
+    return plan
+
+
+def _run_plan(
+    plan: list[_Op], params: Mapping[str, Tensor], inputs: Tensor, in_out: bool
+) -> Tensor:
+    h = inputs
+    after_linear = False
+    for op in plan:
+        if op[0] == "linear":
+            weight = params[op[1]] if in_out else params[op[1]].transpose(1, 2)  # (K, in, out)
+            lead = h.shape[1:-1]
+            flat = h if h.dim() == 3 else h.reshape(h.shape[0], -1, h.shape[-1])
+            if op[2] is None:
+                out = torch.bmm(flat, weight)
+            else:
+                out = torch.baddbmm(params[op[2]].unsqueeze(1), flat, weight)
+            h = out if h.dim() == 3 else out.reshape(h.shape[0], *lead, out.shape[-1])
+            after_linear = True
+            continue
+        elif op[0] == "act":
+            # ReLU in place on a fresh baddbmm output (which no backward reads):
+            # the same values, one activation tensor fewer per layer.
+            fresh = after_linear and h._base is None
+            h = torch.relu_(h) if type(op[1]) is nn.ReLU and fresh else op[1](h)
+        elif op[0] == "flatten":
+            # a member's dims (B, ...) are the stacked dims (K, B, ...) shifted by one
+            start, end = op[1], op[2]
+            h = h.flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+        after_linear = False
+    return h  # dropout: only on this path when it drops nothing
 
 
 def stack_models(
@@ -250,38 +420,59 @@ class FusedOptimizer:
         """Set the per-member learning rates (one number for all, or K numbers)."""
         self.lr = _per_member("lr", lr, self.num_members, 0.0, None)
 
-    def _col(self, values: Tensor, like: Tensor) -> Tensor:
-        """``values`` (K,) as ``like``'s dtype on its device, shaped to broadcast over it."""
-        return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    def _cols(self, values: Tensor) -> list[Tensor]:
+        """``values`` (K,) on the params' device, one broadcastable view per param."""
+        cache: dict[torch.dtype, Tensor] = {}
+        cols = []
+        for p in self.params:
+            v = cache.get(p.dtype)
+            if v is None:
+                v = cache[p.dtype] = values.to(device=p.device, dtype=p.dtype)
+            cols.append(v.view(-1, *([1] * (p.dim() - 1))))
+        return cols
 
-    def step(self, grads: Sequence[Tensor], active: Tensor | None = None) -> None:
+    def _state(self) -> list[Tensor]:
+        """The per-member state tensors a frozen member keeps (besides its params)."""
+        return []
+
+    def step(
+        self, grads: Sequence[Tensor], active: Tensor | None = None, *, lr: Tensor | None = None
+    ) -> None:
         """Apply one update to every active member.
+
+        The update runs on torch's multi-tensor ``torch._foreach_*`` ops over all
+        the stacked params at once.
 
         Args:
             grads: one gradient per param, same shapes.
             active: (K,) bool, ``None`` for all; members set ``False`` are frozen
-                (weights, state and step count untouched).
+                (weights, state and step count untouched, bit for bit).
+            lr: the per-member LRs of this step as a (K,) tensor already on the
+                params' device (no host-to-device copy); ``None`` uses :attr:`lr`.
         """
+        grads = list(grads)
         if len(grads) != len(self.params):
             raise OptimizerError(f"expected {len(self.params)} gradients, got {len(grads)}")
-        mask = None if active is None else active.to(self.device)
-        # The step count lives on the host: the bias corrections are float64 scalars
-        # per member, like torch's (which reads its step counter with .item()).
-        steps = self.steps + (1.0 if active is None else active.to("cpu", torch.float64))
+        if active is None:
+            # The step count lives on the host: the bias corrections are float64 scalars
+            # per member, like torch's (which reads its step counter with .item()).
+            self.steps = self.steps + 1.0
+            with torch.no_grad():
+                self._update(grads, lr)
+            return
+        mask = active.to(self.device)
+        self.steps = self.steps + active.to("cpu", torch.float64)
+        tensors = [*self.params, *self._state()]
         with torch.no_grad():
-            for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
-                self._update(i, p, g, mask, steps)
-        self.steps = steps
+            # Update every member in place, then put the frozen ones back: their
+            # values (NaN gradients included) never reach what they keep.
+            kept = [t.clone() for t in tensors]
+            self._update(grads, lr)
+            for t, old in zip(tensors, kept, strict=True):
+                t.copy_(torch.where(mask.view(-1, *([1] * (t.dim() - 1))), t, old))
 
-    def _update(self, i: int, p: Tensor, g: Tensor, mask: Tensor | None, steps: Tensor) -> None:
+    def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
         raise NotImplementedError
-
-    @staticmethod
-    def _put(target: Tensor, value: Tensor, mask: Tensor | None) -> None:
-        if mask is None:
-            target.copy_(value)
-        else:
-            target.copy_(torch.where(mask.view(-1, *([1] * (target.dim() - 1))), value, target))
 
 
 class FusedSGD(FusedOptimizer):
@@ -322,23 +513,30 @@ class FusedSGD(FusedOptimizer):
         if nesterov and bool((self.momentum == 0).any()):
             raise OptimizerError("nesterov=True needs momentum > 0")
         self.nesterov = nesterov
+        # Zeros, so that a member's first step ``b = momentum * 0 + d`` is torch's ``b = d``.
         self.momentum_buffers: list[Tensor] = [torch.zeros_like(p) for p in self.params]
+        self._momentum = bool((self.momentum != 0).any())
+        self._momentum_cols = self._cols(self.momentum)
 
-    def _update(self, i: int, p: Tensor, g: Tensor, mask: Tensor | None, steps: Tensor) -> None:
-        d = g.add(p, alpha=self.weight_decay) if self.weight_decay != 0 else g
-        if bool((self.momentum != 0).any()):
-            m = self._col(self.momentum, p)
-            buf = self.momentum_buffers[i]
-            first = steps == 1  # a member's first step: its buffer starts as d, like torch's
-            if bool(first.all()):
-                new_buf = d
-            elif bool(first.any()):
-                new_buf = torch.where(self._col(first.to(torch.float64), p).bool(), d, buf * m + d)
+    def _state(self) -> list[Tensor]:
+        return self.momentum_buffers if self._momentum else []
+
+    def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
+        params = self.params
+        d = (
+            torch._foreach_add(grads, params, alpha=self.weight_decay)
+            if self.weight_decay
+            else grads
+        )
+        if self._momentum:
+            bufs, m = self.momentum_buffers, self._momentum_cols
+            torch._foreach_mul_(bufs, m)
+            torch._foreach_add_(bufs, d)
+            if self.nesterov:
+                d = torch._foreach_add(d, torch._foreach_mul(bufs, m))
             else:
-                new_buf = buf * m + d
-            d = d + m * new_buf if self.nesterov else new_buf
-            self._put(buf, new_buf, mask)
-        self._put(p, p - self._col(self.lr, p) * d, mask)
+                d = bufs
+        torch._foreach_addcmul_(params, d, self._cols(self.lr if lr is None else lr), value=-1)
 
 
 class FusedAdam(FusedOptimizer):
@@ -382,26 +580,39 @@ class FusedAdam(FusedOptimizer):
         self.weight_decay = _check("weight_decay", weight_decay, 0.0)
         self.exp_avgs: list[Tensor] = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs: list[Tensor] = [torch.zeros_like(p) for p in self.params]
+        self._beta1_weight = self._cols(1 - self.beta1)
 
-    def _update(self, i: int, p: Tensor, g: Tensor, mask: Tensor | None, steps: Tensor) -> None:
-        wd = self.weight_decay
+    def _state(self) -> list[Tensor]:
+        return [*self.exp_avgs, *self.exp_avg_sqs]
+
+    def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
+        del lr  # the step sizes are float64 on the host, from self.lr, like torch's
+        params, wd = self.params, self.weight_decay
+        # A frozen member that never stepped has t = 0 (a division by zero): its
+        # values are computed and then put back by the mask.
+        steps = self.steps
+        coefs = torch.stack(
+            [
+                self.lr / (1 - self.beta1**steps),  # step size
+                (1 - self.beta2**steps) ** 0.5,  # bias_correction2_sqrt
+                1 - self.lr * wd,  # AdamW's decay factor
+            ]
+        ).to(self.device, self.params[0].dtype)  # one host-to-device copy per step
+        step_size, bias_correction2_sqrt, decay = (self._cols(c) for c in coefs)
         if wd != 0:
             if self.decoupled:
-                p = p * self._col(1 - self.lr * wd, p)
+                torch._foreach_mul_(params, decay)
             else:
-                g = g.add(p, alpha=wd)
-        exp_avg = self.exp_avgs[i].lerp(g, self._col(1 - self.beta1, p))
-        exp_avg_sq = self.exp_avg_sqs[i] * self.beta2 + (1 - self.beta2) * (g * g)
-        # A frozen member that never stepped has t = 0 (a division by zero): its
-        # values are computed and then discarded by the mask.
-        bias_correction1 = 1 - self.beta1**steps
-        step_size = self.lr / bias_correction1
-        bias_correction2_sqrt = (1 - self.beta2**steps) ** 0.5
-        denom = exp_avg_sq.sqrt() / self._col(bias_correction2_sqrt, p) + self.eps
-        new_p = p - self._col(step_size, p) * (exp_avg / denom)
-        self._put(self.exp_avgs[i], exp_avg, mask)
-        self._put(self.exp_avg_sqs[i], exp_avg_sq, mask)
-        self._put(self.params[i], new_p, mask)
+                grads = list(torch._foreach_add(grads, params, alpha=wd))
+        torch._foreach_lerp_(self.exp_avgs, grads, self._beta1_weight)
+        torch._foreach_mul_(self.exp_avg_sqs, self.beta2)
+        torch._foreach_addcmul_(self.exp_avg_sqs, grads, grads, value=1 - self.beta2)
+        denom = torch._foreach_sqrt(self.exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_div(self.exp_avgs, denom)
+        torch._foreach_mul_(update, step_size)
+        torch._foreach_sub_(params, update)
 
 
 class FusedAdamW(FusedAdam):
@@ -476,6 +687,63 @@ def make_fused_optimizer(
     raise OptimizerError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
 
 
+# --------------------------------------------------------------------------- batched loss
+
+
+class _BatchedCrossEntropy:
+    """Cross-entropy of K members at once: ``(K, B, C)`` logits, ``(K, B)`` class
+    indices -> the ``(K,)`` per-member means, each as :func:`torch.nn.functional.cross_entropy`
+    gives it for its member (rows whose target is ``ignore_index`` left out of the mean).
+
+    :meth:`prepare` does the targets' part once for a chunk of steps; a step is
+    then one ``log_softmax`` over the class dimension of the transposed logits
+    (torch's kernel is slow on the CPU over a small last dimension), a gather
+    and a masked mean.
+    """
+
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+
+    def prepare(self, targets: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(index, valid, count)`` for targets shaped ``(..., K, B)``, or ``None``
+        when they are not class indices (then the criterion is vmapped); ``valid``
+        and ``count`` in the logits' ``dtype``."""
+        if targets.is_floating_point() or targets.is_complex() or targets.dim() < 2:
+            return None
+        valid = targets != self.ignore_index
+        index = torch.where(valid, targets, 0).unsqueeze(-2)  # (..., K, 1, B)
+        return index, valid.to(dtype), valid.sum(-1).to(dtype)
+
+    def __call__(self, logits: Tensor, prepared: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        index, valid, count = prepared
+        log_probs = torch.log_softmax(logits.transpose(1, 2), 1)  # (K, C, B)
+        picked = log_probs.gather(1, index).squeeze(1)  # (K, B)
+        return -(picked * valid).sum(-1) / count
+
+
+def _batched_loss(criterion: LossFn) -> _BatchedCrossEntropy | None:
+    """The batched form of a known criterion, or ``None`` (the criterion is vmapped).
+
+    Known: :func:`torch.nn.functional.cross_entropy`, the built-in workloads'
+    ``cross_entropy`` and a :class:`~torch.nn.CrossEntropyLoss` with its
+    defaults (``reduction="mean"``, no ``weight``, no label smoothing).
+    """
+    from clr.workloads._builtin import cross_entropy
+
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        if (
+            type(criterion) is not nn.CrossEntropyLoss
+            or criterion.weight is not None
+            or criterion.label_smoothing != 0
+            or criterion.reduction != "mean"
+        ):
+            return None
+        return _BatchedCrossEntropy(criterion.ignore_index)
+    if criterion is nn.functional.cross_entropy or criterion is cross_entropy:
+        return _BatchedCrossEntropy(-100)
+    return None
+
+
 # --------------------------------------------------------------------------- range test
 
 
@@ -488,6 +756,13 @@ def _member_values(name: str, value: float | Sequence[float], k: int) -> list[fl
     if len(values) != k:
         raise RangeTestError(f"{name} must be one number or {k} numbers, got {len(values)}")
     return values
+
+
+def _no_preparation(_targets: Tensor) -> None:
+    return None
+
+
+_PREFETCH = 4  # at most this many steps of batches are stacked at once
 
 
 def _stack_inputs(values: list[Any], name: str) -> Tensor:
@@ -531,8 +806,11 @@ class FusedRangeTest:
     Args:
         models: K >= 1 models of one architecture (see :class:`FusedModel`).
         optimizer: ``sgd``, ``adam`` or ``adamw``, as :func:`clr.make_optimizer`.
-        criterion: ``criterion(outputs, targets) -> scalar loss`` for one member
-            (it is vmapped over the members).
+        criterion: ``criterion(outputs, targets) -> scalar loss`` for one member.
+            Cross-entropy (:func:`torch.nn.functional.cross_entropy`, the built-in
+            workloads' and a default :class:`~torch.nn.CrossEntropyLoss`) is
+            computed for all members in one call on the stacked path; any other
+            criterion is vmapped over the members.
         momentum, weight_decay, nesterov, betas, eps: the optimizer's
             hyperparameters, as :func:`make_fused_optimizer` (``momentum`` may be
             K numbers).
@@ -543,6 +821,12 @@ class FusedRangeTest:
             device of ``models[0]``'s first parameter.
         randomness: vmap's randomness (see :class:`FusedModel`); with dropout a
             member's masks differ from a separate run's, so its curve does too.
+        allow_stacked: ``False`` runs the vmap path even for a model the stacked
+            path takes (see :attr:`FusedModel.path`).
+
+    Attributes:
+        path: after :meth:`run`, the path the members ran on, ``"stacked"`` or
+            ``"vmap"`` (also in each result's ``metadata["fused"]["path"]``).
 
     Example:
         >>> import torch
@@ -569,6 +853,7 @@ class FusedRangeTest:
         batch_fn: BatchFn | None = None,
         device: str | torch.device | None = None,
         randomness: Literal["different", "same", "error"] = "different",
+        allow_stacked: bool = True,
     ) -> None:
         self.models = list(models)
         if not self.models:
@@ -586,11 +871,14 @@ class FusedRangeTest:
         }
         self.metric_fn = metric_fn
         self.batch_fn: BatchFn = batch_fn or (lambda b: split_batch(b, RangeTestError))
+        self._default_batches = batch_fn is None
         if device is None:
             first = next(self.models[0].parameters(), None)
             device = first.device if first is not None else torch.device("cpu")
         self.device = torch.device(device)
         self.randomness = randomness
+        self.allow_stacked = allow_stacked
+        self.path: Literal["stacked", "vmap"] | None = None
 
     @property
     def num_members(self) -> int:
@@ -629,7 +917,7 @@ class FusedRangeTest:
         Returns:
             K :class:`~clr.RangeTestResult`\\ s, in the members' order; ``seconds``
             is the fused loop's wall time (shared by all), and ``metadata`` holds
-            ``{"fused": {"member": k, "members": K}}``.
+            ``{"fused": {"member": k, "members": K, "path": "stacked" | "vmap"}}``.
 
         Raises:
             RangeTestError: on impossible arguments, a loader with no batches or
@@ -685,7 +973,7 @@ class FusedRangeTest:
                     stop_detail=curve.detail,
                     device=str(self.device),
                     seconds=seconds,
-                    metadata={"fused": {"member": k, "members": k_members}},
+                    metadata={"fused": {"member": k, "members": k_members, "path": self.path}},
                 )
             )
         return results
@@ -707,43 +995,84 @@ class FusedRangeTest:
         )
         k_members = self.num_members
         num_iter = len(lr_lists[0])
-        fused = FusedModel(self.models, randomness=self.randomness).train()
-        params = {n: p.to(device, copy=True) for n, p in fused.params.items()}
+        fused = FusedModel(
+            self.models, randomness=self.randomness, allow_stacked=self.allow_stacked
+        ).train()
+        # On the stacked path a Linear's weight is kept as (K, in, out), the layout
+        # baddbmm reads and writes its gradient in (no transposed copies per step).
+        source = fused.stacked_params() if fused.path == "stacked" else fused.params
+        params = {n: p.to(device, copy=True) for n, p in source.items()}
         buffers = {n: b.to(device, copy=True) for n, b in fused.buffers.items()}
         names = list(params)
         lr_table = torch.tensor(lr_lists, dtype=torch.float64)  # (K, num_iter), host
         optimizer = make_fused_optimizer(
             self.optimizer, [params[n] for n in names], lr=lr_table[:, 0], **self.optimizer_kwargs
         )
+        # The whole LR table on the device once: a step reads its row, no copy.
+        dtype = params[names[0]].dtype if names else torch.float32
+        lr_rows = lr_table.t().contiguous().to(device, dtype)  # (num_iter, K)
+        self.path = fused.path
+        step_fn: _StepFn
+        prepare: Callable[[Tensor], Any]
+        if fused.path == "stacked":
+            step_fn, prepare = self._stacked_step(fused, params, names)
+        else:
+            prepare = _no_preparation
 
-        def member_loss(
-            p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor
-        ) -> tuple[Tensor, Tensor]:
-            outputs = fused.functional_forward(p, b, x)
-            return criterion(outputs, y), outputs
+            def member_loss(
+                p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor
+            ) -> tuple[Tensor, Tensor]:
+                outputs = fused.functional_forward(p, b, x)
+                return criterion(outputs, y), outputs
 
-        step_fn = torch.vmap(grad_and_value(member_loss, has_aux=True), randomness=self.randomness)
+            vstep = torch.vmap(
+                grad_and_value(member_loss, has_aux=True), randomness=self.randomness
+            )
+
+            def step_fn(x: Any, y: Any, _prepared: Any) -> tuple[list[Tensor], Tensor, Any]:
+                grads, (loss, outputs) = vstep(params, buffers, x, y)
+                return [grads[name] for name in names], loss.detach(), outputs
+
         metric = torch.vmap(metric_fn) if metric_fn is not None else None
 
         batches = [_Cycle(loader, f"loaders[{k}]") for k, loader in enumerate(loaders)]
+        shared = _SharedTensorBatches.take(loaders) if self._default_batches else None
         active = [True] * k_members
         mask: Tensor | None = None  # None while every member runs: no masking cost
         pending_loss: list[Tensor] = []
         pending_acc: list[Tensor] = []
         n = 0
         checked = 0
+        j = size = 0  # the step within the prefetched chunk, the chunk's steps
+        all_inputs = all_targets = torch.empty(0)
+        prepared: Any = None
         t0 = time.perf_counter()
         while n < num_iter and any(active):
+            if j == size:
+                # The batches up to the next check, in the order of a step at a time
+                # (the loaders are read as before), stacked in one call each.
+                size = min(check_every - (n - checked), num_iter - n, _PREFETCH)
+                if shared is not None:
+                    xs, ys = shared.take_chunk(size)
+                else:
+                    chunk = [batch_fn(next(c)) for _ in range(size) for c in batches]
+                    xs = _stack_inputs([x for x, _ in chunk], "inputs")
+                    ys = _stack_inputs([y for _, y in chunk], "targets")
+                all_inputs = to_device(xs, device).view(size, k_members, *xs.shape[1:])
+                all_targets = to_device(ys, device).view(size, k_members, *ys.shape[1:])
+                prepared = prepare(all_targets)
+                j = 0
+            inputs, targets = all_inputs[j], all_targets[j]
+            grads, loss, outputs = step_fn(
+                inputs, targets, None if prepared is None else tuple(t[j] for t in prepared)
+            )
             optimizer.lr = lr_table[:, n]
-            xs, ys = zip(*(batch_fn(next(c)) for c in batches), strict=True)
-            inputs = to_device(_stack_inputs(list(xs), "inputs"), device)
-            targets = to_device(_stack_inputs(list(ys), "targets"), device)
-            grads, (loss, outputs) = step_fn(params, buffers, inputs, targets)
-            optimizer.step([grads[name] for name in names], mask)
-            pending_loss.append(loss.detach())
+            optimizer.step(grads, mask, lr=lr_rows[n])
+            pending_loss.append(loss)
             if metric is not None:
                 with torch.no_grad():
                     pending_acc.append(metric(outputs.detach(), targets))
+            j += 1
             n += 1
             if n - checked >= check_every or n == num_iter:
                 self._check(
@@ -761,6 +1090,33 @@ class FusedRangeTest:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
+
+    def _stacked_step(
+        self, fused: FusedModel, params: dict[str, Tensor], names: list[str]
+    ) -> tuple[_StepFn, Callable[[Tensor], Any]]:
+        """One step of every member on the stacked path (ordinary autograd over
+        ``baddbmm``\\ s, the (K,) losses from one batched criterion call), and
+        the targets' preparation for a chunk of steps."""
+        leaves = [params[n].requires_grad_() for n in names]
+        dtype = leaves[0].dtype if leaves else torch.float32
+        batched = _batched_loss(self.criterion)
+        vmapped = torch.vmap(self.criterion)
+
+        def prepare(targets: Tensor) -> Any:
+            return batched.prepare(targets, dtype) if batched is not None else None
+
+        def step(x: Tensor, y: Tensor, prepared: Any) -> tuple[list[Tensor], Tensor, Tensor]:
+            outputs = fused.stacked_forward(params, x, in_out=True)
+            if batched is not None and prepared is not None and outputs.dim() == 3:
+                loss = batched(outputs, prepared)
+            else:
+                loss = vmapped(outputs, y)
+            # (K,) losses, member k's from member k's weights only: one backward
+            # of their sum is every member's own gradient.
+            grads = torch.autograd.grad(loss.sum(), leaves)
+            return list(grads), loss.detach(), outputs.detach()
+
+        return step, prepare
 
     @staticmethod
     def _check(
@@ -802,6 +1158,90 @@ class FusedRangeTest:
                         elapsed=time.perf_counter() - t0,
                     ),
                 )
+
+
+class _SharedTensorBatches:
+    """K :class:`~clr.workloads.TensorBatches` over one dataset, read as one gather.
+
+    When every member's loader is a ``TensorBatches`` over equal ``x`` and ``y``
+    (the built-in workloads under K seeds), member ``k``'s batch is
+    ``x[perm_k[i * B:(i + 1) * B]]`` with its own permutation (its seed and
+    epoch), exactly the rows its loader would slice: a chunk of steps is then
+    one ``index_select`` of all members' rows, instead of K shuffled copies of
+    the dataset per epoch, K slices per step and a stack. The loaders
+    themselves are not advanced (their state is left as found).
+    """
+
+    def __init__(self, loaders: list[Any]) -> None:
+        self.loaders = loaders
+        self.x, self.y = loaders[0].x, loaders[0].y
+        # per member: [epoch, next batch in it, that epoch's permutation]
+        self.state: list[list[Any]] = [[lo.epoch, lo._start_batch, None] for lo in loaders]
+        self._xs: Tensor | None = None
+        self._ys: Tensor | None = None
+
+    @classmethod
+    def take(cls, loaders: list[Iterable[Any]]) -> _SharedTensorBatches | None:
+        from clr.workloads._batches import TensorBatches
+
+        first = loaders[0]
+        if not all(type(lo) is TensorBatches for lo in loaders):
+            return None
+        assert isinstance(first, TensorBatches)
+        for lo in loaders:
+            assert isinstance(lo, TensorBatches)
+            if (
+                len(lo) == 0
+                or lo.batch_size != first.batch_size
+                or (not lo.drop_last and lo.num_samples % lo.batch_size != 0)
+                or not _same_tensor(lo.x, first.x)
+                or not _same_tensor(lo.y, first.y)
+            ):
+                return None
+        return cls(list(loaders))
+
+    def _rows(self, k: int) -> Tensor:
+        state, loader = self.state[k], self.loaders[k]
+        if state[2] is None or state[1] >= len(loader):
+            if state[2] is not None:
+                state[0], state[1] = state[0] + 1, 0
+            n = loader.num_samples
+            state[2] = (
+                loader._permutation(state[0])
+                if loader.shuffle
+                else torch.arange(n, device=loader.device)
+            )
+        bs = loader.batch_size
+        i = state[1]
+        state[1] = i + 1
+        rows: Tensor = state[2][i * bs : (i + 1) * bs]
+        return rows
+
+    def take_chunk(self, size: int) -> tuple[Tensor, Tensor]:
+        """The next ``size`` steps of every member: ``(size * K * B, ...)`` inputs and targets."""
+        k_members = len(self.loaders)
+        rows = torch.cat([self._rows(k) for _ in range(size) for k in range(k_members)])
+        # Into buffers kept from chunk to chunk (a chunk's steps are done before the
+        # next is read): no fresh allocation, and its page faults, per chunk.
+        if self._xs is None or self._xs.shape[0] < rows.shape[0]:
+            self._xs = self.x.new_empty((rows.shape[0], *self.x.shape[1:]))
+            self._ys = self.y.new_empty((rows.shape[0], *self.y.shape[1:]))
+        assert self._ys is not None
+        xs = torch.index_select(self.x, 0, rows, out=self._xs[: rows.shape[0]])
+        ys = torch.index_select(self.y, 0, rows, out=self._ys[: rows.shape[0]])
+        bs = self.loaders[0].batch_size
+        return xs.view(size * k_members, bs, *xs.shape[1:]), ys.view(
+            size * k_members, bs, *ys.shape[1:]
+        )
+
+
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    return a is b or (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and bool(torch.equal(a, b))
+    )
 
 
 class _RngState:

@@ -14,6 +14,7 @@ from clr.fused import (
     FusedModel,
     FusedRangeTest,
     FusedSGD,
+    _batched_loss,
     fusable,
     make_fused_optimizer,
     stack_models,
@@ -26,6 +27,11 @@ from clr.workloads import TensorBatches, build_workload
 def mlp(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+class ScaledLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
 
 
 class TestFusedModel:
@@ -67,6 +73,68 @@ class TestFusedModel:
             FusedModel([nn.Linear(3, 2), nn.Linear(3, 4)])
         with pytest.raises(ValueError, match="at least one"):
             FusedModel([])
+
+    def test_a_plain_chain_runs_stacked_with_vmaps_outputs_and_gradients(self):
+        def chain(seed: int) -> nn.Module:
+            torch.manual_seed(seed)
+            return nn.Sequential(
+                nn.Flatten(),
+                nn.Sequential(nn.Linear(12, 16), nn.GELU(), nn.Dropout(0.0)),
+                nn.Linear(16, 16, bias=False),
+                nn.Tanh(),
+                nn.Identity(),
+                nn.Linear(16, 3),
+                nn.ReLU(),
+            )
+
+        models = [chain(s) for s in range(3)]
+        stacked, vmapped = FusedModel(models), FusedModel(models, allow_stacked=False)
+        assert (stacked.path, vmapped.path) == ("stacked", "vmap")
+        x = torch.randn(3, 5, 3, 4)
+        out = stacked(x)
+        torch.testing.assert_close(out, vmapped(x), rtol=1e-6, atol=1e-6)
+        for k, model in enumerate(models):
+            torch.testing.assert_close(out[k], model(x[k]), rtol=1e-6, atol=1e-6)
+        params = {n: p.clone().requires_grad_() for n, p in stacked.params.items()}
+        a = torch.autograd.grad(
+            stacked.stacked_forward(params, x).square().sum(), list(params.values())
+        )
+        b = torch.autograd.grad(
+            torch.vmap(vmapped.functional_forward)(params, {}, x).square().sum(),
+            list(params.values()),
+        )
+        for ga, gb in zip(a, b, strict=True):
+            torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
+        in_out = stacked.stacked_params()
+        assert in_out["1.0.weight"].shape == (3, 12, 16)
+        torch.testing.assert_close(stacked.stacked_forward(in_out, x, in_out=True), out)
+
+    @pytest.mark.parametrize(
+        "model",
+        [
+            nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)),  # a module outside the set
+            nn.Sequential(nn.Linear(4, 4), nn.PReLU()),  # an activation with a weight
+            nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval(),  # buffers
+            ScaledLinear(4, 4),  # a Linear subclass: its forward may differ
+        ],
+    )
+    def test_a_model_outside_the_stacked_set_takes_the_vmap_path(self, model):
+        fused = FusedModel([model, model]).train(model.training)
+        assert fused.path == "vmap"
+        x = torch.randn(2, 3, 4)
+        torch.testing.assert_close(fused(x)[1], model(x[1]), rtol=1e-6, atol=1e-6)
+        with pytest.raises(RuntimeError, match="path == 'stacked'"):
+            fused.stacked_forward(fused.params, x)
+
+    def test_dropout_runs_stacked_in_eval_mode_only(self):
+        model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+        fused = FusedModel([model, model])
+        assert fused.train().path == "vmap"
+        assert fused.eval().path == "stacked"
+
+    @pytest.mark.parametrize("name", ["digits_mlp", "mnist1d_mlp", "synthetic_mlp"])
+    def test_the_built_in_mlps_take_the_stacked_path(self, name):
+        assert FusedModel([build_workload(name, seed=0).model]).path == "stacked"
 
     def test_dropout_draws_a_different_mask_per_member(self):
         models = [nn.Dropout(0.5) for _ in range(2)]
@@ -173,12 +241,12 @@ def separate(name, k, **run):
     return test.run(loader, **run)
 
 
-def fused(name, members, opt_kw=None, **run):
+def fused(name, members, opt_kw=None, criterion=nn.functional.cross_entropy, **run):
     tasks = [task(k) for k in members]
     test = FusedRangeTest(
         [m for m, _ in tasks],
         name,
-        nn.functional.cross_entropy,
+        criterion,
         metric_fn=accuracy,
         **(opt_kw or {}),
     )
@@ -256,6 +324,62 @@ class TestFusedRangeTest:
             assert a.steps_run == 100
             for field in ("lrs", "losses", "smoothed_losses", "accuracies"):
                 assert np.array_equal(getattr(a, field), getattr(b, field)), field
+
+    @pytest.mark.parametrize(
+        ("name", "kw"), [("sgd", {"momentum": 0.9, "nesterov": True}), ("adamw", {})]
+    )
+    def test_the_stacked_and_vmap_paths_give_the_same_curves(self, name, kw):
+        sweep = dict(SWEEP, end_lr=0.3 if name == "sgd" else 0.03)
+        stacked = fused(name, [0, 1, 2], opt_kw=kw, **sweep)
+        vmapped = fused(name, [0, 1, 2], opt_kw=dict(kw, allow_stacked=False), **sweep)
+        assert {r.metadata["fused"]["path"] for r in stacked} == {"stacked"}
+        assert {r.metadata["fused"]["path"] for r in vmapped} == {"vmap"}
+        for a, b in zip(stacked, vmapped, strict=True):
+            assert_same_curve(a, b)
+
+    @pytest.mark.parametrize(
+        "criterion",
+        [
+            nn.CrossEntropyLoss(),  # batched
+            nn.CrossEntropyLoss(label_smoothing=0.1),  # not batched: vmapped
+            lambda out, y: nn.functional.cross_entropy(out, y),  # unknown: vmapped
+        ],
+    )
+    def test_every_criterion_gives_each_member_its_separate_curve(self, criterion):
+        results = fused("sgd", [0, 1], criterion=criterion, **SWEEP)
+        for k, result in enumerate(results):
+            model, loader = task(k)
+            opt = make_optimizer("sgd", model.parameters(), lr=1e-3)
+            alone = RangeTest(model, opt, criterion, metric_fn=accuracy).run(loader, **SWEEP)
+            assert result.metadata["fused"]["path"] == "stacked"
+            assert_same_curve(result, alone)
+
+    def test_the_batched_cross_entropy_leaves_out_ignored_rows(self):
+        logits = torch.randn(3, 6, 4)
+        targets = torch.randint(0, 4, (3, 6))
+        targets[1, 2] = targets[2, :5] = -100
+        batched = _batched_loss(nn.functional.cross_entropy)
+        assert batched is not None
+        prepared = batched.prepare(targets, logits.dtype)
+        assert prepared is not None
+        expected = [nn.functional.cross_entropy(logits[k], targets[k]) for k in range(3)]
+        torch.testing.assert_close(batched(logits, prepared), torch.stack(expected))
+        assert _batched_loss(nn.CrossEntropyLoss(weight=torch.ones(4))) is None
+        assert batched.prepare(torch.rand(3, 6, 4), logits.dtype) is None  # probabilities
+
+    def test_loaders_over_one_dataset_are_read_as_one_gather_with_the_same_batches(self):
+        tasks = [task(k) for k in range(3)]
+        for _, loader in tasks:
+            loader.set_epoch(2)  # a loader that does not start at epoch 0
+        models, loaders = [m for m, _ in tasks], [lo for _, lo in tasks]
+        run = {"num_iter": 60, "check_every": 7}  # 60 steps: 7+ epochs of 8 batches
+        gathered = FusedRangeTest(models, "sgd", nn.functional.cross_entropy).run(loaders, **run)
+        one_by_one = FusedRangeTest(
+            models, "sgd", nn.functional.cross_entropy, batch_fn=lambda b: b
+        ).run(loaders, **run)
+        for a, b in zip(gathered, one_by_one, strict=True):
+            assert np.array_equal(a.losses, b.losses)
+        assert [loader.epoch for loader in loaders] == [2, 2, 2]
 
     def test_models_rng_and_loader_epochs_are_left_as_found(self):
         tasks = [task(k) for k in range(2)]
