@@ -14,6 +14,7 @@ import {h, replace, facts, notice, badge} from '../dom.js';
 import {age, duration, jobHref, jobSeconds, jobSubject, showLive, num, pct, shortId, when, FINAL} from '../format.js';
 import {PALETTE, makeChart, markerPlugin} from '../charts.js';
 import {bandPlugin, iterationTick, legendValue, levelPlugin, mergeX, plural} from '../chart_sync.js';
+import {cancelJob} from '../jobs.js';
 
 const CHILDREN_PAGE = 50;
 const CHILDREN_REFRESH_MS = 2500;
@@ -464,13 +465,11 @@ export async function render(root, {match}, ctx) {
 
   async function cancel(e) {
     e.currentTarget.disabled = true;
-    try {
-      job = await ctx.api.post(`/sweeps/${id}/cancel`, {}, {signal});
+    const read = await cancelJob(ctx, 'sweeps', id, {signal, title: 'sweep', stops: 'the sweep cancels its children.'});
+    if (read) {
+      job = read;
       renderJob();
-      ctx.flash('Cancel requested: the sweep cancels its children.');
-    } catch (err) {
-      if (err.name === 'AbortError') return;
-      ctx.flash(`The sweep could not be cancelled: ${err.message}`, 'error');
+    } else if (!signal.aborted) {
       renderHead();
     }
   }

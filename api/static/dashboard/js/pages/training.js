@@ -18,6 +18,7 @@ import {PALETTE, fetchSeries, makeChart, markerPlugin, pointsFor} from '../chart
 import {
   ChartGroup, legendValue, mergeX, plural, stackedAxes, thinMinMax,
 } from '../chart_sync.js';
+import {cancelJob} from '../jobs.js';
 
 const FIELDS = ['lr', 'momentum', 'loss'];
 const EPOCH_FIELDS = ['epoch', 'iteration', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy'];
@@ -609,13 +610,11 @@ export async function render(root, {match}, ctx) {
 
   async function cancel(e) {
     e.currentTarget.disabled = true;
-    try {
-      job = await ctx.api.post(`/trainings/${id}/cancel`, {}, {signal});
+    const read = await cancelJob(ctx, 'trainings', id, {signal, title: 'training', stops: 'the training stops at its next step.'});
+    if (read) {
+      job = read;
       renderJob();
-      ctx.flash('Cancel requested: the training stops at its next step.');
-    } catch (err) {
-      if (err.name === 'AbortError') return;
-      ctx.flash(`The training could not be cancelled: ${err.message}`, 'error');
+    } else if (!signal.aborted) {
       renderActions();
     }
   }
