@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         make_fused_optimizer,
         stack_models,
     )
+    from clr.fused_train import FusedTrainer, FusedTrainResult, FusedTrainStopReason
     from clr.optim import OPTIMIZERS, OptimizerError, make_optimizer
     from clr.plots import (
         plot_range_test,
@@ -139,6 +140,9 @@ _LAZY: dict[str, str] = {
     "fusable": "clr.fused",
     "make_fused_optimizer": "clr.fused",
     "stack_models": "clr.fused",
+    "FusedTrainer": "clr.fused_train",
+    "FusedTrainResult": "clr.fused_train",
+    "FusedTrainStopReason": "clr.fused_train",
     "OPTIMIZERS": "clr.optim",
     "OptimizerError": "clr.optim",
     "make_optimizer": "clr.optim",
@@ -255,6 +259,9 @@ __all__ = [
     "FusedOptimizer",
     "FusedRangeTest",
     "FusedSGD",
+    "FusedTrainResult",
+    "FusedTrainStopReason",
+    "FusedTrainer",
     "HalvingPlan",
     "InvalidWorkloadParams",
     "MethodSpread",
