@@ -420,6 +420,10 @@ class FusedOptimizer:
         """Set the per-member learning rates (one number for all, or K numbers)."""
         self.lr = _per_member("lr", lr, self.num_members, 0.0, None)
 
+    def set_momentum(self, values: Tensor) -> None:
+        """Set every member's momentum (SGD) or ``beta1`` (the Adam family) for the
+        next step: a (K,) tensor, as a schedule that cycles momentum gives it."""
+
     def _cols(self, values: Tensor) -> list[Tensor]:
         """``values`` (K,) on the params' device, one broadcastable view per param."""
         cache: dict[torch.dtype, Tensor] = {}
@@ -518,6 +522,12 @@ class FusedSGD(FusedOptimizer):
         self._momentum = bool((self.momentum != 0).any())
         self._momentum_cols = self._cols(self.momentum)
 
+    def set_momentum(self, values: Tensor) -> None:
+        self.momentum = values
+        # the buffers start at zero: a member that had no momentum so far starts it as torch would
+        self._momentum = self._momentum or bool((values != 0).any())
+        self._momentum_cols = self._cols(values)
+
     def _state(self) -> list[Tensor]:
         return self.momentum_buffers if self._momentum else []
 
@@ -581,6 +591,10 @@ class FusedAdam(FusedOptimizer):
         self.exp_avgs: list[Tensor] = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs: list[Tensor] = [torch.zeros_like(p) for p in self.params]
         self._beta1_weight = self._cols(1 - self.beta1)
+
+    def set_momentum(self, values: Tensor) -> None:
+        self.beta1 = values
+        self._beta1_weight = self._cols(1 - values)
 
     def _state(self) -> list[Tensor]:
         return [*self.exp_avgs, *self.exp_avg_sqs]
@@ -765,12 +779,13 @@ def _no_preparation(_targets: Tensor) -> None:
 _PREFETCH = 4  # at most this many steps of batches are stacked at once
 
 
-def _stack_inputs(values: list[Any], name: str) -> Tensor:
+def _stack_inputs(values: list[Any], name: str, error: type[Exception] = RangeTestError) -> Tensor:
+    """The members' batches (one tensor each) stacked; ``error`` says why they cannot be."""
     if not all(isinstance(v, Tensor) for v in values):
-        raise RangeTestError(f"fused {name} must be tensors (one per member); use batch_fn=")
+        raise error(f"fused {name} must be tensors (one per member); use batch_fn=")
     shapes = {tuple(v.shape) for v in values}
     if len(shapes) > 1:
-        raise RangeTestError(
+        raise error(
             f"the members' {name} must have one shape to be stacked, got {sorted(shapes)} "
             "(a loader's last partial batch? use drop_last=True)"
         )

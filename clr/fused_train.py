@@ -38,7 +38,15 @@ from torch.func import grad_and_value
 
 from clr._batch import split_batch, to_device
 from clr.exceptions import ScheduleError
-from clr.fused import FusedAdam, FusedAdamW, FusedModel, FusedOptimizer, FusedSGD, _batched_loss
+from clr.fused import (
+    FusedAdam,
+    FusedAdamW,
+    FusedModel,
+    FusedOptimizer,
+    FusedSGD,
+    _batched_loss,
+    _stack_inputs,
+)
 from clr.optim import OPTIMIZERS, OptimizerError
 from clr.policies import Schedule, cycle_ends
 from clr.train import EpochRecord, TrainResult
@@ -132,29 +140,6 @@ def _values_fn(schedule: Schedule) -> Callable[[int], tuple[float, float | None]
     if values_at is not None:
         return cast(Callable[[int], tuple[float, float | None]], values_at)
     return lambda step: (schedule.lr_at(step), schedule.momentum_at(step))
-
-
-def _set_momentum(optimizer: FusedOptimizer, values: Tensor) -> None:
-    """Set every member's momentum (SGD) or beta1 (Adam family) for the next step."""
-    if isinstance(optimizer, FusedSGD):
-        optimizer.momentum = values
-        optimizer._momentum = optimizer._momentum or bool((values != 0).any())
-        optimizer._momentum_cols = optimizer._cols(values)
-    elif isinstance(optimizer, FusedAdam):
-        optimizer.beta1 = values
-        optimizer._beta1_weight = optimizer._cols(1 - values)
-
-
-def _stack(values: list[Any], name: str) -> Tensor:
-    if not all(isinstance(v, Tensor) for v in values):
-        raise ValueError(f"fused {name} must be tensors (one per member); use batch_fn=")
-    shapes = {tuple(v.shape) for v in values}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"the members' {name} must have one shape to be stacked, got {sorted(shapes)} "
-            "(a loader's last partial batch? use drop_last=True)"
-        )
-    return torch.stack(values)
 
 
 class FusedTrainer:
@@ -551,10 +536,10 @@ class FusedTrainer:
                 m.last = (x, y)
                 inputs.append(x)
                 targets.append(y)
-            xs = to_device(_stack(inputs, "inputs"), device)
-            ys = to_device(_stack(targets, "targets"), device)
+            xs = to_device(_stack_inputs(inputs, "inputs", ValueError), device)
+            ys = to_device(_stack_inputs(targets, "targets", ValueError), device)
             if cycled:
-                _set_momentum(optimizer, momentum_table[:, it])
+                optimizer.set_momentum(momentum_table[:, it])
             grads, loss, outputs = step_fn(xs, ys)
             optimizer.lr = lr_table[:, it]
             optimizer.step(grads, mask, lr=lr_rows[it])

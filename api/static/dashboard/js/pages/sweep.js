@@ -11,10 +11,10 @@
 // few seconds.
 
 import {h, replace, facts, notice, badge} from '../dom.js';
-import {age, duration, jobHref, jobSeconds, jobSubject, showLive, num, pct, shortId, when, FINAL} from '../format.js';
+import {age, duration, jobHref, jobSeconds, jobSubject, num, pct, shortId, when, FINAL} from '../format.js';
 import {PALETTE, makeChart, markerPlugin} from '../charts.js';
 import {bandPlugin, iterationTick, legendValue, levelPlugin, mergeX, plural} from '../chart_sync.js';
-import {cancelJob} from '../jobs.js';
+import {cancelJob, followJob} from '../jobs.js';
 
 const CHILDREN_PAGE = 50;
 const CHILDREN_REFRESH_MS = 2500;
@@ -493,33 +493,23 @@ export async function render(root, {match}, ctx) {
   }
 
   async function follow() {
-    showLive(live, 'live');
     timer = setTimeout(refreshChildren, CHILDREN_REFRESH_MS);
-    try {
-      await ctx.api.stream(`/jobs/${id}/events`, {
-        signal,
-        onState: (state, err) => {
-          if (stopped) return;
-          showLive(live, state, err);
-        },
-        onEvent: (name, data) => {
-          if (stopped || name !== 'status') return;
-          job = data;
-          renderJob();
-        },
-      });
-      if (stopped) return;
-      job = await ctx.api.get(`/sweeps/${id}`, null, {signal});
-      renderJob();
-      clearTimeout(timer);
-      timer = null;
-      await readChildren();
-    } catch (err) {
-      if (err.name === 'AbortError' || stopped) return;
-      showLive(live, 'failed', err);
-      return;
-    }
-    showLive(live, 'ended');
+    await followJob(ctx, id, live, {
+      signal,
+      isStopped: () => stopped,
+      onEvent: (name, data) => {
+        if (name !== 'status') return;
+        job = data;
+        renderJob();
+      },
+      ended: async () => {
+        job = await ctx.api.get(`/sweeps/${id}`, null, {signal});
+        renderJob();
+        clearTimeout(timer);
+        timer = null;
+        await readChildren();
+      },
+    });
   }
 
   if (!FINAL.has(job.status)) follow();

@@ -12,13 +12,13 @@
 
 import {h, replace, facts, notice, badge} from '../dom.js';
 import {
-  age, duration, jobSeconds, jobSubject, showLive, num, pct, shortId, when, FINAL,
+  age, duration, jobSeconds, jobSubject, num, pct, shortId, when, FINAL,
 } from '../format.js';
 import {PALETTE, fetchSeries, makeChart, markerPlugin, pointsFor} from '../charts.js';
 import {
   ChartGroup, legendValue, mergeX, plural, stackedAxes, thinMinMax,
 } from '../chart_sync.js';
-import {cancelJob} from '../jobs.js';
+import {cancelJob, followJob} from '../jobs.js';
 
 const FIELDS = ['lr', 'momentum', 'loss'];
 const EPOCH_FIELDS = ['epoch', 'iteration', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy'];
@@ -647,48 +647,37 @@ export async function render(root, {match}, ctx) {
     redrawSoon();
   }
 
-  async function follow() {
-    showLive(live, 'live');
-    try {
-      await ctx.api.stream(`/jobs/${id}/events`, {
-        signal,
-        // only what came after the first read (the stream's ids count each series' points)
-        lastEventId: first.attempt ? `${first.attempt}:${first.nextAfter},${epochRead.nextAfter}` : null,
-        onState: (state, err) => {
-          if (stopped) return;
-          showLive(live, state, err);
-        },
-        onEvent: (name, data) => {
-          if (stopped) return;
-          if (name === 'status') {
-            job = data;
-            renderJob();
-          } else if (name === 'iterations') {
-            if (its.add(data)) {
-              its.thin(pointsFor(lossBox));
-              renderCount();
-              if (!zoomed) redrawSoon();
-            }
-          } else if (name === 'epochs') {
-            if (epochs.add(data)) {
-              renderEpochs();
-              redrawSoon();
-            }
+  function follow() {
+    return followJob(ctx, id, live, {
+      signal,
+      isStopped: () => stopped,
+      // only what came after the first read (the stream's ids count each series' points)
+      lastEventId: first.attempt ? `${first.attempt}:${first.nextAfter},${epochRead.nextAfter}` : null,
+      onEvent: (name, data) => {
+        if (name === 'status') {
+          job = data;
+          renderJob();
+        } else if (name === 'iterations') {
+          if (its.add(data)) {
+            its.thin(pointsFor(lossBox));
+            renderCount();
+            if (!zoomed) redrawSoon();
           }
-        },
-      });
-      if (stopped) return;
+        } else if (name === 'epochs') {
+          if (epochs.add(data)) {
+            renderEpochs();
+            redrawSoon();
+          }
+        }
+      },
       // ended: the final state, and the whole series thinned afresh
-      job = await ctx.api.get(`/trainings/${id}`, null, {signal});
-      renderJob();
-      await reloadAll();
-      renderJob();
-    } catch (err) {
-      if (err.name === 'AbortError' || stopped) return;
-      showLive(live, 'failed', err);
-      return;
-    }
-    showLive(live, 'ended');
+      ended: async () => {
+        job = await ctx.api.get(`/trainings/${id}`, null, {signal});
+        renderJob();
+        await reloadAll();
+        renderJob();
+      },
+    });
   }
 
   if (!FINAL.has(job.status)) follow();
