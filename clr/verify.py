@@ -14,8 +14,10 @@ that stay in front.
 The planning here is plain Python (no torch): :func:`candidates_for` picks the
 pairs, :func:`plan_halving` the rounds within a declared budget, and
 :func:`select_survivors` who goes on. :func:`verify_bounds` runs that plan in
-this process with :class:`~clr.Trainer`; a service runs the same plan with each
-candidate as a training job of its own and puts the results together with
+this process, each round's candidates as one fused run
+(:class:`~clr.fused_train.FusedTrainer`) when the model fuses, one after another
+with :class:`~clr.Trainer` when it does not; a service runs the same plan with
+each candidate as a training job of its own and puts the results together with
 :meth:`Verification.from_rounds`.
 
 Example::
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from clr.exceptions import VerificationError
@@ -50,6 +52,7 @@ __all__ = [
     "LADDER_HIGH",
     "LADDER_LOW",
     "LADDER_TOP_RUNGS",
+    "OPTIMIZER_SPEC_KEYS",
     "PLATEAU_TOLERANCE",
     "SAME_MAX_LR_DECADES",
     "TIE_TOLERANCE",
@@ -613,11 +616,20 @@ class VerificationRound:
         results: one :class:`CandidateResult` per candidate trained.
         kept: indices of the candidates that went on (the winner, after the
             last round), best first.
+        fused: whether the round's candidates trained as one fused run
+            (:class:`~clr.fused_train.FusedTrainer`), ``False`` when they
+            trained one after another, ``None`` when not known (rounds a
+            service ran, put together by :meth:`Verification.from_rounds`).
+        execution: a sentence saying how the round ran, e.g. ``"3 candidates
+            fused (stacked)"`` or ``"2 candidates one by one: fuse=False"``;
+            empty when not known.
     """
 
     iterations: int
     results: tuple[CandidateResult, ...]
     kept: tuple[int, ...]
+    fused: bool | None = None
+    execution: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -625,6 +637,8 @@ class VerificationRound:
             "iterations": self.iterations,
             "results": [r.to_dict() for r in self.results],
             "kept": list(self.kept),
+            "fused": self.fused,
+            "execution": self.execution,
         }
 
 
@@ -771,11 +785,77 @@ class TrainingSetup(Protocol):
 OptimizerFactory: TypeAlias = "Callable[[Iterable[nn.Parameter], float], Optimizer]"
 """``factory(parameters, lr) -> Optimizer``; the default is SGD with momentum 0.9."""
 
+OPTIMIZER_SPEC_KEYS = ("name", "momentum", "weight_decay", "nesterov", "betas", "eps")
+"""The keys of :func:`verify_bounds`'s ``optimizer_spec``: :func:`clr.make_optimizer`'s."""
+
+
+def _optimizer_spec(spec: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """``(name, hyperparameters)`` of ``spec``, checked by building it once."""
+    if spec is None:
+        return "sgd", {"momentum": 0.9}
+    from torch import nn, zeros
+
+    from clr.optim import make_optimizer
+
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"optimizer_spec must be a mapping, got {spec!r}")
+    unknown = sorted(str(k) for k in spec if k not in OPTIMIZER_SPEC_KEYS)
+    if unknown:
+        raise ValueError(
+            f"optimizer_spec has unknown keys {unknown}; allowed: {list(OPTIMIZER_SPEC_KEYS)}"
+        )
+    if "name" not in spec:
+        raise ValueError(
+            f"optimizer_spec must name the optimizer ('name': 'sgd', 'adam' or 'adamw'), "
+            f"got {dict(spec)!r}"
+        )
+    name = spec["name"]
+    hyper = {k: v for k, v in spec.items() if k != "name"}
+    if "betas" in hyper:
+        hyper["betas"] = tuple(hyper["betas"])
+    make_optimizer(name, [nn.Parameter(zeros(1))], lr=0.0, **hyper)  # raises when bad
+    return name, hyper
+
 
 def _sgd(params: Iterable[nn.Parameter], lr: float) -> Optimizer:
     from clr.optim import make_optimizer
 
     return make_optimizer("sgd", params, lr=lr, momentum=0.9)
+
+
+def _factory(name: str, hyper: Mapping[str, Any]) -> OptimizerFactory:
+    """The :data:`OptimizerFactory` that builds ``optimizer_spec``'s optimizer."""
+    from clr.optim import make_optimizer
+
+    def factory(params: Iterable[nn.Parameter], lr: float) -> Optimizer:
+        return make_optimizer(name, params, lr=lr, **hyper)
+
+    return factory
+
+
+def _why_not_fused(probe: TrainingSetup, *, fuse: bool, custom: bool) -> str | None:
+    """Why the candidates cannot train as one fused run, ``None`` when they can."""
+    if not fuse:
+        return "fuse=False"
+    if custom:
+        return "a custom optimizer factory cannot be fused (optimizer_spec can)"
+    import torch
+
+    from clr._batch import split_batch
+    from clr.fused import fusable
+
+    with torch.random.fork_rng(devices=[]):  # the probe's loader draws nothing for the runs
+        batch = next(iter(probe.train_loader), None)
+    if batch is None:
+        return "the training loader yielded no batches"
+    inputs, _ = split_batch(batch)
+    probe.model.train()
+    ok, reason = fusable(probe.model, inputs)
+    return None if ok else reason
+
+
+def _plural(n: int) -> str:
+    return f"{n} candidate" if n == 1 else f"{n} candidates"
 
 
 def _train_one(
@@ -819,6 +899,60 @@ def _train_one(
     return CandidateResult(index, result.iterations, loss, _loss_or_none(result.val_accuracy))
 
 
+def _train_fused(
+    build: Callable[[int], TrainingSetup],
+    seed: int,
+    initial: Mapping[str, Tensor],
+    pairs: Sequence[Candidate],
+    indices: Sequence[int],
+    iterations: int,
+    optimizer: tuple[str, Mapping[str, Any]],
+) -> tuple[list[CandidateResult], str]:
+    """The candidates ``indices`` as one :class:`~clr.fused_train.FusedTrainer` run.
+
+    Returns their results in ``indices``' order and the fused path taken.
+    """
+    from clr.fused_train import FusedTrainer
+    from clr.policies import make_schedule
+
+    setups = [build(seed) for _ in indices]
+    for setup in setups:
+        setup.model.load_state_dict(initial)
+    schedules = [
+        make_schedule(
+            "triangular",
+            base_lr=pairs[i].base_lr,
+            max_lr=pairs[i].max_lr,
+            step_size_up=max(1, iterations // 2),
+        )
+        for i in indices
+    ]
+    name, hyper = optimizer
+    trainer = FusedTrainer(
+        [s.model for s in setups],
+        name,
+        setups[0].loss_fn,
+        metric_fn=setups[0].metric_fn,
+        **hyper,
+    )
+    runs = trainer.run(
+        [s.train_loader for s in setups],
+        schedules,
+        iterations=iterations,
+        val_loader=setups[0].val_loader,
+    )
+    results = [
+        CandidateResult(
+            index,
+            run.iterations,
+            None if run.stop_reason == "diverged" else _loss_or_none(run.val_loss),
+            _loss_or_none(run.val_accuracy),
+        )
+        for index, run in zip(indices, runs, strict=True)
+    ]
+    return results, trainer.fused.path
+
+
 def verify_bounds(
     build: Callable[[int], TrainingSetup],
     suggestions: Suggestions | None,
@@ -832,6 +966,8 @@ def verify_bounds(
     max_candidates: int = 4,
     candidates: Sequence[Candidate] | None = None,
     optimizer: OptimizerFactory | None = None,
+    optimizer_spec: Mapping[str, Any] | None = None,
+    fuse: bool = True,
     callback: Callable[[int, CandidateResult], None] | None = None,
 ) -> Verification:
     """Train short CLR runs at candidate bounds in this process and keep the best.
@@ -842,9 +978,25 @@ def verify_bounds(
     full_run_iterations``. Every run starts from the same initialisation: the
     weights of ``build(seed)``'s model, loaded into each fresh ``build(seed)``
     (which also gives each the same data order), and trains one triangular
-    cycle (``step_size_up = iterations // 2``) with :class:`~clr.Trainer`; its
-    final validation loss ranks it. A run whose training loss turns NaN or
-    infinite stops there and ranks last.
+    cycle (``step_size_up = iterations // 2``); its final validation loss ranks
+    it. A run whose training loss turns NaN or infinite stops there and ranks
+    last.
+
+    Each round's candidates train as **one fused run**
+    (:class:`~clr.fused_train.FusedTrainer`: the K models stacked, each member
+    with its own loader and triangular schedule) when the model fuses
+    (:func:`clr.fused.fusable`, asked once on ``build(seed)``'s model and first
+    batch) and the optimizer is one the fused loop reproduces (the default, or
+    ``optimizer_spec``). Otherwise, with a custom ``optimizer`` factory, or with
+    ``fuse=False``, they train one after another with :class:`~clr.Trainer`.
+    Both give the same validation losses to float tolerance (and so the same
+    winner); :attr:`VerificationRound.fused` and
+    :attr:`VerificationRound.execution` say which ran and, when unfused, why.
+    A diverged member is masked in the fused run (its ``iterations`` end at the
+    non-finite loss) and ranks last as an unfused one does. Loaders whose order
+    comes from the global RNG (a shuffling ``DataLoader``) give the fused
+    members other orders than one-by-one runs would get; the built-in
+    workloads' loaders carry their own seed and give the same.
 
     Args:
         build: ``build(seed)`` returns a fresh model with its loaders, loss
@@ -859,17 +1011,27 @@ def verify_bounds(
         min_iterations: fewest iterations of a first-round run.
         max_candidates: passed to :func:`candidates_for`.
         candidates: compare these pairs instead of :func:`candidates_for`'s.
-        optimizer: ``factory(parameters, lr)``; SGD with momentum 0.9 by default.
-        callback: called with ``(round_index, result)`` after each run.
+        optimizer: ``factory(parameters, lr)``; SGD with momentum 0.9 by
+            default. A factory cannot be fused: its rounds train one by one.
+        optimizer_spec: the optimizer as :func:`clr.make_optimizer`'s
+            arguments (keys :data:`OPTIMIZER_SPEC_KEYS`, ``name`` required,
+            e.g. ``{"name": "adam", "betas": (0.95, 0.999)}``), which both the
+            fused and the unfused runs build; not with ``optimizer``.
+        fuse: ``False`` trains every candidate on its own, even when the
+            model fuses.
+        callback: called with ``(round_index, result)`` for each candidate
+            after its run (after the round's fused run, in the round's order).
 
     Returns:
         The :class:`Verification`: winner, every run's validation loss and
-        accuracy, the compute spent and the budget.
+        accuracy, the compute spent, the budget and how each round ran.
 
     Raises:
         VerificationError: the budget is too small for the candidates (before
             anything trains).
         ValueError: bad arguments, naming them.
+        OptimizerError: ``optimizer_spec`` names an unknown optimizer or an
+            impossible hyperparameter.
     """
     pairs = (
         list(candidates)
@@ -878,6 +1040,10 @@ def verify_bounds(
     )
     if not pairs:
         raise ValueError("candidates must not be empty")
+    if optimizer is not None and optimizer_spec is not None:
+        raise ValueError("pass optimizer or optimizer_spec, not both")
+    if not isinstance(fuse, bool):
+        raise ValueError(f"fuse must be a bool, got {fuse!r}")
     plan = plan_halving(
         len(pairs),
         full_run_iterations=full_run_iterations,
@@ -885,19 +1051,46 @@ def verify_bounds(
         eta=eta,
         min_iterations=min_iterations,
     )
-    factory = optimizer if optimizer is not None else _sgd
+    spec = _optimizer_spec(optimizer_spec)
+    if optimizer is not None:
+        factory = optimizer
+    elif optimizer_spec is not None:
+        factory = _factory(*spec)
+    else:
+        factory = _sgd
     informative = suggestions is not None and verdict.informative
-    initial = {k: v.detach().clone() for k, v in build(seed).model.state_dict().items()}
+    probe = build(seed)
+    initial = {k: v.detach().clone() for k, v in probe.model.state_dict().items()}
+    unfused = (
+        _why_not_fused(probe, fuse=fuse, custom=optimizer is not None) if plan.rounds else None
+    )
+    del probe
     rounds: list[list[CandidateResult]] = []
+    executions: list[tuple[bool, str]] = []
     alive = list(range(len(pairs)))
     for r, (_, iterations) in enumerate(plan.rounds):
-        results = []
-        for index in alive:
-            res = _train_one(build, seed, initial, pairs[index], index, iterations, factory)
-            results.append(res)
+        if unfused is None:
+            results, path = _train_fused(build, seed, initial, pairs, alive, iterations, spec)
+            executions.append((True, f"{_plural(len(alive))} fused ({path})"))
             if callback is not None:
-                callback(r, res)
+                for res in results:
+                    callback(r, res)
+        else:
+            results = []
+            for index in alive:
+                res = _train_one(build, seed, initial, pairs[index], index, iterations, factory)
+                results.append(res)
+                if callback is not None:
+                    callback(r, res)
+            executions.append((False, f"{_plural(len(alive))} one by one: {unfused}"))
         rounds.append(results)
         losses = {res.candidate: res.val_loss for res in results}
         alive = select_survivors(losses, plan.keep(r), candidates=pairs, informative=informative)
-    return Verification.from_rounds(pairs, plan, rounds, informative=informative)
+    done = Verification.from_rounds(pairs, plan, rounds, informative=informative)
+    return replace(
+        done,
+        rounds=tuple(
+            replace(rnd, fused=fused, execution=execution)
+            for rnd, (fused, execution) in zip(done.rounds, executions, strict=True)
+        ),
+    )

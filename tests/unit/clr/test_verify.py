@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib
 import json
@@ -17,6 +18,7 @@ from clr import (
     Candidate,
     CandidateResult,
     HalvingPlan,
+    OptimizerError,
     Verification,
     VerificationError,
     candidates_for,
@@ -517,3 +519,204 @@ class TestVerifyBounds:
         assert all(c.source.split(":")[0] != "ladder" for c in v.candidates)
         assert v.iterations_spent <= v.budget_iterations
         assert isinstance(v.plan, HalvingPlan)
+
+
+# --------------------------------------------------------------------------- fused rounds
+
+# digits_mlp at width 16 (22 batches an epoch): rounds of 3 x 10 and 2 x 20
+# iterations; 0.1 and 1 train, 1e30 turns the loss non-finite within two steps
+DIGITS = {"width": 16}
+DIVERGING = [Candidate(0.025, 0.1, "a"), Candidate(0.25, 1.0, "b"), Candidate(1e25, 1e30, "c")]
+
+
+def digits(seed: int) -> WorkloadInstance:
+    return build_workload("digits_mlp", DIGITS, seed=seed)
+
+
+def batch_norm_digits(seed: int) -> WorkloadInstance:
+    """digits_mlp's data with a model that vmap cannot train (batch norm in training mode)."""
+    inst = digits(seed)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 16),
+        torch.nn.BatchNorm1d(16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 10),
+    )
+    return dataclasses.replace(inst, model=model)
+
+
+def run_both(build_fn, **kwargs):
+    """verify_bounds fused and unfused, each with the candidates its callback saw."""
+    out = []
+    for fuse in (True, False):
+        seen: list[tuple[int, int]] = []
+        v = verify_bounds(
+            build_fn,
+            None,
+            FLAT,
+            full_run_iterations=80,
+            seed=0,
+            min_iterations=10,
+            fuse=fuse,
+            callback=lambda r, res, seen=seen: seen.append((r, res.candidate)),
+            **kwargs,
+        )
+        out.append((v, seen))
+    return out
+
+
+def losses_of(v: Verification) -> list[list[tuple[int, float | None]]]:
+    return [[(r.candidate, r.val_loss) for r in rnd.results] for rnd in v.rounds]
+
+
+class TestVerifyBoundsFused:
+    def test_fused_rounds_give_the_unfused_losses_and_winner(self):
+        (fused, seen_fused), (alone, seen_alone) = run_both(digits, candidates=DIVERGING)
+        assert fused.plan.rounds == alone.plan.rounds == ((3, 10), (2, 20))
+        assert [(r.fused, r.execution) for r in fused.rounds] == [
+            (True, "3 candidates fused (stacked)"),
+            (True, "2 candidates fused (stacked)"),
+        ]
+        assert [(r.fused, r.execution) for r in alone.rounds] == [
+            (False, "3 candidates one by one: fuse=False"),
+            (False, "2 candidates one by one: fuse=False"),
+        ]
+        # the same candidates, in the same order, each with the unfused run's loss
+        f_losses, a_losses = losses_of(fused), losses_of(alone)
+        assert [[c for c, _ in rnd] for rnd in f_losses] == [[0, 1, 2], [1, 0]]
+        assert [[c for c, _ in rnd] for rnd in a_losses] == [[0, 1, 2], [1, 0]]
+        for f_rnd, a_rnd in zip(f_losses, a_losses, strict=True):
+            for (_, f_loss), (_, a_loss) in zip(f_rnd, a_rnd, strict=True):
+                if a_loss is None:
+                    assert f_loss is None
+                else:
+                    assert f_loss == pytest.approx(a_loss, rel=1e-4)
+        for f_rnd, a_rnd in zip(fused.rounds, alone.rounds, strict=True):
+            for f_res, a_res in zip(f_rnd.results, a_rnd.results, strict=True):
+                if a_res.val_loss is not None:
+                    assert f_res.val_accuracy == pytest.approx(a_res.val_accuracy, rel=1e-4)
+        # the diverged member was masked and ranked last, as the unfused run was
+        [f_bad] = [r for r in fused.rounds[0].results if r.candidate == 2]
+        assert f_bad.val_loss is None
+        assert f_bad.iterations < 10
+        assert fused.rounds[0].kept == alone.rounds[0].kept == (1, 0)
+        assert fused.winner_index == alone.winner_index
+        assert fused.rounds[-1].kept == alone.rounds[-1].kept
+        # the callback saw every candidate once, after its round, in the round's order
+        assert seen_fused == seen_alone == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 0)]
+        assert fused.iterations_spent == sum(
+            r.iterations for rnd in fused.rounds for r in rnd.results
+        )
+        data = json.loads(json.dumps(fused.to_dict()))
+        assert data["rounds"][0]["fused"] is True
+        assert data["rounds"][0]["execution"] == "3 candidates fused (stacked)"
+        assert data["rounds"][0]["results"][2] == {
+            "candidate": 2,
+            "iterations": f_bad.iterations,
+            "val_loss": None,
+            "val_accuracy": None,
+        }
+
+    def test_every_member_starts_from_the_same_weights(self):
+        calls: list[torch.Tensor] = []
+
+        def counting_build(seed: int) -> WorkloadInstance:
+            inst = digits(seed + len(calls))  # a build that does not repeat its init
+            calls.append(inst.model[1].weight.detach().clone())
+            return inst
+
+        cands = [Candidate(1e-9, 2e-9, "a"), Candidate(2e-9, 4e-9, "b")]
+        v = verify_bounds(
+            counting_build, None, FLAT, full_run_iterations=40, seed=0, candidates=cands
+        )
+        assert v.rounds[0].fused is True
+        assert len(calls) == 3  # the first build's init, loaded into the other two
+        assert not torch.allclose(calls[1], calls[0])
+        losses = [r.val_loss for r in v.rounds[0].results]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+    def test_a_model_that_does_not_fuse_trains_one_by_one(self):
+        cands = DIVERGING[:2]
+        (fused, seen), _ = run_both(batch_norm_digits, candidates=cands)
+        [rnd] = fused.rounds
+        assert rnd.fused is False
+        assert rnd.execution.startswith("2 candidates one by one: batch norm in training mode")
+        assert all(r.val_loss is not None and math.isfinite(r.val_loss) for r in rnd.results)
+        assert seen == [(0, 0), (0, 1)]
+
+    def test_a_custom_factory_trains_one_by_one(self):
+        def sgd(params, lr):
+            return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+        (custom, _), _ = run_both(digits, candidates=DIVERGING[:2], optimizer=sgd)
+        (default, _), _ = run_both(digits, candidates=DIVERGING[:2])
+        [rnd] = custom.rounds
+        assert rnd.fused is False
+        assert rnd.execution == (
+            "2 candidates one by one: a custom optimizer factory cannot be fused "
+            "(optimizer_spec can)"
+        )
+        assert default.rounds[0].fused is True
+        for c_res, d_res in zip(rnd.results, default.rounds[0].results, strict=True):
+            assert c_res.val_loss == pytest.approx(d_res.val_loss, rel=1e-4)
+
+    def test_an_optimizer_spec_fuses_and_matches_its_unfused_runs(self):
+        spec = {"name": "adam", "betas": [0.95, 0.999], "weight_decay": 1e-4}
+        cands = [Candidate(1e-3, 4e-3, "a"), Candidate(1e-2, 4e-2, "b")]
+        (fused, _), (alone, _) = run_both(digits, candidates=cands, optimizer_spec=spec)
+        assert [r.fused for r in fused.rounds] == [True]
+        assert [r.fused for r in alone.rounds] == [False]
+        for f_res, a_res in zip(fused.rounds[0].results, alone.rounds[0].results, strict=True):
+            assert f_res.val_loss == pytest.approx(a_res.val_loss, rel=1e-4)
+        # Adam, not the default SGD: the losses differ from SGD's at these bounds
+        (sgd, _), _ = run_both(digits, candidates=cands)
+        assert fused.rounds[0].results[1].val_loss != pytest.approx(
+            sgd.rounds[0].results[1].val_loss, rel=1e-3
+        )
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "match"),
+        [
+            (
+                {"optimizer": lambda p, lr: torch.optim.SGD(p, lr=lr), "optimizer_spec": {}},
+                ValueError,
+                "pass optimizer or optimizer_spec, not both",
+            ),
+            ({"optimizer_spec": {"name": "sgd", "lr": 0.1}}, ValueError, r"unknown keys \['lr'\]"),
+            ({"optimizer_spec": {"momentum": 0.5}}, ValueError, "must name the optimizer"),
+            ({"optimizer_spec": ["sgd"]}, ValueError, "optimizer_spec must be a mapping"),
+            ({"optimizer_spec": {"name": "lion"}}, OptimizerError, "optimizer must be one of"),
+            ({"optimizer_spec": {"name": "sgd", "momentum": 2.0}}, OptimizerError, "momentum"),
+            ({"fuse": 1}, ValueError, "fuse must be a bool, got 1"),
+        ],
+    )
+    def test_bad_arguments_train_nothing(self, kwargs, error, match):
+        calls: list[int] = []
+
+        def counting_build(seed: int) -> WorkloadInstance:
+            calls.append(seed)
+            return digits(seed)
+
+        with pytest.raises(error, match=match):
+            verify_bounds(
+                counting_build,
+                None,
+                FLAT,
+                full_run_iterations=80,
+                min_iterations=10,
+                candidates=DIVERGING[:2],
+                **kwargs,
+            )
+        assert calls == []
+
+    def test_rounds_put_together_by_a_service_say_nothing_of_fusion(self):
+        cands = DIVERGING[:2]
+        plan = plan_halving(2, full_run_iterations=100)
+        v = Verification.from_rounds(
+            cands, plan, [[CandidateResult(0, 20, 0.5), CandidateResult(1, 20, 0.4)]]
+        )
+        assert (v.rounds[0].fused, v.rounds[0].execution) == (None, "")
+        data = v.to_dict()["rounds"][0]
+        assert (data["fused"], data["execution"]) == (None, "")
