@@ -71,6 +71,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.cold_start
 	$(PY) -m bench.dashboard
 	$(PY) -m bench.fused
+	$(PY) -m bench.verify_fused
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .clr-sweep
