@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from clr.exceptions import ScheduleError
 from clr.fused_train import FusedTrainer, FusedTrainResult
@@ -461,6 +462,42 @@ class TestFusedTrainerResume:
         alone = run([1, 2], resume=[reload(saved[22][1]), reload(saved[22][2])])
         assert_identical(alone[0], base[1])
         assert_identical(alone[1], base[2])
+
+    @pytest.mark.parametrize("allow_stacked", [True, False], ids=["stacked", "vmap"])
+    def test_a_shuffling_dataloader_replays_its_epoch_on_resume(self, allow_stacked):
+        # no loader state: the epoch's order is replayed from the RNG saved at its start
+        def run(**kwargs: Any) -> list[FusedTrainResult]:
+            torch.manual_seed(123)
+            ws = workloads([0, 1])
+            loaders = [
+                DataLoader(
+                    TensorDataset(w.train_loader.x, w.train_loader.y),
+                    batch_size=64,
+                    shuffle=True,
+                    drop_last=True,
+                )
+                for w in ws
+            ]
+            trainer = FusedTrainer(
+                [w.model for w in ws], "sgd", ws[0].loss_fn, allow_stacked=allow_stacked
+            )
+            return trainer.run(
+                loaders,
+                [triangular(0.1), triangular(0.2)],
+                iterations=40,
+                val_loader=ws[0].val_loader,
+                **kwargs,
+            )
+
+        saved: dict[int, dict[int, Checkpoint]] = {}
+        base = run(checkpoint=lambda it, c: saved.update({it: c}), checkpoint_at=[30])
+        ckpts = saved[30]
+        assert ckpts[0].loader is None
+        assert (ckpts[0].epoch, ckpts[0].batch) == (1, 30 - 22)  # 22 batches an epoch
+        torch.manual_seed(7)  # the resume sets every RNG from the checkpoint
+        again = run(resume=[reload(ckpts[0]), reload(ckpts[1])])
+        for k in range(2):
+            assert_identical(again[k], base[k])
 
     def test_a_resume_from_the_last_iteration_only_finishes(self):
         saved: dict[int, dict[int, Checkpoint]] = {}
