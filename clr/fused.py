@@ -1591,7 +1591,9 @@ def _measure_step(
                 return torch.stack([t.float().sum() for t in leaves if isinstance(t, Tensor)]).sum()
 
             detached = {n: p.detach() for n, p in params.items()}
-            by_name = torch.vmap(torch.func.grad(total))(detached, buffers, inputs)
+            by_name = torch.vmap(torch.func.grad(total), randomness="different")(
+                detached, buffers, inputs
+            )
             grads = [by_name[n] for n in names]
         opt = make_fused_optimizer(optimizer, [params[n].detach() for n in names], lr=1e-3)
         opt.step(grads)
