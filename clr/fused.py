@@ -25,6 +25,8 @@ any other model runs ``"vmap"``, its own forward by
   go on, and each member's :class:`~clr.RangeTestResult` means what a separate
   :meth:`clr.RangeTest.run` would have returned.
 * :func:`fusable`: whether ``vmap`` can run a model, asked before running.
+* :func:`member_memory` / :func:`fused_capacity`: one member's bytes in a fused
+  run (computed, and on CUDA measured) and how many members fit a device.
 
 Which built-in workloads fuse (checked by :func:`fusable` on each, in
 ``tests/unit/clr/test_fused.py``): ``digits_mlp``, ``digits_cnn``,
@@ -41,6 +43,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -61,8 +64,11 @@ __all__ = [
     "FusedOptimizer",
     "FusedRangeTest",
     "FusedSGD",
+    "MemberMemory",
     "fusable",
+    "fused_capacity",
     "make_fused_optimizer",
+    "member_memory",
     "stack_models",
 ]
 
@@ -233,19 +239,42 @@ class FusedModel:
         run = torch.vmap(self.functional_forward, randomness=self.randomness)
         return run(self.params, self.buffers, inputs)
 
-    def member_state_dict(self, k: int) -> dict[str, Tensor]:
+    @property
+    def in_out_names(self) -> frozenset[str]:
+        """The Linear weights :meth:`stacked_params` lays out as ``(K, in, out)``
+        (transposed from :attr:`params`); empty on the vmap path."""
+        if self._plan is None:
+            return frozenset()
+        return frozenset(op[1] for op in self._plan if op[0] == "linear")
+
+    def member_state_dict(
+        self,
+        k: int,
+        *,
+        params: Mapping[str, Tensor] | None = None,
+        buffers: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
         """Member ``k`` as an ordinary state dict (cloned), ready for ``load_state_dict``.
 
         Args:
             k: the member, ``0 <= k < num_members``.
+            params, buffers: stacked tensors to read instead of :attr:`params` /
+                :attr:`buffers` (the same layout: e.g. a training loop's live weights).
 
         Returns:
-            The state dict, keys in the architecture's ``state_dict`` order.
+            The state dict, keys in the architecture's ``state_dict`` order,
+            every tensor a contiguous copy.
         """
         if not 0 <= k < self.num_members:
             raise IndexError(f"k must be in [0, {self.num_members}), got {k}")
-        stacked = {**self.params, **self.buffers}
-        return {key: stacked[key][k].detach().clone() for key in self._state_keys}
+        stacked = {
+            **(self.params if params is None else params),
+            **(self.buffers if buffers is None else buffers),
+        }
+        return {
+            key: stacked[key][k].detach().clone(memory_format=torch.contiguous_format)
+            for key in self._state_keys
+        }
 
     def unstack(self, k: int) -> nn.Module:
         """Member ``k`` as a new module on the weights' device (a copy)."""
@@ -439,6 +468,60 @@ class FusedOptimizer:
         """The per-member state tensors a frozen member keeps (besides its params)."""
         return []
 
+    def member_state(self, k: int) -> dict[str, Any]:
+        """Member ``k``'s slice of the optimizer state (cloned), for a checkpoint.
+
+        Returns:
+            ``{"step": float, ...}`` plus, per state kind, a list with member
+            ``k``'s tensor of each param (in ``params`` order): SGD
+            ``momentum_buffer`` and ``momentum`` (whether the buffers are in
+            use), Adam ``exp_avg`` and ``exp_avg_sq``.
+        """
+        if not 0 <= k < self.num_members:
+            raise IndexError(f"k must be in [0, {self.num_members}), got {k}")
+        state: dict[str, Any] = {"step": float(self.steps[k])}
+        for name, tensors in self._named_state().items():
+            state[name] = [
+                t[k].detach().clone(memory_format=torch.contiguous_format) for t in tensors
+            ]
+        return state
+
+    def load_member_state(self, k: int, state: Mapping[str, Any]) -> None:
+        """Put :meth:`member_state`'s slice back into member ``k`` (the others untouched).
+
+        Raises:
+            OptimizerError: a state of another optimizer kind or other shapes.
+        """
+        if not 0 <= k < self.num_members:
+            raise IndexError(f"k must be in [0, {self.num_members}), got {k}")
+        named = self._named_state()
+        missing = [n for n in ("step", *named) if n not in state]
+        if missing:
+            raise OptimizerError(
+                f"the state has no {missing[0]!r}: it is not a {type(self).__name__} state"
+            )
+        for name, tensors in named.items():
+            saved = list(state[name])
+            if len(saved) != len(tensors):
+                raise OptimizerError(
+                    f"the state's {name} holds {len(saved)} tensors, this optimizer has "
+                    f"{len(tensors)} params"
+                )
+            for i, (t, v) in enumerate(zip(tensors, saved, strict=True)):
+                if tuple(v.shape) != tuple(t.shape[1:]):
+                    raise OptimizerError(
+                        f"the state's {name}[{i}] has shape {tuple(v.shape)}, "
+                        f"expected {tuple(t.shape[1:])}"
+                    )
+                t[k].copy_(v)
+        steps = self.steps.clone()
+        steps[k] = float(state["step"])
+        self.steps = steps
+
+    def _named_state(self) -> dict[str, list[Tensor]]:
+        """Every per-member state tensor list by name (a checkpoint's keys)."""
+        return {}
+
     def step(
         self, grads: Sequence[Tensor], active: Tensor | None = None, *, lr: Tensor | None = None
     ) -> None:
@@ -531,6 +614,17 @@ class FusedSGD(FusedOptimizer):
     def _state(self) -> list[Tensor]:
         return self.momentum_buffers if self._momentum else []
 
+    def _named_state(self) -> dict[str, list[Tensor]]:
+        return {"momentum_buffer": self.momentum_buffers}
+
+    def member_state(self, k: int) -> dict[str, Any]:
+        return {**super().member_state(k), "momentum": self._momentum}
+
+    def load_member_state(self, k: int, state: Mapping[str, Any]) -> None:
+        super().load_member_state(k, state)
+        # the buffers moved only while some member had a momentum: so they do again
+        self._momentum = self._momentum or bool(state.get("momentum", False))
+
     def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
         params = self.params
         d = (
@@ -598,6 +692,9 @@ class FusedAdam(FusedOptimizer):
 
     def _state(self) -> list[Tensor]:
         return [*self.exp_avgs, *self.exp_avg_sqs]
+
+    def _named_state(self) -> dict[str, list[Tensor]]:
+        return {"exp_avg": self.exp_avgs, "exp_avg_sq": self.exp_avg_sqs}
 
     def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
         del lr  # the step sizes are float64 on the host, from self.lr, like torch's
@@ -1352,3 +1449,218 @@ def fusable(model: nn.Module, example_inputs: Any) -> tuple[bool, str | None]:
     finally:
         rng.restore()
     return True, None
+
+
+# --------------------------------------------------------------------------- memory
+
+# optimizer state tensors per parameter: SGD's momentum buffer, Adam's two moments
+_OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2}
+
+
+@dataclass(frozen=True)
+class MemberMemory:
+    """One member's memory in a fused run, as :func:`member_memory` found it.
+
+    Attributes:
+        bytes: the member's bytes: weights, gradients, optimizer state and the
+            activations of one batch.
+        measured: ``True`` when measured on CUDA (the peak of one fused step
+            with K = 1, or the computed value when larger), ``False`` when computed.
+        detail: how it was obtained, one sentence with the numbers.
+    """
+
+    bytes: int
+    measured: bool
+    detail: str
+
+
+def _tensor_bytes(value: Any) -> int:
+    leaves = torch.utils._pytree.tree_leaves(value)
+    return sum(t.numel() * t.element_size() for t in leaves if isinstance(t, Tensor))
+
+
+def member_memory(
+    model: nn.Module,
+    example_inputs: Tensor,
+    *,
+    optimizer: Literal["sgd", "adam", "adamw"] | str = "sgd",
+    device: str | torch.device = "cpu",
+) -> MemberMemory:
+    """One member's bytes in a fused training of ``model``, to size K before running.
+
+    Computed: the parameters' bytes times (1 for the weights + 1 for their
+    gradients + the optimizer's state tensors: 1 for SGD's momentum, 2 for the
+    Adam family's moments), plus the buffers once, plus the activations of one
+    forward of ``example_inputs`` (the bytes of every leaf module's outputs,
+    counted by forward hooks on a copy of the model, times 2 for their
+    gradients), plus the inputs' bytes. On CUDA one fused training step of a
+    single member (forward, backward of the outputs' sum, the fused optimizer's
+    update) is also run on ``device`` and its peak allocation (from
+    ``torch.cuda.reset_peak_memory_stats`` / ``max_memory_allocated``, above what
+    was allocated before) measured; the larger of the two is returned.
+
+    Args:
+        model: the architecture (one member); left as found.
+        example_inputs: one member's batch, at the batch size it will train with.
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        device: where the fused run will train.
+
+    Returns:
+        A :class:`MemberMemory`.
+
+    Raises:
+        OptimizerError: an unknown optimizer.
+
+    Example:
+        >>> import torch
+        >>> m = member_memory(torch.nn.Linear(10, 5), torch.zeros(4, 10), optimizer="adam")
+        >>> m.bytes, m.measured  # 55 params * 4 B * 4 + (4*5 * 4 B) * 2 + 4*10 * 4 B
+        (1200, False)
+    """
+    if optimizer not in _OPTIMIZER_STATES:
+        raise OptimizerError(
+            f"optimizer must be one of {list(_OPTIMIZER_STATES)}, got {optimizer!r}"
+        )
+    device = torch.device(device)
+    copies = 2 + _OPTIMIZER_STATES[optimizer]
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+    input_bytes = _tensor_bytes(example_inputs)
+    activation_bytes = 0
+
+    def count(_module: nn.Module, _inputs: Any, outputs: Any) -> None:
+        nonlocal activation_bytes
+        activation_bytes += _tensor_bytes(outputs)
+
+    probe = copy.deepcopy(model)  # a forward may write buffers (batch norm): not the caller's
+    first = next(iter((*probe.parameters(), *probe.buffers())), None)
+    inputs = to_device(example_inputs, first.device if first is not None else torch.device("cpu"))
+    leaves = [m for m in probe.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    rng = _RngState([])
+    try:
+        with torch.no_grad():
+            probe(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        rng.restore()
+    computed = param_bytes * copies + buffer_bytes + 2 * activation_bytes + input_bytes
+    detail = (
+        f"computed: {param_bytes} parameter bytes x {copies} (weights, gradients, "
+        f"{copies - 2} {optimizer} state) + {buffer_bytes} buffer bytes + "
+        f"{activation_bytes} activation bytes x 2 + {input_bytes} input bytes = {computed}"
+    )
+    if device.type != "cuda":
+        return MemberMemory(bytes=computed, measured=False, detail=detail)
+    peak = _measure_step(model, example_inputs, optimizer, device)
+    return MemberMemory(
+        bytes=max(peak, computed),
+        measured=True,
+        detail=f"measured peak of one fused K=1 step on {device}: {peak} bytes; {detail}; "
+        f"the larger, {max(peak, computed)}, is used",
+    )
+
+
+def _measure_step(
+    model: nn.Module, example_inputs: Any, optimizer: str, device: torch.device
+) -> int:
+    """Peak CUDA bytes of one fused training step of ``model`` alone (K = 1) on ``device``."""
+    rng = _RngState([])
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        fused = FusedModel([model])
+        fused.train(model.training)
+        stacked = fused.path == "stacked"
+        source = fused.stacked_params() if stacked else fused.params
+        params = {n: p.to(device, copy=True).requires_grad_() for n, p in source.items()}
+        buffers = {n: b.to(device, copy=True) for n, b in fused.buffers.items()}
+        names = list(params)
+        inputs = torch.utils._pytree.tree_map(
+            lambda t: t.to(device).unsqueeze(0) if isinstance(t, Tensor) else t, example_inputs
+        )
+        if stacked:
+            outputs = fused.stacked_forward(params, inputs, in_out=True)
+            grads = list(torch.autograd.grad(outputs.float().sum(), [params[n] for n in names]))
+        else:
+
+            def total(p: dict[str, Tensor], b: dict[str, Tensor], x: Any) -> Tensor:
+                leaves = torch.utils._pytree.tree_leaves(fused.functional_forward(p, b, x))
+                return torch.stack([t.float().sum() for t in leaves if isinstance(t, Tensor)]).sum()
+
+            detached = {n: p.detach() for n, p in params.items()}
+            by_name = torch.vmap(torch.func.grad(total), randomness="different")(
+                detached, buffers, inputs
+            )
+            grads = [by_name[n] for n in names]
+        opt = make_fused_optimizer(optimizer, [params[n].detach() for n in names], lr=1e-3)
+        opt.step(grads)
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    finally:
+        rng.restore()
+
+
+def _available_host_bytes() -> int:
+    """``MemAvailable`` of ``/proc/meminfo`` (Linux), else the free physical pages."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def fused_capacity(
+    memory: MemberMemory,
+    *,
+    device: str | torch.device,
+    fraction: float = 0.5,
+    free_bytes: int | None = None,
+) -> int:
+    """How many members of :func:`member_memory`'s size fit one fused run on ``device``.
+
+    ``floor(fraction * free / memory.bytes)``, at least 1 (one member always
+    runs: it is what an unfused job would need too). ``free`` is
+    ``torch.cuda.mem_get_info`` on CUDA, ``MemAvailable`` of ``/proc/meminfo``
+    on the CPU, or ``free_bytes`` when given.
+
+    Args:
+        memory: one member's memory.
+        device: the device the run will use.
+        fraction: the share of the free memory the run may take, in (0, 1].
+        free_bytes: the free bytes to assume instead of asking the device.
+
+    Returns:
+        The number of members, >= 1.
+
+    Raises:
+        ValueError: naming the argument, for a fraction outside (0, 1], a
+            negative ``free_bytes`` or a memory of no bytes.
+
+    Example:
+        >>> fused_capacity(MemberMemory(1000, False, "computed"), device="cpu",
+        ...                free_bytes=10_000, fraction=0.5)
+        5
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if memory.bytes <= 0:
+        raise ValueError(f"memory.bytes must be positive, got {memory.bytes!r}")
+    if free_bytes is None:
+        device = torch.device(device)
+        if device.type == "cuda":
+            free_bytes = int(torch.cuda.mem_get_info(device)[0])
+        else:
+            free_bytes = _available_host_bytes()
+    elif isinstance(free_bytes, bool) or not isinstance(free_bytes, int) or free_bytes < 0:
+        raise ValueError(f"free_bytes must be a non-negative integer, got {free_bytes!r}")
+    return max(1, math.floor(fraction * free_bytes / memory.bytes))

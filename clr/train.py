@@ -683,7 +683,8 @@ class Trainer:
 
         Raises:
             ValueError: naming the argument, for bad lengths, a scheduler
-                already stepped, a checkpoint past ``iterations``, snapshots
+                already stepped, a checkpoint past ``iterations`` or taken by
+                :class:`clr.FusedTrainer` (resume that with it), snapshots
                 with no cycle end to take them at, a loader with no batches, or
                 ``keep_traces=True`` with a checkpoint that dropped its traces.
             ScheduleError: if the schedule cannot run for ``iterations`` steps
@@ -718,6 +719,12 @@ class Trainer:
         else:
             if not isinstance(resume, Checkpoint):
                 raise ValueError(f"resume must be a Checkpoint, got {type(resume).__name__}")
+            if isinstance(resume.optimizer, Mapping) and "fused" in resume.optimizer:
+                raise ValueError(
+                    "resume: the checkpoint was taken by FusedTrainer (one member of a fused "
+                    "run, its optimizer state a slice of the fused one): resume it with "
+                    "clr.FusedTrainer.run(resume=...)"
+                )
             if resume.iteration > iterations:
                 raise ValueError(
                     f"iterations={iterations} is before the checkpoint's iteration "
@@ -1105,58 +1112,111 @@ class Trainer:
 
     def _evaluate(self, loader: Iterable[Any]) -> tuple[float, float | None]:
         """Loss and metric over ``loader`` in eval mode, every sample weighted equally."""
-        return self._evaluate_with(loader, lambda inputs: self.model(inputs))
+        return _evaluate_with(
+            self.model,
+            loader,
+            lambda inputs: self.model(inputs),
+            loss_fn=self.loss_fn,
+            metric_fn=self.metric_fn,
+            batch_fn=self.batch_fn,
+            device=self.device,
+            amp=self.amp,
+        )
 
     def _evaluate_ensemble(
         self, loader: Iterable[Any], states: list[dict[str, Tensor]]
     ) -> tuple[float, float | None]:
-        """The snapshots' mean softmax, fed to ``loss_fn`` / ``metric_fn`` as log-probabilities.
+        """The snapshots' ensemble over ``loader`` (see :func:`_evaluate_ensemble`)."""
+        return _evaluate_ensemble(
+            self.model,
+            loader,
+            states,
+            loss_fn=self.loss_fn,
+            metric_fn=self.metric_fn,
+            batch_fn=self.batch_fn,
+            device=self.device,
+            amp=self.amp,
+        )
 
-        One pass over ``loader`` runs every snapshot on each batch with
-        ``torch.func.functional_call`` (the model's own weights are untouched),
-        so a shuffling validation loader cannot pair one snapshot's outputs with
-        another's targets.
-        """
-        from torch.func import functional_call
 
-        device = self.device
-        members = [{k: v.to(device) for k, v in state.items()} for state in states]
-        tiny = torch.finfo(torch.float32).tiny
+# --------------------------------------------------------------------------- evaluation
 
-        def forward(inputs: Any) -> Tensor:
-            mean: Tensor | None = None
-            for member in members:
-                probs = functional_call(self.model, member, (inputs,)).float().softmax(dim=1)
-                mean = probs if mean is None else mean + probs
-            assert mean is not None
-            return (mean / len(members)).clamp_min(tiny).log()
 
-        return self._evaluate_with(loader, forward)
+def _evaluate_ensemble(
+    model: nn.Module,
+    loader: Iterable[Any],
+    states: list[dict[str, Tensor]],
+    *,
+    loss_fn: LossFn,
+    metric_fn: MetricFn | None,
+    batch_fn: BatchFn,
+    device: torch.device,
+    amp: bool = False,
+) -> tuple[float, float | None]:
+    """The snapshots' mean softmax, fed to ``loss_fn`` / ``metric_fn`` as log-probabilities.
 
-    def _evaluate_with(
-        self, loader: Iterable[Any], forward: Callable[[Any], Tensor]
-    ) -> tuple[float, float | None]:
-        model, device, metric_fn = self.model, self.device, self.metric_fn
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        metric_sum = torch.zeros((), dtype=torch.float64, device=device)
-        samples = 0
-        try:
-            with torch.no_grad(), torch.autocast(device.type, enabled=self.amp):
-                for batch in loader:
-                    inputs, targets = self.batch_fn(batch)
-                    inputs, targets = to_device(inputs, device), to_device(targets, device)
-                    outputs = forward(inputs)
-                    n = _count(targets)
-                    loss_sum += self.loss_fn(outputs, targets).double() * n
-                    if metric_fn is not None:
-                        metric_sum += metric_fn(outputs, targets).double() * n
-                    samples += n
-        finally:
-            for module, training in modes:
-                module.training = training
-        if samples == 0:
-            raise ValueError("val_loader yielded no batches")
-        loss = float(loss_sum) / samples
-        return loss, float(metric_sum) / samples if metric_fn is not None else None
+    One pass over ``loader`` runs every snapshot on each batch with
+    ``torch.func.functional_call`` (the model's own weights are untouched),
+    so a shuffling validation loader cannot pair one snapshot's outputs with
+    another's targets. Shared by :class:`Trainer` and :class:`clr.FusedTrainer`.
+    """
+    from torch.func import functional_call
+
+    members = [{k: v.to(device) for k, v in state.items()} for state in states]
+    tiny = torch.finfo(torch.float32).tiny
+
+    def forward(inputs: Any) -> Tensor:
+        mean: Tensor | None = None
+        for member in members:
+            probs = functional_call(model, member, (inputs,)).float().softmax(dim=1)
+            mean = probs if mean is None else mean + probs
+        assert mean is not None
+        return (mean / len(members)).clamp_min(tiny).log()
+
+    return _evaluate_with(
+        model,
+        loader,
+        forward,
+        loss_fn=loss_fn,
+        metric_fn=metric_fn,
+        batch_fn=batch_fn,
+        device=device,
+        amp=amp,
+    )
+
+
+def _evaluate_with(
+    model: nn.Module,
+    loader: Iterable[Any],
+    forward: Callable[[Any], Tensor],
+    *,
+    loss_fn: LossFn,
+    metric_fn: MetricFn | None,
+    batch_fn: BatchFn,
+    device: torch.device,
+    amp: bool,
+) -> tuple[float, float | None]:
+    """Loss and metric of ``forward`` over ``loader``, ``model`` in eval mode (then as found)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    metric_sum = torch.zeros((), dtype=torch.float64, device=device)
+    samples = 0
+    try:
+        with torch.no_grad(), torch.autocast(device.type, enabled=amp):
+            for batch in loader:
+                inputs, targets = batch_fn(batch)
+                inputs, targets = to_device(inputs, device), to_device(targets, device)
+                outputs = forward(inputs)
+                n = _count(targets)
+                loss_sum += loss_fn(outputs, targets).double() * n
+                if metric_fn is not None:
+                    metric_sum += metric_fn(outputs, targets).double() * n
+                samples += n
+    finally:
+        for module, training in modes:
+            module.training = training
+    if samples == 0:
+        raise ValueError("val_loader yielded no batches")
+    loss = float(loss_sum) / samples
+    return loss, float(metric_sum) / samples if metric_fn is not None else None

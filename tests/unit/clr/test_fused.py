@@ -14,9 +14,13 @@ from clr.fused import (
     FusedModel,
     FusedRangeTest,
     FusedSGD,
+    MemberMemory,
+    _available_host_bytes,
     _batched_loss,
     fusable,
+    fused_capacity,
     make_fused_optimizer,
+    member_memory,
     stack_models,
 )
 from clr.optim import OptimizerError, make_optimizer
@@ -483,3 +487,105 @@ class TestFusable:
         w = build_workload(name, seed=0)
         x, _ = next(iter(w.train_loader))
         assert fusable(w.model, x[:2]) == (True, None)
+
+
+class TestFusedOptimizerMemberState:
+    @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+    def test_a_member_state_moves_to_another_slot_exactly(self, name):
+        params = [torch.zeros(3, 4, 2), torch.zeros(3, 5)]
+        opt = make_fused_optimizer(name, params, lr=[0.1, 0.2, 0.3])
+        torch.manual_seed(0)
+        for _ in range(3):
+            opt.step([torch.randn_like(p) for p in params])
+        saved = opt.member_state(2)
+        assert saved["step"] == 3.0
+        other = make_fused_optimizer(name, [torch.zeros(2, 4, 2), torch.zeros(2, 5)], lr=0.3)
+        other.load_member_state(0, saved)
+        assert other.steps.tolist() == [3.0, 0.0]
+        mine = [
+            t
+            for key, v in opt.member_state(2).items()
+            if key != "step" and isinstance(v, list)
+            for t in v
+        ]
+        theirs = [
+            t
+            for key, v in other.member_state(0).items()
+            if key != "step" and isinstance(v, list)
+            for t in v
+        ]
+        assert len(mine) == len(theirs) > 0
+        assert all(torch.equal(a, b) for a, b in zip(mine, theirs, strict=True))
+
+    def test_a_state_of_another_kind_is_refused(self):
+        sgd = make_fused_optimizer("sgd", [torch.zeros(2, 3)])
+        adam = make_fused_optimizer("adam", [torch.zeros(2, 3)])
+        with pytest.raises(OptimizerError, match="no 'exp_avg'"):
+            adam.load_member_state(0, sgd.member_state(0))
+        with pytest.raises(OptimizerError, match="shape"):
+            sgd.load_member_state(
+                0, {"step": 1.0, "momentum": True, "momentum_buffer": [torch.zeros(4)]}
+            )
+
+
+class TestMemberMemory:
+    def test_the_cpu_estimate_is_computed_from_weights_state_and_activations(self):
+        model = mlp(0)  # 195 parameters: 780 bytes
+        x = torch.zeros(5, 8)  # 160 bytes
+        # leaf outputs: Linear 5x16, ReLU 5x16, Linear 5x3 floats = 700 bytes, x2
+        sgd = member_memory(model, x, optimizer="sgd")
+        assert sgd == MemberMemory(780 * 3 + 1400 + 160, False, sgd.detail)
+        assert "780 parameter bytes x 3" in sgd.detail
+        assert "700 activation bytes x 2" in sgd.detail
+        adam = member_memory(model, x, optimizer="adam")
+        assert adam.bytes == 780 * 4 + 1400 + 160
+        assert member_memory(model, torch.zeros(10, 8)).bytes == 780 * 3 + 2800 + 320
+
+    def test_buffers_count_once_and_the_model_is_left_as_found(self):
+        model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)).train()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        memory = member_memory(model, torch.randn(8, 4), optimizer="sgd")
+        params = (4 * 6 + 6 + 6 + 6) * 4
+        buffers = (6 + 6) * 4 + 8  # running mean and var, num_batches_tracked (int64)
+        activations = 2 * 2 * 8 * 6 * 4
+        assert memory.bytes == params * 3 + buffers + activations + 8 * 4 * 4
+        after = model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+    def test_an_unknown_optimizer_is_refused(self):
+        with pytest.raises(OptimizerError, match="optimizer must be one of"):
+            member_memory(mlp(0), torch.zeros(2, 8), optimizer="rmsprop")
+
+
+class TestFusedCapacity:
+    def test_the_share_of_the_free_bytes_over_a_members(self):
+        memory = MemberMemory(1000, False, "computed")
+        assert fused_capacity(memory, device="cpu", free_bytes=10_000) == 5
+        assert fused_capacity(memory, device="cpu", free_bytes=10_999, fraction=1.0) == 10
+        assert fused_capacity(memory, device="cpu", free_bytes=100) == 1  # never below one
+
+    def test_the_host_memory_is_asked_without_free_bytes(self):
+        gib = MemberMemory(1 << 30, False, "computed")
+        low = _available_host_bytes()
+        got = fused_capacity(gib, device="cpu", fraction=1.0)
+        high = _available_host_bytes()
+        lo, hi = sorted((low, high))
+        assert max(1, (lo - (64 << 20)) >> 30) <= got <= max(1, (hi + (64 << 20)) >> 30)
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+        assert abs(available - low) < 256 << 20
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"fraction": 0.0}, "fraction must be in"),
+            ({"fraction": 1.5}, "fraction must be in"),
+            ({"free_bytes": -1}, "free_bytes must be"),
+        ],
+    )
+    def test_bad_arguments_are_refused(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            fused_capacity(MemberMemory(10, False, "x"), device="cpu", **kwargs)
+        with pytest.raises(ValueError, match="memory.bytes must be positive"):
+            fused_capacity(MemberMemory(0, False, "x"), device="cpu", free_bytes=10)
