@@ -102,6 +102,13 @@ class Settings(BaseSettings):
             is an error, never a local folder created in its place.
         max_artifact_bytes: the largest artifact a job may write; a bigger one
             raises :class:`core.errors.ArtifactTooLarge`. 0 turns the cap off.
+        fuse_max_members: the most trainings of one parent (a sweep's policies and
+            seeds at a grid point, a verification round's candidates) a worker runs
+            as one fused run (:mod:`clr.fused_train`); 1 runs every training on its
+            own. The device's free memory may allow fewer.
+        fuse_memory_fraction: the share of the device's free memory (CUDA's free
+            memory, or the host's available memory on a CPU) a fused run may plan
+            to use: members beyond it run as jobs of their own.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLR_", env_file=".env", extra="ignore")
@@ -133,6 +140,8 @@ class Settings(BaseSettings):
     broker_timeout_s: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
     artifact_dir: Path | None = None
     max_artifact_bytes: int = Field(default=2 * 2**30, ge=0)
+    fuse_max_members: int = Field(default=64, ge=1, le=1024)
+    fuse_memory_fraction: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
 
     @field_validator("data_dir")
     @classmethod

@@ -196,6 +196,20 @@ class TrainingSpec(contracts.TrainingSpec, WorkloadSpec):
         payload = {"kind": self.kind, **self.model_dump(mode="json")}
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
+    def fuse_key(self) -> str:
+        """What trainings must share to run fused (:mod:`clr.fused_train`): the model
+        and its data (workload and params), the optimizer, the device and the length
+        in iterations. Seeds (initialisation and data order), schedules and snapshot
+        counts may differ: each member has its own."""
+        payload = {
+            "workload": self.workload,
+            "params": self.params,
+            "optimizer": self.optimizer.model_dump(mode="json"),
+            "device": self.device,
+            "iterations": self.iteration_count(),
+        }
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
     def total_steps(self) -> int:
         return self.iteration_count()
 

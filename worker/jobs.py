@@ -63,6 +63,7 @@ __all__ = [
     "ProgressReporter",
     "Runner",
     "crash_reason",
+    "failure_reason",
     "run_device",
     "run_job",
     "worker_device",
@@ -203,35 +204,42 @@ class ProgressReporter:
 
 
 class Heartbeats:
-    """A thread that beats for a claimed job while it runs.
+    """A thread that beats for claimed jobs while they run.
 
     Progress reports are heartbeats too, but a slow dataset build, a long first
     step or a CUDA warm-up sends none for a while: this keeps such a job from
     looking lost. A refused beat (the attempt went stale) or a cancel request
     reaches :meth:`ProgressReporter.should_stop` through the reporter's ack.
+    Several reporters (the members of a fused run) beat in one transaction.
     """
 
-    def __init__(self, reporter: ProgressReporter, *, interval_s: float) -> None:
-        self.reporter = reporter
+    def __init__(self, *reporters: ProgressReporter, interval_s: float) -> None:
+        if not reporters:
+            raise ValueError("Heartbeats needs at least one reporter")
+        self.reporters = reporters
         self.interval_s = interval_s
         self.beats = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name=f"heartbeat-{reporter.job_id}", daemon=True
+            target=self._run, name=f"heartbeat-{reporters[0].job_id}", daemon=True
         )
 
     def _run(self) -> None:
-        reporter = self.reporter
+        factory = self.reporters[0].factory
         while not self._stop.wait(self.interval_s):
             try:
-                with session_scope(reporter.factory) as session:
-                    ack = heartbeat(session, job_id=reporter.job_id, attempt=reporter.attempt)
+                with session_scope(factory) as session:
+                    acks = [
+                        heartbeat(session, job_id=r.job_id, attempt=r.attempt)
+                        for r in self.reporters
+                    ]
             except Exception:  # a database blip: the next beat (or report) retries
-                logger.exception("job.heartbeat_failed job_id=%s", reporter.job_id)
+                logger.exception("job.heartbeat_failed job_id=%s", self.reporters[0].job_id)
                 continue
             self.beats += 1
-            if ack.should_stop:
-                reporter.ack = ack
+            for reporter, ack in zip(self.reporters, acks, strict=True):
+                if ack.should_stop:
+                    reporter.ack = ack
 
     def __enter__(self) -> Heartbeats:
         self._thread.start()
@@ -362,15 +370,29 @@ def run_job(
                 reporter=reporter,
             )
             return load_runner(kind)(context)
-        except (CLRError, DomainError, CannotRun) as exc:
-            logger.info("job.run_failed job_id=%s attempt=%d error=%s", job_id, attempt, exc)
-            return _fail(reporter, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
-            if _environment_failure(exc):
+            reason = failure_reason(exc, job_id=job_id, attempt=attempt)
+            if reason is None:
                 raise
-            # the full traceback goes to the worker's log; the job keeps its summary
-            logger.exception("job.crashed job_id=%s attempt=%d", job_id, attempt)
-            return _fail(reporter, crash_reason(exc))
+            return _fail(reporter, reason)
+
+
+def failure_reason(exc: Exception, *, job_id: uuid.UUID, attempt: int) -> str | None:
+    """Why a job that raised ``exc`` fails, logged; None when ``exc`` is the database
+    failing (re-raise it: the heartbeat stops and the reconciler retries the job).
+
+    Errors of the spec or of ``clr`` (and :class:`CannotRun`) are the reason as
+    they are; anything else is a crash, its traceback logged and
+    :func:`crash_reason` kept.
+    """
+    if isinstance(exc, CLRError | DomainError | CannotRun):
+        logger.info("job.run_failed job_id=%s attempt=%d error=%s", job_id, attempt, exc)
+        return f"{type(exc).__name__}: {exc}"
+    if _environment_failure(exc):
+        return None
+    # the full traceback goes to the worker's log; the job keeps its summary
+    logger.exception("job.crashed job_id=%s attempt=%d", job_id, attempt)
+    return crash_reason(exc)
 
 
 def _fail(reporter: ProgressReporter, reason: str) -> str:

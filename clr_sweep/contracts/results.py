@@ -20,6 +20,7 @@ __all__ = [
     "BoundsBrief",
     "CandidateDoc",
     "ChildFailure",
+    "FusedRun",
     "EpochRecord",
     "GridPointResult",
     "JobResult",
@@ -322,6 +323,34 @@ class EpochRecord(BaseModel):
     val_accuracy: float | None = None
 
 
+class FusedRun(BaseModel):
+    """How a training of a parent (a sweep, a verified range test) ran: fused with
+    siblings that share its model configuration, or on its own, and why.
+
+    Attributes:
+        fused: it ran in one fused loop with other trainings (``members`` > 1), or
+            resumed one's checkpoint alone.
+        members: trainings in that loop, this one included (1 on its own).
+        path: how the members ran: ``stacked`` (batched matrix products over
+            stacked weights) or ``vmap`` (``torch.func``); None when not fused.
+        jobs: the other members' job ids.
+        member_bytes: one member's memory (weights, gradients, optimizer state,
+            one batch's activations): measured on CUDA, computed on a CPU.
+        capacity: members the device's free memory could hold at once.
+        reason: one sentence: how it ran, or why it did not fuse.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fused: bool
+    members: int = 1
+    path: Literal["stacked", "vmap"] | None = None
+    jobs: list[uuid.UUID] = Field(default_factory=list)
+    member_bytes: int | None = None
+    capacity: int | None = None
+    reason: str
+
+
 class TrainingOutcome(JobResult):
     """A finished training: how it went, its final and best metrics and its artifacts."""
 
@@ -348,6 +377,10 @@ class TrainingOutcome(JobResult):
         default=None, description="The iteration the last attempt resumed from, if it did"
     )
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
+    fusion: FusedRun | None = Field(
+        default=None,
+        description="A parent's training: fused with its siblings or not, and why",
+    )
 
 
 # --------------------------------------------------------------------------- sweeps

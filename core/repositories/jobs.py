@@ -632,6 +632,25 @@ class JobRepository:
         )
         return self.session.scalars(stmt).one_or_none()
 
+    def queued_siblings(self, job: Job) -> list[Job]:
+        """The other queued children of ``job``'s parent of its kind and queue, oldest
+        first (none not asked to cancel; the parent index finds them)."""
+        if job.parent_id is None:
+            return []
+        stmt = (
+            select(Job)
+            .where(
+                Job.parent_id == job.parent_id,
+                Job.id != job.id,
+                Job.kind == job.kind,
+                Job.queue == job.queue,
+                Job.status == JobStatus.QUEUED,
+                Job.cancel_requested.is_(False),
+            )
+            .order_by(Job.created_at, Job.id)
+        )
+        return list(self.session.scalars(stmt))
+
     def children(self, parent_id: uuid.UUID) -> list[Job]:
         """A job's children, oldest first."""
         stmt = select(Job).where(Job.parent_id == parent_id).order_by(Job.created_at, Job.id)

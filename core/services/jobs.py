@@ -80,6 +80,7 @@ __all__ = [
     "acknowledge_cancel",
     "cancel_job",
     "claim_job",
+    "claim_siblings",
     "fail_job",
     "find_bounds",
     "finish_job",
@@ -567,6 +568,43 @@ def claim_job(
         "-" if resume is None else resume[0],
     )
     return job
+
+
+def claim_siblings(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    worker: str,
+    device: str | None = None,
+    limit: int,
+    accept: Callable[[Job], bool],
+    now: datetime | None = None,
+) -> list[Job]:
+    """Claim up to ``limit`` queued siblings of job ``job_id`` that ``accept`` takes,
+    to run with it on this worker (a fused run: :mod:`worker.kinds.fused_training`).
+
+    Siblings are the other children of the same parent, of the same kind and
+    queue, oldest first; each is claimed as :func:`claim_job` claims a job (a
+    new attempt, atomically: one another worker claimed first is passed over),
+    so its own message, when it comes, finds it running and runs nothing.
+    None for a job without a parent.
+    """
+    if limit <= 0:
+        return []
+    repo = JobRepository(session)
+    job = repo.get(job_id)
+    if job is None or job.parent_id is None:
+        return []
+    claimed: list[Job] = []
+    for sibling in repo.queued_siblings(job):
+        if len(claimed) >= limit:
+            break
+        if not accept(sibling):
+            continue
+        taken = claim_job(session, job_id=sibling.id, worker=worker, device=device, now=now)
+        if taken is not None:
+            claimed.append(taken)
+    return claimed
 
 
 def _resume_point(job: Job) -> tuple[int, dict[str, int]] | None:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -233,9 +233,12 @@ class Cluster:
         reaper = [] if self.reaper is None else [self.reaper]
         return [self.api.service, *reaper, *self.workers]
 
-    def start(self, *, workers: int, reaper: bool = True) -> None:
+    def start(
+        self, *, workers: int, reaper: bool = True, worker_env: Mapping[str, str] | None = None
+    ) -> None:
         """Start ``workers`` worker supervisors (one Celery process each) and the reaper.
 
+        ``worker_env`` adds to the workers' environment (``CLR_FUSE_MAX_MEMBERS``, say).
         All start at once; this returns when every one of them consumes.
         """
         log_dir = self.fault_env.log_dir
@@ -244,7 +247,7 @@ class Cluster:
             start_service(
                 f"worker{len(self.workers) + i + 1}-{test_id}",
                 ["worker", "--processes", "1"],
-                self.fault_env.env,
+                {**self.fault_env.env, **(worker_env or {})},
                 log_dir,
             )
             for i in range(workers)

@@ -1,6 +1,7 @@
 """Sweeps on the real service commands (API, two workers, reaper; PostgreSQL, Redis): the
 children fan out over both workers and the table is complete; a worker SIGKILLed
-mid-sweep loses no child and duplicates none; cancelling a sweep stops its children.
+mid-sweep loses no child and duplicates none, whether its trainings ran each on its own
+or fused into one run; cancelling a sweep stops its children.
 
 They run two worker processes beside the session's API and are marked ``serial``
 with the other fault tests (``make test`` runs them after the parallel phase).
@@ -22,6 +23,7 @@ from core.db import session_scope
 from core.models import Job, JobStatus
 from core.specs import RangeTestOutcome
 from core.sweeps import SweepResult
+from core.training import TrainingOutcome
 from tests.faults.conftest import Cluster, claimed_ids
 from tests.faults.test_worker_killed import parent_pid
 
@@ -105,10 +107,14 @@ def assert_complete_table(sweep: Job) -> SweepResult:
     return result
 
 
+UNFUSED = {"CLR_FUSE_MAX_MEMBERS": "1"}
+"""Workers that run every training on its own (fused runs: the last test)."""
+
+
 def test_a_sweeps_children_fan_out_over_two_workers_and_fill_its_table(
     cluster: Cluster,
 ) -> None:
-    cluster.start(workers=2)
+    cluster.start(workers=2, worker_env=UNFUSED)
     # with its range test's bounds verified by short trainings (its own children; these
     # 88-iteration trainings need more than the default 1.0 run for a first round of 20)
     sweep_id = submit_sweep(cluster, sweep_body(step_size=22, verify=True, verify_budget=3.0))
@@ -141,7 +147,7 @@ def test_a_sweeps_children_fan_out_over_two_workers_and_fill_its_table(
 def test_a_worker_sigkilled_mid_sweep_loses_no_child_and_duplicates_none(
     cluster: Cluster,
 ) -> None:
-    cluster.start(workers=2)
+    cluster.start(workers=2, worker_env=UNFUSED)
     # 2 cycles of 20 epochs: seconds per training, so the kill lands mid-run
     sweep_id = submit_sweep(cluster, sweep_body(step_size=440))
 
@@ -156,13 +162,7 @@ def test_a_worker_sigkilled_mid_sweep_loses_no_child_and_duplicates_none(
         )
 
     victim = cluster.wait_until("a training to report progress", a_training_progressing)
-    assert victim.worker is not None
-    child = int(victim.worker.rsplit(":", 1)[1])
-    parent = parent_pid(child)
-    supervisors = {w.process.pid: w for w in cluster.workers}
-    assert parent_pid(parent) in supervisors, "not one of this test's workers"
-    os.kill(parent, signal.SIGKILL)
-    os.kill(child, signal.SIGKILL)
+    kill_worker_of(cluster, victim)
 
     [sweep] = cluster.wait_finished([sweep_id], timeout=180)
 
@@ -178,6 +178,64 @@ def test_a_worker_sigkilled_mid_sweep_loses_no_child_and_duplicates_none(
     assert cluster.reaper is not None
     requeued = re.findall(r"job\.requeued job_id=([0-9a-f-]{36})", cluster.reaper.log())
     assert requeued == [str(victim.id)]
+
+
+def kill_worker_of(cluster: Cluster, job: Job) -> None:
+    """SIGKILL the worker process running ``job`` and its supervisor."""
+    assert job.worker is not None
+    child = int(job.worker.rsplit(":", 1)[1])
+    parent = parent_pid(child)
+    supervisors = {w.process.pid: w for w in cluster.workers}
+    assert parent_pid(parent) in supervisors, "not one of this test's workers"
+    os.kill(parent, signal.SIGKILL)
+    os.kill(child, signal.SIGKILL)
+
+
+def test_a_fused_sweep_job_sigkilled_mid_way_finishes_every_child_exactly_once(
+    cluster: Cluster,
+) -> None:
+    cluster.start(workers=2)
+    # 3 cycles of 20 epochs (2,640 iterations): the kill lands after a cycle end
+    sweep_id = submit_sweep(cluster, sweep_body(step_size=440, cycles=3))
+
+    def fused_and_checkpointed() -> list[Job] | None:
+        kids = [k for k in children(cluster, sweep_id) if k.kind == "training"]
+        running = [k for k in kids if k.status == JobStatus.RUNNING]
+        if len(kids) == 4 and len(running) == 4 and all(k.checkpoint for k in running):
+            return running
+        return None
+
+    running = cluster.wait_until("the fused trainings' first checkpoint", fused_and_checkpointed)
+    assert len({k.worker for k in running}) == 1, "the four trainings did not run as one"
+    assert {k.checkpoint["artifact"] for k in running if k.checkpoint} == {"fused-checkpoint"}
+    progress = {k.id: k.progress for k in running}
+    kill_worker_of(cluster, running[0])
+
+    [sweep] = cluster.wait_finished([sweep_id], timeout=180)
+
+    assert_complete_table(sweep)
+    kids = children(cluster, sweep_id)
+    assert_every_child_once(cluster, kids)
+    claims = Counter(c for log in cluster.worker_logs() for c in claimed_ids(log))
+    resumed: set[int | None] = set()
+    for kid in kids:
+        if kid.kind != "training":
+            assert claims[str(kid.id)] == 1
+            continue
+        assert kid.attempt == 2
+        assert claims[str(kid.id)] == 2, "one claim per attempt"
+        assert 0 < progress[kid.id] < kid.total, "attempt 1 was not killed mid-run"
+        outcome = TrainingOutcome.model_validate(kid.result)
+        resumed.add(outcome.resumed_from)
+        assert outcome.fusion is not None
+        assert outcome.fusion.fused
+        assert outcome.iterations == 2640
+    # all from the same cycle end (the members checkpoint together), before the last
+    assert len(resumed) == 1, resumed
+    assert resumed <= {880, 1760}, resumed
+    assert cluster.reaper is not None
+    requeued = re.findall(r"job\.requeued job_id=([0-9a-f-]{36})", cluster.reaper.log())
+    assert sorted(requeued) == sorted(str(k.id) for k in running)
 
 
 def test_cancelling_a_sweep_stops_its_running_children(cluster: Cluster) -> None:

@@ -111,7 +111,7 @@ def run_in_process(spec: TrainingSpec) -> tuple[TrainResult, dict[str, torch.Ten
     optimizer = make_optimizer(
         spec.optimizer.name,
         built.model.parameters(),
-        lr=args["base_lr"],
+        lr=args.get("lr") or args.get("base_lr") or 1e-3,  # as the runner does
         momentum=spec.optimizer.momentum,
         weight_decay=spec.optimizer.weight_decay,
         nesterov=spec.optimizer.nesterov,

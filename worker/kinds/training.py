@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from clr import create_scheduler
 from clr.train import Checkpoint, Trainer, TrainProgress, TrainResult
+from clr_sweep.contracts import FusedRun
 from core.artifacts import delete_artifacts, open_artifact_reader, open_artifact_writer
 from core.db import session_scope
 from core.series import SeriesPoints
@@ -35,7 +37,19 @@ from core.settings import get_settings
 from core.training import EPOCHS, ITERATIONS, TrainingOutcome, TrainingSpec
 from worker.jobs import CannotRun, JobContext, run_device
 
-__all__ = ["CHECKPOINT", "run"]
+__all__ = [
+    "CHECKPOINT",
+    "Diverged",
+    "divergence",
+    "epoch_points",
+    "finish_training",
+    "first_bad",
+    "iteration_points",
+    "run",
+    "run_alone",
+    "save_artifact",
+    "training_outcome",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +86,8 @@ class Diverged(CannotRun):
     """The loss became NaN or infinite: the schedule's LRs are too high for the model."""
 
 
-def _diverged(ctx: JobContext, progress: TrainProgress, bad: int) -> None:
-    """Store the finite points before iteration ``start + bad`` and stop with why."""
+def divergence(ctx: JobContext, progress: TrainProgress, bad: int) -> str:
+    """Store the finite points before iteration ``start + bad``; why the run stops."""
     if bad:
         head = TrainProgress(
             start=progress.start,
@@ -87,14 +101,23 @@ def _diverged(ctx: JobContext, progress: TrainProgress, bad: int) -> None:
         )
         ctx.reporter.add(iteration_points(head), progress=progress.start + bad)
     at = progress.start + bad
-    raise Diverged(
+    return (
         f"the loss diverged at iteration {at} ({progress.losses[bad]} at lr "
         f"{progress.lrs[bad]:.4g}): lower schedule.max_lr (or lr), or take the bounds of a "
         "more conservative method"
     )
 
 
-def _save(ctx: JobContext, name: str, obj: Any, *, on_publish: Any = None) -> dict[str, Any]:
+def first_bad(losses: list[float]) -> int | None:
+    """The index of the first loss that is not finite, if any."""
+    return next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+
+
+def save_artifact(
+    ctx: JobContext, name: str, obj: Any, *, on_publish: Any = None
+) -> dict[str, Any]:
+    """Stream ``obj`` (a :class:`Checkpoint` or anything ``torch.save`` takes) into the
+    job's artifact ``name``; its name, size and whether it was published."""
     settings = get_settings()
     with open_artifact_writer(
         ctx.factory,
@@ -121,10 +144,22 @@ def _load_checkpoint(ctx: JobContext, device: torch.device) -> Checkpoint | None
 
 
 def run(ctx: JobContext) -> str:
-    """Run (or resume) one attempt of a training."""
+    """Run (or resume) one attempt of a training: fused with its siblings when it is a
+    parent's child that can be (:mod:`worker.kinds.fused_training`), else on its own."""
     spec = ctx.spec
     if not isinstance(spec, TrainingSpec):
         raise CannotRun(f"the training runner got a {type(spec).__name__}")
+    # imported here: the fused runner builds on this module's helpers
+    from worker.kinds.fused_training import plan_fused, run_fused
+
+    plan = plan_fused(ctx, spec)
+    if plan.group is not None:
+        return run_fused(ctx, plan.group)
+    return run_alone(ctx, spec, fusion=plan.fusion)
+
+
+def run_alone(ctx: JobContext, spec: TrainingSpec, *, fusion: FusedRun | None = None) -> str:
+    """Run (or resume) one attempt of a training with :class:`clr.train.Trainer`."""
     policy, schedule_args, iterations = spec.resolved_schedule()
     device = torch.device(run_device(spec.device))
     first_lr = schedule_args.get("lr") or schedule_args.get("base_lr") or 1e-3
@@ -146,9 +181,9 @@ def run(ctx: JobContext) -> str:
 
     def on_progress(progress: TrainProgress) -> None:
         nonlocal epochs_seen
-        bad = next((i for i, v in enumerate(progress.losses) if not math.isfinite(v)), None)
+        bad = first_bad(progress.losses)
         if bad is not None:
-            _diverged(ctx, progress, bad)
+            raise Diverged(divergence(ctx, progress, bad))
         points = [iteration_points(progress)] if progress.lrs else []
         epochs = epoch_points(progress, epochs_seen)
         if epochs is not None:
@@ -162,7 +197,7 @@ def run(ctx: JobContext) -> str:
         def publish(session: Session) -> None:
             record_checkpoint(session, job_id=ctx.job_id, attempt=ctx.attempt, artifact=CHECKPOINT)
 
-        _save(ctx, CHECKPOINT, checkpoint, on_publish=publish)
+        save_artifact(ctx, CHECKPOINT, checkpoint, on_publish=publish)
 
     result = trainer.run(
         built.train_loader,
@@ -178,12 +213,24 @@ def run(ctx: JobContext) -> str:
     if result.stop_reason == "cancelled":
         return ctx.stopped()
     final = {k: v.cpu() for k, v in built.model.state_dict().items()}
-    artifacts = [_save(ctx, model_artifact_name(), final)]
-    for k, state in enumerate(result.snapshot_states, start=1):
-        artifacts.append(_save(ctx, model_artifact_name(k), state))
-    ended = ctx.finish(_outcome(policy, schedule_args, result, resumed_from, artifacts))
+    outcome = partial(training_outcome, policy, schedule_args, result, resumed_from, fusion=fusion)
+    return finish_training(ctx, final, result.snapshot_states, outcome)
+
+
+def finish_training(
+    ctx: JobContext,
+    final: Mapping[str, Any],
+    snapshots: list[dict[str, Any]],
+    outcome: Callable[[list[dict[str, Any]]], TrainingOutcome],
+) -> str:
+    """Store the final weights as ``model`` and the snapshots as ``snapshot-<k>``, end
+    the job with ``outcome(artifacts)`` and, once it succeeded, delete the rest (the
+    checkpoint only served a resume: the weights are kept, its copy is not)."""
+    artifacts = [save_artifact(ctx, model_artifact_name(), dict(final))]
+    for k, state in enumerate(snapshots, start=1):
+        artifacts.append(save_artifact(ctx, model_artifact_name(k), state))
+    ended = ctx.finish(outcome(artifacts))
     if ended == "succeeded":
-        # the checkpoint only served a resume: the weights are kept, its copy is not
         with session_scope(ctx.factory) as session:
             delete_artifacts(
                 session, get_settings(), ctx.job_id, except_names=[a["name"] for a in artifacts]
@@ -191,12 +238,14 @@ def run(ctx: JobContext) -> str:
     return ended
 
 
-def _outcome(
+def training_outcome(
     policy: str,
     schedule_args: Mapping[str, Any],
     result: TrainResult,
     resumed_from: int | None,
     artifacts: list[dict[str, Any]],
+    *,
+    fusion: FusedRun | None = None,
 ) -> TrainingOutcome:
     validated = [e for e in result.epochs if e.val_accuracy is not None]
     best = max(validated, key=lambda e: e.val_accuracy or 0.0, default=None)
@@ -221,4 +270,5 @@ def _outcome(
         ensemble_size=0 if ensemble is None else ensemble.snapshots,
         resumed_from=resumed_from,
         artifacts=[a for a in artifacts if a["published"]],
+        fusion=fusion,
     )

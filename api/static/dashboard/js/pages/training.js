@@ -226,6 +226,18 @@ function outcomeFacts(job) {
   if (r.resumed_from !== null && r.resumed_from !== undefined) {
     pairs.push(['Resumed from', `iteration ${r.resumed_from.toLocaleString()}`]);
   }
+  const fusion = r.fusion;
+  if (fusion) {
+    // how a parent's training ran: fused with its siblings (links to them) or alone, and why
+    const others = (fusion.jobs || []).slice(0, 8).map((id) =>
+      h('a', {href: `#/trainings/${id}`, class: 'mono'}, shortId(id)));
+    const more = (fusion.jobs || []).length - others.length;
+    pairs.push(['Fused run', h('span', {'data-testid': 'fusion', dataset: {fused: String(fusion.fused), members: fusion.members}},
+      h('strong', {}, fusion.fused ? `${plural(fusion.members, 'member')}${fusion.path ? ` (${fusion.path})` : ''}` : 'ran alone'),
+      h('span', {class: 'muted'}, ` · ${fusion.reason}`),
+      others.length ? h('span', {}, ' · with ', ...others.flatMap((a, i) => (i ? [', ', a] : [a])),
+        more > 0 ? h('span', {class: 'muted'}, ` and ${more} more`) : null) : null)]);
+  }
   return pairs;
 }
 
