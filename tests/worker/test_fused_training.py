@@ -228,7 +228,9 @@ def test_siblings_of_another_configuration_are_left_to_their_own_messages(
     ("env", "reason"),
     [
         ({"CLR_FUSE_MAX_MEMBERS": "1"}, "fusing is off on this worker (CLR_FUSE_MAX_MEMBERS=1)"),
-        ({"CLR_FUSE_MEMORY_FRACTION": "1e-12"}, "only one member fits the device's free memory"),
+        ({"CLR_FUSE_MEMORY_FRACTION": "1e-12"}, "only 1 member(s) fit the device's free memory"),
+        # a worker whose FLOP rate makes each training take days: K of them would not fit
+        ({"CLR_JOB_FLOP_RATE": "1"}, "1 member(s) of about "),
     ],
 )
 def test_a_worker_that_cannot_fuse_runs_each_training_alone_and_says_why(

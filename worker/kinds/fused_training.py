@@ -37,7 +37,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -107,7 +107,6 @@ class FusedGroup:
     capacity: int
     path: str
     heartbeats: Heartbeats | None = None
-    reporters: list[ProgressReporter] = field(default_factory=list)
 
 
 @dataclass
@@ -145,6 +144,8 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
     if parent is None and not resuming:
         return FusionPlan()
     settings = get_settings()
+    if ctx.checkpoint is not None and not resuming:
+        return FusionPlan(fusion=_alone("it resumes a checkpoint its own run took"))
     if settings.fuse_max_members < 2 and not resuming:
         return FusionPlan(fusion=_alone("fusing is off on this worker (CLR_FUSE_MAX_MEMBERS=1)"))
     device = torch.device(run_device(spec.device))
@@ -157,17 +158,10 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
         return FusionPlan(fusion=_alone(f"the model does not fuse: {why}"))
     path = "stacked" if _stacked(built) else "vmap"
     memory = member_memory(built.model, example, optimizer=spec.optimizer.name, device=device)
-    capacity = min(
-        settings.fuse_max_members,
-        fused_capacity(memory, device=device, fraction=settings.fuse_memory_fraction),
-    )
+    capacity, limit = _capacity(spec, memory, device)
     siblings = _claim(ctx, spec, limit=capacity - 1) if capacity > 1 else []
     if not siblings and not resuming:
-        reason = (
-            "no sibling was waiting to run with it"
-            if capacity > 1
-            else f"only one member fits the device's free memory ({memory.detail})"
-        )
+        reason = "no sibling was waiting to run with it" if capacity > 1 else limit
         return FusionPlan(fusion=_alone(reason, memory=memory, capacity=capacity))
     members = [Member(ctx=ctx, spec=spec, built=built)]
     for job in siblings:
@@ -187,6 +181,31 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
         path,
     )
     return FusionPlan(group=group)
+
+
+def _capacity(spec: TrainingSpec, memory: MemberMemory, device: torch.device) -> tuple[int, str]:
+    """How many members may run fused with this one, and a sentence on what limits it:
+    ``CLR_FUSE_MAX_MEMBERS``, the device's free memory (``CLR_FUSE_MEMORY_FRACTION``
+    of it), and half the training time limit (K members' estimated run time, as if
+    they ran one after another: a fused run is faster, so this errs on the safe side)."""
+    settings = get_settings()
+    by_memory = fused_capacity(memory, device=device, fraction=settings.fuse_memory_fraction)
+    limits = [
+        (settings.fuse_max_members, f"at most CLR_FUSE_MAX_MEMBERS={settings.fuse_max_members}"),
+        (by_memory, f"only {by_memory} member(s) fit the device's free memory ({memory.detail})"),
+    ]
+    estimate = spec.estimate()
+    if estimate is not None:
+        seconds = estimate.seconds(settings.job_flop_rate)
+        if seconds > 0:
+            by_time = max(1, int(0.5 * settings.training_time_limit_s / seconds))
+            limit_s = settings.training_time_limit_s
+            reason = (
+                f"{by_time} member(s) of about {seconds:.0f} s fit half the training time "
+                f"limit (CLR_TRAINING_TIME_LIMIT_S={limit_s})"
+            )
+            limits.append((by_time, reason))
+    return min(limits, key=lambda pair: pair[0])
 
 
 def _alone(
@@ -282,9 +301,9 @@ def run_fused(ctx: JobContext, group: FusedGroup) -> str:
         reason = failure_reason(exc, job_id=ctx.job_id, attempt=ctx.attempt)
         if reason is None:
             raise
-        for member in group.members[1:]:
+        for member in group.members:
             _fail(member.ctx, reason)
-        raise
+        return "failed"
     finally:
         if group.heartbeats is not None:
             group.heartbeats.__exit__(None, None, None)
