@@ -167,6 +167,7 @@ class ProgressReporter:
         self.pending: dict[str, SeriesPoints] = {}
         self.progress: int | None = None
         self.ack = JobAck(accepted=True, cancel_requested=False)
+        self.ended = False  # set once the attempt is ended: no more heartbeats for it
         self._last_report = time.monotonic()
 
     def add(self, *points: SeriesPoints, progress: int | None = None) -> None:
@@ -228,16 +229,14 @@ class Heartbeats:
         factory = self.reporters[0].factory
         while not self._stop.wait(self.interval_s):
             try:
+                beating = [r for r in self.reporters if not r.ended]
                 with session_scope(factory) as session:
-                    acks = [
-                        heartbeat(session, job_id=r.job_id, attempt=r.attempt)
-                        for r in self.reporters
-                    ]
+                    acks = [heartbeat(session, job_id=r.job_id, attempt=r.attempt) for r in beating]
             except Exception:  # a database blip: the next beat (or report) retries
                 logger.exception("job.heartbeat_failed job_id=%s", self.reporters[0].job_id)
                 continue
             self.beats += 1
-            for reporter, ack in zip(self.reporters, acks, strict=True):
+            for reporter, ack in zip(beating, acks, strict=True):
                 if ack.should_stop:
                     reporter.ack = ack
 
@@ -291,6 +290,7 @@ class JobContext:
         """Fail the job with ``reason`` (its stored points stay); ``failed``."""
         with self.transaction() as session:
             fail_job(session, job_id=self.job_id, attempt=self.attempt, reason=reason)
+        self.reporter.ended = True
         return "failed"
 
     def finish(self, result: JobResult, *, wait: bool = False) -> str:
@@ -304,6 +304,7 @@ class JobContext:
             done = finish_job(
                 session, job_id=self.job_id, attempt=self.attempt, result=result, wait=wait
             )
+        self.reporter.ended = True
         if done is None:
             return "stale"
         return "waiting" if wait else "succeeded"
@@ -314,6 +315,7 @@ class JobContext:
             return "stale"
         with self.transaction() as session:
             done = acknowledge_cancel(session, job_id=self.job_id, attempt=self.attempt)
+        self.reporter.ended = True
         return "cancelled" if done is not None else "stale"
 
 

@@ -56,7 +56,7 @@ from core.db import session_scope
 from core.kinds import get_kind
 from core.models import Job
 from core.repositories import JobRepository
-from core.services import claim_siblings, fail_job, parse_job_spec, record_checkpoint
+from core.services import claim_siblings, parse_job_spec, record_checkpoint
 from core.settings import get_settings
 from core.training import TrainingSpec
 from worker.jobs import (
@@ -310,9 +310,9 @@ def run_fused(ctx: JobContext, group: FusedGroup) -> str:
 
 
 def _fail(ctx: JobContext, reason: str) -> None:
-    with session_scope(ctx.factory) as session:
-        ctx.reporter.report(session)  # the partial series are kept
-        fail_job(session, job_id=ctx.job_id, attempt=ctx.attempt, reason=reason)
+    if ctx.reporter.ended:  # it ended before the failure (an earlier part of the run)
+        return
+    ctx.fail(reason)
 
 
 def _load(ctx: JobContext, device: torch.device) -> Checkpoint | None:
@@ -498,11 +498,7 @@ def _end(
     if result.stop_reason == "cancelled":
         return ctx.stopped()
     if result.stop_reason == "diverged" or member.diverged is not None:
-        reason = member.diverged or result.stop_detail
-        with session_scope(ctx.factory) as session:
-            ctx.reporter.report(session)
-            fail_job(session, job_id=ctx.job_id, attempt=ctx.attempt, reason=f"Diverged: {reason}")
-        return "failed"
+        return ctx.fail(f"Diverged: {member.diverged or result.stop_detail}")
     policy, args, _ = resolved
     outcome = partial(training_outcome, policy, args, result, resumed_from, fusion=fusion)
     return finish_training(ctx, weights(), result.snapshot_states, outcome)
