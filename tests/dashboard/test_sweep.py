@@ -119,3 +119,12 @@ def test_sweep_page_table_chart_and_children(page: Page, dashboard: Dashboard) -
     page.get_by_test_id("children").locator(f"tr[data-id='{training.id}'] a").click()
     expect(page.get_by_test_id("loss-chart")).to_be_visible()
     expect(page.get_by_test_id("status")).to_have_text("succeeded")
+    # how it ran: fused with its sibling (both trainings share the model configuration),
+    # as the API's result says, with a link to the other member
+    fusion = dashboard.client.request("GET", f"/trainings/{training.id}").json()["result"]["fusion"]
+    shown = page.get_by_test_id("fusion")
+    expect(shown).to_have_attribute("data-fused", str(fusion["fused"]).lower())
+    expect(shown).to_have_attribute("data-members", str(fusion["members"]))
+    expect(shown).to_contain_text(fusion["reason"])
+    for other in fusion["jobs"]:
+        expect(shown.locator(f"a[href='#/trainings/{other}']")).to_have_count(1)
