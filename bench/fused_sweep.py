@@ -7,8 +7,10 @@ environment turns that off, so each training is a job of its own. This
 benchmark times the same sweep both ways.
 
 ``python -m cli worker --processes N`` runs on a scratch PostgreSQL database
-(``clr_bench_fused_sweep``) and Redis index 13 (the other service benchmarks
-use ``clr_bench`` and index 14; the test suites use 1-9), once with its default
+(``clr_bench_fused_sweep``) and Redis index 15 (the other service benchmarks
+use ``clr_bench`` and index 14, the test suites from ``CLR_TEST_REDIS_DB_BASE``
+up; the benchmark refuses to start while another client is connected to its
+index, whose messages it would take and lose), once with its default
 environment ("fused") and once with ``CLR_FUSE_MAX_MEMBERS=1`` ("unfused"). The
 sweep: the digits MLP at its default parameters (width 64, depth 2, batch
 size 64), every policy the sweep accepts (``fixed``, ``step``, ``exp``,
@@ -61,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -88,8 +91,9 @@ from core.sweeps import SweepSpec
 console = Console(width=200)
 
 DATABASE = "clr_bench_fused_sweep"
-BROKER_URL = "redis://127.0.0.1:6379/13"
-"""This benchmark's own Redis index (``bench._service`` uses 14, the test suites 1-9)."""
+BROKER_URL = "redis://127.0.0.1:6379/15"
+"""This benchmark's own Redis index (``bench._service`` uses 14, the test suites from
+``CLR_TEST_REDIS_DB_BASE`` up)."""
 
 MODES: dict[str, dict[str, str]] = {"fused": {}, "unfused": {"CLR_FUSE_MAX_MEMBERS": "1"}}
 """Each mode's additions to the workers' environment."""
@@ -155,6 +159,27 @@ def _seconds(measurement: Measurement, field: str) -> float:
         "cpu_s": measurement.cpu_s,
         "loop_s": measurement.loop_s,
     }[field]
+
+
+def check_unused(broker_url: str) -> None:
+    """Refuse a Redis index another client is connected to (a test run's workers would
+    take this benchmark's messages and drop them, and the flush would empty its queues).
+
+    Raises:
+        SystemExit: someone else uses the index.
+    """
+    client = redis.Redis.from_url(broker_url)
+    index = int(client.connection_pool.connection_kwargs.get("db", 0))
+    try:
+        me = str(client.client_id())
+        others = [c for c in client.client_list() if int(c["db"]) == index and str(c["id"]) != me]
+    finally:
+        client.close()
+    if others:
+        raise SystemExit(
+            f"{len(others)} other clients are connected to Redis index {index} "
+            f"({broker_url}); pick a free one with --broker"
+        )
 
 
 def run_sweep(
@@ -406,7 +431,7 @@ def main() -> None:
     parser.add_argument(
         "--cycles", type=int, default=None, help="each training's cycles (default: 4)"
     )
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per wait")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per wait")
     parser.add_argument("--postgres", default=ADMIN_URL, help="admin URL of the server")
     parser.add_argument("--database", default=DATABASE, help="scratch database's name")
     parser.add_argument("--broker", default=BROKER_URL, help="Redis URL (flushed before and after)")
@@ -428,6 +453,7 @@ def main() -> None:
         f"{', '.join(map(str, counts))} worker processes, {args.repeats} pairs each"
     )
     console.print(f"[yellow]{MACHINE_NOTE}[/]")
+    check_unused(args.broker)
     runs: list[Run] = []
     with celery_bench(args.postgres, args.database, broker_url=args.broker) as bench:
         for processes in counts:
