@@ -32,20 +32,22 @@ Each measurement starts its own workers, runs a warm-up sweep (1 cycle, seed 0:
 every process has built the model, run a range test and trainings, fused or
 not), then the measured sweep, and stops them. Fused and unfused alternate
 which goes first, ``--repeats`` pairs per process count; the table shows
-medians (of the pairs' ratios for the speed-ups), all from one run. With
-2 processes the unfused sweep runs two trainings at a time, while the fused
-one runs all 40 in the process that claimed the first (the other has nothing
-left to claim). The fused runs' sizes, the memory a member needs and the
-capacity are read from the trainings' results (``TrainingOutcome.fusion``);
-the sweeps' tables (each policy's mean final validation accuracy) are compared
-across all measured sweeps, fused against unfused (tolerance 1e-3), and so is
-each training's final validation loss (relative): most agree to 1e-6, but a
-trajectory can amplify float rounding (the fused loop's batched matrix products
-round differently), as the same training does when its initial weights are
-perturbed by 1e-7.
+medians (of the pairs' ratios for the speed-ups), all from one run. With 2
+processes the unfused sweep runs two trainings at a time, while the fused one
+runs 39 in the process that claimed first and the other process, which claimed
+one in the same instant, runs that one alone. The fused runs' sizes, the memory
+a member needs and the capacity are read from the trainings' results
+(``TrainingOutcome.fusion``); the sweeps' tables (each policy's mean final
+validation accuracy) are compared across all measured sweeps, fused against
+unfused (tolerance 1e-3), and so is each training's final validation loss
+(relative): most agree to 1e-6, but a trajectory can amplify float rounding
+(the fused loop's batched matrix products round differently), as the same
+training does when its initial weights are perturbed by 1e-7.
 
 The machine has 2 cores, shared by the workers, PostgreSQL, Redis and this
-script.
+script. Measured there (two runs, other sessions' tests running): the fused
+sweep 2.0-2.7x faster on the wall with 1 process, 1.1-1.2x with 2, and about 2x
+less workers' CPU either way; the tables agree exactly (docs/benchmarks.md).
 
     python -m bench.fused_sweep [--processes 1,2] [--repeats 2] [--cycles 4] [--quick]
 """
