@@ -72,6 +72,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.dashboard
 	$(PY) -m bench.fused
 	$(PY) -m bench.verify_fused
+	$(PY) -m bench.fused_sweep
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .clr-sweep
