@@ -76,6 +76,7 @@ __all__ = [
     "JobPage",
     "ReconcileReport",
     "SeriesSlice",
+    "SiblingClaim",
     "Submission",
     "acknowledge_cancel",
     "cancel_job",
@@ -578,8 +579,9 @@ def claim_siblings(
     device: str | None = None,
     limit: int,
     accept: Callable[[Job], bool],
+    settings: Settings | None = None,
     now: datetime | None = None,
-) -> list[Job]:
+) -> SiblingClaim:
     """Claim up to ``limit`` queued siblings of job ``job_id`` that ``accept`` takes,
     to run with it on this worker (a fused run: :mod:`worker.kinds.fused_training`).
 
@@ -588,23 +590,44 @@ def claim_siblings(
     new attempt, atomically: one another worker claimed first is passed over),
     so its own message, when it comes, finds it running and runs nothing.
     None for a job without a parent.
+
+    With ``settings``, the accepted siblings are shared with the live workers of
+    the job's queue that are idle: of ``n`` accepted, this worker takes
+    ``ceil((n + 1) / (idle + 1)) - 1``, and the rest stay queued for their own
+    messages, which the idle workers fetch (and fuse in turn).
     """
-    if limit <= 0:
-        return []
+    now = _now(now)
     repo = JobRepository(session)
     job = repo.get(job_id)
-    if job is None or job.parent_id is None:
-        return []
+    if job is None or job.parent_id is None or limit <= 0:
+        return SiblingClaim(jobs=[], accepted=0, idle_workers=0)
+    candidates = [s for s in repo.queued_siblings(job) if accept(s)]
+    idle = 0
+    if settings is not None:
+        idle = sum(
+            1
+            for w in live_workers(session, settings=settings, now=now)
+            if w.current_job_id is None and w.idle_since is not None and job.queue in w.queues
+        )
+    share = -(-(len(candidates) + 1) // (idle + 1)) - 1  # ceil((n + 1) / (idle + 1)) - 1
     claimed: list[Job] = []
-    for sibling in repo.queued_siblings(job):
-        if len(claimed) >= limit:
+    for sibling in candidates:
+        if len(claimed) >= min(limit, share):
             break
-        if not accept(sibling):
-            continue
         taken = claim_job(session, job_id=sibling.id, worker=worker, device=device, now=now)
         if taken is not None:
             claimed.append(taken)
-    return claimed
+    return SiblingClaim(jobs=claimed, accepted=len(candidates), idle_workers=idle)
+
+
+@dataclass(frozen=True)
+class SiblingClaim:
+    """What :func:`claim_siblings` claimed: the jobs, how many siblings it would have
+    taken (``accepted``), and the idle workers it left some of them to."""
+
+    jobs: list[Job]
+    accepted: int
+    idle_workers: int
 
 
 def _resume_point(job: Job) -> tuple[int, dict[str, int]] | None:

@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from clr.workloads import ParamSpec, TensorBatches, Workload, WorkloadInstance, register_workload
 from clr.workloads._registry import _REGISTRY
 from core.artifacts import list_artifacts, open_artifact_reader
+from core.clock import utc_now
 from core.db import session_scope
 from core.models import Job, JobStatus, Team
-from core.services import cancel_job, read_series
+from core.services import WorkerInfo, cancel_job, read_series, record_worker
 from core.settings import get_settings
 from core.training import TrainingOutcome, TrainingSpec
 from tests.builders import make_job, make_team
@@ -345,3 +346,33 @@ def test_a_model_that_does_not_fuse_runs_alone_with_the_reason(
     assert fusion.fused is False
     assert fusion.reason.startswith("the model does not fuse: ")
     assert "batch norm" in fusion.reason.lower() or "batchnorm" in fusion.reason.lower()
+
+
+def test_siblings_are_shared_with_the_idle_workers_of_their_queue(
+    postgres_committed: sessionmaker[Session],
+) -> None:
+    db = postgres_committed
+    specs = [member_data(s) for s in range(5)]
+    _, ids = family(db, specs)
+    queue = read(db, ids[0]).queue
+    idle = WorkerInfo(uuid.uuid4(), "idle@test", "test", 1, (queue,), utc_now())
+    with session_scope(db) as session:  # a live worker of the queue, idle
+        record_worker(session, info=idle, current_job_id=None, idle_since=utc_now())
+
+    assert run(db, ids[0]) == "succeeded"
+
+    # of 4 waiting siblings, this worker took ceil(5 / 2) - 1 = 2 and left 2
+    fusion = outcome_of(read(db, ids[0])).fusion
+    assert fusion is not None
+    assert fusion.members == 3
+    assert fusion.reason.endswith("; 2 left to 1 idle worker(s)")
+    left = [i for i in ids if read(db, i).status == JobStatus.QUEUED]
+    assert len(left) == 2
+    # the idle worker fetches one of their messages (it is busy from then on) and fuses
+    # the other with it
+    with session_scope(db) as session:
+        record_worker(session, info=idle, current_job_id=left[0], idle_since=None)
+    assert run(db, left[0]) == "succeeded"
+    second = outcome_of(read(db, left[1])).fusion
+    assert second is not None
+    assert (second.members, second.jobs) == (2, [left[0]])

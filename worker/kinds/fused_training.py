@@ -56,7 +56,7 @@ from core.db import session_scope
 from core.kinds import get_kind
 from core.models import Job
 from core.repositories import JobRepository
-from core.services import claim_siblings, parse_job_spec, record_checkpoint
+from core.services import SiblingClaim, claim_siblings, parse_job_spec, record_checkpoint
 from core.settings import get_settings
 from core.training import TrainingSpec
 from worker.jobs import (
@@ -107,6 +107,7 @@ class FusedGroup:
     capacity: int
     path: str
     heartbeats: Heartbeats | None = None
+    shared: str | None = None  # the siblings left to idle workers, said in the reason
 
 
 @dataclass
@@ -159,14 +160,32 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
     path = "stacked" if _stacked(built) else "vmap"
     memory = member_memory(built.model, example, optimizer=spec.optimizer.name, device=device)
     capacity, limit = _capacity(spec, memory, device)
-    siblings = _claim(ctx, spec, limit=capacity - 1) if capacity > 1 else []
+    claim = _claim(ctx, spec, limit=capacity - 1) if capacity > 1 else None
+    siblings = [] if claim is None else claim.jobs
     if not siblings and not resuming:
-        reason = "no sibling was waiting to run with it" if capacity > 1 else limit
+        if capacity < 2:
+            reason = limit
+        elif claim is not None and claim.accepted:
+            reason = (
+                f"its {claim.accepted} waiting sibling(s) were left to "
+                f"{claim.idle_workers} idle worker(s)"
+            )
+        else:
+            reason = "no sibling was waiting to run with it"
         return FusionPlan(fusion=_alone(reason, memory=memory, capacity=capacity))
     members = [Member(ctx=ctx, spec=spec, built=built)]
     for job in siblings:
         members.append(_member(ctx, job))
-    group = FusedGroup(members=members, memory=memory, capacity=capacity, path=path)
+    left = 0 if claim is None else claim.accepted - len(siblings)
+    group = FusedGroup(
+        members=members,
+        memory=memory,
+        capacity=capacity,
+        path=path,
+        shared=None
+        if claim is None or not left or not claim.idle_workers
+        else f"{left} left to {claim.idle_workers} idle worker(s)",
+    )
     if siblings:
         # the siblings beat from now on: a slow build below must not make them look lost
         group.heartbeats = Heartbeats(
@@ -174,11 +193,12 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
         )
         group.heartbeats.__enter__()
     logger.info(
-        "training.fused job_id=%s members=%d capacity=%d path=%s",
+        "training.fused job_id=%s members=%d capacity=%d path=%s left_to_idle=%d",
         ctx.job_id,
         len(members),
         capacity,
         path,
+        left,
     )
     return FusionPlan(group=group)
 
@@ -226,8 +246,9 @@ def _stacked(built: WorkloadInstance) -> bool:
     return FusedModel([built.model]).path == "stacked"
 
 
-def _claim(ctx: JobContext, spec: TrainingSpec, *, limit: int) -> list[Job]:
-    """Claim up to ``limit`` queued siblings that fuse with ``spec`` and are where it is."""
+def _claim(ctx: JobContext, spec: TrainingSpec, *, limit: int) -> SiblingClaim:
+    """Claim up to ``limit`` queued siblings that fuse with ``spec`` and are where it is,
+    leaving a share to the idle workers of its queue."""
     key = spec.fuse_key()
     mine = ctx.checkpoint
 
@@ -246,18 +267,19 @@ def _claim(ctx: JobContext, spec: TrainingSpec, *, limit: int) -> list[Job]:
 
     worker = _worker_of(ctx)
     with session_scope(ctx.factory) as session:
-        jobs = claim_siblings(
+        claim = claim_siblings(
             session,
             job_id=ctx.job_id,
             worker=worker,
             device=worker_device(),
             limit=limit,
             accept=accept,
+            settings=get_settings(),
         )
-        for job in jobs:
+        for job in claim.jobs:
             session.refresh(job)
         session.expunge_all()
-    return jobs
+    return claim
 
 
 def _worker_of(ctx: JobContext) -> str:
@@ -466,7 +488,7 @@ def _run_part(
             jobs=[i for i in ids if i != member.ctx.job_id],
             member_bytes=None if group.memory is None else group.memory.bytes,
             capacity=group.capacity,
-            reason=_how(len(members), trainer.fused.path, resumed_from),
+            reason=_how(len(members), trainer.fused.path, resumed_from, group.shared),
         )
         ended[member.ctx.job_id] = _end(
             member, result, fusion, resumed_from, resolved[k], partial(_weights, trainer, k)
@@ -474,7 +496,7 @@ def _run_part(
     return ended
 
 
-def _how(members: int, path: str, resumed_from: int | None) -> str:
+def _how(members: int, path: str, resumed_from: int | None, shared: str | None) -> str:
     text = (
         f"fused with {members - 1} sibling{'s' if members != 2 else ''} "
         f"sharing its model configuration ({path} path)"
@@ -483,6 +505,8 @@ def _how(members: int, path: str, resumed_from: int | None) -> str:
     )
     if resumed_from is not None and members > 1:
         text += f", resumed from iteration {resumed_from}"
+    if shared is not None:
+        text += f"; {shared}"
     return text
 
 
