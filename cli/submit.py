@@ -138,6 +138,14 @@ def range_test_submit_command(
         float | None,
         typer.Option(help="Verification's compute cap, in full trainings (default: 1.0)."),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the test under 2 to 16 seeds, e.g. 0,1,2 (one fused run when the model "
+            "fuses): a band across seeds, and a confidence from their agreement. The stored "
+            "curve is the first seed's (--seed, when given, must be it).",
+        ),
+    ] = None,
     wait: WaitOpt = True,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -154,6 +162,11 @@ def range_test_submit_command(
             body["verify"] = True
         if verify_budget is not None:
             body["verify_budget"] = verify_budget
+        seed_list = _csv(seeds, _integer, "--seeds")
+        if seed_list is not None:
+            body["seeds"] = seed_list
+            if options.seed == RangeTestOptions.seed:
+                del body["seed"]  # the service takes seeds[0]
         with connect(out, url=url, token=token, embedded=embedded) as client:
             try:
                 job = submit_and_follow(client, KINDS["range_test"], body, out, wait=wait)

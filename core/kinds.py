@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 __all__ = [
+    "BAND",
+    "CURVE",
     "RANGE_TEST",
     "JobKind",
     "Prepare",
@@ -209,6 +211,15 @@ CURVE = SeriesSpec(
     "exponential moving average and (when the workload has a metric) the accuracy",
 )
 
+BAND = SeriesSpec(
+    name="band",
+    fields=("lr", "n", "mean", "std", "min", "max"),
+    description="a range test under several seeds (`seeds`): one point per LR of the "
+    "sweep, the smoothed loss across the seeds still running there: how many (`n`), "
+    "their mean, population standard deviation, minimum and maximum; stored when the "
+    "seeds have run",
+)
+
 RANGE_TEST = register_kind(
     JobKind(
         name=RangeTestSpec.kind,
@@ -220,7 +231,7 @@ RANGE_TEST = register_kind(
         read=RangeTestRead,
         runner="worker.kinds.range_test:run",
         advance="core.verification:advance",
-        series=(CURVE,),
+        series=(CURVE, BAND),
         resumable=False,
         examples=(
             {
@@ -230,6 +241,14 @@ RANGE_TEST = register_kind(
                 "start_lr": 1e-5,
                 "end_lr": 10,
                 "num_iter": 300,
+            },
+            {
+                "workload": "digits_mlp",
+                "optimizer": {"name": "sgd", "momentum": 0.9},
+                "start_lr": 1e-4,
+                "end_lr": 10,
+                "num_iter": 200,
+                "seeds": [0, 1, 2, 3],
             },
         ),
     )

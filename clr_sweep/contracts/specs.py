@@ -49,6 +49,7 @@ __all__ = [
     "MAX_GRID_POINTS",
     "MAX_ITERATIONS",
     "MAX_LR",
+    "MAX_RANGE_TEST_SEEDS",
     "MAX_SEEDS",
     "MAX_SNAPSHOTS",
     "MAX_TRAININGS",
@@ -99,6 +100,11 @@ MAX_SEEDS = 10
 
 MAX_TRAININGS = 1000
 """Most trainings one sweep may create (grid points x policies x seeds)."""
+
+MAX_RANGE_TEST_SEEDS = 16
+"""Most seeds one range test runs (as one fused run when the model fuses)."""
+
+_MAX_SEED = 2**32 - 1
 
 Policy = Literal[
     "fixed", "step", "exp", "triangular", "triangular2", "exp_range", "one_cycle", "cosine_restarts"
@@ -279,6 +285,14 @@ class RangeTestSpec(RangeTestOptions, WorkloadSpec):
         verify_iterations: the length of the full training run the budget is
             counted in (default: the suggestion's ``stop_iteration``, 4 cycles
             of its ``step_size``).
+        seeds: 2 to :data:`MAX_RANGE_TEST_SEEDS` distinct seeds to run the test
+            under, one model initialisation and data order each (one fused run
+            when the model fuses, else one after another). The ``curve`` series
+            is ``seeds[0]``'s, and ``seed`` must equal it (it is filled in when
+            left out); the ``band`` series holds the smoothed loss's mean,
+            standard deviation, minimum and maximum across seeds per LR, the
+            result's ``seed_band`` the bounds across seeds, and the bounds'
+            confidence uses the seeds' agreement. None: one seed (``seed``).
     """
 
     kind: ClassVar[str] = "range_test"
@@ -291,6 +305,42 @@ class RangeTestSpec(RangeTestOptions, WorkloadSpec):
     verify: bool = Field(default=False, strict=True)
     verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
     verify_iterations: StrictInt | None = Field(default=None, ge=2, le=1_000_000)
+    seeds: list[StrictInt] | None = Field(
+        default=None,
+        description="run the test under 2 to 16 distinct seeds (one fused run when the model "
+        "fuses): a band on the curve and a confidence from the seeds' agreement; `seed` is "
+        "then `seeds[0]`, the seed of the stored curve",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return value
+        if not 2 <= len(value) <= MAX_RANGE_TEST_SEEDS:
+            raise ValueError(
+                f"give 2 to {MAX_RANGE_TEST_SEEDS} seeds, got {len(value)} (one seed: use seed)"
+            )
+        for i, seed in enumerate(value):
+            if not 0 <= seed <= _MAX_SEED:
+                raise_located("seeds", [{"field": str(i), "reason": "must be in [0, 2**32)"}], {})
+        _refuse_repeats(value)
+        return value
+
+    @model_validator(mode="after")
+    def _seed_is_the_first_seed(self) -> RangeTestSpec:
+        if self.seeds is None:
+            return self
+        if "seed" not in self.model_fields_set:
+            self.seed = self.seeds[0]
+        elif self.seed != self.seeds[0]:
+            raise located(
+                type(self).__name__,
+                "seed",
+                f"seed is the stored curve's seed, seeds[0] = {self.seeds[0]}; got {self.seed} "
+                "(leave seed out, or put it first in seeds)",
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- trainings

@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import InvalidJobSpec
 from core.kinds import (
+    BAND,
     CURVE,
     RANGE_TEST,
     JobKind,
@@ -44,7 +45,7 @@ class TestRegistry:
             RangeTestOutcome,
             "range-tests",
         )
-        assert kind.series == (CURVE,)
+        assert kind.series == (CURVE, BAND)
         assert kind.series_spec("curve") is CURVE
         assert kind.series_spec("epochs") is None
         assert not kind.resumable
