@@ -120,7 +120,13 @@ def assess_seeded_range_test(
     seeds = [int(s) for s in run.seeds]
     use_accuracy = metric == "accuracy"
     with_points = [k for k, r in enumerate(results) if r.steps_run > 0]
-    band = SeedBand.from_results([results[k] for k in with_points]) if with_points else None
+    band = (
+        SeedBand.from_results(
+            [results[k] for k in with_points], seeds=[seeds[k] for k in with_points]
+        )
+        if with_points
+        else None
+    )
     doc: dict[str, object] = {
         "seeds": seeds,
         "fused": run.fused,
