@@ -25,7 +25,7 @@ from clr.workloads import ParamSpec, TensorBatches, Workload, WorkloadInstance, 
 from clr.workloads._registry import _REGISTRY
 from core.db import session_scope
 from core.models import Job, JobStatus, Team
-from core.services import get_bounds, read_series, submit_job
+from core.services import cancel_job, get_bounds, read_series, submit_job
 from core.settings import Settings, get_settings
 from core.specs import RangeTestOutcome, RangeTestSpec, SeedBandDoc
 from tests.builders import make_job, make_team, spec_data
@@ -153,6 +153,34 @@ def test_seeds_run_fused_on_the_worker_with_the_first_seeds_curve_and_a_band(
     with session_scope(db) as session:
         bounds = get_bounds(session, team=team, job_id=job_id)
     assert bounds.suggestions.confidence == pytest.approx(seeded.confidence, rel=1e-9)
+
+
+@pytest.mark.usefixtures("sender")
+def test_a_cancelled_fused_range_test_stops_every_seed(
+    db: sessionmaker[Session], worker_settings: Settings, wait_for: WaitFor
+) -> None:
+    # a low, flat LR never diverges: 100,000 steps of three seeds if the cancel were ignored
+    data = spec_data(params={"width": 8}, num_iter=100_000, start_lr=1e-6, end_lr=1e-5, seeds=SEEDS)
+    with session_scope(db) as session:
+        team = make_team(session)
+        job_id = submit_job(
+            session, team=team, kind="range_test", spec=data, settings=worker_settings
+        ).job.id
+    wait_for(
+        job_id,
+        lambda job: (
+            job.status == JobStatus.RUNNING and (job.series_points or {}).get("curve", 0) > 0
+        ),
+    )
+
+    with session_scope(db) as session:
+        cancel_job(session, team=team, job_id=job_id)
+    job = wait_for(job_id, finished)
+
+    assert job.status == JobStatus.CANCELLED, job.error
+    assert job.result is None
+    assert 0 < job.series_points["curve"] < 100_000
+    assert "band" not in job.series_points
 
 
 # --------------------------------------------------------------------------- one by one

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -163,8 +163,11 @@ def plan_seeds(spec: RangeTestSpec, builts: Sequence[WorkloadInstance]) -> Seede
             f"only {capacity} of the {k} members fit the device's free memory ({memory.detail})"
         )
         return SeededRun(seeds, fused=False, path=None, reason=reason)
-    path = FusedModel([first.model]).path
-    reason = f"the {k} seeds ran as one fused range test ({path} path) on {device.type}"
+    return _fused(seeds, FusedModel([first.model]).path, device.type)
+
+
+def _fused(seeds: list[int], path: Literal["stacked", "vmap"], device: str) -> SeededRun:
+    reason = f"the {len(seeds)} seeds ran as one fused range test ({path} path) on {device}"
     return SeededRun(seeds, fused=True, path=path, reason=reason)
 
 
@@ -212,6 +215,8 @@ def _run_seeds(
             callback=on_member,
             should_stop=ctx.should_stop,
         )
+        if tester.path is not None:  # the path the members ran on (planned: the same)
+            how = _fused(list(how.seeds), tester.path, tester.device.type)
         return builts, results, how
     results = []
     for k, (built, optimizer) in enumerate(pairs):
