@@ -20,7 +20,7 @@ never imports it, so a runner may use torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -143,6 +143,11 @@ class JobKind:
         client = self.client_spec
         return client if source == "client" and client is not None else self.spec
 
+    def series_of(self, spec: Mapping[str, Any]) -> tuple[SeriesSpec, ...]:
+        """The series a job of this stored ``spec`` has (:attr:`SeriesSpec.only_with`):
+        a range test's ``band`` only under ``seeds``."""
+        return tuple(s for s in self.series if s.of_spec(spec))
+
     def series_spec(self, name: str) -> SeriesSpec | None:
         """The series called ``name``, if the kind has one."""
         return next((s for s in self.series if s.name == name), None)
@@ -218,6 +223,7 @@ BAND = SeriesSpec(
     "sweep, the smoothed loss across the seeds still running there: how many (`n`), "
     "their mean, population standard deviation, minimum and maximum; stored when the "
     "seeds have run",
+    only_with="seeds",
 )
 
 RANGE_TEST = register_kind(
