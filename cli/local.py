@@ -153,6 +153,7 @@ def run_local(options: RangeTestOptions, out: Output) -> dict[str, Any]:
             "summary": stored["summary"],
             "no_bounds_reason": stored["no_bounds_reason"],
             "verification": None,
+            "seed_band": None,  # one seed here; several run on the service (`submit --seeds`)
             "bounds": bounds_document(stored["suggestions"], config_key=spec.config_key()),
         },
     }

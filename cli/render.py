@@ -18,6 +18,7 @@ __all__ = [
     "print_bounds",
     "print_jobs",
     "print_range_test",
+    "print_seed_band",
     "print_sweep",
     "print_training",
     "print_verification",
@@ -136,12 +137,35 @@ def print_range_test(job: dict[str, Any], out: Output) -> None:
             soft_wrap=True,
         )
     print_verification(result.get("verification"), out)
+    print_seed_band(result.get("seed_band"), out)
     bounds = result.get("bounds")
     workload = (job.get("spec") or {}).get("workload", "?")
     if bounds:
         print_bounds(bounds, out, title=f"Suggested CLR bounds for {workload}")
     elif job.get("status") == "succeeded":
         out.print(f"[yellow]no bounds:[/] {result.get('no_bounds_reason') or 'none given'}")
+
+
+def print_seed_band(band: dict[str, Any] | None, out: Output) -> None:
+    """A range test under several seeds: how they ran and the bounds across them."""
+    if not band:
+        return
+    seeds = ", ".join(str(s) for s in band.get("seeds") or [])
+    out.print(f"seeds {seeds}: {band.get('reason')}", soft_wrap=True)
+    default = band.get("default")
+    if default:
+        low, high = band.get("max_lr_band") or (None, None)
+        out.print(
+            f"across seeds ({default.get('method')}): base_lr {_short(default.get('base_lr'))}, "
+            f"max_lr {_short(default.get('max_lr'))} (seeds from {_short(low)} to "
+            f"{_short(high)}, {_fmt(band.get('seed_spread'), '.2f')}x), confidence "
+            f"{_fmt(band.get('confidence'), '.2f')}",
+            soft_wrap=True,
+        )
+    else:
+        out.print(f"[yellow]no bounds across seeds:[/] {band.get('no_bounds_reason')}")
+    for warning in band.get("warnings") or []:
+        out.warn(warning)
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:

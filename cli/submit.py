@@ -138,6 +138,14 @@ def range_test_submit_command(
         float | None,
         typer.Option(help="Verification's compute cap, in full trainings (default: 1.0)."),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the test under 2 to 16 seeds, e.g. 0,1,2 (one fused run when the model "
+            "fuses): a band across seeds, and a confidence from their agreement. The stored "
+            "curve is the first seed's (--seed, when given, must be it).",
+        ),
+    ] = None,
     wait: WaitOpt = True,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -154,6 +162,11 @@ def range_test_submit_command(
             body["verify"] = True
         if verify_budget is not None:
             body["verify_budget"] = verify_budget
+        seed_list = _csv(seeds, _integer, "--seeds")
+        if seed_list is not None:
+            body["seeds"] = seed_list
+            if options.seed == RangeTestOptions.seed:
+                del body["seed"]  # the service takes seeds[0]
         with connect(out, url=url, token=token, embedded=embedded) as client:
             try:
                 job = submit_and_follow(client, KINDS["range_test"], body, out, wait=wait)
@@ -452,14 +465,19 @@ def sweep_body(
     grid_batch_size: str | None,
     grid_optimizer: str | None,
     grid_weight_decay: str | None,
+    range_test_seeds: str | None = None,
 ) -> dict[str, Any]:
     """The ``POST /sweeps`` body of ``sweep submit``'s options (unset ones left out, so
     the service's defaults and its errors, naming each field, apply)."""
+    range_test: dict[str, Any] = {"num_iter": num_iter, "start_lr": start_lr, "end_lr": end_lr}
+    rt_seeds = _csv(range_test_seeds, _integer, "--range-test-seeds")
+    if rt_seeds is not None:
+        range_test["seeds"] = rt_seeds
     body: dict[str, Any] = workload | {
         "device": device,
         "whole_cycles": whole_cycles,
         "verify": verify,
-        "range_test": {"num_iter": num_iter, "start_lr": start_lr, "end_lr": end_lr},
+        "range_test": range_test,
     }
     given = {
         "seeds": _csv(seeds, _integer, "--seeds"),
@@ -529,6 +547,13 @@ def sweep_submit_command(
     num_iter: Annotated[int, typer.Option(help="The range test's mini-batches.")] = 300,
     start_lr: Annotated[float, typer.Option(help="The range test's first LR.")] = 1e-5,
     end_lr: Annotated[float, typer.Option(help="The range test's last LR.")] = 10.0,
+    range_test_seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run each range test under these seeds, e.g. 0,1,2 (2 to 16): its bounds' "
+            "confidence then uses their agreement; the first is the range tests' seed."
+        ),
+    ] = None,
     grid_batch_size: Annotated[
         str | None, typer.Option(help="Compare batch sizes, e.g. 32,64 (a grid point each).")
     ] = None,
@@ -575,6 +600,7 @@ def sweep_submit_command(
             grid_batch_size=grid_batch_size,
             grid_optimizer=grid_optimizer,
             grid_weight_decay=grid_weight_decay,
+            range_test_seeds=range_test_seeds,
         )
         with connect(out, url=url, token=token, embedded=embedded) as client:
 

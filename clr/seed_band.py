@@ -223,6 +223,9 @@ class SeedBand:
         end: how many leading points have at least half of the members running
             (``2 * n >= K``): the band proper is ``lrs[:end]``.
         members: the K results, in the order given.
+        seeds: the members' seeds, when given (:meth:`from_results`): the
+            warnings of :meth:`suggest` then name a member by its seed, not
+            its index.
 
     Example:
         >>> import numpy as np
@@ -243,25 +246,35 @@ class SeedBand:
     accuracies: BandStats | None
     end: int
     members: list[RangeTestResult]
+    seeds: list[int] | None = None
 
     @classmethod
-    def from_results(cls, results: Sequence[RangeTestResult]) -> SeedBand:
+    def from_results(
+        cls, results: Sequence[RangeTestResult], *, seeds: Sequence[int] | None = None
+    ) -> SeedBand:
         """The band of K results of one configuration (``FusedRangeTest(...).run(...)``).
 
         Args:
             results: K >= 1 results whose LRs agree (to a relative 1e-9) up to
                 where each stopped.
+            seeds: the K results' seeds, to name the members by in warnings
+                (default: their indices).
 
         Returns:
             The :class:`SeedBand`.
 
         Raises:
-            ValueError: no results, a result with no points, or LRs that differ
-                between results (the message names the result and the step).
+            ValueError: no results, a result with no points, LRs that differ
+                between results (the message names the result and the step), or
+                ``seeds`` of another length than ``results``.
         """
         members = list(results)
         if not members:
             raise ValueError("results must hold at least one RangeTestResult, got none")
+        if seeds is not None and len(seeds) != len(members):
+            raise ValueError(
+                f"seeds must hold {len(members)} seeds, one per result, got {len(seeds)}"
+            )
         for k, r in enumerate(members):
             if r.steps_run == 0:
                 raise ValueError(f"results[{k}] has no points")
@@ -298,12 +311,17 @@ class SeedBand:
             accuracies=accuracies,
             end=int(np.count_nonzero(2 * n >= len(members))),
             members=members,
+            seeds=None if seeds is None else [int(v) for v in seeds],
         )
 
     @property
     def num_members(self) -> int:
         """K, the number of members."""
         return len(self.members)
+
+    def _name(self, k: int) -> int:
+        """Member ``k``'s seed, or ``k`` when the seeds are not known."""
+        return k if self.seeds is None else self.seeds[k]
 
     @property
     def end_lr(self) -> float | None:
@@ -394,7 +412,9 @@ class SeedBand:
                 "the default method failed on some seeds (see members)"
             )
         for k, err in errors.items():
-            warnings.append(f"seed {k} gave no bounds ({err}); the band uses {len(ok)} seeds")
+            warnings.append(
+                f"seed {self._name(k)} gave no bounds ({err}); the band uses {len(ok)} seeds"
+            )
         if len(ok) == 1:
             warnings.append(
                 "only one seed gave bounds: its confidence is a single run's, with no "
@@ -403,9 +423,10 @@ class SeedBand:
         uninformative = [k for k in ok if not seeded[k].informative]
         informative = 2 * len(uninformative) <= len(ok)
         if uninformative:
+            named = ", ".join(str(self._name(k)) for k in uninformative)
             warnings.append(
                 f"{len(uninformative)} of {len(ok)} seeds show too little to read bounds from "
-                f"(seeds {', '.join(map(str, uninformative))}: see their warnings)"
+                f"(seeds {named}: see their warnings)"
             )
         ratio = across.ratio
         rationale = (

@@ -20,7 +20,7 @@ never imports it, so a runner may use torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 __all__ = [
+    "BAND",
+    "CURVE",
     "RANGE_TEST",
     "JobKind",
     "Prepare",
@@ -141,6 +143,11 @@ class JobKind:
         client = self.client_spec
         return client if source == "client" and client is not None else self.spec
 
+    def series_of(self, spec: Mapping[str, Any]) -> tuple[SeriesSpec, ...]:
+        """The series a job of this stored ``spec`` has (:attr:`SeriesSpec.only_with`):
+        a range test's ``band`` only under ``seeds``."""
+        return tuple(s for s in self.series if s.of_spec(spec))
+
     def series_spec(self, name: str) -> SeriesSpec | None:
         """The series called ``name``, if the kind has one."""
         return next((s for s in self.series if s.name == name), None)
@@ -209,6 +216,16 @@ CURVE = SeriesSpec(
     "exponential moving average and (when the workload has a metric) the accuracy",
 )
 
+BAND = SeriesSpec(
+    name="band",
+    fields=("lr", "n", "mean", "std", "min", "max"),
+    description="a range test under several seeds (`seeds`): one point per LR of the "
+    "sweep, the smoothed loss across the seeds still running there: how many (`n`), "
+    "their mean, population standard deviation, minimum and maximum; stored when the "
+    "seeds have run",
+    only_with="seeds",
+)
+
 RANGE_TEST = register_kind(
     JobKind(
         name=RangeTestSpec.kind,
@@ -220,7 +237,7 @@ RANGE_TEST = register_kind(
         read=RangeTestRead,
         runner="worker.kinds.range_test:run",
         advance="core.verification:advance",
-        series=(CURVE,),
+        series=(CURVE, BAND),
         resumable=False,
         examples=(
             {
@@ -230,6 +247,14 @@ RANGE_TEST = register_kind(
                 "start_lr": 1e-5,
                 "end_lr": 10,
                 "num_iter": 300,
+            },
+            {
+                "workload": "digits_mlp",
+                "optimizer": {"name": "sgd", "momentum": 0.9},
+                "start_lr": 1e-4,
+                "end_lr": 10,
+                "num_iter": 200,
+                "seeds": [0, 1, 2, 3],
             },
         ),
     )

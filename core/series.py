@@ -50,12 +50,21 @@ class SeriesSpec:
         optional: fields that may be missing from a run of points (null), such
             as ``accuracy`` for a workload without a metric.
         description: what one point is, for the API's documentation.
+        only_with: a spec field a job must have set (not null) to have this
+            series (``seeds``: a range test's ``band``); None: every job of the
+            kind has it. A job without it reads the series as empty, and its
+            event stream leaves the series out.
     """
 
     name: str
     fields: tuple[str, ...]
     optional: frozenset[str] = frozenset()
     description: str = ""
+    only_with: str | None = None
+
+    def of_spec(self, spec: Mapping[str, Any]) -> bool:
+        """Whether a job of this stored ``spec`` has this series (see ``only_with``)."""
+        return self.only_with is None or spec.get(self.only_with) is not None
 
     def __post_init__(self) -> None:
         if not self.fields or len(set(self.fields)) != len(self.fields):

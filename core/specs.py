@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import (
@@ -48,6 +48,8 @@ from clr_sweep.contracts import (
     RangeTestOutcome,
     RangeTestResultView,
     RangeTestSummary,
+    SeedBandDoc,
+    SeedSpreadDoc,
     StrictInt,
     SuggestionDoc,
     SuggestionsDoc,
@@ -82,6 +84,8 @@ __all__ = [
     "RangeTestResultView",
     "RangeTestSpec",
     "RangeTestSummary",
+    "SeedBandDoc",
+    "SeedSpreadDoc",
     "UnitInterval",
     "VerificationDoc",
     "VerificationRoundDoc",
@@ -336,5 +340,15 @@ class RangeTestSpec(contracts.RangeTestSpec, WorkloadSpec):
 
     def estimate(self) -> JobEstimate | None:
         """Memory and FLOPs from the workload's cost; the sweep keeps a copy of the
-        weights and of the optimizer's state to restore them."""
-        return self.workload_estimate(steps=self.num_iter, copies=1 + self.optimizer.state_slots)
+        weights and of the optimizer's state to restore them. Under ``seeds`` the K
+        seeds' models run at once (fused) and each step is K steps: memory and FLOPs
+        scale by K."""
+        one = self.workload_estimate(steps=self.num_iter, copies=1 + self.optimizer.state_slots)
+        members = len(self.seeds or ()) or 1
+        if one is None or members == 1:
+            return one
+        return replace(
+            one,
+            memory_bytes=one.memory_bytes * members,
+            flops_per_step=one.flops_per_step * members,
+        )

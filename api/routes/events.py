@@ -249,7 +249,7 @@ def _open_stream(kind: str | None) -> Callable[..., _Stream]:
         """Check the request before the stream starts, so errors are still problem+json."""
         resume = parse_last_event_id(last_event_id)
         job = services.get_job(session, team=team, job_id=job_id, kind=kind)
-        series = tuple(s.name for s in get_kind(job.kind).series)
+        series = tuple(s.name for s in get_kind(job.kind).series_of(job.spec))
         # Polls only read: BEGIN DEFERRED on SQLite, so they never take the write lock.
         return _Stream(
             team,

@@ -28,6 +28,8 @@ __all__ = [
     "RangeTestOutcome",
     "RangeTestResultView",
     "RangeTestSummary",
+    "SeedBandDoc",
+    "SeedSpreadDoc",
     "Spread",
     "SuggestionDoc",
     "SuggestionsDoc",
@@ -174,12 +176,90 @@ class VerificationDoc(BaseModel):
         return self.spent_iterations / max(1, self.full_run_iterations)
 
 
+class SeedSpreadDoc(BaseModel):
+    """One rule's bounds across the seeds it gave bounds for (``clr.MethodSpread``).
+
+    Attributes:
+        method: the rule.
+        seeds: the seeds it gave bounds for.
+        base_lrs, max_lrs: its bounds on each of those seeds.
+        base_lr, max_lr: their geometric means.
+        ratio: ``max / min`` of ``max_lrs`` (1.0 when the seeds agree exactly).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    seeds: list[int]
+    base_lrs: list[float]
+    max_lrs: list[float]
+    base_lr: float
+    max_lr: float
+    ratio: float
+
+
+class SeedBandDoc(BaseModel):
+    """A range test run under several seeds (``seeds``): how it ran and the bounds
+    across the seeds (``clr.SeedBand`` and ``clr.SeedSuggestions``).
+
+    The ``curve`` series is the first seed's and the ``band`` series the
+    smoothed loss across seeds per LR. The range test's own ``suggestions`` are
+    the first seed's curve read with every seed's default ``max_lr``, so their
+    confidence uses the seeds' agreement.
+
+    Attributes:
+        seeds: the seeds, the first one the stored curve's.
+        fused: the seeds ran as one fused run (``clr.FusedRangeTest``); False:
+            one after another (``reason`` says why).
+        path: how the fused members ran: ``stacked`` (batched matrix products
+            over stacked weights) or ``vmap``; None when not fused.
+        reason: one sentence: how the seeds ran, or why not fused.
+        steps_run: each seed's points, in ``seeds``' order.
+        stop_reasons: why each seed's sweep ended (``completed``, ``diverged``, ...).
+        end_lr: the first LR at which fewer than half of the seeds still run
+            (the band proper ends there); None when at least half reach the end.
+        default: the default rule's bounds across seeds: the geometric mean of
+            the seeds' ``base_lr`` and of their ``max_lr``; None when no seed's
+            curve gave bounds.
+        base_lr_band, max_lr_band: ``[low, high]``: the lowest and highest
+            seed's bound; ``default`` lies within both.
+        seed_spread: ``max / min`` of the seeds' default ``max_lr``.
+        confidence: the median over the seeds of their confidence given every
+            seed's ``max_lr``, in [0, 1].
+        spreads: each rule's bounds across the seeds it gave bounds for.
+        warnings: sentences for a person about the seeds as a whole.
+        failed: the seeds whose curve gave no bounds (the seed, as text: why).
+        no_bounds_reason: why there are no bounds across seeds (no seed gave any).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: list[int]
+    fused: bool
+    path: Literal["stacked", "vmap"] | None = None
+    reason: str
+    steps_run: list[int]
+    stop_reasons: list[str]
+    end_lr: float | None = None
+    default: SuggestionDoc | None = None
+    base_lr_band: tuple[float, float] | None = None
+    max_lr_band: tuple[float, float] | None = None
+    seed_spread: float | None = None
+    confidence: float | None = None
+    spreads: list[SeedSpreadDoc] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict)
+    no_bounds_reason: str | None = None
+
+
 class _ToDict(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
 class RangeTestOutcome(JobResult):
-    """A finished range test: its summary and either bounds or why there are none."""
+    """A finished range test: its summary and either bounds or why there are none
+    (under several seeds, ``seed_band`` too: the summary and bounds are then the
+    first seed's curve's)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -187,6 +267,10 @@ class RangeTestOutcome(JobResult):
     suggestions: SuggestionsDoc | None = None
     no_bounds_reason: str | None = None
     verification: VerificationDoc | None = None
+    seed_band: SeedBandDoc | None = Field(
+        default=None,
+        description="A range test under several seeds: the band across them and its bounds",
+    )
 
     @model_validator(mode="after")
     def _bounds_or_reason(self) -> RangeTestOutcome:
@@ -288,6 +372,7 @@ class RangeTestResultView(BaseModel):
     summary: RangeTestSummary
     no_bounds_reason: str | None = None
     verification: VerificationDoc | None = None
+    seed_band: SeedBandDoc | None = None
     bounds: BoundsBrief | None = None
 
     @model_validator(mode="before")

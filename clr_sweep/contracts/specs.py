@@ -49,6 +49,7 @@ __all__ = [
     "MAX_GRID_POINTS",
     "MAX_ITERATIONS",
     "MAX_LR",
+    "MAX_RANGE_TEST_SEEDS",
     "MAX_SEEDS",
     "MAX_SNAPSHOTS",
     "MAX_TRAININGS",
@@ -66,6 +67,7 @@ __all__ = [
     "RangeTestSpec",
     "ScheduleSpec",
     "SweepGrid",
+    "SweepRangeTestOptions",
     "SweepSpec",
     "TrainingSpec",
     "WorkloadSpec",
@@ -99,6 +101,11 @@ MAX_SEEDS = 10
 
 MAX_TRAININGS = 1000
 """Most trainings one sweep may create (grid points x policies x seeds)."""
+
+MAX_RANGE_TEST_SEEDS = 16
+"""Most seeds one range test runs (as one fused run when the model fuses)."""
+
+_MAX_SEED = 2**32 - 1
 
 Policy = Literal[
     "fixed", "step", "exp", "triangular", "triangular2", "exp_range", "one_cycle", "cosine_restarts"
@@ -266,6 +273,41 @@ class RangeTestOptions(BaseModel):
         return value
 
 
+def _range_test_seeds(value: list[int] | None) -> list[int] | None:
+    """A range test's ``seeds``: None, or 2 to 16 distinct seeds in the ``seed`` range."""
+    if value is None:
+        return value
+    if not 2 <= len(value) <= MAX_RANGE_TEST_SEEDS:
+        raise ValueError(
+            f"give 2 to {MAX_RANGE_TEST_SEEDS} seeds, got {len(value)} (one seed: use seed)"
+        )
+    for i, seed in enumerate(value):
+        if not 0 <= seed <= _MAX_SEED:
+            raise_located("seeds", [{"field": str(i), "reason": "must be in [0, 2**32)"}], {})
+    _refuse_repeats(value)
+    return value
+
+
+class SweepRangeTestOptions(RangeTestOptions):
+    """How each grid point's range test runs (a sweep's ``range_test``): the
+    :class:`RangeTestOptions`, and the seeds it runs under.
+
+    Attributes (besides :class:`RangeTestOptions`'):
+        seeds: 2 to :data:`MAX_RANGE_TEST_SEEDS` distinct seeds: each grid
+            point's range test runs under all of them (:class:`RangeTestSpec`'s
+            ``seeds``), so its bounds' confidence uses the seeds' agreement. The
+            range tests' ``seed`` (the sweep's ``seed``) is then ``seeds[0]``.
+            None: one seed.
+    """
+
+    seeds: list[StrictInt] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        return _range_test_seeds(value)
+
+
 class RangeTestSpec(RangeTestOptions, WorkloadSpec):
     """An LR range test: sweep the LR over ``num_iter`` mini-batches of a workload.
 
@@ -279,6 +321,14 @@ class RangeTestSpec(RangeTestOptions, WorkloadSpec):
         verify_iterations: the length of the full training run the budget is
             counted in (default: the suggestion's ``stop_iteration``, 4 cycles
             of its ``step_size``).
+        seeds: 2 to :data:`MAX_RANGE_TEST_SEEDS` distinct seeds to run the test
+            under, one model initialisation and data order each (one fused run
+            when the model fuses, else one after another). The ``curve`` series
+            is ``seeds[0]``'s, and ``seed`` must equal it (it is filled in when
+            left out); the ``band`` series holds the smoothed loss's mean,
+            standard deviation, minimum and maximum across seeds per LR, the
+            result's ``seed_band`` the bounds across seeds, and the bounds'
+            confidence uses the seeds' agreement. None: one seed (``seed``).
     """
 
     kind: ClassVar[str] = "range_test"
@@ -291,6 +341,32 @@ class RangeTestSpec(RangeTestOptions, WorkloadSpec):
     verify: bool = Field(default=False, strict=True)
     verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
     verify_iterations: StrictInt | None = Field(default=None, ge=2, le=1_000_000)
+    seeds: list[StrictInt] | None = Field(
+        default=None,
+        description="run the test under 2 to 16 distinct seeds (one fused run when the model "
+        "fuses): a band on the curve and a confidence from the seeds' agreement; `seed` is "
+        "then `seeds[0]`, the seed of the stored curve",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        return _range_test_seeds(value)
+
+    @model_validator(mode="after")
+    def _seed_is_the_first_seed(self) -> RangeTestSpec:
+        if self.seeds is None:
+            return self
+        if "seed" not in self.model_fields_set:
+            self.seed = self.seeds[0]
+        elif self.seed != self.seeds[0]:
+            raise located(
+                type(self).__name__,
+                "seed",
+                f"seed is the stored curve's seed, seeds[0] = {self.seeds[0]}; got {self.seed} "
+                "(leave seed out, or put it first in seeds)",
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- trainings
@@ -551,9 +627,9 @@ class SweepSpec(WorkloadSpec):
 
     Attributes (besides :class:`WorkloadSpec`'s):
         seeds: the trainings' seeds, 1 to 10 distinct (default ``[0, 1, 2]``).
-            The inherited ``seed`` is the range tests' seed: ``seeds[0]`` unless
-            given (every grid point's range test uses it, so the points differ
-            only in their configuration).
+            The inherited ``seed`` is the range tests' seed: ``seeds[0]`` (or
+            ``range_test.seeds[0]``) unless given (every grid point's range test
+            uses it, so the points differ only in their configuration).
         policies: the policies compared (default: all of :data:`POLICY_NAMES`,
             the paper's table plus one-cycle and SGDR), distinct, at least one.
         cycles: the budget in CLR cycles of ``2 * step_size`` (default 4; the
@@ -568,7 +644,8 @@ class SweepSpec(WorkloadSpec):
             LR is back at ``base_lr``).
         fixed_lr: the fixed policy's LR (default: the ``steepest`` suggestion
             clipped into the bounds).
-        range_test: how each grid point's range test runs.
+        range_test: how each grid point's range test runs (with ``seeds``,
+            under several seeds; ``seed`` is then ``range_test.seeds[0]``).
         verify: the range tests verify their bounds by short trainings.
         verify_budget: verification's compute cap, in full training runs.
         grid: batch sizes, optimizers and weight decays to compare (their
@@ -587,7 +664,7 @@ class SweepSpec(WorkloadSpec):
     iterations: StrictInt | None = Field(default=None, ge=2, le=MAX_ITERATIONS)
     whole_cycles: bool = Field(default=True, strict=True)
     fixed_lr: FiniteFloat | None = Field(default=None, gt=0, le=MAX_LR)
-    range_test: RangeTestOptions = Field(default_factory=RangeTestOptions)
+    range_test: SweepRangeTestOptions = Field(default_factory=SweepRangeTestOptions)
     verify: bool = Field(default=True, strict=True)
     verify_budget: FiniteFloat = Field(default=DEFAULT_VERIFY_BUDGET, gt=0, le=10)
     grid: SweepGrid | None = None
@@ -615,8 +692,15 @@ class SweepSpec(WorkloadSpec):
 
     @model_validator(mode="after")
     def _sweep(self) -> SweepSpec:
+        range_test_seeds = self.range_test.seeds
         if "seed" not in self.model_fields_set:
-            self.seed = self.seeds[0]
+            self.seed = self.seeds[0] if range_test_seeds is None else range_test_seeds[0]
+        elif range_test_seeds is not None and self.seed != range_test_seeds[0]:
+            raise _sweep_error(
+                "seed",
+                f"seed is the range tests' seed, range_test.seeds[0] = {range_test_seeds[0]}; "
+                f"got {self.seed} (leave seed out, or put it first in range_test.seeds)",
+            )
         self._check_grid_size()
         self._check_budget()
         return self

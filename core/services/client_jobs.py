@@ -271,6 +271,10 @@ def upload_points(
         known = ", ".join(s.name for s in kind.series)
         reason = f"{kind.title} jobs have no series {name!r}; their series: {known}"
         raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
+    if job.kind == RANGE_TEST.name and name != "curve":
+        # the band across seeds is the service's own (a range test under several seeds)
+        reason = f"a range test run in the team's own loop uploads its curve, not {name!r}"
+        raise InvalidInput(reason, errors=[{"field": "name", "reason": reason}])
     derived: frozenset[str] = frozenset()
     if job.kind == RANGE_TEST.name and values.get("smoothed_loss") is None:
         derived = frozenset({"smoothed_loss"})  # the service computes it

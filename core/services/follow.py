@@ -65,7 +65,7 @@ def poll_job(
     repo = JobRepository(session)
     counts = job.series_points or {}
     out: list[SeriesSlice] = []
-    for spec in get_kind(job.kind).series:
+    for spec in get_kind(job.kind).series_of(job.spec):
         have = seen.get(spec.name, 0)
         stored = int(counts.get(spec.name, 0))
         if attempt is not None and attempt != job.attempt:

@@ -261,7 +261,24 @@ class TestUpload:
         job = create(client, caller)
         response = upload(client, caller, job["id"], 0, {"lr": [0.1]}, name="epochs")
         assert response.status_code == 422
-        assert "their series: curve" in problem(response)["errors"][0]["reason"]
+        assert "their series: curve, band" in problem(response)["errors"][0]["reason"]
+
+    @pytest.mark.parametrize("smoothed", [True, False])
+    def test_the_band_across_seeds_is_the_services_not_an_upload(
+        self, client: TestClient, caller: Caller, smoothed: bool
+    ) -> None:
+        job = create(client, caller)
+        values = {"lr": [0.1], "n": [2.0], "mean": [1.0], "std": [0.0], "min": [1.0], "max": [1.0]}
+        if smoothed:
+            values["smoothed_loss"] = [1.0]
+        response = upload(client, caller, job["id"], 0, values, name="band")
+        assert response.status_code == 422, response.text
+        assert problem(response)["errors"] == [
+            {
+                "field": "name",
+                "reason": "a range test run in the team's own loop uploads its curve, not 'band'",
+            }
+        ]
 
     def test_a_job_the_service_runs_takes_no_upload(
         self, client: TestClient, caller: Caller, session: Session

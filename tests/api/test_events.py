@@ -17,11 +17,13 @@ import anyio
 import pytest
 from sqlalchemy.orm import Session
 
+from core.kinds import BAND
 from core.models import Team
+from core.series import SeriesPoints
 from core.services import cancel_job, claim_job, finish_job, reconcile, report_progress
 from core.settings import Settings
 from tests.api.sse import WAIT_S, Event, EventReader, Live
-from tests.builders import T0, curve, make_job, make_outcome, make_points, make_team
+from tests.builders import T0, curve, make_job, make_outcome, make_points, make_team, spec_data
 
 
 def finish(live: Live, job_id: uuid.UUID, attempt: int = 1) -> None:
@@ -127,6 +129,34 @@ class TestEventStream:
         with live.stream(job_id, **{"Last-Event-ID": "1:27"}) as response:
             events = EventReader(response)
             assert [e.event for e in events.take(2)] == ["status", "end"]
+            events.assert_closed()
+
+    def test_a_range_test_under_seeds_streams_its_band_too(self, live: Live) -> None:
+        def create(session: Session) -> uuid.UUID:
+            team = session.get_one(Team, live.team_id)
+            job = make_job(session, team=team, spec=spec_data(seeds=[0, 1]))
+            assert claim_job(session, job_id=job.id, worker="gpu0", device="cpu", now=T0)
+            report_progress(session, job_id=job.id, attempt=1, **curve(make_points(0, 4)), now=T0)
+            return job.id
+
+        job_id: uuid.UUID = live.write(create)
+        with live.stream(job_id) as response:
+            events = EventReader(response)
+            status, chunk = events.take(2)
+            assert curve_points(chunk) == (0, 4)
+            assert chunk.id == "1:4,0"  # <attempt>:<curve>,<band>
+            values = {"lr": [0.1, 0.2], "n": [2.0, 1.0], "mean": [2.0, 1.5]}
+            values |= {"std": [0.1, 0.0], "min": [1.9, 1.5], "max": [2.1, 1.5]}
+            band = SeriesPoints.of(BAND, 0, values)
+            live.write(
+                lambda s: report_progress(s, job_id=job_id, attempt=1, points=[band], now=T0)
+            )
+            finish(live, job_id)
+            band_event, final, end = events.take(3)
+            assert (band_event.event, band_event.id) == ("band", "1:4,2")
+            assert band_event.data["values"] == values
+            assert (final.event, end.event) == ("status", "end")
+            assert end.data["series_points"] == {"curve": 4, "band": 2}
             events.assert_closed()
 
     def test_a_restarted_job_sends_its_new_curve_from_0(

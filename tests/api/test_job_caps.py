@@ -89,6 +89,25 @@ class TestTooLarge:
         assert error["field"] == "num_iter"
         assert "over the 1 s cap (CLR_MAX_JOB_SECONDS)" in error["reason"]
 
+    def test_seeds_are_named_when_the_k_models_are_what_is_large(
+        self, test_app: FastAPI, client: TestClient, caller: Caller, api_settings: Settings
+    ) -> None:
+        body = spec_data(params={"width": 16})
+        one = RangeTestSpec.model_validate(body).estimate()
+        assert one is not None
+        # room for two of these models, not for the four seeds' (the estimate is K times one)
+        cap = 2 * one.memory_bytes
+        use_settings(test_app, api_settings.model_copy(update={"max_job_memory_bytes": cap}))
+        two = client.post("/range-tests", json={**body, "seeds": [0, 1]}, headers=caller.headers)
+        assert two.status_code == 202, two.text
+        response = client.post(
+            "/range-tests", json={**body, "seeds": [0, 1, 2, 3]}, headers=caller.headers
+        )
+        assert response.status_code == 422, response.text
+        error = only_error(response)
+        assert error["field"] == "seeds"
+        assert "memory" in error["reason"]
+
     def test_a_faster_fleet_takes_longer_jobs(
         self, test_app: FastAPI, client: TestClient, caller: Caller, api_settings: Settings
     ) -> None:

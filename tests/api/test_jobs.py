@@ -223,12 +223,13 @@ class TestGetOne:
 
         range_read = client.get(f"/jobs/{range_test.id}", headers=caller.headers).json()
         assert range_read["kind"] == "range_test"
-        # the range test's result view: its summary (and verification) and the default
-        # bounds in brief; every method's, with their evidence, lives at /bounds
+        # the range test's result view: its summary (verification, seed band) and the
+        # default bounds in brief; every method's, with their evidence, lives at /bounds
         assert set(range_read["result"]) == {
             "summary",
             "no_bounds_reason",
             "verification",
+            "seed_band",
             "bounds",
         }
         assert range_read["result"]["summary"]["stop_reason"] == "diverged"

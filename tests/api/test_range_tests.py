@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
+from core.kinds import BAND
 from core.models import Job, JobStatus
+from core.series import SeriesPoints
 from core.services import claim_job, fail_job, finish_job, report_progress, revoke_token
-from core.specs import RangeTestOutcome, SuggestionDoc
+from core.specs import RangeTestOutcome, SeedBandDoc, SuggestionDoc
 from tests.api.conftest import Caller, Sent, TestClient, make_caller
 from tests.builders import T0, curve, make_job, make_outcome, make_points, spec_data
 
@@ -125,6 +127,9 @@ class TestCreateRangeTest:
             ({"optimizer": {"momentum": 2}}, "optimizer.momentum", "less than 1"),
             ({"sweep": "cubic"}, "sweep", "'exp' or 'linear'"),
             ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
+            ({"seeds": [0, 1, 7, 7]}, "seeds.3", "7 is given twice"),
+            ({"seeds": [3]}, "seeds", "give 2 to 16 seeds"),
+            ({"seeds": [3, 4], "seed": 5}, "seed", "seeds[0] = 3"),
         ],
     )
     def test_bad_input_names_the_field(
@@ -416,6 +421,54 @@ class TestCurve:
         )
         assert response.status_code == 422
         assert "after" in fields(response)
+
+
+class TestSeeds:
+    def test_a_range_test_under_seeds_shows_its_band_and_seed_band(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        created = submit(client, caller, spec_data(seeds=[3, 1, 2])).json()
+        assert (created["spec"]["seed"], created["spec"]["seeds"]) == (3, [3, 1, 2])
+        job_id = uuid.UUID(created["id"])
+        attempt = running(session, job_id)
+        values = {
+            "lr": [1e-3, 1e-2],
+            "n": [3.0, 2.0],
+            "mean": [2.3, 2.1],
+            "std": [0.01, 0.02],
+            "min": [2.29, 2.08],
+            "max": [2.31, 2.12],
+        }
+        band_points = SeriesPoints.of(BAND, 0, values)
+        report_progress(session, job_id=job_id, attempt=attempt, points=[band_points])
+        doc = SeedBandDoc(
+            seeds=[3, 1, 2],
+            fused=True,
+            path="stacked",
+            reason="the 3 seeds ran as one fused range test (stacked path) on cpu",
+            steps_run=[2, 2, 1],
+            stop_reasons=["completed", "completed", "diverged"],
+            max_lr_band=(0.08, 0.12),
+            confidence=0.8,
+        )
+        outcome = make_outcome().model_copy(update={"seed_band": doc})
+        finish_job(session, job_id=job_id, attempt=attempt, result=outcome)
+
+        job = client.get(f"/range-tests/{job_id}", headers=caller.headers).json()
+        assert job["result"]["seed_band"] == doc.model_dump(mode="json")
+        assert job["series_points"] == {"band": 2}
+        band = client.get(f"/jobs/{job_id}/series/band", headers=caller.headers).json()
+        assert band["fields"] == ["lr", "n", "mean", "std", "min", "max"]
+        assert band["values"] == values
+
+    def test_a_single_seeds_result_has_no_seed_band(
+        self, client: TestClient, caller: Caller, session: Session
+    ) -> None:
+        job_id = uuid.UUID(submit(client, caller).json()["id"])
+        finish_job(session, job_id=job_id, attempt=running(session, job_id), result=make_outcome())
+        job = client.get(f"/range-tests/{job_id}", headers=caller.headers).json()
+        assert job["spec"]["seeds"] is None
+        assert job["result"]["seed_band"] is None
 
 
 class TestBounds:

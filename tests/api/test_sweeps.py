@@ -96,6 +96,17 @@ class TestCreateSweep:
         assert {c["role"]["stage"] for c in children} == {"range_test"}
         assert sorted(messages) == sorted((uuid.UUID(c["id"]), "range_test") for c in children)
 
+    def test_its_range_tests_run_under_the_range_test_seeds(
+        self, client: TestClient, caller: Caller
+    ) -> None:
+        body = sweep_body(seeds=[3, 4], range_test={"num_iter": 50, "seeds": [7, 8, 9]})
+        sweep = submit(client, caller, body).json()
+        assert (sweep["spec"]["seed"], sweep["spec"]["range_test"]["seeds"]) == (7, [7, 8, 9])
+        [child] = client.get(
+            "/jobs", params={"parent": sweep["id"]}, headers=caller.headers
+        ).json()["items"]
+        assert (child["spec"]["seed"], child["spec"]["seeds"]) == (7, [7, 8, 9])
+
     def test_reads_and_lists_as_a_sweep(self, client: TestClient, caller: Caller) -> None:
         created = submit(client, caller).json()
         one = client.get(f"/sweeps/{created['id']}", headers=caller.headers)
@@ -136,6 +147,8 @@ class TestRefusals:
             ({"seeds": []}, "seeds", "at least one seed"),
             ({"verify": 0}, "verify", "boolean"),
             ({"grid": {"batch_size": [32, 32]}}, "grid.batch_size.1", "twice"),
+            ({"range_test": {"seeds": [1, 1]}}, "range_test.seeds.1", "twice"),
+            ({"range_test": {"seeds": [1, 2]}, "seed": 2}, "seed", "range_test.seeds[0] = 1"),
         ],
     )
     def test_a_bad_sweep_is_422_naming_the_field(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from core.client_specs import ClientRangeTestSpec, is_client_spec, tag_text
+from core.errors import InvalidJobSpec
 from core.services import parse_job_spec
 
 
@@ -56,3 +57,10 @@ def test_a_client_key_never_equals_a_workloads() -> None:
     assert is_client_spec(spec().model_dump(mode="json"))
     assert spec().configuration()["source"] == "client"
     assert workload.config_key() != spec().config_key()
+
+
+def test_a_client_range_test_takes_no_seeds() -> None:
+    # the band across seeds is the service's: a team's own loop uploads one curve
+    with pytest.raises(InvalidJobSpec) as info:
+        spec(seeds=[0, 1])
+    assert [e["field"] for e in info.value.errors] == ["seeds"]

@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import InvalidJobSpec
 from core.kinds import (
+    BAND,
     CURVE,
     RANGE_TEST,
     JobKind,
@@ -44,11 +45,19 @@ class TestRegistry:
             RangeTestOutcome,
             "range-tests",
         )
-        assert kind.series == (CURVE,)
+        assert kind.series == (CURVE, BAND)
         assert kind.series_spec("curve") is CURVE
         assert kind.series_spec("epochs") is None
         assert not kind.resumable
         assert kind.task_name == "range_test.run"
+
+    def test_the_band_is_a_series_of_range_tests_under_seeds_only(self) -> None:
+        plain = RangeTestSpec.model_validate({"workload": "digits_mlp"}).model_dump(mode="json")
+        seeded = RangeTestSpec.model_validate({"workload": "digits_mlp", "seeds": [0, 1]})
+        assert RANGE_TEST.series_of(plain) == (CURVE,)
+        assert RANGE_TEST.series_of(seeded.model_dump(mode="json")) == (CURVE, BAND)
+        assert RANGE_TEST.series_of({"source": "client"}) == (CURVE,)
+        assert RANGE_TEST.series_spec("band") is BAND  # read as empty without seeds
 
     def test_every_kind_has_a_spec_a_result_and_its_own_name_and_noun(self) -> None:
         kinds = all_kinds()

@@ -408,3 +408,48 @@ class TestEstimate:
         assert cnn is not None
         assert mlp.seconds(1e9) == pytest.approx(mlp.flops / 1e9)
         assert cnn.seconds(1e9) == pytest.approx(cnn.flops / (1e9 * 0.1))
+
+
+class TestSeeds:
+    def test_seed_is_the_first_seed(self) -> None:
+        spec = RangeTestSpec.model_validate(spec_data(seeds=[7, 3, 5]))
+        assert (spec.seed, spec.seeds) == (7, [7, 3, 5])
+        assert RangeTestSpec.model_validate(spec_data(seeds=[7, 3], seed=7)).seed == 7
+        assert RangeTestSpec.model_validate(spec_data()).seeds is None
+
+    def test_a_different_explicit_seed_names_seed(self) -> None:
+        [error] = errors_of(spec_data(seeds=[3, 4], seed=5))
+        assert error["field"] == "seed"
+        assert "seeds[0] = 3" in error["reason"]
+
+    @pytest.mark.parametrize(
+        ("seeds", "field", "reason"),
+        [
+            ([0, 1, 7, 7], "seeds.3", "7 is given twice"),
+            ([4], "seeds", "give 2 to 16 seeds, got 1 (one seed: use seed)"),
+            (list(range(17)), "seeds", "give 2 to 16 seeds, got 17 (one seed: use seed)"),
+            ([1, -1], "seeds.1", "must be in [0, 2**32)"),
+            ([1, 2**32], "seeds.1", "must be in [0, 2**32)"),
+            ([1, 2.0], "seeds.1", "Input should be a valid integer"),
+        ],
+    )
+    def test_bad_seeds_name_their_field(self, seeds: list[Any], field: str, reason: str) -> None:
+        assert errors_of(spec_data(seeds=seeds)) == [{"field": field, "reason": reason}]
+
+    def test_a_stored_spec_reads_back_equal(self) -> None:
+        spec = RangeTestSpec.model_validate(spec_data(seeds=[5, 6]))
+        assert RangeTestSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+    def test_seeds_do_not_change_the_key(self) -> None:
+        base = RangeTestSpec.model_validate(spec_data())
+        seeded = RangeTestSpec.model_validate(spec_data(seeds=[0, 1, 2]))
+        assert seeded.config_key() == base.config_key()
+
+    def test_the_estimate_scales_by_the_number_of_seeds(self) -> None:
+        one = RangeTestSpec.model_validate(spec_data()).estimate()
+        three = RangeTestSpec.model_validate(spec_data(seeds=[0, 1, 2])).estimate()
+        assert one is not None
+        assert three is not None
+        assert three.memory_bytes == 3 * one.memory_bytes
+        assert three.flops_per_step == 3 * one.flops_per_step
+        assert (three.steps, three.weights) == (one.steps, one.weights)

@@ -216,6 +216,31 @@ class TestGridPoints:
         body = range_test_spec(spec, grid_points(spec)[0])
         parsed = RangeTestSpec.model_validate(body)
         assert (parsed.batch_size, parsed.seed, parsed.num_iter) == (32, 4, 50)
+        assert parsed.seeds is None
+
+    def test_range_tests_under_seeds_take_them_and_their_first_as_seed(self) -> None:
+        spec = sweep(seeds=[4, 5], range_test={"num_iter": 50, "seeds": [7, 8, 9]})
+        assert spec.seed == 7  # the range tests' seed; the trainings keep theirs
+        assert spec.seeds == [4, 5]
+        parsed = RangeTestSpec.model_validate(range_test_spec(spec, grid_points(spec)[0]))
+        assert (parsed.seed, parsed.seeds) == (7, [7, 8, 9])
+        stored = spec.model_dump(mode="json")
+        assert SweepSpec.model_validate(stored, context={STORED: True}) == spec
+
+    @pytest.mark.parametrize(
+        ("overrides", "field", "reason"),
+        [
+            ({"range_test": {"seeds": [7, 7]}}, "range_test.seeds.1", "7 is given twice"),
+            ({"range_test": {"seeds": [7]}}, "range_test.seeds", "give 2 to 16 seeds, got 1"),
+            ({"range_test": {"seeds": [7, 8]}, "seed": 8}, "seed", "range_test.seeds[0] = 7"),
+        ],
+    )
+    def test_bad_range_test_seeds_name_their_field(
+        self, overrides: dict[str, Any], field: str, reason: str
+    ) -> None:
+        [error] = refused(**overrides)
+        assert error["field"] == field
+        assert reason in error["reason"]
 
 
 class TestChooseBounds:

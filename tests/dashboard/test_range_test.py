@@ -230,6 +230,27 @@ def test_a_worker_run_range_test(page: Page, dashboard: Dashboard) -> None:
     check_bounds_shown(page, bounds)
 
 
+def test_a_range_test_under_seeds_shows_how_they_ran_and_their_bounds(
+    page: Page, dashboard: Dashboard
+) -> None:
+    client = dashboard.client
+    job = client.submit_range_test({**TINY_RANGE_TEST, "seeds": [3, 4]})
+    done = client.wait(job.id, timeout=WAIT_S)
+    assert done.status == "succeeded", done
+    dashboard.sign_in(page)
+    page.goto(f"{dashboard.url}/#/range-tests/{job.id}")
+
+    facts = page.get_by_test_id("facts")
+    expect(facts).to_contain_text("3, 4 (the curve is seed 3's)")
+    band = client.request("GET", f"/range-tests/{job.id}").json()["result"]["seed_band"]
+    shown = page.get_by_test_id("seed-band")
+    expect(shown).to_contain_text(band["reason"])
+    expect(shown).to_have_attribute("data-fused", "true")
+    # both seeds' curves give bounds (0.62 and 0.49 at these 30 steps)
+    expect(shown).to_contain_text(f"confidence {band['confidence']:.2f}")
+    expect(shown).to_contain_text(f"{band['seed_spread']:.2f}\u00d7")
+
+
 def test_cancel_from_the_page(page: Page, dashboard: Dashboard) -> None:
     client = dashboard.client
     job_id = create_client_range_test(client)

@@ -156,6 +156,23 @@ def wait_until(read: Callable[[], Any], done: Callable[[Any], bool], what: str) 
 
 
 class TestRangeTest:
+    def test_submit_under_seeds_prints_the_bounds_across_them(
+        self, cli: Callable[..., Result]
+    ) -> None:
+        # seed 5's curve gives no bounds at 60 steps from 1e-5, seed 6's does
+        argv = [*TINY, "--num-iter", "60", "--seeds", "6,5"]
+        done = cli("range-test", "submit", *argv)
+        assert done.exit_code == ExitCode.OK, done.output
+        assert "seeds 6, 5: the 2 seeds ran as one fused range test (stacked path)" in done.stdout
+        assert "warning: seed 5 gave no bounds (no descent found" in done.stdout
+        job_id = done.stdout.split()[2]  # "range test <id> queued"
+        shown = document(cli("range-test", "show", job_id, "--json"))
+        assert (shown["spec"]["seed"], shown["spec"]["seeds"]) == (6, [6, 5])
+        band = shown["result"]["seed_band"]
+        assert (band["seeds"], band["fused"], list(band["failed"])) == ([6, 5], True, ["5"])
+        assert f"max_lr {band['default']['max_lr']:.3g}" in done.stdout
+        assert shown["result"]["bounds"]["confidence"] == band["confidence"]
+
     def test_submit_show_bounds_plot_list_and_wait_of_one_range_test(
         self, cli: Callable[..., Result], tmp_path: Path
     ) -> None:
@@ -368,6 +385,8 @@ class TestErrors:
         [
             (["range-test", "submit", "--start-lr", "1", "--end-lr", "0.1"], "end_lr"),
             (["range-test", "submit", "-p", "widht=3"], "params.widht"),
+            (["range-test", "submit", "--seeds", "3,4,3"], "seeds.2"),
+            (["range-test", "submit", "--seeds", "3,4", "--seed", "5"], "seed"),
             (["training", "submit", "--from-range-test", str(uuid.UUID(int=1))],
              "bounds_from.range_test"),
             (["jobs", "list", "--status", "done"], "status"),

@@ -739,7 +739,7 @@ class TestReadCurve:
         assert info.value.errors == [
             {
                 "field": "name",
-                "reason": "range test jobs have no series 'epochs'; their series: curve",
+                "reason": "range test jobs have no series 'epochs'; their series: curve, band",
             }
         ]
 

@@ -61,6 +61,12 @@ class TestSweepBody:
         assert (spec.step_size, spec.cycles) == (20, 3)
         assert data["range_test"] == {"num_iter": 300, "start_lr": 1e-5, "end_lr": 10.0}
 
+    def test_range_test_seeds(self) -> None:
+        data = body(seeds="3,4", range_test_seeds="7,8")
+        assert data["range_test"]["seeds"] == [7, 8]
+        spec = SweepSpec.model_validate(data)
+        assert (spec.seed, spec.seeds, spec.range_test.seeds) == (7, [3, 4], [7, 8])
+
     def test_a_grid_of_batch_sizes_optimizers_and_weight_decays(self) -> None:
         data = body(grid_batch_size="32,64", grid_optimizer="sgd,adamw", grid_weight_decay="0,5e-4")
         assert data["grid"]["optimizer"] == [
@@ -75,6 +81,7 @@ class TestSweepBody:
         ("option", "value", "hint"),
         [
             ("seeds", "0,one", "--seeds"),
+            ("range_test_seeds", "0,1.5", "--range-test-seeds"),
             ("grid_batch_size", "32,6.5", "--grid-batch-size"),
             ("grid_weight_decay", "0,tiny", "--grid-weight-decay"),
         ],

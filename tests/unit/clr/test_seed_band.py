@@ -157,6 +157,18 @@ class TestSeedSuggestions:
             assert m.default == a.default  # the seeds change the confidence, not the bounds
             assert m.confidence >= a.confidence
 
+    def test_warnings_name_a_member_by_its_seed_when_the_seeds_are_given(self):
+        flat = result(np.full(300, 2.3))
+        results = [curve(0.3, seed=0), curve(0.3, seed=1), flat]
+        by_index = SeedBand.from_results(results).suggest()
+        by_seed = SeedBand.from_results(results, seeds=[11, 12, 13]).suggest()
+        assert list(by_index.failed) == list(by_seed.failed) == [2]
+        assert any(w.startswith("seed 2 gave no bounds (") for w in by_index.warnings)
+        assert any(w.startswith("seed 13 gave no bounds (") for w in by_seed.warnings)
+        assert not any(w.startswith("seed 2 ") for w in by_seed.warnings)
+        with pytest.raises(ValueError, match="seeds must hold 3 seeds, one per result, got 2"):
+            SeedBand.from_results(results, seeds=[11, 12])
+
     def test_single_run_dict_is_unchanged(self):
         s = suggest_all(curve(0.3, seed=0))
         assert s.seeds is None

@@ -607,7 +607,8 @@ export async function render(root, {match}, ctx) {
       ['optimizer', optimizerText(spec.optimizer)],
       ['LR range', `${num(spec.start_lr)} \u2192 ${num(spec.end_lr)} over ${spec.num_iter} steps (${spec.sweep})`],
       ['smoothing', `${spec.smoothing}; divergence at ${spec.diverge_th}\u00D7 the best; bounds read from the ${spec.metric}`],
-      spec.seed !== undefined ? ['seed', String(spec.seed)] : null,
+      spec.seeds ? ['seeds', `${spec.seeds.join(', ')} (the curve is seed ${spec.seed}'s)`]
+        : spec.seed !== undefined ? ['seed', String(spec.seed)] : null,
       ['device', job.device || summary.device || spec.device || '–'],
       client ? ['run by', 'the team\u2019s own loop (uploaded)'] : null,
     ];
@@ -623,6 +624,15 @@ export async function render(root, {match}, ctx) {
       ['started', job.started_at ? when(job.started_at) : '–'],
       ['finished', job.finished_at ? when(job.finished_at) : '–'],
     ];
+    const band = (job.result || {}).seed_band;
+    if (band) {
+      // a range test under several seeds: how they ran, and the bounds across them
+      const across = band.default
+        ? `${band.default.method} ${num(band.default.base_lr)} – ${num(band.default.max_lr)} (max_lr from ${num(band.max_lr_band[0])} to ${num(band.max_lr_band[1])}, ${band.seed_spread.toFixed(2)}×), confidence ${band.confidence.toFixed(2)}`
+        : `no bounds: ${band.no_bounds_reason}`;
+      right.push(['across seeds', h('span', {'data-testid': 'seed-band', dataset: {fused: String(band.fused)}},
+        h('strong', {}, across), h('span', {class: 'muted'}, ` · ${band.reason}`))]);
+    }
     if (job.error) right.push(['error', h('span', {class: 'rt-error'}, job.error)]);
     replace(factsCard, h('h2', {}, 'Facts'),
       h('div', {class: 'rt-facts', 'data-testid': 'facts'}, facts(left), facts(right)));
