@@ -263,16 +263,21 @@ class WorkloadSpec(contracts.WorkloadSpec, JobSpec):
 
         built = build_workload(self.workload, self.params, seed=self.seed, device=device)
         optimizer = make_optimizer(
-            self.optimizer.name,
-            built.model.parameters(),
-            lr=lr,
-            momentum=self.optimizer.momentum,
-            weight_decay=self.optimizer.weight_decay,
-            nesterov=self.optimizer.nesterov,
-            betas=self.optimizer.betas,
-            eps=self.optimizer.eps,
+            self.optimizer.name, built.model.parameters(), lr=lr, **self.optimizer_kwargs()
         )
         return built, optimizer
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """The optimizer's hyperparameters as :func:`clr.make_optimizer` (and the fused
+        runs, :class:`clr.FusedTrainer` and :class:`clr.FusedRangeTest`) take them."""
+        o = self.optimizer
+        return {
+            "momentum": o.momentum,
+            "weight_decay": o.weight_decay,
+            "nesterov": o.nesterov,
+            "betas": o.betas,
+            "eps": o.eps,
+        }
 
     def workload_estimate(self, *, steps: int, copies: int) -> JobEstimate | None:
         """A run of ``steps`` training steps that keeps ``copies`` more copies of the

@@ -408,18 +408,13 @@ def _run_part(
     first = members[0]
     assert first.built is not None
     spec = first.spec
-    opt = spec.optimizer
     trainer = FusedTrainer(
         [m.built.model for m in members if m.built is not None],
-        opt.name,
+        spec.optimizer.name,
         first.built.loss_fn,
         metric_fn=first.built.metric_fn,
-        momentum=opt.momentum,
-        weight_decay=opt.weight_decay,
-        nesterov=opt.nesterov,
-        betas=opt.betas,
-        eps=opt.eps,
         device=device,
+        **spec.optimizer_kwargs(),
     )
     resolved = [m.spec.resolved_schedule() for m in members]
     schedules = [make_schedule(policy, **args) for policy, args, _ in resolved]

@@ -192,17 +192,12 @@ def _run_seeds(
         how.reason,
     )
     if how.fused:
-        o = spec.optimizer
         tester = FusedRangeTest(
             [b.model for b in builts],
-            o.name,
+            spec.optimizer.name,
             builts[0].loss_fn,
-            momentum=o.momentum,
-            weight_decay=o.weight_decay,
-            nesterov=o.nesterov,
-            betas=o.betas,
-            eps=o.eps,
             metric_fn=builts[0].metric_fn,
+            **spec.optimizer_kwargs(),
         )
 
         def on_member(k: int, progress: RangeTestProgress) -> None:
