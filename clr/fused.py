@@ -7,10 +7,12 @@ initialisations) are stacked along a leading *member* dimension with
 :func:`torch.func.stack_module_state` and run as one model, so one step of the
 fused model is one step of every member. Two paths, chosen automatically
 (:attr:`FusedModel.path`): a plain chain of Linear and elementwise modules
-runs ``"stacked"``, as :func:`torch.baddbmm` over ``(K, in, out)`` weights with
-ordinary autograd and (for cross-entropy) the K losses from one batched call;
-any other model runs ``"vmap"``, its own forward by
-:func:`torch.func.functional_call` under :func:`torch.vmap`.
+runs ``"stacked"``, as :func:`torch.baddbmm` over ``(K, in, out)`` weights,
+and a training step there is written by hand: the forward keeps what the
+backward reads, the backward is batched matrix products and each activation's
+derivative kernel (no autograd graph), and for cross-entropy the K losses and
+their gradient come from one batched call; any other model runs ``"vmap"``,
+its own forward by :func:`torch.func.functional_call` under :func:`torch.vmap`.
 
 * :class:`FusedModel` / :func:`stack_models`: the stacked weights and a
   batched forward, inputs shaped ``(K, B, ...)``; :meth:`FusedModel.member_state_dict`
@@ -162,7 +164,10 @@ class FusedModel:
         :class:`~torch.nn.Flatten`, :class:`~torch.nn.Identity` and
         :class:`~torch.nn.Dropout` that drops nothing (``p == 0`` or eval mode),
         with no buffers: it runs as :func:`torch.baddbmm` over the stacked
-        ``(K, out, in)`` weights with ordinary autograd. ``"vmap"``: anything else,
+        ``(K, out, in)`` weights, and :class:`FusedRangeTest` /
+        :class:`~clr.fused_train.FusedTrainer` train it with a backward written by
+        hand (batched matrix products and each activation's derivative kernel,
+        autograd only for an activation without one). ``"vmap"``: anything else,
         by :func:`torch.func.functional_call` under :func:`torch.vmap`. Both give
         the same outputs and gradients to float tolerance.
         """
@@ -689,13 +694,15 @@ class FusedOptimizer:
 
     def _cols(self, values: Tensor) -> list[Tensor]:
         """``values`` (K,) on the params' device, one broadcastable view per param."""
-        cache: dict[torch.dtype, Tensor] = {}
+        cache: dict[tuple[torch.dtype, int], Tensor] = {}
         cols = []
         for p in self.params:
-            v = cache.get(p.dtype)
+            key = (p.dtype, p.dim())
+            v = cache.get(key)
             if v is None:
-                v = cache[p.dtype] = values.to(device=p.device, dtype=p.dtype)
-            cols.append(v.view(-1, *([1] * (p.dim() - 1))))
+                v = values.to(device=p.device, dtype=p.dtype)
+                v = cache[key] = v.view(-1, *([1] * (p.dim() - 1)))
+            cols.append(v)
         return cols
 
     def _state(self) -> list[Tensor]:
@@ -1406,8 +1413,9 @@ class FusedRangeTest:
         n = 0
         checked = 0
         j = size = 0  # the step within the prefetched chunk, the chunk's steps
-        all_inputs = all_targets = torch.empty(0)
-        prepared: Any = None
+        step_inputs: Sequence[Tensor] = ()
+        step_targets: Sequence[Tensor] = ()
+        step_prepared: Sequence[Any] = ()
         t0 = time.perf_counter()
         while n < num_iter and any(active):
             if j == size:
@@ -1423,11 +1431,16 @@ class FusedRangeTest:
                 all_inputs = to_device(xs, device).view(size, k_members, *xs.shape[1:])
                 all_targets = to_device(ys, device).view(size, k_members, *ys.shape[1:])
                 prepared = prepare(all_targets)
+                # every step's views at once (one unbind each, not a select per step)
+                step_inputs, step_targets = all_inputs.unbind(0), all_targets.unbind(0)
+                step_prepared = (
+                    [None] * size
+                    if prepared is None
+                    else list(zip(*(t.unbind(0) for t in prepared), strict=True))
+                )
                 j = 0
-            inputs, targets = all_inputs[j], all_targets[j]
-            grads, loss, outputs = step_fn(
-                inputs, targets, None if prepared is None else tuple(t[j] for t in prepared)
-            )
+            inputs, targets = step_inputs[j], step_targets[j]
+            grads, loss, outputs = step_fn(inputs, targets, step_prepared[j])
             optimizer.lr = lr_table[:, n]
             optimizer.step(grads, mask, lr=lr_rows[n])
             pending_loss.append(loss)
