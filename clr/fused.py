@@ -1089,6 +1089,36 @@ class _BatchedCrossEntropy:
         return loss, grad.transpose(1, 2)
 
 
+def _batched_accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """The built-in ``accuracy`` of K members at once: ``(K, N, C)`` logits, ``(K, N)``
+    class indices -> ``(K,)``; each member's value as ``accuracy`` gives it."""
+    return (outputs.argmax(-1) == targets).to(outputs.dtype).mean(-1)
+
+
+def _batched_metric(metric_fn: MetricFn) -> MetricFn:
+    """``metric_fn`` over K members: the built-in ``accuracy`` batched by hand (no
+    ``vmap`` overhead) for ``(K, N, C)`` outputs, anything else vmapped. The outputs
+    are made contiguous first (an arg-max over a strided class dimension is slow)."""
+    from clr.workloads._builtin import accuracy
+
+    vmapped = torch.vmap(metric_fn)
+
+    def metric(outputs: Any, targets: Any) -> Tensor:
+        if isinstance(outputs, Tensor):
+            outputs = outputs.contiguous()
+            if (
+                metric_fn is accuracy
+                and outputs.dim() == 3
+                and isinstance(targets, Tensor)
+                and targets.shape == outputs.shape[:2]
+            ):
+                return _batched_accuracy(outputs, targets)
+        result: Tensor = vmapped(outputs, targets)
+        return result
+
+    return metric
+
+
 def _batched_loss(criterion: LossFn) -> _BatchedCrossEntropy | None:
     """The batched form of a known criterion, or ``None`` (the criterion is vmapped).
 
@@ -1402,7 +1432,7 @@ class FusedRangeTest:
                 grads, (loss, outputs) = vstep(params, buffers, x, y)
                 return [grads[name] for name in names], loss.detach(), outputs
 
-        metric = torch.vmap(metric_fn) if metric_fn is not None else None
+        metric = _batched_metric(metric_fn) if metric_fn is not None else None
 
         batches = [_Cycle(loader, f"loaders[{k}]") for k, loader in enumerate(loaders)]
         shared = _SharedTensorBatches.take(loaders) if self._default_batches else None

@@ -63,6 +63,7 @@ from clr.fused import (
     FusedSGD,
     _Backprop,
     _batched_loss,
+    _batched_metric,
     _loss_grad,
     _stack_inputs,
 )
@@ -726,7 +727,7 @@ class _Loop:
         dtype = self.params[names[0]].dtype if names else torch.float32
         lr_rows = self.lr_table.t().contiguous().to(device, dtype)  # (iterations, K)
         step_fn = self._step_fn()
-        metric = torch.vmap(trainer.metric_fn) if trainer.metric_fn is not None else None
+        metric = _batched_metric(trainer.metric_fn) if trainer.metric_fn is not None else None
         ends = {e for m in members for e in m.ends}
         last_read = self.it
         try:
@@ -1118,7 +1119,7 @@ class _Loop:
         trainer, device = self.trainer, self.trainer.device
         fused, metric_fn, k_members = trainer.fused, trainer.metric_fn, len(self.members)
         loss_fn = torch.vmap(trainer.criterion)
-        metric = torch.vmap(metric_fn) if metric_fn is not None else None
+        metric = _batched_metric(metric_fn) if metric_fn is not None else None
         loss_sum = torch.zeros(k_members, dtype=torch.float64, device=device)
         metric_sum = torch.zeros(k_members, dtype=torch.float64, device=device)
         samples = 0

@@ -20,6 +20,7 @@ from clr.fused import (
     _available_host_bytes,
     _Backprop,
     _batched_loss,
+    _batched_metric,
     _loss_grad,
     fusable,
     fused_capacity,
@@ -283,6 +284,17 @@ class TestBackprop:
         torch.testing.assert_close(loss, expected.detach())
         torch.testing.assert_close(grad, expected_grad)
         assert grad.shape == logits.shape
+
+    def test_the_built_in_accuracy_is_batched_with_each_members_value(self):
+        from clr.workloads._builtin import accuracy as built_in
+
+        logits = torch.randn(3, 10, 64).mT  # (K, N, C) with a strided class dimension
+        targets = torch.randint(0, 10, (3, 64))
+        expected = torch.stack([built_in(logits[k], targets[k]) for k in range(3)])
+        assert torch.equal(_batched_metric(built_in)(logits, targets), expected)
+        # any other metric is vmapped
+        other = torch.stack([accuracy(logits[k], targets[k]) for k in range(3)])
+        assert torch.equal(_batched_metric(accuracy)(logits, targets), other)
 
     def test_any_criterion_gives_its_gradient_by_autograd(self):
         outputs = torch.randn(2, 5, 3)
