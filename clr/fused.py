@@ -1338,9 +1338,11 @@ class FusedRangeTest:
             raise RangeTestError(f"check_every must be an integer >= 1, got {check_every!r}")
         if min_steps is None:
             min_steps = max(10, num_iter // 10)
-        lr_lists = [
-            sweep_lrs(s, e, num_iter, sweep).tolist() for s, e in zip(starts, ends, strict=True)
-        ]
+        sweeps: dict[tuple[float, float], list[float]] = {}  # members sharing a sweep share it
+        for s, e in zip(starts, ends, strict=True):
+            if (s, e) not in sweeps:
+                sweeps[s, e] = sweep_lrs(s, e, num_iter, sweep).tolist()
+        lr_lists = [sweeps[s, e] for s, e in zip(starts, ends, strict=True)]
         curves = [_Curve(smoothing, diverge_th, min_steps) for _ in range(k_members)]
 
         rng = _RngState.take(loaders)
