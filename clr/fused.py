@@ -1587,6 +1587,9 @@ class _SharedTensorBatches:
         self.state: list[list[Any]] = [[lo.epoch, lo._start_batch, None] for lo in loaders]
         self._xs: Tensor | None = None
         self._ys: Tensor | None = None
+        # the members' permutations of one epoch stacked (K, n), while they go in step
+        self._perms: Tensor | None = None
+        self._perms_epoch = -1
 
     @classmethod
     def take(cls, loaders: list[Iterable[Any]]) -> _SharedTensorBatches | None:
@@ -1637,11 +1640,32 @@ class _SharedTensorBatches:
             return rows.view(size, bs)
         return torch.stack([self._rows(k) for _ in range(size)])
 
+    def _rows_in_step(self, size: int) -> Tensor | None:
+        """Every member's rows of its next ``size`` batches, step-major ``(size * K * B,)``,
+        by one slice of the stacked permutations when the members are at the same
+        batch of the same epoch (as members started together are) and the batches
+        lie in it; ``None`` otherwise."""
+        states, loaders = self.state, self.loaders
+        epoch, i = states[0][0], states[0][1]
+        for state, loader in zip(states, loaders, strict=True):
+            if state[2] is None or state[0] != epoch or state[1] != i or i + size > len(loader):
+                return None
+        if self._perms is None or self._perms_epoch != epoch:
+            self._perms = torch.stack([state[2] for state in states])
+            self._perms_epoch = epoch
+        for state in states:
+            state[1] = i + size
+        bs = loaders[0].batch_size
+        block = self._perms[:, i * bs : (i + size) * bs]
+        return block.view(len(states), size, bs).transpose(0, 1).reshape(-1)
+
     def take_chunk(self, size: int) -> tuple[Tensor, Tensor]:
         """The next ``size`` steps of every member: ``(size * K * B, ...)`` inputs and targets."""
         k_members = len(self.loaders)
-        # (K, size, B) -> step-major (size, K, B): the order of a step at a time
-        rows = torch.stack([self._member_rows(k, size) for k in range(k_members)], 1).view(-1)
+        rows = self._rows_in_step(size)
+        if rows is None:
+            # (K, size, B) -> step-major (size, K, B): the order of a step at a time
+            rows = torch.stack([self._member_rows(k, size) for k in range(k_members)], 1).view(-1)
         # Into buffers kept from chunk to chunk (a chunk's steps are done before the
         # next is read): no fresh allocation, and its page faults, per chunk.
         if self._xs is None or self._xs.shape[0] < rows.shape[0]:

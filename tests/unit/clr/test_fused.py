@@ -536,10 +536,11 @@ class TestFusedRangeTest:
         assert _batched_loss(nn.CrossEntropyLoss(weight=torch.ones(4))) is None
         assert batched.prepare(torch.rand(3, 6, 4), logits.dtype) is None  # probabilities
 
-    def test_loaders_over_one_dataset_are_read_as_one_gather_with_the_same_batches(self):
+    @pytest.mark.parametrize("epochs", [[2, 2, 2], [2, 0, 5]], ids=["in-step", "apart"])
+    def test_loaders_over_one_dataset_are_read_as_one_gather_with_the_same_batches(self, epochs):
         tasks = [task(k) for k in range(3)]
-        for _, loader in tasks:
-            loader.set_epoch(2)  # a loader that does not start at epoch 0
+        for (_, loader), epoch in zip(tasks, epochs, strict=True):
+            loader.set_epoch(epoch)  # loaders that do not start at epoch 0
         models, loaders = [m for m, _ in tasks], [lo for _, lo in tasks]
         run = {"num_iter": 60, "check_every": 7}  # 60 steps: 7+ epochs of 8 batches
         gathered = FusedRangeTest(models, "sgd", nn.functional.cross_entropy).run(loaders, **run)
@@ -548,7 +549,7 @@ class TestFusedRangeTest:
         ).run(loaders, **run)
         for a, b in zip(gathered, one_by_one, strict=True):
             assert np.array_equal(a.losses, b.losses)
-        assert [loader.epoch for loader in loaders] == [2, 2, 2]
+        assert [loader.epoch for loader in loaders] == epochs
 
     def test_models_rng_and_loader_epochs_are_left_as_found(self):
         tasks = [task(k) for k in range(2)]
