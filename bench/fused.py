@@ -13,10 +13,11 @@ run on one (noisy) machine:
 
 Target: ratio >= 0.5 * K at K = 16 (8x the throughput of one after another).
 "path" is the path the fused members ran on (:attr:`clr.FusedModel.path`):
-``stacked`` (batched matrix products over the stacked weights, ordinary
-autograd) for both MLPs, ``vmap`` otherwise. "ms/step sep" is one member's
-step run alone, "ms/step fused" one step of all K members; "ratio/K" is the
-fused efficiency (target 0.5).
+``stacked`` (batched matrix products over the stacked weights, the backward
+written by hand, no autograd graph) for both MLPs, ``vmap`` otherwise. Both
+sides run in this process under the same torch thread count (printed first).
+"ms/step sep" is one member's step run alone, "ms/step fused" one step of all
+K members; "ratio/K" is the fused efficiency (target 0.5).
 
     python -m bench.fused [--repeats 3] [--steps 200] [--workloads digits_mlp mnist1d_mlp]
 """

@@ -7,10 +7,12 @@ initialisations) are stacked along a leading *member* dimension with
 :func:`torch.func.stack_module_state` and run as one model, so one step of the
 fused model is one step of every member. Two paths, chosen automatically
 (:attr:`FusedModel.path`): a plain chain of Linear and elementwise modules
-runs ``"stacked"``, as :func:`torch.baddbmm` over ``(K, in, out)`` weights with
-ordinary autograd and (for cross-entropy) the K losses from one batched call;
-any other model runs ``"vmap"``, its own forward by
-:func:`torch.func.functional_call` under :func:`torch.vmap`.
+runs ``"stacked"``, as :func:`torch.baddbmm` over ``(K, in, out)`` weights,
+and a training step there is written by hand: the forward keeps what the
+backward reads, the backward is batched matrix products and each activation's
+derivative kernel (no autograd graph), and for cross-entropy the K losses and
+their gradient come from one batched call; any other model runs ``"vmap"``,
+its own forward by :func:`torch.func.functional_call` under :func:`torch.vmap`.
 
 * :class:`FusedModel` / :func:`stack_models`: the stacked weights and a
   batched forward, inputs shaped ``(K, B, ...)``; :meth:`FusedModel.member_state_dict`
@@ -44,7 +46,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -162,7 +164,10 @@ class FusedModel:
         :class:`~torch.nn.Flatten`, :class:`~torch.nn.Identity` and
         :class:`~torch.nn.Dropout` that drops nothing (``p == 0`` or eval mode),
         with no buffers: it runs as :func:`torch.baddbmm` over the stacked
-        ``(K, out, in)`` weights with ordinary autograd. ``"vmap"``: anything else,
+        ``(K, out, in)`` weights, and :class:`FusedRangeTest` /
+        :class:`~clr.fused_train.FusedTrainer` train it with a backward written by
+        hand (batched matrix products and each activation's derivative kernel,
+        autograd only for an activation without one). ``"vmap"``: anything else,
         by :func:`torch.func.functional_call` under :func:`torch.vmap`. Both give
         the same outputs and gradients to float tolerance.
         """
@@ -385,6 +390,240 @@ def _run_plan(
     return h  # dropout: only on this path when it drops nothing
 
 
+# --------------------------------------------------------------------------- stacked backward
+
+_aten = torch.ops.aten
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+# The derivative of an elementwise module as the one kernel autograd runs for it:
+# ``backward(grad of the output, saved)``, where ``saved`` is the module's
+# output (``True``) or input (``False``).
+_Derivative = tuple[bool, Callable[[Tensor, Tensor], Tensor]]
+
+
+def _derivative(module: nn.Module) -> _Derivative | None:
+    """The hand-written derivative of an elementwise module, or ``None`` (autograd's)."""
+    kind, m = type(module), module
+    if kind is nn.ReLU:
+        return True, lambda g, a: _aten.threshold_backward(g, a, 0)
+    if kind is nn.Tanh:
+        return True, _aten.tanh_backward
+    if kind is nn.Sigmoid:
+        return True, _aten.sigmoid_backward
+    if kind in (nn.ReLU6, nn.Hardtanh):
+        low, high = m.min_val, m.max_val
+        return False, lambda g, z: _aten.hardtanh_backward(g, z, low, high)
+    if kind is nn.LeakyReLU:
+        slope = m.negative_slope
+        return False, lambda g, z: _aten.leaky_relu_backward(g, z, slope, False)
+    if kind is nn.GELU:
+        approximate = m.approximate
+        return False, lambda g, z: _aten.gelu_backward(g, z, approximate=approximate)
+    if kind is nn.ELU:
+        alpha = m.alpha
+        return False, lambda g, z: _aten.elu_backward(g, alpha, 1, 1, False, z)
+    if kind is nn.CELU:
+        celu_alpha = cast(float, m.alpha)
+        return False, lambda g, z: _aten.elu_backward(g, celu_alpha, 1, 1 / celu_alpha, False, z)
+    if kind is nn.SELU:
+        return False, lambda g, z: _aten.elu_backward(g, _SELU_ALPHA, _SELU_SCALE, 1, False, z)
+    if kind is nn.Softplus:
+        beta, threshold = m.beta, m.threshold
+        return False, lambda g, z: _aten.softplus_backward(g, z, beta, threshold)
+    simple: dict[type[nn.Module], Callable[[Tensor, Tensor], Tensor]] = {
+        nn.SiLU: _aten.silu_backward,
+        nn.Mish: _aten.mish_backward,
+        nn.Hardswish: _aten.hardswish_backward,
+        nn.Hardsigmoid: _aten.hardsigmoid_backward,
+    }
+    if kind in simple:
+        return False, simple[kind]
+    return None
+
+
+# in place on a fresh matrix product's output, for the derivatives that read the output
+_IN_PLACE: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
+    nn.ReLU: torch.relu_,
+    nn.Tanh: torch.tanh_,
+    nn.Sigmoid: torch.sigmoid_,
+}
+
+
+def _out_of_place(module: nn.Module) -> nn.Module:
+    """``module`` computing into a new tensor (a copy with ``inplace=False``)."""
+    if getattr(module, "inplace", False):
+        module = copy.copy(module)
+        module.inplace = False  # type: ignore[assignment]
+    return module
+
+
+def _bmm(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``bias + a @ b`` over the member dimension, for the products :class:`_Backprop`
+    runs transposed.
+
+    A single member's product runs as a batch of two (the same matrices twice,
+    as stride-0 views, no copy): torch computes a batch of one as one matrix
+    product, which the BLAS may split across threads and round differently
+    (seen for a few narrow shapes) from a batch's products, each on one thread.
+    A member then gets the same bits in a fused run of any K.
+    """
+    if a.shape[0] == 1:
+        a, b = a.expand(2, -1, -1), b.expand(2, -1, -1)
+        bias = None if bias is None else bias.expand(2, -1, -1)
+        return (torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b))[:1]
+    return torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
+
+
+class _Backprop:
+    """A stacked chain's forward and backward written by hand (the stacked path's step).
+
+    The forward runs the plan's :func:`torch.baddbmm`\\ s over ``(K, in, out)``
+    weights and keeps what the backward reads: each Linear's input, each
+    activation's output or input. The backward is, per Linear,
+    ``grad_weight = input^T @ grad`` and ``grad_bias = grad.sum(rows)`` into
+    gradient buffers kept from step to step, ``grad_input = grad @ weight^T``;
+    per activation the kernel autograd would run for it (``threshold_backward``
+    for ReLU, ``gelu_backward``, ``tanh_backward``, ...; an activation without
+    one, e.g. Softsign, is differentiated by autograd alone). These are the
+    operations autograd runs for the same graph, without building it.
+
+    Args:
+        plan: the chain (:func:`_stacked_plan`).
+        params: the live stacked parameters, Linear weights as ``(K, in, out)``;
+            updated in place between steps.
+        names: the parameters' order, that of the returned gradients.
+    """
+
+    def __init__(self, plan: list[_Op], params: Mapping[str, Tensor], names: list[str]) -> None:
+        weights = {op[1] for op in plan if op[0] == "linear"}
+        # A weight's gradient (K, in, out) is computed as its transpose (K, out, in)
+        # when out < in (see _Backprop.backward): its buffer is laid out so.
+        self.grads = {
+            n: torch.empty_like(
+                params[n].transpose(1, 2), memory_format=torch.contiguous_format
+            ).transpose(1, 2)
+            if n in weights and params[n].shape[2] < params[n].shape[1]
+            else torch.empty_like(params[n])
+            for n in names
+        }
+        self.grad_list = [self.grads[n] for n in names]
+        # ("linear", weight, bias (K, 1, out) | None, grad weight, grad bias | None, input grad?)
+        # | ("act", forward, in place | None, derivative | None) | ("flatten", start, end)
+        self.ops: list[_Op] = []
+        seen_linear = False
+        for op in plan:
+            if op[0] == "linear":
+                bias = None if op[2] is None else params[op[2]].unsqueeze(1)
+                grad_bias = None if op[2] is None else self.grads[op[2]]
+                self.ops.append(
+                    ("linear", params[op[1]], bias, self.grads[op[1]], grad_bias, seen_linear)
+                )
+                seen_linear = True
+            elif op[0] == "act" and type(op[1]) is not nn.Identity:
+                module = _out_of_place(op[1])
+                self.ops.append(("act", module, _IN_PLACE.get(type(module)), _derivative(module)))
+            elif op[0] == "flatten":
+                self.ops.append(op)
+            # Identity, and dropout that drops nothing: no op
+
+    def forward(self, inputs: Tensor) -> tuple[Tensor, list[tuple[Any, ...]]]:
+        """Every member's outputs, and the tape :meth:`backward` reads."""
+        tape: list[tuple[Any, ...]] = []
+        h = inputs
+        fresh = False  # h is a matrix product's output that nothing else reads
+        for op in self.ops:
+            kind = op[0]
+            if kind == "linear":
+                weight, bias = op[1], op[2]
+                shape = h.shape
+                flat = h if h.dim() == 3 else h.reshape(shape[0], -1, shape[-1])
+                if weight.shape[2] < flat.shape[1]:
+                    # fewer outputs than rows (a classifier head): the product as its
+                    # transpose, W^T x^T, whose wide rows CPU kernels run several times faster
+                    out = _bmm(weight.mT, flat.mT, None if bias is None else bias.mT).mT
+                else:
+                    out = (
+                        torch.bmm(flat, weight)
+                        if bias is None
+                        else torch.baddbmm(bias, flat, weight)
+                    )
+                tape.append((op, flat, shape))
+                h = out if h.dim() == 3 else out.reshape(*shape[:-1], out.shape[-1])
+                fresh = True
+            elif kind == "act":
+                module, in_place, derivative = op[1], op[2], op[3]
+                if derivative is None:
+                    # no kernel of its own: autograd differentiates this activation alone
+                    z = h.detach().requires_grad_()
+                    with torch.enable_grad():
+                        a = module(z)
+                    tape.append((op, z, a))
+                    h = a.detach()
+                elif derivative[0]:
+                    h = in_place(h) if fresh and in_place is not None else module(h)
+                    tape.append((op, h))
+                else:
+                    tape.append((op, h))
+                    h = module(h)
+                fresh = False
+            else:  # flatten: a member's dims (B, ...) are the stacked dims shifted by one
+                start, end = op[1], op[2]
+                tape.append((op, h.shape))
+                h = h.flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+        return h, tape
+
+    def backward(self, grad: Tensor, tape: list[tuple[Any, ...]]) -> list[Tensor]:
+        """The parameters' gradients (in ``names`` order; buffers overwritten by the
+        next call) from the outputs' gradient ``grad`` and :meth:`forward`'s tape."""
+        g = grad
+        for entry in reversed(tape):
+            op = entry[0]
+            kind = op[0]
+            if kind == "linear":
+                weight, grad_weight, grad_bias, needs_input = op[1], op[3], op[4], op[5]
+                flat, shape = entry[1], entry[2]
+                gflat = g if g.dim() == 3 else g.reshape(shape[0], -1, g.shape[-1])
+                # each product in the orientation whose result has the wider rows
+                if grad_weight.stride(1) == 1:  # laid out (K, out, in): out < in
+                    grad_weight.mT.copy_(_bmm(gflat.mT, flat))
+                else:
+                    torch.bmm(flat.transpose(1, 2), gflat, out=grad_weight)
+                if grad_bias is not None:
+                    torch.sum(gflat, 1, out=grad_bias)
+                if not needs_input:
+                    break  # the first Linear: nothing before it has parameters
+                if weight.shape[1] < gflat.shape[1]:
+                    g = _bmm(weight, gflat.mT).mT
+                else:
+                    g = torch.bmm(gflat, weight.transpose(1, 2))
+                if len(shape) != 3:
+                    g = g.reshape(shape)
+            elif kind == "act":
+                derivative = op[3]
+                if derivative is None:
+                    (g,) = torch.autograd.grad(entry[2], entry[1], g)
+                else:
+                    g = derivative[1](g, entry[1])
+            else:
+                g = g.reshape(entry[1])
+        return self.grad_list
+
+
+def _loss_grad(
+    criterion: Callable[[Tensor, Any], Tensor], outputs: Tensor, targets: Any
+) -> tuple[Tensor, Tensor]:
+    """``(K,)`` losses of a batched ``criterion`` and their sum's gradient in ``outputs``
+    (autograd through the criterion alone)."""
+    leaf = outputs.detach().requires_grad_()
+    with torch.enable_grad():
+        loss = criterion(leaf, targets)
+        if not loss.requires_grad:  # a criterion that does not read the outputs
+            return loss, torch.zeros_like(outputs)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf, allow_unused=True)
+    return loss.detach(), torch.zeros_like(outputs) if grad is None else grad
+
+
 def stack_models(
     models: Sequence[nn.Module], *, randomness: Literal["different", "same", "error"] = "different"
 ) -> FusedModel:
@@ -455,13 +694,15 @@ class FusedOptimizer:
 
     def _cols(self, values: Tensor) -> list[Tensor]:
         """``values`` (K,) on the params' device, one broadcastable view per param."""
-        cache: dict[torch.dtype, Tensor] = {}
+        cache: dict[tuple[torch.dtype, int], Tensor] = {}
         cols = []
         for p in self.params:
-            v = cache.get(p.dtype)
+            key = (p.dtype, p.dim())
+            v = cache.get(key)
             if v is None:
-                v = cache[p.dtype] = values.to(device=p.device, dtype=p.dtype)
-            cols.append(v.view(-1, *([1] * (p.dim() - 1))))
+                v = values.to(device=p.device, dtype=p.dtype)
+                v = cache[key] = v.view(-1, *([1] * (p.dim() - 1)))
+            cols.append(v)
         return cols
 
     def _state(self) -> list[Tensor]:
@@ -815,21 +1056,67 @@ class _BatchedCrossEntropy:
     def __init__(self, ignore_index: int) -> None:
         self.ignore_index = ignore_index
 
-    def prepare(self, targets: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor] | None:
-        """``(index, valid, count)`` for targets shaped ``(..., K, B)``, or ``None``
-        when they are not class indices (then the criterion is vmapped); ``valid``
-        and ``count`` in the logits' ``dtype``."""
+    def prepare(self, targets: Tensor, dtype: torch.dtype) -> tuple[Tensor, ...] | None:
+        """``(index, valid, count, scale, -scale)`` for targets shaped ``(..., K, B)``,
+        or ``None`` when they are not class indices (then the criterion is vmapped);
+        ``valid``, ``count`` and ``scale`` (``valid / count``, shaped ``(..., K, 1, B)``)
+        in the logits' ``dtype``."""
         if targets.is_floating_point() or targets.is_complex() or targets.dim() < 2:
             return None
         valid = targets != self.ignore_index
         index = torch.where(valid, targets, 0).unsqueeze(-2)  # (..., K, 1, B)
-        return index, valid.to(dtype), valid.sum(-1).to(dtype)
+        weights = valid.to(dtype)
+        count = weights.sum(-1)
+        scale = (weights / count.unsqueeze(-1)).unsqueeze(-2)
+        return index, weights, count, scale, scale.neg()
 
-    def __call__(self, logits: Tensor, prepared: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        index, valid, count = prepared
+    def __call__(self, logits: Tensor, prepared: tuple[Tensor, ...]) -> Tensor:
+        index, valid, count = prepared[:3]
         log_probs = torch.log_softmax(logits.transpose(1, 2), 1)  # (K, C, B)
         picked = log_probs.gather(1, index).squeeze(1)  # (K, B)
         return -(picked * valid).sum(-1) / count
+
+    def loss_and_grad(self, logits: Tensor, prepared: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """The ``(K,)`` losses and the gradient of their sum in ``logits``:
+        ``(softmax(logits) - onehot(targets)) * valid / count`` per row, written
+        by hand (no autograd), as a ``(K, B, C)`` view."""
+        index, valid, count, scale, neg_scale = prepared
+        log_probs = torch.log_softmax(logits.transpose(1, 2), 1)  # (K, C, B)
+        picked = log_probs.gather(1, index).squeeze(1)  # (K, B)
+        loss = -(picked * valid).sum(-1) / count
+        grad = log_probs.exp_().mul_(scale)  # the softmax, scaled, in place
+        grad.scatter_add_(1, index, neg_scale)  # minus the one-hot, scaled
+        return loss, grad.transpose(1, 2)
+
+
+def _batched_accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """The built-in ``accuracy`` of K members at once: ``(K, N, C)`` logits, ``(K, N)``
+    class indices -> ``(K,)``; each member's value as ``accuracy`` gives it."""
+    return (outputs.argmax(-1) == targets).to(outputs.dtype).mean(-1)
+
+
+def _batched_metric(metric_fn: MetricFn) -> MetricFn:
+    """``metric_fn`` over K members: the built-in ``accuracy`` batched by hand (no
+    ``vmap`` overhead) for ``(K, N, C)`` outputs, anything else vmapped. The outputs
+    are made contiguous first (an arg-max over a strided class dimension is slow)."""
+    from clr.workloads._builtin import accuracy
+
+    vmapped = torch.vmap(metric_fn)
+
+    def metric(outputs: Any, targets: Any) -> Tensor:
+        if isinstance(outputs, Tensor):
+            outputs = outputs.contiguous()
+            if (
+                metric_fn is accuracy
+                and outputs.dim() == 3
+                and isinstance(targets, Tensor)
+                and targets.shape == outputs.shape[:2]
+            ):
+                return _batched_accuracy(outputs, targets)
+        result: Tensor = vmapped(outputs, targets)
+        return result
+
+    return metric
 
 
 def _batched_loss(criterion: LossFn) -> _BatchedCrossEntropy | None:
@@ -1051,9 +1338,11 @@ class FusedRangeTest:
             raise RangeTestError(f"check_every must be an integer >= 1, got {check_every!r}")
         if min_steps is None:
             min_steps = max(10, num_iter // 10)
-        lr_lists = [
-            sweep_lrs(s, e, num_iter, sweep).tolist() for s, e in zip(starts, ends, strict=True)
-        ]
+        sweeps: dict[tuple[float, float], list[float]] = {}  # members sharing a sweep share it
+        for s, e in zip(starts, ends, strict=True):
+            if (s, e) not in sweeps:
+                sweeps[s, e] = sweep_lrs(s, e, num_iter, sweep).tolist()
+        lr_lists = [sweeps[s, e] for s, e in zip(starts, ends, strict=True)]
         curves = [_Curve(smoothing, diverge_th, min_steps) for _ in range(k_members)]
 
         rng = _RngState.take(loaders)
@@ -1145,7 +1434,7 @@ class FusedRangeTest:
                 grads, (loss, outputs) = vstep(params, buffers, x, y)
                 return [grads[name] for name in names], loss.detach(), outputs
 
-        metric = torch.vmap(metric_fn) if metric_fn is not None else None
+        metric = _batched_metric(metric_fn) if metric_fn is not None else None
 
         batches = [_Cycle(loader, f"loaders[{k}]") for k, loader in enumerate(loaders)]
         shared = _SharedTensorBatches.take(loaders) if self._default_batches else None
@@ -1156,8 +1445,9 @@ class FusedRangeTest:
         n = 0
         checked = 0
         j = size = 0  # the step within the prefetched chunk, the chunk's steps
-        all_inputs = all_targets = torch.empty(0)
-        prepared: Any = None
+        step_inputs: Sequence[Tensor] = ()
+        step_targets: Sequence[Tensor] = ()
+        step_prepared: Sequence[Any] = ()
         t0 = time.perf_counter()
         while n < num_iter and any(active):
             if j == size:
@@ -1173,11 +1463,16 @@ class FusedRangeTest:
                 all_inputs = to_device(xs, device).view(size, k_members, *xs.shape[1:])
                 all_targets = to_device(ys, device).view(size, k_members, *ys.shape[1:])
                 prepared = prepare(all_targets)
+                # every step's views at once (one unbind each, not a select per step)
+                step_inputs, step_targets = all_inputs.unbind(0), all_targets.unbind(0)
+                step_prepared = (
+                    [None] * size
+                    if prepared is None
+                    else list(zip(*(t.unbind(0) for t in prepared), strict=True))
+                )
                 j = 0
-            inputs, targets = all_inputs[j], all_targets[j]
-            grads, loss, outputs = step_fn(
-                inputs, targets, None if prepared is None else tuple(t[j] for t in prepared)
-            )
+            inputs, targets = step_inputs[j], step_targets[j]
+            grads, loss, outputs = step_fn(inputs, targets, step_prepared[j])
             optimizer.lr = lr_table[:, n]
             optimizer.step(grads, mask, lr=lr_rows[n])
             pending_loss.append(loss)
@@ -1206,11 +1501,13 @@ class FusedRangeTest:
     def _stacked_step(
         self, fused: FusedModel, params: dict[str, Tensor], names: list[str]
     ) -> tuple[_StepFn, Callable[[Tensor], Any]]:
-        """One step of every member on the stacked path (ordinary autograd over
-        ``baddbmm``\\ s, the (K,) losses from one batched criterion call), and
-        the targets' preparation for a chunk of steps."""
-        leaves = [params[n].requires_grad_() for n in names]
-        dtype = leaves[0].dtype if leaves else torch.float32
+        """One step of every member on the stacked path (the forward and backward
+        written by hand, :class:`_Backprop`; the (K,) losses and their gradient
+        from one batched cross-entropy, or autograd through a vmapped criterion),
+        and the targets' preparation for a chunk of steps."""
+        assert fused._plan is not None
+        backprop = _Backprop(fused._plan, params, names)
+        dtype = params[names[0]].dtype if names else torch.float32
         batched = _batched_loss(self.criterion)
         vmapped = torch.vmap(self.criterion)
 
@@ -1218,15 +1515,14 @@ class FusedRangeTest:
             return batched.prepare(targets, dtype) if batched is not None else None
 
         def step(x: Tensor, y: Tensor, prepared: Any) -> tuple[list[Tensor], Tensor, Tensor]:
-            outputs = fused.stacked_forward(params, x, in_out=True)
+            outputs, tape = backprop.forward(x)
+            # (K,) losses, member k's from member k's weights only: the gradient of
+            # their sum is every member's own gradient.
             if batched is not None and prepared is not None and outputs.dim() == 3:
-                loss = batched(outputs, prepared)
+                loss, grad = batched.loss_and_grad(outputs, prepared)
             else:
-                loss = vmapped(outputs, y)
-            # (K,) losses, member k's from member k's weights only: one backward
-            # of their sum is every member's own gradient.
-            grads = torch.autograd.grad(loss.sum(), leaves)
-            return list(grads), loss.detach(), outputs.detach()
+                loss, grad = _loss_grad(vmapped, outputs, y)
+            return backprop.backward(grad, tape), loss, outputs
 
         return step, prepare
 
@@ -1291,6 +1587,9 @@ class _SharedTensorBatches:
         self.state: list[list[Any]] = [[lo.epoch, lo._start_batch, None] for lo in loaders]
         self._xs: Tensor | None = None
         self._ys: Tensor | None = None
+        # the members' permutations of one epoch stacked (K, n), while they go in step
+        self._perms: Tensor | None = None
+        self._perms_epoch = -1
 
     @classmethod
     def take(cls, loaders: list[Iterable[Any]]) -> _SharedTensorBatches | None:
@@ -1329,10 +1628,44 @@ class _SharedTensorBatches:
         rows: Tensor = state[2][i * bs : (i + 1) * bs]
         return rows
 
+    def _member_rows(self, k: int, size: int) -> Tensor:
+        """Member ``k``'s rows of its next ``size`` batches, ``(size, B)``: one slice
+        of its permutation when they lie in one epoch."""
+        state, loader = self.state[k], self.loaders[k]
+        bs = loader.batch_size
+        if state[2] is not None and state[1] + size <= len(loader):
+            i = state[1]
+            state[1] = i + size
+            rows: Tensor = state[2][i * bs : (i + size) * bs]
+            return rows.view(size, bs)
+        return torch.stack([self._rows(k) for _ in range(size)])
+
+    def _rows_in_step(self, size: int) -> Tensor | None:
+        """Every member's rows of its next ``size`` batches, step-major ``(size * K * B,)``,
+        by one slice of the stacked permutations when the members are at the same
+        batch of the same epoch (as members started together are) and the batches
+        lie in it; ``None`` otherwise."""
+        states, loaders = self.state, self.loaders
+        epoch, i = states[0][0], states[0][1]
+        for state, loader in zip(states, loaders, strict=True):
+            if state[2] is None or state[0] != epoch or state[1] != i or i + size > len(loader):
+                return None
+        if self._perms is None or self._perms_epoch != epoch:
+            self._perms = torch.stack([state[2] for state in states])
+            self._perms_epoch = epoch
+        for state in states:
+            state[1] = i + size
+        bs = loaders[0].batch_size
+        block = self._perms[:, i * bs : (i + size) * bs]
+        return block.view(len(states), size, bs).transpose(0, 1).reshape(-1)
+
     def take_chunk(self, size: int) -> tuple[Tensor, Tensor]:
         """The next ``size`` steps of every member: ``(size * K * B, ...)`` inputs and targets."""
         k_members = len(self.loaders)
-        rows = torch.cat([self._rows(k) for _ in range(size) for k in range(k_members)])
+        rows = self._rows_in_step(size)
+        if rows is None:
+            # (K, size, B) -> step-major (size, K, B): the order of a step at a time
+            rows = torch.stack([self._member_rows(k, size) for k in range(k_members)], 1).view(-1)
         # Into buffers kept from chunk to chunk (a chunk's steps are done before the
         # next is read): no fresh allocation, and its page faults, per chunk.
         if self._xs is None or self._xs.shape[0] < rows.shape[0]:

@@ -61,7 +61,10 @@ from clr.fused import (
     FusedModel,
     FusedOptimizer,
     FusedSGD,
+    _Backprop,
     _batched_loss,
+    _batched_metric,
+    _loss_grad,
     _stack_inputs,
 )
 from clr.optim import OPTIMIZERS, OptimizerError
@@ -724,7 +727,7 @@ class _Loop:
         dtype = self.params[names[0]].dtype if names else torch.float32
         lr_rows = self.lr_table.t().contiguous().to(device, dtype)  # (iterations, K)
         step_fn = self._step_fn()
-        metric = torch.vmap(trainer.metric_fn) if trainer.metric_fn is not None else None
+        metric = _batched_metric(trainer.metric_fn) if trainer.metric_fn is not None else None
         ends = {e for m in members for e in m.ends}
         last_read = self.it
         try:
@@ -805,22 +808,29 @@ class _Loop:
         fused, criterion = self.trainer.fused, self.trainer.criterion
         params, buffers, names = self.params, self.buffers, self.names
         if self.stacked:
-            leaves = [params[n].requires_grad_() for n in names]
-            dtype = leaves[0].dtype if leaves else torch.float32
+            assert fused._plan is not None
+            backprop = _Backprop(fused._plan, params, names)
+            dtype = params[names[0]].dtype if names else torch.float32
             batched = _batched_loss(criterion)
             vmapped = torch.vmap(criterion)
 
             def stacked(x: Any, y: Any) -> tuple[list[Tensor], Tensor, Any]:
-                outputs = _trim_rows(fused.stacked_forward(params, x, in_out=True), self.rows, 1)
+                # the forward and backward written by hand (no autograd graph); member
+                # k's loss depends on member k's weights only, so the gradient of the
+                # losses' sum is every member's own gradient
+                full, tape = backprop.forward(x)
+                rows = self.rows
+                outputs = _trim_rows(full, rows, 1)
                 prepared = batched.prepare(y, dtype) if batched is not None else None
                 if batched is not None and prepared is not None and outputs.dim() == 3:
-                    loss = batched(outputs, prepared)
+                    loss, grad = batched.loss_and_grad(outputs, prepared)
                 else:
-                    loss = vmapped(outputs, y)
-                # member k's loss depends on member k's weights only: one backward of
-                # the sum is every member's own gradient
-                grads = torch.autograd.grad(loss.sum(), leaves)
-                return list(grads), loss.detach(), outputs.detach()
+                    loss, grad = _loss_grad(vmapped, outputs, y)
+                if grad.shape != full.shape:  # the padding rows (_pad_rows) get no gradient
+                    padded = full.new_zeros(full.shape)
+                    padded.narrow(1, 0, grad.shape[1]).copy_(grad)
+                    grad = padded
+                return backprop.backward(grad, tape), loss, outputs
 
             return stacked
 
@@ -1109,7 +1119,7 @@ class _Loop:
         trainer, device = self.trainer, self.trainer.device
         fused, metric_fn, k_members = trainer.fused, trainer.metric_fn, len(self.members)
         loss_fn = torch.vmap(trainer.criterion)
-        metric = torch.vmap(metric_fn) if metric_fn is not None else None
+        metric = _batched_metric(metric_fn) if metric_fn is not None else None
         loss_sum = torch.zeros(k_members, dtype=torch.float64, device=device)
         metric_sum = torch.zeros(k_members, dtype=torch.float64, device=device)
         samples = 0

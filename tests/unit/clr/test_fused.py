@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,10 @@ from clr.fused import (
     FusedSGD,
     MemberMemory,
     _available_host_bytes,
+    _Backprop,
     _batched_loss,
+    _batched_metric,
+    _loss_grad,
     fusable,
     fused_capacity,
     make_fused_optimizer,
@@ -145,6 +150,166 @@ class TestFusedModel:
         fused = FusedModel(models).train()
         out = fused(torch.ones(2, 1, 64))
         assert not torch.equal(out[0], out[1])
+
+
+# Every activation of the stacked set: those with a derivative kernel of their own
+# (in place or not) and those autograd differentiates alone (Softsign, Tanhshrink, LogSigmoid).
+ACTIVATIONS = [
+    nn.ReLU(),
+    nn.ReLU(inplace=True),
+    nn.ReLU6(),
+    nn.LeakyReLU(0.1, inplace=True),
+    nn.GELU(),
+    nn.GELU(approximate="tanh"),
+    nn.Tanh(),
+    nn.Sigmoid(),
+    nn.SiLU(),
+    nn.ELU(0.7, inplace=True),
+    nn.CELU(1.3),
+    nn.SELU(),
+    nn.Softplus(beta=2.0, threshold=5.0),
+    nn.Mish(),
+    nn.Hardtanh(-0.5, 0.7),
+    nn.Hardswish(),
+    nn.Hardsigmoid(),
+    nn.Softsign(),
+    nn.Tanhshrink(),
+    nn.LogSigmoid(),
+    nn.Identity(),
+]
+
+
+def chain(act: nn.Module, depth: int, bias: bool, seed: int) -> nn.Module:
+    """``depth`` Linear+activation layers over 6 features; widths below and above
+    the 7 rows of a batch, so that every product runs in both orientations."""
+    torch.manual_seed(seed)
+    widths = [6, 9, 4, 12, 3]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i in range(depth):
+        layers += [nn.Linear(widths[i], widths[i + 1], bias=bias), copy.deepcopy(act)]
+    return nn.Sequential(*layers)
+
+
+def assert_backprop_matches_autograd(models: list[nn.Module], x: torch.Tensor) -> None:
+    """_Backprop's outputs and gradients equal autograd's through stacked_forward."""
+    fused = FusedModel(models)
+    assert fused.path == "stacked"
+    assert fused._plan is not None
+    params = {n: p.clone() for n, p in fused.stacked_params().items()}
+    names = list(params)
+    leaves = {n: p.clone().requires_grad_() for n, p in params.items()}
+    expected_out = fused.stacked_forward(leaves, x, in_out=True)
+    weights = torch.randn(expected_out.shape, generator=torch.Generator().manual_seed(0))
+    expected = torch.autograd.grad((expected_out * weights).sum(), [leaves[n] for n in names])
+    backprop = _Backprop(fused._plan, params, names)
+    for _ in range(2):  # the gradient buffers are reused: a second step is as exact
+        out, tape = backprop.forward(x)
+        torch.testing.assert_close(out, expected_out.detach(), rtol=1e-6, atol=1e-6)
+        grads = backprop.backward(weights, tape)
+        assert [g.shape for g in grads] == [params[n].shape for n in names]
+        for name, got, want in zip(names, grads, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    assert all(not p.requires_grad for p in params.values())  # no autograd graph
+
+
+def last_member_step(works, members: list[int], x, y) -> list[torch.Tensor]:
+    """One hand-written step of ``members``: the last one's outputs, loss, loss
+    gradient and weight gradients."""
+    batched = _batched_loss(works[0].loss_fn)
+    assert batched is not None
+    fused = FusedModel([works[s].model for s in members])
+    assert fused._plan is not None
+    params = {n: p.clone() for n, p in fused.stacked_params().items()}
+    backprop = _Backprop(fused._plan, params, list(params))
+    out, tape = backprop.forward(torch.stack([x] * len(members)))
+    prepared = batched.prepare(torch.stack([y] * len(members)), out.dtype)
+    assert prepared is not None
+    loss, grad = batched.loss_and_grad(out, prepared)
+    grads = backprop.backward(grad, tape)
+    return [t.clone() for t in (out[-1], loss[-1], grad[-1], *(g[-1] for g in grads))]
+
+
+class TestBackprop:
+    @pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: repr(a))
+    @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+    @pytest.mark.parametrize("depth", [1, 2, 4])
+    def test_gradients_equal_autograds(self, act, bias, depth):
+        models = [chain(act, depth, bias, seed) for seed in range(3)]
+        x = torch.randn(3, 7, 2, 3)  # flattened to 6 features
+        assert_backprop_matches_autograd(models, x)
+
+    def test_activations_in_a_row_and_a_linear_over_a_sequence(self):
+        def model(seed: int) -> nn.Module:
+            torch.manual_seed(seed)
+            return nn.Sequential(
+                nn.Linear(5, 6),  # over (K, B, 3, 5): rows are B * 3
+                nn.Sigmoid(),
+                nn.Tanh(),  # after Sigmoid, whose output its backward reads: not in place
+                nn.Flatten(),
+                nn.Linear(18, 4),
+                nn.Tanh(),
+                nn.GELU(),
+                nn.Linear(4, 2, bias=False),
+            )
+
+        assert_backprop_matches_autograd([model(s) for s in range(2)], torch.randn(2, 9, 3, 5))
+
+    def test_a_member_gets_the_same_bits_in_a_run_of_any_k(self):
+        # the 10-class head over 64 rows runs transposed; alone (K = 1) its products
+        # are batched like K > 1's (a single matrix product may round otherwise)
+        works = [build_workload("digits_mlp", {"width": 16}, seed=s) for s in range(3)]
+        x, y = next(iter(works[0].train_loader))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)  # (the suite runs on one): a threaded BLAS may split it
+        try:
+            runs = [last_member_step(works, m, x, y) for m in ([2], [1, 2], [0, 1, 2])]
+        finally:
+            torch.set_num_threads(threads)
+        for run in runs[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(runs[0], run, strict=True))
+
+    def test_the_batched_cross_entropy_gradient_equals_autograds(self):
+        logits = torch.randn(3, 6, 4, requires_grad=True)
+        targets = torch.randint(0, 4, (3, 6))
+        targets[1, 2] = targets[2, :5] = -100
+        batched = _batched_loss(nn.CrossEntropyLoss())
+        assert batched is not None
+        prepared = batched.prepare(targets, logits.dtype)
+        assert prepared is not None
+        expected = torch.stack(
+            [nn.functional.cross_entropy(logits[k], targets[k]) for k in range(3)]
+        )
+        (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+        loss, grad = batched.loss_and_grad(logits.detach(), prepared)
+        torch.testing.assert_close(loss, expected.detach())
+        torch.testing.assert_close(grad, expected_grad)
+        assert grad.shape == logits.shape
+
+    def test_the_built_in_accuracy_is_batched_with_each_members_value(self):
+        from clr.workloads._builtin import accuracy as built_in
+
+        logits = torch.randn(3, 10, 64).mT  # (K, N, C) with a strided class dimension
+        targets = torch.randint(0, 10, (3, 64))
+        expected = torch.stack([built_in(logits[k], targets[k]) for k in range(3)])
+        assert torch.equal(_batched_metric(built_in)(logits, targets), expected)
+        # any other metric is vmapped
+        other = torch.stack([accuracy(logits[k], targets[k]) for k in range(3)])
+        assert torch.equal(_batched_metric(accuracy)(logits, targets), other)
+
+    def test_any_criterion_gives_its_gradient_by_autograd(self):
+        outputs = torch.randn(2, 5, 3)
+        targets = torch.randn(2, 5, 3)
+        loss, grad = _loss_grad(torch.vmap(nn.functional.mse_loss), outputs, targets)
+        torch.testing.assert_close(loss, ((outputs - targets) ** 2).mean((1, 2)))
+        torch.testing.assert_close(grad, 2 * (outputs - targets) / 15)
+        loss, grad = _loss_grad(torch.vmap(lambda _outputs, t: t.sum()), outputs, targets)
+        assert torch.equal(grad, torch.zeros_like(outputs))  # no dependence: zeros
+
+    @pytest.mark.parametrize("name", ["digits_mlp", "mnist1d_mlp"])
+    def test_the_built_in_mlps_gradients_equal_autograds(self, name):
+        works = [build_workload(name, {"width": 16}, seed=s) for s in range(2)]
+        x, _ = next(iter(works[0].train_loader))
+        assert_backprop_matches_autograd([w.model for w in works], torch.stack([x, x]))
 
 
 def _torch_twin(name: str, params: list[nn.Parameter], **kw):
@@ -371,10 +536,11 @@ class TestFusedRangeTest:
         assert _batched_loss(nn.CrossEntropyLoss(weight=torch.ones(4))) is None
         assert batched.prepare(torch.rand(3, 6, 4), logits.dtype) is None  # probabilities
 
-    def test_loaders_over_one_dataset_are_read_as_one_gather_with_the_same_batches(self):
+    @pytest.mark.parametrize("epochs", [[2, 2, 2], [2, 0, 5]], ids=["in-step", "apart"])
+    def test_loaders_over_one_dataset_are_read_as_one_gather_with_the_same_batches(self, epochs):
         tasks = [task(k) for k in range(3)]
-        for _, loader in tasks:
-            loader.set_epoch(2)  # a loader that does not start at epoch 0
+        for (_, loader), epoch in zip(tasks, epochs, strict=True):
+            loader.set_epoch(epoch)  # loaders that do not start at epoch 0
         models, loaders = [m for m, _ in tasks], [lo for _, lo in tasks]
         run = {"num_iter": 60, "check_every": 7}  # 60 steps: 7+ epochs of 8 batches
         gathered = FusedRangeTest(models, "sgd", nn.functional.cross_entropy).run(loaders, **run)
@@ -383,7 +549,7 @@ class TestFusedRangeTest:
         ).run(loaders, **run)
         for a, b in zip(gathered, one_by_one, strict=True):
             assert np.array_equal(a.losses, b.losses)
-        assert [loader.epoch for loader in loaders] == [2, 2, 2]
+        assert [loader.epoch for loader in loaders] == epochs
 
     def test_models_rng_and_loader_epochs_are_left_as_found(self):
         tasks = [task(k) for k in range(2)]
