@@ -1734,7 +1734,9 @@ def fusable(model: nn.Module, example_inputs: Any) -> tuple[bool, str | None]:
     forward and backward on ``example_inputs`` (one member's batch) and any
     error (an in-place write of a per-member value into a shared tensor, a
     ``.item()`` or data-dependent branch, an op without a batching rule) is
-    the reason. The model and the global RNG state are left as found.
+    the reason. Random ops (dropout) fuse, each member drawing its own masks,
+    as the fused runs draw them. The model and the global RNG state are left
+    as found.
 
     Of the built-in workloads, ``digits_mlp``, ``digits_cnn``, ``mnist1d_mlp``,
     ``mnist1d_cnn`` and ``synthetic_mlp`` all fuse (tested).
@@ -1775,7 +1777,10 @@ def fusable(model: nn.Module, example_inputs: Any) -> tuple[bool, str | None]:
         inputs = torch.utils._pytree.tree_map(
             lambda t: torch.stack([t, t]) if isinstance(t, Tensor) else t, example_inputs
         )
-        torch.vmap(torch.func.grad(total), in_dims=(0, 0, 0))(fused.params, fused.buffers, inputs)
+        # randomness "different", as the fused runs use it: dropout fuses, each member
+        # drawing its own masks
+        step = torch.vmap(torch.func.grad(total), in_dims=(0, 0, 0), randomness="different")
+        step(fused.params, fused.buffers, inputs)
     except Exception as exc:  # noqa: BLE001 - any failure is the answer, not a crash
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return False, f"vmap cannot run this model: {type(exc).__name__}: {first}".rstrip(": ")

@@ -646,6 +646,13 @@ class TestFusable:
         assert reason is not None
         assert "item" in reason
 
+    def test_dropout_fuses_and_the_global_rng_is_left_as_found(self):
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2))
+        x = torch.randn(2, 4)
+        before = torch.get_rng_state()
+        assert fusable(model.train(), x) == (True, None)
+        assert torch.equal(torch.get_rng_state(), before)
+
     @pytest.mark.parametrize(
         "name", ["digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn", "synthetic_mlp"]
     )
