@@ -593,43 +593,56 @@ def claim_siblings(
     so its own message, when it comes, finds it running and runs nothing.
     None for a job without a parent.
 
-    With ``settings``, the accepted siblings are shared with the live workers of
-    the job's queue that are idle: of ``n`` accepted, this worker takes
-    ``ceil((n + 1) / (idle + 1)) - 1``, and the rest stay queued for their own
-    messages, which the idle workers fetch (and fuse in turn).
+    With ``settings``, the accepted siblings are shared with the other live
+    workers of the job's queue: the idle ones, and the *peers*, those holding a
+    sibling's message right now (they are about to claim it and share in turn).
+    A sibling whose message a peer holds is left to it. Of the ``n`` others,
+    this worker takes ``ceil((n + 1 + peers) / (1 + peers + idle)) - 1``, every
+    ``(1 + peers + idle)``-th one from its own rank among the holders (so two
+    workers claiming at once take different siblings), and the rest stay
+    queued for their own messages.
     """
     now = _now(now)
     repo = JobRepository(session)
     job = repo.get(job_id)
     if job is None or job.parent_id is None or limit <= 0:
-        return SiblingClaim(jobs=[], accepted=0, idle_workers=0)
+        return SiblingClaim(jobs=[], accepted=0, idle_workers=0, peers=0)
     candidates = [s for s in repo.queued_siblings(job) if accept(s)]
-    idle = 0
+    idle, held = 0, set()
     if settings is not None:
-        idle = sum(
-            1
-            for w in live_workers(session, settings=settings, now=now)
-            if w.current_job_id is None and w.idle_since is not None and job.queue in w.queues
-        )
-    share = -(-(len(candidates) + 1) // (idle + 1)) - 1  # ceil((n + 1) / (idle + 1)) - 1
+        ids = {c.id for c in candidates}
+        for w in live_workers(session, settings=settings, now=now):
+            if job.queue not in w.queues:
+                continue
+            if w.current_job_id is None and w.idle_since is not None:
+                idle += 1
+            elif w.current_job_id in ids:
+                held.add(w.current_job_id)
+    others = [c for c in candidates if c.id not in held]
+    holders = sorted([job.id, *held], key=str)
+    workers = len(holders) + idle
+    share = -(-(len(others) + len(holders)) // workers) - 1  # ceil(members / workers) - 1
+    rank = holders.index(job.id)
     claimed: list[Job] = []
-    for sibling in candidates:
+    for sibling in others[rank::workers] + [o for i, o in enumerate(others) if i % workers != rank]:
         if len(claimed) >= min(limit, share):
             break
         taken = claim_job(session, job_id=sibling.id, worker=worker, device=device, now=now)
         if taken is not None:
             claimed.append(taken)
-    return SiblingClaim(jobs=claimed, accepted=len(candidates), idle_workers=idle)
+    return SiblingClaim(jobs=claimed, accepted=len(candidates), idle_workers=idle, peers=len(held))
 
 
 @dataclass(frozen=True)
 class SiblingClaim:
-    """What :func:`claim_siblings` claimed: the jobs, how many siblings it would have
-    taken (``accepted``), and the idle workers it left some of them to."""
+    """What :func:`claim_siblings` claimed: the jobs, how many waiting siblings fused
+    with the job (``accepted``), and the idle workers and peers (workers holding a
+    sibling's message) it left some of them to."""
 
     jobs: list[Job]
     accepted: int
     idle_workers: int
+    peers: int
 
 
 def _resume_point(job: Job) -> tuple[int, dict[str, int]] | None:

@@ -376,3 +376,24 @@ def test_siblings_are_shared_with_the_idle_workers_of_their_queue(
     second = outcome_of(read(db, left[1])).fusion
     assert second is not None
     assert (second.members, second.jobs) == (2, [left[0]])
+
+
+def test_a_sibling_whose_message_another_worker_holds_is_left_to_it(
+    postgres_committed: sessionmaker[Session],
+) -> None:
+    db = postgres_committed
+    _, ids = family(db, [member_data(s) for s in range(5)])
+    queue = read(db, ids[0]).queue
+    peer = WorkerInfo(uuid.uuid4(), "peer@test", "test", 2, (queue,), utc_now())
+    with session_scope(db) as session:  # another worker has just fetched ids[4]'s message
+        record_worker(session, info=peer, current_job_id=ids[4], idle_since=None)
+
+    assert run(db, ids[0]) == "succeeded"
+
+    # 5 members over 2 workers: this one runs 3 and leaves ids[4] (and one more) alone
+    fusion = outcome_of(read(db, ids[0])).fusion
+    assert fusion is not None
+    assert fusion.members == 3
+    assert ids[4] not in fusion.jobs
+    assert fusion.reason.endswith("; 2 left to 1 worker(s) holding a sibling's message")
+    assert read(db, ids[4]).status == JobStatus.QUEUED

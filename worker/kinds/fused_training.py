@@ -167,8 +167,8 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
             reason = limit
         elif claim is not None and claim.accepted:
             reason = (
-                f"its {claim.accepted} waiting sibling(s) were left to "
-                f"{claim.idle_workers} idle worker(s)"
+                f"its {claim.accepted} waiting sibling(s) went to "
+                f"{_workers(claim)} or were claimed by another worker first"
             )
         else:
             reason = "no sibling was waiting to run with it"
@@ -177,14 +177,13 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
     for job in siblings:
         members.append(_member(ctx, job))
     left = 0 if claim is None else claim.accepted - len(siblings)
+    shared = claim is not None and left and (claim.idle_workers or claim.peers)
     group = FusedGroup(
         members=members,
         memory=memory,
         capacity=capacity,
         path=path,
-        shared=None
-        if claim is None or not left or not claim.idle_workers
-        else f"{left} left to {claim.idle_workers} idle worker(s)",
+        shared=f"{left} left to {_workers(claim)}" if shared and claim is not None else None,
     )
     if siblings:
         # the siblings beat from now on: a slow build below must not make them look lost
@@ -201,6 +200,16 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
         left,
     )
     return FusionPlan(group=group)
+
+
+def _workers(claim: SiblingClaim) -> str:
+    """The other workers a claim left siblings to, in words."""
+    parts = []
+    if claim.peers:
+        parts.append(f"{claim.peers} worker(s) holding a sibling's message")
+    if claim.idle_workers:
+        parts.append(f"{claim.idle_workers} idle worker(s)")
+    return " and ".join(parts) or "other workers"
 
 
 def _capacity(spec: TrainingSpec, memory: MemberMemory, device: torch.device) -> tuple[int, str]:
