@@ -217,7 +217,8 @@ class Heartbeats:
     def __init__(self, *reporters: ProgressReporter, interval_s: float) -> None:
         if not reporters:
             raise ValueError("Heartbeats needs at least one reporter")
-        self.reporters = reporters
+        # in job id order: the order a parent's cancel locks its children in
+        self.reporters = tuple(sorted(reporters, key=lambda r: r.job_id))
         self.interval_s = interval_s
         self.beats = 0
         self._stop = threading.Event()
@@ -312,6 +313,7 @@ class JobContext:
     def stopped(self) -> str:
         """The run stopped because :meth:`should_stop` said so: ``cancelled`` or ``stale``."""
         if not self.reporter.ack.accepted:
+            self.reporter.ended = True
             return "stale"
         with self.transaction() as session:
             done = acknowledge_cancel(session, job_id=self.job_id, attempt=self.attempt)

@@ -316,6 +316,13 @@ def _culprit(spec: JobSpec, measure: Callable[[JobSpec], float]) -> str:
     return next((f for f in length if getattr(spec, f, None) is not None), "workload")
 
 
+def _lower(spec: JobSpec, field: str) -> str:
+    """What to lower: ``field``, and the seeds too when a range test runs several."""
+    if field != "seeds" and isinstance(spec, RangeTestSpec) and spec.seeds:
+        return f"lower {field}, or give fewer seeds ({len(spec.seeds)} run at once)"
+    return f"lower {field}"
+
+
 def _check_estimate(spec: JobSpec, settings: Settings, *, kind: JobKind) -> None:
     """Refuse a job whose estimated memory or run time is over the configured caps.
 
@@ -331,7 +338,7 @@ def _check_estimate(spec: JobSpec, settings: Settings, *, kind: JobKind) -> None
             f"the job needs ~{_gib(estimate.memory_bytes)} of memory "
             f"({estimate.weights:.3g} weights with their gradients and optimizer state, "
             f"activations of a batch, the dataset), over the {_gib(cap)} cap "
-            f"(CLR_MAX_JOB_MEMORY_BYTES); lower {field}"
+            f"(CLR_MAX_JOB_MEMORY_BYTES); {_lower(spec, field)}"
         )
         raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
     max_seconds = settings.max_job_seconds
@@ -349,7 +356,7 @@ def _check_estimate(spec: JobSpec, settings: Settings, *, kind: JobKind) -> None
             f"the job would run for ~{_duration(seconds)} ({estimate.flops_per_step:.3g} "
             f"FLOPs a step for {estimate.steps} steps at {settings.job_flop_rate:.3g} FLOP/s, "
             f"CLR_JOB_FLOP_RATE), over the {_duration(max_seconds)} cap ({cap_name}); "
-            f"lower {field}"
+            f"{_lower(spec, field)}"
         )
         raise JobTooLarge(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
 

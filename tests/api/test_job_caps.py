@@ -108,6 +108,22 @@ class TestTooLarge:
         assert error["field"] == "seeds"
         assert "memory" in error["reason"]
 
+    def test_a_large_model_under_several_seeds_names_it_and_the_seeds(
+        self, test_app: FastAPI, client: TestClient, caller: Caller, api_settings: Settings
+    ) -> None:
+        small = RangeTestSpec.model_validate(spec_data(params={"width": 16})).estimate()
+        assert small is not None
+        use_settings(
+            test_app,
+            api_settings.model_copy(update={"max_job_memory_bytes": 4 * small.memory_bytes}),
+        )
+        body = {**spec_data(params={"width": 2048, "depth": 6}), "seeds": [0, 1, 2, 3]}
+        response = client.post("/range-tests", json=body, headers=caller.headers)
+        assert response.status_code == 422, response.text
+        error = only_error(response)
+        assert error["field"].startswith("params.")  # the model is what is large
+        assert error["reason"].endswith("or give fewer seeds (4 run at once)")
+
     def test_a_faster_fleet_takes_longer_jobs(
         self, test_app: FastAPI, client: TestClient, caller: Caller, api_settings: Settings
     ) -> None:

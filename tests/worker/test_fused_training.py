@@ -179,7 +179,9 @@ def test_a_diverging_member_fails_alone_and_the_others_succeed(
         assert_like_a_plain_run(db, team, read(db, ids[i]), specs[i])
 
 
-def test_a_cancelled_member_stops_alone(postgres_committed: sessionmaker[Session]) -> None:
+def test_a_cancelled_member_stops_alone_and_ends_while_its_siblings_run(
+    postgres_committed: sessionmaker[Session],
+) -> None:
     db = postgres_committed
     # long enough (3,000 iterations) that the cancel lands long before the end
     specs = [member_data(s, "fixed", iterations=3000) for s in range(3)]
@@ -195,6 +197,11 @@ def test_a_cancelled_member_stops_alone(postgres_committed: sessionmaker[Session
             time.sleep(0.01)
         with session_scope(db) as session:
             cancel_job(session, team=team, job_id=ids[1])
+        # it ends at the next read point, not when the whole group does (review finding)
+        while read(db, ids[1]).status == JobStatus.RUNNING:
+            assert time.monotonic() < deadline, "the cancelled member did not end in 60 s"
+            time.sleep(0.01)
+        siblings_when_it_ended = [read(db, ids[i]).status for i in (0, 2)]
     finally:
         runner.join()
 
@@ -202,6 +209,7 @@ def test_a_cancelled_member_stops_alone(postgres_committed: sessionmaker[Session
     cancelled = read(db, ids[1])
     assert cancelled.status == JobStatus.CANCELLED
     assert 0 < cancelled.progress < 3000
+    assert siblings_when_it_ended == [JobStatus.RUNNING, JobStatus.RUNNING]
     for i in (0, 2):
         assert outcome_of(read(db, ids[i])).iterations == 3000
 

@@ -96,6 +96,7 @@ class Member:
     resume: Checkpoint | None = None
     epochs_seen: int = 0
     diverged: str | None = None
+    ended: str | None = None  # how its attempt ended, once it did (before the group's end)
 
 
 @dataclass
@@ -158,7 +159,9 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
             raise RuntimeError(f"a fused checkpoint of a model that does not fuse: {why}")
         return FusionPlan(fusion=_alone(f"the model does not fuse: {why}"))
     path = "stacked" if _stacked(built) else "vmap"
-    memory = member_memory(built.model, example, optimizer=spec.optimizer.name, device=device)
+    memory = _with_data(
+        member_memory(built.model, example, optimizer=spec.optimizer.name, device=device), built
+    )
     capacity, limit = _capacity(spec, memory, device)
     claim = _claim(ctx, spec, limit=capacity - 1) if capacity > 1 else None
     siblings = [] if claim is None else claim.jobs
@@ -177,14 +180,15 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
     for job in siblings:
         members.append(_member(ctx, job))
     left = 0 if claim is None else claim.accepted - len(siblings)
-    shared = claim is not None and left and (claim.idle_workers or claim.peers)
-    group = FusedGroup(
-        members=members,
-        memory=memory,
-        capacity=capacity,
-        path=path,
-        shared=f"{left} left to {_workers(claim)}" if shared and claim is not None else None,
-    )
+    shared = None
+    if claim is not None and left:
+        if len(siblings) == capacity - 1:
+            shared = f"{left} more beyond its capacity ({limit})"
+        elif claim.idle_workers or claim.peers:
+            shared = f"{left} left to {_workers(claim)}"
+        else:
+            shared = f"{left} claimed by another worker first"
+    group = FusedGroup(members=members, memory=memory, capacity=capacity, path=path, shared=shared)
     if siblings:
         # the siblings beat from now on: a slow build below must not make them look lost
         group.heartbeats = Heartbeats(
@@ -192,7 +196,7 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
         )
         group.heartbeats.__enter__()
     logger.info(
-        "training.fused job_id=%s members=%d capacity=%d path=%s left_to_idle=%d",
+        "training.fused job_id=%s members=%d capacity=%d path=%s left=%d",
         ctx.job_id,
         len(members),
         capacity,
@@ -200,6 +204,24 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
         left,
     )
     return FusionPlan(group=group)
+
+
+def _with_data(memory: MemberMemory, built: WorkloadInstance) -> MemberMemory:
+    """``memory`` plus the member's own copy of its data (each member builds its
+    workload: the built-ins put their train and validation sets on the device)."""
+    data = sum(
+        t.element_size() * t.nelement()
+        for loader in (built.train_loader, built.val_loader)
+        if isinstance(loader, TensorBatches)
+        for t in (loader.x, loader.y)
+    )
+    if not data:
+        return memory
+    return MemberMemory(
+        bytes=memory.bytes + data,
+        measured=memory.measured,
+        detail=f"{memory.detail}; plus {data:,} bytes of its data on the device",
+    )
 
 
 def _workers(claim: SiblingClaim) -> str:
@@ -405,9 +427,10 @@ def _run(ctx: JobContext, group: FusedGroup) -> str:
 
 
 def _store(members: Sequence[Member]) -> None:
-    """Every member's gathered points, in one transaction."""
+    """Every member's gathered points, in one transaction, rows in id order (the order
+    a parent's cancel locks its children in: no deadlock between the two)."""
     with session_scope(members[0].ctx.factory) as session:
-        for member in members:
+        for member in sorted(members, key=lambda m: m.ctx.job_id):
             member.ctx.reporter.report(session)
 
 
@@ -446,11 +469,23 @@ def _run_part(
         member.ctx.reporter.add(*points, progress=progress.iteration)
 
     def should_stop() -> Collection[int]:
+        # polled at every read point, after every member's points up to it were handed
+        # over: a member that diverged there (the trainer has masked it) or is asked to
+        # stop ends now, not when the whole group does
         nonlocal last_store
+        stop = []
+        for k, member in enumerate(members):
+            if member.ended is not None:
+                continue
+            if member.diverged is not None:
+                member.ended = member.ctx.fail(f"Diverged: {member.diverged}")
+            elif member.ctx.should_stop():
+                stop.append(k)
+                member.ended = member.ctx.stopped()
         if time.monotonic() - last_store >= MAX_REPORT_INTERVAL_S:
             _store(members)
             last_store = time.monotonic()
-        return [k for k, m in enumerate(members) if m.ctx.should_stop()]
+        return stop
 
     def on_checkpoint(_iteration: int, checkpoints: dict[int, Checkpoint]) -> None:
         nonlocal last_store
@@ -505,7 +540,7 @@ def _how(members: int, path: str, resumed_from: int | None, shared: str | None) 
         f"fused with {members - 1} sibling{'s' if members != 2 else ''} "
         f"sharing its model configuration ({path} path)"
         if members > 1
-        else "resumed its fused checkpoint alone (no sibling was at its iteration)"
+        else "resumed its fused checkpoint alone (no sibling at its iteration was waiting)"
     )
     if resumed_from is not None and members > 1:
         text += f", resumed from iteration {resumed_from}"
@@ -523,6 +558,8 @@ def _end(
     weights: Callable[[], dict[str, torch.Tensor]],
 ) -> str:
     ctx = member.ctx
+    if member.ended is not None:  # ended at the read point where it stopped
+        return member.ended
     if result.stop_reason == "cancelled":
         return ctx.stopped()
     if result.stop_reason == "diverged" or member.diverged is not None:
