@@ -10,13 +10,16 @@ decides whether it runs with its siblings:
   mode, no in-place writes, no data-dependent control flow); if not, it runs
   alone and its result says why (``fusion.reason``);
 - the device must hold them: one member's memory (:func:`clr.fused.member_memory`,
-  measured on CUDA, computed on a CPU) against the share
+  measured on CUDA, computed on a CPU, plus its data) against the share
   ``CLR_FUSE_MEMORY_FRACTION`` of the free memory, at most
-  ``CLR_FUSE_MAX_MEMBERS``; siblings beyond run as jobs of their own;
+  ``CLR_FUSE_MAX_MEMBERS`` and as many as fit half the training time limit;
+  siblings beyond run as jobs of their own;
 - it claims the queued siblings with the same fuse key that are where it is
   (no checkpoint, or a fused checkpoint at the same iteration) with
-  :func:`core.services.claim_siblings`: each is a new attempt of its own job,
-  and its own message, when it comes, finds it running and runs nothing.
+  :func:`core.services.claim_siblings`, sharing them with the queue's other
+  live workers (idle, or holding a sibling's message): each is a new attempt
+  of its own job, and its own message, when it comes, finds it running and
+  runs nothing.
 
 :func:`run_fused` then trains them with :class:`clr.fused_train.FusedTrainer`.
 Each member keeps its own row: its attempt (one thread beats for all), its
@@ -24,10 +27,10 @@ series (every member's points stored in one transaction, at most every
 ``MAX_REPORT_INTERVAL_S``), its checkpoint (artifact ``fused-checkpoint``, all
 members at the same cycle ends), its model and snapshots, its result with
 ``fusion`` (how many ran together, how, the memory measured). A member whose
-loss diverges fails alone with the reason and a cancelled one stops alone: the
-others go on bit for bit. A crash fails every member with the reason; a lost
-worker leaves them all to the reconciler, and their next attempts resume from
-their checkpoints, fused again.
+loss diverges fails alone with the reason and a cancelled one stops alone, each
+ended at the read point where it stopped: the others go on bit for bit. A crash
+fails every member with the reason; a lost worker leaves them all to the
+reconciler, and their next attempts resume from their checkpoints, fused again.
 """
 
 from __future__ import annotations
