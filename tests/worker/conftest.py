@@ -208,6 +208,15 @@ def wait_for(db: sessionmaker[Session], celery_worker: WorkerProcess) -> WaitFor
     return wait
 
 
+def read_job(db: sessionmaker[Session], job_id: uuid.UUID) -> Job:
+    """The job's row as it is now, detached."""
+    with session_scope(db) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
 def finished(job: Job) -> bool:
     """Whether the job reached a final state."""
     return JobStatus(job.status) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)

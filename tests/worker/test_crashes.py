@@ -36,7 +36,7 @@ from core.services import reconcile, submit_job
 from core.settings import Settings
 from tests.builders import make_team, spec_data
 from tests.worker import crashing_workloads as crashing
-from tests.worker.conftest import REPO_ROOT, finished
+from tests.worker.conftest import REPO_ROOT, finished, read_job
 from worker.celery_app import RANGE_TEST_TASK
 from worker.pool import POOL_ENV
 
@@ -143,14 +143,6 @@ def run_job(
         ).job.id
     task = app.send_task(RANGE_TEST_TASK, args=[str(job_id)], queue=QUEUE)
     return job_id, task.id
-
-
-def read_job(db: sessionmaker[Session], job_id: uuid.UUID) -> Job:
-    with session_scope(db) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-        return job
 
 
 def wait_job(

@@ -32,6 +32,7 @@ from core.services import WorkerInfo, cancel_job, read_series, record_worker
 from core.settings import get_settings
 from core.training import TrainingOutcome, TrainingSpec
 from tests.builders import make_job, make_team
+from tests.worker.conftest import read_job
 from tests.worker.test_training import run_in_process, training_data
 from worker.jobs import run_job
 
@@ -83,14 +84,6 @@ def family(db: sessionmaker[Session], specs: list[dict[str, Any]]) -> tuple[Team
     return team, ids
 
 
-def read(db: sessionmaker[Session], job_id: uuid.UUID) -> Job:
-    with session_scope(db) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-        return job
-
-
 def run(db: sessionmaker[Session], job_id: uuid.UUID) -> str:
     return run_job(db, job_id, worker=WORKER, interval_s=0.05, heartbeat_s=0.5)
 
@@ -133,7 +126,7 @@ def test_a_parents_trainings_run_as_one_fused_run_each_as_a_plain_run_would(
 
     assert run(committed, ids[0]) == "succeeded"
 
-    jobs = [read(committed, i) for i in ids]
+    jobs = [read_job(committed, i) for i in ids]
     for job, data in zip(jobs, specs, strict=True):
         assert job.attempt == 1
         outcome = outcome_of(job)
@@ -165,7 +158,7 @@ def test_a_diverging_member_fails_alone_and_the_others_succeed(
 
     assert run(db, ids[0]) == "succeeded"
 
-    failed = read(db, ids[1])
+    failed = read_job(db, ids[1])
     assert failed.status == JobStatus.FAILED
     assert failed.error is not None
     assert failed.error.startswith("Diverged: the loss diverged at iteration ")
@@ -176,7 +169,7 @@ def test_a_diverging_member_fails_alone_and_the_others_succeed(
     assert all(math.isfinite(v) for v in losses)  # the finite points before it are kept
     assert f"iteration {len(losses)} " in failed.error
     for i in (0, 2):
-        assert_like_a_plain_run(db, team, read(db, ids[i]), specs[i])
+        assert_like_a_plain_run(db, team, read_job(db, ids[i]), specs[i])
 
 
 def test_a_cancelled_member_stops_alone_and_ends_while_its_siblings_run(
@@ -191,27 +184,27 @@ def test_a_cancelled_member_stops_alone_and_ends_while_its_siblings_run(
     runner.start()
     try:
         deadline = time.monotonic() + 60
-        while read(db, ids[2]).progress == 0:
+        while read_job(db, ids[2]).progress == 0:
             assert runner.is_alive(), ended
             assert time.monotonic() < deadline, "the fused run stored no progress in 60 s"
             time.sleep(0.01)
         with session_scope(db) as session:
             cancel_job(session, team=team, job_id=ids[1])
         # it ends at the next read point, not when the whole group does (review finding)
-        while read(db, ids[1]).status == JobStatus.RUNNING:
+        while read_job(db, ids[1]).status == JobStatus.RUNNING:
             assert time.monotonic() < deadline, "the cancelled member did not end in 60 s"
             time.sleep(0.01)
-        siblings_when_it_ended = [read(db, ids[i]).status for i in (0, 2)]
+        siblings_when_it_ended = [read_job(db, ids[i]).status for i in (0, 2)]
     finally:
         runner.join()
 
     assert ended == ["succeeded"]
-    cancelled = read(db, ids[1])
+    cancelled = read_job(db, ids[1])
     assert cancelled.status == JobStatus.CANCELLED
     assert 0 < cancelled.progress < 3000
     assert siblings_when_it_ended == [JobStatus.RUNNING, JobStatus.RUNNING]
     for i in (0, 2):
-        assert outcome_of(read(db, ids[i])).iterations == 3000
+        assert outcome_of(read_job(db, ids[i])).iterations == 3000
 
 
 def test_siblings_of_another_configuration_are_left_to_their_own_messages(
@@ -223,12 +216,12 @@ def test_siblings_of_another_configuration_are_left_to_their_own_messages(
 
     assert run(db, ids[0]) == "succeeded"
 
-    fusion = outcome_of(read(db, ids[0])).fusion
+    fusion = outcome_of(read_job(db, ids[0])).fusion
     assert fusion is not None
     assert (fusion.members, fusion.jobs) == (2, [ids[1]])
-    assert read(db, ids[2]).status == JobStatus.QUEUED
+    assert read_job(db, ids[2]).status == JobStatus.QUEUED
     assert run(db, ids[2]) == "succeeded"
-    alone = outcome_of(read(db, ids[2])).fusion
+    alone = outcome_of(read_job(db, ids[2])).fusion
     assert alone is not None
     assert (alone.fused, alone.reason) == (False, "no sibling was waiting to run with it")
 
@@ -256,8 +249,8 @@ def test_a_worker_that_cannot_fuse_runs_each_training_alone_and_says_why(
 
     assert run(db, ids[0]) == "succeeded"
 
-    assert read(db, ids[1]).status == JobStatus.QUEUED
-    job = read(db, ids[0])
+    assert read_job(db, ids[1]).status == JobStatus.QUEUED
+    job = read_job(db, ids[0])
     fusion = outcome_of(job).fusion
     assert fusion is not None
     assert fusion.fused is False
@@ -274,7 +267,7 @@ def test_a_training_of_its_own_says_nothing_about_fusing(
 
     assert run(db, job_id) == "succeeded"
 
-    assert outcome_of(read(db, job_id)).fusion is None
+    assert outcome_of(read_job(db, job_id)).fusion is None
 
 
 def _instance(model: torch.nn.Module, seed: int, *, poisoned: bool) -> WorkloadInstance:
@@ -348,8 +341,8 @@ def test_a_model_that_does_not_fuse_runs_alone_with_the_reason(
 
     assert run(db, ids[0]) == "succeeded"
 
-    assert read(db, ids[1]).status == JobStatus.QUEUED
-    fusion = outcome_of(read(db, ids[0])).fusion
+    assert read_job(db, ids[1]).status == JobStatus.QUEUED
+    fusion = outcome_of(read_job(db, ids[0])).fusion
     assert fusion is not None
     assert fusion.fused is False
     assert fusion.reason.startswith("the model does not fuse: ")
@@ -362,7 +355,7 @@ def test_siblings_are_shared_with_the_idle_workers_of_their_queue(
     db = postgres_committed
     specs = [member_data(s) for s in range(5)]
     _, ids = family(db, specs)
-    queue = read(db, ids[0]).queue
+    queue = read_job(db, ids[0]).queue
     idle = WorkerInfo(uuid.uuid4(), "idle@test", "test", 1, (queue,), utc_now())
     with session_scope(db) as session:  # a live worker of the queue, idle
         record_worker(session, info=idle, current_job_id=None, idle_since=utc_now())
@@ -370,18 +363,18 @@ def test_siblings_are_shared_with_the_idle_workers_of_their_queue(
     assert run(db, ids[0]) == "succeeded"
 
     # of 4 waiting siblings, this worker took ceil(5 / 2) - 1 = 2 and left 2
-    fusion = outcome_of(read(db, ids[0])).fusion
+    fusion = outcome_of(read_job(db, ids[0])).fusion
     assert fusion is not None
     assert fusion.members == 3
     assert fusion.reason.endswith("; 2 left to 1 idle worker(s)")
-    left = [i for i in ids if read(db, i).status == JobStatus.QUEUED]
+    left = [i for i in ids if read_job(db, i).status == JobStatus.QUEUED]
     assert len(left) == 2
     # the idle worker fetches one of their messages (it is busy from then on) and fuses
     # the other with it
     with session_scope(db) as session:
         record_worker(session, info=idle, current_job_id=left[0], idle_since=None)
     assert run(db, left[0]) == "succeeded"
-    second = outcome_of(read(db, left[1])).fusion
+    second = outcome_of(read_job(db, left[1])).fusion
     assert second is not None
     assert (second.members, second.jobs) == (2, [left[0]])
 
@@ -391,7 +384,7 @@ def test_a_sibling_whose_message_another_worker_holds_is_left_to_it(
 ) -> None:
     db = postgres_committed
     _, ids = family(db, [member_data(s) for s in range(5)])
-    queue = read(db, ids[0]).queue
+    queue = read_job(db, ids[0]).queue
     peer = WorkerInfo(uuid.uuid4(), "peer@test", "test", 2, (queue,), utc_now())
     with session_scope(db) as session:  # another worker has just fetched ids[4]'s message
         record_worker(session, info=peer, current_job_id=ids[4], idle_since=None)
@@ -399,9 +392,9 @@ def test_a_sibling_whose_message_another_worker_holds_is_left_to_it(
     assert run(db, ids[0]) == "succeeded"
 
     # 5 members over 2 workers: this one runs 3 and leaves ids[4] (and one more) alone
-    fusion = outcome_of(read(db, ids[0])).fusion
+    fusion = outcome_of(read_job(db, ids[0])).fusion
     assert fusion is not None
     assert fusion.members == 3
     assert ids[4] not in fusion.jobs
     assert fusion.reason.endswith("; 2 left to 1 worker(s) holding a sibling's message")
-    assert read(db, ids[4]).status == JobStatus.QUEUED
+    assert read_job(db, ids[4]).status == JobStatus.QUEUED

@@ -11,7 +11,6 @@ stored curve, band and confidence is checked against separate
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +28,7 @@ from core.services import cancel_job, get_bounds, read_series, submit_job
 from core.settings import Settings, get_settings
 from core.specs import RangeTestOutcome, RangeTestSpec, SeedBandDoc
 from tests.builders import make_job, make_team, spec_data
-from tests.worker.conftest import WaitFor, finished
+from tests.worker.conftest import WaitFor, finished, read_job
 from worker.jobs import run_job
 
 pytestmark = pytest.mark.worker
@@ -64,14 +63,6 @@ def separate_runs(data: dict[str, Any]) -> tuple[list[RangeTestResult], int]:
             )
         )
     return results, built.iters_per_epoch
-
-
-def read_job(db: sessionmaker[Session], job_id: uuid.UUID) -> Job:
-    with session_scope(db) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-        return job
 
 
 def seed_band_of(job: Job) -> tuple[RangeTestOutcome, SeedBandDoc]:
