@@ -39,6 +39,10 @@ from worker.jobs import run_job
 pytestmark = pytest.mark.worker
 
 WORKER = "fused-test:1"
+QUEUE = "fused-tests"
+"""The queue of this module's trainings: no live worker of another test (the session's
+Celery worker registers in the same database) consumes it, so a claim shares siblings
+only with the workers a test registers itself."""
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +82,7 @@ def family(db: sessionmaker[Session], specs: list[dict[str, Any]]) -> tuple[Team
                 spec=spec,
                 parent_id=parent.id,
                 role={"index": i},
+                queue=QUEUE,
             ).id
             for i, spec in enumerate(specs)
         ]
