@@ -47,7 +47,6 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
-from clr._batch import split_batch
 from clr.fused import MemberMemory, fusable, fused_capacity, member_memory
 from clr.fused_train import FusedTrainer, FusedTrainResult
 from clr.policies import make_schedule
@@ -71,6 +70,7 @@ from worker.jobs import (
     run_device,
     worker_device,
 )
+from worker.kinds.range_test import example_inputs
 from worker.kinds.training import (
     divergence,
     epoch_points,
@@ -133,11 +133,6 @@ def _is_fused_checkpoint(checkpoint: dict[str, Any] | None) -> bool:
     return checkpoint is not None and checkpoint.get("artifact") == FUSED_CHECKPOINT
 
 
-def _example_inputs(built: WorkloadInstance) -> Any:
-    # the validation loader: unshuffled, so reading a batch draws nothing from any RNG
-    return split_batch(next(iter(built.val_loader)))[0]
-
-
 def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
     """Whether the claimed training runs fused, and with which siblings (claimed here).
 
@@ -155,7 +150,7 @@ def plan_fused(ctx: JobContext, spec: TrainingSpec) -> FusionPlan:
         return FusionPlan(fusion=_alone("fusing is off on this worker (CLR_FUSE_MAX_MEMBERS=1)"))
     device = torch.device(run_device(spec.device))
     built = build_workload(spec.workload, spec.params, seed=spec.seed, device=str(device))
-    example = _example_inputs(built)
+    example = example_inputs(built)
     ok, why = fusable(built.model, example)
     if not ok:
         if resuming:  # a fused checkpoint of a model that does not fuse cannot happen

@@ -31,7 +31,7 @@ from core.specs import RangeTestSpec
 from core.verification import plan_verification
 from worker.jobs import CannotRun, JobContext, run_device
 
-__all__ = ["band_points", "curve_points", "plan_seeds", "run"]
+__all__ = ["band_points", "curve_points", "example_inputs", "plan_seeds", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +129,10 @@ def run(ctx: JobContext) -> str:
     return ctx.finish(outcome, wait=verification.status == "running")
 
 
-def _example_inputs(built: WorkloadInstance) -> Any:
-    # the validation loader: unshuffled, so reading a batch draws nothing from any RNG
+def example_inputs(built: WorkloadInstance) -> Any:
+    """One batch of the workload's inputs, to ask :func:`clr.fused.fusable` and measure a
+    member's memory with: from the validation loader (unshuffled, so reading a batch
+    draws nothing from any RNG)."""
     return split_batch(next(iter(built.val_loader)))[0]
 
 
@@ -144,7 +146,7 @@ def plan_seeds(spec: RangeTestSpec, builts: Sequence[WorkloadInstance]) -> Seede
     seeds = list(spec.seeds or [spec.seed])
     k = len(seeds)
     first = builts[0]
-    example = _example_inputs(first)
+    example = example_inputs(first)
     ok, why = fusable(first.model, example)
     if not ok:
         return SeededRun(seeds, fused=False, path=None, reason=f"the model does not fuse: {why}")
