@@ -211,14 +211,13 @@ class Heartbeats:
     step or a CUDA warm-up sends none for a while: this keeps such a job from
     looking lost. A refused beat (the attempt went stale) or a cancel request
     reaches :meth:`ProgressReporter.should_stop` through the reporter's ack.
-    Several reporters (the members of a fused run) beat in one transaction.
+    Several reporters (the members of a fused run) beat one after another.
     """
 
     def __init__(self, *reporters: ProgressReporter, interval_s: float) -> None:
         if not reporters:
             raise ValueError("Heartbeats needs at least one reporter")
-        # in job id order: the order a parent's cancel locks its children in
-        self.reporters = tuple(sorted(reporters, key=lambda r: r.job_id))
+        self.reporters = reporters
         self.interval_s = interval_s
         self.beats = 0
         self._stop = threading.Event()
@@ -229,17 +228,20 @@ class Heartbeats:
     def _run(self) -> None:
         factory = self.reporters[0].factory
         while not self._stop.wait(self.interval_s):
-            try:
-                beating = [r for r in self.reporters if not r.ended]
-                with session_scope(factory) as session:
-                    acks = [heartbeat(session, job_id=r.job_id, attempt=r.attempt) for r in beating]
-            except Exception:  # a database blip: the next beat (or report) retries
-                logger.exception("job.heartbeat_failed job_id=%s", self.reporters[0].job_id)
-                continue
-            self.beats += 1
-            for reporter, ack in zip(beating, acks, strict=True):
+            for reporter in self.reporters:
+                if reporter.ended:
+                    continue
+                try:
+                    # a transaction each: one holding several jobs' rows could deadlock
+                    # with a parent's cancel, which locks them too
+                    with session_scope(factory) as session:
+                        ack = heartbeat(session, job_id=reporter.job_id, attempt=reporter.attempt)
+                except Exception:  # a database blip: the next beat (or report) retries
+                    logger.exception("job.heartbeat_failed job_id=%s", reporter.job_id)
+                    continue
                 if ack.should_stop:
                     reporter.ack = ack
+            self.beats += 1
 
     def __enter__(self) -> Heartbeats:
         self._thread.start()

@@ -631,7 +631,8 @@ def claim_siblings(
     share = -(-(len(others) + len(holders)) // workers) - 1  # ceil(members / workers) - 1
     rank = holders.index(job.id)
     claimed: list[Job] = []
-    for sibling in others[rank::workers] + [o for i, o in enumerate(others) if i % workers != rank]:
+    # in the order a parent's cancel locks its children in (no deadlock with it)
+    for sibling in others[rank::workers]:
         if len(claimed) >= min(limit, share):
             break
         taken = claim_job(session, job_id=sibling.id, worker=worker, device=device, now=now)

@@ -23,7 +23,7 @@ decides whether it runs with its siblings:
 
 :func:`run_fused` then trains them with :class:`clr.fused_train.FusedTrainer`.
 Each member keeps its own row: its attempt (one thread beats for all), its
-series (every member's points stored in one transaction, at most every
+series (every member's points stored, a short transaction each, at most every
 ``MAX_REPORT_INTERVAL_S``), its checkpoint (artifact ``fused-checkpoint``, all
 members at the same cycle ends), its model and snapshots, its result with
 ``fusion`` (how many ran together, how, the memory measured). A member whose
@@ -425,11 +425,11 @@ def _run(ctx: JobContext, group: FusedGroup) -> str:
 
 
 def _store(members: Sequence[Member]) -> None:
-    """Every member's gathered points, in one transaction, rows in id order (the order
-    a parent's cancel locks its children in: no deadlock between the two)."""
-    with session_scope(members[0].ctx.factory) as session:
-        for member in sorted(members, key=lambda m: m.ctx.job_id):
-            member.ctx.reporter.report(session)
+    """Every member's gathered points, a short transaction each: one holding several
+    members' rows could deadlock with a parent's cancel, which locks them too."""
+    for member in members:
+        if member.ctx.reporter.pending or member.ctx.reporter.progress is not None:
+            member.ctx.reporter.flush()
 
 
 def _run_part(
