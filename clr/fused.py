@@ -44,6 +44,7 @@ import copy
 import math
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -656,7 +657,7 @@ def _per_member(name: str, value: PerMember, k: int, low: float, high: float | N
     return torch.tensor(values, dtype=torch.float64)
 
 
-class FusedOptimizer:
+class FusedOptimizer(ABC):
     """Base of the fused optimizers: stacked parameters, a per-member LR and a mask.
 
     Every tensor in ``params`` has the member dimension first. :meth:`step` takes
@@ -688,6 +689,7 @@ class FusedOptimizer:
         """Set the per-member learning rates (one number for all, or K numbers)."""
         self.lr = _per_member("lr", lr, self.num_members, 0.0, None)
 
+    @abstractmethod
     def set_momentum(self, values: Tensor) -> None:
         """Set every member's momentum (SGD) or ``beta1`` (the Adam family) for the
         next step: a (K,) tensor, as a schedule that cycles momentum gives it."""
@@ -799,8 +801,9 @@ class FusedOptimizer:
             for t, old in zip(tensors, kept, strict=True):
                 t.copy_(torch.where(mask.view(-1, *([1] * (t.dim() - 1))), t, old))
 
+    @abstractmethod
     def _update(self, grads: list[Tensor], lr: Tensor | None) -> None:
-        raise NotImplementedError
+        """One update of every member's params and state from ``grads``, in place."""
 
 
 class FusedSGD(FusedOptimizer):
